@@ -1,0 +1,106 @@
+# frugal: one binary. Plain make + pkg-config. Targets:
+#   all check run bench fuzz install clean deps
+# `make check` and `make run` install missing Debian packages first (contrib/deps.sh).
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+B       ?= build
+PKGS     = libcdb openssl libcares
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lcdb -lssl -lcrypto -lcares)
+CFLAGS  ?= -O2 -g
+WARN     = -Wall -Wextra -Werror -Wno-unused-parameter
+CPPFLAGS += -D_GNU_SOURCE -I. $(PKG_CFLAGS)
+LIBS     = -lev $(PKG_LIBS) -lcrypt -lpthread
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
+SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+MODULES  = core conf limits queue smtpd
+SRCS     = $(filter-out core/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+HDRS     = $(foreach m,$(MODULES),$(wildcard $(m)/*.h))
+UNIT     = $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
+FUZZ     = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+PRELOAD  = $(wildcard tests/emul/*.c)
+
+OBJ      = $(SRCS:%.c=$(B)/obj/%.o)
+ASAN_OBJ = $(SRCS:%.c=$(B)/asan/%.o)
+
+.PHONY: all check check-unit check-integration check-asan run bench fuzz install clean deps
+BIN      = $(if $(filter build,$(B)),frugal,$(B)/frugal)
+all: $(BIN) $(B)/tests
+
+$(BIN): $(B)/obj/core/main.o $(B)/libfrugal.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/libfrugal.a: $(OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c -o $@ $<
+
+$(B)/asan/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -O1 -g $(SAN) $(WARN) -c -o $@ $<
+
+$(B)/asan/libfrugal.a: $(ASAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/asan/frugal: $(B)/asan/core/main.o $(B)/asan/libfrugal.a
+	$(CC) -O1 -g $(SAN) -o $@ $^ $(LIBS)
+
+# unit tests (Check): tests/unit/test_X.c -> $(B)/tests/test_X
+$(B)/tests: $(UNIT:%=$(B)/tests/%) $(PRELOAD:tests/emul/%.c=$(B)/tests/%.so)
+$(B)/tests/test_%: tests/unit/test_%.c $(B)/libfrugal.a
+	@mkdir -p $(B)/tests
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $^ $(CHECK_LIBS) $(LIBS)
+$(B)/asan/tests/test_%: tests/unit/test_%.c $(B)/asan/libfrugal.a
+	@mkdir -p $(B)/asan/tests
+	$(CC) $(CPPFLAGS) -O1 -g $(SAN) $(WARN) -o $@ $^ $(CHECK_LIBS) $(LIBS)
+# the container emulator (LD_PRELOAD)
+$(B)/tests/%.so: tests/emul/%.c
+	@mkdir -p $(B)/tests
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -shared -fPIC -o $@ $< -ldl -lpthread
+
+deps:
+	@sh contrib/deps.sh build test
+
+check: deps
+	@$(MAKE) --no-print-directory all $(B)/asan/frugal $(UNIT:%=$(B)/asan/tests/%)
+	@sh tests/run-all.sh
+
+run: 
+	@sh contrib/deps.sh build
+	@$(MAKE) --no-print-directory frugal
+	./frugal serve -f
+
+bench: 
+	@sh contrib/deps.sh build test bench
+	@$(MAKE) --no-print-directory frugal $(B)/tests
+	python3 tests/bench/bench.py
+
+# libFuzzer targets, each run FUZZ_SECONDS (default 60)
+FUZZ_SECONDS ?= 60
+fuzz:
+	@sh contrib/deps.sh build fuzz
+	@mkdir -p $(B)/fuzz
+	@set -e; for f in $(FUZZ); do \
+	  echo "fuzz: building $$f"; \
+	  clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -Wall -Wextra -Werror -Wno-unused-parameter \
+	    -o $(B)/fuzz/$$f tests/fuzz/$$f.c $(SRCS) $(LIBS); \
+	  mkdir -p tests/fuzz/corpus/$$f $(B)/fuzz/corpus-$$f; \
+	  echo "fuzz: running $$f for $(FUZZ_SECONDS)s"; \
+	  $(B)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(B)/fuzz/corpus-$$f tests/fuzz/corpus/$$f; \
+	done
+
+install: frugal
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/frugal
+	install -m 755 frugal $(DESTDIR)$(PREFIX)/sbin/frugal
+	ln -sf frugal $(DESTDIR)$(PREFIX)/sbin/sendmail.frugal
+	install -m 644 contrib/frugal.conf.sample $(DESTDIR)/etc/frugal/frugal.conf.sample
+
+clean:
+	rm -rf build build-* frugal frugal-data

@@ -1,0 +1,29 @@
+#!/bin/sh
+# contrib/deps.sh GROUP...: install the Debian packages a make target needs,
+# only those missing, non-interactively. Groups: build test bench fuzz.
+# Unprivileged without the packages: say what is missing and fail.
+set -e
+pkgs=""
+for g in "$@"; do
+	case "$g" in
+	build) pkgs="$pkgs gcc make pkg-config libev-dev libcdb-dev libssl-dev libc-ares-dev libcrypt-dev" ;;
+	test)  pkgs="$pkgs check python3 swaks openssl" ;;
+	bench) pkgs="$pkgs postfix python3" ;;
+	fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
+	esac
+done
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing:$missing"
+if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else
+	echo "deps: missing packages:$missing (run as root: apt-get install$missing)" >&2; exit 1
+fi
+case "$missing" in *postfix*)
+	echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections ;;
+esac
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq || true
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,144 @@
+/*
+ * core/log.c: see log.h. The program name in every line is syslog_name
+ * ("frugal" by default) and the service ("smtpd", "qmgr", "local"...), as
+ * in Postfix's "postfix/smtpd[PID]".
+ */
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <unistd.h>
+
+static char prog[64] = "frugal";
+static FILE *out;          /* NULL: syslog */
+static int out_is_file;    /* out was opened by us and is closed by log_close() */
+static int use_syslog;
+static int syslog_fac = LOG_MAIL;
+
+static const struct { const char *name; int value; } facilities[] = {
+	{ "mail", LOG_MAIL }, { "daemon", LOG_DAEMON }, { "user", LOG_USER },
+	{ "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 },
+	{ "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },
+	{ "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+};
+
+int log_open(const char *syslog_name, const char *dest, const char *facility)
+{
+	int fac = LOG_MAIL;
+	size_t i;
+
+	log_close();
+	if (syslog_name && *syslog_name)
+		snprintf(prog, sizeof prog, "%s", syslog_name);
+	for (i = 0; facility && i < sizeof facilities / sizeof facilities[0]; i++)
+		if (strcasecmp(facility, facilities[i].name) == 0)
+			fac = facilities[i].value;
+	if (dest == NULL || *dest == '\0') {
+		syslog_fac = fac;
+		openlog(prog, LOG_PID | LOG_NDELAY, fac);
+		use_syslog = 1;
+		return 0;
+	}
+	if (strcmp(dest, "/dev/stderr") == 0) {
+		out = stderr;
+		return 0;
+	}
+	if (strcmp(dest, "/dev/stdout") == 0) {
+		out = stdout;
+		return 0;
+	}
+	if ((out = fopen(dest, "a")) == NULL) {
+		out = stderr;
+		return -1;
+	}
+	setvbuf(out, NULL, _IOLBF, 0);
+	out_is_file = 1;
+	return 0;
+}
+
+void log_close(void)
+{
+	if (out_is_file && out)
+		fclose(out);
+	if (use_syslog)
+		closelog();
+	out = NULL;
+	out_is_file = use_syslog = 0;
+}
+
+void log_vmsg(int prio, const char *service, const char *prefix, const char *fmt, va_list ap)
+{
+	char line[2048];
+	int n = 0;
+
+	if (prefix)
+		n = snprintf(line, sizeof line, "%s", prefix);
+	vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+	if (use_syslog) {
+		/* syslog adds "prog[pid]:"; Postfix logs "postfix/smtpd[pid]:" as the tag */
+		char tag[128];
+		snprintf(tag, sizeof tag, "%s/%s", prog, service);
+		openlog(tag, LOG_PID | LOG_NDELAY, syslog_fac);
+		syslog(prio, "%s", line);
+		return;
+	}
+	{
+		FILE *f = out ? out : stderr;
+		char ts[32];
+		time_t now = time(NULL);
+		struct tm tm;
+
+		localtime_r(&now, &tm);
+		strftime(ts, sizeof ts, "%b %e %H:%M:%S", &tm);
+		fprintf(f, "%s %s/%s[%ld]: %s\n", ts, prog, service, (long)getpid(), line);
+		fflush(f);
+	}
+}
+
+#define LOG_BODY(prio, prefix) do { \
+	va_list ap; va_start(ap, fmt); log_vmsg(prio, service, prefix, fmt, ap); va_end(ap); \
+} while (0)
+
+void log_info(const char *service, const char *fmt, ...) { LOG_BODY(LOG_INFO, NULL); }
+void log_warning(const char *service, const char *fmt, ...) { LOG_BODY(LOG_WARNING, "warning: "); }
+
+void log_fatal(const char *service, const char *fmt, ...)
+{
+	LOG_BODY(LOG_CRIT, "fatal: ");
+	exit(1);
+}
+
+void log_panic(const char *service, const char *fmt, ...)
+{
+	LOG_BODY(LOG_CRIT, "panic: ");
+	abort();
+}
+
+void log_ratelimited(struct log_rate *r, const char *service, const char *fmt, ...)
+{
+	time_t now = time(NULL);
+	char line[1024];
+	va_list ap;
+
+	if (now - r->window_start >= r->interval) {
+		r->window_start = now;
+		r->in_window = 0;
+	}
+	if (r->in_window >= r->burst) {
+		r->suppressed++;
+		return;
+	}
+	r->in_window++;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (r->suppressed) {
+		log_warning(service, "%s (%lu similar warnings suppressed)", line, r->suppressed);
+		r->suppressed = 0;
+	} else {
+		log_warning(service, "%s", line);
+	}
+}

@@ -1,0 +1,41 @@
+/*
+ * core/log.h: logging in Postfix's line shapes, so fail2ban's postfix
+ * filter and pflogsumm read frugal's log unchanged:
+ *     frugal/smtpd[PID]: connect from HOST[ADDR]
+ * Goes to syslog (default), to stderr, or appended to a file. Warnings that
+ * an attacker can trigger at will go through log_ratelimited().
+ */
+#ifndef FRUGAL_CORE_LOG_H
+#define FRUGAL_CORE_LOG_H
+
+#include <stdarg.h>
+#include <time.h>
+
+/* dest: NULL or "" = syslog, "/dev/stderr" = stderr, else a file appended to */
+int  log_open(const char *syslog_name, const char *dest, const char *facility);
+void log_close(void);
+
+void log_info(const char *service, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_warning(const char *service, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_fatal(const char *service, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+void log_panic(const char *service, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+void log_vmsg(int prio, const char *service, const char *prefix, const char *fmt, va_list ap);
+
+/*
+ * A rate limiter for one kind of warning: at most `burst` lines per
+ * `interval` seconds; lines dropped meanwhile are counted and reported
+ * ("... (N similar warnings suppressed)") with the next one that passes.
+ */
+struct log_rate {
+	int interval;        /* seconds */
+	int burst;           /* lines per interval */
+	time_t window_start;
+	int in_window;
+	unsigned long suppressed;
+};
+#define LOG_RATE_INIT(interval, burst) { (interval), (burst), 0, 0, 0 }
+
+void log_ratelimited(struct log_rate *r, const char *service, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,71 @@
+/*
+ * core/main.c: the front door. Maps a command (or the name the binary was
+ * invoked by: sendmail, mailq, newaliases) to the room that implements it.
+ * It knows every room's entry point and nothing else.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "limits/limits.h"
+#include "queue/queue.h"
+#include "smtpd/smtpd.h"
+
+static int cmd_reload(int argc, char **argv) { return smtpd_cmd_signal("reload", argc, argv); }
+static int cmd_stop(int argc, char **argv)   { return smtpd_cmd_signal("stop", argc, argv); }
+static int cmd_status(int argc, char **argv) { return smtpd_cmd_signal("status", argc, argv); }
+
+static const struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *usage;
+} commands[] = {
+	{ "serve",  smtpd_cmd_serve, "serve [-f] [-c DIR]" },
+	{ "limits", limits_cmd,      "limits [-c DIR] [--json]" },
+	{ "config", conf_cmd_config, "config [-c DIR] [-n] [-d] [NAME...]" },
+	{ "check",  conf_cmd_check,  "check [-c DIR]" },
+	{ "map",    conf_cmd_map,    "map [-q KEY] FILE" },
+	{ "queue",  queue_cmd,       "queue [-c DIR] [list|show ID|delete ID|flush]" },
+	{ "reload", cmd_reload,      "reload [-c DIR]" },
+	{ "stop",   cmd_stop,        "stop [-c DIR]" },
+	{ "status", cmd_status,      "status [-c DIR]" },
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+/* Commands of the contract that later work will add (PRODUCT.md section 1). */
+static const char *const later[] = { "wizard", "sendmail", NULL };
+
+static int usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "usage: frugal COMMAND [ARGS]\ncommands:\n");
+	for (i = 0; i < NCOMMANDS; i++)
+		fprintf(f, "  frugal %s\n", commands[i].usage);
+	return f == stderr ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+	size_t i;
+
+	if (strcmp(self, "mailq") == 0) {
+		char *qargv[] = { "queue", "list", NULL };
+		return queue_cmd(2, qargv);
+	}
+	if (argc < 2)
+		return usage(stderr);
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)
+		return usage(stdout);
+	for (i = 0; i < NCOMMANDS; i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(argc - 1, argv + 1);
+	for (i = 0; later[i]; i++)
+		if (strcmp(argv[1], later[i]) == 0) {
+			fprintf(stderr, "frugal: '%s' is not in this version yet\n", argv[1]);
+			return 1;
+		}
+	fprintf(stderr, "frugal: unknown command '%s'\n", argv[1]);
+	return usage(stderr);
+}

@@ -1,0 +1,86 @@
+/*
+ * queue/queue.h: what other rooms may call in queue/: the spool (durable
+ * acceptance), the queue manager (scheduling and delivery), address
+ * resolution (which recipients are ours), and the `frugal queue` command.
+ *
+ * Data flows one way: smtpd -> spool -> qmgr -> delivery agents. Delivery
+ * never calls back into smtpd.
+ */
+#ifndef FRUGAL_QUEUE_QUEUE_H
+#define FRUGAL_QUEUE_QUEUE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <ev.h>
+
+struct conf;
+
+/* ---- spool: on-disk queue ------------------------------------------------ */
+
+struct spool;
+
+/* Open (creating subdirectories as needed) queue_directory. NULL + err. */
+struct spool *spool_open(const char *queue_dir, char *err, size_t errlen);
+void          spool_close(struct spool *s);
+const char   *spool_dir(const struct spool *s);
+
+/*
+ * One incoming message. The queue ID exists from spool_txn_new() on (smtpd
+ * logs "ID: client=..." and writes it into the Received: header).
+ * Recipients are added before spool_txn_open(); data is streamed after.
+ * All calls return 0 or -1 with errno (ENOMEM, ENOSPC, EIO ...); on -1 the
+ * caller answers 451 and calls spool_txn_abort().
+ */
+struct spool_txn;
+struct spool_txn *spool_txn_new(struct spool *s, const char *sender, const char *client /* "HOST[ADDR]" */);
+const char *spool_txn_id(const struct spool_txn *t);
+int   spool_txn_rcpt(struct spool_txn *t, const char *rcpt, const char *orig_rcpt);
+int   spool_txn_open(struct spool_txn *t);                       /* creates the file, writes the envelope */
+int   spool_txn_write(struct spool_txn *t, const void *p, size_t n); /* message bytes, LF line ends */
+off_t spool_txn_size(const struct spool_txn *t);                 /* message bytes written so far */
+/*
+ * Make the message durable. Takes ownership of t. `done` runs later on the
+ * loop with err 0 once file and directory entries are on stable storage
+ * (then, and only then, smtpd answers 250), or err = errno on failure
+ * (nothing was acknowledged; the files are removed). Commits requested in
+ * the same loop iteration share their directory syncs (group commit).
+ */
+void  spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, const char *queue_id), void *arg);
+void  spool_txn_abort(struct spool_txn *t);                      /* takes ownership; removes files */
+void  spool_set_loop(struct spool *s, struct ev_loop *loop);      /* commits need the loop */
+
+/* ---- address resolution (trivial-rewrite's job in Postfix) --------------- */
+
+enum resolve_class {
+	RESOLVE_LOCAL,        /* domain in mydestination: alias or system user */
+	RESOLVE_VIRTUAL,      /* domain in virtual_mailbox_domains */
+	RESOLVE_VIRTUAL_ALIAS,/* address rewritten by virtual_alias_maps (domain is virtual-alias only) */
+	RESOLVE_RELAY,        /* domain in relay_domains */
+	RESOLVE_REMOTE,       /* anything else: relaying, needs permit_mynetworks/sasl */
+};
+struct resolve_result {
+	enum resolve_class cls;
+	int known;            /* recipient exists (for reject_unlisted_recipient); 1 for RELAY/REMOTE */
+};
+struct resolver;
+struct resolver *resolver_new(const struct conf *c, char *err, size_t errlen); /* opens the maps */
+void resolver_free(struct resolver *r);
+/* 0, or -1 on a table error (the caller answers 451 4.3.0). addr is "user@domain" or "user". */
+int  resolver_classify(struct resolver *r, const char *addr, struct resolve_result *res);
+
+/* ---- queue manager ------------------------------------------------------- */
+
+struct qmgr;
+struct qmgr *qmgr_new(struct ev_loop *loop, struct spool *s, struct conf *c); /* takes a conf ref */
+void qmgr_set_conf(struct qmgr *q, struct conf *c);  /* reload: takes a new ref, drops the old */
+int  qmgr_recover(struct qmgr *q);     /* scan the spool at start-up; returns messages found */
+void qmgr_enqueue(struct qmgr *q, const char *queue_id); /* a freshly committed message */
+void qmgr_flush(struct qmgr *q);       /* retry deferred mail now */
+int  qmgr_active(const struct qmgr *q); /* messages in memory (active + deferred) */
+void qmgr_set_delivery_limit(struct qmgr *q, int max_parallel); /* from limits/ */
+void qmgr_free(struct qmgr *q);        /* waits for deliveries in flight */
+
+/* `frugal queue ...` and `mailq`; returns an exit code. */
+int queue_cmd(int argc, char **argv);
+
+#endif

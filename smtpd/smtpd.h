@@ -1,0 +1,12 @@
+/*
+ * smtpd/smtpd.h: the SMTP server room. What others may call: the daemon's
+ * entry points (serve and the signalling commands) and, for tests and
+ * fuzzing, the pure command parser (smtpd/command.h).
+ */
+#ifndef FRUGAL_SMTPD_SMTPD_H
+#define FRUGAL_SMTPD_SMTPD_H
+
+int smtpd_cmd_serve(int argc, char **argv);              /* frugal serve [-f] [-c DIR] */
+int smtpd_cmd_signal(const char *what, int argc, char **argv); /* reload | stop | status */
+
+#endif
