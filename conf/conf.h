@@ -55,7 +55,11 @@ struct conf *conf_ref(struct conf *c);
 void conf_unref(struct conf *c);              /* frees on the last reference */
 
 /*
- * Typed accessors. `name` must be a parameter in the table (PRODUCT.md
+ * The loaders initialize *d (it may be NULL); free it with conf_diags_free().
+ *
+ * Typed accessors. conf_int() of an "auto" value is -1 (test with
+ * conf_is_auto()); an empty value of a parameter that may be empty
+ * (limit_memory ...) reads as 0. `name` must be a parameter in the table (PRODUCT.md
  * section 2); an unknown name is a programming error and returns NULL/0.
  */
 const char *conf_str(const struct conf *c, const char *name, int stress);
@@ -74,6 +78,15 @@ int         conf_is_auto(const struct conf *c, const char *name, int stress);
 char **conf_list(const struct conf *c, const char *name, int stress);
 char **conf_split_list(const char *value);
 void   conf_list_free(char **v);
+
+/*
+ * The parameter table, for documentation: entry i (0, 1, ...) of every
+ * parameter with its default as written, its type ("integer", "time",
+ * "boolean", "percent", "list", "string", "keyword", "integer or auto")
+ * and a one-line description. -1 past the end.
+ */
+int conf_param_describe(size_t i, const char **name, const char **def,
+    const char **type, const char **desc);
 
 /* `frugal config` (postconf): print parameters; flags below; names NULL = all. */
 #define CONF_PRINT_NONDEFAULT 1   /* -n */

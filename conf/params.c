@@ -1,0 +1,320 @@
+/*
+ * conf/params.c: the typed table of every frugal.conf parameter with its
+ * default and a one-line description (PRODUCT.md section 2 plus frugal's
+ * additions), and the parsers for typed values. Defaults are written the
+ * way `frugal config -d` prints them, unexpanded. This file owns no state.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf/conf_impl.h"
+#include "core/mem.h"
+
+#define S(n, d, desc)          { n, CT_STR, 0, d, NULL, desc }
+#define L(n, d, desc)          { n, CT_LIST, 0, d, NULL, desc }
+#define I(n, d, desc)          { n, CT_INT, 0, d, NULL, desc }
+#define T(n, d, desc)          { n, CT_TIME, 0, d, NULL, desc }
+#define B(n, d, desc)          { n, CT_BOOL, 0, d, NULL, desc }
+#define P(n, d, desc)          { n, CT_PERCENT, 0, d, NULL, desc }
+#define E(n, d, allowed, desc) { n, CT_ENUM, 0, d, allowed, desc }
+
+/* In PRODUCT.md's order, by area; conf_param_find() does not rely on order. */
+const struct conf_param conf_param_table[] = {
+	/* identity */
+	{ "myhostname", CT_STR, CF_DYNAMIC, "", NULL,
+	  "the fully qualified host name of this system (default: from gethostname())" },
+	{ "mydomain", CT_STR, CF_DYNAMIC, "", NULL,
+	  "the internet domain of this system: $myhostname minus its first label, or localdomain" },
+	S("myorigin", "$myhostname", "the domain appended to unqualified sender addresses of local mail"),
+	L("mydestination", "$myhostname, localhost", "domains delivered locally (to system users or $local_mailbox_base)"),
+	S("mail_name", "frugal", "the mail system name used in the banner and in bounces"),
+	S("smtpd_banner", "$myhostname ESMTP $mail_name", "text that follows the 220 code of the SMTP greeting"),
+	/* listeners */
+	S("smtpd_listen", "0.0.0.0:25", "address:port of the SMTP listener (empty: off)"),
+	S("submission_listen", "", "address:port of the submission listener, e.g. 0.0.0.0:587 (empty: off)"),
+	S("smtps_listen", "", "address:port of the implicit-TLS submission listener, e.g. 0.0.0.0:465 (empty: off)"),
+	/* routing */
+	L("mynetworks", "127.0.0.0/8 [::1]/128", "client networks trusted to relay (permit_mynetworks)"),
+	L("relay_domains", "", "domains this server relays mail to"),
+	S("relayhost", "", "send all non-local mail through this host ([host]:port); empty: direct MX delivery"),
+	L("transport_maps", "", "tables mapping recipient domains to transports"),
+	L("alias_maps", "cdb:/etc/frugal/aliases", "alias tables for local recipients (aliases(5) syntax)"),
+	L("virtual_alias_maps", "", "tables rewriting recipient addresses to other addresses"),
+	L("virtual_mailbox_domains", "", "domains whose mailboxes are virtual (not system accounts)"),
+	L("virtual_mailbox_maps", "", "tables mapping virtual addresses to mailbox paths under $virtual_mailbox_base"),
+	S("virtual_mailbox_base", "/var/mail/vhosts", "directory prefix of virtual mailboxes"),
+	S("virtual_mailbox_owner", "vmail", "the user that owns virtual mailboxes"),
+	S("home_mailbox", "Maildir/", "mailbox path relative to a local user's home; a trailing / means Maildir"),
+	S("mailbox_transport", "", "deliver local mail through this transport instead, e.g. lmtp:unix:/run/dovecot/lmtp"),
+	/* smtpd */
+	T("smtpd_timeout", "${stress?{10}:{300}}s", "time to wait for an SMTP client command or data"),
+	I("smtpd_hard_error_limit", "${stress?{1}:{20}}", "errors after which the SMTP session is disconnected"),
+	I("smtpd_soft_error_limit", "10", "errors after which every reply is delayed by $smtpd_error_sleep_time"),
+	T("smtpd_error_sleep_time", "1s", "delay before an error reply once the soft error limit is reached"),
+	I("smtpd_junk_command_limit", "${stress?{1}:{100}}", "NOOP, RSET, VRFY, ETRN, HELP commands allowed before errors count"),
+	I("smtpd_recipient_limit", "1000", "recipients accepted per message"),
+	I("message_size_limit", "10240000", "largest message accepted, in bytes"),
+	B("smtpd_helo_required", "no", "require HELO or EHLO before MAIL FROM"),
+	B("smtpd_forbid_bare_newline", "yes", "refuse bare LF or CR in commands and message data"),
+	I("smtpd_client_connection_count_limit", "50", "simultaneous connections per client address (0: no limit)"),
+	I("smtpd_client_connection_rate_limit", "0", "connections per client per $anvil_rate_time_unit (0: no limit)"),
+	I("smtpd_client_message_rate_limit", "0", "messages per client per $anvil_rate_time_unit (0: no limit)"),
+	T("anvil_rate_time_unit", "60s", "time unit of the client rate limits"),
+	T("smtpd_pregreet_wait", "0s", "pause before the greeting; clients that talk first are dropped (0: off)"),
+	L("smtpd_client_restrictions", "", "restrictions applied when a client connects"),
+	L("smtpd_helo_restrictions", "", "restrictions applied to HELO/EHLO"),
+	L("smtpd_sender_restrictions", "", "restrictions applied to MAIL FROM"),
+	L("smtpd_recipient_restrictions",
+	  "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, reject_unlisted_recipient",
+	  "restrictions applied to RCPT TO"),
+	L("rbl_reply_maps", "", "tables with custom replies for reject_rbl_client zones"),
+	/* TLS and AUTH */
+	S("smtpd_tls_cert_file", "", "PEM certificate chain of the SMTP server (empty: no STARTTLS)"),
+	S("smtpd_tls_key_file", "", "PEM private key of the SMTP server"),
+	E("smtpd_tls_security_level", "may", "none|may|encrypt", "inbound TLS: none, may (offered when a cert is set) or encrypt"),
+	B("smtpd_tls_auth_only", "yes", "offer AUTH only after STARTTLS"),
+	B("smtpd_sasl_auth_enable", "no", "offer AUTH on port 25 (always on for submission)"),
+	L("smtpd_sasl_users", "cdb:/etc/frugal/users", "tables mapping login addresses to crypt(3) hashes"),
+	E("smtpd_sasl_type", "frugal", "frugal|dovecot", "SASL back end: frugal ($smtpd_sasl_users) or dovecot"),
+	S("smtpd_sasl_path", "", "dovecot auth socket when smtpd_sasl_type = dovecot"),
+	E("smtp_tls_security_level", "may", "none|may|encrypt|dane|verify|secure", "outbound TLS policy"),
+	L("smtp_sasl_password_maps", "", "tables of username:password per relay host for outbound AUTH"),
+	/* queue and delivery */
+	S("queue_directory", "/var/spool/frugal", "the mail queue"),
+	S("mail_owner", "frugal", "the user frugal runs as after binding its ports"),
+	T("queue_run_delay", "300s", "how often deferred mail is scanned"),
+	T("minimal_backoff_time", "300s", "least time between delivery attempts of deferred mail"),
+	T("maximal_backoff_time", "4000s", "most time between delivery attempts of deferred mail"),
+	T("maximal_queue_lifetime", "5d", "how long undeliverable mail stays queued before it bounces"),
+	T("bounce_queue_lifetime", "5d", "how long undeliverable bounces stay queued"),
+	I("initial_destination_concurrency", "5", "first number of parallel deliveries to one destination"),
+	I("default_destination_concurrency_limit", "20", "most parallel deliveries to one destination"),
+	I("default_destination_recipient_limit", "50", "most recipients per delivery"),
+	T("smtp_connect_timeout", "30s", "time to wait for an outbound SMTP connection"),
+	T("smtp_helo_timeout", "300s", "time to wait for the greeting and the HELO reply of a remote server"),
+	S("dns_servers", "", "DNS servers (ip or ip:port, list); empty: /etc/resolv.conf"),
+	/* limits */
+	E("limits_source", "auto", "auto|beancounters|cgroup|rlimit|manual", "where container limits are read from"),
+	S("beancounters_file", "/proc/user_beancounters", "the OpenVZ/Virtuozzo beancounters file"),
+	S("cgroup_root", "/sys/fs/cgroup", "where the cgroup file system is mounted"),
+	{ "limit_numothersock", CT_INT, CF_EMPTY_OK, "", NULL, "manual override of the numothersock limit (empty: detect)" },
+	{ "limit_numtcpsock", CT_INT, CF_EMPTY_OK, "", NULL, "manual override of the numtcpsock limit (empty: detect)" },
+	{ "limit_numfile", CT_INT, CF_EMPTY_OK, "", NULL, "manual override of the open file limit (empty: detect)" },
+	{ "limit_memory", CT_INT, CF_EMPTY_OK, "", NULL, "manual override of the memory limit in bytes (empty: detect)" },
+	P("limits_share", "50%", "the most of each container limit frugal takes for itself"),
+	P("limits_reserve", "5%", "the part of each container limit left free container-wide"),
+	{ "smtpd_concurrency_limit", CT_INT_AUTO, 0, "auto", NULL, "simultaneous SMTP sessions (auto: derived from the budget)" },
+	{ "delivery_concurrency_limit", CT_INT_AUTO, 0, "auto", NULL, "simultaneous deliveries (auto: derived from the budget)" },
+	P("stress_threshold", "80%", "budget use at which stress mode starts"),
+	/* logging */
+	S("maillog_file", "", "log destination: empty for syslog, /dev/stderr, or a file"),
+	S("syslog_facility", "mail", "syslog facility"),
+	S("syslog_name", "frugal", "the name that prefixes every log line"),
+	/* frugal additions and Postfix names used internally */
+	S("stress", "", "stress flag: \"yes\" while the daemon is near its budget (selects ${stress?{a}:{b}})"),
+	L("local_recipient_maps", "unix:passwd.byname $alias_maps", "tables of the local users that exist (empty: any local part is accepted)"),
+	S("local_mailbox_base", "", "when set, USER@$mydestination is delivered to $local_mailbox_base/USER/$home_mailbox without a system account"),
+	I("hopcount_limit", "50", "Received: headers after which a message bounces as a loop"),
+	S("double_bounce_sender", "double-bounce", "sender of bounces that themselves cannot be delivered"),
+	S("recipient_delimiter", "", "characters that separate a user name from an address extension"),
+	{ "mail_version", CT_STR, CF_READONLY, "0.1", NULL, "the frugal version (read-only)" },
+};
+const size_t conf_param_count = sizeof conf_param_table / sizeof conf_param_table[0];
+
+const struct conf_param *conf_param_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < conf_param_count; i++)
+		if (strcmp(conf_param_table[i].name, name) == 0)
+			return &conf_param_table[i];
+	return NULL;
+}
+
+int conf_param_describe(size_t i, const char **name, const char **def,
+    const char **type, const char **desc)
+{
+	const struct conf_param *p;
+
+	if (i >= conf_param_count)
+		return -1;
+	p = &conf_param_table[i];
+	if (name)
+		*name = p->name;
+	if (def)
+		*def = p->def;
+	if (type)
+		*type = conf_type_name(p->type);
+	if (desc)
+		*desc = p->desc;
+	return 0;
+}
+
+const char *conf_type_name(enum conf_type t)
+{
+	switch (t) {
+	case CT_STR:      return "string";
+	case CT_LIST:     return "list";
+	case CT_INT:      return "integer";
+	case CT_INT_AUTO: return "integer or auto";
+	case CT_TIME:     return "time";
+	case CT_BOOL:     return "boolean";
+	case CT_PERCENT:  return "percent";
+	case CT_ENUM:     return "keyword";
+	}
+	return "?";
+}
+
+static int parse_digits(const char **pp, long long *out)
+{
+	const char *p = *pp;
+	long long v = 0;
+
+	if (!isdigit((unsigned char)*p))
+		return -1;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (v > (LLONG_MAX - (*p - '0')) / 10)
+			return -2;
+		v = v * 10 + (*p - '0');
+	}
+	*pp = p;
+	*out = v;
+	return 0;
+}
+
+int conf_parse_number(const struct conf_param *prm, const char *v, long long *out,
+    const char **why)
+{
+	const char *p = v;
+	long long n, mult = 1;
+	int r;
+
+	*out = 0;
+	if (*v == 0 && (prm->flags & CF_EMPTY_OK))
+		return 0;
+	switch (prm->type) {
+	case CT_INT_AUTO:
+		if (strcasecmp(v, "auto") == 0) {
+			*out = -1;
+			return 0;
+		}
+		/* FALLTHROUGH */
+	case CT_INT:
+		if ((r = parse_digits(&p, &n)) < 0 || *p) {
+			*why = r == -2 ? "integer out of range" : "bad integer value";
+			return -1;
+		}
+		*out = n;
+		return 0;
+	case CT_TIME:
+		if ((r = parse_digits(&p, &n)) < 0) {
+			*why = r == -2 ? "time value out of range" : "bad time value";
+			return -1;
+		}
+		if (*p) {
+			switch (*p) {
+			case 's': mult = 1; break;
+			case 'm': mult = 60; break;
+			case 'h': mult = 3600; break;
+			case 'd': mult = 86400; break;
+			case 'w': mult = 604800; break;
+			default:
+				*why = "bad time unit (use s, m, h, d or w)";
+				return -1;
+			}
+			if (p[1]) {
+				*why = "bad time unit (use s, m, h, d or w)";
+				return -1;
+			}
+		}
+		if (n > LLONG_MAX / mult) {
+			*why = "time value out of range";
+			return -1;
+		}
+		*out = n * mult;
+		return 0;
+	case CT_BOOL:
+		if (strcasecmp(v, "yes") == 0)
+			*out = 1;
+		else if (strcasecmp(v, "no") == 0)
+			*out = 0;
+		else {
+			*why = "bad boolean value (use yes or no)";
+			return -1;
+		}
+		return 0;
+	case CT_PERCENT:
+		if (parse_digits(&p, &n) < 0 || (*p && strcmp(p, "%") != 0) || n > 100) {
+			*why = "bad percent value (use 0% to 100%)";
+			return -1;
+		}
+		*out = n;
+		return 0;
+	case CT_ENUM: {
+		const char *a = prm->allowed;
+		size_t len = strlen(v);
+
+		while (a && *a) {
+			const char *bar = strchr(a, '|');
+			size_t alen = bar ? (size_t)(bar - a) : strlen(a);
+
+			if (alen == len && strncasecmp(a, v, len) == 0)
+				return 0;
+			a = bar ? bar + 1 : NULL;
+		}
+		*why = "bad value (not one of the allowed keywords)";
+		return -1;
+	}
+	case CT_STR:
+	case CT_LIST:
+		return 0;
+	}
+	return 0;
+}
+
+/*
+ * Postfix takes gethostname() and, when that is not qualified, asks the
+ * resolver for the canonical name. Computed once per process: a container
+ * with broken DNS pays the resolver timeout only once.
+ */
+const char *conf_system_hostname(void)
+{
+	static char name[256];
+	static int done;
+	struct addrinfo hints, *res = NULL;
+
+	if (__atomic_load_n(&done, __ATOMIC_ACQUIRE))
+		return name;
+	char tmp[256];
+	if (gethostname(tmp, sizeof tmp - 1) < 0 || tmp[0] == 0)
+		strcpy(tmp, "localhost");
+	tmp[sizeof tmp - 1] = 0;
+	if (strchr(tmp, '.') == NULL) {
+		memset(&hints, 0, sizeof hints);
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_flags = AI_CANONNAME;
+		if (getaddrinfo(tmp, NULL, &hints, &res) == 0 && res) {
+			if (res->ai_canonname && strchr(res->ai_canonname, '.') &&
+			    strlen(res->ai_canonname) < sizeof tmp)
+				strcpy(tmp, res->ai_canonname);
+			freeaddrinfo(res);
+		}
+	}
+	for (char *p = tmp; *p; p++)
+		*p = tolower((unsigned char)*p);
+	memcpy(name, tmp, sizeof name);
+	__atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+	return name;
+}
+
+char *conf_domain_of(const char *host)
+{
+	const char *dot = strchr(host, '.');
+
+	return mem_strdup(dot && dot[1] ? dot + 1 : "localdomain");
+}
