@@ -1,0 +1,320 @@
+/*
+ * limits/detect.c: puts the sources together. Owns the parameters of the
+ * limits room (read once from a struct conf into struct limits_params),
+ * the order in which sources are read and overridden (beancounters,
+ * cgroup, rlimit, then manual limit_* values on top), and the text format
+ * of the status file the daemon publishes. Must never keep state between
+ * calls: a snapshot is a value, the daemon's state lives in budget.c.
+ */
+#include "limits/detect.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "core/log.h"
+
+const char *const limits_res_name[LR_COUNT] = {
+	[LR_NUMOTHERSOCK] = "numothersock",
+	[LR_NUMTCPSOCK]   = "numtcpsock",
+	[LR_NUMFILE]      = "numfile",
+	[LR_NUMPROC]      = "numproc",
+	[LR_MEMORY]       = "memory",
+	[LR_TCPSNDBUF]    = "tcpsndbuf",
+	[LR_TCPRCVBUF]    = "tcprcvbuf",
+	[LR_OTHERSOCKBUF] = "othersockbuf",
+	[LR_NOFILE]       = "RLIMIT_NOFILE",
+	[LR_AS]           = "RLIMIT_AS",
+	[LR_NPROC]        = "RLIMIT_NPROC",
+	[LR_FILENR]       = "file-nr",
+	[LR_CG_MEMORY]    = "memory.max",
+	[LR_CG_PIDS]      = "pids.max",
+};
+
+long limits_read_file(const char *path, char *buf, size_t size)
+{
+	size_t got = 0;
+	int fd;
+
+	if (size == 0)
+		return -1;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
+		return -1;
+	/* procfs hands a file out in pieces; read until EOF or the buffer is full */
+	while (got < size - 1) {
+		ssize_t n = read(fd, buf + got, size - 1 - got);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = errno;
+			close(fd);
+			errno = e;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	return (long)got;
+}
+
+void limits_snapshot_warn(struct limits_snapshot *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (s->nwarn >= LIMITS_MAX_WARN)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(s->warn[s->nwarn++], sizeof s->warn[0], fmt, ap);
+	va_end(ap);
+}
+
+void limits_params_default(struct limits_params *p)
+{
+	memset(p, 0, sizeof *p);
+	p->sources = LIMITS_SRC_AUTO;
+	snprintf(p->beancounters_file, sizeof p->beancounters_file, "/proc/user_beancounters");
+	snprintf(p->cgroup_root, sizeof p->cgroup_root, "/sys/fs/cgroup");
+	p->share = 50;
+	p->reserve = 5;
+	p->stress_threshold = 80;
+	p->listeners = 1;
+}
+
+static int parse_sources(const char *v)
+{
+	static const struct { const char *name; int bit; } words[] = {
+		{ "auto", LIMITS_SRC_AUTO }, { "beancounters", LIMITS_SRC_BEANCOUNTERS },
+		{ "cgroup", LIMITS_SRC_CGROUP }, { "rlimit", LIMITS_SRC_RLIMIT },
+		{ "manual", LIMITS_SRC_MANUAL },
+	};
+	int bits = 0;
+
+	/* a list ("beancounters, manual") is accepted too */
+	while (v && *v) {
+		size_t n, i;
+		int hit = 0;
+
+		v += strspn(v, ", \t");
+		n = strcspn(v, ", \t");
+		if (n == 0)
+			break;
+		for (i = 0; i < sizeof words / sizeof words[0]; i++)
+			if (strlen(words[i].name) == n && strncasecmp(v, words[i].name, n) == 0) {
+				bits |= words[i].bit;
+				hit = 1;
+			}
+		if (!hit)
+			return -1;
+		v += n;
+	}
+	return bits;
+}
+
+static int count_listeners(const struct conf *c, const char *name)
+{
+	char **v = conf_list(c, name, 0);
+	int n = 0;
+
+	if (v == NULL)
+		return 0;
+	while (v[n])
+		n++;
+	conf_list_free(v);
+	return n;
+}
+
+static int percent(const struct conf *c, const char *name, int def)
+{
+	int v = conf_percent(c, name, 0);
+
+	if (v <= 0 || v > 100) {
+		log_warning("limits", "%s = %d%%: out of range; using %d%%", name, v, def);
+		return def;
+	}
+	return v;
+}
+
+void limits_params_from_conf(const struct conf *c, struct limits_params *p)
+{
+	const char *v;
+	int bits;
+
+	limits_params_default(p);
+	if (c == NULL)
+		return;
+	v = conf_str(c, "limits_source", 0);
+	if ((bits = parse_sources(v)) <= 0) {
+		log_warning("limits", "limits_source = %s: unknown; using auto", v ? v : "");
+		bits = LIMITS_SRC_AUTO;
+	}
+	p->sources = bits;
+	if ((v = conf_str(c, "beancounters_file", 0)) != NULL)
+		snprintf(p->beancounters_file, sizeof p->beancounters_file, "%s", v);
+	if ((v = conf_str(c, "cgroup_root", 0)) != NULL)
+		snprintf(p->cgroup_root, sizeof p->cgroup_root, "%s", v);
+	p->manual_numothersock = conf_int(c, "limit_numothersock", 0);
+	p->manual_numtcpsock = conf_int(c, "limit_numtcpsock", 0);
+	p->manual_numfile = conf_int(c, "limit_numfile", 0);
+	p->manual_memory = conf_int(c, "limit_memory", 0);
+	p->share = percent(c, "limits_share", 50);
+	/* 0% reserve is a legitimate choice (a container frugal has alone) */
+	p->reserve = conf_percent(c, "limits_reserve", 0);
+	if (p->reserve < 0 || p->reserve >= 100) {
+		log_warning("limits", "limits_reserve = %d%%: out of range; using 5%%", p->reserve);
+		p->reserve = 5;
+	}
+	p->stress_threshold = percent(c, "stress_threshold", 80);
+	p->smtpd_concurrency = conf_is_auto(c, "smtpd_concurrency_limit", 0) ? 0
+	    : conf_int(c, "smtpd_concurrency_limit", 0);
+	p->delivery_concurrency = conf_is_auto(c, "delivery_concurrency_limit", 0) ? 0
+	    : conf_int(c, "delivery_concurrency_limit", 0);
+	if (p->smtpd_concurrency < 0)
+		p->smtpd_concurrency = 0;
+	if (p->delivery_concurrency < 0)
+		p->delivery_concurrency = 0;
+	p->listeners = count_listeners(c, "smtpd_listen") + count_listeners(c, "submission_listen")
+	    + count_listeners(c, "smtps_listen");
+}
+
+static void manual(struct limits_snapshot *s, enum limits_res k, long long v)
+{
+	if (v <= 0)
+		return;
+	/* held and failcnt stay what a source measured: only the cap is the admin's */
+	s->r[k].source = "manual";
+	s->r[k].limit = s->r[k].hardlimit = v;
+	s->found |= LIMITS_SRC_MANUAL;
+}
+
+void limits_detect(const struct limits_params *p, struct limits_snapshot *s)
+{
+	int k;
+
+	memset(s, 0, sizeof *s);
+	for (k = 0; k < LR_COUNT; k++) {
+		s->r[k].limit = s->r[k].hardlimit = LIMITS_UNLIMITED;
+		s->r[k].held = s->r[k].maxheld = s->r[k].failcnt = -1;
+	}
+	s->cg_oom_events = s->cg_max_events = -1;
+	if (p->sources & LIMITS_SRC_BEANCOUNTERS)
+		limits_detect_beancounters(p->beancounters_file, s);
+	if (p->sources & LIMITS_SRC_CGROUP)
+		limits_detect_cgroup(p->cgroup_root, s);
+	/* the kernel enforces RLIMIT_NOFILE whatever limits_source says, so it
+	 * is always read; limits_source only decides whether it is a "source" */
+	limits_detect_rlimit(s);
+	if (!(p->sources & LIMITS_SRC_RLIMIT))
+		s->found &= ~LIMITS_SRC_RLIMIT;
+	if (p->sources & LIMITS_SRC_MANUAL) {
+		manual(s, LR_NUMOTHERSOCK, p->manual_numothersock);
+		manual(s, LR_NUMTCPSOCK, p->manual_numtcpsock);
+		manual(s, LR_NUMFILE, p->manual_numfile);
+		manual(s, LR_MEMORY, p->manual_memory);
+	}
+}
+
+/* ---- status file ---- */
+
+static const char *const pool_key[LP_COUNT] = { "tcp", "other", "fd", "mem" };
+
+int limits_status_format(const struct limits_status *st, char *buf, size_t len)
+{
+	size_t off = 0;
+	int k, n;
+
+#define PUT(...) do { \
+	n = snprintf(buf + off, len - off, __VA_ARGS__); \
+	if (n < 0 || (size_t)n >= len - off) return -1; \
+	off += (size_t)n; \
+} while (0)
+	PUT("pid %ld\ntime %lld\nstarted %lld\nstress %d\n", st->pid, st->time, st->started, st->stress);
+	PUT("sessions %lld\nsessions_limit %lld\ndeliveries_limit %lld\n",
+	    st->own.sessions, st->sessions_limit, st->deliveries_limit);
+	PUT("use_tcp %lld\nuse_other %lld\nuse_fd %lld\nuse_mem %lld\n",
+	    st->own.tcp, st->own.other, st->own.fd, st->own.mem);
+	for (k = 0; k < LP_COUNT; k++)
+		PUT("budget_%s %lld\n", pool_key[k], st->pool[k]);
+	for (k = 0; k < LR_COUNT; k++)
+		if (st->failcnt_start[k] >= 0)
+			PUT("failcnt_start %s %lld\n", limits_res_name[k], st->failcnt_start[k]);
+#undef PUT
+	return (int)off;
+}
+
+static int keyeq(const char *p, size_t n, const char *k)
+{
+	return strlen(k) == n && memcmp(p, k, n) == 0;
+}
+
+static long long num(const char *p, const char *e)
+{
+	char tmp[32];
+	size_t n = (size_t)(e - p);
+
+	if (n == 0 || n >= sizeof tmp)
+		return -1;
+	memcpy(tmp, p, n);
+	tmp[n] = '\0';
+	return strtoll(tmp, NULL, 10);
+}
+
+int limits_status_parse(const char *buf, size_t len, struct limits_status *st)
+{
+	const char *p = buf, *end = buf + len;
+	int k, seen_pid = 0;
+
+	memset(st, 0, sizeof *st);
+	for (k = 0; k < LR_COUNT; k++)
+		st->failcnt_start[k] = -1;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *le = nl ? nl : end;
+		const char *sp = memchr(p, ' ', (size_t)(le - p));
+		const char *key = p;
+
+		p = nl ? nl + 1 : end;
+		if (sp == NULL)
+			continue;
+		if (keyeq(key, (size_t)(sp - key), "failcnt_start")) {
+			const char *nm = sp + 1, *sp2 = memchr(nm, ' ', (size_t)(le - nm));
+
+			if (sp2 == NULL)
+				continue;
+			for (k = 0; k < LR_COUNT; k++)
+				if (keyeq(nm, (size_t)(sp2 - nm), limits_res_name[k]))
+					st->failcnt_start[k] = num(sp2 + 1, le);
+			continue;
+		}
+		{
+			size_t kl = (size_t)(sp - key);
+			long long v = num(sp + 1, le);
+
+			if (keyeq(key, kl, "pid")) { st->pid = (long)v; seen_pid = 1; }
+			else if (keyeq(key, kl, "time")) st->time = v;
+			else if (keyeq(key, kl, "started")) st->started = v;
+			else if (keyeq(key, kl, "stress")) st->stress = (int)v;
+			else if (keyeq(key, kl, "sessions")) st->own.sessions = v;
+			else if (keyeq(key, kl, "sessions_limit")) st->sessions_limit = v;
+			else if (keyeq(key, kl, "deliveries_limit")) st->deliveries_limit = v;
+			else if (keyeq(key, kl, "use_tcp")) st->own.tcp = v;
+			else if (keyeq(key, kl, "use_other")) st->own.other = v;
+			else if (keyeq(key, kl, "use_fd")) st->own.fd = v;
+			else if (keyeq(key, kl, "use_mem")) st->own.mem = v;
+			else
+				for (k = 0; k < LP_COUNT; k++)
+					if (kl > 7 && memcmp(key, "budget_", 7) == 0 && keyeq(key + 7, kl - 7, pool_key[k]))
+						st->pool[k] = v;
+		}
+	}
+	return seen_pid && st->pid > 0 ? 0 : -1;
+}
