@@ -1,0 +1,243 @@
+/*
+ * queue/cmd.c: `frugal queue [-c DIR] list|show ID|delete ID|flush` and
+ * `mailq`. Reads the spool directly (works with or without the daemon, no
+ * IPC); flush signals the daemon (SIGUSR1 to the pid in
+ * $queue_directory/pid/frugal.pid). A short-lived tool: may exit on
+ * allocation failure (75). Must never write into a committed message or
+ * touch incoming/ (those files belong to live SMTP sessions).
+ */
+#include "queue/queue_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "core/mem.h"
+
+#define EX_USAGE_ERR 1
+#define EX_TEMPFAIL  75
+
+struct idlist {
+	char **v;
+	int n, cap;
+};
+
+static void collect(void *arg, const char *id)
+{
+	struct idlist *l = arg;
+
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->v = xrealloc(l->v, (size_t)l->cap * sizeof *l->v);
+	}
+	l->v[l->n++] = xstrdup(id);
+}
+
+static void idlist_free(struct idlist *l)
+{
+	int i;
+
+	for (i = 0; i < l->n; i++)
+		mem_free(l->v[i]);
+	mem_free(l->v);
+}
+
+/* Postfix's mailq layout, so scripts that parse it keep working */
+static int cmd_list(const char *qdir)
+{
+	struct idlist l = { 0 };
+	struct spool_env e;
+	long long total = 0;
+	int i, k, shown = 0;
+	char when[32];
+	struct tm tm;
+
+	if (spool_scan(qdir, 0, collect, &l) < 0 && errno != ENOENT) {
+		fprintf(stderr, "frugal queue: cannot read %s/%s: %s\n", qdir, SPOOL_COMMITTED,
+		    strerror(errno));
+		return EX_TEMPFAIL;
+	}
+	for (i = 0; i < l.n; i++) {
+		if (spool_env_load(qdir, l.v[i], &e, NULL) < 0)
+			continue;   /* delivered and removed while we looked */
+		if (shown++ == 0)
+			printf("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
+		localtime_r(&e.arrival, &tm);
+		strftime(when, sizeof when, "%a %b %e %H:%M:%S", &tm);
+		printf("%-11s %8lld %20.20s  %s\n", e.id, (long long)e.size, when,
+		    *e.sender ? e.sender : "MAILER-DAEMON");
+		for (k = 0; k < e.nrcpt; k++)
+			if (e.rcpt[k].status == RCPT_TODO)
+				printf("%43s%s\n", "", e.rcpt[k].addr);
+		printf("\n");
+		total += e.size;
+		spool_env_free(&e);
+	}
+	idlist_free(&l);
+	if (shown == 0)
+		printf("Mail queue is empty\n");
+	else
+		printf("-- %lld Kbytes in %d Request%s.\n", (total + 1023) / 1024, shown,
+		    shown == 1 ? "" : "s");
+	return 0;
+}
+
+static int cmd_show(const char *qdir, const char *id)
+{
+	struct spool_env e;
+	char buf[65536], when[64];
+	struct tm tm;
+	off_t off;
+	ssize_t r;
+	int fd, k;
+	static const char *const state[] = { "to do", "delivered", "bounced" };
+
+	if (spool_env_load(qdir, id, &e, NULL) < 0) {
+		fprintf(stderr, "frugal queue: %s: %s\n", id,
+		    errno == ENOENT || errno == EINVAL ? "no such message in the queue" : strerror(errno));
+		return EX_USAGE_ERR;
+	}
+	localtime_r(&e.arrival, &tm);
+	strftime(when, sizeof when, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	printf("queue_id: %s\narrival: %s\nsize: %lld\nsender: <%s>\nclient: %s\n", e.id, when,
+	    (long long)e.size, e.sender, e.client);
+	for (k = 0; k < e.nrcpt; k++)
+		printf("recipient: <%s> orig_to=<%s> (%s)\n", e.rcpt[k].addr, e.rcpt[k].orig,
+		    state[e.rcpt[k].status == RCPT_DELIVERED ? 1 : e.rcpt[k].status == RCPT_BOUNCED ? 2 : 0]);
+	printf("*** MESSAGE CONTENTS %s ***\n", e.id);
+	fflush(stdout);
+	snprintf(buf, sizeof buf, "%s/%s/%s", qdir, SPOOL_COMMITTED, e.id);
+	if ((fd = open(buf, O_RDONLY | O_CLOEXEC)) < 0) {
+		fprintf(stderr, "frugal queue: %s: %s\n", e.id, strerror(errno));
+		spool_env_free(&e);
+		return EX_USAGE_ERR;
+	}
+	for (off = e.msg_off; (r = pread(fd, buf, sizeof buf, off)) > 0; off += r)
+		fwrite(buf, 1, (size_t)r, stdout);
+	close(fd);
+	spool_env_free(&e);
+	return 0;
+}
+
+static int cmd_delete(const char *qdir, const char *id)
+{
+	if (spool_remove(qdir, id) < 0) {
+		fprintf(stderr, "frugal queue: %s: %s\n", id,
+		    errno == ENOENT || errno == EINVAL ? "no such message in the queue" : strerror(errno));
+		return EX_USAGE_ERR;
+	}
+	printf("%s: removed\n", id);
+	return 0;
+}
+
+/*
+ * A stale pid file may name a process that is not ours: SIGUSR1 would kill
+ * it. Where /proc is readable, signal only a process whose command line
+ * mentions frugal (or sendmail/mailq links to it).
+ */
+static int looks_like_frugal(long pid)
+{
+	char path[64], cmd[4096];
+	size_t n, i;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return errno != ENOENT;   /* no /proc: trust the pid file */
+	n = fread(cmd, 1, sizeof cmd - 1, f);
+	fclose(f);
+	for (i = 0; i < n; i++)
+		if (cmd[i] == '\0')
+			cmd[i] = ' ';
+	cmd[n] = '\0';
+	return strstr(cmd, "frugal") != NULL;
+}
+
+static int cmd_flush(const char *qdir)
+{
+	char path[4096], buf[64];
+	FILE *f;
+	long pid = 0;
+
+	snprintf(path, sizeof path, "%s/%s/frugal.pid", qdir, SPOOL_PID);
+	if ((f = fopen(path, "r")) != NULL) {
+		if (fgets(buf, sizeof buf, f))
+			pid = strtol(buf, NULL, 10);
+		fclose(f);
+	}
+	if (pid <= 1 || !looks_like_frugal(pid) || kill((pid_t)pid, SIGUSR1) < 0) {
+		if (pid > 1 && errno == EPERM) {
+			fprintf(stderr, "frugal queue: cannot signal the mail system (pid %ld): %s\n", pid,
+			    strerror(errno));
+			return EX_TEMPFAIL;
+		}
+		fprintf(stderr, "frugal queue: the mail system is not running (no live pid in %s): "
+		    "mail stays queued until it starts\n", path);
+		return EX_TEMPFAIL;
+	}
+	printf("frugal queue: flush requested: the mail system (pid %ld) retries deferred mail now\n", pid);
+	return 0;
+}
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: frugal queue [-c DIR] [list | show ID | delete ID | flush]\n");
+	return EX_USAGE_ERR;
+}
+
+int queue_cmd(int argc, char **argv)
+{
+	const char *dir = NULL, *sub = "list", *id = NULL, *qdir;
+	struct conf_diags d = { 0 };
+	struct conf *c;
+	int i, rc, nargs = 0;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0) {
+			if (++i >= argc)
+				return usage();
+			dir = argv[i];
+		} else if (argv[i][0] == '-') {
+			return usage();
+		} else if (nargs == 0) {
+			sub = argv[i];
+			nargs++;
+		} else if (nargs == 1) {
+			id = argv[i];
+			nargs++;
+		} else {
+			return usage();
+		}
+	}
+	if ((c = conf_load_for_command(dir, &d)) == NULL) {
+		for (i = 0; i < d.n; i++)
+			fprintf(stderr, "%s\n", d.v[i].text);
+		conf_diags_free(&d);
+		return EX_USAGE_ERR;
+	}
+	conf_diags_free(&d);
+	qdir = conf_str(c, "queue_directory", 0);
+	if (qdir == NULL || *qdir == '\0') {
+		fprintf(stderr, "frugal queue: queue_directory is not set\n");
+		conf_unref(c);
+		return EX_USAGE_ERR;
+	}
+	if (strcmp(sub, "list") == 0 && id == NULL)
+		rc = cmd_list(qdir);
+	else if (strcmp(sub, "show") == 0 && id)
+		rc = cmd_show(qdir, id);
+	else if (strcmp(sub, "delete") == 0 && id)
+		rc = cmd_delete(qdir, id);
+	else if (strcmp(sub, "flush") == 0 && id == NULL)
+		rc = cmd_flush(qdir);
+	else
+		rc = usage();
+	conf_unref(c);
+	return rc;
+}

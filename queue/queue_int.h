@@ -1,0 +1,158 @@
+/*
+ * queue/queue_int.h: what the files of the queue room share and nobody else
+ * may use: the parsed envelope of a committed message, the spool's helpers
+ * for the scheduler and `frugal queue`, address expansion for delivery, the
+ * Maildir writer and the bounce builder. Other rooms include queue.h only.
+ */
+#ifndef FRUGAL_QUEUE_QUEUE_INT_H
+#define FRUGAL_QUEUE_QUEUE_INT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "queue/queue.h"
+
+/* Subdirectories of queue_directory (see the format comment in spool.c). */
+#define SPOOL_INCOMING  "incoming"   /* being written; never acknowledged */
+#define SPOOL_COMMITTED "committed"  /* synced and acknowledged */
+#define SPOOL_PID       "pid"        /* the daemon's pid file (frugal.pid) */
+
+#define QUEUE_ID_MAX 24
+
+/* Per-recipient state byte in the file (rewritten in place). */
+#define RCPT_TODO      '-'
+#define RCPT_DELIVERED 'D'
+#define RCPT_BOUNCED   'B'
+
+struct spool_rcpt {
+	char  *addr;        /* owned */
+	char  *orig;        /* owned; the address as the client gave it */
+	char   status;      /* RCPT_* */
+	off_t  status_off;  /* file offset of the status byte */
+};
+
+/* A committed message's envelope, parsed. Everything owned. */
+struct spool_env {
+	char   id[QUEUE_ID_MAX];
+	time_t arrival;            /* seconds */
+	long   arrival_usec;
+	char  *sender;             /* "" for the null sender (bounces) */
+	char  *client;
+	struct spool_rcpt *rcpt;
+	int    nrcpt;
+	int    ntodo;              /* recipients still RCPT_TODO */
+	off_t  msg_off;            /* first byte of the message */
+	off_t  size;               /* message bytes */
+};
+
+/*
+ * Read the envelope of committed message `id` under queue_dir. With fdp
+ * non-NULL the file stays open (O_RDWR) for delivery and marking, and *fdp
+ * receives it (the caller charged LIM_FILE for it). 0, or -1 with errno
+ * (ENOENT: gone; EINVAL: not a frugal queue file; ENOMEM).
+ */
+int  spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, int *fdp);
+void spool_env_free(struct spool_env *e);
+/* Rewrite one recipient's state byte (not synced: the caller fdatasyncs). */
+int  spool_env_mark(int fd, const struct spool_rcpt *r, char status);
+/* Remove committed message `id`. 0 or -1 with errno. */
+int  spool_remove(const char *queue_dir, const char *id);
+/* Is `id` a well-formed queue ID (uppercase hex)? Guards path building. */
+int  spool_id_valid(const char *id);
+/*
+ * Recovery: remove every file in incoming/ (never acknowledged), call cb
+ * for every committed message. Returns the number of messages, or -1.
+ */
+int  spool_scan(const char *queue_dir, int remove_incoming,
+    void (*cb)(void *arg, const char *id), void *arg);
+
+/* ---- expansion for delivery (resolve.c) --------------------------------- */
+
+enum target_kind {
+	TGT_MAILDIR,   /* path is a Maildir directory */
+	TGT_MBOX,      /* path is an mbox file */
+	TGT_DEFER,     /* reason says why (e.g. smtp not available, table error) */
+	TGT_BOUNCE,    /* reason says why (e.g. user unknown) */
+};
+
+struct target {
+	enum target_kind kind;
+	char  *addr;        /* final recipient (Delivered-To:); owned */
+	char  *path;        /* owned; NULL for DEFER/BOUNCE */
+	const char *service;/* "local", "virtual", "smtp" (for the log) */
+	int    as_user;     /* deliver with the uid/gid below (system user's home) */
+	uid_t  uid;
+	gid_t  gid;
+	char  *user;        /* owned; for initgroups */
+	char   dsn[8];
+	char   reason[256];
+	int    never_expire;/* SMTP-bound: stays queued, never bounced by age */
+	int    sent;        /* set by the delivery job: delivered and synced */
+};
+
+struct target_list {
+	struct target *v;
+	int n, cap;
+};
+
+/*
+ * Expand one envelope recipient into delivery targets (virtual aliases,
+ * aliases, then the mailbox). 0, or -1 on allocation failure (the caller
+ * defers the whole message). Table errors become TGT_DEFER targets.
+ */
+int  resolver_expand(struct resolver *r, const char *addr, struct target_list *out);
+void target_list_free(struct target_list *l);
+
+/* ---- Maildir and mbox delivery (maildir.c); worker-thread safe ------------ */
+
+struct msg_src {
+	int    fd;          /* the queue file */
+	off_t  off;         /* message start */
+	off_t  size;
+	const char *sender;
+};
+
+/* Header facts for loop detection, read once per delivery attempt. */
+struct msg_headers {
+	int    received;        /* count of Received: headers */
+	char **delivered_to;    /* Delivered-To: values, lower-cased; owned */
+	int    ndelivered_to;
+	char  *header_text;     /* the header block (for bounces); owned */
+	size_t header_len;
+};
+int  maildir_scan_headers(const struct msg_src *m, struct msg_headers *h);
+void maildir_headers_free(struct msg_headers *h);
+int  maildir_loop_check(const struct msg_headers *h, const char *rcpt, long hopcount_limit,
+    char *reason, size_t rlen);   /* 1: bounce (reason set) */
+/*
+ * Deliver to a Maildir (TGT_MAILDIR) or mbox (TGT_MBOX). 0: delivered and
+ * synced; -1: not delivered, reason set (temporary: defer). When t->as_user
+ * and we are root, a child process does the writing as that user.
+ */
+int  maildir_deliver(const struct msg_src *m, const struct target *t, char *reason, size_t rlen);
+
+/* ---- bounces (bounce.c) -------------------------------------------------- */
+
+struct bounce_item {
+	const char *addr;   /* final recipient */
+	const char *orig;   /* original recipient */
+	const char *dsn;
+	const char *reason;
+};
+/*
+ * Queue a non-delivery report to env->sender as a new message from the
+ * null sender. done(arg, err, id) runs on the loop once it is durable.
+ * Returns 0 (done will run) or -1 with errno (done will not run).
+ */
+int  bounce_queue(struct spool *s, const struct conf *c, const struct spool_env *env,
+    const struct msg_headers *h, const struct bounce_item *items, int nitems,
+    void (*done)(void *arg, int err, const char *id), void *arg);
+
+/* Deliveries in flight plus messages waiting in the active list (tests, shutdown). */
+int  qmgr_busy(const struct qmgr *q);
+
+/* Postfix's delay formatting: 0.12, 1.2, 12, 3601. */
+void queue_fmt_delay(char *out, size_t n, double d);
+
+#endif

@@ -1,0 +1,813 @@
+/*
+ * queue/spool.c: the on-disk queue. Owns queue_directory's incoming/ and
+ * committed/ subdirectories, queue IDs, the write path of a message, group
+ * commit, and reading envelopes back (recovery, the scheduler, `frugal
+ * queue`). Must never acknowledge a message (done with err 0) before the
+ * file data and the directory entry naming it are on stable storage, and
+ * never block the loop on a sync.
+ *
+ * On-disk format. A message is one file, named by its queue ID:
+ *   incoming/ID    while it is written; never acknowledged, so recovery
+ *                  removes whatever it finds here.
+ *   committed/ID   after fdatasync(file), rename(), fsync(committed/).
+ * The file is text records, one per LF-terminated line, then the message:
+ *   FRUGAL-Q1                 magic and format version
+ *   A <sec>.<usec>            arrival time (spool_txn_new)
+ *   S <sender>                envelope sender; empty for the null sender
+ *   C <client>                "HOST[ADDR]" the message came from
+ *   R <st> <recipient>        one per recipient; <st> is one byte:
+ *   O <original recipient>      '-' to do, 'D' delivered, 'B' bounced;
+ *                             each R line is followed by its O line
+ *   E <nrcpt>                 end of envelope
+ *   <message bytes>           LF line ends, as smtpd streamed them
+ * The state byte is rewritten in place (pwrite + fdatasync) after each
+ * delivery, so a restart resumes where it stopped: SMTP addresses cannot
+ * hold LF, so a line-based envelope needs no escaping, and a one-byte
+ * in-place write cannot tear.
+ *
+ * Group commit: each commit first fdatasyncs its own file on a worker
+ * (these run in parallel, and the filesystem journal merges concurrent
+ * syncs); finished files wait on a list, and one worker job renames every
+ * file on the list and fsyncs committed/ once. Only one such directory job
+ * runs at a time, so every commit that finishes its data sync while the
+ * previous directory sync runs shares the next one.
+ *
+ * Queue IDs are the arrival time in microseconds in uppercase hex, made
+ * strictly increasing within the process and made unique on disk by
+ * creating incoming/ID with O_EXCL (and checking committed/ID), so a clock
+ * stepping back cannot reuse the ID of a message still queued.
+ */
+#include "queue/queue_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/mem.h"
+#include "core/worker.h"
+#include "limits/limits.h"
+
+#define SPOOL_MAGIC "FRUGAL-Q1\n"
+#define WBUF_SIZE   (32 * 1024)      /* one write() for a typical message */
+#define ENV_MAX     (8 * 1024 * 1024) /* a bigger envelope is not ours */
+
+struct spool {
+	char  *dir;                 /* queue_directory; owned */
+	int    fd_incoming;         /* directory fds (openat, rename) */
+	int    fd_committed;        /* fsynced by the group commit */
+	int    charged;             /* LIM_FILE taken for the two above */
+	struct ev_loop *loop;
+	ev_prepare prep;            /* starts the directory job between iterations */
+	struct spool_txn *ready;    /* data synced, waiting for rename + dir sync */
+	struct spool_txn **ready_tail;
+	struct spool_txn *batch;    /* in the running directory job */
+	struct worker_job dir_job;
+	int    dir_busy;
+	int    inflight;            /* commits not yet acknowledged */
+	uint64_t last_id;
+};
+
+struct spool_txn {
+	struct spool *s;
+	char   id[QUEUE_ID_MAX];
+	struct timeval arrival;
+	char  *sender, *client;     /* owned */
+	struct spool_rcpt *rcpt;    /* owned; status_off unused here */
+	int    nrcpt, rcpt_cap;
+	int    fd;                  /* incoming/ID; -1 once closed */
+	int    opened;              /* envelope written */
+	int    err;                 /* sticky errno of a failed write */
+	off_t  size;                /* message bytes accepted */
+	char  *wbuf;                /* owned; WBUF_SIZE */
+	size_t wlen;
+	struct worker_job job;      /* the data sync */
+	void (*done)(void *arg, int err, const char *queue_id);
+	void  *done_arg;
+	struct spool_txn *next;     /* ready list / batch */
+};
+
+/* ---- helpers --------------------------------------------------------------- */
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	ssize_t w;
+
+	while (n > 0) {
+		if ((w = write(fd, c, n)) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int spool_id_valid(const char *id)
+{
+	size_t i;
+
+	for (i = 0; id[i]; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'A' && id[i] <= 'F')))
+			return 0;
+	return i > 0 && i < QUEUE_ID_MAX;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[4096];
+	char *p;
+
+	if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	for (p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* ---- open / close ---------------------------------------------------------- */
+
+struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
+{
+	struct spool *s;
+	char path[4096];
+	static const char *const sub[] = { SPOOL_INCOMING, SPOOL_COMMITTED, SPOOL_PID };
+	size_t i;
+
+	if (mkdir_p(queue_dir, 0700) < 0) {
+		snprintf(err, errlen, "create %s: %s", queue_dir, strerror(errno));
+		return NULL;
+	}
+	for (i = 0; i < sizeof sub / sizeof sub[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", queue_dir, sub[i]);
+		if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+			snprintf(err, errlen, "create %s: %s", path, strerror(errno));
+			return NULL;
+		}
+	}
+	if ((s = mem_calloc(1, sizeof *s)) == NULL || (s->dir = mem_strdup(queue_dir)) == NULL) {
+		mem_free(s);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->fd_incoming = s->fd_committed = -1;
+	s->ready_tail = &s->ready;
+	/* start-up may run before limits_init(): charge if the ledger lets us */
+	s->charged = limits_take(LIM_FILE, 2) == 0;
+	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_INCOMING);
+	if ((s->fd_incoming = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		goto fail;
+	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_COMMITTED);
+	if ((s->fd_committed = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		goto fail;
+	return s;
+fail:
+	snprintf(err, errlen, "open %s: %s", path, strerror(errno));
+	spool_close(s);
+	return NULL;
+}
+
+const char *spool_dir(const struct spool *s) { return s->dir; }
+
+void spool_set_loop(struct spool *s, struct ev_loop *loop)
+{
+	s->loop = loop;
+}
+
+void spool_close(struct spool *s)
+{
+	if (s == NULL)
+		return;
+	/* a commit in flight still owns a worker job that points at us */
+	while (s->loop && s->inflight > 0)
+		ev_run(s->loop, EVRUN_ONCE);
+	if (s->loop)
+		ev_prepare_stop(s->loop, &s->prep);
+	if (s->fd_incoming >= 0)
+		close(s->fd_incoming);
+	if (s->fd_committed >= 0)
+		close(s->fd_committed);
+	if (s->charged)
+		limits_release(LIM_FILE, 2);
+	mem_free(s->dir);
+	mem_free(s);
+}
+
+/* ---- transactions ---------------------------------------------------------- */
+
+static uint64_t next_id_value(struct spool *s, struct timeval *tv)
+{
+	uint64_t v;
+
+	gettimeofday(tv, NULL);
+	v = ((uint64_t)tv->tv_sec << 20) | (uint64_t)tv->tv_usec;
+	if (v <= s->last_id)
+		v = s->last_id + 1;
+	s->last_id = v;
+	return v;
+}
+
+struct spool_txn *spool_txn_new(struct spool *s, const char *sender, const char *client)
+{
+	struct spool_txn *t;
+	int tries;
+
+	if (limits_take(LIM_FILE, 1) < 0) {
+		errno = EMFILE;
+		return NULL;
+	}
+	if ((t = mem_calloc(1, sizeof *t)) == NULL)
+		goto nomem;
+	t->s = s;
+	t->fd = -1;
+	if ((t->sender = mem_strdup(sender ? sender : "")) == NULL ||
+	    (t->client = mem_strdup(client ? client : "")) == NULL)
+		goto nomem;
+	for (tries = 0; tries < 100; tries++) {
+		snprintf(t->id, sizeof t->id, "%llX",
+		    (unsigned long long)next_id_value(s, &t->arrival));
+		if (faccessat(s->fd_committed, t->id, F_OK, 0) == 0)
+			continue;    /* clock went back: this ID is still queued */
+		t->fd = openat(s->fd_incoming, t->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (t->fd >= 0)
+			return t;
+		if (errno != EEXIST)
+			break;
+	}
+	{
+		int e = errno;
+		log_warning("qmgr", "create queue file %s/%s/%s: %s", s->dir, SPOOL_INCOMING,
+		    t->id, strerror(e));
+		limits_release(LIM_FILE, 1);
+		mem_free(t->sender);
+		mem_free(t->client);
+		mem_free(t);
+		errno = e;
+		return NULL;
+	}
+nomem:
+	if (t) {
+		mem_free(t->sender);
+		mem_free(t->client);
+		mem_free(t);
+	}
+	limits_release(LIM_FILE, 1);
+	errno = ENOMEM;
+	return NULL;
+}
+
+const char *spool_txn_id(const struct spool_txn *t) { return t->id; }
+off_t spool_txn_size(const struct spool_txn *t) { return t->size; }
+
+int spool_txn_rcpt(struct spool_txn *t, const char *rcpt, const char *orig_rcpt)
+{
+	struct spool_rcpt *r;
+
+	if (t->opened || strchr(rcpt, '\n') || (orig_rcpt && strchr(orig_rcpt, '\n'))) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (t->nrcpt == t->rcpt_cap) {
+		int cap = t->rcpt_cap ? t->rcpt_cap * 2 : 4;
+		if ((r = mem_realloc(t->rcpt, (size_t)cap * sizeof *r)) == NULL)
+			return -1;
+		t->rcpt = r;
+		t->rcpt_cap = cap;
+	}
+	r = &t->rcpt[t->nrcpt];
+	memset(r, 0, sizeof *r);
+	if ((r->addr = mem_strdup(rcpt)) == NULL)
+		return -1;
+	if ((r->orig = mem_strdup(orig_rcpt ? orig_rcpt : rcpt)) == NULL) {
+		mem_free(r->addr);
+		return -1;
+	}
+	r->status = RCPT_TODO;
+	t->nrcpt++;
+	return 0;
+}
+
+static int txn_flush(struct spool_txn *t)
+{
+	if (t->wlen == 0)
+		return 0;
+	if (write_all(t->fd, t->wbuf, t->wlen) < 0) {
+		t->err = errno;
+		return -1;
+	}
+	t->wlen = 0;
+	return 0;
+}
+
+/* append to the write buffer; big pieces go straight to the file */
+static int txn_put(struct spool_txn *t, const void *p, size_t n)
+{
+	if (t->err) {
+		errno = t->err;
+		return -1;
+	}
+	if (t->wlen + n > WBUF_SIZE && txn_flush(t) < 0)
+		return -1;
+	if (n >= WBUF_SIZE) {
+		if (write_all(t->fd, p, n) < 0) {
+			t->err = errno;
+			return -1;
+		}
+		return 0;
+	}
+	memcpy(t->wbuf + t->wlen, p, n);
+	t->wlen += n;
+	return 0;
+}
+
+static int txn_putf(struct spool_txn *t, const char *a, const char *b, const char *c)
+{
+	if (txn_put(t, a, strlen(a)) < 0 || (b && txn_put(t, b, strlen(b)) < 0) ||
+	    (c && txn_put(t, c, strlen(c)) < 0) || txn_put(t, "\n", 1) < 0)
+		return -1;
+	return 0;
+}
+
+int spool_txn_open(struct spool_txn *t)
+{
+	char line[64];
+	int i;
+
+	if (t->opened || t->fd < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((t->wbuf = mem_alloc(WBUF_SIZE)) == NULL)
+		return -1;
+	t->opened = 1;
+	snprintf(line, sizeof line, "A %lld.%06ld", (long long)t->arrival.tv_sec,
+	    (long)t->arrival.tv_usec);
+	if (txn_put(t, SPOOL_MAGIC, strlen(SPOOL_MAGIC)) < 0 || txn_putf(t, line, NULL, NULL) < 0 ||
+	    txn_putf(t, "S ", t->sender, NULL) < 0 || txn_putf(t, "C ", t->client, NULL) < 0)
+		return -1;
+	for (i = 0; i < t->nrcpt; i++)
+		if (txn_putf(t, "R - ", t->rcpt[i].addr, NULL) < 0 ||
+		    txn_putf(t, "O ", t->rcpt[i].orig, NULL) < 0)
+			return -1;
+	snprintf(line, sizeof line, "E %d", t->nrcpt);
+	return txn_putf(t, line, NULL, NULL);
+}
+
+int spool_txn_write(struct spool_txn *t, const void *p, size_t n)
+{
+	if (!t->opened) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (txn_put(t, p, n) < 0)
+		return -1;
+	t->size += (off_t)n;
+	return 0;
+}
+
+static void txn_free(struct spool_txn *t)
+{
+	int i;
+
+	if (t->fd >= 0) {
+		close(t->fd);
+		t->fd = -1;
+	}
+	limits_release(LIM_FILE, 1);
+	for (i = 0; i < t->nrcpt; i++) {
+		mem_free(t->rcpt[i].addr);
+		mem_free(t->rcpt[i].orig);
+	}
+	mem_free(t->rcpt);
+	mem_free(t->sender);
+	mem_free(t->client);
+	mem_free(t->wbuf);
+	mem_free(t);
+}
+
+void spool_txn_abort(struct spool_txn *t)
+{
+	if (t == NULL)
+		return;
+	unlinkat(t->s->fd_incoming, t->id, 0);
+	txn_free(t);
+}
+
+/* Tell the caller and forget the transaction (on the loop). */
+static void txn_finish(struct spool_txn *t, int err)
+{
+	struct spool *s = t->s;
+
+	if (err)
+		unlinkat(s->fd_incoming, t->id, 0);
+	s->inflight--;
+	ev_unref(s->loop);
+	if (t->done)
+		t->done(t->done_arg, err, t->id);
+	txn_free(t);
+}
+
+static void dir_job_work(struct worker_job *j)
+{
+	struct spool *s = (struct spool *)((char *)j - offsetof(struct spool, dir_job));
+	struct spool_txn *t;
+	int renamed = 0, err = 0;
+
+	for (t = s->batch; t; t = t->next) {
+		if (renameat(s->fd_incoming, t->id, s->fd_committed, t->id) < 0)
+			t->err = errno;
+		else
+			renamed++;
+	}
+	if (renamed && fsync(s->fd_committed) < 0)
+		err = errno;
+	if (err) {
+		/* nothing in the batch may be acknowledged: take the names back out */
+		for (t = s->batch; t; t = t->next)
+			if (!t->err) {
+				unlinkat(s->fd_committed, t->id, 0);
+				t->err = err;
+			}
+	}
+}
+
+static void dir_job_start(struct spool *s);
+
+static void dir_job_done(struct worker_job *j)
+{
+	struct spool *s = (struct spool *)((char *)j - offsetof(struct spool, dir_job));
+	struct spool_txn *t, *next;
+
+	t = s->batch;
+	s->batch = NULL;
+	s->dir_busy = 0;
+	for (; t; t = next) {
+		next = t->next;
+		if (t->err)
+			log_warning("qmgr", "%s: commit to %s/%s failed: %s", t->id, s->dir,
+			    SPOOL_COMMITTED, strerror(t->err));
+		txn_finish(t, t->err);
+	}
+	if (s->ready)
+		dir_job_start(s);
+}
+
+static void dir_job_start(struct spool *s)
+{
+	if (s->dir_busy || s->ready == NULL)
+		return;
+	s->batch = s->ready;
+	s->ready = NULL;
+	s->ready_tail = &s->ready;
+	s->dir_busy = 1;
+	s->dir_job.work = dir_job_work;
+	s->dir_job.done = dir_job_done;
+	worker_submit(&s->dir_job);
+}
+
+/* Between loop iterations: everything whose data sync finished goes together. */
+static void prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct spool *s = (struct spool *)((char *)w - offsetof(struct spool, prep));
+
+	ev_prepare_stop(loop, w);
+	dir_job_start(s);
+}
+
+static void data_job_work(struct worker_job *j)
+{
+	struct spool_txn *t = (struct spool_txn *)((char *)j - offsetof(struct spool_txn, job));
+
+	if (t->err)
+		return;
+	if (fdatasync(t->fd) < 0)
+		t->err = errno;
+	if (close(t->fd) < 0 && !t->err)
+		t->err = errno;   /* NFS reports write errors at close */
+	t->fd = -1;
+}
+
+static void data_job_done(struct worker_job *j)
+{
+	struct spool_txn *t = (struct spool_txn *)((char *)j - offsetof(struct spool_txn, job));
+	struct spool *s = t->s;
+
+	if (t->err) {
+		log_warning("qmgr", "%s: sync of %s/%s failed: %s", t->id, s->dir, SPOOL_INCOMING,
+		    strerror(t->err));
+		txn_finish(t, t->err);
+		return;
+	}
+	t->next = NULL;
+	*s->ready_tail = t;
+	s->ready_tail = &t->next;
+	if (!ev_is_active(&s->prep)) {
+		ev_prepare_init(&s->prep, prep_cb);
+		ev_prepare_start(s->loop, &s->prep);
+	}
+}
+
+void spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, const char *queue_id), void *arg)
+{
+	struct spool *s = t->s;
+
+	t->done = done;
+	t->done_arg = arg;
+	if (!t->opened && !t->err)
+		t->err = EINVAL;
+	if (!t->err)
+		txn_flush(t);
+	if (s->loop == NULL) {
+		/* a programming error, but never acknowledge what we cannot sync */
+		log_warning("qmgr", "%s: spool commit without an event loop", t->id);
+		if (done)
+			done(arg, EINVAL, t->id);
+		spool_txn_abort(t);
+		return;
+	}
+	mem_free(t->wbuf);
+	t->wbuf = NULL;
+	s->inflight++;
+	ev_ref(s->loop);   /* the worker's wake-up is unref'd; a commit keeps the loop alive */
+	t->job.work = data_job_work;
+	t->job.done = data_job_done;
+	worker_submit(&t->job);
+}
+
+/* ---- reading committed messages -------------------------------------------- */
+
+void spool_env_free(struct spool_env *e)
+{
+	int i;
+
+	for (i = 0; i < e->nrcpt; i++) {
+		mem_free(e->rcpt[i].addr);
+		mem_free(e->rcpt[i].orig);
+	}
+	mem_free(e->rcpt);
+	mem_free(e->sender);
+	mem_free(e->client);
+	memset(e, 0, sizeof *e);
+}
+
+static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
+{
+	char *p = buf, *end = buf + len, *nl;
+	size_t ml = strlen(SPOOL_MAGIC);
+	int cap = 0;
+
+	if (len < ml || memcmp(buf, SPOOL_MAGIC, ml) != 0)
+		return errno = EINVAL, -1;
+	p += ml;
+	while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		*nl = '\0';
+		if (nl - p < 1 || (p[1] != ' ' && p[1] != '\0'))
+			return errno = EINVAL, -1;
+		switch (p[0]) {
+		case 'A': {
+			char *dot;
+			e->arrival = (time_t)strtoll(p + 2, &dot, 10);
+			e->arrival_usec = *dot == '.' ? strtol(dot + 1, NULL, 10) : 0;
+			break;
+		}
+		case 'S':
+			if ((e->sender = mem_strdup(nl - p >= 2 ? p + 2 : "")) == NULL)
+				return -1;
+			break;
+		case 'C':
+			if ((e->client = mem_strdup(nl - p >= 2 ? p + 2 : "")) == NULL)
+				return -1;
+			break;
+		case 'R': {
+			struct spool_rcpt *r;
+			if (nl - p < 5)
+				return errno = EINVAL, -1;
+			if (e->nrcpt == cap) {
+				cap = cap ? cap * 2 : 4;
+				if ((r = mem_realloc(e->rcpt, (size_t)cap * sizeof *r)) == NULL)
+					return -1;
+				e->rcpt = r;
+			}
+			r = &e->rcpt[e->nrcpt];
+			memset(r, 0, sizeof *r);
+			r->status = p[2];
+			r->status_off = (off_t)(p + 2 - buf);
+			if ((r->addr = mem_strdup(p + 4)) == NULL)
+				return -1;
+			e->nrcpt++;
+			if (r->status == RCPT_TODO)
+				e->ntodo++;
+			break;
+		}
+		case 'O':
+			if (e->nrcpt == 0 || e->rcpt[e->nrcpt - 1].orig)
+				return errno = EINVAL, -1;
+			if ((e->rcpt[e->nrcpt - 1].orig = mem_strdup(nl - p >= 2 ? p + 2 : "")) == NULL)
+				return -1;
+			break;
+		case 'E':
+			if (e->sender == NULL || atoi(p + 2) != e->nrcpt)
+				return errno = EINVAL, -1;
+			if (e->client == NULL && (e->client = mem_strdup("")) == NULL)
+				return -1;
+			e->msg_off = (off_t)(nl + 1 - buf);
+			e->size = fsize - e->msg_off;
+			for (cap = 0; cap < e->nrcpt; cap++)
+				if (e->rcpt[cap].orig == NULL &&
+				    (e->rcpt[cap].orig = mem_strdup(e->rcpt[cap].addr)) == NULL)
+					return -1;
+			return 0;
+		default:
+			break;   /* a record a later version added: skip it */
+		}
+		p = nl + 1;
+	}
+	errno = EAGAIN;   /* need more bytes */
+	return -1;
+}
+
+int spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, int *fdp)
+{
+	char path[4096];
+	char *buf = NULL, *nb;
+	size_t len = 0, cap = 0;
+	ssize_t r;
+	struct stat st;
+	int fd, rc = -1, saved;
+
+	memset(e, 0, sizeof *e);
+	if (!spool_id_valid(id))
+		return errno = EINVAL, -1;
+	snprintf(e->id, sizeof e->id, "%s", id);
+	snprintf(path, sizeof path, "%s/%s/%s", queue_dir, SPOOL_COMMITTED, id);
+	if ((fd = open(path, (fdp ? O_RDWR : O_RDONLY) | O_CLOEXEC)) < 0)
+		return -1;
+	if (fstat(fd, &st) < 0)
+		goto out;
+	for (;;) {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 4096;
+			if (cap > ENV_MAX) {
+				errno = EINVAL;
+				goto out;
+			}
+			if ((nb = mem_realloc(buf, cap + 1)) == NULL)
+				goto out;
+			buf = nb;
+		}
+		if ((r = pread(fd, buf + len, cap - len, (off_t)len)) < 0) {
+			if (errno == EINTR)
+				continue;
+			goto out;
+		}
+		if (r == 0) {
+			errno = EINVAL;     /* the envelope never ended */
+			goto out;
+		}
+		len += (size_t)r;
+		/* re-parse from scratch: envelopes are small, and this keeps one parser */
+		spool_env_free(e);
+		snprintf(e->id, sizeof e->id, "%s", id);
+		{
+			char *copy = mem_alloc(len + 1);
+			if (copy == NULL)
+				goto out;
+			memcpy(copy, buf, len);
+			rc = env_parse(e, copy, len, st.st_size);
+			saved = errno;
+			mem_free(copy);
+			errno = saved;
+		}
+		if (rc == 0)
+			break;
+		if (errno != EAGAIN)
+			goto out;
+		rc = -1;
+	}
+out:
+	saved = errno;
+	mem_free(buf);
+	if (rc < 0) {
+		spool_env_free(e);
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	if (fdp)
+		*fdp = fd;
+	else
+		close(fd);
+	return 0;
+}
+
+int spool_env_mark(int fd, const struct spool_rcpt *r, char status)
+{
+	ssize_t w;
+
+	do
+		w = pwrite(fd, &status, 1, r->status_off);
+	while (w < 0 && errno == EINTR);
+	return w == 1 ? 0 : -1;
+}
+
+int spool_remove(const char *queue_dir, const char *id)
+{
+	char path[4096];
+
+	if (!spool_id_valid(id))
+		return errno = EINVAL, -1;
+	snprintf(path, sizeof path, "%s/%s/%s", queue_dir, SPOOL_COMMITTED, id);
+	return unlink(path);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int spool_scan(const char *queue_dir, int remove_incoming,
+    void (*cb)(void *arg, const char *id), void *arg)
+{
+	char path[4096];
+	DIR *d;
+	struct dirent *de;
+	char **ids = NULL, **nv;
+	int n = 0, cap = 0, i, charged;
+
+	charged = limits_take(LIM_FILE, 1) == 0;
+	if (remove_incoming) {
+		snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_INCOMING);
+		if ((d = opendir(path)) != NULL) {
+			while ((de = readdir(d)) != NULL) {
+				if (de->d_name[0] == '.')
+					continue;
+				/* never acknowledged: the client got no 250 and will retry */
+				if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+					log_info("qmgr", "removed uncommitted queue file %s/%s",
+					    path, de->d_name);
+			}
+			closedir(d);
+		}
+	}
+	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_COMMITTED);
+	if ((d = opendir(path)) == NULL) {
+		if (charged)
+			limits_release(LIM_FILE, 1);
+		return errno == ENOENT ? 0 : -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (!spool_id_valid(de->d_name))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			if ((nv = mem_realloc(ids, (size_t)cap * sizeof *nv)) == NULL)
+				goto nomem;
+			ids = nv;
+		}
+		if ((ids[n] = mem_strdup(de->d_name)) == NULL)
+			goto nomem;
+		n++;
+	}
+	closedir(d);
+	if (charged)
+		limits_release(LIM_FILE, 1);
+	/* IDs grow with time: sorted order is arrival order */
+	if (n > 1)
+		qsort(ids, (size_t)n, sizeof *ids, cmp_str);
+	for (i = 0; i < n; i++) {
+		if (cb)
+			cb(arg, ids[i]);
+		mem_free(ids[i]);
+	}
+	mem_free(ids);
+	return n;
+nomem:
+	closedir(d);
+	if (charged)
+		limits_release(LIM_FILE, 1);
+	for (i = 0; i < n; i++)
+		mem_free(ids[i]);
+	mem_free(ids);
+	errno = ENOMEM;
+	return -1;
+}

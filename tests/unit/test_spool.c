@@ -1,0 +1,376 @@
+/*
+ * tests/unit/test_spool.c: the spool's contract (queue/queue.h): a
+ * committed message is on disk in committed/ with its envelope before done
+ * reports 0; abort leaves nothing; recovery drops temp files and finds
+ * committed ones; per-recipient state survives reopening; IDs are unique.
+ * Uses a real libev loop and the real worker pool on a temporary directory.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/mem.h"
+#include "core/worker.h"
+#include "queue/queue.h"
+#include "queue/queue_int.h"
+
+static char dir[256];
+static struct ev_loop *loop;
+
+struct result {
+	int called, err;
+	char id[QUEUE_ID_MAX];
+};
+
+static void done_cb(void *arg, int err, const char *id)
+{
+	struct result *r = arg;
+
+	r->called++;
+	r->err = err;
+	snprintf(r->id, sizeof r->id, "%s", id);
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof dir, "/tmp/frugal-test-spool-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	loop = EV_DEFAULT;
+	ck_assert_int_eq(worker_init(loop, 2), 0);
+}
+
+static void teardown(void)
+{
+	char cmd[512];
+
+	worker_shutdown();
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+static int count_files(const char *sub)
+{
+	char path[512];
+	DIR *d;
+	struct dirent *de;
+	int n = 0;
+
+	snprintf(path, sizeof path, "%s/%s", dir, sub);
+	if ((d = opendir(path)) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void wait_for(struct result *r, int n)
+{
+	while (r->called < n)
+		ev_run(loop, EVRUN_ONCE);
+}
+
+static const char body[] = "Subject: test\n\nhello\nworld\n";
+
+static struct spool_txn *make_txn(struct spool *s, const char *sender)
+{
+	struct spool_txn *t = spool_txn_new(s, sender, "client.example[192.0.2.1]");
+
+	ck_assert_ptr_nonnull(t);
+	ck_assert_int_eq(spool_txn_rcpt(t, "alice@example.com", "Alice@Example.COM"), 0);
+	ck_assert_int_eq(spool_txn_rcpt(t, "bob@example.com", NULL), 0);
+	ck_assert_int_eq(spool_txn_open(t), 0);
+	ck_assert_int_eq(spool_txn_write(t, body, strlen(body)), 0);
+	return t;
+}
+
+START_TEST(commit_round_trip)
+{
+	char err[256], msg[128];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct spool_txn *t;
+	struct result r = { 0 };
+	struct spool_env e;
+	char id[QUEUE_ID_MAX];
+	int fd;
+
+	ck_assert_msg(s != NULL, "%s", err);
+	spool_set_loop(s, loop);
+	t = make_txn(s, "sender@example.org");
+	snprintf(id, sizeof id, "%s", spool_txn_id(t));
+	ck_assert(spool_id_valid(id));
+	ck_assert_int_eq((int)spool_txn_size(t), (int)strlen(body));
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 1);
+	spool_txn_commit(t, done_cb, &r);
+	ck_assert_int_eq(r.called, 0);   /* never synchronously: the sync is on a worker */
+	wait_for(&r, 1);
+	ck_assert_int_eq(r.err, 0);
+	ck_assert_str_eq(r.id, id);
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 0);
+	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 1);
+
+	ck_assert_int_eq(spool_env_load(dir, id, &e, &fd), 0);
+	ck_assert_str_eq(e.sender, "sender@example.org");
+	ck_assert_str_eq(e.client, "client.example[192.0.2.1]");
+	ck_assert_int_eq(e.nrcpt, 2);
+	ck_assert_int_eq(e.ntodo, 2);
+	ck_assert_str_eq(e.rcpt[0].addr, "alice@example.com");
+	ck_assert_str_eq(e.rcpt[0].orig, "Alice@Example.COM");
+	ck_assert_str_eq(e.rcpt[1].orig, "bob@example.com");
+	ck_assert_int_eq((int)e.size, (int)strlen(body));
+	ck_assert(e.arrival > 0);
+	ck_assert_int_eq((int)pread(fd, msg, sizeof msg, e.msg_off), (int)strlen(body));
+	ck_assert(memcmp(msg, body, strlen(body)) == 0);
+	close(fd);
+	spool_env_free(&e);
+	spool_close(s);
+}
+END_TEST
+
+START_TEST(null_sender_and_large_message)
+{
+	char err[256];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct spool_txn *t;
+	struct result r = { 0 };
+	struct spool_env e;
+	static char big[200000];
+	size_t i;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	for (i = 0; i < sizeof big; i++)
+		big[i] = (i % 64 == 63) ? '\n' : (char)('a' + i % 26);
+	t = spool_txn_new(s, "", "localhost[127.0.0.1]");
+	ck_assert_ptr_nonnull(t);
+	ck_assert_int_eq(spool_txn_rcpt(t, "x@y", NULL), 0);
+	ck_assert_int_eq(spool_txn_open(t), 0);
+	ck_assert_int_eq(spool_txn_rcpt(t, "late@y", NULL), -1);   /* envelope is fixed by now */
+	for (i = 0; i < sizeof big; i += 1000)
+		ck_assert_int_eq(spool_txn_write(t, big + i, 1000), 0);
+	spool_txn_commit(t, done_cb, &r);
+	wait_for(&r, 1);
+	ck_assert_int_eq(r.err, 0);
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, NULL), 0);
+	ck_assert_str_eq(e.sender, "");
+	ck_assert_int_eq((int)e.size, (int)sizeof big);
+	spool_env_free(&e);
+	spool_close(s);
+}
+END_TEST
+
+START_TEST(abort_leaves_nothing)
+{
+	char err[256];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct spool_txn *t;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	t = make_txn(s, "a@b");
+	spool_txn_abort(t);
+	t = spool_txn_new(s, "a@b", "c[1.2.3.4]");   /* aborted before open */
+	ck_assert_ptr_nonnull(t);
+	spool_txn_abort(t);
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 0);
+	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 0);
+	spool_close(s);
+}
+END_TEST
+
+START_TEST(commit_without_open_fails)
+{
+	char err[256];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct spool_txn *t;
+	struct result r = { 0 };
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	t = spool_txn_new(s, "a@b", "c[1.2.3.4]");
+	ck_assert_ptr_nonnull(t);
+	spool_txn_commit(t, done_cb, &r);
+	wait_for(&r, 1);
+	ck_assert_int_ne(r.err, 0);
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 0);
+	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 0);
+	spool_close(s);
+}
+END_TEST
+
+START_TEST(group_commit_many)
+{
+	char err[256];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct result r[50];
+	int i;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	memset(r, 0, sizeof r);
+	for (i = 0; i < 50; i++)
+		spool_txn_commit(make_txn(s, "a@b"), done_cb, &r[i]);
+	for (i = 0; i < 50; i++) {
+		wait_for(&r[i], 1);
+		ck_assert_int_eq(r[i].err, 0);
+		ck_assert_int_eq(r[i].called, 1);
+	}
+	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 50);
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 0);
+	spool_close(s);
+}
+END_TEST
+
+static void collect(void *arg, const char *id)
+{
+	char (*ids)[QUEUE_ID_MAX] = arg;
+	int i;
+
+	for (i = 0; ids[i][0]; i++)
+		;
+	snprintf(ids[i], QUEUE_ID_MAX, "%s", id);
+}
+
+START_TEST(recovery_ignores_temp_files)
+{
+	char err[256], path[512], ids[8][QUEUE_ID_MAX];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct spool_txn *t, *pending;
+	struct result r = { 0 };
+	int fd;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	t = make_txn(s, "a@b");
+	spool_txn_commit(t, done_cb, &r);
+	wait_for(&r, 1);
+	ck_assert_int_eq(r.err, 0);
+	/* a message being written at the "crash", and stray garbage */
+	pending = make_txn(s, "c@d");
+	snprintf(path, sizeof path, "%s/%s/ZZZ", dir, SPOOL_INCOMING);
+	ck_assert_int_ge(fd = open(path, O_CREAT | O_WRONLY, 0600), 0);
+	close(fd);
+	snprintf(path, sizeof path, "%s/%s/not-an-id", dir, SPOOL_COMMITTED);
+	ck_assert_int_ge(fd = open(path, O_CREAT | O_WRONLY, 0600), 0);
+	close(fd);
+
+	memset(ids, 0, sizeof ids);
+	ck_assert_int_eq(spool_scan(dir, 1, collect, ids), 1);
+	ck_assert_str_eq(ids[0], r.id);
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 0);
+	spool_txn_abort(pending);
+	spool_close(s);
+}
+END_TEST
+
+START_TEST(rcpt_state_survives_reopen)
+{
+	char err[256];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct result r = { 0 };
+	struct spool_env e;
+	int fd;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	spool_txn_commit(make_txn(s, "a@b"), done_cb, &r);
+	wait_for(&r, 1);
+	ck_assert_int_eq(r.err, 0);
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, &fd), 0);
+	ck_assert_int_eq(spool_env_mark(fd, &e.rcpt[1], RCPT_DELIVERED), 0);
+	ck_assert_int_eq(fdatasync(fd), 0);
+	close(fd);
+	spool_env_free(&e);
+	spool_close(s);
+
+	ck_assert_ptr_nonnull(s = spool_open(dir, err, sizeof err));
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, NULL), 0);
+	ck_assert_int_eq(e.nrcpt, 2);
+	ck_assert_int_eq(e.ntodo, 1);
+	ck_assert_int_eq(e.rcpt[0].status, RCPT_TODO);
+	ck_assert_int_eq(e.rcpt[1].status, RCPT_DELIVERED);
+	ck_assert_str_eq(e.rcpt[1].addr, "bob@example.com");   /* the mark did not tear the line */
+	spool_env_free(&e);
+	ck_assert_int_eq(spool_remove(dir, r.id), 0);
+	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 0);
+	spool_close(s);
+}
+END_TEST
+
+static int cmp(const void *a, const void *b) { return strcmp(a, b); }
+
+START_TEST(ids_unique)
+{
+	char err[256];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	enum { N = 2000 };
+	static char ids[N][QUEUE_ID_MAX];
+	static struct spool_txn *t[N];
+	int i;
+
+	ck_assert_ptr_nonnull(s);
+	for (i = 0; i < N; i++) {
+		ck_assert_ptr_nonnull(t[i] = spool_txn_new(s, "a@b", "c"));
+		snprintf(ids[i], QUEUE_ID_MAX, "%s", spool_txn_id(t[i]));
+		ck_assert(spool_id_valid(ids[i]));
+		if (i > 0)   /* arrival order is ID order */
+			ck_assert(strcmp(ids[i - 1], ids[i]) < 0);
+		if (i % 100 == 99) {   /* keep the descriptor count small */
+			int k;
+			for (k = i - 99; k <= i; k++)
+				spool_txn_abort(t[k]);
+		}
+	}
+	qsort(ids, N, QUEUE_ID_MAX, cmp);
+	for (i = 1; i < N; i++)
+		ck_assert_str_ne(ids[i - 1], ids[i]);
+	spool_close(s);
+}
+END_TEST
+
+START_TEST(bad_ids_rejected)
+{
+	struct spool_env e;
+
+	ck_assert(!spool_id_valid("../etc"));
+	ck_assert(!spool_id_valid(""));
+	ck_assert(!spool_id_valid("abc"));
+	ck_assert(spool_id_valid("5F3A2B1C0D"));
+	ck_assert_int_eq(spool_env_load(dir, "../../x", &e, NULL), -1);
+	ck_assert_int_eq(spool_remove(dir, "../x"), -1);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("spool");
+	TCase *tc = tcase_create("spool");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, commit_round_trip);
+	tcase_add_test(tc, null_sender_and_large_message);
+	tcase_add_test(tc, abort_leaves_nothing);
+	tcase_add_test(tc, commit_without_open_fails);
+	tcase_add_test(tc, group_commit_many);
+	tcase_add_test(tc, recovery_ignores_temp_files);
+	tcase_add_test(tc, rcpt_state_survives_reopen);
+	tcase_add_test(tc, ids_unique);
+	tcase_add_test(tc, bad_ids_rejected);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
