@@ -70,7 +70,7 @@ deps:
 
 check: deps
 	@$(MAKE) --no-print-directory all $(B)/asan/frugal $(UNIT:%=$(B)/asan/tests/%)
-	@sh tests/run-all.sh
+	@python3 tests/run_all.py
 
 run: 
 	@sh contrib/deps.sh build

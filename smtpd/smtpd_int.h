@@ -1,0 +1,167 @@
+/*
+ * smtpd/smtpd_int.h: private to the smtpd room (session.c, restrict.c,
+ * server.c). Nothing outside smtpd/ includes this.
+ */
+#ifndef FRUGAL_SMTPD_INT_H
+#define FRUGAL_SMTPD_INT_H
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <ev.h>
+
+#include "core/buf.h"
+#include "smtpd/command.h"
+
+struct conf;
+struct map_list;
+struct resolver;
+struct spool;
+struct spool_txn;
+struct qmgr;
+
+/* ---- restrictions (restrict.c) ------------------------------------------- */
+
+enum restr_word {
+	R_PERMIT, R_REJECT, R_DUNNO, R_PERMIT_MYNETWORKS, R_PERMIT_SASL_AUTHENTICATED,
+	R_REJECT_UNAUTH_DESTINATION, R_REJECT_UNLISTED_RECIPIENT,
+	R_REJECT_INVALID_HELO_HOSTNAME, R_REJECT_NON_FQDN_HELO_HOSTNAME,
+	R_REJECT_NON_FQDN_SENDER, R_REJECT_NON_FQDN_RECIPIENT,
+	R_CHECK_CLIENT_ACCESS, R_CHECK_HELO_ACCESS, R_CHECK_SENDER_ACCESS,
+	R_CHECK_RECIPIENT_ACCESS,
+};
+struct restr {
+	enum restr_word word;
+	struct map_list *table;  /* owned; check_*_access only */
+};
+struct restr_list {
+	struct restr *v;         /* owned */
+	int n;
+};
+
+/* One network of mynetworks. */
+struct cidr {
+	int family;              /* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	int prefix;
+};
+struct cidr_list {
+	struct cidr *v;          /* owned */
+	int n;
+};
+int  cidr_list_parse(const char *value, struct cidr_list *out, char *err, size_t errlen);
+void cidr_list_free(struct cidr_list *l);
+int  cidr_list_match(const struct cidr_list *l, const struct sockaddr_storage *sa);
+
+/* Parameters a session reads, typed once per configuration and stress level. */
+struct smtpd_params {
+	double timeout;          /* smtpd_timeout, seconds */
+	int hard_error_limit, soft_error_limit, junk_command_limit, recipient_limit;
+	double error_sleep_time;
+	long long message_size_limit;
+	int helo_required, forbid_bare_newline;
+	int client_connection_count_limit;
+};
+
+/*
+ * One configuration generation: everything derived from one `struct conf`.
+ * Sessions hold a reference, so a reload never changes a session's rules
+ * mid-transaction.
+ */
+struct smtpd_gen {
+	int refs;
+	struct conf *conf;               /* one reference held */
+	struct smtpd_params params[2];   /* [0] normal, [1] stress */
+	struct resolver *resolver;       /* owned */
+	struct cidr_list mynetworks;
+	struct restr_list client_r, helo_r, sender_r, recipient_r;
+	char *myhostname, *banner;       /* owned, expanded */
+};
+
+struct smtpd_gen *smtpd_gen_new(struct conf *c, char *err, size_t errlen);
+void smtpd_gen_unref(struct smtpd_gen *g);
+
+/* ---- sessions (session.c) ------------------------------------------------ */
+
+enum session_state {
+	S_GREETING,   /* connected, banner not yet sent (pregreet wait) */
+	S_INIT,       /* banner sent, no HELO/EHLO */
+	S_HELO,       /* HELO/EHLO done, no transaction */
+	S_MAIL,       /* MAIL accepted */
+	S_RCPT,       /* at least one RCPT accepted */
+	S_DATA,       /* receiving message content */
+	S_COMMIT,     /* end of data seen, waiting for the spool's sync */
+	S_CLOSING,    /* reply flushed, then close */
+};
+
+/* One transaction: RSET or end of DATA frees it in one go. */
+struct smtp_tx {
+	char sender[SMTPD_ADDR_MAX + 1];
+	int  nrcpt;                 /* accepted recipients */
+	char first_rcpt[SMTPD_ADDR_MAX + 1];
+	struct spool_txn *txn;      /* owned until commit */
+	long long size;             /* content bytes written */
+	int  err;                   /* TX_ERROR_* seen while receiving data */
+	int  at_bol;                /* data: at the beginning of a line */
+	size_t line_len;            /* data: length of the current line so far */
+	int  in_headers;            /* data: still in the header section */
+	int  received_count;        /* Received: headers seen (hop count) */
+};
+enum tx_error { TX_OK, TX_ERROR_SIZE, TX_ERROR_IO, TX_ERROR_RESOURCES, TX_ERROR_LINE,
+	TX_ERROR_NUL, TX_ERROR_LOOP };
+
+struct session {
+	ev_io io;                   /* read/write watcher; first member: callbacks cast back */
+	ev_timer timer;             /* idle timeout and error-sleep delay */
+	struct session *next, *prev;/* server's list of live sessions */
+	struct smtpd_server *srv;
+	struct smtpd_gen *gen;      /* one reference held */
+	const struct smtpd_params *p; /* gen->params[stress] */
+	int fd;
+	int submission;             /* never under stress */
+	enum session_state state;
+	struct sockaddr_storage peer;
+	char addr[64];              /* printable peer address */
+	char host[8];               /* reverse name: "unknown" until DNS lookups exist */
+	char *helo;                 /* owned */
+	int esmtp;
+	int errors, junk;
+	int sleeping;               /* error sleep in progress */
+	int reaping;                /* on the reap list */
+	int want_write;
+	struct buf in, out;
+	struct smtp_tx *tx;         /* owned; NULL outside a transaction */
+};
+
+struct session *session_new(struct smtpd_server *srv, int fd, const struct sockaddr_storage *peer, int submission);
+void session_start(struct session *s);
+void session_free(struct session *s);
+void session_set_stress(struct session *s, int stress);
+/* Send a 421 and close (shutdown, resource shortfall). */
+void session_shutdown(struct session *s, const char *reply);
+
+/* Evaluate the RCPT-time restrictions (client, helo, sender, recipient). */
+enum restr_result { RESTR_PERMIT, RESTR_REJECT, RESTR_DEFER };
+enum restr_result restr_check_rcpt(struct session *s, const char *rcpt, char *reply, size_t replylen);
+int restr_list_parse(const char *value, struct restr_list *out, char *err, size_t errlen);
+void restr_list_free(struct restr_list *l);
+
+/* ---- the server (server.c) ----------------------------------------------- */
+
+struct smtpd_server {
+	struct ev_loop *loop;
+	struct smtpd_gen *gen;      /* current generation (one reference) */
+	struct spool *spool;
+	struct qmgr *qmgr;
+	struct session *sessions;   /* live sessions */
+	int nsessions;
+	int stress;
+	int stopping;
+	ev_prepare reaper;          /* frees closed sessions outside their callbacks */
+	struct session *reap;       /* sessions waiting to be freed (linked by next) */
+};
+
+void server_session_closed(struct smtpd_server *srv, struct session *s); /* unlink + count */
+void server_reap(struct smtpd_server *srv, struct session *s);
+int  server_client_count(struct smtpd_server *srv, const struct session *s);
+
+#endif

@@ -1,0 +1,1293 @@
+#!/usr/bin/env python3
+"""make bench: frugal side by side with an isolated Postfix, in one run.
+
+A benchmark, not a test: it prints figures and whether the targets are met,
+and exits 0 either way (non-zero only when the harness itself breaks).
+
+Sections (all on 127.0.0.1, every loop bounded in count and time):
+  throughput  smtp-source -> each MTA, accepted msg/s and delivered-to-Maildir
+              msg/s, medians of N alternating runs, ratios frugal/postfix
+  idle        1,000 idle sessions on frugal: KiB of RSS per session and
+              non-TCP sockets at 0 and 1,000 sessions
+  attack      under the container emulator (build/tests/vzemul.so) with
+              numothersock/numtcpsock caps: a dictionary attack by bots while
+              a legitimate client sends one message per second
+
+Python 3 standard library only.  Postfix needs root; without it the Postfix
+side is skipped and said so.  See tests/bench/README.md.
+"""
+
+import argparse
+import os
+import pwd
+import grp
+import random
+import re
+import resource
+import shutil
+import signal
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOMAIN = "example.test"
+RCPT = "user@" + DOMAIN
+SENDER = "sender@" + DOMAIN
+INLINE_MAP = "inline:{ user@example.test=example.test/user/ }"
+TARGET_THROUGHPUT_RATIO = 3.0
+TARGET_KIB_PER_SESSION = 8.0
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+def section(title):
+    log("")
+    log("== " + title + " " + "=" * max(0, 70 - len(title)))
+
+
+# --------------------------------------------------------------------------
+# small helpers
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def port_accepts(port, timeout=0.5):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(port, deadline_s, proc=None):
+    """Poll connect() until the port accepts, the process dies or the deadline passes."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            return False
+        if port_accepts(port):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def wait_banner(port, deadline_s, alive):
+    """Poll until a connection gets a 220 greeting (the MTA really serves, not only has its
+    listening socket bound), alive() turns false, or the deadline passes."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not alive():
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.settimeout(max(0.1, min(5, end - time.monotonic())))
+                banner = s.recv(512)
+                if banner.startswith(b"220"):
+                    try:
+                        s.sendall(b"QUIT\r\n")
+                        s.recv(512)
+                    except OSError:
+                        pass
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def wait_pid_gone(pid, deadline_s):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not pid_alive(pid):
+            return True
+        # reap if it is our child
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    return not pid_alive(pid)
+
+
+def count_dir(path):
+    try:
+        with os.scandir(path) as it:
+            return sum(1 for _ in it)
+    except FileNotFoundError:
+        return 0
+
+
+def empty_maildir(maildir):
+    for sub in ("new", "cur", "tmp"):
+        d = os.path.join(maildir, sub)
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    try:
+                        os.unlink(e.path)
+                    except (IsADirectoryError, FileNotFoundError):
+                        pass
+        except FileNotFoundError:
+            pass
+
+
+def tail(path, n=15):
+    try:
+        with open(path, "r", errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _inodes_from(path, col):
+    out = set()
+    try:
+        with open(path) as f:
+            next(f, None)
+            for line in f:
+                parts = line.split()
+                if len(parts) > col:
+                    out.add(parts[col])
+    except OSError:
+        pass
+    return out
+
+
+def tcp_inodes():
+    return _inodes_from("/proc/net/tcp", 9) | _inodes_from("/proc/net/tcp6", 9)
+
+
+def unix_inodes():
+    return _inodes_from("/proc/net/unix", 6)
+
+
+def socket_inodes(pids):
+    """Unique socket inodes held by the given pids."""
+    out = set()
+    for pid in pids:
+        d = "/proc/%d/fd" % pid
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in names:
+            try:
+                t = os.readlink(os.path.join(d, n))
+            except OSError:
+                continue
+            if t.startswith("socket:["):
+                out.add(t[8:-1])
+    return out
+
+
+def socket_census(pids):
+    """(all sockets, tcp, non-tcp, non-tcp that are unix) for a set of pids."""
+    # read the TCP table before and after the descriptors: a connection closing while we
+    # look must not pass for a non-TCP socket
+    tcp = tcp_inodes()
+    socks = socket_inodes(pids)
+    tcp |= tcp_inodes()
+    non_tcp = socks - tcp
+    unix = non_tcp & unix_inodes()
+    return len(socks), len(socks & tcp), len(non_tcp), len(unix)
+
+
+def children_of(pid):
+    """pid plus its direct and indirect children (Postfix daemons are the master's children)."""
+    parent = {}
+    for n in os.listdir("/proc"):
+        if not n.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % n) as f:
+                s = f.read()
+            ppid = int(s[s.rindex(")") + 2:].split()[1])
+            parent[int(n)] = ppid
+        except (OSError, ValueError):
+            continue
+    tree = {pid}
+    changed = True
+    while changed:
+        changed = False
+        for p, pp in parent.items():
+            if pp in tree and p not in tree:
+                tree.add(p)
+                changed = True
+    return tree
+
+
+def raise_nofile(want=8192):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return soft
+    newhard = hard if hard == resource.RLIM_INFINITY or hard >= want else want
+    for lim in ((want, newhard), (min(want, hard), hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, lim)
+            break
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def fmt(v, spec="%.0f"):
+    if v is None:
+        return "n/a"
+    return spec % v
+
+
+def median_or_none(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+# --------------------------------------------------------------------------
+# the MTAs
+
+class MTA:
+    name = "?"
+    port = None
+    maildir = None
+    logfile = None
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
+
+    def pids(self):
+        raise NotImplementedError
+
+    def alive(self):
+        raise NotImplementedError
+
+
+class Postfix(MTA):
+    """An isolated Postfix instance under TMP: own config, queue, data, Maildirs."""
+
+    name = "postfix"
+
+    def __init__(self, tmp, env_extra=None, mynetworks="127.0.0.0/8", tag="postfix"):
+        self.tmp = tmp
+        self.tag = tag
+        self.root = os.path.join(tmp, tag)
+        self.confdir = os.path.join(self.root, "etc")
+        self.queue = os.path.join(self.root, "queue")
+        self.data = os.path.join(self.root, "data")
+        self.mailbase = os.path.join(self.root, "pfmail")
+        self.maildir = os.path.join(self.mailbase, DOMAIN, "user")
+        self.logfile = os.path.join(self.root, "maillog")
+        self.port = free_port()
+        self.env_extra = dict(env_extra or {})
+        self.mynetworks = mynetworks
+        self.proc = None
+        self.master_pid = None
+        self._logf = None
+
+    @staticmethod
+    def available():
+        if os.geteuid() != 0:
+            return "not running as root (Postfix needs root to start its master)"
+        for tool in ("postfix", "postconf"):
+            if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+                return "%s not found (apt-get install postfix)" % tool
+        try:
+            pwd.getpwnam("postfix")
+            grp.getgrnam("postdrop")
+        except KeyError:
+            return "user postfix or group postdrop missing"
+        return None
+
+    def _postconf(self, *args, check=True):
+        return subprocess.run(["postconf", "-c", self.confdir] + list(args),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, timeout=30, check=check)
+
+    def setup(self):
+        os.makedirs(self.confdir)
+        for c in ("/etc/postfix/main.cf", "/usr/share/postfix/main.cf.debian",
+                  "/usr/share/postfix/main.cf.dist", "/etc/postfix/main.cf.proto"):
+            if os.path.exists(c):
+                shutil.copy(c, os.path.join(self.confdir, "main.cf"))
+                break
+        else:
+            open(os.path.join(self.confdir, "main.cf"), "w").close()
+        for c in ("/etc/postfix/master.cf", "/usr/share/postfix/master.cf.dist",
+                  "/etc/postfix/master.cf.proto"):
+            if os.path.exists(c):
+                src_master = c
+                break
+        else:
+            raise RuntimeError("no master.cf template in /etc/postfix or /usr/share/postfix")
+        self._write_master(src_master)
+
+        pf = pwd.getpwnam("postfix")
+        os.makedirs(self.queue, mode=0o755)
+        os.makedirs(self.data, mode=0o700)
+        os.chown(self.data, pf.pw_uid, pf.pw_gid)
+        # Maildir owner: an unprivileged user that can write there (virtual_minimum_uid 100)
+        vm = pwd.getpwnam("nobody")
+        os.makedirs(self.maildir)
+        for d in (self.mailbase, os.path.join(self.mailbase, DOMAIN), self.maildir):
+            os.chown(d, vm.pw_uid, vm.pw_gid)
+
+        defaults = {}
+        out = self._postconf("-d", "command_directory", "daemon_directory", "meta_directory",
+                             "shlib_directory", "sendmail_path", "newaliases_path",
+                             "mailq_path", "manpage_directory", "sample_directory",
+                             "import_environment").stdout
+        for line in out.splitlines():
+            k, _, v = line.partition(" = ")
+            defaults[k.strip()] = v.strip()
+        imp = defaults.get("import_environment", "")
+        for k, v in sorted(self.env_extra.items()):
+            imp += " %s=%s" % (k, v)
+        settings = {
+            "compatibility_level": "3.6",
+            "command_directory": defaults.get("command_directory", "/usr/sbin"),
+            "daemon_directory": defaults.get("daemon_directory", "/usr/lib/postfix/sbin"),
+            "meta_directory": defaults.get("meta_directory", "/etc/postfix"),
+            "shlib_directory": defaults.get("shlib_directory", "/usr/lib/postfix"),
+            "sendmail_path": defaults.get("sendmail_path", "/usr/sbin/sendmail"),
+            "newaliases_path": defaults.get("newaliases_path", "/usr/bin/newaliases"),
+            "mailq_path": defaults.get("mailq_path", "/usr/bin/mailq"),
+            "manpage_directory": defaults.get("manpage_directory", "/usr/share/man"),
+            "sample_directory": defaults.get("sample_directory", "/etc/postfix"),
+            "readme_directory": "no",
+            "html_directory": "no",
+            "setgid_group": "postdrop",
+            "mail_owner": "postfix",
+            "queue_directory": self.queue,
+            "data_directory": self.data,
+            "myhostname": "bench.example.test",
+            "mydomain": DOMAIN,
+            "myorigin": "$myhostname",
+            "mydestination": "localhost",
+            "mynetworks": self.mynetworks,
+            "inet_interfaces": "loopback-only",
+            "inet_protocols": "ipv4",
+            "relayhost": "",
+            "alias_maps": "",
+            "alias_database": "",
+            "biff": "no",
+            "smtpd_banner": "$myhostname ESMTP",
+            "maillog_file": "/dev/stdout",
+            "virtual_mailbox_domains": DOMAIN,
+            "virtual_mailbox_maps": INLINE_MAP,
+            "virtual_mailbox_base": self.mailbase,
+            "virtual_uid_maps": "static:%d" % vm.pw_uid,
+            "virtual_gid_maps": "static:%d" % vm.pw_gid,
+            "import_environment": imp,
+        }
+        self._postconf("-e", *["%s=%s" % kv for kv in settings.items()])
+        # create the queue hierarchy and check ownerships now, not in the timed part
+        r = subprocess.run(["postfix", "-c", self.confdir, "check"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("postfix check failed:\n" + r.stdout)
+
+    def _write_master(self, src):
+        """Chroot off everywhere; the only inet service is smtpd on 127.0.0.1:PORT."""
+        out = []
+        skip_cont = False
+        with open(src) as f:
+            for line in f:
+                if line[:1] in (" ", "\t") and line.strip() and not line.lstrip().startswith("#"):
+                    if not skip_cont:
+                        out.append(line)
+                    continue
+                skip_cont = False
+                if not line.strip() or line.startswith("#"):
+                    out.append(line)
+                    continue
+                fields = line.split()
+                if len(fields) < 8:
+                    out.append(line)
+                    continue
+                if fields[1] == "inet":
+                    if fields[0] == "smtp" and fields[7] == "smtpd":
+                        fields[0] = "127.0.0.1:%d" % self.port
+                    else:
+                        skip_cont = True      # drop other listeners and their -o lines
+                        continue
+                fields[4] = "n"
+                out.append("%-14s %-9s %s\n" % (fields[0], fields[1], " ".join(fields[2:])))
+        with open(os.path.join(self.confdir, "master.cf"), "w") as f:
+            f.writelines(out)
+
+    def start(self, deadline_s=30):
+        env = dict(os.environ)
+        env.update(self.env_extra)
+        self._logf = open(self.logfile, "ab")
+        self.proc = subprocess.Popen(["postfix", "-c", self.confdir, "start-fg"],
+                                     stdin=subprocess.DEVNULL, stdout=self._logf,
+                                     stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        ok = wait_port(self.port, deadline_s, self.proc)
+        pidfile = os.path.join(self.queue, "pid", "master.pid")
+        end = time.monotonic() + 5
+        while time.monotonic() < end and self.master_pid is None:
+            try:
+                with open(pidfile) as f:
+                    self.master_pid = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                time.sleep(0.05)
+        # the master binds the inet listener before it starts its other services and can
+        # still die after that: only a greeting from an smtpd proves the instance is up
+        return ok and wait_banner(self.port, deadline_s,
+                                  lambda: self.proc.poll() is None and
+                                  (self.master_pid is None or pid_alive(self.master_pid)))
+
+    def alive(self):
+        return self.master_pid is not None and pid_alive(self.master_pid)
+
+    def pids(self):
+        if self.master_pid is None:
+            return set()
+        return children_of(self.master_pid)
+
+    def queue_count(self):
+        n = 0
+        for sub in ("incoming", "active", "deferred", "maildrop"):
+            for _dp, _dn, files in os.walk(os.path.join(self.queue, sub)):
+                n += len(files)
+        return n
+
+    def stop(self):
+        daemons = set()
+        if self.master_pid and pid_alive(self.master_pid):
+            daemons = self.pids() - {self.master_pid}
+            try:
+                os.kill(self.master_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if not wait_pid_gone(self.master_pid, 15):
+                try:
+                    os.kill(self.master_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=5)
+        # daemons the master did not take down (it normally does); check that the pid is
+        # still a Postfix program before killing it, pids get reused
+        daemon_dir = "/usr/lib/postfix"
+        for p in daemons:
+            try:
+                exe = os.readlink("/proc/%d/exe" % p)
+            except OSError:
+                continue
+            if exe.startswith(daemon_dir):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.master_pid = None
+        if self._logf:
+            self._logf.close()
+            self._logf = None
+        self.proc = None
+
+
+class Frugal(MTA):
+    name = "frugal"
+
+    def __init__(self, binary, tmp, extra_conf=None, env_extra=None, tag="frugal",
+                 mynetworks="127.0.0.0/8"):
+        self.binary = binary
+        self.root = os.path.join(tmp, tag)
+        self.confdir = os.path.join(self.root, "etc")
+        self.queue = os.path.join(self.root, "fq")
+        self.mailbase = os.path.join(self.root, "fmail")
+        self.maildir = os.path.join(self.mailbase, DOMAIN, "user")
+        self.logfile = os.path.join(self.root, "frugal.log")
+        self.stderr = os.path.join(self.root, "frugal.stderr")
+        self.port = free_port()
+        self.extra_conf = dict(extra_conf or {})
+        self.env_extra = dict(env_extra or {})
+        self.mynetworks = mynetworks
+        self.proc = None
+        self._errf = None
+
+    def setup(self):
+        os.makedirs(self.confdir)
+        os.makedirs(self.mailbase)
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        conf = {
+            "smtpd_listen": "127.0.0.1:%d" % self.port,
+            "myhostname": "bench.example.test",
+            "queue_directory": self.queue,
+            "virtual_mailbox_domains": DOMAIN,
+            "virtual_mailbox_maps": INLINE_MAP,
+            "virtual_mailbox_base": self.mailbase,
+            "virtual_mailbox_owner": user,
+            "mydestination": "localhost",
+            "maillog_file": self.logfile,
+            "mail_owner": user,
+            "mynetworks": self.mynetworks,
+            "alias_maps": "",           # as on the Postfix side: no alias table
+        }
+        conf.update(self.extra_conf)
+        with open(os.path.join(self.confdir, "frugal.conf"), "w") as f:
+            f.write("# written by tests/bench/bench.py\n")
+            for k, v in conf.items():
+                f.write("%s = %s\n" % (k, v))
+
+    def start(self, deadline_s=20):
+        env = dict(os.environ)
+        env.update(self.env_extra)
+        self._errf = open(self.stderr, "ab")
+        self.proc = subprocess.Popen([self.binary, "serve", "-f", "-c", self.confdir],
+                                     stdin=subprocess.DEVNULL, stdout=self._errf,
+                                     stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        return (wait_port(self.port, deadline_s, self.proc) and
+                wait_banner(self.port, deadline_s, self.alive))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def pids(self):
+        return {self.proc.pid} if self.alive() else set()
+
+    def stop(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=5)
+        if self._errf:
+            self._errf.close()
+            self._errf = None
+
+    def explain_failure(self):
+        rc = self.proc.poll() if self.proc else None
+        msg = "frugal did not accept on 127.0.0.1:%d (exit status %s)" % (self.port, rc)
+        t = tail(self.stderr) + tail(self.logfile)
+        return msg + ("\n" + t if t else "")
+
+
+# --------------------------------------------------------------------------
+# 1. throughput
+
+def smtp_source_cmd(port, args):
+    cmd = ["smtp-source", "-s", str(args.sessions), "-m", str(args.messages),
+           "-l", str(args.size), "-M", "bench.example.test",
+           "-f", SENDER, "-t", RCPT]
+    if args.reuse:
+        cmd.insert(1, "-d")     # several messages per session
+    return cmd + ["127.0.0.1:%d" % port]
+
+
+def one_throughput_run(mta, args):
+    empty_maildir(mta.maildir)
+    new = os.path.join(mta.maildir, "new")
+    cmd = smtp_source_cmd(mta.port, args)
+    t0 = time.monotonic()
+    # own session: a terminal's ^C reaches only us, and we kill and reap the client
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=args.accept_timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        rc = "timeout"
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    t_acc = time.monotonic() - t0
+    end = t0 + args.deliver_timeout
+    n = count_dir(new)
+    last_n, last_change = n, time.monotonic()
+    while n < args.messages and time.monotonic() < end:
+        time.sleep(0.01)
+        n = count_dir(new)
+        now = time.monotonic()
+        if n != last_n:
+            last_n, last_change = n, now
+        elif not mta.alive() or (rc != 0 and now - last_change > 15):
+            break       # nothing more will come: MTA gone, or a failed run stalled
+    t_del = time.monotonic() - t0
+    res = {"accept_s": t_acc, "deliver_s": t_del, "delivered": n, "rc": rc,
+           "accept_rate": None, "deliver_rate": None}
+    if rc == 0:
+        res["accept_rate"] = args.messages / t_acc
+    if n >= args.messages:
+        res["deliver_rate"] = args.messages / t_del
+    if rc != 0:
+        res["note"] = "smtp-source exit %s: %s" % (rc, out.strip().splitlines()[-1] if out.strip() else "")
+    elif n < args.messages:
+        res["note"] = "only %d/%d in new/ after %.0f s" % (n, args.messages, args.deliver_timeout)
+    return res
+
+
+def bench_throughput(mtas, args, summary):
+    section("throughput: %d messages x %d B, %d parallel sessions (%s), %d runs"
+            % (args.messages, args.size, args.sessions,
+               "several messages per session, smtp-source -d" if args.reuse
+               else "one message per session", args.runs))
+    if not shutil.which("smtp-source", path=os.environ.get("PATH", "") + ":/usr/sbin"):
+        log("skipped: smtp-source not found (apt-get install postfix)")
+        summary["throughput"] = "skipped: no smtp-source"
+        return
+    log("command: " + " ".join(smtp_source_cmd(0, args)).replace("127.0.0.1:0", "127.0.0.1:PORT"))
+    results = {m.name: [] for m in mtas}
+    for i in range(args.runs):
+        order = mtas if i % 2 == 0 else list(reversed(mtas))
+        for m in order:
+            if not m.alive():
+                log("run %d %-8s skipped: not running" % (i + 1, m.name))
+                continue
+            r = one_throughput_run(m, args)
+            results[m.name].append(r)
+            log("run %d %-8s accept %6.2f s %7s msg/s | in new/ %6.2f s %7s msg/s (%d files)%s"
+                % (i + 1, m.name, r["accept_s"], fmt(r["accept_rate"]), r["deliver_s"],
+                   fmt(r["deliver_rate"]), r["delivered"],
+                   ("  [" + r["note"] + "]") if r.get("note") else ""))
+    med = {}
+    for name, rs in results.items():
+        med[name] = {
+            "accept_rate": median_or_none([r["accept_rate"] for r in rs]),
+            "deliver_rate": median_or_none([r["deliver_rate"] for r in rs]),
+            "accept_s": median_or_none([r["accept_s"] for r in rs if r["accept_rate"]]),
+            "deliver_s": median_or_none([r["deliver_s"] for r in rs if r["deliver_rate"]]),
+            "ok_runs": sum(1 for r in rs if r["accept_rate"] and r["deliver_rate"]),
+            "runs": len(rs),
+        }
+    log("")
+    log("medians          accept s   accept msg/s   to new/ s   delivered msg/s   good runs")
+    for name, d in med.items():
+        log("  %-12s %10s %14s %11s %17s   %d/%d"
+            % (name, fmt(d["accept_s"], "%.2f"), fmt(d["accept_rate"]), fmt(d["deliver_s"], "%.2f"),
+               fmt(d["deliver_rate"]), d["ok_runs"], d["runs"]))
+    ratios = {}
+    if "frugal" in med and "postfix" in med:
+        for key, label in (("accept_rate", "accept"), ("deliver_rate", "delivered-to-Maildir")):
+            f, p = med["frugal"][key], med["postfix"][key]
+            if f and p:
+                ratio = f / p
+                ratios[label] = ratio
+                log("  ratio frugal/postfix %-22s %5.2fx  (target >= %.0fx: %s)"
+                    % (label, ratio, TARGET_THROUGHPUT_RATIO,
+                       "MET" if ratio >= TARGET_THROUGHPUT_RATIO else "NOT MET"))
+            else:
+                log("  ratio frugal/postfix %-22s n/a (a side has no good run)" % label)
+    summary["throughput"] = {"medians": med, "ratios": ratios}
+
+
+# --------------------------------------------------------------------------
+# 2. idle sessions
+
+def bench_idle(frugal, args, summary):
+    n = args.idle_sessions
+    section("idle sessions: %d idle SMTP sessions on frugal" % n)
+    have = raise_nofile(n + 1024)
+    if have < n + 64:
+        log("warning: RLIMIT_NOFILE is %d, fewer than %d sessions possible" % (have, n))
+    pid = frugal.proc.pid
+    # warm-up: a few complete sessions so one-time allocations are not charged per session
+    for _ in range(10):
+        try:
+            with socket.create_connection(("127.0.0.1", frugal.port), timeout=5) as s:
+                s.recv(512)
+                s.sendall(b"QUIT\r\n")
+                s.recv(512)
+        except OSError:
+            pass
+    end = time.monotonic() + 5
+    base_tcp = None
+    while time.monotonic() < end:   # let the warm-up sessions finish closing
+        _all, base_tcp, _nt, _u = socket_census({pid})
+        if base_tcp <= 1:
+            break
+        time.sleep(0.05)
+    rss0 = vm_rss_kib(pid)
+    all0, tcp0, nontcp0, unix0 = socket_census({pid})
+    fds0 = len(os.listdir("/proc/%d/fd" % pid))
+    socks = []
+    banners = {"220": 0, "421": 0, "other": 0, "error": 0}
+    deadline = time.monotonic() + args.idle_timeout
+    failures = 0        # consecutive sessions without a 220
+    try:
+        for _ in range(n):
+            if time.monotonic() > deadline:
+                log("stopped opening at the %.0f s deadline" % args.idle_timeout)
+                break
+            if failures >= 5 or not frugal.alive():
+                log("stopped opening: %s" % ("frugal exited" if not frugal.alive()
+                                              else "5 sessions in a row without a 220"))
+                break
+            try:
+                s = socket.create_connection(("127.0.0.1", frugal.port), timeout=3)
+            except OSError:
+                banners["error"] += 1
+                failures += 1
+                continue
+            try:
+                b = s.recv(512)
+            except OSError:
+                b = b""
+            code = b[:3].decode(errors="replace")
+            if code in ("220", "421"):
+                banners[code] += 1
+            else:
+                banners["other" if b else "error"] += 1
+            failures = 0 if code == "220" else failures + 1
+            socks.append(s)
+        held = banners["220"]
+        rss1 = vm_rss_kib(pid)
+        all1, tcp1, nontcp1, unix1 = socket_census({pid})
+        fds1 = len(os.listdir("/proc/%d/fd" % pid))
+    finally:
+        for s in socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+    per = (rss1 - rss0) / held if held else None
+    log("banners: 220=%d 421=%d other=%d no-answer=%d" % (banners["220"], banners["421"],
+                                                         banners["other"], banners["error"]))
+    log("                    0 sessions   %d sessions" % held)
+    log("  VmRSS KiB        %11d   %11d" % (rss0, rss1))
+    log("  descriptors      %11d   %11d" % (fds0, fds1))
+    log("  TCP sockets      %11d   %11d" % (tcp0, tcp1))
+    log("  non-TCP sockets  %11d   %11d   (of which in /proc/net/unix: %d -> %d)"
+        % (nontcp0, nontcp1, unix0, unix1))
+    if per is not None:
+        log("  RSS per idle session: %.2f KiB  (target < %.0f KiB: %s)"
+            % (per, TARGET_KIB_PER_SESSION, "MET" if per < TARGET_KIB_PER_SESSION else "NOT MET"))
+    log("  non-TCP sockets constant: %s" % ("yes" if nontcp1 <= nontcp0 else
+                                             "NO (+%d)" % (nontcp1 - nontcp0)))
+    summary["idle"] = {"sessions": held, "rss0": rss0, "rss1": rss1, "kib_per_session": per,
+                       "nontcp0": nontcp0, "nontcp1": nontcp1, "unix0": unix0, "unix1": unix1,
+                       "alive": frugal.alive()}
+
+
+# --------------------------------------------------------------------------
+# 3. dictionary attack under the container emulator
+
+def read_line_reply(f):
+    """Read one SMTP reply (possibly multi-line) from a file object; return the code or ''."""
+    code = ""
+    for _ in range(100):
+        line = f.readline(1024)
+        if not line:
+            return code
+        code = line[:3].decode(errors="replace")
+        if line[3:4] != b"-":
+            return code
+    return code
+
+
+class AttackStats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.c = {}
+
+    def inc(self, k, n=1):
+        with self.lock:
+            self.c[k] = self.c.get(k, 0) + n
+
+
+def bot_session(port, src, stats, timeout):
+    end = time.monotonic() + timeout
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                     source_address=(src, 0))
+    except OSError:
+        stats.inc("connect_failed")
+        return
+    try:
+        s.settimeout(max(0.1, end - time.monotonic()))
+        f = s.makefile("rb")
+        code = read_line_reply(f)
+        if code in ("220", "421"):
+            stats.inc("answered")
+            stats.inc("banner_" + code)
+        else:
+            stats.inc("no_banner")
+            return
+        if code != "220":
+            return
+        for cmd in (b"EHLO bot.spam.test", b"MAIL FROM:<bot@spam.test>"):
+            s.settimeout(max(0.1, end - time.monotonic()))
+            s.sendall(cmd + b"\r\n")
+            if not read_line_reply(f):
+                stats.inc("dropped_mid_session")
+                return
+        for _ in range(3):
+            s.settimeout(max(0.1, end - time.monotonic()))
+            u = "%08x" % random.getrandbits(32)
+            s.sendall(("RCPT TO:<%s@%s>\r\n" % (u, DOMAIN)).encode())
+            c = read_line_reply(f)
+            if not c:
+                stats.inc("dropped_mid_session")
+                return
+            stats.inc("rcpt_" + c[:1] + "xx")
+        s.settimeout(max(0.1, end - time.monotonic()))
+        s.sendall(b"QUIT\r\n")
+        read_line_reply(f)
+        stats.inc("completed")
+    except OSError:
+        stats.inc("timeout_or_reset")
+    finally:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+def legit_message(port, i, stats, deadline_s):
+    """One message; retry on 4xx and on connection trouble until its deadline."""
+    end = time.monotonic() + deadline_s
+    msg = ("From: legit@%s\r\nTo: %s\r\nSubject: legit %d\r\n\r\nhello %d\r\n"
+           % (DOMAIN, RCPT, i, i))
+    tries = 0
+    while time.monotonic() < end:
+        tries += 1
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=max(1, end - time.monotonic()),
+                              source_address=("127.0.0.1", 0)) as c:
+                c.sendmail("legit@" + DOMAIN, [RCPT], msg)
+            stats.inc("legit_accepted")
+            stats.inc("legit_tries", tries)
+            return
+        except smtplib.SMTPRecipientsRefused as e:
+            codes = [v[0] for v in e.recipients.values()]
+            if not all(400 <= c < 500 for c in codes):
+                stats.inc("legit_rejected_5xx")
+                return
+        except smtplib.SMTPResponseException as e:
+            if not 400 <= e.smtp_code < 500:
+                stats.inc("legit_rejected_5xx")
+                return
+        except (smtplib.SMTPException, OSError):
+            pass
+        time.sleep(min(0.5, max(0, end - time.monotonic())))
+    stats.inc("legit_gave_up")
+    stats.inc("legit_tries", tries)
+
+
+def sample_nontcp(mta, stop_ev, peak):
+    while not stop_ev.is_set():
+        try:
+            pids = mta.pids()
+            if pids:
+                _a, _t, nontcp, _u = socket_census(pids)
+                peak["nontcp"] = max(peak.get("nontcp", 0), nontcp)
+                peak["procs"] = max(peak.get("procs", 0), len(pids))
+        except OSError:
+            pass
+        stop_ev.wait(0.25)
+
+
+def read_beancounters(path):
+    """{resource: (held, maxheld, barrier, limit, failcnt)} from a user_beancounters file."""
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0].endswith(":"):
+                    parts = parts[1:]
+                if len(parts) == 6 and parts[0].isalpha():
+                    try:
+                        out[parts[0]] = tuple(int(x) for x in parts[1:])
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return out
+
+
+def scan_log(path, mta_name):
+    fatal = panic = deaths = 0
+    pat_death = re.compile(r"warning: process \S+ pid \d+ (exit status [1-9]\d*|killed by signal \d+)")
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if " fatal: " in line or line.startswith("fatal:"):
+                    fatal += 1
+                if " panic: " in line or line.startswith("panic:"):
+                    panic += 1
+                if mta_name == "postfix" and pat_death.search(line):
+                    deaths += 1
+    except OSError:
+        pass
+    return fatal, panic, deaths
+
+
+def run_attack_on(mta, args):
+    stats = AttackStats()
+    stop_ev = threading.Event()
+    peak = {}
+    sampler = threading.Thread(target=sample_nontcp, args=(mta, stop_ev, peak), daemon=True)
+    sampler.start()
+    t0 = time.monotonic()
+    total, conc, dur = args.attack_bots, args.attack_concurrency, args.attack_duration
+    next_job = [0]
+    job_lock = threading.Lock()
+    hard_stop = t0 + dur + 20
+
+    def bot_worker(w):
+        src = "127.0.1.%d" % (w % 250 + 1)   # bots are not in mynetworks (127.0.0.1/32)
+        while True:
+            with job_lock:
+                j = next_job[0]
+                if j >= total:
+                    return
+                next_job[0] += 1
+            start_at = t0 + j * dur / total          # spread the attack over the duration
+            now = time.monotonic()
+            if now >= hard_stop:
+                stats.inc("bots_not_started")
+                continue
+            if start_at > now:
+                time.sleep(start_at - now)
+            stats.inc("bots_started")
+            bot_session(mta.port, src, stats, args.bot_timeout)
+
+    bots = [threading.Thread(target=bot_worker, args=(w,), daemon=True) for w in range(conc)]
+    for b in bots:
+        b.start()
+    legit = []
+    for i in range(int(dur)):
+        at = t0 + i
+        while time.monotonic() < at:
+            time.sleep(min(0.05, at - time.monotonic()))
+        th = threading.Thread(target=legit_message, args=(mta.port, i, stats, 10), daemon=True)
+        th.start()
+        stats.inc("legit_sent")
+        legit.append(th)
+    for th in bots + legit:
+        th.join(timeout=max(0.1, hard_stop + args.bot_timeout + 5 - time.monotonic()))
+    stop_ev.set()
+    sampler.join(timeout=2)
+    stats.inc("elapsed_ms", int((time.monotonic() - t0) * 1000))
+    return stats.c, peak
+
+
+def bench_attack(frugal_bin, args, tmp, summary, postfix_skip):
+    section("dictionary attack under the container emulator")
+    so = args.vzemul or os.path.join(REPO, "build", "tests", "vzemul.so")
+    if not os.path.exists(so):
+        log("skipped: %s not found (the limits engineer's emulator, tests/emul/vzemul.c;"
+            " `make build/tests/vzemul.so` once it exists)" % os.path.relpath(so, REPO))
+        summary["attack"] = "skipped: no %s" % os.path.relpath(so, REPO)
+        return
+    so = os.path.abspath(so)
+    log("emulator %s, numothersock=%d numtcpsock=%d; %d bot connections (%d at a time, %d s"
+        " timeout each: EHLO, MAIL, 3 x RCPT unknown user, QUIT) over %d s from 127.0.1.x, and"
+        " a legitimate client (127.0.0.1) sending one message per second, retrying on 4xx"
+        % (so, args.numothersock, args.numtcpsock, args.attack_bots, args.attack_concurrency,
+           args.bot_timeout, args.attack_duration))
+    out = {}
+    sides = []
+    if frugal_bin:
+        sides.append("frugal")
+    if postfix_skip is None:
+        sides.append("postfix")
+    else:
+        log("postfix side skipped: " + postfix_skip)
+    for side in sides:
+        adir = os.path.join(tmp, "attack-" + side)
+        os.makedirs(adir, exist_ok=True)
+        bc = os.path.join(adir, "user_beancounters")
+        env = {"LD_PRELOAD": so,
+               "VZEMUL_NUMOTHERSOCK": str(args.numothersock),
+               "VZEMUL_NUMTCPSOCK": str(args.numtcpsock),
+               "VZEMUL_FILE": bc,
+               "VZEMUL_STATE": os.path.join(adir, "vzemul.state")}
+        if side == "frugal":
+            mta = Frugal(frugal_bin, adir, env_extra=env, tag="mta", mynetworks="127.0.0.1/32",
+                         extra_conf={"beancounters_file": bc})
+        else:
+            mta = Postfix(adir, env_extra=env, tag="mta", mynetworks="127.0.0.1/32")
+        res = {"started": False}
+        try:
+            mta.setup()
+            started = mta.start()
+            res["started"] = started
+            if not started:
+                res["log_tail"] = tail(mta.logfile, 6) + (tail(mta.stderr, 6) if side == "frugal" else "")
+            else:
+                c, peak = run_attack_on(mta, args)
+                res.update(c)
+                res["peak_nontcp_sampled"] = peak.get("nontcp")
+                res["peak_procs"] = peak.get("procs")
+                res["alive_at_end"] = mta.alive()
+        finally:
+            proc = mta.proc
+            mta.stop()
+            res["exit_status"] = proc.returncode if proc is not None else None
+            logs = [mta.logfile] + ([mta.stderr] if side == "frugal" else [])
+            fatal = panic = deaths = 0
+            for lp in logs:
+                a, b, d = scan_log(lp, side)
+                fatal, panic, deaths = fatal + a, panic + b, deaths + d
+            res.update(fatal=fatal, panic=panic, child_deaths=deaths)
+            # every preloaded process rewrites the file from the shared counters when it
+            # starts; a program that closed the emulator's descriptor (Postfix's master
+            # does) leaves it stale, so have one more process write it now
+            try:
+                subprocess.run(["/bin/true"], env=dict(os.environ, **env), timeout=10)
+            except (OSError, subprocess.SubprocessError):
+                pass
+            beans = read_beancounters(bc)
+            if "numothersock" in beans:
+                res["bc_numothersock_maxheld"] = beans["numothersock"][1]
+                res["bc_numothersock_failcnt"] = beans["numothersock"][4]
+            if "numtcpsock" in beans:
+                res["bc_numtcpsock_maxheld"] = beans["numtcpsock"][1]
+                res["bc_numtcpsock_failcnt"] = beans["numtcpsock"][4]
+        out[side] = res
+    log("")
+    rows = [
+        ("started and greeting", lambda r: "yes" if r.get("started") else "NO"),
+        ("legit accepted / sent", lambda r: "%d/%d" % (r.get("legit_accepted", 0), r.get("legit_sent", 0))),
+        ("legit tries (incl. retries)", lambda r: str(r.get("legit_tries", 0))),
+        ("bot connections started", lambda r: str(r.get("bots_started", 0))),
+        ("answered 220 / 421", lambda r: "%d / %d" % (r.get("banner_220", 0), r.get("banner_421", 0))),
+        ("no banner / connect failed", lambda r: "%d / %d" % (r.get("no_banner", 0) + r.get("timeout_or_reset", 0),
+                                                              r.get("connect_failed", 0))),
+        ("bot RCPT 5xx / 4xx / 2xx", lambda r: "%d / %d / %d" % (r.get("rcpt_5xx", 0), r.get("rcpt_4xx", 0), r.get("rcpt_2xx", 0))),
+        ("fatal / panic log lines", lambda r: "%d / %d" % (r.get("fatal", 0), r.get("panic", 0))),
+        ("process deaths", lambda r: str(r.get("child_deaths", 0) + (0 if r.get("alive_at_end", True) else 1))),
+        ("alive at end", lambda r: {True: "yes", False: "NO", None: "n/a"}[r.get("alive_at_end")]),
+        ("peak non-TCP sockets (/proc)", lambda r: fmt(r.get("peak_nontcp_sampled"), "%d")),
+        ("numothersock maxheld/failcnt", lambda r: "%s/%s" % (fmt(r.get("bc_numothersock_maxheld"), "%d"),
+                                                               fmt(r.get("bc_numothersock_failcnt"), "%d"))),
+        ("numtcpsock maxheld/failcnt", lambda r: "%s/%s" % (fmt(r.get("bc_numtcpsock_maxheld"), "%d"),
+                                                             fmt(r.get("bc_numtcpsock_failcnt"), "%d"))),
+    ]
+    log("  %-30s" % "" + "".join("%18s" % s for s in out))
+    for label, f in rows:
+        log("  %-30s" % label + "".join("%18s" % f(r) for r in out.values()))
+    for name, r in out.items():
+        if not r.get("started"):
+            log("  %s did not start under the emulator (exit status %s); its log ends:\n%s"
+                % (name, r.get("exit_status"), r.get("log_tail", "").rstrip()))
+    summary["attack"] = out
+
+
+# --------------------------------------------------------------------------
+
+def find_frugal(args):
+    if args.frugal_bin:
+        p = args.frugal_bin
+    else:
+        p = os.path.join(REPO, "frugal")
+    if os.path.isfile(p) and os.access(p, os.X_OK):
+        return os.path.abspath(p), None
+    return None, "%s not found or not executable (build it with `make frugal`)" % p
+
+
+def print_summary(summary, args):
+    section("summary")
+    for k in ("frugal", "postfix"):
+        if summary.get(k + "_skip"):
+            log("%s: skipped: %s" % (k, summary[k + "_skip"]))
+    t = summary.get("throughput")
+    if isinstance(t, dict):
+        for name, d in t["medians"].items():
+            log("throughput %-8s median accept %s msg/s, delivered to Maildir %s msg/s (%d/%d good runs)"
+                % (name, fmt(d["accept_rate"]), fmt(d["deliver_rate"]), d["ok_runs"], d["runs"]))
+        for label, r in t["ratios"].items():
+            log("throughput ratio %-22s %.2fx  target >= %.0fx: %s"
+                % (label, r, TARGET_THROUGHPUT_RATIO, "MET" if r >= TARGET_THROUGHPUT_RATIO else "NOT MET"))
+    elif t:
+        log("throughput: " + t)
+    i = summary.get("idle")
+    if isinstance(i, dict):
+        log("idle: %d sessions, RSS %d -> %d KiB = %s KiB/session (target < %.0f: %s); "
+            "non-TCP sockets %d -> %d (unix %d -> %d)"
+            % (i["sessions"], i["rss0"], i["rss1"], fmt(i["kib_per_session"], "%.2f"),
+               TARGET_KIB_PER_SESSION,
+               "MET" if i["kib_per_session"] is not None and i["kib_per_session"] < TARGET_KIB_PER_SESSION else "NOT MET",
+               i["nontcp0"], i["nontcp1"], i["unix0"], i["unix1"]))
+    elif i:
+        log("idle: " + i)
+    a = summary.get("attack")
+    if isinstance(a, dict):
+        for name, r in a.items():
+            if not r.get("started"):
+                log("attack %-8s did not start under the emulator (numothersock failcnt %s,"
+                    " numtcpsock failcnt %s)" % (name, fmt(r.get("bc_numothersock_failcnt"), "%d"),
+                                                 fmt(r.get("bc_numtcpsock_failcnt"), "%d")))
+                continue
+            log("attack %-8s legit %d/%d accepted, answered %d of %d bot connections, "
+                "fatal %d panic %d deaths %d, peak non-TCP %s (numothersock maxheld %s)"
+                % (name, r.get("legit_accepted", 0), r.get("legit_sent", 0), r.get("answered", 0),
+                   r.get("bots_started", 0), r.get("fatal", 0), r.get("panic", 0),
+                   r.get("child_deaths", 0) + (0 if r.get("alive_at_end", True) else 1),
+                   fmt(r.get("peak_nontcp_sampled"), "%d"), fmt(r.get("bc_numothersock_maxheld"), "%d")))
+    elif a:
+        log("attack: " + a)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frugal-bin", help="frugal binary (default: ./frugal at the repository root)")
+    ap.add_argument("--runs", type=int, default=3, help="throughput runs per MTA (median)")
+    ap.add_argument("--messages", type=int, default=2000, help="messages per throughput run")
+    ap.add_argument("--sessions", type=int, default=20, help="parallel SMTP sessions")
+    ap.add_argument("--size", type=int, default=5120, help="message payload bytes")
+    ap.add_argument("--one-per-session", dest="reuse", action="store_false",
+                    help="a new connection per message (default: several per session, -d)")
+    ap.add_argument("--only", action="append", choices=("throughput", "idle", "attack"),
+                    help="run only this section (repeatable)")
+    ap.add_argument("--no-postfix", action="store_true", help="skip the Postfix side")
+    ap.add_argument("--idle-sessions", type=int, default=1000)
+    ap.add_argument("--vzemul", help="emulator .so (default build/tests/vzemul.so)")
+    ap.add_argument("--numothersock", type=int, default=40)
+    ap.add_argument("--numtcpsock", type=int, default=80)
+    ap.add_argument("--attack-bots", type=int, default=1000)
+    ap.add_argument("--attack-concurrency", type=int, default=50)
+    ap.add_argument("--attack-duration", type=int, default=30)
+    ap.add_argument("--keep", action="store_true", help="keep the temp directory (for logs)")
+    args = ap.parse_args()
+    args.accept_timeout = 180
+    args.deliver_timeout = 120
+    args.idle_timeout = 60
+    args.bot_timeout = 10
+    for k in ("runs", "messages", "sessions", "size", "idle_sessions", "attack_bots",
+              "attack_concurrency", "attack_duration"):
+        if getattr(args, k) < 1:
+            ap.error("--%s must be >= 1" % k.replace("_", "-"))
+    only = set(args.only or ("throughput", "idle", "attack"))
+
+    # SIGTERM (e.g. from make or a CI timeout) takes the same clean-up path as Ctrl-C
+    def on_term(signum, frame):
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, on_term)
+    raise_nofile(max(8192, args.idle_sessions + 1024))   # inherited by the MTAs we start
+
+    summary = {}
+    frugal_bin, why = find_frugal(args)
+    if why:
+        log("frugal side skipped: " + why)
+        summary["frugal_skip"] = why
+    postfix_skip = "--no-postfix" if args.no_postfix else Postfix.available()
+    if postfix_skip:
+        log("postfix side skipped: " + postfix_skip)
+        summary["postfix_skip"] = postfix_skip
+
+    tmp = tempfile.mkdtemp(prefix="frugal-bench-")
+    os.chmod(tmp, 0o755)     # Postfix's daemons and the Maildir user must traverse it
+    log("work directory %s" % tmp)
+    started = []
+    rc = 0
+    t_start = time.monotonic()
+    try:
+        if "throughput" in only:
+            mtas = []
+            if frugal_bin:
+                f = Frugal(frugal_bin, tmp, tag="frugal",
+                           extra_conf={"smtpd_client_connection_count_limit": 2000,
+                                       "smtpd_concurrency_limit": 2000})
+                f.setup()
+                started.append(f)
+                if f.start():
+                    mtas.append(f)
+                else:
+                    log(f.explain_failure())
+                    summary["frugal_skip"] = "did not start"
+            if not postfix_skip:
+                p = Postfix(tmp)
+                p.setup()
+                started.append(p)
+                if p.start():
+                    mtas.append(p)
+                else:
+                    log("postfix did not start:\n" + tail(p.logfile))
+                    summary["postfix_skip"] = "did not start"
+            if mtas:
+                bench_throughput(mtas, args, summary)
+            for m in mtas:
+                m.stop()
+        if "idle" in only:
+            if frugal_bin:
+                f = Frugal(frugal_bin, tmp, tag="frugal-idle",
+                           extra_conf={"smtpd_client_connection_count_limit": 2000,
+                                       "smtpd_concurrency_limit": 2000,
+                                       "smtpd_timeout": "3600s"})
+                f.setup()
+                started.append(f)
+                if f.start():
+                    bench_idle(f, args, summary)
+                else:
+                    section("idle sessions")
+                    log(f.explain_failure())
+                    summary["idle"] = "frugal did not start"
+                f.stop()
+            else:
+                summary["idle"] = "skipped: no frugal binary"
+        if "attack" in only:
+            bench_attack(frugal_bin, args, tmp, summary, postfix_skip)
+        print_summary(summary, args)
+        log("bench took %.0f s" % (time.monotonic() - t_start))
+    except KeyboardInterrupt:
+        log("\ninterrupted: cleaning up")
+        rc = 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # finish the clean-up even on a second ^C
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for m in started:
+            try:
+                m.stop()
+            except Exception as e:  # clean-up must go on
+                log("warning: stopping %s: %s" % (m.name, e))
+        if args.keep:
+            log("kept %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""tests/integration/harness.py: start the real frugal daemon on a loopback
+port with a throw-away configuration, and talk to it with real clients.
+
+Synchronisation is by condition (a port that accepts, a file that appears,
+a log line), each with a deadline: no sleep stands in for an event.
+"""
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import shutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FRUGAL = os.environ.get("FRUGAL_BIN", os.path.join(ROOT, "frugal"))
+# Under ASan everything is slower: scale every deadline.
+SLOW = float(os.environ.get("FRUGAL_TEST_SLOW", "1"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(pred, timeout=10.0, what="condition", interval=0.01):
+    """Poll pred() until true or the deadline; returns its value or raises."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(interval)
+
+
+def run_frugal(*args, env=None, input=None, check=False):
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    return subprocess.run([FRUGAL] + list(args), capture_output=True, text=True,
+                          env=e, input=input, check=check, timeout=60 * SLOW)
+
+
+class Daemon:
+    """One frugal instance in its own temp dir."""
+
+    def __init__(self, extra="", aliases=None, env=None, base_conf=True):
+        self.dir = tempfile.mkdtemp(prefix="frugal-it-")
+        self.port = free_port()
+        self.log = os.path.join(self.dir, "log")
+        self.maildir_base = os.path.join(self.dir, "mail")
+        self.vbase = os.path.join(self.dir, "vmail")
+        self.queue = os.path.join(self.dir, "queue")
+        self.env = env or {}
+        self.proc = None
+        conf = ""
+        if base_conf:
+            conf = f"""# written by tests/integration/harness.py
+smtpd_listen = 127.0.0.1:{self.port}
+queue_directory = {self.queue}
+myhostname = mx.example.test
+mydomain = example.test
+mydestination = $myhostname, localhost, example.test
+alias_maps = cdb:{self.dir}/aliases
+local_recipient_maps = inline:{{ alice=1, bob=1 }} $alias_maps
+local_mailbox_base = {self.maildir_base}
+home_mailbox = Maildir/
+virtual_mailbox_domains = virt.test
+virtual_mailbox_maps = inline:{{ carol@virt.test=virt.test/carol/, dave@virt.test=virt.test/dave/ }}
+virtual_mailbox_base = {self.vbase}
+virtual_alias_maps = inline:{{ info@virt.test=carol@virt.test, {{ team@virt.test = carol@virt.test, dave@virt.test }} }}
+relay_domains = relay.test
+mynetworks = 10.255.255.0/24
+maillog_file = {self.log}
+mail_owner = {getpass.getuser()}
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+smtpd_error_sleep_time = 0s
+"""
+        with open(os.path.join(self.dir, "frugal.conf"), "w") as f:
+            f.write(conf + extra + "\n")
+        with open(os.path.join(self.dir, "aliases"), "w") as f:
+            f.write(aliases if aliases is not None else
+                    "postmaster: alice\nsales: alice, bob\nall: sales, carol@virt.test\n"
+                    "loop1: loop2\nloop2: loop1\nroot: alice\n")
+        r = run_frugal("map", "-a", os.path.join(self.dir, "aliases"))
+        if r.returncode != 0:
+            raise AssertionError("frugal map failed: " + r.stderr)
+
+    def start(self, wait=True):
+        e = dict(os.environ)
+        e.update(self.env)
+        self.stderr = open(os.path.join(self.dir, "stderr"), "w")
+        self.proc = subprocess.Popen([FRUGAL, "serve", "-f", "-c", self.dir],
+                                     stdout=self.stderr, stderr=subprocess.STDOUT, env=e)
+        if wait:
+            self.wait_listening()
+        return self
+
+    def wait_listening(self):
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError("frugal exited with %s: %s" % (self.proc.returncode, self.output()))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 15, "frugal to listen")
+
+    def output(self):
+        out = ""
+        for name in ("stderr", "log"):
+            p = os.path.join(self.dir, name)
+            if os.path.exists(p):
+                with open(p, errors="replace") as f:
+                    out += f.read()
+        return out
+
+    def log_has(self, text):
+        return text in self.output()
+
+    def wait_log(self, text, timeout=10):
+        return wait_for(lambda: self.log_has(text), timeout, "log line: " + text)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30 * SLOW)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "stderr", None):
+            self.stderr.close()
+            self.stderr = None
+        return self.proc.returncode if self.proc else None
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        if self.stderr:
+            self.stderr.close()
+            self.stderr = None
+
+    def cleanup(self):
+        self.stop()
+        if os.environ.get("FRUGAL_KEEP_TEST_DIRS"):
+            return
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- mailboxes ---
+    def maildir(self, user):
+        return os.path.join(self.maildir_base, user, "Maildir")
+
+    def vmaildir(self, rel):
+        return os.path.join(self.vbase, rel)
+
+    @staticmethod
+    def messages(maildir):
+        new = os.path.join(maildir, "new")
+        if not os.path.isdir(new):
+            return []
+        out = []
+        for n in sorted(os.listdir(new)):
+            with open(os.path.join(new, n), "rb") as f:
+                out.append(f.read())
+        return out
+
+    def wait_messages(self, maildir, count, timeout=15):
+        return wait_for(lambda: len(self.messages(maildir)) >= count and self.messages(maildir),
+                        timeout, "%d message(s) in %s" % (count, maildir))
+
+
+class Raw:
+    """A raw SMTP connection, for what smtplib will not send (bare LF, NUL, junk)."""
+
+    def __init__(self, port, timeout=10):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
+        self.f = self.s.makefile("rb")
+
+    def line(self):
+        return self.f.readline().decode("latin-1")
+
+    def reply(self):
+        """A whole (multi-line) reply: returns (code, text of last line)."""
+        lines = []
+        while True:
+            l = self.line()
+            if not l:
+                return (None, "".join(lines))
+            lines.append(l)
+            if len(l) < 4 or l[3] != "-":
+                return (int(l[:3]), "".join(lines))
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.s.sendall(data)
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def closed(self):
+        try:
+            return self.s.recv(1) == b""
+        except OSError:
+            return True
+
+    def close(self):
+        for x in (self.f, self.s):
+            try:
+                x.close()
+            except OSError:
+                pass
+
+    def __del__(self):
+        self.close()
