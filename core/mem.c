@@ -5,6 +5,7 @@
  * ceiling with mem_set_limit().
  */
 #include "mem.h"
+#include "log.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -43,6 +44,8 @@ static int should_fail(size_t n)
 		    __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
 			if (c == 1) {
 				__atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
+				/* the sweep in tests/integration/test_faults.py looks for this line */
+				log_warning("mem", "fault injection: failing this allocation of %zu bytes", n);
 				return 1;
 			}
 			break;

@@ -48,6 +48,7 @@ struct listener {
 static struct smtpd_server server;
 static struct listener listeners[MAX_LISTENERS];
 static int nlisteners, paused, reserve_fd = -1;
+static int draining;  /* the main ev_run has returned; the shutdown code runs the loop itself */
 static ev_timer resume_timer, stop_timer;
 static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 static char conf_dir_opt[4096];
@@ -136,7 +137,7 @@ static void reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		resume_listeners();
 	if (freed && reserve_fd < 0)
 		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (server.stopping)
+	if (server.stopping && !draining)
 		maybe_finish_stop();
 }
 
@@ -449,7 +450,8 @@ static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 static void finish_stop(void)
 {
-	ev_break(server.loop, EVBREAK_ALL);
+	/* EVBREAK_ONE: the shutdown code below runs the loop again to drain work */
+	ev_break(server.loop, EVBREAK_ONE);
 }
 
 static void maybe_finish_stop(void)
@@ -685,8 +687,11 @@ int smtpd_cmd_serve(int argc, char **argv)
 	if ((server.spool = spool_open(conf_str(c, "queue_directory", 0), err, sizeof err)) == NULL)
 		log_fatal("master", "queue_directory %s: %s", conf_str(c, "queue_directory", 0), err);
 	spool_set_loop(server.spool, server.loop);
-	if (write_pidfile(c) < 0)
+	if (write_pidfile(c) < 0) {
+		spool_close(server.spool);
+		conf_unref(c);
 		return 1;
+	}
 	if ((server.gen = smtpd_gen_new(c, err, sizeof err)) == NULL)
 		log_fatal("master", "%s", err);
 	if (open_listeners(c) < 0)
@@ -712,8 +717,24 @@ int smtpd_cmd_serve(int argc, char **argv)
 	mem_arm_deferred_failure();
 
 	ev_run(server.loop, 0);
+	draining = 1;
 
-	/* stopping: sessions are closed; let syncs and deliveries in flight finish */
+	/*
+	 * Stopping. Commits in flight finish first (their sessions get the 250 or
+	 * 451 they are owed, and no callback may outlive its session), then
+	 * deliveries in flight, then the workers.
+	 */
+	for (;;) {
+		struct session *s;
+		int committing = 0;
+
+		for (s = server.sessions; s; s = s->next)
+			if (s->state == S_COMMIT)
+				committing++;
+		if (!committing)
+			break;
+		ev_run(server.loop, EVRUN_ONCE);
+	}
 	qmgr_free(server.qmgr);
 	worker_shutdown();
 	while (server.sessions) {

@@ -61,8 +61,20 @@ static void reply(struct session *s, const char *fmt, ...)
 	line[n++] = '\r';
 	line[n++] = '\n';
 	if (buf_append(&s->out, line, (size_t)n) < 0) {
-		/* a client that never reads its replies: drop it */
-		log_warning("smtpd", "output buffer full for %s[%s]: disconnecting", s->host, s->addr);
+		if (errno == ENOBUFS) {
+			/* a client that never reads its replies: drop it */
+			log_warning("smtpd", "output buffer full for %s[%s]: disconnecting", s->host, s->addr);
+		} else {
+			/* no memory for the reply: say 421 straight to the socket if nothing is queued before it */
+			static const char bye[] = "421 4.3.2 Service temporarily unavailable\r\n";
+
+			limits_note_failure("memory", ENOMEM);
+			log_warning("smtpd", "memory budget exhausted: 421 to %s[%s]", s->host, s->addr);
+			if (buf_used(&s->out) == 0 && write(s->fd, bye, sizeof bye - 1) < 0) {
+				/* the connection is being dropped anyway */
+			}
+			buf_release(&s->out);
+		}
 		enter_state(s, S_CLOSING);
 	}
 }
@@ -358,13 +370,14 @@ static void commit_done(void *arg, int err, const char *queue_id)
 		limits_note_failure("queue file", err);
 	}
 	tx_free(s);
-	if (s->reaping || s->fd < 0) {   /* client went away during the sync */
-		enter_state(s, S_CLOSING);
-		server_reap(s->srv, s);
-		return;
+	if (s->state != S_CLOSING) {   /* reply() may have given up on the session */
+		if (s->srv->stopping) {
+			enter_state(s, S_CLOSING);
+		} else {
+			enter_state(s, S_HELO);
+			session_process(s);   /* pipelined commands that arrived meanwhile */
+		}
 	}
-	enter_state(s, S_HELO);
-	session_process(s);   /* pipelined commands that arrived meanwhile */
 	flush(s);
 }
 

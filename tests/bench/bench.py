@@ -479,13 +479,6 @@ class Postfix(MTA):
             return set()
         return children_of(self.master_pid)
 
-    def queue_count(self):
-        n = 0
-        for sub in ("incoming", "active", "deferred", "maildrop"):
-            for _dp, _dn, files in os.walk(os.path.join(self.queue, sub)):
-                n += len(files)
-        return n
-
     def stop(self):
         daemons = set()
         if self.master_pid and pid_alive(self.master_pid):
@@ -834,8 +827,13 @@ class AttackStats:
             self.c[k] = self.c.get(k, 0) + n
 
 
-def bot_session(port, src, stats, timeout):
+def bot_session(port, src, stats, timeout, think):
+    """One bot: banner, EHLO, MAIL, 3 RCPTs to random unknown users, QUIT, pausing `think`
+    seconds before each command (a session lasts about 6 x think), all within `timeout`."""
     end = time.monotonic() + timeout
+
+    def pause():
+        time.sleep(max(0, min(think, end - time.monotonic() - 0.5)))
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                      source_address=(src, 0))
@@ -855,12 +853,14 @@ def bot_session(port, src, stats, timeout):
         if code != "220":
             return
         for cmd in (b"EHLO bot.spam.test", b"MAIL FROM:<bot@spam.test>"):
+            pause()
             s.settimeout(max(0.1, end - time.monotonic()))
             s.sendall(cmd + b"\r\n")
             if not read_line_reply(f):
                 stats.inc("dropped_mid_session")
                 return
         for _ in range(3):
+            pause()
             s.settimeout(max(0.1, end - time.monotonic()))
             u = "%08x" % random.getrandbits(32)
             s.sendall(("RCPT TO:<%s@%s>\r\n" % (u, DOMAIN)).encode())
@@ -869,6 +869,7 @@ def bot_session(port, src, stats, timeout):
                 stats.inc("dropped_mid_session")
                 return
             stats.inc("rcpt_" + c[:1] + "xx")
+        pause()
         s.settimeout(max(0.1, end - time.monotonic()))
         s.sendall(b"QUIT\r\n")
         read_line_reply(f)
@@ -973,6 +974,9 @@ def run_attack_on(mta, args):
     next_job = [0]
     job_lock = threading.Lock()
     hard_stop = t0 + dur + 20
+    # `conc` bots always connected; each session paced so the `total` connections take
+    # about the duration: 6 pauses of `think` per session
+    think = dur * conc / total / 6.0
 
     def bot_worker(w):
         src = "127.0.1.%d" % (w % 250 + 1)   # bots are not in mynetworks (127.0.0.1/32)
@@ -982,15 +986,11 @@ def run_attack_on(mta, args):
                 if j >= total:
                     return
                 next_job[0] += 1
-            start_at = t0 + j * dur / total          # spread the attack over the duration
-            now = time.monotonic()
-            if now >= hard_stop:
+            if time.monotonic() >= hard_stop:
                 stats.inc("bots_not_started")
                 continue
-            if start_at > now:
-                time.sleep(start_at - now)
             stats.inc("bots_started")
-            bot_session(mta.port, src, stats, args.bot_timeout)
+            bot_session(mta.port, src, stats, args.bot_timeout, think)
 
     bots = [threading.Thread(target=bot_worker, args=(w,), daemon=True) for w in range(conc)]
     for b in bots:
@@ -1022,8 +1022,9 @@ def bench_attack(frugal_bin, args, tmp, summary, postfix_skip):
         return
     so = os.path.abspath(so)
     log("emulator %s, numothersock=%d numtcpsock=%d; %d bot connections (%d at a time, %d s"
-        " timeout each: EHLO, MAIL, 3 x RCPT unknown user, QUIT) over %d s from 127.0.1.x, and"
-        " a legitimate client (127.0.0.1) sending one message per second, retrying on 4xx"
+        " timeout each: EHLO, MAIL, 3 x RCPT unknown user, QUIT, paced to last about %d s in"
+        " all) from 127.0.1.x, and a legitimate client (127.0.0.1) sending one message per"
+        " second, retrying on 4xx"
         % (so, args.numothersock, args.numtcpsock, args.attack_bots, args.attack_concurrency,
            args.bot_timeout, args.attack_duration))
     out = {}
