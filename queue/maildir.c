@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "core/mem.h"
+#include "core/sync.h"
 
 #define HEADER_MAX (1024 * 1024)   /* header block kept for loop checks and bounces */
 #define COPY_BUF   (64 * 1024)
@@ -259,13 +260,25 @@ out:
 	return rc;
 }
 
+/*
+ * In the daemon's worker threads, syncs are shared with every delivery and
+ * commit in flight (core/sync.h); a delivery child forked to run as a
+ * system user must not touch the parent's mutexes and syncs alone.
+ */
+static int in_child;
+
+static int dsync(int fd)
+{
+	return in_child ? fsync(fd) : sync_shared(fd);
+}
+
 static int fsync_dir(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
 
 	if (fd < 0)
 		return -1;
-	rc = fsync(fd);
+	rc = dsync(fd);
 	if (rc < 0) {
 		int e = errno;
 		close(fd);
@@ -325,7 +338,7 @@ static int deliver_maildir(const struct msg_src *m, const struct target *t, char
 	if (write_prefix(fd, m, t) < 0 || copy_message(fd, m, 0) < 0)
 		goto fail_file;
 	step = "sync maildir file";
-	if (fsync(fd) < 0)
+	if (dsync(fd) < 0)
 		goto fail_file;
 	if (close(fd) < 0) {
 		fd = -1;
@@ -381,7 +394,7 @@ static int deliver_mbox(const struct msg_src *m, const struct target *t, char *r
 	    copy_message(fd, m, 1) < 0 || write_all(fd, "\n", 1) < 0)
 		goto undo;
 	step = "sync mailbox";
-	if (fsync(fd) < 0)
+	if (dsync(fd) < 0)
 		goto undo;
 	close(fd);
 	return 0;
@@ -427,7 +440,10 @@ static int deliver_as_user(const struct msg_src *m, const struct target *t, char
 		return -1;
 	}
 	if (pid == 0) {
-		if (setgroups((size_t)ngroups, groups) < 0 || setgid(t->gid) < 0 || setuid(t->uid) < 0)
+		in_child = 1;
+		/* the daemon runs as mail_owner with saved set-user-ID 0 (smtpd/server.c) */
+		if ((geteuid() != 0 && setresuid(0, 0, 0) < 0) ||
+		    setgroups((size_t)ngroups, groups) < 0 || setgid(t->gid) < 0 || setuid(t->uid) < 0)
 			_exit(200);
 		_exit(deliver_here(m, t, creason, sizeof creason) == 0 ? 0 : errno ? (errno & 0x7f) + 1 : 1);
 	}
@@ -450,8 +466,12 @@ static int deliver_as_user(const struct msg_src *m, const struct target *t, char
 
 int maildir_deliver(const struct msg_src *m, const struct target *t, char *reason, size_t rlen)
 {
-	if (t->as_user && t->uid != geteuid()) {
-		if (geteuid() != 0) {
+	uid_t ruid, euid, suid;
+
+	if (getresuid(&ruid, &euid, &suid) < 0)
+		euid = suid = geteuid();
+	if (t->as_user && t->uid != euid) {
+		if (euid != 0 && suid != 0) {
 			snprintf(reason, rlen, "cannot deliver to %s as user %s (uid %ld): frugal is not "
 			    "running as root (set local_mailbox_base to deliver without system accounts)",
 			    t->path, t->user ? t->user : "?", (long)t->uid);

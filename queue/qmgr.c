@@ -23,6 +23,7 @@
 #include "conf/conf.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/sync.h"
 #include "core/worker.h"
 #include "limits/limits.h"
 
@@ -455,7 +456,7 @@ static void finish_work(struct dlv *d)
 			d->mark_err = errno;
 			return;
 		}
-	if (fdatasync(d->fd) < 0)
+	if (sync_shared(d->fd) < 0)
 		d->mark_err = errno;
 }
 

@@ -9,7 +9,7 @@
  * On-disk format. A message is one file, named by its queue ID:
  *   incoming/ID    while it is written; never acknowledged, so recovery
  *                  removes whatever it finds here.
- *   committed/ID   after fdatasync(file), rename(), fsync(committed/).
+ *   committed/ID   after the file is synced, renamed, and committed/ synced.
  * The file is text records, one per LF-terminated line, then the message:
  *   FRUGAL-Q1                 magic and format version
  *   A <sec>.<usec>            arrival time (spool_txn_new)
@@ -20,14 +20,14 @@
  *                             each R line is followed by its O line
  *   E <nrcpt>                 end of envelope
  *   <message bytes>           LF line ends, as smtpd streamed them
- * The state byte is rewritten in place (pwrite + fdatasync) after each
+ * The state byte is rewritten in place (pwrite + sync) after each
  * delivery, so a restart resumes where it stopped: SMTP addresses cannot
  * hold LF, so a line-based envelope needs no escaping, and a one-byte
  * in-place write cannot tear.
  *
- * Group commit: each commit first fdatasyncs its own file on a worker
- * (these run in parallel, and the filesystem journal merges concurrent
- * syncs); finished files wait on a list, and one worker job renames every
+ * Group commit: each commit first syncs its own file on a worker through
+ * sync_shared() (core/sync.h: concurrent callers share one syncfs, so a
+ * batch of messages costs one journal commit); finished files wait on a list, and one worker job renames every
  * file on the list and fsyncs committed/ once. Only one such directory job
  * runs at a time, so every commit that finishes its data sync while the
  * previous directory sync runs shares the next one.
@@ -52,6 +52,7 @@
 
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/sync.h"
 #include "core/worker.h"
 #include "limits/limits.h"
 
@@ -439,7 +440,7 @@ static void dir_job_work(struct worker_job *j)
 		else
 			renamed++;
 	}
-	if (renamed && fsync(s->fd_committed) < 0)
+	if (renamed && sync_shared(s->fd_committed) < 0)
 		err = errno;
 	if (err) {
 		/* nothing in the batch may be acknowledged: take the names back out */
@@ -500,7 +501,7 @@ static void data_job_work(struct worker_job *j)
 
 	if (t->err)
 		return;
-	if (fdatasync(t->fd) < 0)
+	if (sync_shared(t->fd) < 0)   /* shared with every commit in flight (core/sync.h) */
 		t->err = errno;
 	if (close(t->fd) < 0 && !t->err)
 		t->err = errno;   /* NFS reports write errors at close */

@@ -682,10 +682,11 @@ int smtpd_cmd_serve(int argc, char **argv)
 		    "listening on %s, queue %s, mail for localhost delivered to %s/USER/Maildir/, relaying for nobody",
 		    CONF_DEFAULT_DIR, conf_str(c, "smtpd_listen", 0), conf_str(c, "queue_directory", 0),
 		    conf_str(c, "local_mailbox_base", 0));
-	if (limits_init(server.loop, c) < 0)
-		log_fatal("master", "cannot determine resource limits");
+	/* the queue directory first: limits/ writes its status file there */
 	if ((server.spool = spool_open(conf_str(c, "queue_directory", 0), err, sizeof err)) == NULL)
 		log_fatal("master", "queue_directory %s: %s", conf_str(c, "queue_directory", 0), err);
+	if (limits_init(server.loop, c) < 0)
+		log_fatal("master", "cannot determine resource limits");
 	spool_set_loop(server.spool, server.loop);
 	if (write_pidfile(c) < 0) {
 		spool_close(server.spool);
@@ -698,7 +699,11 @@ int smtpd_cmd_serve(int argc, char **argv)
 		log_fatal("master", "cannot open the SMTP listeners");
 	if (drop_privileges(c) < 0)
 		log_fatal("master", "cannot run as mail_owner");
-	if (worker_init(server.loop, 4) < 0)
+	/*
+	 * Workers mostly wait on the disk; more of them in flight means more
+	 * commits and deliveries sharing each sync (core/sync.h).
+	 */
+	if (worker_init(server.loop, 16) < 0)
 		log_fatal("master", "cannot start worker threads: %s", strerror(errno));
 	if ((server.qmgr = qmgr_new(server.loop, server.spool, c)) == NULL)
 		log_fatal("master", "cannot start the queue manager: out of memory");

@@ -1,0 +1,19 @@
+/*
+ * core/sync.h: group commit for worker threads. sync_shared(fd) returns
+ * once everything written before the call, by any thread, to the file
+ * system holding fd is on stable storage: one syncfs(2) serves every caller
+ * that arrived while the previous one ran (leader/follower, as databases do
+ * for their log). It replaces fsync/fdatasync of files and directories on
+ * the hot paths (spool commit, Maildir delivery), where concurrent callers
+ * are the norm and one journal commit for many messages is the speed-up.
+ *
+ * Call it from worker threads only: it blocks.
+ */
+#ifndef FRUGAL_CORE_SYNC_H
+#define FRUGAL_CORE_SYNC_H
+
+int sync_shared(int fd);              /* 0, or -1 with errno */
+unsigned long sync_shared_calls(void);   /* callers served (for tests and the bench) */
+unsigned long sync_shared_syncs(void);   /* syncfs(2) actually issued */
+
+#endif
