@@ -1,0 +1,69 @@
+"""tests/integration/test_queue_priv.py: `frugal queue` on a running daemon's
+queue, and the privilege drop to mail_owner (PRODUCT.md 3.5)."""
+import os
+import pwd
+import re
+import smtplib
+import unittest
+
+from harness import Daemon, run_frugal, wait_for, SLOW
+
+
+class QueueCommand(unittest.TestCase):
+    def setUp(self):
+        self.d = Daemon().start()
+
+    def tearDown(self):
+        self.d.cleanup()
+
+    def test_list_show_delete(self):
+        # relay_domains mail stays queued (no SMTP client in this version): never lost
+        with smtplib.SMTP("127.0.0.1", self.d.port, timeout=10 * SLOW) as s:
+            s.sendmail("q@example.org", ["someone@relay.test"], "Subject: queued\r\n\r\nhold me\r\n")
+        self.d.wait_log("status=deferred")
+        r = run_frugal("queue", "-c", self.d.dir, "list")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("someone@relay.test", r.stdout)
+        self.assertIn("q@example.org", r.stdout)
+        self.assertRegex(r.stdout, r"-- \d+ Kbytes in 1 Request")
+        qid = re.search(r"^([0-9A-F]{10,})", r.stdout, re.M).group(1)
+        r = run_frugal("queue", "-c", self.d.dir, "show", qid)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("hold me", r.stdout)
+        r = run_frugal("queue", "-c", self.d.dir, "delete", qid)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = run_frugal("queue", "-c", self.d.dir, "list")
+        self.assertIn("Mail queue is empty", r.stdout)
+        r = run_frugal("queue", "-c", self.d.dir, "show", "NOSUCHID")
+        self.assertNotEqual(r.returncode, 0)
+
+
+class Privileges(unittest.TestCase):
+    def test_runs_as_mail_owner(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root: the drop from root to mail_owner is what is tested")
+        try:
+            pw = pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("no user 'nobody' on this machine")
+        d = Daemon(extra="mail_owner = nobody\n")
+        try:
+            os.makedirs(d.maildir_base)
+            os.chown(d.maildir_base, pw.pw_uid, pw.pw_gid)
+            os.chmod(d.dir, 0o755)
+            d.start()
+            with open("/proc/%d/status" % d.proc.pid) as f:
+                uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", f.read(), re.M).groups()
+            # real and effective: nobody; saved: root, for delivery as a system user
+            self.assertEqual(uids, (str(pw.pw_uid), str(pw.pw_uid), "0"))
+            with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
+                s.sendmail("p@example.org", ["alice@example.test"], "Subject: priv\r\n\r\nhi\r\n")
+            d.wait_messages(d.maildir("alice"), 1)
+            st = os.stat(os.path.join(d.maildir("alice"), "new"))
+            self.assertEqual(st.st_uid, pw.pw_uid)
+        finally:
+            d.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
