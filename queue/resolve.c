@@ -20,6 +20,7 @@
 
 #include "conf/conf.h"
 #include "conf/map.h"
+#include "core/log.h"
 #include "core/mem.h"
 
 #define EXPAND_DEPTH_MAX 20     /* Postfix's alias nesting is similar */
@@ -36,6 +37,8 @@ struct resolver {
 	char *home_mailbox, *local_mailbox_base, *virtual_mailbox_base;
 	struct domlist mydestination, virtual_domains, relay_domains;
 	struct map_list *alias, *local_rcpt, *valias, *vmailbox;
+	int vowner;          /* virtual mailboxes are written as the user below */
+	struct passwd vpw;   /* virtual_mailbox_owner: pw_uid, pw_gid, pw_name (owned) */
 };
 
 static char *dup_param(const struct conf *c, const char *name)
@@ -158,6 +161,31 @@ struct resolver *resolver_new(const struct conf *c, char *err, size_t errlen)
 	    domlist_open(r, c, "virtual_mailbox_domains", &r->virtual_domains, err, errlen) < 0 ||
 	    domlist_open(r, c, "relay_domains", &r->relay_domains, err, errlen) < 0)
 		goto fail;
+	/*
+	 * Virtual mailboxes belong to virtual_mailbox_owner (Postfix's
+	 * virtual_uid_maps = static:...). Only root (or our saved root) can write
+	 * as another user; without it they are written as frugal's own user.
+	 */
+	if (*conf_str(c, "virtual_mailbox_domains", 0)) {
+		const char *owner = conf_str(c, "virtual_mailbox_owner", 0);
+		uid_t ru, eu, su;
+		struct passwd *pw = *owner ? getpwnam(owner) : NULL;
+
+		if (getresuid(&ru, &eu, &su) < 0)
+			eu = su = geteuid();
+		if (pw && (eu == 0 || su == 0) && pw->pw_uid != eu) {
+			r->vowner = 1;
+			r->vpw.pw_uid = pw->pw_uid;
+			r->vpw.pw_gid = pw->pw_gid;
+			if ((r->vpw.pw_name = mem_strdup(pw->pw_name)) == NULL) {
+				snprintf(err, errlen, "out of memory");
+				goto fail;
+			}
+		} else if (!pw && *owner && (eu == 0 || su == 0)) {
+			log_warning("virtual", "virtual_mailbox_owner %s: unknown user: virtual mailboxes "
+			    "are written as uid %ld", owner, (long)eu);
+		}
+	}
 	if ((r->alias = open_maps(c, "alias_maps", err, errlen)) == NULL ||
 	    (r->local_rcpt = open_maps(c, "local_recipient_maps", err, errlen)) == NULL ||
 	    (r->valias = open_maps(c, "virtual_alias_maps", err, errlen)) == NULL ||
@@ -186,6 +214,7 @@ void resolver_free(struct resolver *r)
 	mem_free(r->home_mailbox);
 	mem_free(r->local_mailbox_base);
 	mem_free(r->virtual_mailbox_base);
+	mem_free(r->vpw.pw_name);
 	mem_free(r);
 }
 
@@ -535,7 +564,7 @@ static void expand_addr(struct expand *x, const char *addr_in, int depth, int no
 			if (path == NULL)
 				x->nomem = 1;
 			else
-				mailbox_target(x, addr, "virtual", path, NULL);
+				mailbox_target(x, addr, "virtual", path, r->vowner ? &r->vpw : NULL);
 		}
 		goto out;
 	}

@@ -64,6 +64,28 @@ class Privileges(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_virtual_mailbox_owner(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root: writing as virtual_mailbox_owner is what is tested")
+        try:
+            pw = pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("no user 'nobody' on this machine")
+        d = Daemon(extra="virtual_mailbox_owner = nobody\n")
+        try:
+            os.makedirs(d.vbase)
+            os.chown(d.vbase, pw.pw_uid, pw.pw_gid)
+            os.chmod(d.dir, 0o755)
+            d.start()
+            with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
+                s.sendmail("v@example.org", ["carol@virt.test"], "Subject: vowner\r\n\r\nhi\r\n")
+            d.wait_messages(d.vmaildir("virt.test/carol"), 1)
+            new = os.path.join(d.vmaildir("virt.test/carol"), "new")
+            for n in os.listdir(new):
+                self.assertEqual(os.stat(os.path.join(new, n)).st_uid, pw.pw_uid)
+        finally:
+            d.cleanup()
+
 
 if __name__ == "__main__":
     unittest.main()
