@@ -3,7 +3,10 @@ queue, and the privilege drop to mail_owner (PRODUCT.md 3.5)."""
 import os
 import pwd
 import re
+import shutil
 import smtplib
+import subprocess
+import tempfile
 import unittest
 
 from harness import Daemon, run_frugal, wait_for, SLOW
@@ -85,6 +88,38 @@ class Privileges(unittest.TestCase):
                 self.assertEqual(os.stat(os.path.join(new, n)).st_uid, pw.pw_uid)
         finally:
             d.cleanup()
+
+    def test_system_user_home_mailbox(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root: creates a system user and delivers as that user")
+        if not shutil.which("useradd"):
+            self.skipTest("no useradd on this machine")
+        user = "frugalt%d" % os.getpid()
+        home = tempfile.mkdtemp(prefix="frugal-home-")
+        os.chmod(home, 0o755)
+        home = os.path.join(home, user)
+        subprocess.run(["useradd", "-M", "-d", home, "-s", "/usr/sbin/nologin", user], check=True)
+        try:
+            pw = pwd.getpwnam(user)
+            os.makedirs(home)
+            os.chown(home, pw.pw_uid, pw.pw_gid)
+            d = Daemon(extra="mail_owner = nobody\nlocal_mailbox_base =\n"
+                             "local_recipient_maps = unix:passwd.byname $alias_maps\n")
+            try:
+                os.chmod(d.dir, 0o755)
+                d.start()
+                with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
+                    s.sendmail("h@example.org", ["%s@example.test" % user], "Subject: home\r\n\r\nhi\r\n")
+                maildir = os.path.join(home, "Maildir")
+                d.wait_messages(maildir, 1)
+                new = os.path.join(maildir, "new")
+                for n in os.listdir(new):
+                    self.assertEqual(os.stat(os.path.join(new, n)).st_uid, pw.pw_uid)
+            finally:
+                d.cleanup()
+        finally:
+            subprocess.run(["userdel", user], capture_output=True)
+            shutil.rmtree(os.path.dirname(home), ignore_errors=True)
 
 
 if __name__ == "__main__":
