@@ -278,6 +278,26 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, char *err, size_t errlen)
 	RL(sender_r, "smtpd_sender_restrictions");
 	RL(recipient_r, "smtpd_recipient_restrictions");
 #undef RL
+	/*
+	 * Contract parameters this version accepts but does not act on: say so
+	 * once per load, rather than let an admin believe they protect anything.
+	 */
+	{
+		static const char *const later_int[] = { "smtpd_client_connection_rate_limit",
+			"smtpd_client_message_rate_limit", NULL };
+		static const char *const later_str[] = { "smtpd_tls_cert_file", "rbl_reply_maps",
+			"relayhost", "transport_maps", "mailbox_transport", "smtp_sasl_password_maps", NULL };
+		int i;
+
+		for (i = 0; later_int[i]; i++)
+			if (conf_int(c, later_int[i], 0) > 0)
+				log_warning("smtpd", "%s is not enforced in this version", later_int[i]);
+		for (i = 0; later_str[i]; i++)
+			if (*conf_str(c, later_str[i], 0))
+				log_warning("smtpd", "%s is set but not used in this version", later_str[i]);
+		if (conf_bool(c, "smtpd_sasl_auth_enable", 0))
+			log_warning("smtpd", "smtpd_sasl_auth_enable = yes: AUTH is not in this version");
+	}
 	return g;
 fail:
 	smtpd_gen_unref(g);
