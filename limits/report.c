@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -111,6 +112,35 @@ static void read_status(struct report *r, const struct conf *c)
 	r->own = r->st.own;
 }
 
+/*
+ * RLIMIT_NOFILE is per process: the daemon's, not ours, is what bounds its
+ * sessions. /proc/PID/limits is world-readable, so an unprivileged admin
+ * sees it too. Returns 0 and the soft limit, or -1.
+ */
+static int daemon_nofile(long pid, long long *soft)
+{
+	char path[64], buf[4096], *line;
+	long n;
+
+	snprintf(path, sizeof path, "/proc/%ld/limits", pid);
+	if ((n = limits_read_file(path, buf, sizeof buf - 1)) < 0)
+		return -1;
+	buf[n] = '\0';
+	if ((line = strstr(buf, "Max open files")) == NULL)
+		return -1;
+	line += strlen("Max open files");
+	while (*line == ' ')
+		line++;
+	if (strncmp(line, "unlimited", 9) == 0) {
+		*soft = LIMITS_UNLIMITED;
+		return 0;
+	}
+	if (*line < '0' || *line > '9')
+		return -1;
+	*soft = strtoll(line, NULL, 10);
+	return 0;
+}
+
 static const char *shortage_words(enum limits_res k)
 {
 	switch (k) {
@@ -167,8 +197,12 @@ static void build(struct report *r)
 			if (st->failcnt > r->st.failcnt_start[k])
 				warnf(r, "failcnt for %s rose by %lld since start: %s",
 				    limits_res_name[k], st->failcnt - r->st.failcnt_start[k],
-				    own_of(r, (enum limits_res)k) >= 0 && r->b.res_budget[k] != LIMITS_UNLIMITED
-				    && own_of(r, (enum limits_res)k) < r->b.res_budget[k]
+				    /*
+				     * frugal below its own share of the limit did not exhaust it;
+				     * (the budget itself may have shrunk to 0 under the hog)
+				     */
+				    own_of(r, (enum limits_res)k) >= 0 && st->limit != LIMITS_UNLIMITED
+				    && own_of(r, (enum limits_res)k) < st->limit * r->p.share / 100
 				    ? (k == LR_NUMOTHERSOCK ? "another process in this container is exhausting non-TCP sockets"
 				       : k == LR_NUMTCPSOCK ? "another process in this container is exhausting TCP sockets"
 				       : "another process in this container is exhausting it")
@@ -385,6 +419,14 @@ int limits_cmd(int argc, char **argv)
 	limits_params_from_conf(c, &r.p);
 	read_status(&r, c);
 	limits_detect(&r.p, &r.s);
+	if (r.running) {
+		long long soft;
+
+		if (daemon_nofile(r.st.pid, &soft) == 0) {
+			r.s.r[LR_NOFILE].limit = r.s.r[LR_NOFILE].hardlimit = soft;
+			r.s.r[LR_NOFILE].held = r.st.own.fd;
+		}
+	}
 	limits_compute(&r.p, &r.s, &r.own, &r.b);
 	build(&r);
 	if (json)

@@ -229,7 +229,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		peer_string(&ss, addr, sizeof addr);
 		if (limits_take(LIM_TCPSOCK, 1) < 0) {
-			refuse_unavailable(fd, addr, "numtcpsock budget exhausted");
+			refuse_unavailable(fd, addr, errno == EMFILE ? "descriptor budget exhausted" : "numtcpsock budget exhausted");
 			continue;
 		}
 		if (!limits_session_admit()) {

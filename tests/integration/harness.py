@@ -94,12 +94,14 @@ smtpd_error_sleep_time = 0s
         if r.returncode != 0:
             raise AssertionError("frugal map failed: " + r.stderr)
 
-    def start(self, wait=True):
+    def start(self, wait=True, preexec_fn=None):
+        """preexec_fn: run in the child before exec (e.g. a tiny RLIMIT_NOFILE)."""
         e = dict(os.environ)
         e.update(self.env)
         self.stderr = open(os.path.join(self.dir, "stderr"), "w")
         self.proc = subprocess.Popen([FRUGAL, "serve", "-f", "-c", self.dir],
-                                     stdout=self.stderr, stderr=subprocess.STDOUT, env=e)
+                                     stdout=self.stderr, stderr=subprocess.STDOUT, env=e,
+                                     preexec_fn=preexec_fn)
         if wait:
             self.wait_listening()
         return self
