@@ -141,22 +141,6 @@ int maildir_loop_check(const struct msg_headers *h, const char *rcpt, long hopco
 
 /* ---- writing ---------------------------------------------------------------- */
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-	ssize_t w;
-
-	while (n > 0) {
-		if ((w = write(fd, c, n)) < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		c += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
 
 static int mkdir_p(char *path, mode_t mode)
 {
@@ -185,7 +169,7 @@ static int write_prefix(int fd, const struct msg_src *m, const struct target *t)
 
 	if (n < 0 || (size_t)n >= sizeof hdr)
 		return errno = EINVAL, -1;
-	return write_all(fd, hdr, (size_t)n);
+	return queue_write_all(fd, hdr, (size_t)n);
 }
 
 /*
@@ -218,7 +202,7 @@ static int copy_message(int fd, const struct msg_src *m, int mbox_quote)
 		}
 		done += r;
 		if (!mbox_quote) {
-			if (write_all(fd, buf, (size_t)r) < 0)
+			if (queue_write_all(fd, buf, (size_t)r) < 0)
 				goto out;
 			continue;
 		}
@@ -244,15 +228,15 @@ static int copy_message(int fd, const struct msg_src *m, int mbox_quote)
 				bol = c == '\n';
 			}
 			if (o >= COPY_BUF) {
-				if (write_all(fd, out, o) < 0)
+				if (queue_write_all(fd, out, o) < 0)
 					goto out;
 				o = 0;
 			}
 		}
-		if (o && write_all(fd, out, o) < 0)
+		if (o && queue_write_all(fd, out, o) < 0)
 			goto out;
 	}
-	if (k && write_all(fd, from_, (size_t)k) < 0)
+	if (k && queue_write_all(fd, from_, (size_t)k) < 0)
 		goto out;
 	rc = 0;
 out:
@@ -390,8 +374,8 @@ static int deliver_mbox(const struct msg_src *m, const struct target *t, char *r
 		n = snprintf(line, sizeof line, "From MAILER-DAEMON ");
 	strftime(line + n, sizeof line - (size_t)n, "%a %b %e %H:%M:%S %Y\n", &tm);
 	step = "write mailbox";
-	if (write_all(fd, line, strlen(line)) < 0 || write_prefix(fd, m, t) < 0 ||
-	    copy_message(fd, m, 1) < 0 || write_all(fd, "\n", 1) < 0)
+	if (queue_write_all(fd, line, strlen(line)) < 0 || write_prefix(fd, m, t) < 0 ||
+	    copy_message(fd, m, 1) < 0 || queue_write_all(fd, "\n", 1) < 0)
 		goto undo;
 	step = "sync mailbox";
 	if (dsync(fd) < 0)

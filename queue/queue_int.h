@@ -155,4 +155,7 @@ int  qmgr_busy(const struct qmgr *q);
 /* Postfix's delay formatting: 0.12, 1.2, 12, 3601. */
 void queue_fmt_delay(char *out, size_t n, double d);
 
+/* write(2) until done or a real error (EINTR retried); 0 or -1 with errno */
+int queue_write_all(int fd, const void *p, size_t n);
+
 #endif

@@ -97,7 +97,7 @@ struct spool_txn {
 
 /* ---- helpers --------------------------------------------------------------- */
 
-static int write_all(int fd, const void *p, size_t n)
+int queue_write_all(int fd, const void *p, size_t n)
 {
 	const char *c = p;
 	ssize_t w;
@@ -312,7 +312,7 @@ static int txn_flush(struct spool_txn *t)
 {
 	if (t->wlen == 0)
 		return 0;
-	if (write_all(t->fd, t->wbuf, t->wlen) < 0) {
+	if (queue_write_all(t->fd, t->wbuf, t->wlen) < 0) {
 		t->err = errno;
 		return -1;
 	}
@@ -330,7 +330,7 @@ static int txn_put(struct spool_txn *t, const void *p, size_t n)
 	if (t->wlen + n > WBUF_SIZE && txn_flush(t) < 0)
 		return -1;
 	if (n >= WBUF_SIZE) {
-		if (write_all(t->fd, p, n) < 0) {
+		if (queue_write_all(t->fd, p, n) < 0) {
 			t->err = errno;
 			return -1;
 		}

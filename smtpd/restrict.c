@@ -401,6 +401,7 @@ static enum restr_result run_list(struct session *s, const struct restr_list *l,
 	for (i = 0; i < l->n; i++) {
 		const struct restr *r = &l->v[i];
 		char *val = NULL, subject[SMTPD_ADDR_MAX + 80];
+		const char *what = NULL;   /* check_*_access: what the table judged */
 		int found = 0;
 		enum restr_result res;
 
@@ -467,41 +468,33 @@ static enum restr_result run_list(struct session *s, const struct restr_list *l,
 			break;
 		case R_CHECK_CLIENT_ACCESS:
 			found = access_lookup_client(r->table, s->addr, &val);
+			what = "Client host";
 			snprintf(subject, sizeof subject, "%s[%s]", s->host, s->addr);
-			if (found > 0) {
-				res = access_action(s, val, "Client host", subject, reply, replylen, &stop);
-				mem_free(val);
-				if (stop) { *decided = 1; return res; }
-			}
 			break;
 		case R_CHECK_HELO_ACCESS:
 			if (s->helo)
 				found = map_list_lookup(r->table, helo, &val);
+			what = "Helo command";
 			snprintf(subject, sizeof subject, "<%s>", helo);
-			if (found > 0) {
-				res = access_action(s, val, "Helo command", subject, reply, replylen, &stop);
-				mem_free(val);
-				if (stop) { *decided = 1; return res; }
-			}
 			break;
 		case R_CHECK_SENDER_ACCESS:
 			found = access_lookup_addr(r->table, sender, &val);
+			what = "Sender address";
 			snprintf(subject, sizeof subject, "<%s>", sender);
-			if (found > 0) {
-				res = access_action(s, val, "Sender address", subject, reply, replylen, &stop);
-				mem_free(val);
-				if (stop) { *decided = 1; return res; }
-			}
 			break;
 		case R_CHECK_RECIPIENT_ACCESS:
 			found = access_lookup_addr(r->table, rcpt, &val);
+			what = "Recipient address";
 			snprintf(subject, sizeof subject, "<%s>", rcpt);
-			if (found > 0) {
-				res = access_action(s, val, "Recipient address", subject, reply, replylen, &stop);
-				mem_free(val);
-				if (stop) { *decided = 1; return res; }
-			}
 			break;
+		}
+		if (found > 0) {
+			res = access_action(s, val, what, subject, reply, replylen, &stop);
+			mem_free(val);
+			if (stop) {
+				*decided = 1;
+				return res;
+			}
 		}
 		if (found < 0) {
 			snprintf(reply, replylen, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
