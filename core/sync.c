@@ -57,9 +57,9 @@ int sync_shared(int fd)
 	pthread_mutex_lock(&mu);
 	calls++;
 	if ((s = slot_for(st.st_dev)) == NULL) {
-		/* more file systems than slots: no sharing, still durable */
+		/* more file systems than slots: no sharing, still durable (names too) */
 		pthread_mutex_unlock(&mu);
-		return fsync(fd);
+		return syncfs(fd);
 	}
 	/* a sync already running may have started before our writes: we need the next one */
 	ticket = s->started + 1;

@@ -9,7 +9,7 @@
  * On-disk format. A message is one file, named by its queue ID:
  *   incoming/ID    while it is written; never acknowledged, so recovery
  *                  removes whatever it finds here.
- *   committed/ID   after the file is synced, renamed, and committed/ synced.
+ *   committed/ID   renamed here at commit, then one sync covers data and name.
  * The file is text records, one per LF-terminated line, then the message:
  *   FRUGAL-Q1                 magic and format version
  *   A <sec>.<usec>            arrival time (spool_txn_new)
@@ -18,6 +18,7 @@
  *   R <st> <recipient>        one per recipient; <st> is one byte:
  *   O <original recipient>      '-' to do, 'D' delivered, 'B' bounced;
  *                             each R line is followed by its O line
+ *   L <20 digits>             message length, zeros until commit stamps it
  *   E <nrcpt>                 end of envelope
  *   <message bytes>           LF line ends, as smtpd streamed them
  * The state byte is rewritten in place (pwrite + sync) after each
@@ -25,12 +26,13 @@
  * hold LF, so a line-based envelope needs no escaping, and a one-byte
  * in-place write cannot tear.
  *
- * Group commit: each commit first syncs its own file on a worker through
- * sync_shared() (core/sync.h: concurrent callers share one syncfs, so a
- * batch of messages costs one journal commit); finished files wait on a list, and one worker job renames every
- * file on the list and fsyncs committed/ once. Only one such directory job
- * runs at a time, so every commit that finishes its data sync while the
- * previous directory sync runs shares the next one.
+ * Commit: the length is stamped into the L record, the file is renamed
+ * into committed/, and one sync_shared() (core/sync.h: a syncfs shared by
+ * every commit and delivery in flight) makes data and directory entry
+ * durable together; only then is the commit acknowledged. A crash between
+ * rename and sync can leave a committed/ file whose data did not all reach
+ * the disk: its length no longer matches the L record, and recovery
+ * removes it (it was never acknowledged). One sync per commit, not two.
  *
  * Queue IDs are the arrival time in microseconds in uppercase hex, made
  * strictly increasing within the process and made unique on disk by
@@ -66,12 +68,6 @@ struct spool {
 	int    fd_committed;        /* fsynced by the group commit */
 	int    charged;             /* LIM_FILE taken for the two above */
 	struct ev_loop *loop;
-	ev_prepare prep;            /* starts the directory job between iterations */
-	struct spool_txn *ready;    /* data synced, waiting for rename + dir sync */
-	struct spool_txn **ready_tail;
-	struct spool_txn *batch;    /* in the running directory job */
-	struct worker_job dir_job;
-	int    dir_busy;
 	int    inflight;            /* commits not yet acknowledged */
 	uint64_t last_id;
 };
@@ -87,12 +83,12 @@ struct spool_txn {
 	int    opened;              /* envelope written */
 	int    err;                 /* sticky errno of a failed write */
 	off_t  size;                /* message bytes accepted */
+	off_t  len_off;             /* file offset of the L record's value */
 	char  *wbuf;                /* owned; WBUF_SIZE */
 	size_t wlen;
-	struct worker_job job;      /* the data sync */
+	struct worker_job job;      /* rename + sync */
 	void (*done)(void *arg, int err, const char *queue_id);
 	void  *done_arg;
-	struct spool_txn *next;     /* ready list / batch */
 };
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -172,7 +168,6 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 		return NULL;
 	}
 	s->fd_incoming = s->fd_committed = -1;
-	s->ready_tail = &s->ready;
 	/* start-up may run before limits_init(): charge if the ledger lets us */
 	s->charged = limits_take(LIM_FILE, 2) == 0;
 	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_INCOMING);
@@ -202,8 +197,6 @@ void spool_close(struct spool *s)
 	/* a commit in flight still owns a worker job that points at us */
 	while (s->loop && s->inflight > 0)
 		ev_run(s->loop, EVRUN_ONCE);
-	if (s->loop)
-		ev_prepare_stop(s->loop, &s->prep);
 	if (s->fd_incoming >= 0)
 		close(s->fd_incoming);
 	if (s->fd_committed >= 0)
@@ -370,6 +363,12 @@ int spool_txn_open(struct spool_txn *t)
 		if (txn_putf(t, "R - ", t->rcpt[i].addr, NULL) < 0 ||
 		    txn_putf(t, "O ", t->rcpt[i].orig, NULL) < 0)
 			return -1;
+	/* where the L value sits: the bytes written so far (flushed + buffered), past "L " */
+	if ((t->len_off = lseek(t->fd, 0, SEEK_CUR)) < 0)
+		return -1;
+	t->len_off += (off_t)t->wlen + 2;
+	if (txn_putf(t, "L 00000000000000000000", NULL, NULL) < 0)
+		return -1;
 	snprintf(line, sizeof line, "E %d", t->nrcpt);
 	return txn_putf(t, line, NULL, NULL);
 }
@@ -428,104 +427,37 @@ static void txn_finish(struct spool_txn *t, int err)
 	txn_free(t);
 }
 
-static void dir_job_work(struct worker_job *j)
-{
-	struct spool *s = (struct spool *)((char *)j - offsetof(struct spool, dir_job));
-	struct spool_txn *t;
-	int renamed = 0, err = 0;
-
-	for (t = s->batch; t; t = t->next) {
-		if (renameat(s->fd_incoming, t->id, s->fd_committed, t->id) < 0)
-			t->err = errno;
-		else
-			renamed++;
-	}
-	if (renamed && sync_shared(s->fd_committed) < 0)
-		err = errno;
-	if (err) {
-		/* nothing in the batch may be acknowledged: take the names back out */
-		for (t = s->batch; t; t = t->next)
-			if (!t->err) {
-				unlinkat(s->fd_committed, t->id, 0);
-				t->err = err;
-			}
-	}
-}
-
-static void dir_job_start(struct spool *s);
-
-static void dir_job_done(struct worker_job *j)
-{
-	struct spool *s = (struct spool *)((char *)j - offsetof(struct spool, dir_job));
-	struct spool_txn *t, *next;
-
-	t = s->batch;
-	s->batch = NULL;
-	s->dir_busy = 0;
-	for (; t; t = next) {
-		next = t->next;
-		if (t->err)
-			log_warning("qmgr", "%s: commit to %s/%s failed: %s", t->id, s->dir,
-			    SPOOL_COMMITTED, strerror(t->err));
-		txn_finish(t, t->err);
-	}
-	if (s->ready)
-		dir_job_start(s);
-}
-
-static void dir_job_start(struct spool *s)
-{
-	if (s->dir_busy || s->ready == NULL)
-		return;
-	s->batch = s->ready;
-	s->ready = NULL;
-	s->ready_tail = &s->ready;
-	s->dir_busy = 1;
-	s->dir_job.work = dir_job_work;
-	s->dir_job.done = dir_job_done;
-	worker_submit(&s->dir_job);
-}
-
-/* Between loop iterations: everything whose data sync finished goes together. */
-static void prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
-{
-	struct spool *s = (struct spool *)((char *)w - offsetof(struct spool, prep));
-
-	ev_prepare_stop(loop, w);
-	dir_job_start(s);
-}
-
 static void data_job_work(struct worker_job *j)
 {
 	struct spool_txn *t = (struct spool_txn *)((char *)j - offsetof(struct spool_txn, job));
+	struct spool *s = t->s;
 
 	if (t->err)
 		return;
-	if (sync_shared(t->fd) < 0)   /* shared with every commit in flight (core/sync.h) */
+	if (renameat(s->fd_incoming, t->id, s->fd_committed, t->id) < 0) {
 		t->err = errno;
-	if (close(t->fd) < 0 && !t->err)
+		return;
+	}
+	/* one syncfs for data and directory entry, shared with everything in flight */
+	if (sync_shared(t->fd) < 0) {
+		t->err = errno;
+		unlinkat(s->fd_committed, t->id, 0);   /* not durable: not acknowledged */
+	}
+	if (close(t->fd) < 0 && !t->err) {
 		t->err = errno;   /* NFS reports write errors at close */
+		unlinkat(s->fd_committed, t->id, 0);
+	}
 	t->fd = -1;
 }
 
 static void data_job_done(struct worker_job *j)
 {
 	struct spool_txn *t = (struct spool_txn *)((char *)j - offsetof(struct spool_txn, job));
-	struct spool *s = t->s;
 
-	if (t->err) {
-		log_warning("qmgr", "%s: sync of %s/%s failed: %s", t->id, s->dir, SPOOL_INCOMING,
-		    strerror(t->err));
-		txn_finish(t, t->err);
-		return;
-	}
-	t->next = NULL;
-	*s->ready_tail = t;
-	s->ready_tail = &t->next;
-	if (!ev_is_active(&s->prep)) {
-		ev_prepare_init(&s->prep, prep_cb);
-		ev_prepare_start(s->loop, &s->prep);
-	}
+	if (t->err)
+		log_warning("qmgr", "%s: commit to %s/%s failed: %s", t->id, t->s->dir,
+		    SPOOL_COMMITTED, strerror(t->err));
+	txn_finish(t, t->err);
 }
 
 void spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, const char *queue_id), void *arg)
@@ -536,8 +468,13 @@ void spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, cons
 	t->done_arg = arg;
 	if (!t->opened && !t->err)
 		t->err = EINVAL;
-	if (!t->err)
-		txn_flush(t);
+	if (!t->err && txn_flush(t) == 0) {
+		char len[24];
+
+		snprintf(len, sizeof len, "%020lld", (long long)t->size);
+		if (pwrite(t->fd, len, 20, t->len_off) != 20)
+			t->err = errno ? errno : EIO;
+	}
 	if (s->loop == NULL) {
 		/* a programming error, but never acknowledge what we cannot sync */
 		log_warning("qmgr", "%s: spool commit without an event loop", t->id);
@@ -576,6 +513,7 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 	char *p = buf, *end = buf + len, *nl;
 	size_t ml = strlen(SPOOL_MAGIC);
 	int cap = 0;
+	long long declared = -1;   /* the L record */
 
 	if (len < ml || memcmp(buf, SPOOL_MAGIC, ml) != 0)
 		return errno = EINVAL, -1;
@@ -626,9 +564,15 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 			if ((e->rcpt[e->nrcpt - 1].orig = mem_strdup(nl - p >= 2 ? p + 2 : "")) == NULL)
 				return -1;
 			break;
+		case 'L':
+			declared = strtoll(p + 2, NULL, 10);
+			break;
 		case 'E':
 			if (e->sender == NULL || atoi(p + 2) != e->nrcpt)
 				return errno = EINVAL, -1;
+			/* the commit stamps L before the rename: a mismatch is a torn, unacknowledged file */
+			if (declared <= 0 || fsize - (off_t)(nl + 1 - buf) != (off_t)declared)
+				return errno = EBADMSG, -1;
 			if (e->client == NULL && (e->client = mem_strdup("")) == NULL)
 				return -1;
 			e->msg_off = (off_t)(nl + 1 - buf);
@@ -779,6 +723,23 @@ int spool_scan(const char *queue_dir, int remove_incoming,
 	while ((de = readdir(d)) != NULL) {
 		if (!spool_id_valid(de->d_name))
 			continue;
+		if (remove_incoming) {
+			/*
+			 * Start-up: a file renamed in but torn by a crash before its sync
+			 * was never acknowledged (see the commit above): remove it.
+			 */
+			struct spool_env e;
+
+			if (spool_env_load(queue_dir, de->d_name, &e, NULL) < 0) {
+				if (errno == EBADMSG && unlinkat(dirfd(d), de->d_name, 0) == 0) {
+					log_info("qmgr", "removed incomplete queue file %s/%s (never acknowledged)",
+					    path, de->d_name);
+					continue;
+				}
+			} else {
+				spool_env_free(&e);
+			}
+		}
 		if (n == cap) {
 			cap = cap ? cap * 2 : 64;
 			if ((nv = mem_realloc(ids, (size_t)cap * sizeof *nv)) == NULL)

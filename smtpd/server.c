@@ -31,6 +31,7 @@
 #include "conf/conf.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/sync.h"
 #include "core/worker.h"
 #include "limits/limits.h"
 #include "queue/queue.h"
@@ -753,6 +754,8 @@ int smtpd_cmd_serve(int argc, char **argv)
 		session_free(s);
 	}
 	limits_shutdown();
+	log_info("master", "group commit: %lu syncs served %lu sync requests",
+	    sync_shared_syncs(), sync_shared_calls());
 	log_info("master", "daemon stopped");
 	smtpd_gen_unref(server.gen);
 	spool_close(server.spool);
