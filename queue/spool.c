@@ -151,13 +151,18 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 	static const char *const sub[] = { SPOOL_INCOMING, SPOOL_COMMITTED, SPOOL_PID };
 	size_t i;
 
-	if (mkdir_p(queue_dir, 0700) < 0) {
+	/*
+	 * As Postfix lays out its queue: the top and pid/ are readable by any
+	 * admin account (`frugal limits`, `frugal status` read the status and pid
+	 * files there), the message directories are mail_owner's alone.
+	 */
+	if (mkdir_p(queue_dir, 0755) < 0) {
 		snprintf(err, errlen, "create %s: %s", queue_dir, strerror(errno));
 		return NULL;
 	}
 	for (i = 0; i < sizeof sub / sizeof sub[0]; i++) {
 		snprintf(path, sizeof path, "%s/%s", queue_dir, sub[i]);
-		if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		if (mkdir(path, strcmp(sub[i], SPOOL_PID) == 0 ? 0755 : 0700) < 0 && errno != EEXIST) {
 			snprintf(err, errlen, "create %s: %s", path, strerror(errno));
 			return NULL;
 		}

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import Daemon, run_frugal, wait_for, SLOW
+from harness import Daemon, run_frugal, wait_for, SLOW, FRUGAL
 
 
 class QueueCommand(unittest.TestCase):
@@ -64,6 +64,23 @@ class Privileges(unittest.TestCase):
             d.wait_messages(d.maildir("alice"), 1)
             st = os.stat(os.path.join(d.maildir("alice"), "new"))
             self.assertEqual(st.st_uid, pw.pw_uid)
+            # an admin account that is neither root nor mail_owner reads the live report
+            try:
+                other = pwd.getpwnam("daemon")
+            except KeyError:
+                other = None
+            if other is not None:
+                def become():
+                    os.setgid(other.pw_gid)
+                    os.setuid(other.pw_uid)
+                for args in (["limits", "--json", "-c", d.dir], ["status", "-c", d.dir]):
+                    r = subprocess.run([FRUGAL] + args, capture_output=True, text=True,
+                                       preexec_fn=become, timeout=30 * SLOW)
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    if args[0] == "limits":
+                        import json
+                        j = json.loads(r.stdout)
+                        self.assertEqual(j["daemon"]["pid"], d.proc.pid, r.stdout[:500])
         finally:
             d.cleanup()
 
