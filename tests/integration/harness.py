@@ -116,6 +116,9 @@ smtpd_error_sleep_time = 0s
             except OSError:
                 return False
         wait_for(up, 15, "frugal to listen")
+        # listeners open before the privilege drop and the queue recovery:
+        # "daemon started" is logged once all of that is done
+        self.wait_log("daemon started", timeout=15)
 
     def output(self):
         out = ""
