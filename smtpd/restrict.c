@@ -61,24 +61,42 @@ static int cidr_parse_one(const char *tok, struct cidr *c)
 	return 0;
 }
 
-int cidr_list_parse(const char *value, struct cidr_list *out, char *err, size_t errlen)
+/*
+ * Split a list parameter and allocate one `size`-byte slot per word: the
+ * common start of the list parsers below. Returns the words (caller frees
+ * with conf_list_free) and sets *slots and *n, or NULL with err set.
+ */
+static char **split_with_slots(const char *value, void **slots, size_t size, int *n,
+    char *err, size_t errlen)
 {
 	char **v = conf_split_list(value);
-	int i, n;
 
-	out->v = NULL;
-	out->n = 0;
+	*slots = NULL;
+	*n = 0;
 	if (v == NULL) {
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return NULL;
 	}
-	for (n = 0; v[n]; n++)
-		;
-	if (n && (out->v = mem_calloc((size_t)n, sizeof *out->v)) == NULL) {
+	while (v[*n])
+		(*n)++;
+	if (*n && (*slots = mem_calloc((size_t)*n, size)) == NULL) {
 		conf_list_free(v);
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return NULL;
 	}
+	return v;
+}
+
+int cidr_list_parse(const char *value, struct cidr_list *out, char *err, size_t errlen)
+{
+	void *slots;
+	int i, n;
+	char **v = split_with_slots(value, &slots, sizeof *out->v, &n, err, errlen);
+
+	out->v = slots;
+	out->n = 0;
+	if (v == NULL)
+		return -1;
 	for (i = 0; i < n; i++) {
 		if (cidr_parse_one(v[i], &out->v[out->n]) < 0) {
 			snprintf(err, errlen, "mynetworks: bad network \"%s\"", v[i]);
@@ -170,23 +188,15 @@ void restr_list_free(struct restr_list *l)
 
 int restr_list_parse(const char *value, struct restr_list *out, char *err, size_t errlen)
 {
-	char **v = conf_split_list(value);
+	void *slots;
 	int i, n;
 	size_t w;
+	char **v = split_with_slots(value, &slots, sizeof *out->v, &n, err, errlen);
 
-	out->v = NULL;
+	out->v = slots;
 	out->n = 0;
-	if (v == NULL) {
-		snprintf(err, errlen, "out of memory");
+	if (v == NULL)
 		return -1;
-	}
-	for (n = 0; v[n]; n++)
-		;
-	if (n && (out->v = mem_calloc((size_t)n, sizeof *out->v)) == NULL) {
-		conf_list_free(v);
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
 	for (i = 0; i < n; i++) {
 		for (w = 0; w < sizeof words / sizeof words[0]; w++)
 			if (strcasecmp(v[i], words[w].name) == 0)

@@ -287,5 +287,49 @@ class Routing(SMTPBase):
             self.assertIn(b"virtual mailbox table", text)
 
 
+class Restrictions(SMTPBase):
+    extra = ("smtpd_sender_restrictions = check_sender_access inline:{ { spammer@bad.example = REJECT go away }, "
+             "{ bad.example = 550 no thanks }, { tmp.example = 450 try later } }\n"
+             "smtpd_helo_restrictions = reject_invalid_helo_hostname\n"
+             "smtpd_recipient_restrictions = check_recipient_access inline:{ blocked@example.test=REJECT }, "
+             "permit_mynetworks, reject_unauth_destination\n")
+
+    def rcpt_reply(self, helo, sender, rcpt="alice@example.test"):
+        r = self.raw()
+        r.cmd("EHLO " + helo)
+        self.assertEqual(r.cmd("MAIL FROM:<%s>" % sender)[0], 250)
+        reply = r.cmd("RCPT TO:<%s>" % rcpt)
+        r.close()
+        return reply
+
+    def test_sender_access(self):
+        code, text = self.rcpt_reply("c.example.org", "spammer@bad.example")
+        self.assertEqual(code, 554)
+        self.assertIn("Sender address rejected: go away", text)
+        code, text = self.rcpt_reply("c.example.org", "other@bad.example")
+        self.assertEqual(code, 550)
+        self.assertIn("no thanks", text)
+        code, text = self.rcpt_reply("c.example.org", "x@tmp.example")
+        self.assertEqual(code, 450)
+        self.assertEqual(self.rcpt_reply("c.example.org", "ok@good.example")[0], 250)
+
+    def test_helo_and_recipient_access(self):
+        code, text = self.rcpt_reply("bad_name!", "ok@good.example")
+        self.assertEqual(code, 501)
+        self.assertIn("Helo command rejected", text)
+        code, text = self.rcpt_reply("c.example.org", "ok@good.example", "blocked@example.test")
+        self.assertEqual(code, 554)
+        self.assertIn("Recipient address rejected", text)
+
+    def test_unsupported_restriction_refused_at_start(self):
+        d = Daemon(extra="smtpd_recipient_restrictions = reject_rbl_client zen.example, reject_unauth_destination\n")
+        try:
+            with self.assertRaises(AssertionError) as cm:
+                d.start()
+            self.assertIn("unsupported restriction \"reject_rbl_client\"", str(cm.exception))
+        finally:
+            d.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main()
