@@ -29,6 +29,7 @@ be preloaded before libasan). `frugal limits --json` runs without it.
 import concurrent.futures
 import json
 import os
+import re
 import random
 import resource
 import select
@@ -233,6 +234,43 @@ class ContainerTest(unittest.TestCase):
         self.assertIsNone(d.proc.poll(), "frugal died: " + d.output()[-3000:])
         code, text = banner(d.port)
         self.assertEqual(code, 220, "after the test a new client gets 220: %r" % text)
+
+    # ------------------------------------------------------------------ 0
+    def test_0_socket_buffers_fit_tcpsndbuf(self):
+        """A container whose tcpsndbuf/tcprcvbuf barriers bind: the daemon sets
+        SO_SNDBUF/SO_RCVBUF of its sessions to the size the budget derived
+        (seen from outside with ss -tm: the kernel reports twice the value)."""
+        if not shutil.which("ss"):
+            self.skipTest("ss (iproute2) not installed")
+        ubc = tempfile.NamedTemporaryFile("w", prefix="frugal-ubc-", delete=False)
+        self.addCleanup(os.unlink, ubc.name)
+        row = "            %-12s %20d %20d %20d %20d %20d\n"
+        ubc.write("Version: 2.5\n       uid  resource                     held              maxheld"
+                  "              barrier                limit              failcnt\n")
+        ubc.write("      101:  kmemsize  %20d %20d %20d %20d %20d\n" % (2147135, 4308992, 14372700, 14790164, 0))
+        for name, held, barrier in (("numtcpsock", 2, 360), ("tcpsndbuf", 0, 1720320),
+                                    ("tcprcvbuf", 0, 1720320), ("numothersock", 2, 120),
+                                    ("numfile", 20, 9312)):
+            ubc.write(row % (name, held, held, barrier, barrier, 0))
+        ubc.close()
+        d = self.daemon("limits_source = beancounters\nbeancounters_file = %s\n" % ubc.name)
+        j = limits_json(d)
+        snd, rcv = j["session_sndbuf"], j["session_rcvbuf"]
+        self.assertGreater(snd, 0, j)
+        self.assertGreater(rcv, 0, j)
+        self.assertLessEqual(j["smtpd_sessions"]["limit"] * 2 * snd, 1720320 // 2)
+        clients = [self.raw(d.port) for _ in range(3)]
+        for r in clients:
+            self.assertEqual(r.reply()[0], 220)
+        out = subprocess.run(["ss", "-tmnH", "state", "established", "( sport = :%d )" % d.port],
+                             capture_output=True, text=True, check=True).stdout
+        tbs = [int(x) for x in re.findall(r"\btb(\d+)", out)]
+        rbs = [int(x) for x in re.findall(r"\brb(\d+)", out)]
+        self.assertEqual(len(tbs), 3, out)
+        self.assertEqual(set(tbs), {2 * snd}, out)
+        self.assertEqual(set(rbs), {2 * rcv}, out)
+        print("\n  session buffers SO_SNDBUF %d SO_RCVBUF %d for %d sessions (ss: tb %s rb %s)"
+              % (snd, rcv, j["smtpd_sessions"]["limit"], tbs[0], rbs[0]), file=sys.stderr)
 
     # ------------------------------------------------------------------ 1
     def test_1_bot_flood_in_openvz(self):
