@@ -445,8 +445,15 @@ static void finish_work(struct dlv *d)
 			d->removed = 1;
 		else
 			d->mark_err = errno;
-		if (d->removed)
+		if (d->removed) {
+			/*
+			 * The last close of an unlinked file frees its blocks, which can
+			 * wait for the disk (ext4 mounted with discard): here, not on the loop.
+			 */
+			close(d->fd);
+			d->fd = -1;
 			return;
+		}
 	}
 	if (marks == 0)
 		return;

@@ -108,7 +108,8 @@ START_TEST(commit_round_trip)
 	snprintf(id, sizeof id, "%s", spool_txn_id(t));
 	ck_assert(spool_id_valid(id));
 	ck_assert_int_eq((int)spool_txn_size(t), (int)strlen(body));
-	ck_assert_int_eq(count_files(SPOOL_INCOMING), 1);
+	/* a small message stays in the buffer: the worker creates, writes and commits it */
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 0);
 	spool_txn_commit(t, done_cb, &r);
 	ck_assert_int_eq(r.called, 0);   /* never synchronously: the sync is on a worker */
 	wait_for(&r, 1);
@@ -143,7 +144,9 @@ START_TEST(null_sender_and_large_message)
 	struct result r = { 0 };
 	struct spool_env e;
 	static char big[200000];
+	char *back;
 	size_t i;
+	int fd;
 
 	ck_assert_ptr_nonnull(s);
 	spool_set_loop(s, loop);
@@ -156,12 +159,21 @@ START_TEST(null_sender_and_large_message)
 	ck_assert_int_eq(spool_txn_rcpt(t, "late@y", NULL), -1);   /* envelope is fixed by now */
 	for (i = 0; i < sizeof big; i += 1000)
 		ck_assert_int_eq(spool_txn_write(t, big + i, 1000), 0);
+	/* past the buffer the message streams to incoming/ (memory stays bounded) */
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 1);
 	spool_txn_commit(t, done_cb, &r);
 	wait_for(&r, 1);
 	ck_assert_int_eq(r.err, 0);
-	ck_assert_int_eq(spool_env_load(dir, r.id, &e, NULL), 0);
+	/* the length stamp went in with pwrite: load checks it against the file */
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, &fd), 0);
 	ck_assert_str_eq(e.sender, "");
 	ck_assert_int_eq((int)e.size, (int)sizeof big);
+	back = malloc(sizeof big);
+	ck_assert_ptr_nonnull(back);
+	ck_assert_int_eq((int)pread(fd, back, sizeof big, e.msg_off), (int)sizeof big);
+	ck_assert(memcmp(back, big, sizeof big) == 0);
+	free(back);
+	close(fd);
 	spool_env_free(&e);
 	spool_close(s);
 }
@@ -172,7 +184,11 @@ START_TEST(abort_leaves_nothing)
 	char err[256];
 	struct spool *s = spool_open(dir, err, sizeof err);
 	struct spool_txn *t;
+	static char chunk[1024];
+	int i;
 
+	memset(chunk, 'x', sizeof chunk - 1);
+	chunk[sizeof chunk - 1] = '\n';
 	ck_assert_ptr_nonnull(s);
 	spool_set_loop(s, loop);
 	t = make_txn(s, "a@b");
@@ -180,8 +196,45 @@ START_TEST(abort_leaves_nothing)
 	t = spool_txn_new(s, "a@b", "c[1.2.3.4]");   /* aborted before open */
 	ck_assert_ptr_nonnull(t);
 	spool_txn_abort(t);
+	t = make_txn(s, "a@b");                        /* aborted after streaming to disk */
+	for (i = 0; i < 100; i++)
+		ck_assert_int_eq(spool_txn_write(t, chunk, sizeof chunk), 0);
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 1);
+	spool_txn_abort(t);
 	ck_assert_int_eq(count_files(SPOOL_INCOMING), 0);
 	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 0);
+	spool_close(s);
+}
+END_TEST
+
+/* A clock step back can draw the ID of a message still queued: never replace it. */
+START_TEST(commit_never_replaces)
+{
+	char err[256], path[4096], buf[16];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct spool_txn *t;
+	struct result r = { 0 };
+	int fd;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	t = make_txn(s, "a@b");
+	/* the queued namesake appears after the ID was drawn */
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_COMMITTED, spool_txn_id(t));
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq((int)write(fd, "keep", 4), 4);
+	close(fd);
+	spool_txn_commit(t, done_cb, &r);
+	wait_for(&r, 1);
+	ck_assert_int_eq(r.err, EEXIST);
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 0);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq((int)read(fd, buf, sizeof buf), 4);
+	ck_assert(memcmp(buf, "keep", 4) == 0);
+	close(fd);
+	unlink(path);
 	spool_close(s);
 }
 END_TEST
@@ -405,6 +458,7 @@ int main(void)
 	tcase_add_test(tc, null_sender_and_large_message);
 	tcase_add_test(tc, abort_leaves_nothing);
 	tcase_add_test(tc, commit_without_open_fails);
+	tcase_add_test(tc, commit_never_replaces);
 	tcase_add_test(tc, group_commit_many);
 	tcase_add_test(tc, recovery_ignores_temp_files);
 	tcase_add_test(tc, recovery_removes_torn_files);
