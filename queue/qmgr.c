@@ -441,7 +441,7 @@ static void finish_work(struct dlv *d)
 		marks++;
 	}
 	if (todo == 0) {
-		if (spool_remove(d->q->qdir, d->env.id) == 0 || errno == ENOENT)
+		if (spool_retire(d->q->s, d->env.id, d->fd) == 0 || errno == ENOENT)
 			d->removed = 1;
 		else
 			d->mark_err = errno;

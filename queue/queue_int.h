@@ -16,6 +16,7 @@
 /* Subdirectories of queue_directory (see the format comment in spool.c). */
 #define SPOOL_INCOMING  "incoming"   /* being written; never acknowledged */
 #define SPOOL_COMMITTED "committed"  /* synced and acknowledged */
+#define SPOOL_FREE      "free"       /* emptied files of delivered messages, for reuse */
 #define SPOOL_PID       "pid"        /* the daemon's pid file (frugal.pid) */
 
 #define QUEUE_ID_MAX 24
@@ -58,6 +59,8 @@ void spool_env_free(struct spool_env *e);
 int  spool_env_mark(int fd, const struct spool_rcpt *r, char status);
 /* Remove committed message `id`. 0 or -1 with errno. */
 int  spool_remove(const char *queue_dir, const char *id);
+/* A message is done: keep its emptied file for reuse (fd: its open descriptor), else unlink. */
+int  spool_retire(struct spool *s, const char *id, int fd);
 /* Is `id` a well-formed queue ID (uppercase hex)? Guards path building. */
 int  spool_id_valid(const char *id);
 /*

@@ -403,6 +403,184 @@ END_TEST
 
 static int cmp(const void *a, const void *b) { return strcmp(a, b); }
 
+/* ---- recycling (queue/spool.c "Recycling") ---- */
+
+static ino_t ino_of(const char *sub, const char *name)
+{
+	char path[512];
+	struct stat st;
+
+	snprintf(path, sizeof path, "%s/%s/%s", dir, sub, name);
+	ck_assert_int_eq(stat(path, &st), 0);
+	return st.st_ino;
+}
+
+/* the single name in dir/sub */
+static void only_name(const char *sub, char *out, size_t len)
+{
+	char path[512];
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(path, sizeof path, "%s/%s", dir, sub);
+	d = opendir(path);
+	ck_assert_ptr_nonnull(d);
+	out[0] = '\0';
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			snprintf(out, len, "%s", de->d_name);
+	closedir(d);
+	ck_assert(out[0] != '\0');
+}
+
+static void commit_one(struct spool *s, const char *sender, struct result *r)
+{
+	memset(r, 0, sizeof *r);
+	spool_txn_commit(make_txn(s, sender), done_cb, r);
+	wait_for(r, 1);
+	ck_assert_int_eq(r->err, 0);
+}
+
+static void check_body(const char *id, const char *sender)
+{
+	struct spool_env e;
+	char msg[128];
+	int fd;
+
+	ck_assert_int_eq(spool_env_load(dir, id, &e, &fd), 0);
+	ck_assert_str_eq(e.sender, sender);
+	ck_assert_int_eq((int)e.size, (int)strlen(body));
+	ck_assert_int_eq((int)pread(fd, msg, sizeof msg, e.msg_off), (int)strlen(body));
+	ck_assert(memcmp(msg, body, strlen(body)) == 0);
+	close(fd);
+	spool_env_free(&e);
+}
+
+START_TEST(retired_file_is_reused)
+{
+	char err[256], name[256], path[600];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct result r1, r2;
+	struct spool_env e;
+	struct stat st;
+	ino_t ino;
+	int fd;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	commit_one(s, "first@example.org", &r1);
+	ino = ino_of(SPOOL_COMMITTED, r1.id);
+	ck_assert_int_eq(spool_env_load(dir, r1.id, &e, &fd), 0);
+	spool_env_free(&e);
+	ck_assert_int_eq(spool_retire(s, r1.id, fd), 0);
+	close(fd);
+	/* gone from the queue, kept empty in free/ */
+	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 0);
+	ck_assert_int_eq(count_files(SPOOL_FREE), 1);
+	only_name(SPOOL_FREE, name, sizeof name);
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_FREE, name);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq((int)st.st_size, 0);
+	ck_assert_int_eq(spool_scan(dir, 1, NULL, NULL), 0);   /* never seen as mail */
+	/* the next message takes that very inode, under its own ID */
+	commit_one(s, "second@example.org", &r2);
+	ck_assert_str_ne(r2.id, r1.id);
+	ck_assert_int_eq(count_files(SPOOL_FREE), 0);
+	ck_assert(ino_of(SPOOL_COMMITTED, r2.id) == ino);
+	check_body(r2.id, "second@example.org");
+	/* a retire of what is not there says so */
+	ck_assert_int_eq(spool_retire(s, r1.id, -1), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	spool_close(s);
+}
+END_TEST
+
+/* A crash can leave a free/ file unemptied: reuse empties it; the pool outlives a restart. */
+START_TEST(pool_survives_restart_and_stale_content)
+{
+	char err[256], path[512];
+	struct spool *s;
+	struct result r;
+	ino_t ino;
+	int fd;
+
+	/* a stale file as a crash before the truncate leaves it, and a foreign name */
+	snprintf(path, sizeof path, "%s/%s", dir, SPOOL_FREE);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_FREE, "6B0000000000A");
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq((int)write(fd, "FRUGAL-Q1\nstale stale stale stale stale stale stale stale\n", 59), 59);
+	close(fd);
+	ino = ino_of(SPOOL_FREE, "6B0000000000A");
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_FREE, "not-an-id");
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	s = spool_open(dir, err, sizeof err);
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	ck_assert_int_eq(count_files(SPOOL_FREE), 1);   /* the foreign name is removed */
+	commit_one(s, "a@b", &r);
+	ck_assert(ino_of(SPOOL_COMMITTED, r.id) == ino);
+	check_body(r.id, "a@b");
+	spool_close(s);
+}
+END_TEST
+
+/* The pool is bounded: past SPOOL_POOL files, a retired message is unlinked. */
+START_TEST(pool_is_bounded)
+{
+	char err[256];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct spool_txn *t[200];
+	struct result r[200];
+	struct spool_env e;
+	int i, fd;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	memset(r, 0, sizeof r);
+	for (i = 0; i < 200; i++)
+		t[i] = make_txn(s, "a@b");
+	for (i = 0; i < 200; i++)
+		spool_txn_commit(t[i], done_cb, &r[i]);
+	for (i = 0; i < 200; i++) {
+		wait_for(&r[i], 1);
+		ck_assert_int_eq(r[i].err, 0);
+	}
+	for (i = 0; i < 200; i++) {
+		ck_assert_int_eq(spool_env_load(dir, r[i].id, &e, &fd), 0);
+		spool_env_free(&e);
+		ck_assert_int_eq(spool_retire(s, r[i].id, fd), 0);
+		close(fd);
+	}
+	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 0);
+	ck_assert_int_gt(count_files(SPOOL_FREE), 0);
+	ck_assert_int_lt(count_files(SPOOL_FREE), 200);
+	spool_close(s);
+}
+END_TEST
+
+/* Start-up removes an empty committed/ file (torn before any data, or an emptied retiree). */
+START_TEST(recovery_removes_empty_files)
+{
+	char err[256], path[512], ids[8][QUEUE_ID_MAX];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct result r;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	commit_one(s, "a@b", &r);
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_COMMITTED, r.id);
+	ck_assert_int_eq(truncate(path, 0), 0);
+	memset(ids, 0, sizeof ids);
+	ck_assert_int_eq(spool_scan(dir, 1, collect, ids), 0);
+	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 0);
+	spool_close(s);
+}
+END_TEST
+
 START_TEST(ids_unique)
 {
 	char err[256];
@@ -463,6 +641,10 @@ int main(void)
 	tcase_add_test(tc, recovery_ignores_temp_files);
 	tcase_add_test(tc, recovery_removes_torn_files);
 	tcase_add_test(tc, rcpt_state_survives_reopen);
+	tcase_add_test(tc, retired_file_is_reused);
+	tcase_add_test(tc, pool_survives_restart_and_stale_content);
+	tcase_add_test(tc, pool_is_bounded);
+	tcase_add_test(tc, recovery_removes_empty_files);
 	tcase_add_test(tc, ids_unique);
 	tcase_add_test(tc, bad_ids_rejected);
 	suite_add_tcase(s, tc);
