@@ -48,6 +48,15 @@ struct spool_env {
 };
 
 /*
+ * Parse an envelope from the first len bytes of a queue file of fsize bytes
+ * (buf is modified; no NUL needed). 0; or -1 with errno EAGAIN (the envelope
+ * continues past len), EBADMSG (torn: the L record disagrees with fsize),
+ * EINVAL (not a queue file), ENOMEM. On failure e holds nothing to free.
+ * spool_env_load() reads a file with it; exported for the fuzz target.
+ */
+int  spool_env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize);
+
+/*
  * Read the envelope of committed message `id` under queue_dir. With fdp
  * non-NULL the file stays open (O_RDWR) for delivery and marking, and *fdp
  * receives it (the caller charged LIM_FILE for it). 0, or -1 with errno

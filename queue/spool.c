@@ -625,15 +625,21 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 		switch (p[0]) {
 		case 'A': {
 			char *dot;
+			if (nl - p < 2)   /* "A" alone: no value to read past the line's end */
+				return errno = EINVAL, -1;
 			e->arrival = (time_t)strtoll(p + 2, &dot, 10);
 			e->arrival_usec = *dot == '.' ? strtol(dot + 1, NULL, 10) : 0;
 			break;
 		}
-		case 'S':
+		case 'S':   /* one each: a second is not a file we wrote (and would leak) */
+			if (e->sender)
+				return errno = EINVAL, -1;
 			if ((e->sender = mem_strdup(nl - p >= 2 ? p + 2 : "")) == NULL)
 				return -1;
 			break;
 		case 'C':
+			if (e->client)
+				return errno = EINVAL, -1;
 			if ((e->client = mem_strdup(nl - p >= 2 ? p + 2 : "")) == NULL)
 				return -1;
 			break;
@@ -665,10 +671,12 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 				return -1;
 			break;
 		case 'L':
+			if (nl - p < 2)
+				return errno = EINVAL, -1;
 			declared = strtoll(p + 2, NULL, 10);
 			break;
 		case 'E':
-			if (e->sender == NULL || atoi(p + 2) != e->nrcpt)
+			if (nl - p < 2 || e->sender == NULL || atoi(p + 2) != e->nrcpt)
 				return errno = EINVAL, -1;
 			/* the commit stamps L before the rename: a mismatch is a torn, unacknowledged file */
 			if (declared <= 0 || fsize - (off_t)(nl + 1 - buf) != (off_t)declared)
@@ -689,6 +697,19 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 	}
 	errno = EAGAIN;   /* need more bytes */
 	return -1;
+}
+
+int spool_env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
+{
+	int rc, saved;
+
+	memset(e, 0, sizeof *e);
+	if ((rc = env_parse(e, buf, len, fsize)) < 0) {
+		saved = errno;
+		spool_env_free(e);
+		errno = saved;
+	}
+	return rc;
 }
 
 int spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, int *fdp)

@@ -581,6 +581,36 @@ START_TEST(recovery_removes_empty_files)
 }
 END_TEST
 
+/* Found by fuzz_spool_env: a bare "A"/"L"/"E" read past the line, a second "S" leaked. */
+START_TEST(env_parse_malformed)
+{
+	static const char *const bad[] = {
+		"FRUGAL-Q1\nA",     /* the record is the last byte: nothing after it */
+		"FRUGAL-Q1\nS a@b\nL",
+		"FRUGAL-Q1\nS a@b\nL 1\nE",
+		"FRUGAL-Q1\nS a@b\nS c@d\nL 1\nE 0\nx",
+		"FRUGAL-Q1\nS a@b\nC x\nC y\nL 1\nE 0\nx",
+	};
+	struct spool_env e;
+	char buf[128];
+	size_t i, n;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		n = strlen(bad[i]);
+		memcpy(buf, bad[i], n);
+		buf[n] = '\n';   /* the line ends exactly at the buffer's end */
+		ck_assert_int_eq(spool_env_parse(&e, buf, n + 1, (off_t)n + 1), -1);
+		ck_assert_msg(errno == EINVAL, "case %zu: errno %d", i, errno);
+	}
+	n = strlen("FRUGAL-Q1\nS a@b\nR - x@y\nL 1\nE 1\nz");
+	memcpy(buf, "FRUGAL-Q1\nS a@b\nR - x@y\nL 1\nE 1\nz", n);
+	ck_assert_int_eq(spool_env_parse(&e, buf, n, (off_t)n), 0);
+	ck_assert_str_eq(e.rcpt[0].orig, "x@y");
+	ck_assert_int_eq((int)e.size, 1);
+	spool_env_free(&e);
+}
+END_TEST
+
 START_TEST(ids_unique)
 {
 	char err[256];
@@ -645,6 +675,7 @@ int main(void)
 	tcase_add_test(tc, pool_survives_restart_and_stale_content);
 	tcase_add_test(tc, pool_is_bounded);
 	tcase_add_test(tc, recovery_removes_empty_files);
+	tcase_add_test(tc, env_parse_malformed);
 	tcase_add_test(tc, ids_unique);
 	tcase_add_test(tc, bad_ids_rejected);
 	suite_add_tcase(s, tc);

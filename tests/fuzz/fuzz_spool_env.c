@@ -1,0 +1,51 @@
+/*
+ * tests/fuzz/fuzz_spool_env.c: libFuzzer target for the queue room's one
+ * parser, the queue-file envelope (spool_env_parse in queue/spool.c; the
+ * format is documented at the top of that file). The input is the head
+ * of a queue file; it is parsed as if the file were exactly that long and
+ * as if it were longer (a torn or a complete message). Invariants: a
+ * success points the message inside the file, names a sender and every
+ * recipient, and counts the recipients to do; a failure leaves nothing
+ * allocated (LeakSanitizer would say).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue/queue_int.h"
+
+static void one(const uint8_t *data, size_t size, off_t fsize)
+{
+	struct spool_env e;
+	char *buf = malloc(size ? size : 1);
+	int i, todo = 0;
+
+	if (buf == NULL)
+		return;
+	memcpy(buf, data, size);
+	if (spool_env_parse(&e, buf, size, fsize) == 0) {
+		if (e.msg_off < 0 || e.msg_off > fsize || e.size != fsize - e.msg_off || e.size <= 0)
+			__builtin_trap();
+		if (e.sender == NULL || e.client == NULL || e.nrcpt < 0)
+			__builtin_trap();
+		for (i = 0; i < e.nrcpt; i++) {
+			if (e.rcpt[i].addr == NULL || e.rcpt[i].orig == NULL)
+				__builtin_trap();
+			todo += e.rcpt[i].status == RCPT_TODO;
+		}
+		if (todo != e.ntodo)
+			__builtin_trap();
+		spool_env_free(&e);
+	} else if (errno != EAGAIN && errno != EBADMSG && errno != EINVAL && errno != ENOMEM) {
+		__builtin_trap();   /* the documented failures only */
+	}
+	free(buf);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	one(data, size, (off_t)size);
+	one(data, size, (off_t)size + 1000);
+	return 0;
+}
