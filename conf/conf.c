@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -233,8 +234,12 @@ struct conf *conf_load_text(const char *text, const char *name, struct conf_diag
 	return c;
 }
 
-/* whole file into a NUL-terminated mem_alloc'd string */
-static char *slurp(const char *path, struct conf_diags *d)
+/*
+ * A whole text file into a NUL-terminated mem_alloc'd string: main.cf and
+ * the sources `frugal map` compiles. NULL with err set ("PATH: reason").
+ * *mode (if not NULL) gets the file's permission bits.
+ */
+char *conf_read_text(const char *path, size_t max, mode_t *mode, char *err, size_t errlen)
 {
 	struct stat st;
 	char *text;
@@ -243,16 +248,18 @@ static char *slurp(const char *path, struct conf_diags *d)
 	int fd;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-		conf_diag(d, 1, "%s: cannot open: %s", path, strerror(errno));
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return NULL;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONF_FILE_MAX) {
-		conf_diag(d, 1, "%s: not a regular file of reasonable size", path);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
+		snprintf(err, errlen, "%s: not a regular file of reasonable size", path);
 		close(fd);
 		return NULL;
 	}
+	if (mode)
+		*mode = st.st_mode & 0666;
 	if ((text = mem_alloc((size_t)st.st_size + 1)) == NULL) {
-		conf_diag(d, 1, "%s: out of memory", path);
+		snprintf(err, errlen, "%s: out of memory", path);
 		close(fd);
 		return NULL;
 	}
@@ -261,7 +268,7 @@ static char *slurp(const char *path, struct conf_diags *d)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			conf_diag(d, 1, "%s: read error: %s", path, strerror(errno));
+			snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
 			mem_free(text);
 			close(fd);
 			return NULL;
@@ -271,7 +278,7 @@ static char *slurp(const char *path, struct conf_diags *d)
 	close(fd);
 	text[len] = 0;
 	if (strlen(text) != len) {
-		conf_diag(d, 1, "%s: file contains a NUL byte", path);
+		snprintf(err, errlen, "%s: file contains a NUL byte", path);
 		mem_free(text);
 		return NULL;
 	}
@@ -289,7 +296,7 @@ struct conf *conf_load(const char *dir, struct conf_diags *d)
 {
 	struct conf_diags local;
 	struct conf *c = NULL;
-	char *path, *text;
+	char *path, *text, err[4352];   /* a path and a reason */
 
 	if (d == NULL)
 		d = &local;
@@ -300,7 +307,9 @@ struct conf *conf_load(const char *dir, struct conf_diags *d)
 		conf_diag(d, 1, "%s/frugal.conf: out of memory", dir);
 		goto out;
 	}
-	if ((text = slurp(path, d)) != NULL) {
+	if ((text = conf_read_text(path, CONF_FILE_MAX, NULL, err, sizeof err)) == NULL) {
+		conf_diag(d, 1, "%s", err);
+	} else {
 		c = build(text, path, NULL, d);
 		mem_free(text);
 		if (c && replace(&c->dir, dir) < 0) {

@@ -7,6 +7,7 @@
 #define FRUGAL_CONF_CONF_IMPL_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include "conf/conf.h"
 
 enum conf_type {
@@ -84,5 +85,8 @@ int conf_expand_all(struct conf *c, struct conf_diags *d);
 /* The system's FQDN (cached) and the domain part of a host name. */
 const char *conf_system_hostname(void);
 char *conf_domain_of(const char *host); /* mem_alloc'd; "localdomain" when no dot */
+
+/* a whole text file, NUL-terminated, mem_alloc'd; NULL with err "PATH: reason" */
+char *conf_read_text(const char *path, size_t max, mode_t *mode, char *err, size_t errlen);
 
 #endif

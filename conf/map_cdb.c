@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "conf/conf_impl.h"
 #include "conf/map_impl.h"
 #include "core/buf.h"
 #include "core/mem.h"
@@ -115,51 +116,6 @@ fail:
 }
 
 /* compile */
-
-static char *read_text(const char *path, char *err, size_t errlen, mode_t *mode)
-{
-	struct stat st;
-	char *text;
-	size_t len = 0;
-	ssize_t r;
-	int fd;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return NULL;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MAP_TEXT_MAX) {
-		snprintf(err, errlen, "%s: not a regular file of reasonable size", path);
-		close(fd);
-		return NULL;
-	}
-	*mode = st.st_mode & 0666;
-	if ((text = mem_alloc((size_t)st.st_size + 1)) == NULL) {
-		snprintf(err, errlen, "%s: out of memory", path);
-		close(fd);
-		return NULL;
-	}
-	while (len < (size_t)st.st_size &&
-	    (r = read(fd, text + len, (size_t)st.st_size - len)) != 0) {
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
-			mem_free(text);
-			close(fd);
-			return NULL;
-		}
-		len += (size_t)r;
-	}
-	close(fd);
-	text[len] = 0;
-	if (strlen(text) != len) {
-		snprintf(err, errlen, "%s: file contains a NUL byte", path);
-		mem_free(text);
-		return NULL;
-	}
-	return text;
-}
 
 /* one logical line -> key, value; 0 ok, -1 syntax error (err set) */
 static int split_entry(char *s, int aliases, const char *path, int line,
@@ -277,7 +233,7 @@ int map_compile(const char *path, int aliases, char *err, size_t errlen)
 	int fd = -1, lineno = 0, start = 0, have = 0, started = 0;
 
 	buf_init(&lb, 1024 * 1024);
-	if ((text = read_text(path, err, errlen, &mode)) == NULL)
+	if ((text = conf_read_text(path, MAP_TEXT_MAX, &mode, err, errlen)) == NULL)
 		return -1;
 	if ((tmp = mem_printf("%s.cdb.tmp", path)) == NULL ||
 	    (dst = mem_printf("%s.cdb", path)) == NULL) {
