@@ -208,16 +208,6 @@ static void found(struct limits_snapshot *s, long long limit)
 		s->found |= LIMITS_SRC_CGROUP;
 }
 
-static void set_res(struct limits_snapshot *s, enum limits_res k, long long limit,
-    long long held, const char *source)
-{
-	s->r[k].source = source;
-	s->r[k].limit = s->r[k].hardlimit = limit;
-	s->r[k].held = held;
-	s->r[k].maxheld = -1;
-	s->r[k].failcnt = -1;
-}
-
 /*
  * Page cache is charged to the cgroup but the kernel reclaims it before it
  * refuses anything; counting it as "use" would shrink frugal's budget every
@@ -245,8 +235,8 @@ static void detect_v2(const char *root, struct limits_snapshot *s)
 	if ((rc = read_value(s, dir, "memory.max", &max)) == 0) {
 		if (read_value(s, dir, "memory.current", &cur) < 0)
 			cur = -1;
-		set_res(s, LR_CG_MEMORY, max, working_set(cur, read_keyed(dir, "memory.stat", "inactive_file")),
-		    "cgroup v2");
+		limits_set_plain(s, LR_CG_MEMORY, max,
+		    working_set(cur, read_keyed(dir, "memory.stat", "inactive_file")), "cgroup v2");
 		s->cg_oom_events = read_keyed(dir, "memory.events", "oom");
 		s->cg_max_events = read_keyed(dir, "memory.events", "max");
 		/* "max" events are the closest thing v2 has to a failcnt */
@@ -256,7 +246,7 @@ static void detect_v2(const char *root, struct limits_snapshot *s)
 	if (read_value(s, dir, "pids.max", &max) == 0) {
 		if (read_value(s, dir, "pids.current", &v) < 0)
 			v = -1;
-		set_res(s, LR_CG_PIDS, max, v, "cgroup v2");
+		limits_set_plain(s, LR_CG_PIDS, max, v, "cgroup v2");
 		found(s, max);
 	}
 }
@@ -272,7 +262,7 @@ static void detect_v1(const char *root, struct limits_snapshot *s)
 		s->cgroup_version = 1;
 		if (read_value(s, dir, "memory.usage_in_bytes", &cur) < 0)
 			cur = -1;
-		set_res(s, LR_CG_MEMORY, max,
+		limits_set_plain(s, LR_CG_MEMORY, max,
 		    working_set(cur, read_keyed(dir, "memory.stat", "total_inactive_file")), "cgroup v1");
 		if (read_value(s, dir, "memory.failcnt", &v) == 0)
 			s->r[LR_CG_MEMORY].failcnt = s->cg_oom_events = v;
@@ -282,7 +272,7 @@ static void detect_v1(const char *root, struct limits_snapshot *s)
 	if (read_value(s, dir, "pids.max", &max) == 0) {
 		if (read_value(s, dir, "pids.current", &v) < 0)
 			v = -1;
-		set_res(s, LR_CG_PIDS, max, v, "cgroup v1");
+		limits_set_plain(s, LR_CG_PIDS, max, v, "cgroup v1");
 		s->cgroup_version = s->cgroup_version ? s->cgroup_version : 1;
 		found(s, max);
 	}

@@ -186,6 +186,16 @@ void limits_params_from_conf(const struct conf *c, struct limits_params *p)
 	    + count_listeners(c, "smtps_listen");
 }
 
+void limits_set_plain(struct limits_snapshot *s, enum limits_res k, long long limit,
+    long long held, const char *source)
+{
+	s->r[k].source = source;
+	s->r[k].limit = s->r[k].hardlimit = limit;
+	s->r[k].held = held;
+	s->r[k].maxheld = -1;
+	s->r[k].failcnt = -1;
+}
+
 static void manual(struct limits_snapshot *s, enum limits_res k, long long v)
 {
 	if (v <= 0)

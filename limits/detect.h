@@ -153,6 +153,9 @@ void limits_detect(const struct limits_params *p, struct limits_snapshot *s);
 void limits_detect_beancounters(const char *path, struct limits_snapshot *s);
 void limits_detect_cgroup(const char *root, struct limits_snapshot *s);
 void limits_detect_rlimit(struct limits_snapshot *s);
+/* a source that knows a cap and maybe a use, no maxheld/failcnt (cgroup, rlimit) */
+void limits_set_plain(struct limits_snapshot *s, enum limits_res k, long long limit,
+    long long held, const char *source);
 void limits_snapshot_warn(struct limits_snapshot *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* read a small file into buf (NUL-terminated); length, or -1 with errno */

@@ -67,16 +67,6 @@ static long long count_fds(void)
 	return n - 1;   /* the directory stream's own descriptor */
 }
 
-static void set_res(struct limits_snapshot *s, enum limits_res k, long long limit,
-    long long held, const char *source)
-{
-	s->r[k].source = source;
-	s->r[k].limit = s->r[k].hardlimit = limit;
-	s->r[k].held = held;
-	s->r[k].maxheld = -1;
-	s->r[k].failcnt = -1;
-}
-
 void limits_detect_rlimit(struct limits_snapshot *s)
 {
 	struct rlimit rl;
@@ -86,15 +76,15 @@ void limits_detect_rlimit(struct limits_snapshot *s)
 
 	/* the soft limit is what open() fails at */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-		set_res(s, LR_NOFILE, rl_value(rl.rlim_cur), count_fds(), "rlimit");
+		limits_set_plain(s, LR_NOFILE, rl_value(rl.rlim_cur), count_fds(), "rlimit");
 	if (getrlimit(RLIMIT_AS, &rl) == 0)
-		set_res(s, LR_AS, rl_value(rl.rlim_cur), -1, "rlimit");
+		limits_set_plain(s, LR_AS, rl_value(rl.rlim_cur), -1, "rlimit");
 	if (getrlimit(RLIMIT_NPROC, &rl) == 0)
-		set_res(s, LR_NPROC, rl_value(rl.rlim_cur), -1, "rlimit");
+		limits_set_plain(s, LR_NPROC, rl_value(rl.rlim_cur), -1, "rlimit");
 	s->found |= LIMITS_SRC_RLIMIT;
 	if ((n = limits_read_file("/proc/sys/fs/file-nr", buf, sizeof buf)) >= 0) {
 		if (limits_filenr_parse(buf, (size_t)n, &alloc, &max) == 0)
-			set_res(s, LR_FILENR, max, alloc, "file-nr");
+			limits_set_plain(s, LR_FILENR, max, alloc, "file-nr");
 		else
 			limits_snapshot_warn(s, "/proc/sys/fs/file-nr: unreadable; ignored");
 	}
