@@ -142,3 +142,37 @@ void log_ratelimited(struct log_rate *r, const char *service, const char *fmt, .
 		log_warning(service, "%s", line);
 	}
 }
+
+char *log_escape(char *out, size_t outlen, const void *in, size_t len)
+{
+	const unsigned char *p = in;
+	size_t i, o = 0;
+
+	if (outlen == 0)
+		return out;
+	for (i = 0; i < len; i++) {
+		char esc[5];
+		size_t n;
+
+		switch (p[i]) {
+		case '\r': memcpy(esc, "\\r", 3); n = 2; break;
+		case '\n': memcpy(esc, "\\n", 3); n = 2; break;
+		case '\t': memcpy(esc, "\\t", 3); n = 2; break;
+		case '\\': memcpy(esc, "\\\\", 3); n = 2; break;
+		default:
+			if (p[i] >= 0x20 && p[i] < 0x7f) {
+				esc[0] = (char)p[i];
+				n = 1;
+			} else {
+				snprintf(esc, sizeof esc, "\\%03o", p[i]);
+				n = 4;
+			}
+		}
+		if (o + n >= outlen)
+			break;
+		memcpy(out + o, esc, n);
+		o += n;
+	}
+	out[o] = '\0';
+	return out;
+}

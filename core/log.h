@@ -38,4 +38,12 @@ struct log_rate {
 void log_ratelimited(struct log_rate *r, const char *service, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/*
+ * Bytes a client sent, made safe for a log line: printable ASCII as is,
+ * C escapes (\r \n \t \\) and \ooo for the rest, as postscreen logs a
+ * PREGREET. Reads exactly `len` bytes (no terminator needed), writes at most
+ * outlen - 1 characters and a NUL, never a partial escape. Returns `out`.
+ */
+char *log_escape(char *out, size_t outlen, const void *in, size_t len);
+
 #endif

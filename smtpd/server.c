@@ -108,7 +108,9 @@ void server_session_closed(struct smtpd_server *srv, struct session *s)
 		s->next->prev = s->prev;
 	s->next = s->prev = NULL;
 	srv->nsessions--;
-	limits_session_done();
+	if (s->admitted)
+		limits_session_done();
+	s->admitted = 0;
 }
 
 void server_reap(struct smtpd_server *srv, struct session *s)
@@ -123,14 +125,24 @@ void server_reap(struct smtpd_server *srv, struct session *s)
 	srv->reap = s;
 }
 
+/*
+ * Free the sessions that closed, outside their callbacks. A session whose
+ * commit is still on a worker stays on the list: the commit's callback
+ * holds a pointer to it (a client that resets right after pipelining a
+ * whole transaction must not free what the worker writes into).
+ */
 static void reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-	struct session *s;
+	struct session *s, **pp;
 	int freed = 0;
 
 	(void)loop; (void)w; (void)revents;
-	while ((s = server.reap) != NULL) {
-		server.reap = s->next;
+	for (pp = &server.reap; (s = *pp) != NULL;) {
+		if (s->committing) {
+			pp = &s->next;
+			continue;
+		}
+		*pp = s->next;
 		session_free(s);
 		freed++;
 	}
@@ -252,6 +264,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			refuse_unavailable(fd, addr, "memory budget exhausted");
 			continue;
 		}
+		s->admitted = 1;
 		s->next = server.sessions;
 		if (server.sessions)
 			server.sessions->prev = s;
@@ -730,17 +743,8 @@ int smtpd_cmd_serve(int argc, char **argv)
 	 * 451 they are owed, and no callback may outlive its session), then
 	 * deliveries in flight, then the workers.
 	 */
-	for (;;) {
-		struct session *s;
-		int committing = 0;
-
-		for (s = server.sessions; s; s = s->next)
-			if (s->state == S_COMMIT)
-				committing++;
-		if (!committing)
-			break;
+	while (server.commits > 0)
 		ev_run(server.loop, EVRUN_ONCE);
-	}
 	qmgr_free(server.qmgr);
 	worker_shutdown();
 	while (server.sessions) {

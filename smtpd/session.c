@@ -28,18 +28,49 @@
 
 #define IN_MAX   (32 * 1024)                 /* command line, or data chunk being parsed */
 #define OUT_MAX  (16 * 1024)                 /* pipelined replies waiting for the client */
+#define OUT_HIGH (OUT_MAX / 2)               /* stop parsing input above this; resume below */
 #define LINE_LENGTH_LIMIT 2048               /* Postfix line_length_limit; RFC 5321 says 1000 */
 #define READ_CHUNK (16 * 1024)
+#define LINGER_TIME 2.0                      /* seconds to drain a client after the final reply */
+#define LINGER_MAX  (64 * 1024)              /* bytes drained at most before a hard close */
 
 static void session_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void session_process(struct session *s);
 
+/* Warnings a client can trigger at will: a few a minute, the rest counted. */
+static struct log_rate outbuf_rate = LOG_RATE_INIT(60, 5);
+static struct log_rate nomem_rate = LOG_RATE_INIT(60, 5);
+static struct log_rate queue_rate = LOG_RATE_INIT(60, 5);
+
 static const char *proto(const struct session *s) { return s->esmtp ? "ESMTP" : "SMTP"; }
 
+static int session_port(const struct session *s)
+{
+	if (s->peer.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&s->peer)->sin_port);
+	if (s->peer.ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)&s->peer)->sin6_port);
+	return 0;
+}
+
+/*
+ * Every state change goes through here. The closing states bound the
+ * session's remaining life by themselves: S_CLOSING gets smtpd_timeout to
+ * hand over its last reply (a client that never reads cannot keep its
+ * slot), S_LINGER gets LINGER_TIME.
+ */
 static void enter_state(struct session *s, enum session_state st)
 {
+	if (s->state == st)
+		return;
 	s->state = st;
+	if ((st == S_CLOSING || st == S_LINGER) && !s->reaping) {
+		ev_timer_stop(s->srv->loop, &s->timer);
+		ev_timer_set(&s->timer, st == S_LINGER ? LINGER_TIME : s->p->timeout, 0.);
+		ev_timer_start(s->srv->loop, &s->timer);
+		s->sleeping = 0;
+	}
 }
 
 /* ---- replies ------------------------------------------------------------- */
@@ -62,21 +93,31 @@ static void reply(struct session *s, const char *fmt, ...)
 	line[n++] = '\n';
 	if (buf_append(&s->out, line, (size_t)n) < 0) {
 		if (errno == ENOBUFS) {
-			/* a client that never reads its replies: drop it */
-			log_warning("smtpd", "output buffer full for %s[%s]: disconnecting", s->host, s->addr);
+			/* replies pile up although parsing stops at OUT_HIGH: a client that never reads */
+			log_ratelimited(&outbuf_rate, "smtpd", "output buffer full for %s[%s]: disconnecting",
+			    s->host, s->addr);
 		} else {
 			/* no memory for the reply: say 421 straight to the socket if nothing is queued before it */
 			static const char bye[] = "421 4.3.2 Service temporarily unavailable\r\n";
 
 			limits_note_failure("memory", ENOMEM);
-			log_warning("smtpd", "memory budget exhausted: 421 to %s[%s]", s->host, s->addr);
+			log_ratelimited(&nomem_rate, "smtpd", "memory budget exhausted: 421 to %s[%s]",
+			    s->host, s->addr);
 			if (buf_used(&s->out) == 0 && write(s->fd, bye, sizeof bye - 1) < 0) {
 				/* the connection is being dropped anyway */
 			}
 			buf_release(&s->out);
 		}
+		s->peer_gone = 1;   /* nothing more will reach it in order: no lingering */
 		enter_state(s, S_CLOSING);
 	}
+}
+
+/* Is this session in a state that consumes input? */
+static int parsing(const struct session *s)
+{
+	return s->state != S_CLOSING && s->state != S_LINGER && s->state != S_COMMIT &&
+	    s->state != S_GREETING && !s->sleeping;
 }
 
 static void update_watcher(struct session *s)
@@ -85,8 +126,12 @@ static void update_watcher(struct session *s)
 
 	if (buf_used(&s->out))
 		ev |= EV_WRITE;
-	/* stop reading while replies pile up, while sleeping, or while the spool syncs */
-	if (s->state != S_CLOSING && s->state != S_COMMIT && !s->sleeping && buf_used(&s->out) < OUT_MAX / 2)
+	/*
+	 * Read while we parse and replies do not pile up (backpressure: a client
+	 * that does not read its replies stops being read), in the pregreet wait
+	 * (to catch a talker), and while lingering (to drain).
+	 */
+	if ((parsing(s) && buf_used(&s->out) < OUT_HIGH) || s->state == S_GREETING || s->state == S_LINGER)
 		ev |= EV_READ;
 	if (ev == (s->io.events & (EV_READ | EV_WRITE)) && ev_is_active(&s->io))
 		return;
@@ -96,7 +141,8 @@ static void update_watcher(struct session *s)
 		ev_io_start(s->srv->loop, &s->io);
 }
 
-static void flush(struct session *s)
+/* Write what the socket takes; -1 when the connection is broken. */
+static int write_out(struct session *s)
 {
 	while (buf_used(&s->out)) {
 		ssize_t w = buf_write_fd(&s->out, s->fd);
@@ -106,15 +152,50 @@ static void flush(struct session *s)
 			if (errno == ENOBUFS || errno == ENOMEM)
 				limits_note_failure("socket buffer", errno);
 			buf_release(&s->out);
+			s->peer_gone = 1;
 			enter_state(s, S_CLOSING);
-			break;
+			return -1;
 		}
 	}
 	if (buf_used(&s->out) == 0)
 		buf_release(&s->out);
+	return 0;
+}
+
+/*
+ * Hand replies to the socket, and parse more input whenever the replies
+ * drain below OUT_HIGH (input left waiting by backpressure); then close,
+ * linger or re-arm the watcher. Never frees the session: that is the
+ * reaper's job (server_reap).
+ */
+static void flush(struct session *s)
+{
+	int progress = 1;
+
+	while (write_out(s) == 0 && progress && buf_used(&s->out) < OUT_HIGH && parsing(s) &&
+	    buf_used(&s->in)) {
+		size_t before = buf_used(&s->in);
+
+		session_process(s);
+		progress = buf_used(&s->in) != before;   /* else a partial line: wait for more */
+	}
 	if (s->state == S_CLOSING && buf_used(&s->out) == 0) {
-		server_reap(s->srv, s);
-		return;
+		if (s->peer_gone) {
+			server_reap(s->srv, s);
+			return;
+		}
+		/*
+		 * The final reply is out. Shut down our side and drain the client
+		 * briefly: closing with unread input makes the kernel send a reset,
+		 * and a client that pipelined past our 421/221 would lose the reply.
+		 */
+		shutdown(s->fd, SHUT_WR);
+		buf_release(&s->in);
+		enter_state(s, S_LINGER);
+		/* no longer an SMTP session for admission and stress: a socket, still charged, and a struct */
+		if (s->admitted)
+			limits_session_done();
+		s->admitted = 0;
 	}
 	update_watcher(s);
 }
@@ -136,7 +217,7 @@ static void count_error(struct session *s)
 
 void session_shutdown(struct session *s, const char *text)
 {
-	if (s->state == S_CLOSING)
+	if (s->state == S_CLOSING || s->state == S_LINGER)
 		return;
 	if (s->state == S_COMMIT)
 		return; /* the commit's answer comes first; closed after it */
@@ -160,7 +241,7 @@ static void tx_free(struct session *s)
 static void tx_reset(struct session *s)
 {
 	tx_free(s);
-	if (s->state != S_CLOSING && s->state != S_INIT && s->state != S_GREETING)
+	if (s->state != S_CLOSING && s->state != S_LINGER && s->state != S_INIT && s->state != S_GREETING)
 		enter_state(s, S_HELO);
 }
 
@@ -354,31 +435,38 @@ static void do_data(struct session *s, const struct smtpd_cmd *c)
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
+/*
+ * The spool's answer. The session cannot have been freed meanwhile: the
+ * reaper keeps a session whose commit is in flight (s->committing). When
+ * the client is already gone, the message is still queued for delivery: it
+ * is durable, and only the 250 was lost (the client may send it again).
+ */
 static void commit_done(void *arg, int err, const char *queue_id)
 {
 	struct session *s = arg;
 
-	s->tx->txn = NULL; /* the spool owned it since commit */
+	if (!s->committing)
+		log_panic("smtpd", "commit callback for a session that is not committing");
+	s->committing = 0;
+	s->srv->commits--;
 	if (err == 0) {
-		reply(s, "250 2.0.0 Ok: queued as %s", queue_id);
 		if (s->srv->qmgr)
 			qmgr_enqueue(s->srv->qmgr, queue_id);
 	} else {
-		reply(s, "451 4.3.0 Error: queue file write error");
-		log_warning("smtpd", "%s: queue file write error: %s: 451 to %s[%s]",
+		log_ratelimited(&queue_rate, "smtpd", "%s: queue file write error: %s: 451 to %s[%s]",
 		    queue_id, strerror(err), s->host, s->addr);
 		limits_note_failure("queue file", err);
 	}
 	tx_free(s);
-	if (s->state != S_CLOSING) {   /* reply() may have given up on the session */
-		if (s->srv->stopping) {
-			enter_state(s, S_CLOSING);
-		} else {
-			enter_state(s, S_HELO);
-			session_process(s);   /* pipelined commands that arrived meanwhile */
-		}
-	}
-	flush(s);
+	if (s->reaping)
+		return;        /* the reaper frees it now */
+	if (err == 0)
+		reply(s, "250 2.0.0 Ok: queued as %s", queue_id);
+	else
+		reply(s, "451 4.3.0 Error: queue file write error");
+	if (s->state == S_COMMIT)   /* reply() may have given up on the session */
+		enter_state(s, s->srv->stopping ? S_CLOSING : S_HELO);
+	flush(s);   /* and parse what was pipelined meanwhile */
 }
 
 static void data_end(struct session *s)
@@ -419,7 +507,11 @@ static void data_end(struct session *s)
 	enter_state(s, S_COMMIT);
 	{
 		struct spool_txn *t = tx->txn;
-		spool_txn_commit(t, commit_done, s); /* the spool owns t now; commit_done clears tx->txn */
+
+		tx->txn = NULL;            /* the spool owns it now */
+		s->committing = 1;         /* and holds s until commit_done */
+		s->srv->commits++;
+		spool_txn_commit(t, commit_done, s);
 	}
 }
 
@@ -590,10 +682,14 @@ junk:
 		count_error(s);
 }
 
-/* Act on every complete line in the input buffer (pipelining). */
+/*
+ * Act on the complete lines in the input buffer (pipelining), until the
+ * replies pile up past OUT_HIGH (backpressure: flush() resumes once they
+ * drain) or the state stops parsing.
+ */
 static void session_process(struct session *s)
 {
-	while (s->state != S_CLOSING && s->state != S_COMMIT && !s->sleeping && buf_used(&s->in)) {
+	while (parsing(s) && buf_used(&s->out) < OUT_HIGH && buf_used(&s->in)) {
 		char *p, *lf;
 		size_t avail, len;
 
@@ -651,6 +747,19 @@ static void session_process(struct session *s)
 
 /* ---- events -------------------------------------------------------------- */
 
+/* S_LINGER: read and discard until EOF, an error, LINGER_MAX bytes or the timer. */
+static void session_linger(struct session *s)
+{
+	char scratch[4096];
+	ssize_t r = read(s->fd, scratch, sizeof scratch);
+
+	if (r < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (r > 0 && (s->lingered += (size_t)r) <= LINGER_MAX)
+		return;
+	server_reap(s->srv, s);
+}
+
 static void session_read(struct session *s)
 {
 	ssize_t r = buf_read_fd(&s->in, s->fd, READ_CHUNK);
@@ -660,7 +769,7 @@ static void session_read(struct session *s)
 			log_info("smtpd", "lost connection after %s from %s[%s]",
 			    s->state == S_DATA ? "DATA" : s->state == S_RCPT ? "RCPT" : "MAIL", s->host, s->addr);
 		tx_free(s);
-		buf_release(&s->out);
+		s->peer_gone = 1;   /* replies already queued still go out, if it reads them */
 		enter_state(s, S_CLOSING);
 		return;
 	}
@@ -671,19 +780,27 @@ static void session_read(struct session *s)
 			/* our buffer budget: tell this client, keep everyone else */
 			limits_note_failure("memory", ENOMEM);
 			reply(s, "421 4.3.2 %s Service temporarily unavailable", s->gen->myhostname);
-		}
-		if (r == -2) {
+		} else if (r == -2) {
 			reply(s, "500 5.5.2 Error: line too long");
+		} else {
+			s->peer_gone = 1;   /* ECONNRESET and friends */
 		}
 		tx_free(s);
 		enter_state(s, S_CLOSING);
 		return;
 	}
 	if (s->state == S_GREETING) {
-		/* postscreen's PREGREET test: real clients wait for the banner */
-		log_info("smtpd", "PREGREET %zd after banner wait from [%s]: %.*s", r, s->addr,
-		    (int)strcspn(buf_head(&s->in), "\r\n") > 40 ? 40 : (int)strcspn(buf_head(&s->in), "\r\n"),
-		    buf_head(&s->in));
+		/*
+		 * postscreen's PREGREET test: real clients wait for the banner. Log
+		 * exactly the bytes received, escaped (never past them: the buffer
+		 * holds no terminator), in postscreen's shape.
+		 */
+		char text[256];
+		size_t n = (size_t)r < 100 ? (size_t)r : 100;
+
+		log_info("smtpd", "PREGREET %zd after %.2f from [%s]:%d: %s", r,
+		    ev_now(s->srv->loop) - s->connected, s->addr, session_port(s),
+		    log_escape(text, sizeof text, buf_head(&s->in), n));
 		buf_release(&s->in);
 		reply(s, "521 5.5.1 %s Error: protocol error: talked before the greeting", s->gen->myhostname);
 		enter_state(s, S_CLOSING);
@@ -700,8 +817,14 @@ static void session_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	if (s->reaping)
 		return;
-	if ((revents & EV_READ) && s->state != S_CLOSING)
-		session_read(s);
+	if (revents & EV_READ) {
+		if (s->state == S_LINGER) {
+			session_linger(s);
+			return;
+		}
+		if (parsing(s) || s->state == S_GREETING)
+			session_read(s);
+	}
 	flush(s);
 }
 
@@ -739,6 +862,13 @@ static void session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		ev_timer_again(s->srv->loop, &s->timer);
 		return;
 	}
+	if (s->state == S_CLOSING || s->state == S_LINGER) {
+		/* the final reply did not go out in time (a client that does not read), or lingering is over */
+		if (s->state == S_CLOSING)
+			log_info("smtpd", "timeout sending the last reply to %s[%s]", s->host, s->addr);
+		server_reap(s->srv, s);
+		return;
+	}
 	log_info("smtpd", "timeout after %s from %s[%s]",
 	    s->state == S_DATA ? "DATA" : s->state == S_INIT ? "CONNECT" : "command", s->host, s->addr);
 	tx_free(s);
@@ -772,7 +902,8 @@ struct session *session_new(struct smtpd_server *srv, int fd, const struct socka
 	ev_io_init(&s->io, session_io_cb, fd, EV_READ);
 	ev_init(&s->timer, session_timer_cb);
 	s->timer.repeat = s->p->timeout;
-	enter_state(s, S_GREETING);
+	s->connected = ev_now(srv->loop);
+	s->state = S_GREETING;
 	return s;
 }
 
@@ -798,7 +929,7 @@ void session_set_stress(struct session *s, int stress)
 	if (s->submission)
 		return;
 	s->p = &s->gen->params[stress ? 1 : 0];
-	if (s->state != S_GREETING && !s->sleeping && ev_is_active(&s->timer)) {
+	if (parsing(s) && ev_is_active(&s->timer)) {
 		/* shorter timeouts apply to live sessions too, from now on */
 		s->timer.repeat = s->p->timeout;
 		ev_timer_again(s->srv->loop, &s->timer);
@@ -807,6 +938,8 @@ void session_set_stress(struct session *s, int stress)
 
 void session_free(struct session *s)
 {
+	if (s->committing)   /* the reaper keeps these: its callback would write into freed memory */
+		log_panic("smtpd", "session freed while its commit is in flight");
 	ev_io_stop(s->srv->loop, &s->io);
 	ev_timer_stop(s->srv->loop, &s->timer);
 	tx_free(s);

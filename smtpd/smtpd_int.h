@@ -90,7 +90,8 @@ enum session_state {
 	S_RCPT,       /* at least one RCPT accepted */
 	S_DATA,       /* receiving message content */
 	S_COMMIT,     /* end of data seen, waiting for the spool's sync */
-	S_CLOSING,    /* reply flushed, then close */
+	S_CLOSING,    /* final reply queued: flush it (within smtpd_timeout), then linger */
+	S_LINGER,     /* write side shut down: discard what the client still sends, briefly */
 };
 
 /* One transaction: RSET or end of DATA frees it in one go. */
@@ -127,7 +128,11 @@ struct session {
 	int errors, junk;
 	int sleeping;               /* error sleep in progress */
 	int reaping;                /* on the reap list */
-	int want_write;
+	int committing;             /* a spool commit holds a pointer to us: not freed before its callback */
+	int admitted;               /* counted in limits_session_admit(); lingering ends that */
+	int peer_gone;              /* EOF or a broken connection: nothing to linger for */
+	size_t lingered;            /* bytes discarded in S_LINGER */
+	ev_tstamp connected;        /* ev_now() at accept (PREGREET delay) */
 	struct buf in, out;
 	struct smtp_tx *tx;         /* owned; NULL outside a transaction */
 };
@@ -158,6 +163,7 @@ struct smtpd_server {
 	int stopping;
 	ev_prepare reaper;          /* frees closed sessions outside their callbacks */
 	struct session *reap;       /* sessions waiting to be freed (linked by next) */
+	int commits;                /* spool commits in flight (sessions live or reaped) */
 };
 
 void server_session_closed(struct smtpd_server *srv, struct session *s); /* unlink + count */
