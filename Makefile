@@ -17,7 +17,7 @@ CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubu
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 MODULES  = core conf limits queue smtpd
-SRCS     = $(filter-out core/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+SRCS     = $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 HDRS     = $(foreach m,$(MODULES),$(wildcard $(m)/*.h))
 UNIT     = $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 FUZZ     = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -30,7 +30,7 @@ ASAN_OBJ = $(SRCS:%.c=$(B)/asan/%.o)
 BIN      = $(if $(filter build,$(B)),frugal,$(B)/frugal)
 all: $(BIN) $(B)/tests
 
-$(BIN): $(B)/obj/core/main.o $(B)/libfrugal.a
+$(BIN): $(B)/obj/main.o $(B)/libfrugal.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/libfrugal.a: $(OBJ)
@@ -49,7 +49,7 @@ $(B)/asan/libfrugal.a: $(ASAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/asan/frugal: $(B)/asan/core/main.o $(B)/asan/libfrugal.a
+$(B)/asan/frugal: $(B)/asan/main.o $(B)/asan/libfrugal.a
 	$(CC) -O1 -g $(SAN) -o $@ $^ $(LIBS)
 
 # unit tests (Check): tests/unit/test_X.c -> $(B)/tests/test_X

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/daemon.h"
 #include "core/mem.h"
 
 #define EX_USAGE_ERR 1
@@ -136,49 +137,21 @@ static int cmd_delete(const char *qdir, const char *id)
 	return 0;
 }
 
-/*
- * A stale pid file may name a process that is not ours: SIGUSR1 would kill
- * it. Where /proc is readable, signal only a process whose command line
- * mentions frugal (or sendmail/mailq links to it).
- */
-static int looks_like_frugal(long pid)
-{
-	char path[64], cmd[4096];
-	size_t n, i;
-	FILE *f;
-
-	snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return errno != ENOENT;   /* no /proc: trust the pid file */
-	n = fread(cmd, 1, sizeof cmd - 1, f);
-	fclose(f);
-	for (i = 0; i < n; i++)
-		if (cmd[i] == '\0')
-			cmd[i] = ' ';
-	cmd[n] = '\0';
-	return strstr(cmd, "frugal") != NULL;
-}
-
 static int cmd_flush(const char *qdir)
 {
-	char path[4096], buf[64];
-	FILE *f;
-	long pid = 0;
+	char path[4096];
+	long pid;
 
 	snprintf(path, sizeof path, "%s/%s/frugal.pid", qdir, SPOOL_PID);
-	if ((f = fopen(path, "r")) != NULL) {
-		if (fgets(buf, sizeof buf, f))
-			pid = strtol(buf, NULL, 10);
-		fclose(f);
-	}
-	if (pid <= 1 || !looks_like_frugal(pid) || kill((pid_t)pid, SIGUSR1) < 0) {
-		if (pid > 1 && errno == EPERM) {
-			fprintf(stderr, "frugal queue: cannot signal the mail system (pid %ld): %s\n", pid,
-			    strerror(errno));
-			return EX_TEMPFAIL;
-		}
+	/* only a pid file whose lock is held names our daemon (core/daemon.h) */
+	if ((pid = daemon_pidfile_read(path)) < 0) {
 		fprintf(stderr, "frugal queue: the mail system is not running (no live pid in %s): "
 		    "mail stays queued until it starts\n", path);
+		return EX_TEMPFAIL;
+	}
+	if (kill((pid_t)pid, SIGUSR1) < 0) {
+		fprintf(stderr, "frugal queue: cannot signal the mail system (pid %ld): %s\n", pid,
+		    strerror(errno));
 		return EX_TEMPFAIL;
 	}
 	printf("frugal queue: flush requested: the mail system (pid %ld) retries deferred mail now\n", pid);

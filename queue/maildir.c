@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/file.h"
 #include "core/mem.h"
 #include "core/sync.h"
 
@@ -141,25 +142,6 @@ int maildir_loop_check(const struct msg_headers *h, const char *rcpt, long hopco
 
 /* ---- writing ---------------------------------------------------------------- */
 
-
-static int mkdir_p(char *path, mode_t mode)
-{
-	char *p;
-
-	for (p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, mode) < 0 && errno != EEXIST) {
-			*p = '/';
-			return -1;
-		}
-		*p = '/';
-	}
-	if (mkdir(path, mode) < 0 && errno != EEXIST)
-		return -1;
-	return 0;
-}
 
 /* Return-Path and Delivered-To first (RFC 5321 4.4; Postfix local(8)) */
 static int write_prefix(int fd, const struct msg_src *m, const struct target *t)
@@ -289,7 +271,7 @@ static int deliver_maildir(const struct msg_src *m, const struct target *t, char
 	while (n > 1 && dir[n - 1] == '/')
 		dir[--n] = '\0';
 	step = "create maildir";
-	if (mkdir_p(dir, 0700) < 0)
+	if (file_mkdir_p(dir, 0700) < 0)
 		goto fail_path;
 	for (i = 0; i < 3; i++) {
 		snprintf(tmpname, sizeof tmpname, "%s/%s", dir, sub[i]);

@@ -77,6 +77,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "core/file.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/sync.h"
@@ -152,28 +153,6 @@ int spool_id_valid(const char *id)
 	return i > 0 && i < QUEUE_ID_MAX;
 }
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[4096];
-	char *p;
-
-	if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	for (p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-			return -1;
-		*p = '/';
-	}
-	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-		return -1;
-	return 0;
-}
-
 /* ---- open / close ---------------------------------------------------------- */
 
 struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
@@ -190,7 +169,7 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 	 * admin account (`frugal limits`, `frugal status` read the status and pid
 	 * files there), the message directories are mail_owner's alone.
 	 */
-	if (mkdir_p(queue_dir, 0755) < 0) {
+	if (file_mkdir_p(queue_dir, 0755) < 0) {
 		snprintf(err, errlen, "create %s: %s", queue_dir, strerror(errno));
 		return NULL;
 	}

@@ -150,7 +150,17 @@ enum restr_result restr_check_rcpt(struct session *s, const char *rcpt, char *re
 int restr_list_parse(const char *value, struct restr_list *out, char *err, size_t errlen);
 void restr_list_free(struct restr_list *l);
 
-/* ---- the server (server.c) ----------------------------------------------- */
+/* ---- the server: live sessions and reaping (server.c) ---------------------- */
+
+#define SMTPD_MAX_LISTENERS 8
+
+struct listener {
+	ev_io io;                   /* first member: accept_cb casts back */
+	struct smtpd_server *srv;
+	int fd;
+	int submission;             /* submission_listen / smtps_listen (never under stress) */
+	char name[96];
+};
 
 struct smtpd_server {
 	struct ev_loop *loop;
@@ -161,13 +171,31 @@ struct smtpd_server {
 	int nsessions;
 	int stress;
 	int stopping;
+	int commits;                /* spool commits in flight (sessions live or reaped) */
 	ev_prepare reaper;          /* frees closed sessions outside their callbacks */
 	struct session *reap;       /* sessions waiting to be freed (linked by next) */
-	int commits;                /* spool commits in flight (sessions live or reaped) */
+	void (*on_reaped)(struct smtpd_server *); /* after the reaper freed sessions (a stop waits) */
+	/* listeners and admission (listen.c) */
+	struct listener listeners[SMTPD_MAX_LISTENERS];
+	int nlisteners;
+	int paused;                 /* accepting paused for lack of descriptors or memory */
+	int reserve_fd;             /* kept to answer one client 421 when descriptors run out */
+	ev_timer resume_timer;
 };
 
+void server_init(struct smtpd_server *srv, struct ev_loop *loop);
+void server_session_add(struct smtpd_server *srv, struct session *s);    /* link + count */
 void server_session_closed(struct smtpd_server *srv, struct session *s); /* unlink + count */
 void server_reap(struct smtpd_server *srv, struct session *s);
 int  server_client_count(struct smtpd_server *srv, const struct session *s);
+void server_set_stress(struct smtpd_server *srv, int on);
+void server_shutdown_sessions(struct smtpd_server *srv, const char *reply);
+void server_free_sessions(struct smtpd_server *srv);   /* at exit: no commit may be in flight */
+
+/* ---- listeners and admission (listen.c) ------------------------------------ */
+
+int  listen_open(struct smtpd_server *srv, const struct conf *c); /* 0, or -1 (logged) */
+void listen_close(struct smtpd_server *srv);
+void listen_session_freed(struct smtpd_server *srv);   /* a descriptor came back: resume */
 
 #endif

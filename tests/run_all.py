@@ -64,7 +64,7 @@ def integration(binary, env, label):
     failed += f
     skipped += s
     for line in out.splitlines():
-        if re.search(r" \.\.\. |^crash test:|^fault sweep:", line):
+        if re.search(r" \.\.\. |^(crash|reset) test:|^fault sweep:", line):
             print("%s integration %s" % (label, line))
     if f:
         failures.append("%s integration" % label)

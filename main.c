@@ -1,7 +1,8 @@
 /*
- * core/main.c: the front door. Maps a command (or the name the binary was
- * invoked by: sendmail, mailq, newaliases) to the room that implements it.
- * It knows every room's entry point and nothing else.
+ * main.c: the front door, above the rooms. Maps a command (or the name the
+ * binary was invoked by: sendmail, mailq, newaliases) to the room that
+ * implements it. It knows every room's entry point and nothing else; no
+ * room includes anything from here.
  */
 #include <stdio.h>
 #include <string.h>

@@ -1,0 +1,330 @@
+/*
+ * smtpd/listen.c: listeners and admission. Opens the smtpd_listen sockets
+ * and admits or refuses each client against the budget in limits/: a TCP
+ * socket charge, the session budget, socket buffer sizes, the per-client
+ * connection count. Refusals get 421 4.3.2 and a rate-limited warning that
+ * names the resource.
+ *
+ * Admission never busy-loops: when accept() fails for lack of descriptors
+ * (EMFILE/ENFILE) or memory (ENOMEM/ENOBUFS), one reserved descriptor is
+ * released to accept and answer 421 to the waiting client; if even that
+ * fails, the listeners pause until a session ends (or a 1 s retry timer
+ * fires, for descriptors freed elsewhere in the container).
+ */
+#include "smtpd/smtpd_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "core/log.h"
+#include "limits/limits.h"
+
+#define ACCEPT_BATCH  64   /* accepts per wake-up: fairness against sessions */
+
+static struct log_rate refuse_rate = LOG_RATE_INIT(10, 5);
+static struct log_rate exhaust_rate = LOG_RATE_INIT(10, 5);
+
+static void resume(struct smtpd_server *srv)
+{
+	int i;
+
+	if (!srv->paused || srv->stopping)
+		return;
+	srv->paused = 0;
+	ev_timer_stop(srv->loop, &srv->resume_timer);
+	for (i = 0; i < srv->nlisteners; i++)
+		ev_io_start(srv->loop, &srv->listeners[i].io);
+}
+
+static void pause_accepting(struct smtpd_server *srv)
+{
+	int i;
+
+	if (srv->paused)
+		return;
+	srv->paused = 1;
+	for (i = 0; i < srv->nlisteners; i++)
+		ev_io_stop(srv->loop, &srv->listeners[i].io);
+	ev_timer_stop(srv->loop, &srv->resume_timer);
+	ev_timer_set(&srv->resume_timer, 1.0, 0.);
+	ev_timer_start(srv->loop, &srv->resume_timer);
+}
+
+static void reserve(struct smtpd_server *srv)
+{
+	if (srv->reserve_fd < 0)
+		srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+void listen_session_freed(struct smtpd_server *srv)
+{
+	if (srv->paused && srv->reserve_fd >= 0)
+		resume(srv);
+	reserve(srv);
+}
+
+static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct smtpd_server *srv = (struct smtpd_server *)((char *)w - offsetof(struct smtpd_server, resume_timer));
+
+	(void)loop; (void)revents;
+	reserve(srv);
+	if (srv->reserve_fd >= 0) {
+		resume(srv);
+	} else {
+		ev_timer_set(&srv->resume_timer, 1.0, 0.);
+		ev_timer_start(srv->loop, &srv->resume_timer);
+	}
+}
+
+/* Best effort: the socket is fresh and its send buffer empty, so this fits. */
+static void refuse(int fd, const char *text)
+{
+	char line[256];
+	int n = snprintf(line, sizeof line, "%s\r\n", text);
+
+	if (write(fd, line, (size_t)n) < 0) {
+		/* nothing more to do for a client we cannot even answer */
+	}
+	close(fd);
+}
+
+static void refuse_unavailable(struct smtpd_server *srv, int fd, const char *addr, const char *why)
+{
+	char text[256];
+
+	snprintf(text, sizeof text, "421 4.3.2 %s Service temporarily unavailable", srv->gen->myhostname);
+	log_ratelimited(&refuse_rate, "smtpd", "%s: 421 to %s", why, addr);
+	refuse(fd, text);
+}
+
+static void peer_string(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+	if (getnameinfo((const struct sockaddr *)ss, sizeof *ss, out, (socklen_t)len, NULL, 0, NI_NUMERICHOST) != 0)
+		snprintf(out, len, "unknown");
+}
+
+/* accept() failed for lack of a resource: answer one client with the reserve fd, or pause. */
+static void accept_exhausted(struct listener *l, int err)
+{
+	struct smtpd_server *srv = l->srv;
+	const char *res = err == EMFILE ? "descriptors (RLIMIT_NOFILE)" : err == ENFILE ? "descriptors (numfile/file-max)"
+	    : err == ENOBUFS ? "socket buffers" : "kernel memory";
+	int fd;
+
+	limits_note_failure(res, err);
+	if (srv->reserve_fd >= 0) {
+		close(srv->reserve_fd);
+		srv->reserve_fd = -1;
+		if ((fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+			char text[256];
+			snprintf(text, sizeof text, "421 4.3.2 %s Service temporarily unavailable", srv->gen->myhostname);
+			refuse(fd, text);
+		}
+		reserve(srv);
+	}
+	log_ratelimited(&exhaust_rate, "smtpd", "%s exhausted (%s): accepting paused until a session ends",
+	    res, strerror(err));
+	pause_accepting(srv);
+}
+
+/* One client: charge, admit, size, register, greet; or refuse with 421. */
+static void admit(struct listener *l, int fd, const struct sockaddr_storage *ss)
+{
+	struct smtpd_server *srv = l->srv;
+	struct session *s;
+	char addr[64];
+	int sz;
+
+	peer_string(ss, addr, sizeof addr);
+	if (limits_take(LIM_TCPSOCK, 1) < 0) {
+		refuse_unavailable(srv, fd, addr, errno == EMFILE ? "descriptor budget exhausted" : "numtcpsock budget exhausted");
+		return;
+	}
+	if (!limits_session_admit()) {
+		char why[96];
+		snprintf(why, sizeof why, "smtpd session budget exhausted (%d/%d)",
+		    limits_sessions(), limits_smtpd_concurrency());
+		limits_release(LIM_TCPSOCK, 1);
+		refuse_unavailable(srv, fd, addr, why);
+		return;
+	}
+	if ((sz = limits_session_sndbuf()) > 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+	if ((sz = limits_session_rcvbuf()) > 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+	if ((s = session_new(srv, fd, ss, l->submission)) == NULL) {
+		limits_session_done();
+		limits_release(LIM_TCPSOCK, 1);
+		limits_note_failure("memory", ENOMEM);
+		refuse_unavailable(srv, fd, addr, "memory budget exhausted");
+		return;
+	}
+	s->admitted = 1;
+	server_session_add(srv, s);
+	if (!l->submission && s->p->client_connection_count_limit > 0 &&
+	    server_client_count(srv, s) > s->p->client_connection_count_limit) {
+		log_ratelimited(&refuse_rate, "smtpd", "too many connections from %s", addr);
+		session_shutdown(s, "421 4.7.0 Error: too many connections");
+		return;
+	}
+	session_start(s);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct listener *l = (struct listener *)w;
+	struct smtpd_server *srv = l->srv;
+	int i;
+
+	(void)loop; (void)revents;
+	for (i = 0; i < ACCEPT_BATCH && !srv->paused; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof ss;
+		int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS)
+				accept_exhausted(l, errno);
+			else if (errno == EAGAIN && i == 0) {
+				/*
+				 * Readable but nothing to take: OpenVZ past numtcpsock keeps the
+				 * connection in the backlog. Level-triggered, this would spin:
+				 * pause until a session ends or the retry timer fires.
+				 */
+				limits_note_failure("numtcpsock", EAGAIN);
+				pause_accepting(srv);
+			}
+			break;
+		}
+		if (srv->stopping) {
+			close(fd);
+			continue;
+		}
+		admit(l, fd, &ss);
+	}
+}
+
+/* "host:port", "[v6]:port" or ":port"/"port" (any address) */
+static int open_listener(struct smtpd_server *srv, const char *spec, int submission)
+{
+	char host[256], *port;
+	struct addrinfo hints, *ai = NULL;
+	struct listener *l;
+	int fd, one = 1, r;
+
+	if (srv->nlisteners >= SMTPD_MAX_LISTENERS) {
+		log_warning("smtpd", "too many listeners: %s ignored", spec);
+		return 0;
+	}
+	snprintf(host, sizeof host, "%s", spec);
+	if (host[0] == '[') {
+		char *close_br = strchr(host, ']');
+		if (!close_br || close_br[1] != ':') {
+			log_warning("smtpd", "bad listen address \"%s\"", spec);
+			return -1;
+		}
+		*close_br = '\0';
+		port = close_br + 2;
+		memmove(host, host + 1, strlen(host + 1) + 1); /* port lies beyond and stays put */
+	} else if ((port = strrchr(host, ':')) != NULL) {
+		*port++ = '\0';
+	} else {
+		port = host;
+	}
+	memset(&hints, 0, sizeof hints);
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+	if ((r = getaddrinfo(port == host || !*host ? NULL : host, port, &hints, &ai)) != 0) {
+		log_warning("smtpd", "bad listen address \"%s\": %s", spec, gai_strerror(r));
+		return -1;
+	}
+	if (limits_take(LIM_TCPSOCK, 1) < 0) {
+		log_warning("smtpd", "no budget for listener %s", spec);
+		freeaddrinfo(ai);
+		return -1;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		log_warning("smtpd", "socket for %s: %s", spec, strerror(errno));
+		limits_release(LIM_TCPSOCK, 1);
+		freeaddrinfo(ai);
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+		log_warning("smtpd", "bind %s: %s", spec, strerror(errno));
+		close(fd);
+		limits_release(LIM_TCPSOCK, 1);
+		freeaddrinfo(ai);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	l = &srv->listeners[srv->nlisteners++];
+	l->srv = srv;
+	l->fd = fd;
+	l->submission = submission;
+	snprintf(l->name, sizeof l->name, "%s", spec);
+	ev_io_init(&l->io, accept_cb, fd, EV_READ);
+	ev_io_start(srv->loop, &l->io);
+	return 0;
+}
+
+int listen_open(struct smtpd_server *srv, const struct conf *c)
+{
+	char **v = conf_list(c, "smtpd_listen", 0);
+	int i, ok = 0;
+
+	if (v == NULL)
+		return -1;
+	ev_init(&srv->resume_timer, resume_cb);
+	for (i = 0; v[i]; i++) {
+		if (open_listener(srv, v[i], 0) < 0) {
+			conf_list_free(v);
+			return -1;
+		}
+		ok++;
+	}
+	conf_list_free(v);
+	/*
+	 * Submission needs STARTTLS and AUTH (PRODUCT.md section 2), which this
+	 * version does not have: say so rather than open a port that can only
+	 * refuse.
+	 */
+	if (*conf_str(c, "submission_listen", 0))
+		log_warning("smtpd", "submission_listen is set, but TLS and AUTH are not in this version: not listening on %s",
+		    conf_str(c, "submission_listen", 0));
+	if (*conf_str(c, "smtps_listen", 0))
+		log_warning("smtpd", "smtps_listen is set, but TLS is not in this version: not listening on %s",
+		    conf_str(c, "smtps_listen", 0));
+	if (ok == 0) {
+		log_warning("smtpd", "smtpd_listen is empty: no listener");
+		return -1;
+	}
+	reserve(srv);
+	return 0;
+}
+
+void listen_close(struct smtpd_server *srv)
+{
+	int i;
+
+	for (i = 0; i < srv->nlisteners; i++) {
+		ev_io_stop(srv->loop, &srv->listeners[i].io);
+		close(srv->listeners[i].fd);
+		limits_release(LIM_TCPSOCK, 1);
+	}
+	srv->nlisteners = 0;
+	ev_timer_stop(srv->loop, &srv->resume_timer);
+	if (srv->reserve_fd >= 0) {
+		close(srv->reserve_fd);
+		srv->reserve_fd = -1;
+	}
+}
