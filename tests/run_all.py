@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """tests/run_all.py: what `make check` runs once everything is built.
 
-1. unit tests (Check binaries in build/tests), 2. integration tests against
-./frugal, 3. both again with the ASan+UBSan build (build/asan), where any
-sanitizer report written by the daemon fails the run. Ends with one line
+0. every libFuzzer target replays its checked-in corpus, 1. unit tests
+(Check binaries in build/tests), 2. integration tests against ./frugal,
+3. both again with the ASan+UBSan build (build/asan), where any sanitizer
+report written by the daemon fails the run. Ends with one line
 "check: N passed, N failed".
 """
 import glob
@@ -71,8 +72,28 @@ def integration(binary, env, label):
         sys.stdout.write(out[-8000:])
 
 
+def fuzz_corpora():
+    """Replay every fuzz target's checked-in corpus once (no fuzzing: `make fuzz` does that)."""
+    global passed, failed
+    for t in sorted(glob.glob("build/fuzz/fuzz_*")):
+        name = os.path.basename(t)
+        inputs = sorted(glob.glob(os.path.join("tests/fuzz/corpus", name, "*")))
+        if not os.access(t, os.X_OK) or not inputs:
+            continue
+        p = subprocess.run([t] + inputs, capture_output=True, text=True, timeout=600)
+        ok = p.returncode == 0
+        print("[fuzz] corpus %-24s %d inputs %s" % (name, len(inputs), "ok" if ok else "FAILED"))
+        if ok:
+            passed += 1
+        else:
+            failed += 1
+            failures.append("[fuzz] " + name)
+            sys.stdout.write((p.stdout + p.stderr)[-4000:])
+
+
 def main():
     env = dict(os.environ)
+    fuzz_corpora()
     unit("build/tests", env, "[plain]")
     integration(os.path.join(ROOT, "frugal"), {}, "[plain]")
     if os.environ.get("FRUGAL_CHECK_NO_ASAN"):

@@ -1,0 +1,97 @@
+/* tests/fuzz/fake_spool.c: the spool that keeps nothing (see fake_spool.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "queue/queue.h"
+
+#include "fake_spool.h"
+
+struct ev_loop *fake_spool_loop;
+int fake_spool_fail_commit;
+int fake_spool_fail_txn;
+
+struct spool_txn {
+	ev_idle idle;          /* first member: the commit's answer */
+	char id[24];
+	int nrcpt, opened;
+	off_t size;
+	void (*done)(void *arg, int err, const char *queue_id);
+	void *arg;
+};
+
+static unsigned long next_id;
+
+struct spool_txn *spool_txn_new(struct spool *s, const char *sender, const char *client)
+{
+	struct spool_txn *t;
+
+	(void)s; (void)sender; (void)client;
+	if (fake_spool_fail_txn) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if ((t = mem_calloc(1, sizeof *t)) == NULL)
+		return NULL;
+	snprintf(t->id, sizeof t->id, "%lX", ++next_id);
+	return t;
+}
+
+const char *spool_txn_id(const struct spool_txn *t) { return t->id; }
+off_t spool_txn_size(const struct spool_txn *t) { return t->size; }
+
+int spool_txn_rcpt(struct spool_txn *t, const char *rcpt, const char *orig)
+{
+	(void)orig;
+	if (t->opened || strchr(rcpt, '\n'))
+		return errno = EINVAL, -1;
+	t->nrcpt++;
+	return 0;
+}
+
+int spool_txn_open(struct spool_txn *t)
+{
+	if (t->opened || t->nrcpt == 0)
+		return errno = EINVAL, -1;
+	t->opened = 1;
+	return 0;
+}
+
+int spool_txn_write(struct spool_txn *t, const void *p, size_t n)
+{
+	(void)p;
+	if (!t->opened)
+		return errno = EINVAL, -1;
+	t->size += (off_t)n;
+	return 0;
+}
+
+static void commit_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	struct spool_txn *t = (struct spool_txn *)w;
+
+	(void)revents;
+	ev_idle_stop(loop, w);
+	t->done(t->arg, fake_spool_fail_commit ? EIO : (t->opened ? 0 : EINVAL), t->id);
+	mem_free(t);
+}
+
+void spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, const char *queue_id), void *arg)
+{
+	t->done = done;
+	t->arg = arg;
+	ev_idle_init(&t->idle, commit_cb);
+	ev_idle_start(fake_spool_loop, &t->idle);
+}
+
+void spool_txn_abort(struct spool_txn *t)
+{
+	mem_free(t);
+}
+
+void qmgr_enqueue(struct qmgr *q, const char *queue_id)
+{
+	(void)q; (void)queue_id;
+}
