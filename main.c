@@ -24,7 +24,7 @@ static const struct command {
 	{ "serve",  smtpd_cmd_serve, "serve [-f] [-c DIR]" },
 	{ "limits", limits_cmd,      "limits [-c DIR] [--json]" },
 	{ "config", conf_cmd_config, "config [-c DIR] [-n] [-d] [NAME...]" },
-	{ "check",  conf_cmd_check,  "check [-c DIR]" },
+	{ "check",  smtpd_cmd_check, "check [-c DIR]" },
 	{ "map",    conf_cmd_map,    "map [-q KEY] FILE" },
 	{ "queue",  queue_cmd,       "queue [-c DIR] [list|show ID|delete ID|flush]" },
 	{ "reload", cmd_reload,      "reload [-c DIR]" },

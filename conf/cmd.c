@@ -17,7 +17,7 @@
 #include "conf/map.h"
 #include "core/mem.h"
 
-static void print_diags(const struct conf_diags *d)
+void conf_print_diags(const struct conf_diags *d)
 {
 	int i;
 
@@ -50,7 +50,7 @@ int conf_cmd_config(int argc, char **argv)
 		return 1;
 	}
 	c = conf_load_for_command(dir, &d);
-	print_diags(&d);
+	conf_print_diags(&d);
 	conf_diags_free(&d);
 	if (c == NULL)
 		return 1;
@@ -59,17 +59,6 @@ int conf_cmd_config(int argc, char **argv)
 		rc = 1;
 	conf_unref(c);
 	return rc;
-}
-
-/* where a parameter was set, for check diagnostics */
-static void where(const struct conf *c, const char *name, char *buf, size_t len)
-{
-	const struct conf_entry *e = conf_entry_find(c, name);
-
-	if (e && e->line)
-		snprintf(buf, len, "%s:%d", c->file, e->line);
-	else
-		snprintf(buf, len, "%s", c->file);
 }
 
 /* tables already opened by check_maps(): $alias_maps appears in two lists */
@@ -106,7 +95,7 @@ static int check_maps(const struct conf *c, const char *name)
 		fprintf(stderr, "%s: out of memory\n", c->file);
 		return 1;
 	}
-	where(c, name, loc, sizeof loc);
+	conf_where(c, name, loc, sizeof loc);
 	for (i = 0; v[i]; i++) {
 		if (seen_before(v[i]))
 			continue;
@@ -127,7 +116,7 @@ static int check_queue_dir(const struct conf *c)
 	struct stat st;
 	int errors = 0;
 
-	where(c, "queue_directory", loc, sizeof loc);
+	conf_where(c, "queue_directory", loc, sizeof loc);
 	if (q == NULL || *q != '/') {
 		fprintf(stderr, "%s: queue_directory must be an absolute path\n", loc);
 		return 1;
@@ -177,7 +166,7 @@ static int check_readable(const struct conf *c, const char *name)
 
 	if (f == NULL || *f == 0)
 		return 0;
-	where(c, name, loc, sizeof loc);
+	conf_where(c, name, loc, sizeof loc);
 	if ((fd = open(f, O_RDONLY | O_CLOEXEC)) < 0) {
 		fprintf(stderr, "%s: %s %s is not readable: %s\n", loc, name, f, strerror(errno));
 		return 1;
@@ -186,32 +175,11 @@ static int check_readable(const struct conf *c, const char *name)
 	return 0;
 }
 
-int conf_cmd_check(int argc, char **argv)
+int conf_check(const struct conf *c)
 {
-	struct conf_diags d;
-	struct conf *c;
-	const char *dir = NULL;
-	int ch, errors = 0;
+	int errors = 0;
 	size_t i;
 
-	optind = 1;
-	while ((ch = getopt(argc, argv, "+c:")) != -1) {
-		switch (ch) {
-		case 'c': dir = optarg; break;
-		default:
-			fprintf(stderr, "usage: frugal check [-c DIR]\n");
-			return 1;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "usage: frugal check [-c DIR]\n");
-		return 1;
-	}
-	c = conf_load_for_command(dir, &d);
-	print_diags(&d);
-	conf_diags_free(&d);
-	if (c == NULL)
-		return 1;
 	for (i = 0; i < c->n; i++) {
 		size_t len = strlen(c->e[i].name);
 
@@ -229,13 +197,12 @@ int conf_cmd_check(int argc, char **argv)
 	if (*conf_str(c, "smtpd_tls_cert_file", 0) && !*conf_str(c, "smtpd_tls_key_file", 0)) {
 		char loc[600];
 
-		where(c, "smtpd_tls_cert_file", loc, sizeof loc);
+		conf_where(c, "smtpd_tls_cert_file", loc, sizeof loc);
 		fprintf(stderr, "%s: smtpd_tls_cert_file is set but smtpd_tls_key_file is not\n", loc);
 		errors++;
 	}
 	checked_free();
-	conf_unref(c);
-	return errors ? 1 : 0;
+	return errors;
 }
 
 static const char *base_name(const char *p)

@@ -102,14 +102,71 @@ static void conf_free(struct conf *c)
 	mem_free(c);
 }
 
-/* The default as written; dynamic defaults are computed here. */
-static char *default_of(const struct conf_param *p)
+void conf_where(const struct conf *c, const char *name, char *buf, size_t len)
+{
+	const struct conf_entry *e = conf_entry_find(c, name);
+
+	if (e && e->line)
+		snprintf(buf, len, "%s:%d", c->file, e->line);
+	else
+		snprintf(buf, len, "%s", c->file);
+}
+
+int conf_is_set(const struct conf *c, const char *name)
+{
+	const struct conf_entry *e = conf_entry_find(c, name);
+
+	return e != NULL && e->set;
+}
+
+void conf_each_later(const struct conf *c,
+    void (*fn)(void *arg, const char *name, const char *where), void *arg)
+{
+	char loc[600];
+	size_t i;
+
+	for (i = 0; i < c->n; i++) {
+		const struct conf_entry *e = &c->e[i];
+
+		if (e->set && e->param && (e->param->flags & CF_LATER)) {
+			conf_where(c, e->name, loc, sizeof loc);
+			fn(arg, e->name, loc);
+		}
+	}
+}
+
+/*
+ * The default as written. The dynamic ones (myhostname, mydomain) come from
+ * the system's host name, which may take a DNS lookup (conf_system_hostname):
+ * only a configuration that leaves myhostname unset pays for it. mydomain
+ * follows $myhostname at expansion (conf_expand_all); `frugal config -d`
+ * asks the system itself (dynamic_default).
+ */
+static char *default_of(const struct conf_param *p, int myhostname_set)
 {
 	if (strcmp(p->name, "myhostname") == 0)
-		return mem_strdup(conf_system_hostname());
+		return mem_strdup(myhostname_set ? "" : conf_system_hostname());
 	if (strcmp(p->name, "mydomain") == 0)
-		return conf_domain_of(conf_system_hostname());
+		return mem_strdup("");
 	return mem_strdup(p->def);
+}
+
+/* what `frugal config -d` prints for a dynamic parameter */
+static const char *dynamic_default(const struct conf_entry *e, char *buf, size_t len)
+{
+	char *dom;
+
+	if (e->param == NULL || !(e->param->flags & CF_DYNAMIC))
+		return e->def;
+	if (strcmp(e->name, "myhostname") == 0) {
+		snprintf(buf, len, "%s", conf_system_hostname());
+	} else if ((dom = conf_domain_of(conf_system_hostname())) != NULL) {
+		snprintf(buf, len, "%s", dom);
+		mem_free(dom);
+	} else {
+		return e->def;
+	}
+	return buf;
 }
 
 static int replace(char **dst, const char *src)
@@ -133,6 +190,7 @@ static struct conf *build(const char *text, const char *file, const char *const 
 	struct loader l = { NULL, 0, 0 };
 	struct conf *c = NULL;
 	size_t i, j, cap;
+	int myhostname_set = 0;
 
 	if ((c = mem_calloc(1, sizeof *c)) == NULL)
 		goto nomem;
@@ -145,6 +203,9 @@ static struct conf *build(const char *text, const char *file, const char *const 
 		if (collect(&l, over[i], over[i + 1], 0) < 0)
 			goto nomem;
 
+	for (i = 0; i < l.n; i++)
+		if (strcmp(l.v[i].name, "myhostname") == 0)
+			myhostname_set = 1;
 	cap = conf_param_count + l.n;
 	if ((c->e = mem_calloc(cap, sizeof *c->e)) == NULL)
 		goto nomem;
@@ -153,7 +214,7 @@ static struct conf *build(const char *text, const char *file, const char *const 
 
 		e->param = &conf_param_table[i];
 		if ((e->name = mem_strdup(e->param->name)) == NULL ||
-		    (e->def = default_of(e->param)) == NULL ||
+		    (e->def = default_of(e->param, myhostname_set)) == NULL ||
 		    (e->raw = mem_strdup(e->def)) == NULL)
 			goto nomem;
 	}
@@ -554,6 +615,7 @@ char **conf_list(const struct conf *c, const char *name, int stress)
 
 int conf_print(const struct conf *c, FILE *out, int flags, char *const *names)
 {
+	char dyn[256];
 	size_t i;
 	int rc = 0;
 
@@ -577,7 +639,7 @@ int conf_print(const struct conf *c, FILE *out, int flags, char *const *names)
 			if ((flags & CONF_PRINT_NONDEFAULT) && !e->set)
 				continue;
 			fprintf(out, "%s = %s\n", e->name,
-			    (flags & CONF_PRINT_DEFAULTS) ? e->def : e->raw);
+			    (flags & CONF_PRINT_DEFAULTS) ? dynamic_default(e, dyn, sizeof dyn) : e->raw);
 		}
 		return rc;
 	}
@@ -586,7 +648,7 @@ int conf_print(const struct conf *c, FILE *out, int flags, char *const *names)
 
 		if (flags & CONF_PRINT_DEFAULTS) {
 			if (e->def)
-				fprintf(out, "%s = %s\n", e->name, e->def);
+				fprintf(out, "%s = %s\n", e->name, dynamic_default(e, dyn, sizeof dyn));
 		} else if (!(flags & CONF_PRINT_NONDEFAULT) || e->set)
 			fprintf(out, "%s = %s\n", e->name, e->raw);
 	}

@@ -70,6 +70,19 @@ int         conf_percent(const struct conf *c, const char *name, int stress); /*
 /* Is the value "auto"? (smtpd_concurrency_limit, delivery_concurrency_limit) */
 int         conf_is_auto(const struct conf *c, const char *name, int stress);
 
+/* Where NAME was set, for diagnostics: "FILE:LINE", or "FILE" when it was not. */
+void conf_where(const struct conf *c, const char *name, char *buf, size_t len);
+/* Was NAME assigned in the file (or the embedded default)? */
+int  conf_is_set(const struct conf *c, const char *name);
+/*
+ * For every parameter assigned in the file that this version accepts but
+ * does not act on: fn(arg, name, where) (where as conf_where gives it).
+ * serve logs them at start and reload, check prints them: an admin who set
+ * one must not believe it protects or routes anything.
+ */
+void conf_each_later(const struct conf *c,
+    void (*fn)(void *arg, const char *name, const char *where), void *arg);
+
 /*
  * Split a list value (commas and/or white space; "{ ... }" groups kept
  * whole, as Postfix does) into a NULL-terminated vector; caller frees with
@@ -95,7 +108,14 @@ int conf_print(const struct conf *c, FILE *out, int flags, char *const *names);
 
 /* Command-line entry points (core/main.c dispatches here). Return exit codes. */
 int conf_cmd_config(int argc, char **argv);
-int conf_cmd_check(int argc, char **argv);
 int conf_cmd_map(int argc, char **argv);
+/*
+ * The conf room's part of `frugal check` (smtpd's smtpd_cmd_check runs the
+ * rest): every table opens, the queue directory can exist, TLS files are
+ * readable. Prints "FILE:LINE: reason" lines; returns the number of errors.
+ */
+int conf_check(const struct conf *c);
+/* diagnostics to stderr ("warning: " before warnings), as every command prints them */
+void conf_print_diags(const struct conf_diags *d);
 
 #endif

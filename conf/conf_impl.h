@@ -24,6 +24,7 @@ enum conf_type {
 #define CF_EMPTY_OK  1  /* a numeric parameter may be empty ("not set": 0) */
 #define CF_READONLY  2  /* assignments are ignored with a warning */
 #define CF_DYNAMIC   4  /* default computed at load time (myhostname, mydomain) */
+#define CF_LATER     8  /* accepted, not acted on in this version: set, it gets a warning */
 
 struct conf_param {
 	const char     *name;
@@ -84,6 +85,7 @@ int conf_expand_all(struct conf *c, struct conf_diags *d);
 
 /* The system's FQDN (cached) and the domain part of a host name. */
 const char *conf_system_hostname(void);
+unsigned long conf_hostname_lookups(void);   /* times the system's name was worked out (tests) */
 char *conf_domain_of(const char *host); /* mem_alloc'd; "localdomain" when no dot */
 
 /* a whole text file, NUL-terminated, mem_alloc'd; NULL with err "PATH: reason" */

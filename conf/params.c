@@ -22,6 +22,13 @@
 #define B(n, d, desc)          { n, CT_BOOL, 0, d, NULL, desc }
 #define P(n, d, desc)          { n, CT_PERCENT, 0, d, NULL, desc }
 #define E(n, d, allowed, desc) { n, CT_ENUM, 0, d, allowed, desc }
+/* the same, for parameters this version accepts but does not act on (CF_LATER) */
+#define SX(n, d, desc)          { n, CT_STR, CF_LATER, d, NULL, desc }
+#define LX(n, d, desc)          { n, CT_LIST, CF_LATER, d, NULL, desc }
+#define IX(n, d, desc)          { n, CT_INT, CF_LATER, d, NULL, desc }
+#define TX(n, d, desc)          { n, CT_TIME, CF_LATER, d, NULL, desc }
+#define BX(n, d, desc)          { n, CT_BOOL, CF_LATER, d, NULL, desc }
+#define EX(n, d, allowed, desc) { n, CT_ENUM, CF_LATER, d, allowed, desc }
 
 /* In PRODUCT.md's order, by area; conf_param_find() does not rely on order. */
 const struct conf_param conf_param_table[] = {
@@ -36,13 +43,13 @@ const struct conf_param conf_param_table[] = {
 	S("smtpd_banner", "$myhostname ESMTP $mail_name", "text that follows the 220 code of the SMTP greeting"),
 	/* listeners */
 	S("smtpd_listen", "0.0.0.0:25", "address:port of the SMTP listener (empty: off)"),
-	S("submission_listen", "", "address:port of the submission listener, e.g. 0.0.0.0:587 (empty: off)"),
-	S("smtps_listen", "", "address:port of the implicit-TLS submission listener, e.g. 0.0.0.0:465 (empty: off)"),
+	SX("submission_listen", "", "address:port of the submission listener, e.g. 0.0.0.0:587 (empty: off)"),
+	SX("smtps_listen", "", "address:port of the implicit-TLS submission listener, e.g. 0.0.0.0:465 (empty: off)"),
 	/* routing */
 	L("mynetworks", "127.0.0.0/8 [::1]/128", "client networks trusted to relay (permit_mynetworks)"),
 	L("relay_domains", "", "domains this server relays mail to"),
-	S("relayhost", "", "send all non-local mail through this host ([host]:port); empty: direct MX delivery"),
-	L("transport_maps", "", "tables mapping recipient domains to transports"),
+	SX("relayhost", "", "send all non-local mail through this host ([host]:port); empty: direct MX delivery"),
+	LX("transport_maps", "", "tables mapping recipient domains to transports"),
 	L("alias_maps", "cdb:/etc/frugal/aliases", "alias tables for local recipients (aliases(5) syntax)"),
 	L("virtual_alias_maps", "", "tables rewriting recipient addresses to other addresses"),
 	L("virtual_mailbox_domains", "", "domains whose mailboxes are virtual (not system accounts)"),
@@ -50,7 +57,7 @@ const struct conf_param conf_param_table[] = {
 	S("virtual_mailbox_base", "/var/mail/vhosts", "directory prefix of virtual mailboxes"),
 	S("virtual_mailbox_owner", "vmail", "the user that owns virtual mailboxes"),
 	S("home_mailbox", "Maildir/", "mailbox path relative to a local user's home; a trailing / means Maildir"),
-	S("mailbox_transport", "", "deliver local mail through this transport instead, e.g. lmtp:unix:/run/dovecot/lmtp"),
+	SX("mailbox_transport", "", "deliver local mail through this transport instead, e.g. lmtp:unix:/run/dovecot/lmtp"),
 	/* smtpd */
 	T("smtpd_timeout", "${stress?{10}:{300}}s", "time to wait for an SMTP client command or data"),
 	I("smtpd_hard_error_limit", "${stress?{1}:{20}}", "errors after which the SMTP session is disconnected"),
@@ -62,28 +69,37 @@ const struct conf_param conf_param_table[] = {
 	B("smtpd_helo_required", "no", "require HELO or EHLO before MAIL FROM"),
 	B("smtpd_forbid_bare_newline", "yes", "refuse bare LF or CR in commands and message data"),
 	I("smtpd_client_connection_count_limit", "50", "simultaneous connections per client address (0: no limit)"),
-	I("smtpd_client_connection_rate_limit", "0", "connections per client per $anvil_rate_time_unit (0: no limit)"),
-	I("smtpd_client_message_rate_limit", "0", "messages per client per $anvil_rate_time_unit (0: no limit)"),
-	T("anvil_rate_time_unit", "60s", "time unit of the client rate limits"),
+	IX("smtpd_client_connection_rate_limit", "0", "connections per client per $anvil_rate_time_unit (0: no limit)"),
+	IX("smtpd_client_message_rate_limit", "0", "messages per client per $anvil_rate_time_unit (0: no limit)"),
+	IX("smtpd_client_recipient_rate_limit", "0", "recipients per client per $anvil_rate_time_unit (0: no limit)"),
+	IX("smtpd_client_auth_rate_limit", "0", "AUTH commands per client per $anvil_rate_time_unit (0: no limit)"),
+	TX("anvil_rate_time_unit", "60s", "time unit of the client rate limits"),
+	IX("smtpd_client_ipv6_prefix_length", "84", "IPv6 clients are counted per prefix of this length (rate and connection limits)"),
+	BX("smtpd_hide_client_session", "no", "leave the client's name and address out of the Received: header"),
 	T("smtpd_pregreet_wait", "0s", "pause before the greeting; clients that talk first are dropped (0: off)"),
 	L("smtpd_client_restrictions", "", "restrictions applied when a client connects"),
 	L("smtpd_helo_restrictions", "", "restrictions applied to HELO/EHLO"),
 	L("smtpd_sender_restrictions", "", "restrictions applied to MAIL FROM"),
+	L("smtpd_relay_restrictions", "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+	  "relay restrictions applied to RCPT TO before smtpd_recipient_restrictions"),
 	L("smtpd_recipient_restrictions",
 	  "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, reject_unlisted_recipient",
 	  "restrictions applied to RCPT TO"),
-	L("rbl_reply_maps", "", "tables with custom replies for reject_rbl_client zones"),
+	LX("postscreen_dnsbl_sites", "", "DNS blocklists scored for each client (site[=127.0.0.N][*weight])"),
+	IX("postscreen_dnsbl_threshold", "1", "score at which a client is refused"),
+	LX("rbl_reply_maps", "", "tables with custom replies for reject_rbl_client zones"),
 	/* TLS and AUTH */
-	S("smtpd_tls_cert_file", "", "PEM certificate chain of the SMTP server (empty: no STARTTLS)"),
-	S("smtpd_tls_key_file", "", "PEM private key of the SMTP server"),
-	E("smtpd_tls_security_level", "may", "none|may|encrypt", "inbound TLS: none, may (offered when a cert is set) or encrypt"),
-	B("smtpd_tls_auth_only", "yes", "offer AUTH only after STARTTLS"),
-	B("smtpd_sasl_auth_enable", "no", "offer AUTH on port 25 (always on for submission)"),
-	L("smtpd_sasl_users", "cdb:/etc/frugal/users", "tables mapping login addresses to crypt(3) hashes"),
-	E("smtpd_sasl_type", "frugal", "frugal|dovecot", "SASL back end: frugal ($smtpd_sasl_users) or dovecot"),
-	S("smtpd_sasl_path", "", "dovecot auth socket when smtpd_sasl_type = dovecot"),
-	E("smtp_tls_security_level", "may", "none|may|encrypt|dane|verify|secure", "outbound TLS policy"),
-	L("smtp_sasl_password_maps", "", "tables of username:password per relay host for outbound AUTH"),
+	SX("smtpd_tls_cert_file", "", "PEM certificate chain of the SMTP server (empty: no STARTTLS)"),
+	SX("smtpd_tls_key_file", "", "PEM private key of the SMTP server"),
+	EX("smtpd_tls_security_level", "may", "none|may|encrypt", "inbound TLS: none, may (offered when a cert is set) or encrypt"),
+	BX("smtpd_tls_auth_only", "yes", "offer AUTH only after STARTTLS"),
+	BX("smtpd_sasl_auth_enable", "no", "offer AUTH on port 25 (always on for submission)"),
+	LX("smtpd_sasl_users", "cdb:/etc/frugal/users", "tables mapping login addresses to crypt(3) hashes"),
+	EX("smtpd_sasl_type", "frugal", "frugal|dovecot", "SASL back end: frugal ($smtpd_sasl_users) or dovecot"),
+	LX("smtpd_sender_login_maps", "", "tables mapping envelope senders to the logins allowed to use them"),
+	SX("smtpd_sasl_path", "", "dovecot auth socket when smtpd_sasl_type = dovecot"),
+	EX("smtp_tls_security_level", "may", "none|may|encrypt|dane|verify|secure", "outbound TLS policy"),
+	LX("smtp_sasl_password_maps", "", "tables of username:password per relay host for outbound AUTH"),
 	/* queue and delivery */
 	S("queue_directory", "/var/spool/frugal", "the mail queue"),
 	S("mail_owner", "frugal", "the user frugal runs as after binding its ports"),
@@ -92,12 +108,27 @@ const struct conf_param conf_param_table[] = {
 	T("maximal_backoff_time", "4000s", "most time between delivery attempts of deferred mail"),
 	T("maximal_queue_lifetime", "5d", "how long undeliverable mail stays queued before it bounces"),
 	T("bounce_queue_lifetime", "5d", "how long undeliverable bounces stay queued"),
-	I("initial_destination_concurrency", "5", "first number of parallel deliveries to one destination"),
-	I("default_destination_concurrency_limit", "20", "most parallel deliveries to one destination"),
-	I("default_destination_recipient_limit", "50", "most recipients per delivery"),
-	T("smtp_connect_timeout", "30s", "time to wait for an outbound SMTP connection"),
-	T("smtp_helo_timeout", "300s", "time to wait for the greeting and the HELO reply of a remote server"),
-	S("dns_servers", "", "DNS servers (ip or ip:port, list); empty: /etc/resolv.conf"),
+	TX("delay_warning_time", "0h", "send a delay notice after mail is this old (0: never)"),
+	LX("defer_transports", "", "transports whose mail is held until frugal queue flush"),
+	IX("qmgr_message_active_limit", "20000", "messages the scheduler keeps in memory; the rest wait on disk"),
+	SX("2bounce_notice_recipient", "postmaster", "who gets bounces that cannot be delivered"),
+	IX("initial_destination_concurrency", "5", "first number of parallel deliveries to one destination"),
+	IX("default_destination_concurrency_limit", "20", "most parallel deliveries to one destination"),
+	IX("default_destination_recipient_limit", "50", "most recipients per delivery"),
+	TX("smtp_connect_timeout", "30s", "time to wait for an outbound SMTP connection"),
+	TX("smtp_helo_timeout", "300s", "time to wait for the greeting and the HELO reply of a remote server"),
+	LX("sender_canonical_maps", "", "tables rewriting envelope and header sender addresses"),
+	LX("recipient_canonical_maps", "", "tables rewriting envelope and header recipient addresses"),
+	LX("smtp_generic_maps", "", "tables rewriting addresses of mail sent out over SMTP"),
+	LX("masquerade_domains", "", "domains whose subdomains are stripped from sender addresses"),
+	SX("inet_protocols", "all", "address families of outbound connections: all, ipv4 or ipv6"),
+	EX("smtp_address_preference", "any", "any|ipv4|ipv6", "address family tried first when a host has both"),
+	SX("smtp_bind_address", "", "local IPv4 address of outbound connections"),
+	SX("smtp_bind_address6", "", "local IPv6 address of outbound connections"),
+	SX("smtp_helo_name", "$myhostname", "host name sent in the outbound EHLO"),
+	IX("queue_minfree", "0", "free bytes the queue file system keeps; at least 1.5 x $message_size_limit is always kept"),
+	SX("virtual_transport", "virtual", "transport of virtual mailbox domains"),
+	SX("dns_servers", "", "DNS servers (ip or ip:port, list); empty: /etc/resolv.conf"),
 	/* limits */
 	E("limits_source", "auto", "auto|beancounters|cgroup|rlimit|manual", "where container limits are read from"),
 	S("beancounters_file", "/proc/user_beancounters", "the OpenVZ/Virtuozzo beancounters file"),
@@ -120,8 +151,8 @@ const struct conf_param conf_param_table[] = {
 	L("local_recipient_maps", "unix:passwd.byname $alias_maps", "tables of the local users that exist (empty: any local part is accepted)"),
 	S("local_mailbox_base", "", "when set, USER@$mydestination is delivered to $local_mailbox_base/USER/$home_mailbox without a system account"),
 	I("hopcount_limit", "50", "Received: headers after which a message bounces as a loop"),
-	S("double_bounce_sender", "double-bounce", "sender of bounces that themselves cannot be delivered"),
-	S("recipient_delimiter", "", "characters that separate a user name from an address extension"),
+	SX("double_bounce_sender", "double-bounce", "sender of bounces that themselves cannot be delivered"),
+	SX("recipient_delimiter", "", "characters that separate a user name from an address extension"),
 	{ "mail_version", CT_STR, CF_READONLY, "0.1", NULL, "the frugal version (read-only)" },
 };
 const size_t conf_param_count = sizeof conf_param_table / sizeof conf_param_table[0];
@@ -282,6 +313,13 @@ int conf_parse_number(const struct conf_param *prm, const char *v, long long *ou
  * resolver for the canonical name. Computed once per process: a container
  * with broken DNS pays the resolver timeout only once.
  */
+static unsigned long hostname_lookups;
+
+unsigned long conf_hostname_lookups(void)
+{
+	return __atomic_load_n(&hostname_lookups, __ATOMIC_RELAXED);
+}
+
 const char *conf_system_hostname(void)
 {
 	static char name[256];
@@ -290,6 +328,7 @@ const char *conf_system_hostname(void)
 
 	if (__atomic_load_n(&done, __ATOMIC_ACQUIRE))
 		return name;
+	__atomic_add_fetch(&hostname_lookups, 1, __ATOMIC_RELAXED);
 	char tmp[256];
 	if (gethostname(tmp, sizeof tmp - 1) < 0 || tmp[0] == 0)
 		strcpy(tmp, "localhost");

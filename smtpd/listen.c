@@ -293,17 +293,7 @@ int listen_open(struct smtpd_server *srv, const struct conf *c)
 		ok++;
 	}
 	conf_list_free(v);
-	/*
-	 * Submission needs STARTTLS and AUTH (PRODUCT.md section 2), which this
-	 * version does not have: say so rather than open a port that can only
-	 * refuse.
-	 */
-	if (*conf_str(c, "submission_listen", 0))
-		log_warning("smtpd", "submission_listen is set, but TLS and AUTH are not in this version: not listening on %s",
-		    conf_str(c, "submission_listen", 0));
-	if (*conf_str(c, "smtps_listen", 0))
-		log_warning("smtpd", "smtps_listen is set, but TLS is not in this version: not listening on %s",
-		    conf_str(c, "smtps_listen", 0));
+	/* submission_listen and smtps_listen need TLS and AUTH: warned about as not acted on (serve.c) */
 	if (ok == 0) {
 		log_warning("smtpd", "smtpd_listen is empty: no listener");
 		return -1;

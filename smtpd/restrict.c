@@ -160,6 +160,8 @@ int cidr_list_match(const struct cidr_list *l, const struct sockaddr_storage *sa
 
 static const struct { const char *name; enum restr_word word; int takes_table; } words[] = {
 	{ "permit", R_PERMIT, 0 }, { "reject", R_REJECT, 0 }, { "dunno", R_DUNNO, 0 },
+	{ "defer", R_DEFER, 0 }, { "defer_if_permit", R_DEFER_IF_PERMIT, 0 },
+	{ "defer_unauth_destination", R_DEFER_UNAUTH_DESTINATION, 0 },
 	{ "permit_mynetworks", R_PERMIT_MYNETWORKS, 0 },
 	{ "permit_sasl_authenticated", R_PERMIT_SASL_AUTHENTICATED, 0 },
 	{ "reject_unauth_destination", R_REJECT_UNAUTH_DESTINATION, 0 },
@@ -251,10 +253,34 @@ static void params_load(struct smtpd_params *p, const struct conf *c, int stress
 		p->timeout = 300;
 }
 
+/*
+ * Postfix's rule against open relays (smtpd_check.c, has_required): one of
+ * the two lists must stop unauthorised relaying, with a word that comes
+ * before any unconditional permit. submission's "permit_sasl_authenticated,
+ * reject" passes; "permit_mynetworks, permit" does not.
+ */
+static int stops_relaying(const struct restr_list *l)
+{
+	int i;
+
+	for (i = 0; i < l->n; i++) {
+		switch (l->v[i].word) {
+		case R_PERMIT:
+			return 0;
+		case R_REJECT_UNAUTH_DESTINATION: case R_DEFER_UNAUTH_DESTINATION:
+		case R_REJECT: case R_DEFER: case R_DEFER_IF_PERMIT:
+			return 1;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
 struct smtpd_gen *smtpd_gen_new(struct conf *c, char *err, size_t errlen)
 {
 	struct smtpd_gen *g = mem_calloc(1, sizeof *g);
-	char e[256];
+	char e[256], loc[600];
 
 	if (g == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -270,43 +296,36 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	if ((g->resolver = resolver_new(c, e, sizeof e)) == NULL) {
-		snprintf(err, errlen, "%s", e);
-		goto fail;
-	}
 	if (cidr_list_parse(conf_str(c, "mynetworks", 0), &g->mynetworks, e, sizeof e) < 0) {
-		snprintf(err, errlen, "%s", e);
+		conf_where(c, "mynetworks", loc, sizeof loc);
+		snprintf(err, errlen, "%s: %s", loc, e);
 		goto fail;
 	}
 #define RL(field, name) \
 	if (restr_list_parse(conf_str(c, name, 0), &g->field, e, sizeof e) < 0) { \
-		snprintf(err, errlen, "%s: %s", name, e); \
+		conf_where(c, name, loc, sizeof loc); \
+		snprintf(err, errlen, "%s: %s: %s", loc, name, e); \
 		goto fail; \
 	}
 	RL(client_r, "smtpd_client_restrictions");
 	RL(helo_r, "smtpd_helo_restrictions");
 	RL(sender_r, "smtpd_sender_restrictions");
+	RL(relay_r, "smtpd_relay_restrictions");
 	RL(recipient_r, "smtpd_recipient_restrictions");
 #undef RL
-	/*
-	 * Contract parameters this version accepts but does not act on: say so
-	 * once per load, rather than let an admin believe they protect anything.
-	 */
-	{
-		static const char *const later_int[] = { "smtpd_client_connection_rate_limit",
-			"smtpd_client_message_rate_limit", NULL };
-		static const char *const later_str[] = { "smtpd_tls_cert_file", "rbl_reply_maps",
-			"relayhost", "transport_maps", "mailbox_transport", "smtp_sasl_password_maps", NULL };
-		int i;
-
-		for (i = 0; later_int[i]; i++)
-			if (conf_int(c, later_int[i], 0) > 0)
-				log_warning("smtpd", "%s is not enforced in this version", later_int[i]);
-		for (i = 0; later_str[i]; i++)
-			if (*conf_str(c, later_str[i], 0))
-				log_warning("smtpd", "%s is set but not used in this version", later_str[i]);
-		if (conf_bool(c, "smtpd_sasl_auth_enable", 0))
-			log_warning("smtpd", "smtpd_sasl_auth_enable = yes: AUTH is not in this version");
+	if (!stops_relaying(&g->relay_r) && !stops_relaying(&g->recipient_r)) {
+		conf_where(c, conf_is_set(c, "smtpd_recipient_restrictions") ? "smtpd_recipient_restrictions"
+		    : "smtpd_relay_restrictions", loc, sizeof loc);
+		snprintf(err, errlen, "%s: in parameters smtpd_relay_restrictions or smtpd_recipient_restrictions, "
+		    "specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, "
+		    "reject, defer or defer_if_permit (frugal would be an open relay)", loc);
+		goto fail;
+	}
+	/* last: its table errors are the ones `frugal check` has also named with their lines */
+	if ((g->resolver = resolver_new(c, e, sizeof e)) == NULL) {
+		conf_where(c, "", loc, sizeof loc);   /* the file: which table failed is in e */
+		snprintf(err, errlen, "%s: routing tables: %s", loc, e);
+		goto fail;
 	}
 	return g;
 fail:
@@ -324,6 +343,7 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 	restr_list_free(&g->client_r);
 	restr_list_free(&g->helo_r);
 	restr_list_free(&g->sender_r);
+	restr_list_free(&g->relay_r);
 	restr_list_free(&g->recipient_r);
 	mem_free(g->myhostname);
 	mem_free(g->banner);
@@ -400,9 +420,21 @@ static int access_lookup_client(struct map_list *t, const char *ip, char **val)
 	return 0;
 }
 
-static enum restr_result run_list(struct session *s, const struct restr_list *l, const char *rcpt,
-    const struct resolve_result *rr, char *reply, size_t replylen, int *decided)
+/* One RCPT's evaluation across the lists. */
+struct restr_eval {
+	struct session *s;
+	const char *rcpt;
+	const struct resolve_result *rr;
+	int defer_if_permit;         /* a defer_if_permit was met: a final permit becomes 450 */
+	char dip_reply[600];
+};
+
+static enum restr_result run_list(struct restr_eval *ev, const struct restr_list *l,
+    char *reply, size_t replylen, int *decided)
 {
+	struct session *s = ev->s;
+	const char *rcpt = ev->rcpt;
+	const struct resolve_result *rr = ev->rr;
 	const char *sender = s->tx ? s->tx->sender : "";
 	const char *helo = s->helo ? s->helo : "";
 	int i, stop;
@@ -423,6 +455,23 @@ static enum restr_result run_list(struct session *s, const struct restr_list *l,
 			snprintf(reply, replylen, "554 5.7.1 <%s>: Recipient address rejected: Access denied", rcpt);
 			*decided = 1;
 			return RESTR_REJECT;
+		case R_DEFER:
+			snprintf(reply, replylen, "450 4.3.2 <%s>: Recipient address rejected: Try again later", rcpt);
+			*decided = 1;
+			return RESTR_DEFER;
+		case R_DEFER_IF_PERMIT:
+			if (!ev->defer_if_permit)
+				snprintf(ev->dip_reply, sizeof ev->dip_reply,
+				    "450 4.7.1 <%s>: Recipient address rejected: defer_if_permit requested", rcpt);
+			ev->defer_if_permit = 1;
+			break;
+		case R_DEFER_UNAUTH_DESTINATION:
+			if (rr->cls == RESOLVE_REMOTE) {
+				snprintf(reply, replylen, "454 4.7.1 <%s>: Relay access denied", rcpt);
+				*decided = 1;
+				return RESTR_DEFER;
+			}
+			break;
 		case R_DUNNO:
 		case R_PERMIT_SASL_AUTHENTICATED: /* no SASL in this version: never authenticated */
 			break;
@@ -521,12 +570,20 @@ static int is_postmaster(const char *rcpt)
 	return n == 10 && strncasecmp(rcpt, "postmaster", 10) == 0;
 }
 
+/*
+ * Postfix's order with smtpd_delay_reject = yes: client, helo, sender,
+ * relay, then recipient restrictions, all at RCPT time. A permit ends its
+ * own list only; every list must let the recipient through.
+ */
 enum restr_result restr_check_rcpt(struct session *s, const char *rcpt, char *reply, size_t replylen)
 {
-	const struct restr_list *lists[4] = { &s->gen->client_r, &s->gen->helo_r, &s->gen->sender_r, &s->gen->recipient_r };
+	const struct restr_list *lists[] = { &s->gen->client_r, &s->gen->helo_r, &s->gen->sender_r,
+		&s->gen->relay_r, &s->gen->recipient_r };
 	struct resolve_result rr;
+	struct restr_eval ev;
 	enum restr_result res;
-	int i, decided;
+	size_t i;
+	int decided;
 
 	if (resolver_classify(s->gen->resolver, rcpt, &rr) < 0) {
 		snprintf(reply, replylen, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
@@ -535,12 +592,14 @@ enum restr_result restr_check_rcpt(struct session *s, const char *rcpt, char *re
 	/* RFC 5321 4.5.1: postmaster at any of our domains is always accepted */
 	if (is_postmaster(rcpt) && rr.cls != RESOLVE_REMOTE && rr.cls != RESOLVE_RELAY)
 		return RESTR_PERMIT;
-	for (i = 0; i < 4; i++) {
-		res = run_list(s, lists[i], rcpt, &rr, reply, replylen, &decided);
+	memset(&ev, 0, sizeof ev);
+	ev.s = s;
+	ev.rcpt = rcpt;
+	ev.rr = &rr;
+	for (i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+		res = run_list(&ev, lists[i], reply, replylen, &decided);
 		if (res != RESTR_PERMIT)
 			return res;
-		if (decided && i == 3)
-			break;
 	}
 	/*
 	 * Postfix's smtpd_reject_unlisted_recipient = yes: unknown users of our
@@ -553,6 +612,10 @@ enum restr_result restr_check_rcpt(struct session *s, const char *rcpt, char *re
 		    rr.cls == RESOLVE_VIRTUAL ? "User unknown in virtual mailbox table"
 		    : "User unknown in local recipient table");
 		return RESTR_REJECT;
+	}
+	if (ev.defer_if_permit) {
+		snprintf(reply, replylen, "%s", ev.dip_reply);
+		return RESTR_DEFER;
 	}
 	return RESTR_PERMIT;
 }

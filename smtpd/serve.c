@@ -59,12 +59,25 @@ static void print_diags(const struct conf_diags *d, int to_log)
 	}
 }
 
+/* parameters set but not acted on in this version: a warning each, at start and reload */
+static void log_later(void *arg, const char *name, const char *where)
+{
+	(void)arg;
+	log_warning("master", "%s: %s is set, but this version of frugal does not act on it", where, name);
+}
+
+static void print_later(void *arg, const char *name, const char *where)
+{
+	(void)arg;
+	fprintf(stderr, "warning: %s: %s is set, but this version of frugal does not act on it\n", where, name);
+}
+
 static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct conf_diags d = { 0 };
 	struct conf *c;
 	struct smtpd_gen *g;
-	char err[256];
+	char err[1024];
 
 	(void)loop; (void)w; (void)revents;
 	c = conf_load_for_command(have_conf_dir ? conf_dir_opt : NULL, &d);
@@ -81,6 +94,7 @@ static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 	if (strcmp(conf_str(c, "smtpd_listen", 0), conf_str(server.gen->conf, "smtpd_listen", 0)) != 0)
 		log_warning("master", "smtpd_listen changed: takes effect at the next restart");
+	conf_each_later(c, log_later, NULL);
 	smtpd_gen_unref(server.gen);   /* live sessions keep their own reference */
 	server.gen = g;
 	if (server.qmgr)
@@ -220,7 +234,7 @@ int smtpd_cmd_serve(int argc, char **argv)
 {
 	struct conf_diags d = { 0 };
 	struct conf *c;
-	char err[256];
+	char err[1024];
 	int opt, foreground = 0, found;
 
 	optind = 1;
@@ -281,6 +295,7 @@ int smtpd_cmd_serve(int argc, char **argv)
 	}
 	if ((server.gen = smtpd_gen_new(c, err, sizeof err)) == NULL)
 		log_fatal("master", "%s", err);
+	conf_each_later(c, log_later, NULL);
 	if (listen_open(&server, c) < 0)
 		log_fatal("master", "cannot open the SMTP listeners");
 	if (drop_privileges(c) < 0)
@@ -323,6 +338,51 @@ int smtpd_cmd_serve(int argc, char **argv)
 	smtpd_gen_unref(server.gen);
 	spool_close(server.spool);
 	return 0;
+}
+
+/*
+ * `frugal check`: the configuration as `serve` would take it. The conf room
+ * checks files and tables (conf_check); the generation that serve and
+ * reload build (smtpd_gen_new: restrictions, mynetworks, routing tables,
+ * the relay rule) is built here too, by the same code, so check never
+ * passes what serve refuses.
+ */
+int smtpd_cmd_check(int argc, char **argv)
+{
+	struct conf_diags d;
+	struct smtpd_gen *g;
+	struct conf *c;
+	const char *dir = NULL;
+	char err[1024];
+	int opt, errors;
+
+	optind = 1;
+	while ((opt = getopt(argc, argv, "+c:")) != -1) {
+		if (opt == 'c')
+			dir = optarg;
+		else
+			goto usage;
+	}
+	if (optind < argc)
+		goto usage;
+	c = conf_load_for_command(dir, &d);
+	conf_print_diags(&d);
+	conf_diags_free(&d);
+	if (c == NULL)
+		return 1;
+	errors = conf_check(c);
+	if ((g = smtpd_gen_new(c, err, sizeof err)) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		errors++;
+	} else {
+		smtpd_gen_unref(g);
+	}
+	conf_each_later(c, print_later, NULL);
+	conf_unref(c);
+	return errors ? 1 : 0;
+usage:
+	fprintf(stderr, "usage: frugal check [-c DIR]\n");
+	return 1;
 }
 
 int smtpd_cmd_signal(const char *what, int argc, char **argv)

@@ -7,6 +7,7 @@
 #define FRUGAL_SMTPD_SMTPD_H
 
 int smtpd_cmd_serve(int argc, char **argv);              /* frugal serve [-f] [-c DIR] */
+int smtpd_cmd_check(int argc, char **argv);              /* frugal check [-c DIR] */
 int smtpd_cmd_signal(const char *what, int argc, char **argv); /* reload | stop | status */
 
 #endif

@@ -22,8 +22,9 @@ struct qmgr;
 /* ---- restrictions (restrict.c) ------------------------------------------- */
 
 enum restr_word {
-	R_PERMIT, R_REJECT, R_DUNNO, R_PERMIT_MYNETWORKS, R_PERMIT_SASL_AUTHENTICATED,
-	R_REJECT_UNAUTH_DESTINATION, R_REJECT_UNLISTED_RECIPIENT,
+	R_PERMIT, R_REJECT, R_DEFER, R_DEFER_IF_PERMIT, R_DUNNO, R_PERMIT_MYNETWORKS,
+	R_PERMIT_SASL_AUTHENTICATED, R_REJECT_UNAUTH_DESTINATION, R_DEFER_UNAUTH_DESTINATION,
+	R_REJECT_UNLISTED_RECIPIENT,
 	R_REJECT_INVALID_HELO_HOSTNAME, R_REJECT_NON_FQDN_HELO_HOSTNAME,
 	R_REJECT_NON_FQDN_SENDER, R_REJECT_NON_FQDN_RECIPIENT,
 	R_CHECK_CLIENT_ACCESS, R_CHECK_HELO_ACCESS, R_CHECK_SENDER_ACCESS,
@@ -73,10 +74,15 @@ struct smtpd_gen {
 	struct smtpd_params params[2];   /* [0] normal, [1] stress */
 	struct resolver *resolver;       /* owned */
 	struct cidr_list mynetworks;
-	struct restr_list client_r, helo_r, sender_r, recipient_r;
+	struct restr_list client_r, helo_r, sender_r, relay_r, recipient_r;
 	char *myhostname, *banner;       /* owned, expanded */
 };
 
+/*
+ * Build a generation: the one code path that reads restrictions, mynetworks
+ * and routing tables, for `serve`, `reload` and `check` alike. NULL with
+ * err "FILE:LINE: parameter: reason".
+ */
 struct smtpd_gen *smtpd_gen_new(struct conf *c, char *err, size_t errlen);
 void smtpd_gen_unref(struct smtpd_gen *g);
 

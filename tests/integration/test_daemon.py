@@ -9,7 +9,7 @@ import tempfile
 import shutil
 import unittest
 
-from harness import Daemon, Raw, run_frugal, wait_for, FRUGAL, SLOW
+from harness import Daemon, Raw, run_frugal, wait_for, free_port, FRUGAL, SLOW
 
 
 class Embedded(unittest.TestCase):
@@ -45,7 +45,7 @@ class Embedded(unittest.TestCase):
                 s.ehlo()
                 s.mail("me@example.org")
                 code, _ = s.rcpt("someone@example.com")
-                self.assertEqual(code, 554)  # relays for nobody
+                self.assertEqual(code, 454)  # relays for nobody (smtpd_relay_restrictions defers)
             new = os.path.join(cwd, "frugal-data", "mail", "someone", "Maildir", "new")
             wait_for(lambda: os.path.isdir(new) and os.listdir(new), 15, "embedded delivery")
             self.assertTrue(os.path.isdir(os.path.join(cwd, "frugal-data", "queue")))
@@ -129,6 +129,53 @@ class Commands(unittest.TestCase):
         r = run_frugal("check", "-c", self.dir)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("no_such_parameter", r.stderr)
+
+    def check_and_serve(self, conf):
+        """frugal check and frugal serve on the same file: (check result, serve result)."""
+        self.write(conf)
+        chk = run_frugal("check", "-c", self.dir)
+        srv = subprocess.run([FRUGAL, "serve", "-f", "-c", self.dir], capture_output=True, text=True,
+                             timeout=30 * SLOW)
+        return chk, srv
+
+    def test_check_refuses_what_serve_refuses(self):
+        """One code path: restriction words, mynetworks and the relay rule fail
+        check exactly where they stop serve, with file and line."""
+        base = "myhostname = mx.example.test\nqueue_directory = %s/q\nalias_maps =\nsmtpd_listen = 127.0.0.1:%d\n" % (
+            self.dir, free_port())
+        cases = [
+            ("smtpd_recipient_restrictions = permit_mynetworks, reject_bogus_word\n",
+             "frugal.conf:5: smtpd_recipient_restrictions: unsupported restriction \"reject_bogus_word\""),
+            ("mynetworks = 10.0.0.0/8 not-a-network\n", "frugal.conf:5: mynetworks: bad network \"not-a-network\""),
+            ("smtpd_helo_restrictions = check_helo_access cdb:%s/missing\n" % self.dir,
+             "frugal.conf:5: smtpd_helo_restrictions: check_helo_access"),
+            # an open relay, by Postfix's rule: nothing stops relaying before a permit
+            ("smtpd_relay_restrictions = permit_mynetworks, permit, reject_unauth_destination\n"
+             "smtpd_recipient_restrictions = permit_mynetworks, reject_unlisted_recipient\n",
+             "specify at least one working instance of: reject_unauth_destination"),
+            ("smtpd_relay_restrictions =\nsmtpd_recipient_restrictions = permit\n",
+             "frugal would be an open relay"),
+        ]
+        for extra, want in cases:
+            chk, srv = self.check_and_serve(base + extra)
+            self.assertEqual(chk.returncode, 1, extra)
+            self.assertIn(want, chk.stderr, extra)
+            self.assertEqual(srv.returncode, 1, extra)
+            self.assertIn(want, srv.stderr, extra)
+        # submission's stock list passes (Postfix master.cf: permit_sasl_authenticated, reject)
+        chk = self.check_and_serve(base + "smtpd_relay_restrictions =\n"
+                                   "smtpd_recipient_restrictions = permit_sasl_authenticated, reject\n")[0]
+        self.assertEqual(chk.returncode, 0, chk.stderr)
+
+    def test_parameters_not_acted_on_are_named(self):
+        self.write("myhostname = mx.example.test\nqueue_directory = %s/q\nalias_maps =\n"
+                   "recipient_delimiter = +\ndns_servers = 127.0.0.1:5353\ndefault_destination_recipient_limit = 10\n"
+                   % self.dir)
+        r = run_frugal("check", "-c", self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for line, name in ((4, "recipient_delimiter"), (5, "dns_servers"), (6, "default_destination_recipient_limit")):
+            self.assertIn("warning: %s/frugal.conf:%d: %s is set, but this version of frugal does not act on it"
+                          % (self.dir, line, name), r.stderr)
 
     def test_config_n_and_d(self):
         self.write("myhostname = mx.example.test\nsmtpd_timeout = 60s\n")

@@ -73,15 +73,17 @@ class Protocol(SMTPBase):
                         "from=<s@example.org> to=<nosuchuser@example.test> proto=ESMTP helo=<c.example.org>")
 
     def test_no_open_relay(self):
+        # smtpd_relay_restrictions first (Postfix 2.10+): its default defers
         r = self.raw()
         r.cmd("EHLO c.example.org")
         r.cmd("MAIL FROM:<s@example.org>")
         code, text = r.cmd("RCPT TO:<victim@elsewhere.example>")
-        self.assertEqual(code, 554)
-        self.assertIn("5.7.1", text)
-        self.assertIn("Relay access denied", text)
+        self.assertEqual(code, 454)
+        self.assertIn("4.7.1 <victim@elsewhere.example>: Relay access denied", text)
         self.assertEqual(r.cmd("RCPT TO:<someone@relay.test>")[0], 250)  # relay_domains
         r.close()
+        self.d.wait_log("NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 454 4.7.1 <victim@elsewhere.example>: "
+                        "Relay access denied; from=<s@example.org> to=<victim@elsewhere.example>")
 
     def test_postmaster_always_accepted(self):
         r = self.raw()
@@ -320,6 +322,30 @@ class Restrictions(SMTPBase):
         code, text = self.rcpt_reply("c.example.org", "ok@good.example", "blocked@example.test")
         self.assertEqual(code, 554)
         self.assertIn("Recipient address rejected", text)
+
+    def test_relay_list_before_recipient_list(self):
+        """smtpd_relay_restrictions is evaluated before smtpd_recipient_restrictions,
+        and a permit in one list does not skip the other."""
+        d = Daemon(extra="smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n"
+                         "smtpd_recipient_restrictions = check_recipient_access inline:{ alice@example.test=REJECT }, "
+                         "defer_if_permit\n")
+        d.start()
+        try:
+            r = Raw(d.port)
+            r.reply()
+            r.cmd("EHLO c.example.org")
+            r.cmd("MAIL FROM:<s@example.org>")
+            code, text = r.cmd("RCPT TO:<victim@elsewhere.example>")
+            self.assertEqual((code, "5.7.1" in text, "Relay access denied" in text), (554, True, True))
+            code, text = r.cmd("RCPT TO:<alice@example.test>")   # relay list permits, recipient list rejects
+            self.assertEqual(code, 554, text)
+            self.assertIn("Recipient address rejected", text)
+            code, text = r.cmd("RCPT TO:<bob@example.test>")     # defer_if_permit: a permit becomes 450
+            self.assertEqual(code, 450, text)
+            self.assertIn("defer_if_permit requested", text)
+            r.close()
+        finally:
+            d.cleanup()
 
     def test_unsupported_restriction_refused_at_start(self):
         d = Daemon(extra="smtpd_recipient_restrictions = reject_rbl_client zen.example, reject_unauth_destination\n")

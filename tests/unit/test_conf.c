@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "conf/conf.h"
+#include "conf/conf_impl.h"
 #include "core/mem.h"
 
 static struct conf_diags d;
@@ -193,6 +194,28 @@ START_TEST(defaults)
 	ck_assert_ptr_null(conf_str(c, "no_such_parameter", 0));
 	ck_assert_int_eq(conf_int(c, "no_such_parameter", 0), 0);
 	ck_assert(!conf_is_embedded(c));
+	conf_unref(c);
+}
+END_TEST
+
+/*
+ * A configuration that names its host never asks the system for its name
+ * (which may take a DNS timeout on a machine without a resolver), and
+ * mydomain follows myhostname as in Postfix.
+ */
+START_TEST(myhostname_set_means_no_lookup)
+{
+	struct conf *c = load("myhostname = mx.example.com\n");
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(conf_str(c, "mydomain", 0), "example.com");
+	ck_assert_str_eq(conf_str(c, "myorigin", 0), "mx.example.com");
+	ck_assert_uint_eq(conf_hostname_lookups(), 0);
+	conf_unref(c);
+	/* and one that does not name it asks, once */
+	c = load("mail_name = x\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(conf_hostname_lookups(), 1);
 	conf_unref(c);
 }
 END_TEST
@@ -590,6 +613,7 @@ int main(void)
 	tcase_add_test(tc, print_like_postconf);
 	tcase_add_test(tc, param_table_described);
 	tcase_add_test(tc, refcount);
+	tcase_add_test(tc, myhostname_set_means_no_lookup);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
