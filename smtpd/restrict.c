@@ -353,6 +353,9 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 
 /* ---- evaluation ---------------------------------------------------------- */
 
+/* every RCPT can hit a bad table entry: a few a minute, the rest counted */
+static struct log_rate unknown_action_rate = LOG_RATE_INIT(60, 5);
+
 /*
  * An access(5) table answer: OK/PERMIT, REJECT [text], DUNNO, or
  * "NNN text" (4xx/5xx). Anything else is logged and treated as DUNNO.
@@ -376,7 +379,7 @@ static enum restr_result access_action(struct session *s, const char *value, con
 		return value[0] == '4' ? RESTR_DEFER : RESTR_REJECT;
 	}
 	if (strcasecmp(value, "DUNNO") != 0)
-		log_warning("smtpd", "access table: unknown action \"%s\" for %s[%s]: ignored",
+		log_ratelimited(&unknown_action_rate, "smtpd", "access table: unknown action \"%s\" for %s[%s]: ignored",
 		    value, s->host, s->addr);
 	*stop = 0;
 	return RESTR_PERMIT;

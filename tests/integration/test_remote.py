@@ -163,6 +163,30 @@ class Backpressure(unittest.TestCase):
             d.cleanup()
 
 
+class Warnings(unittest.TestCase):
+    def test_client_triggered_warnings_are_rate_limited(self):
+        """200 RCPTs that each hit a broken access-table entry: a handful of
+        warnings a minute, the rest counted in the next one that passes."""
+        d = Daemon(extra="smtpd_recipient_restrictions = check_recipient_access inline:{ alice@example.test=FROBNICATE }, "
+                         "permit_mynetworks, reject_unauth_destination\n")
+        d.start()
+        try:
+            r = Raw(d.port)
+            r.reply()
+            r.cmd("EHLO c.example.org")
+            r.cmd("MAIL FROM:<s@example.org>")
+            for _ in range(200):
+                r.cmd("RCPT TO:<alice@example.test>")
+            r.cmd("QUIT")
+            r.close()
+            d.wait_log("disconnect from")
+            n = d.output().count('unknown action "FROBNICATE"')
+            self.assertGreaterEqual(n, 1)
+            self.assertLessEqual(n, 5, "warnings a client triggers are rate-limited")
+        finally:
+            d.cleanup()
+
+
 class FinalReply(unittest.TestCase):
     def test_pipelined_past_421_still_reads_it(self):
         """After a final reply frugal shuts down its side and drains the
