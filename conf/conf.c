@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "conf/conf_impl.h"
+#include "core/fd.h"
 #include "core/mem.h"
 
 #define CONF_FILE_MAX (16 * 1024 * 1024)
@@ -308,20 +309,20 @@ char *conf_read_text(const char *path, size_t max, mode_t *mode, char *err, size
 	ssize_t r;
 	int fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+	if ((fd = fd_open(path, O_RDONLY | O_CLOEXEC)) < 0) {
 		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return NULL;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
 		snprintf(err, errlen, "%s: not a regular file of reasonable size", path);
-		close(fd);
+		fd_close(fd);
 		return NULL;
 	}
 	if (mode)
 		*mode = st.st_mode & 0666;
 	if ((text = mem_alloc((size_t)st.st_size + 1)) == NULL) {
 		snprintf(err, errlen, "%s: out of memory", path);
-		close(fd);
+		fd_close(fd);
 		return NULL;
 	}
 	while (len < (size_t)st.st_size &&
@@ -331,12 +332,12 @@ char *conf_read_text(const char *path, size_t max, mode_t *mode, char *err, size
 				continue;
 			snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
 			mem_free(text);
-			close(fd);
+			fd_close(fd);
 			return NULL;
 		}
 		len += (size_t)r;
 	}
-	close(fd);
+	fd_close(fd);
 	text[len] = 0;
 	if (strlen(text) != len) {
 		snprintf(err, errlen, "%s: file contains a NUL byte", path);

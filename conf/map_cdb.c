@@ -18,6 +18,7 @@
 #include "conf/conf_impl.h"
 #include "conf/map_impl.h"
 #include "core/buf.h"
+#include "core/fd.h"
 #include "core/mem.h"
 
 /* core/buf's append of zero bytes to an empty buffer memcpy()s to NULL: skip it */
@@ -63,7 +64,7 @@ static void cdb_close(struct map *m)
 
 	if (t) {
 		cdb_free(&t->cdb);
-		close(t->fd);
+		fd_close(t->fd);
 		mem_free(t);
 	}
 	map_free_shell(m);
@@ -88,20 +89,20 @@ struct map *map_cdb_open(const char *spec, const char *path, char *err, size_t e
 		mem_free(file);
 		return NULL;
 	}
-	if ((t->fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
+	if ((t->fd = fd_open(file, O_RDONLY | O_CLOEXEC)) < 0) {
 		snprintf(err, errlen, "%s: cannot open %s: %s", spec, file, strerror(errno));
 		goto fail;
 	}
 	if (cdb_init(&t->cdb, t->fd) < 0) {
 		snprintf(err, errlen, "%s: %s is not a valid cdb file: %s", spec, file,
 		    errno ? strerror(errno) : "bad format");
-		close(t->fd);
+		fd_close(t->fd);
 		goto fail;
 	}
 	if ((m = map_alloc(spec)) == NULL) {
 		snprintf(err, errlen, "%s: out of memory", spec);
 		cdb_free(&t->cdb);
-		close(t->fd);
+		fd_close(t->fd);
 		goto fail;
 	}
 	mem_free(file);
@@ -212,12 +213,12 @@ static int sync_dir(const char *path)
 		slash[1] = 0;
 	else
 		*slash = 0;
-	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+	if ((fd = fd_open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		rc = -1;
 	else {
 		if (fsync(fd) < 0 && errno != EINVAL)
 			rc = -1;
-		close(fd);
+		fd_close(fd);
 	}
 	mem_free(dir);
 	return rc;
@@ -244,7 +245,7 @@ int map_compile(const char *path, int aliases, char *err, size_t errlen)
 	 * The table may hold password hashes: keep the source's permissions.
 	 * O_RDWR: CDB_PUT_INSERT reads back what was written.
 	 */
-	if ((fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, mode)) < 0) {
+	if ((fd = fd_open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, mode)) < 0) {
 		snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
 		goto fail;
 	}
@@ -302,7 +303,7 @@ int map_compile(const char *path, int aliases, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
 		goto fail;
 	}
-	if (close(fd) < 0) {
+	if (fd_close(fd) < 0) {
 		fd = -1;
 		snprintf(err, errlen, "%s: close: %s", tmp, strerror(errno));
 		goto fail;
@@ -325,7 +326,7 @@ fail:
 	if (started)
 		(void)cdb_make_finish(&cm); /* the only way tinycdb frees its lists */
 	if (fd >= 0)
-		close(fd);
+		fd_close(fd);
 	if (tmp)
 		unlink(tmp);
 out_err:

@@ -1,5 +1,6 @@
 /* core/daemon.c: detaching and the pid file (see daemon.h). */
 #include "daemon.h"
+#include "fd.h"
 #include "file.h"
 
 #include <errno.h>
@@ -49,19 +50,19 @@ int daemon_pidfile_lock(const char *path, long *running)
 	*running = 0;
 	if (file_mkdir_parent(path, 0755) < 0)
 		return -1;
-	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0)
+	if ((fd = fd_open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0)
 		return -1;
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		e = errno;
 		*running = read_pid_fd(fd);
-		close(fd);
+		fd_close(fd);
 		errno = e;
 		return -1;
 	}
 	n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
 	if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
 		e = errno;
-		close(fd);
+		fd_close(fd);
 		errno = e;
 		return -1;
 	}
@@ -70,17 +71,17 @@ int daemon_pidfile_lock(const char *path, long *running)
 
 long daemon_pidfile_read(const char *path)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = fd_open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	long pid;
 
 	if (fd < 0)
 		return -1;
 	/* a lock we can take is a lock nobody holds: stale */
 	if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
-		close(fd);
+		fd_close(fd);
 		return -1;
 	}
 	pid = read_pid_fd(fd);
-	close(fd);
+	fd_close(fd);
 	return pid;
 }

@@ -1,7 +1,8 @@
 /*
- * core/worker.c: the worker pool (see worker.h). Threads take jobs from one
- * FIFO; finished jobs go on a done list and an ev_async wakes the loop,
- * which runs the `done` callbacks in completion order.
+ * core/worker.c: the worker pools (see worker.h). Each class has a FIFO
+ * and its own threads; finished jobs of every class go on one done list
+ * and an ev_async wakes the loop, which runs the `done` callbacks in
+ * completion order.
  */
 #include "worker.h"
 
@@ -9,31 +10,36 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#define MAX_THREADS 16
+#define MAX_THREADS 32   /* per class */
+
+struct pool {
+	pthread_cond_t cv;
+	struct worker_job *head, *tail;
+	pthread_t threads[MAX_THREADS];
+	int nthreads;
+};
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static struct worker_job *todo_head, *todo_tail, *done_head, *done_tail;
-static pthread_t threads[MAX_THREADS];
-static int nthreads_running, stopping, pending;
+static struct pool pools[WORKER_CLASSES];
+static struct worker_job *done_head, *done_tail;
+static int stopping, pending;
 static struct ev_loop *wloop;
 static ev_async wake;
 
 static void *worker_main(void *arg)
 {
+	struct pool *p = arg;
 	struct worker_job *job;
 
-	(void)arg;
 	pthread_mutex_lock(&mu);
 	for (;;) {
-		while (!todo_head && !stopping)
-			pthread_cond_wait(&cv, &mu);
-		if (!todo_head && stopping)
+		while (!p->head && !stopping)
+			pthread_cond_wait(&p->cv, &mu);
+		if (!p->head && stopping)
 			break;
-		job = todo_head;
-		todo_head = job->next;
-		if (!todo_head)
-			todo_tail = NULL;
+		job = p->head;
+		if ((p->head = job->next) == NULL)
+			p->tail = NULL;
 		pthread_mutex_unlock(&mu);
 		job->work(job);
 		pthread_mutex_lock(&mu);
@@ -65,59 +71,80 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
 	}
 }
 
-int worker_init(struct ev_loop *loop, int n)
+int worker_init(struct ev_loop *loop, const int nthreads[WORKER_CLASSES])
 {
-	int i, err;
+	pthread_attr_t attr;
+	int c, i, err;
 
-	if (n < 1)
-		n = 1;
-	if (n > MAX_THREADS)
-		n = MAX_THREADS;
 	wloop = loop;
 	stopping = 0;
 	ev_async_init(&wake, wake_cb);
 	ev_async_start(loop, &wake);
 	ev_unref(loop); /* the pool alone must not keep the loop alive */
-	for (i = 0; i < n; i++) {
-		if ((err = pthread_create(&threads[i], NULL, worker_main, NULL)) != 0) {
-			if (i == 0) {
-				errno = err;
-				return -1;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, WORKER_STACK);
+	for (c = 0; c < WORKER_CLASSES; c++) {
+		struct pool *p = &pools[c];
+		int n = nthreads[c] < 1 ? 1 : nthreads[c] > MAX_THREADS ? MAX_THREADS : nthreads[c];
+
+		pthread_cond_init(&p->cv, NULL);
+		for (i = 0; i < n; i++) {
+			if ((err = pthread_create(&p->threads[i], &attr, worker_main, p)) != 0) {
+				if (i == 0) {
+					pthread_attr_destroy(&attr);
+					errno = err;
+					return -1;
+				}
+				break; /* fewer threads is still a working pool */
 			}
-			break; /* fewer threads is still a working pool */
 		}
+		p->nthreads = i;
 	}
-	nthreads_running = i;
+	pthread_attr_destroy(&attr);
 	return 0;
 }
 
-void worker_submit(struct worker_job *job)
+void worker_submit(enum worker_class c, struct worker_job *job)
 {
+	struct pool *p = &pools[(unsigned)c < WORKER_CLASSES ? c : WORKER_COMMIT];
+
 	job->next = NULL;
 	pending++;
 	pthread_mutex_lock(&mu);
-	if (todo_tail)
-		todo_tail->next = job;
+	if (p->tail)
+		p->tail->next = job;
 	else
-		todo_head = job;
-	todo_tail = job;
-	pthread_cond_signal(&cv);
+		p->head = job;
+	p->tail = job;
+	pthread_cond_signal(&p->cv);
 	pthread_mutex_unlock(&mu);
 }
 
 int worker_pending(void) { return pending; }
 
+int worker_threads(void)
+{
+	int c, n = 0;
+
+	for (c = 0; c < WORKER_CLASSES; c++)
+		n += pools[c].nthreads;
+	return n;
+}
+
 void worker_shutdown(void)
 {
-	int i;
+	int c, i;
 
 	pthread_mutex_lock(&mu);
 	stopping = 1;
-	pthread_cond_broadcast(&cv);
+	for (c = 0; c < WORKER_CLASSES; c++)
+		pthread_cond_broadcast(&pools[c].cv);
 	pthread_mutex_unlock(&mu);
-	for (i = 0; i < nthreads_running; i++)
-		pthread_join(threads[i], NULL);
-	nthreads_running = 0;
+	for (c = 0; c < WORKER_CLASSES; c++) {
+		for (i = 0; i < pools[c].nthreads; i++)
+			pthread_join(pools[c].threads[i], NULL);
+		pools[c].nthreads = 0;
+	}
 	if (wloop) {
 		ev_ref(wloop);
 		ev_async_stop(wloop, &wake);

@@ -7,9 +7,9 @@
  * for more than reading a few small /proc and /sys files, and never call
  * back into other rooms except through the stress callbacks it was handed.
  *
- * Threads: limits_take/limits_release/limits_in_use/limits_note_failure
- * may be called from worker threads (spool files are opened there); the
- * rest runs on the loop thread only.
+ * Threads: limits_tcp_admit and limits_note_failure may be called from
+ * worker threads; the rest runs on the loop thread only. The counts it
+ * decides on are core/fd.h's and core/mem.h's.
  */
 #include "limits/limits.h"
 #include "limits/detect.h"
@@ -18,12 +18,14 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/fd.h"
 #include "core/log.h"
 #include "core/mem.h"
 
@@ -183,7 +185,7 @@ void limits_compute(const struct limits_params *p, const struct limits_snapshot 
 
 	tcp = avail(b->pool[LP_TCP], p->listeners);
 	fd = avail(b->pool[LP_FD], LIMITS_FIXED_FDS);
-	mem = avail(b->pool[LP_MEM], LIMITS_FIXED_MEM);
+	mem = avail(b->pool[LP_MEM], own->mem_fixed > 0 ? own->mem_fixed : LIMITS_FIXED_MEM);
 
 	/* deliveries: a quarter of each pool, never past LIMITS_DELIVERY_MAX */
 	if (p->delivery_concurrency > 0) {
@@ -281,9 +283,8 @@ struct stress_cb {
 };
 
 static struct {
-	pthread_mutex_t mu;              /* guards used[], fail counters, the rate limiters */
+	pthread_mutex_t mu;              /* guards the fail counters and the rate limiters */
 	int ready;                       /* limits_init ran: budgets apply */
-	long long used[LIM_KIND_COUNT];  /* descriptors taken, by kind */
 	long long sessions;              /* admitted and not done */
 	struct limits_params p;
 	struct limits_snapshot snap;
@@ -300,6 +301,10 @@ static struct {
 	ev_tstamp last_sample;
 	time_t started;
 	char status_path[512];
+	long long fixed_mem;             /* this process's private memory the allocator does not see */
+	long long siblings_mem;          /* the helpers' and the master's private memory, last sample */
+	long siblings[LIMITS_MAX_SIBLINGS];
+	int nsiblings;
 	void (*detect)(const struct limits_params *, struct limits_snapshot *);
 	struct log_rate fail_rate, warn_rate, failcnt_rate;
 } L = {
@@ -312,75 +317,24 @@ static struct {
 static void lock(void) { pthread_mutex_lock(&L.mu); }
 static void unlock(void) { pthread_mutex_unlock(&L.mu); }
 
-static long long fds_used(void)
+int limits_tcp_admit(const char **why)
 {
-	return L.used[LIM_TCPSOCK] + L.used[LIM_OTHERSOCK] + L.used[LIM_FILE];
-}
-
-int limits_take(enum limits_kind k, int n)
-{
-	int ok = 1;
-
-	if ((unsigned)k >= LIM_KIND_COUNT || n < 0) {
-		errno = EINVAL;
-		return -1;
-	}
-	lock();
-	if (L.ready) {
-		if (fds_used() + n > L.b.pool[LP_FD]) {
-			ok = 0;
-			errno = EMFILE;
-		} else if (k == LIM_TCPSOCK && L.used[k] + n > L.b.pool[LP_TCP]) {
-			ok = 0;
-			errno = ENOMEM;   /* what OpenVZ answers past numtcpsock */
-		} else if (k == LIM_OTHERSOCK && L.used[k] + n > L.b.pool[LP_OTHER]) {
-			ok = 0;
-			errno = ENOMEM;
-		}
-	}
-	if (ok)
-		L.used[k] += n;
-	unlock();
-	return ok ? 0 : -1;
-}
-
-void limits_release(enum limits_kind k, int n)
-{
-	if ((unsigned)k >= LIM_KIND_COUNT || n < 0)
-		return;
-	lock();
-	L.used[k] -= n;
-	if (L.used[k] < 0) {
-		/* a release without its take: the ledger is wrong from here on */
-		L.used[k] = 0;
-		unlock();
-		log_warning("limits", "released more %s descriptors than taken",
-		    k == LIM_TCPSOCK ? "TCP socket" : k == LIM_OTHERSOCK ? "non-TCP socket" : "file");
-		return;
-	}
-	unlock();
-}
-
-int limits_in_use(enum limits_kind k)
-{
-	long long v;
-
-	if ((unsigned)k >= LIM_KIND_COUNT)
+	if (!fd_room(FD_TCP, 0)) {
+		/* which cap: the TCP pool, or all descriptors */
+		*why = L.ready && L.b.pool[LP_TCP] != LIMITS_UNLIMITED && fd_count(FD_TCP) > L.b.pool[LP_TCP]
+		    ? "numtcpsock" : "descriptor";
 		return 0;
-	lock();
-	v = L.used[k];
-	unlock();
-	return (int)v;
+	}
+	return 1;
 }
 
 static void own_use(struct limits_own *o)
 {
-	lock();
-	o->tcp = L.used[LIM_TCPSOCK];
-	o->other = L.used[LIM_OTHERSOCK];
-	o->fd = fds_used();
-	unlock();
-	o->mem = (long long)mem_in_use();
+	o->tcp = fd_count(FD_TCP);
+	o->other = fd_count(FD_SOCK);
+	o->fd = fd_total();
+	o->mem_fixed = L.fixed_mem + L.siblings_mem;
+	o->mem = (long long)mem_in_use() + o->mem_fixed;
 	o->sessions = L.sessions;
 }
 
@@ -470,6 +424,21 @@ static void write_status(void)
 	st.time = (long long)time(NULL);
 	st.started = (long long)L.started;
 	own_use(&st.own);
+	st.fd_kernel = -1;
+	if (L.loop) {
+		/* the daemon: the ledger against /proc/self/fd, read at one instant (core/fd.h) */
+		long long ledger;
+
+		if (fd_audit(&st.fd_kernel, &ledger) == 0) {
+			st.own.fd = ledger;
+			if (st.fd_kernel != ledger) {
+				lock();
+				log_ratelimited(&L.warn_rate, "limits", "descriptor ledger %lld, kernel %lld: "
+				    "a descriptor was opened or closed outside core/fd", ledger, st.fd_kernel);
+				unlock();
+			}
+		}
+	}
 	st.sessions_limit = L.b.sessions;
 	st.deliveries_limit = L.b.deliveries;
 	st.stress = L.stress;
@@ -483,24 +452,20 @@ static void write_status(void)
 		return;
 	/* the status file is a descriptor like any other: when the budget has
 	 * none to spare, the report waits for the next sample */
-	if (limits_take(LIM_FILE, 1) < 0)
-		return;
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0) {
-		limits_release(LIM_FILE, 1);
+	if ((fd = fd_open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0) {
 		lock();
 		log_ratelimited(&L.warn_rate, "limits", "%s: %s", tmp, strerror(errno));
 		unlock();
 		return;
 	}
 	(void)fchmod(fd, 0644);   /* whatever the umask */
-	if (write(fd, buf, (size_t)n) != n || close(fd) < 0 || rename(tmp, L.status_path) < 0) {
+	if (write(fd, buf, (size_t)n) != n || fd_close(fd) < 0 || rename(tmp, L.status_path) < 0) {
 		int e = errno;
 		unlink(tmp);
 		lock();
 		log_ratelimited(&L.warn_rate, "limits", "%s: %s", L.status_path, strerror(e));
 		unlock();
 	}
-	limits_release(LIM_FILE, 1);
 }
 
 /* a source that read fine last time and not now keeps its last values:
@@ -528,6 +493,56 @@ static const char *failcnt_meaning(enum limits_res k)
 	case LR_CG_MEMORY:    return "memory";
 	default:              return "a resource";
 	}
+}
+
+long long limits_proc_vmdata(long pid)
+{
+	char path[64], buf[4096], *p;
+	long n;
+
+	if (pid > 0)
+		snprintf(path, sizeof path, "/proc/%ld/status", pid);
+	else
+		snprintf(path, sizeof path, "/proc/self/status");
+	if ((n = limits_read_file(path, buf, sizeof buf)) < 0 || (p = strstr(buf, "\nVmData:")) == NULL)
+		return -1;
+	return strtoll(p + 9, NULL, 10) * 1024;
+}
+
+void limits_measure_fixed(void)
+{
+	long long vm = limits_proc_vmdata(0), heap = (long long)mem_in_use();
+
+	L.fixed_mem = vm > heap ? vm - heap : 0;
+}
+
+void limits_set_siblings(const long *pids, int n)
+{
+	int i;
+
+	L.nsiblings = 0;
+	for (i = 0; i < n && i < LIMITS_MAX_SIBLINGS; i++)
+		if (pids[i] > 0)
+			L.siblings[L.nsiblings++] = pids[i];
+}
+
+static void sample_siblings(void)
+{
+	long long sum = 0, v;
+	int i;
+
+	for (i = 0; i < L.nsiblings; i++)
+		if ((v = limits_proc_vmdata(L.siblings[i])) > 0)
+			sum += v;
+	L.siblings_mem = sum;
+}
+
+/* a pool as a core/fd cap: 0 is "no cap"; an empty pool still refuses (1 below any count) */
+static long long cap_of(long long pool)
+{
+	if (pool == LIMITS_UNLIMITED)
+		return 0;
+	return pool > 0 ? pool : -1;
 }
 
 void limits_resample(void)
@@ -564,6 +579,7 @@ void limits_resample(void)
 		}
 		L.failcnt_last[k] = f;
 	}
+	sample_siblings();
 	own_use(&own);
 	limits_compute(&L.p, &snap, &own, &b);
 	L.snap = snap;
@@ -571,7 +587,10 @@ void limits_resample(void)
 	L.b = b;
 	L.ready = 1;
 	unlock();
-	mem_set_limit(b.pool[LP_MEM] == LIMITS_UNLIMITED ? 0 : (size_t)b.pool[LP_MEM]);
+	/* the allocator gets the memory pool less what it cannot see (stacks, helpers) */
+	mem_set_limit(b.pool[LP_MEM] == LIMITS_UNLIMITED ? 0
+	    : b.pool[LP_MEM] > own.mem_fixed ? (size_t)(b.pool[LP_MEM] - own.mem_fixed) : 1);
+	fd_set_caps(cap_of(b.pool[LP_FD]), cap_of(b.pool[LP_TCP]), cap_of(b.pool[LP_OTHER]));
 	if (first)
 		L.started = time(NULL);
 	if (!first && (b.sessions != old_sessions || b.deliveries != old_deliveries))
@@ -700,5 +719,6 @@ void limits_shutdown(void)
 	if (L.status_path[0] && L.started)
 		unlink(L.status_path);
 	L.ready = 0;
+	fd_set_caps(0, 0, 0);
 	L.started = 0;
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/fd.h"
 #include "core/log.h"
 
 const char *const limits_res_name[LR_COUNT] = {
@@ -44,7 +45,7 @@ long limits_read_file(const char *path, char *buf, size_t size)
 
 	if (size == 0)
 		return -1;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
+	if ((fd = fd_open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
 		return -1;
 	/* procfs hands a file out in pieces; read until EOF or the buffer is full */
 	while (got < size - 1) {
@@ -54,7 +55,7 @@ long limits_read_file(const char *path, char *buf, size_t size)
 			if (errno == EINTR)
 				continue;
 			int e = errno;
-			close(fd);
+			fd_close(fd);
 			errno = e;
 			return -1;
 		}
@@ -62,7 +63,7 @@ long limits_read_file(const char *path, char *buf, size_t size)
 			break;
 		got += (size_t)n;
 	}
-	close(fd);
+	fd_close(fd);
 	buf[got] = '\0';
 	return (long)got;
 }
@@ -250,8 +251,8 @@ int limits_status_format(const struct limits_status *st, char *buf, size_t len)
 	PUT("pid %ld\ntime %lld\nstarted %lld\nstress %d\n", st->pid, st->time, st->started, st->stress);
 	PUT("sessions %lld\nsessions_limit %lld\ndeliveries_limit %lld\n",
 	    st->own.sessions, st->sessions_limit, st->deliveries_limit);
-	PUT("use_tcp %lld\nuse_other %lld\nuse_fd %lld\nuse_mem %lld\n",
-	    st->own.tcp, st->own.other, st->own.fd, st->own.mem);
+	PUT("use_tcp %lld\nuse_other %lld\nuse_fd %lld\nuse_mem %lld\nfd_kernel %lld\n",
+	    st->own.tcp, st->own.other, st->own.fd, st->own.mem, st->fd_kernel);
 	for (k = 0; k < LP_COUNT; k++)
 		PUT("budget_%s %lld\n", pool_key[k], st->pool[k]);
 	for (k = 0; k < LR_COUNT; k++)
@@ -284,6 +285,7 @@ int limits_status_parse(const char *buf, size_t len, struct limits_status *st)
 	int k, seen_pid = 0;
 
 	memset(st, 0, sizeof *st);
+	st->fd_kernel = -1;
 	for (k = 0; k < LR_COUNT; k++)
 		st->failcnt_start[k] = -1;
 	while (p < end) {
@@ -320,6 +322,7 @@ int limits_status_parse(const char *buf, size_t len, struct limits_status *st)
 			else if (keyeq(key, kl, "use_other")) st->own.other = v;
 			else if (keyeq(key, kl, "use_fd")) st->own.fd = v;
 			else if (keyeq(key, kl, "use_mem")) st->own.mem = v;
+			else if (keyeq(key, kl, "fd_kernel")) st->fd_kernel = v;
 			else
 				for (k = 0; k < LP_COUNT; k++)
 					if (kl > 7 && memcmp(key, "budget_", 7) == 0 && keyeq(key + 7, kl - 7, pool_key[k]))

@@ -174,7 +174,9 @@ enum limits_pool {
 /* frugal's own use, which is part of the container's held */
 struct limits_own {
 	long long tcp, other, fd;   /* descriptors taken */
-	long long mem;              /* mem_in_use() */
+	long long mem;              /* all private memory: allocator + fixed (below) */
+	long long mem_fixed;        /* what the allocator does not see: thread stacks, libraries'
+	                             * data, helper processes; measured, 0 = not yet */
 	long long sessions;
 };
 
@@ -184,7 +186,7 @@ struct limits_own {
 /* Charged descriptors that do not grow with load: listeners, the spool
  * directory, maps, worker pipes, the resolver's socket. */
 #define LIMITS_FIXED_FDS      16
-#define LIMITS_FIXED_MEM      (4LL << 20)   /* config, maps, TLS contexts, libev */
+#define LIMITS_FIXED_MEM      (4LL << 20)   /* fixed overhead assumed until it is measured */
 #define LIMITS_SESSION_MEM    4096          /* struct session, line buffers */
 #define LIMITS_DELIVERY_FDS   2             /* a spool file and a Maildir file or a socket */
 #define LIMITS_DELIVERY_MEM   (64LL << 10)
@@ -234,6 +236,7 @@ struct limits_status {
 	long pid;
 	long long time, started;
 	struct limits_own own;
+	long long fd_kernel;                /* /proc/PID/fd entries when own.fd was counted; -1 unknown */
 	long long sessions_limit, deliveries_limit;
 	int stress;
 	long long failcnt_start[LR_COUNT];  /* -1 unknown */
@@ -245,7 +248,6 @@ int limits_status_parse(const char *buf, size_t len, struct limits_status *st);
 
 /* Budget internals tests drive without a configuration or a loop. */
 int  limits_init_params(struct ev_loop *loop, const struct limits_params *p);
-void limits_resample(void);                          /* one sample now */
 const struct limits_snapshot *limits_current_snapshot(void);
 const struct limits_budget *limits_current_budget(void);
 /* Replace detection (tests): the snapshot every sample returns. NULL: real. */

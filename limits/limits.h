@@ -5,9 +5,11 @@
  * and memory, derives concurrency from it, switches stress mode, and writes
  * the limits report.
  *
- * Accounting rule: every descriptor frugal opens is taken here first
- * (limits_take) and given back when closed (limits_release). A take that
- * would pass the budget fails, and the caller degrades (421/451/pause).
+ * Accounting rule: the counts live at the ground floor, beside what they
+ * count: core/fd.h counts every descriptor and socket as it is opened and
+ * closed, core/mem.h every byte. limits/ sets their caps from the budget
+ * (an open past the cap fails with EMFILE, an allocation with NULL, and the
+ * caller degrades: 421/451/pause) and reads the counts.
  */
 #ifndef FRUGAL_LIMITS_LIMITS_H
 #define FRUGAL_LIMITS_LIMITS_H
@@ -17,23 +19,19 @@
 
 struct conf;
 
-/* The kinds of resource frugal charges itself for. */
-enum limits_kind {
-	LIM_TCPSOCK,    /* a TCP socket: numtcpsock, and a descriptor */
-	LIM_OTHERSOCK,  /* any non-TCP socket (UNIX, UDP, netlink): numothersock, and a descriptor */
-	LIM_FILE,       /* a regular file or pipe descriptor: numfile */
-	LIM_KIND_COUNT
-};
-
 /* Detect limits, compute the budget, start periodic re-sampling on `loop`.
  * Logs what it found ("limits: smtpd sessions 180: bound by numtcpsock"). */
 int  limits_init(struct ev_loop *loop, const struct conf *c);
 void limits_reconfigure(const struct conf *c);   /* reload: recompute the budget */
 void limits_shutdown(void);
+void limits_resample(void);                      /* one sample now (and the status file) */
 
-int  limits_take(enum limits_kind k, int n);     /* 0, or -1: over budget (nothing taken) */
-void limits_release(enum limits_kind k, int n);
-int  limits_in_use(enum limits_kind k);
+/*
+ * A TCP connection frugal just accepted (and counted, core/fd.h): is it
+ * within the socket and descriptor budgets? 1 yes; 0 no, and *why names
+ * the exhausted budget ("numtcpsock", "descriptor").
+ */
+int  limits_tcp_admit(const char **why);
 
 /* Sessions: admission against the derived smtpd concurrency. */
 int  limits_session_admit(void);                 /* 1: room for one more session (counted) */
@@ -44,6 +42,18 @@ int  limits_sessions(void);                      /* sessions now */
 /* Socket buffer sizes for a session (SO_SNDBUF/SO_RCVBUF), 0 = leave the kernel's. */
 int  limits_session_sndbuf(void);
 int  limits_session_rcvbuf(void);
+
+/*
+ * Private memory the allocator does not count. limits_measure_fixed()
+ * takes this process's (VmData less what core/mem holds) once start-up is
+ * done: thread stacks, libraries' data. Sibling processes (the master, the
+ * delivery helpers) are sampled with every re-sample. Both count as
+ * frugal's own use and come off the allocator's budget.
+ */
+#define LIMITS_MAX_SIBLINGS 4
+void limits_measure_fixed(void);
+void limits_set_siblings(const long *pids, int n);
+long long limits_proc_vmdata(long pid);   /* VmData in bytes (0: this process); -1 unknown */
 
 /* Stress mode (stress_threshold, with hysteresis). */
 int  limits_stress(void);

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fd.h"
 #include "core/file.h"
 #include "core/mem.h"
 #include "core/sync.h"
@@ -240,18 +241,18 @@ static int dsync(int fd)
 
 static int fsync_dir(const char *path)
 {
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
+	int fd = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
 
 	if (fd < 0)
 		return -1;
 	rc = dsync(fd);
 	if (rc < 0) {
 		int e = errno;
-		close(fd);
+		fd_close(fd);
 		errno = e;
 		return -1;
 	}
-	return close(fd);
+	return fd_close(fd);
 }
 
 /* Maildir (cr.yp.to/proto/maildir.html): tmp/ unique name, sync, rename into new/. */
@@ -298,7 +299,7 @@ static int deliver_maildir(const struct msg_src *m, const struct target *t, char
 	snprintf(tmpname, sizeof tmpname, "%s/tmp/%s", dir, host);
 	snprintf(newname, sizeof newname, "%s/new/%s", dir, host);
 	step = "create maildir file";
-	if ((fd = open(tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
+	if ((fd = fd_open(tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
 		goto fail_file;
 	step = "write maildir file";
 	if (write_prefix(fd, m, t) < 0 || copy_message(fd, m, 0) < 0)
@@ -306,7 +307,7 @@ static int deliver_maildir(const struct msg_src *m, const struct target *t, char
 	step = "sync maildir file";
 	if (dsync(fd) < 0)
 		goto fail_file;
-	if (close(fd) < 0) {
+	if (fd_close(fd) < 0) {
 		fd = -1;
 		goto fail_file;
 	}
@@ -327,7 +328,7 @@ static int deliver_maildir(const struct msg_src *m, const struct target *t, char
 fail_file:
 	e = errno;
 	if (fd >= 0)
-		close(fd);
+		fd_close(fd);
 	unlink(tmpname);
 	snprintf(reason, rlen, "%s %s: %s", step, tmpname, strerror(e));
 	return -1;
@@ -345,7 +346,7 @@ static int deliver_mbox(const struct msg_src *m, const struct target *t, char *r
 	int fd, n, e;
 	const char *step = "open mailbox";
 
-	if ((fd = open(t->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
+	if ((fd = fd_open(t->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
 		goto fail;
 	step = "lock mailbox";
 	if (flock(fd, LOCK_EX) < 0 || fstat(fd, &st) < 0)
@@ -362,7 +363,7 @@ static int deliver_mbox(const struct msg_src *m, const struct target *t, char *r
 	step = "sync mailbox";
 	if (dsync(fd) < 0)
 		goto undo;
-	close(fd);
+	fd_close(fd);
 	return 0;
 undo:
 	e = errno;
@@ -373,7 +374,7 @@ undo:
 fail:
 	e = errno;
 	if (fd >= 0)
-		close(fd);
+		fd_close(fd);
 	snprintf(reason, rlen, "%s %s: %s", step, t->path, strerror(e));
 	return -1;
 }

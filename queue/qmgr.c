@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/fd.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/sync.h"
@@ -411,11 +412,9 @@ static void dlv_free(struct dlv *d)
 	}
 	mem_free(d->res);
 	maildir_headers_free(&d->hdr);
-	if (d->fd >= 0)
-		close(d->fd);
+	fd_close(d->fd);
 	spool_env_free(&d->env);
 	mem_free(d);
-	limits_release(LIM_FILE, DLV_FILES);
 }
 
 /* Marks (and removal) after deliveries and bounces; on a worker thread. */
@@ -450,7 +449,7 @@ static void finish_work(struct dlv *d)
 			 * The last close of an unlinked file frees its blocks, which can
 			 * wait for the disk (ext4 mounted with discard): here, not on the loop.
 			 */
-			close(d->fd);
+			fd_close(d->fd);
 			d->fd = -1;
 			return;
 		}
@@ -569,7 +568,7 @@ static void start_finish(struct dlv *d)
 {
 	d->job.work = finish_job_work;
 	d->job.done = finish_job_done;
-	worker_submit(&d->job);
+	worker_submit(WORKER_DELIVERY, &d->job);
 }
 
 static void bounce_done(void *arg, int err, const char *id)
@@ -692,13 +691,12 @@ static void start_delivery(struct qmgr *q, struct qmsg *m)
 	int i;
 
 	m->busy = 1;
-	if (limits_take(LIM_FILE, DLV_FILES) < 0) {
+	if (!fd_room(FD_FILE, DLV_FILES)) {
 		log_warning("qmgr", "%s: descriptor budget exhausted: delivery postponed", m->id);
 		defer_msg(q, m, 0);
 		return;
 	}
 	if ((d = mem_calloc(1, sizeof *d)) == NULL) {
-		limits_release(LIM_FILE, DLV_FILES);
 		log_warning("qmgr", "%s: out of memory: delivery postponed", m->id);
 		defer_msg(q, m, 0);
 		return;
@@ -755,7 +753,7 @@ static void start_delivery(struct qmgr *q, struct qmsg *m)
 	ev_ref(q->loop);   /* a delivery in flight keeps the loop alive */
 	d->job.work = deliver_work;
 	d->job.done = deliver_done;
-	worker_submit(&d->job);
+	worker_submit(WORKER_DELIVERY, &d->job);
 	return;
 nomem:
 	log_warning("qmgr", "%s: out of memory: delivery postponed", m->id);

@@ -77,6 +77,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "core/fd.h"
 #include "core/file.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -94,7 +95,6 @@ struct spool {
 	int    fd_incoming;         /* directory fds (openat, rename) */
 	int    fd_committed;        /* fsynced by the group commit */
 	int    fd_free;             /* free/: emptied files for reuse */
-	int    charged;             /* LIM_FILE taken for the three above */
 	pthread_mutex_t pool_mu;    /* guards pool[] and npool: workers and the loop */
 	char   pool[SPOOL_POOL][QUEUE_ID_MAX]; /* names in free/ */
 	int    npool;
@@ -160,9 +160,10 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 	struct spool *s;
 	char path[4096];
 	static const char *const sub[] = { SPOOL_INCOMING, SPOOL_COMMITTED, SPOOL_FREE, SPOOL_PID };
-	DIR *d;
+	DIR *d = NULL;
 	struct dirent *de;
 	size_t i;
+	int dfd = -1;
 
 	/*
 	 * As Postfix lays out its queue: the top and pid/ are readable by any
@@ -187,19 +188,19 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 	}
 	s->fd_incoming = s->fd_committed = s->fd_free = -1;
 	pthread_mutex_init(&s->pool_mu, NULL);
-	/* start-up may run before limits_init(): charge if the ledger lets us */
-	s->charged = limits_take(LIM_FILE, 3) == 0;
 	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_INCOMING);
-	if ((s->fd_incoming = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+	if ((s->fd_incoming = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		goto fail;
 	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_COMMITTED);
-	if ((s->fd_committed = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+	if ((s->fd_committed = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		goto fail;
 	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_FREE);
-	if ((s->fd_free = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+	if ((s->fd_free = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		goto fail;
 	/* the pool left by the last run; what it cannot hold (or a foreign name) goes */
-	if ((d = fdopendir(dup(s->fd_free))) != NULL) {
+	if ((dfd = fd_dup(s->fd_free)) >= 0 && (d = fdopendir(dfd)) == NULL)
+		fd_close(dfd);
+	if (dfd >= 0 && d != NULL) {
 		while ((de = readdir(d)) != NULL) {
 			if (de->d_name[0] == '.')
 				continue;
@@ -208,7 +209,7 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 			else
 				unlinkat(s->fd_free, de->d_name, 0);
 		}
-		closedir(d);
+		fd_closedir(d);
 	}
 	return s;
 fail:
@@ -231,15 +232,10 @@ void spool_close(struct spool *s)
 	/* a commit in flight still owns a worker job that points at us */
 	while (s->loop && s->inflight > 0)
 		ev_run(s->loop, EVRUN_ONCE);
-	if (s->fd_incoming >= 0)
-		close(s->fd_incoming);
-	if (s->fd_committed >= 0)
-		close(s->fd_committed);
-	if (s->fd_free >= 0)
-		close(s->fd_free);
+	fd_close(s->fd_incoming);
+	fd_close(s->fd_committed);
+	fd_close(s->fd_free);
 	pthread_mutex_destroy(&s->pool_mu);
-	if (s->charged)
-		limits_release(LIM_FILE, 3);
 	mem_free(s->dir);
 	mem_free(s);
 }
@@ -263,7 +259,7 @@ struct spool_txn *spool_txn_new(struct spool *s, const char *sender, const char 
 	struct spool_txn *t;
 	int tries, e = ENOMEM;
 
-	if (limits_take(LIM_FILE, 1) < 0) {   /* the file comes later; its descriptor is ours now */
+	if (!fd_room(FD_FILE, 1)) {   /* the file comes later (on a worker): refuse now, not at DATA */
 		errno = EMFILE;
 		return NULL;
 	}
@@ -288,7 +284,6 @@ fail:
 		mem_free(t->client);
 		mem_free(t);
 	}
-	limits_release(LIM_FILE, 1);
 	errno = e;
 	return NULL;
 }
@@ -311,13 +306,13 @@ static int txn_create(struct spool_txn *t)
 		if (renameat2(s->fd_free, name, s->fd_incoming, t->id, RENAME_NOREPLACE) < 0)
 			continue;   /* gone (an admin cleaned up) or no RENAME_NOREPLACE: try another */
 		t->created = 1;     /* incoming/ID is ours now, whatever follows */
-		t->fd = openat(s->fd_incoming, t->id, O_WRONLY | O_TRUNC | O_CLOEXEC);
+		t->fd = fd_openat(s->fd_incoming, t->id, O_WRONLY | O_TRUNC | O_CLOEXEC);
 		if (t->fd >= 0)
 			return 0;
 		t->err = errno;
 		return -1;
 	}
-	t->fd = openat(s->fd_incoming, t->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	t->fd = fd_openat(s->fd_incoming, t->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (t->fd < 0) {
 		t->err = errno;
 		return -1;
@@ -448,10 +443,9 @@ static void txn_free(struct spool_txn *t)
 	int i;
 
 	if (t->fd >= 0) {
-		close(t->fd);
+		fd_close(t->fd);
 		t->fd = -1;
 	}
-	limits_release(LIM_FILE, 1);
 	for (i = 0; i < t->nrcpt; i++) {
 		mem_free(t->rcpt[i].addr);
 		mem_free(t->rcpt[i].orig);
@@ -531,7 +525,7 @@ static void data_job_work(struct worker_job *j)
 		t->err = errno;
 		unlinkat(s->fd_committed, t->id, 0);   /* not durable: not acknowledged */
 	}
-	if (close(t->fd) < 0 && !t->err) {
+	if (fd_close(t->fd) < 0 && !t->err) {
 		t->err = errno;   /* NFS reports write errors at close */
 		unlinkat(s->fd_committed, t->id, 0);
 	}
@@ -568,7 +562,7 @@ void spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, cons
 	ev_ref(s->loop);   /* the worker's wake-up is unref'd; a commit keeps the loop alive */
 	t->job.work = data_job_work;
 	t->job.done = data_job_done;
-	worker_submit(&t->job);
+	worker_submit(WORKER_COMMIT, &t->job);
 }
 
 /* ---- reading committed messages -------------------------------------------- */
@@ -705,7 +699,7 @@ int spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, i
 		return errno = EINVAL, -1;
 	snprintf(e->id, sizeof e->id, "%s", id);
 	snprintf(path, sizeof path, "%s/%s/%s", queue_dir, SPOOL_COMMITTED, id);
-	if ((fd = open(path, (fdp ? O_RDWR : O_RDONLY) | O_CLOEXEC)) < 0)
+	if ((fd = fd_open(path, (fdp ? O_RDWR : O_RDONLY) | O_CLOEXEC)) < 0)
 		return -1;
 	if (fstat(fd, &st) < 0)
 		goto out;
@@ -759,14 +753,14 @@ out:
 	mem_free(buf);
 	if (rc < 0) {
 		spool_env_free(e);
-		close(fd);
+		fd_close(fd);
 		errno = saved;
 		return -1;
 	}
 	if (fdp)
 		*fdp = fd;
 	else
-		close(fd);
+		fd_close(fd);
 	return 0;
 }
 
@@ -827,12 +821,11 @@ int spool_scan(const char *queue_dir, int remove_incoming,
 	DIR *d;
 	struct dirent *de;
 	char **ids = NULL, **nv;
-	int n = 0, cap = 0, i, charged;
+	int n = 0, cap = 0, i;
 
-	charged = limits_take(LIM_FILE, 1) == 0;
 	if (remove_incoming) {
 		snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_INCOMING);
-		if ((d = opendir(path)) != NULL) {
+		if ((d = fd_opendir(path)) != NULL) {
 			while ((de = readdir(d)) != NULL) {
 				if (de->d_name[0] == '.')
 					continue;
@@ -841,15 +834,12 @@ int spool_scan(const char *queue_dir, int remove_incoming,
 					log_info("qmgr", "removed uncommitted queue file %s/%s",
 					    path, de->d_name);
 			}
-			closedir(d);
+			fd_closedir(d);
 		}
 	}
 	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_COMMITTED);
-	if ((d = opendir(path)) == NULL) {
-		if (charged)
-			limits_release(LIM_FILE, 1);
+	if ((d = fd_opendir(path)) == NULL)
 		return errno == ENOENT ? 0 : -1;
-	}
 	while ((de = readdir(d)) != NULL) {
 		if (!spool_id_valid(de->d_name))
 			continue;
@@ -885,9 +875,7 @@ int spool_scan(const char *queue_dir, int remove_incoming,
 			goto nomem;
 		n++;
 	}
-	closedir(d);
-	if (charged)
-		limits_release(LIM_FILE, 1);
+	fd_closedir(d);
 	/* IDs grow with time: sorted order is arrival order */
 	if (n > 1)
 		qsort(ids, (size_t)n, sizeof *ids, cmp_str);
@@ -899,9 +887,7 @@ int spool_scan(const char *queue_dir, int remove_incoming,
 	mem_free(ids);
 	return n;
 nomem:
-	closedir(d);
-	if (charged)
-		limits_release(LIM_FILE, 1);
+	fd_closedir(d);
 	for (i = 0; i < n; i++)
 		mem_free(ids[i]);
 	mem_free(ids);

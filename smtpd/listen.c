@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/fd.h"
 #include "core/log.h"
 #include "limits/limits.h"
 
@@ -58,7 +59,7 @@ static void pause_accepting(struct smtpd_server *srv)
 static void reserve(struct smtpd_server *srv)
 {
 	if (srv->reserve_fd < 0)
-		srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		srv->reserve_fd = fd_open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 void listen_session_freed(struct smtpd_server *srv)
@@ -91,7 +92,7 @@ static void refuse(int fd, const char *text)
 	if (write(fd, line, (size_t)n) < 0) {
 		/* nothing more to do for a client we cannot even answer */
 	}
-	close(fd);
+	fd_close(fd);
 }
 
 static void refuse_unavailable(struct smtpd_server *srv, int fd, const char *addr, const char *why)
@@ -119,9 +120,9 @@ static void accept_exhausted(struct listener *l, int err)
 
 	limits_note_failure(res, err);
 	if (srv->reserve_fd >= 0) {
-		close(srv->reserve_fd);
+		fd_close(srv->reserve_fd);
 		srv->reserve_fd = -1;
-		if ((fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		if ((fd = fd_accept(l->fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
 			char text[256];
 			snprintf(text, sizeof text, "421 4.3.2 %s Service temporarily unavailable", srv->gen->myhostname);
 			refuse(fd, text);
@@ -138,19 +139,21 @@ static void admit(struct listener *l, int fd, const struct sockaddr_storage *ss)
 {
 	struct smtpd_server *srv = l->srv;
 	struct session *s;
+	const char *res;
 	char addr[64];
 	int sz;
 
 	peer_string(ss, addr, sizeof addr);
-	if (limits_take(LIM_TCPSOCK, 1) < 0) {
-		refuse_unavailable(srv, fd, addr, errno == EMFILE ? "descriptor budget exhausted" : "numtcpsock budget exhausted");
+	if (!limits_tcp_admit(&res)) {   /* the socket is counted already (fd_accept) */
+		char why[96];
+		snprintf(why, sizeof why, "%s budget exhausted", res);
+		refuse_unavailable(srv, fd, addr, why);
 		return;
 	}
 	if (!limits_session_admit()) {
 		char why[96];
 		snprintf(why, sizeof why, "smtpd session budget exhausted (%d/%d)",
 		    limits_sessions(), limits_smtpd_concurrency());
-		limits_release(LIM_TCPSOCK, 1);
 		refuse_unavailable(srv, fd, addr, why);
 		return;
 	}
@@ -160,7 +163,6 @@ static void admit(struct listener *l, int fd, const struct sockaddr_storage *ss)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
 	if ((s = session_new(srv, fd, ss, l->submission)) == NULL) {
 		limits_session_done();
-		limits_release(LIM_TCPSOCK, 1);
 		limits_note_failure("memory", ENOMEM);
 		refuse_unavailable(srv, fd, addr, "memory budget exhausted");
 		return;
@@ -186,7 +188,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	for (i = 0; i < ACCEPT_BATCH && !srv->paused; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof ss;
-		int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = fd_accept(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
@@ -205,7 +207,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			break;
 		}
 		if (srv->stopping) {
-			close(fd);
+			fd_close(fd);
 			continue;
 		}
 		admit(l, fd, &ss);
@@ -246,23 +248,16 @@ static int open_listener(struct smtpd_server *srv, const char *spec, int submiss
 		log_warning("smtpd", "bad listen address \"%s\": %s", spec, gai_strerror(r));
 		return -1;
 	}
-	if (limits_take(LIM_TCPSOCK, 1) < 0) {
-		log_warning("smtpd", "no budget for listener %s", spec);
-		freeaddrinfo(ai);
-		return -1;
-	}
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = fd_socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		log_warning("smtpd", "socket for %s: %s", spec, strerror(errno));
-		limits_release(LIM_TCPSOCK, 1);
 		freeaddrinfo(ai);
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
 		log_warning("smtpd", "bind %s: %s", spec, strerror(errno));
-		close(fd);
-		limits_release(LIM_TCPSOCK, 1);
+		fd_close(fd);
 		freeaddrinfo(ai);
 		return -1;
 	}
@@ -308,13 +303,12 @@ void listen_close(struct smtpd_server *srv)
 
 	for (i = 0; i < srv->nlisteners; i++) {
 		ev_io_stop(srv->loop, &srv->listeners[i].io);
-		close(srv->listeners[i].fd);
-		limits_release(LIM_TCPSOCK, 1);
+		fd_close(srv->listeners[i].fd);
 	}
 	srv->nlisteners = 0;
 	ev_timer_stop(srv->loop, &srv->resume_timer);
 	if (srv->reserve_fd >= 0) {
-		close(srv->reserve_fd);
+		fd_close(srv->reserve_fd);
 		srv->reserve_fd = -1;
 	}
 }

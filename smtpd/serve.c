@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <grp.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 
 #include "conf/conf.h"
 #include "core/daemon.h"
+#include "core/fd.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/sync.h"
@@ -177,8 +179,7 @@ static int write_pidfile(const struct conf *c)
 		mem_free(path);
 		return -1;
 	}
-	mem_free(path);
-	limits_take(LIM_FILE, 1);  /* held open for the lock, for the daemon's life */
+	mem_free(path);   /* the descriptor stays open for the lock, for the daemon's life */
 	return 0;
 }
 
@@ -263,6 +264,8 @@ int smtpd_cmd_serve(int argc, char **argv)
 	log_open(conf_str(c, "syslog_name", 0),
 	    foreground ? "/dev/stderr" : conf_str(c, "maillog_file", 0), conf_str(c, "syslog_facility", 0));
 	signal(SIGPIPE, SIG_IGN);
+	/* glibc gives each thread an arena of its own otherwise: private memory the budget pays for */
+	mallopt(M_ARENA_MAX, 2);
 	mem_install_hooks();
 	if (ev_default_loop(EVFLAG_AUTO) == NULL)
 		log_fatal("master", "cannot initialise the event loop");
@@ -302,9 +305,10 @@ int smtpd_cmd_serve(int argc, char **argv)
 		log_fatal("master", "cannot run as mail_owner");
 	/*
 	 * Workers mostly wait on the disk; more of them in flight means more
-	 * commits and deliveries sharing each sync (core/sync.h).
+	 * commits and deliveries sharing each sync (core/sync.h). Commits have
+	 * threads of their own: a 250 never waits behind deliveries.
 	 */
-	if (worker_init(server.loop, 16) < 0)
+	if (worker_init(server.loop, (const int[WORKER_CLASSES]){ [WORKER_COMMIT] = 8, [WORKER_DELIVERY] = 8 }) < 0)
 		log_fatal("master", "cannot start worker threads: %s", strerror(errno));
 	if ((server.qmgr = qmgr_new(server.loop, server.spool, c)) == NULL)
 		log_fatal("master", "cannot start the queue manager: out of memory");
@@ -313,6 +317,15 @@ int smtpd_cmd_serve(int argc, char **argv)
 	if (found > 0)
 		log_info("qmgr", "recovered %d queued messages", found);
 	limits_on_stress(stress_cb, &server);
+	/*
+	 * Start-up is over: what libraries opened for good (libev's epoll and
+	 * eventfd, stdio, the log) joins the descriptor ledger, and the private
+	 * memory the allocator cannot see (thread stacks, libraries' data) is
+	 * measured; the next sample publishes both.
+	 */
+	fd_adopt_open();
+	limits_measure_fixed();
+	limits_resample();
 	log_info("master", "daemon started -- version %s, configuration %s",
 	    conf_str(c, "mail_version", 0), conf_is_embedded(c) ? "(embedded default)" : conf_dir(c));
 	conf_unref(c); /* server.gen holds its own reference */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/fd.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "limits/limits.h"
@@ -944,8 +945,7 @@ void session_free(struct session *s)
 	ev_timer_stop(s->srv->loop, &s->timer);
 	tx_free(s);
 	if (s->fd >= 0) {
-		close(s->fd);
-		limits_release(LIM_TCPSOCK, 1);
+		fd_close(s->fd);
 		s->fd = -1;
 	}
 	log_info("smtpd", "disconnect from %s[%s]", s->host, s->addr);

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/fd.h"
 #include "core/log.h"
 #include "limits/limits.h"
 #include "smtpd/smtpd_int.h"
@@ -146,7 +147,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in->sin_family = AF_INET;
 	in->sin_port = htons(25000);
 	in->sin_addr.s_addr = htonl((opt & OPT_MYNETWORKS) ? 0xc0000201 : 0xcb007101); /* 192.0.2.1 / 203.0.113.1 */
-	limits_take(LIM_TCPSOCK, 1);   /* session_free gives it back */
+	fd_received(sv[0], FD_TCP);   /* counted as an accepted socket: session_free uncounts it */
 	if ((s = session_new(&srv, sv[0], &peer, 0)) == NULL)
 		abort();
 	server_session_add(&srv, s);

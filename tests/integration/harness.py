@@ -120,6 +120,31 @@ smtpd_error_sleep_time = 0s
         # "daemon started" is logged once all of that is done
         self.wait_log("daemon started", timeout=15)
 
+    def status(self):
+        """The daemon's published ledger (queue_directory/limits.status) as a dict of ints."""
+        try:
+            with open(os.path.join(self.queue, "limits.status")) as f:
+                text = f.read()
+        except OSError:
+            return None
+        out = {}
+        for line in text.splitlines():
+            k, _, v = line.partition(" ")
+            if v.lstrip("-").isdigit():
+                out[k] = int(v)
+        return out if "pid" in out else None
+
+    def smtpd_pid(self):
+        """The process that talks SMTP (started as root, frugal serve is its supervisor)."""
+        st = wait_for(self.status, 10, "the daemon's status file")
+        return st["pid"]
+
+    def next_status(self, timeout=15):
+        """The first status sample published after now."""
+        t0 = int(time.time())
+        return wait_for(lambda: (lambda st: st if st and st["time"] > t0 else None)(self.status()),
+                        timeout, "a fresh status sample", interval=0.1)
+
     def output(self):
         out = ""
         for name in ("stderr", "log"):

@@ -588,10 +588,15 @@ class ContainerTest(unittest.TestCase):
         row = j["rows"]["cgroup memory.max"]
         self.assertEqual(row["source"], "cgroup v2")
         self.assertEqual(row["limit"], 64 * M)
-        self.assertLess(row["budget"], 8 * M, "a small memory budget: %s" % row)
+        # frugal's own memory (allocator, thread stacks, libraries) is part of
+        # memory.current; the rest of the container holds what is left
+        others = 56 * M - row["frugal"]
+        self.assertGreater(row["frugal"], 1 * M, "the ledger counts private memory, not only the heap")
+        self.assertEqual(row["budget"], min(32 * M, 64 * M - 64 * M * 5 // 100 - others),
+                         "a small memory budget: %s" % row)
         small = j["daemon"]["sessions_limit"]
         self.assertIn("memory.max", j["smtpd_sessions"]["bound_by"])
-        self.assertTrue(1 <= small <= 10, "a small session concurrency: %d" % small)
+        self.assertTrue(1 <= small <= 40, "a small session concurrency: %d" % small)
         print("\n  cgroup memory.max 64M, current 56M: memory budget %d K, sessions %d" %
               (row["budget"] >> 10, small), file=sys.stderr)
         # within it: served; past it: 421 4.3.2

@@ -7,6 +7,8 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/fd.h"
 #include "core/mem.h"
 #include "limits/detect.h"
 #include "limits/limits.h"
@@ -612,42 +615,87 @@ START_TEST(stress_callbacks_fire_on_change)
 }
 END_TEST
 
-START_TEST(take_and_release)
+/*
+ * The budget reaches the descriptor funnel (core/fd.h): opens past a pool
+ * fail with EMFILE, kinds have their own pools, everything shares the
+ * descriptor pool, and counts follow opens and closes exactly.
+ */
+START_TEST(funnel_caps)
 {
-	int i;
+	int tcp[13], sp[2][2], files[30], i;
+	const char *why = NULL;
 
 	ledger_setup(24, 1024);
 	/* 12 TCP sockets in the budget */
 	for (i = 0; i < 12; i++)
-		ck_assert_int_eq(limits_take(LIM_TCPSOCK, 1), 0);
+		ck_assert_int_ge(tcp[i] = fd_socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), 0);
 	errno = 0;
-	ck_assert_int_eq(limits_take(LIM_TCPSOCK, 1), -1);
-	ck_assert_int_eq(errno, ENOMEM);
-	ck_assert_int_eq(limits_in_use(LIM_TCPSOCK), 12);
+	ck_assert_int_eq(fd_socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), -1);
+	ck_assert_int_eq(errno, EMFILE);
+	ck_assert_int_eq((int)fd_count(FD_TCP), 12);
+	ck_assert_int_eq(limits_tcp_admit(&why), 1);
+	/* an accepted socket over the budget: counted, and admission says why */
+	ck_assert_int_ge(tcp[12] = dup(tcp[0]), 0);
+	fd_received(tcp[12], FD_TCP);
+	ck_assert_int_eq(limits_tcp_admit(&why), 0);
+	ck_assert_str_eq(why, "numtcpsock");
 	/* other pools are separate: 20 non-TCP sockets */
-	ck_assert_int_eq(limits_take(LIM_OTHERSOCK, 20), 0);
-	ck_assert_int_eq(limits_take(LIM_OTHERSOCK, 1), -1);
-	ck_assert_int_eq(limits_take(LIM_FILE, 5), 0);
-	limits_release(LIM_TCPSOCK, 12);
-	limits_release(LIM_OTHERSOCK, 20);
-	limits_release(LIM_FILE, 5);
-	ck_assert_int_eq(limits_in_use(LIM_TCPSOCK), 0);
-	ck_assert_int_eq(limits_take(LIM_TCPSOCK, 1), 0);
-	limits_release(LIM_TCPSOCK, 1);
+	for (i = 0; i < 10; i++) {
+		ck_assert_int_eq(fd_socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp[i & 1]), 0);
+		if (i < 9) {
+			fd_close(sp[i & 1][0]);
+			fd_close(sp[i & 1][1]);
+		}
+	}
+	ck_assert_int_eq((int)fd_count(FD_SOCK), 2);
+	ck_assert_int_ge(files[0] = fd_open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
+	ck_assert_int_eq((int)fd_total(), 13 + 2 + 1);
+	for (i = 0; i < 13; i++)
+		fd_close(tcp[i]);
+	fd_close(sp[1][0]);
+	fd_close(sp[1][1]);
+	fd_close(files[0]);
+	ck_assert_int_eq((int)fd_total(), 0);
 
 	/* descriptors: RLIMIT_NOFILE 40 - 10 reserve = 30 for every kind together */
 	ledger_teardown();
 	ledger_setup(1000, 40);
-	ck_assert_int_eq(limits_take(LIM_FILE, 25), 0);
-	ck_assert_int_eq(limits_take(LIM_TCPSOCK, 5), 0);
+	for (i = 0; i < 25; i++)
+		ck_assert_int_ge(files[i] = fd_open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
+	for (i = 0; i < 5; i++)
+		ck_assert_int_ge(tcp[i] = fd_socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0), 0);
 	errno = 0;
-	ck_assert_int_eq(limits_take(LIM_OTHERSOCK, 1), -1);
+	ck_assert_int_eq(fd_socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp[0]), -1);
 	ck_assert_int_eq(errno, EMFILE);
-	limits_release(LIM_FILE, 25);
-	limits_release(LIM_TCPSOCK, 5);
-	ck_assert_int_eq(limits_take(LIM_TCPSOCK, 0), 0);
-	ck_assert_int_eq(limits_take(LIM_KIND_COUNT, 1), -1);
+	ck_assert_int_eq(fd_open("/dev/null", O_RDONLY | O_CLOEXEC), -1);
+	for (i = 0; i < 25; i++)
+		fd_close(files[i]);
+	for (i = 0; i < 5; i++)
+		fd_close(tcp[i]);
 	ledger_teardown();
+	/* no budget, no cap */
+	ck_assert_int_ge(files[0] = fd_open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
+	fd_close(files[0]);
+}
+END_TEST
+
+/* The audit sees what the kernel sees, and sees a descriptor closed behind the funnel's back. */
+START_TEST(funnel_audit)
+{
+	long long kernel, ledger;
+	int a, b;
+
+	fd_adopt_open();   /* what Check and libc hold */
+	ck_assert_int_eq(fd_audit(&kernel, &ledger), 0);
+	ck_assert_int_eq((int)kernel, (int)ledger);
+	a = fd_open("/dev/null", O_RDONLY | O_CLOEXEC);
+	b = fd_socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(fd_audit(&kernel, &ledger), 0);
+	ck_assert_int_eq((int)kernel, (int)ledger);
+	close(a);   /* not through the funnel: drift */
+	ck_assert_int_eq(fd_audit(&kernel, &ledger), 0);
+	ck_assert_int_eq((int)kernel, (int)ledger - 1);
+	fd_close(b);
 }
 END_TEST
 
@@ -686,6 +734,7 @@ END_TEST
 
 START_TEST(status_file)
 {
+	int sock[2];
 	struct limits_status st, back;
 	char buf[4096], path[512];
 	struct stat sb;
@@ -720,7 +769,8 @@ START_TEST(status_file)
 	snprintf(path, sizeof path, "%s/%s", tmpdir, LIMITS_STATUS_NAME);
 	limits_set_status_path(path);
 	ledger_setup(400, 4096);
-	ck_assert_int_eq(limits_take(LIM_TCPSOCK, 2), 0);
+	ck_assert_int_ge(sock[0] = fd_socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), 0);
+	ck_assert_int_ge(sock[1] = fd_socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), 0);
 	limits_resample();
 	ck_assert_int_eq(stat(path, &sb), 0);
 	ck_assert_int_eq((int)(sb.st_mode & 0777), 0644);
@@ -730,7 +780,8 @@ START_TEST(status_file)
 	ck_assert_int_eq((int)back.pid, (int)getpid());
 	ck_assert_int_eq((int)back.own.tcp, 2);
 	ck_assert_int_eq((int)back.sessions_limit, limits_smtpd_concurrency());
-	limits_release(LIM_TCPSOCK, 2);
+	fd_close(sock[0]);
+	fd_close(sock[1]);
 	ledger_teardown();
 	/* gone once the daemon stops: "daemon not running" */
 	ck_assert_int_eq(stat(path, &sb), -1);
@@ -823,7 +874,8 @@ static Suite *suite(void)
 	tcase_add_test(t, stress_hysteresis);
 	tcase_add_test(t, admission_at_the_limit);
 	tcase_add_test(t, stress_callbacks_fire_on_change);
-	tcase_add_test(t, take_and_release);
+	tcase_add_test(t, funnel_caps);
+	tcase_add_test(t, funnel_audit);
 	tcase_add_test(t, resample_follows_the_container);
 	tcase_add_test(t, memory_budget_reaches_the_allocator);
 	tcase_add_test(t, status_file);

@@ -30,7 +30,7 @@ static void setup(void)
 	snprintf(dir, sizeof dir, "/tmp/frugal-test-maildir-XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	loop = EV_DEFAULT;
-	ck_assert_int_eq(worker_init(loop, 2), 0);
+	ck_assert_int_eq(worker_init(loop, (const int[WORKER_CLASSES]){ 2, 2 }), 0);
 }
 
 static void teardown(void)
