@@ -318,6 +318,33 @@ int fd_adopt_open(void)
 	return adopted;
 }
 
+void fd_close_except(const int *keep, int n)
+{
+	size_t i;
+	int k;
+
+	pthread_rwlock_wrlock(&lock);
+	/*
+	 * Only what the funnel opened: a library's own descriptors (the log,
+	 * syslog's socket, a preloaded test shim's) stay with their library.
+	 */
+	pthread_mutex_lock(&table_mu);
+	for (i = 0; i < nkinds; i++) {
+		int kept = i <= 2;
+
+		for (k = 0; k < n && !kept; k++)
+			kept = (size_t)keep[k] == i;
+		if (kinds[i] != KIND_NONE && !kept)
+			close((int)i);
+		kinds[i] = KIND_NONE;   /* the ledger starts again from what is left */
+	}
+	pthread_mutex_unlock(&table_mu);
+	count[FD_FILE] = count[FD_TCP] = count[FD_SOCK] = 0;
+	adopted = 0;
+	scan(adopt);
+	pthread_rwlock_unlock(&lock);
+}
+
 int fd_audit(long long *kernel, long long *ledger)
 {
 	long long k;

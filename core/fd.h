@@ -63,5 +63,11 @@ int  fd_adopt_open(void);
  * when /proc cannot be read.
  */
 int  fd_audit(long long *kernel, long long *ledger);
+/*
+ * In a freshly forked child (one thread): close every descriptor the funnel
+ * opened but the n in keep (and stdio), then count what remains: what
+ * libraries hold (the log, syslog's socket) is theirs and stays.
+ */
+void fd_close_except(const int *keep, int n);
 
 #endif

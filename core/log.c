@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 static char prog[64] = "frugal";
+static char dest_saved[512], fac_saved[32];   /* for log_reopen() */
 static FILE *out;          /* NULL: syslog */
 static int out_is_file;    /* out was opened by us and is closed by log_close() */
 static int use_syslog;
@@ -31,8 +32,12 @@ int log_open(const char *syslog_name, const char *dest, const char *facility)
 	size_t i;
 
 	log_close();
-	if (syslog_name && *syslog_name)
+	if (syslog_name && *syslog_name && syslog_name != prog)
 		snprintf(prog, sizeof prog, "%s", syslog_name);
+	if (dest != dest_saved)
+		snprintf(dest_saved, sizeof dest_saved, "%s", dest ? dest : "");
+	if (facility != fac_saved)
+		snprintf(fac_saved, sizeof fac_saved, "%s", facility ? facility : "");
 	for (i = 0; facility && i < sizeof facilities / sizeof facilities[0]; i++)
 		if (strcasecmp(facility, facilities[i].name) == 0)
 			fac = facilities[i].value;
@@ -57,6 +62,11 @@ int log_open(const char *syslog_name, const char *dest, const char *facility)
 	setvbuf(out, NULL, _IOLBF, 0);
 	out_is_file = 1;
 	return 0;
+}
+
+int log_reopen(void)
+{
+	return log_open(prog, dest_saved, fac_saved);
 }
 
 void log_close(void)

@@ -14,6 +14,7 @@
 /* dest: NULL or "" = syslog, "/dev/stderr" = stderr, else a file appended to */
 int  log_open(const char *syslog_name, const char *dest, const char *facility);
 void log_close(void);
+int  log_reopen(void);   /* the destination log_open() was given, afresh (reload: after rotation) */
 
 void log_info(const char *service, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_warning(const char *service, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

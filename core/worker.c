@@ -85,11 +85,12 @@ int worker_init(struct ev_loop *loop, const int nthreads[WORKER_CLASSES])
 	pthread_attr_setstacksize(&attr, WORKER_STACK);
 	for (c = 0; c < WORKER_CLASSES; c++) {
 		struct pool *p = &pools[c];
-		int n = nthreads[c] < 1 ? 1 : nthreads[c] > MAX_THREADS ? MAX_THREADS : nthreads[c];
+		int n = nthreads[c] < 0 ? 0 : nthreads[c] > MAX_THREADS ? MAX_THREADS : nthreads[c];
 
 		pthread_cond_init(&p->cv, NULL);
 		for (i = 0; i < n; i++) {
 			if ((err = pthread_create(&p->threads[i], &attr, worker_main, p)) != 0) {
+				/* fewer threads is still a working pool; none is not */
 				if (i == 0) {
 					pthread_attr_destroy(&attr);
 					errno = err;

@@ -30,7 +30,7 @@ struct worker_job {
 	struct worker_job *next;            /* pool's queue link */
 };
 
-/* nthreads[c]: threads for class c (at least 1 each). 0 or -1 (errno). */
+/* nthreads[c]: threads for class c (0: a class this process never submits to). 0 or -1 (errno). */
 int  worker_init(struct ev_loop *loop, const int nthreads[WORKER_CLASSES]);
 void worker_submit(enum worker_class c, struct worker_job *job);
 int  worker_pending(void);  /* jobs submitted and not yet done, all classes */

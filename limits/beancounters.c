@@ -13,8 +13,10 @@
  * "unlimited" is LONG_MAX (9223372036854775807 on 64-bit kernels).
  */
 #include "limits/detect.h"
+#include "core/fd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -233,6 +235,42 @@ static void set_res(struct limits_snapshot *s, enum limits_res k, const struct l
 	st->failcnt = r->failcnt;
 }
 
+/*
+ * On OpenVZ /proc/user_beancounters is root's to read, and procfs checks at
+ * open: the daemon opens it while still root and reads the same
+ * descriptor from the start at every sample after it has become mail_owner.
+ */
+static int kept_fd = -1;
+static char kept_path[256];
+
+void limits_beancounters_keep(const char *path)
+{
+	if (path == NULL || *path == '\0' || kept_fd >= 0)
+		return;
+	if ((kept_fd = fd_open(path, O_RDONLY | O_CLOEXEC)) >= 0)
+		snprintf(kept_path, sizeof kept_path, "%s", path);
+}
+
+static long read_kept(char *buf, size_t size)
+{
+	size_t got = 0;
+
+	while (got < size - 1) {
+		ssize_t n = pread(kept_fd, buf + got, size - 1 - got, (off_t)got);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	return (long)got;
+}
+
 void limits_detect_beancounters(const char *path, struct limits_snapshot *s)
 {
 	static const struct { const char *row; enum limits_res res; } counted[] = {
@@ -253,7 +291,8 @@ void limits_detect_beancounters(const char *path, struct limits_snapshot *s)
 
 	if (path == NULL || *path == '\0')
 		return;
-	if ((n = limits_read_file(path, buf, sizeof buf)) < 0) {
+	if ((n = kept_fd >= 0 && strcmp(path, kept_path) == 0 ? read_kept(buf, sizeof buf)
+	    : limits_read_file(path, buf, sizeof buf)) < 0) {
 		/* absent is normal outside OpenVZ; unreadable is worth a word */
 		if (errno != ENOENT)
 			limits_snapshot_warn(s, "%s: %s", path, strerror(errno));

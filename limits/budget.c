@@ -143,10 +143,11 @@ void limits_compute(const struct limits_params *p, const struct limits_snapshot 
 	memset(b, 0, sizeof *b);
 	for (k = 0; k < LR_COUNT; k++)
 		b->res_budget[k] = -1;
-	own_of[LR_NUMOTHERSOCK] = own->other;
+	/* container-wide limits: every process of frugal's; per-process ones: the daemon's */
+	own_of[LR_NUMOTHERSOCK] = own->other + own->sib_other;
 	own_of[LR_NUMTCPSOCK] = own->tcp;
-	own_of[LR_NUMFILE] = own->fd;
-	own_of[LR_FILENR] = own->fd;
+	own_of[LR_NUMFILE] = own->fd + own->sib_fd;
+	own_of[LR_FILENR] = own->fd + own->sib_fd;
 	own_of[LR_MEMORY] = own->mem;
 	own_of[LR_CG_MEMORY] = own->mem;
 	for (i = 0; i < sizeof shared / sizeof shared[0]; i++) {
@@ -305,6 +306,8 @@ static struct {
 	long long siblings_mem;          /* the helpers' and the master's private memory, last sample */
 	long siblings[LIMITS_MAX_SIBLINGS];
 	int nsiblings;
+	long long sib_fd, sib_other;     /* their descriptors and non-TCP sockets, as reported */
+	void (*on_sample)(void);         /* refreshes what siblings report, before each sample */
 	void (*detect)(const struct limits_params *, struct limits_snapshot *);
 	struct log_rate fail_rate, warn_rate, failcnt_rate;
 } L = {
@@ -334,6 +337,8 @@ static void own_use(struct limits_own *o)
 	o->other = fd_count(FD_SOCK);
 	o->fd = fd_total();
 	o->mem_fixed = L.fixed_mem + L.siblings_mem;
+	o->sib_fd = L.sib_fd;
+	o->sib_other = L.sib_other;
 	o->mem = (long long)mem_in_use() + o->mem_fixed;
 	o->sessions = L.sessions;
 }
@@ -513,6 +518,10 @@ void limits_measure_fixed(void)
 {
 	long long vm = limits_proc_vmdata(0), heap = (long long)mem_in_use();
 
+#if defined(__SANITIZE_ADDRESS__)
+	/* ASan reserves terabytes of shadow: a sanitizer build budgets as if unmeasured */
+	vm = 0;
+#endif
 	L.fixed_mem = vm > heap ? vm - heap : 0;
 }
 
@@ -526,15 +535,41 @@ void limits_set_siblings(const long *pids, int n)
 			L.siblings[L.nsiblings++] = pids[i];
 }
 
+void limits_set_sibling_fds(long long fds, long long socks)
+{
+	L.sib_fd = fds;
+	L.sib_other = socks;
+}
+
+void limits_on_sample(void (*fn)(void))
+{
+	L.on_sample = fn;
+}
+
 static void sample_siblings(void)
 {
 	long long sum = 0, v;
 	int i;
 
+	if (L.on_sample)
+		L.on_sample();
 	for (i = 0; i < L.nsiblings; i++)
 		if ((v = limits_proc_vmdata(L.siblings[i])) > 0)
 			sum += v;
+#if defined(__SANITIZE_ADDRESS__)
+	sum = 0;   /* siblings of a sanitizer build reserve terabytes of shadow too */
+#endif
 	L.siblings_mem = sum;
+}
+
+/* the part of a pool this process may hold: siblings share container-wide limits, not rlimits */
+static long long daemon_part(const struct limits_budget *b, enum limits_pool p, long long siblings)
+{
+	long long v = b->pool[p];
+
+	if (v == LIMITS_UNLIMITED || b->pool_by[p] == LR_NOFILE || b->pool_by[p] == LR_AS)
+		return v;
+	return v > siblings ? v - siblings : 0;
 }
 
 /* a pool as a core/fd cap: 0 is "no cap"; an empty pool still refuses (1 below any count) */
@@ -590,7 +625,9 @@ void limits_resample(void)
 	/* the allocator gets the memory pool less what it cannot see (stacks, helpers) */
 	mem_set_limit(b.pool[LP_MEM] == LIMITS_UNLIMITED ? 0
 	    : b.pool[LP_MEM] > own.mem_fixed ? (size_t)(b.pool[LP_MEM] - own.mem_fixed) : 1);
-	fd_set_caps(cap_of(b.pool[LP_FD]), cap_of(b.pool[LP_TCP]), cap_of(b.pool[LP_OTHER]));
+	/* the daemon's caps: frugal's pools less what its siblings hold of container-wide limits */
+	fd_set_caps(cap_of(daemon_part(&b, LP_FD, own.sib_fd)), cap_of(b.pool[LP_TCP]),
+	    cap_of(daemon_part(&b, LP_OTHER, own.sib_other)));
 	if (first)
 		L.started = time(NULL);
 	if (!first && (b.sessions != old_sessions || b.deliveries != old_deliveries))

@@ -251,8 +251,9 @@ int limits_status_format(const struct limits_status *st, char *buf, size_t len)
 	PUT("pid %ld\ntime %lld\nstarted %lld\nstress %d\n", st->pid, st->time, st->started, st->stress);
 	PUT("sessions %lld\nsessions_limit %lld\ndeliveries_limit %lld\n",
 	    st->own.sessions, st->sessions_limit, st->deliveries_limit);
-	PUT("use_tcp %lld\nuse_other %lld\nuse_fd %lld\nuse_mem %lld\nfd_kernel %lld\n",
-	    st->own.tcp, st->own.other, st->own.fd, st->own.mem, st->fd_kernel);
+	PUT("use_tcp %lld\nuse_other %lld\nuse_fd %lld\nuse_mem %lld\nfd_kernel %lld\n"
+	    "siblings_fd %lld\nsiblings_other %lld\n",
+	    st->own.tcp, st->own.other, st->own.fd, st->own.mem, st->fd_kernel, st->own.sib_fd, st->own.sib_other);
 	for (k = 0; k < LP_COUNT; k++)
 		PUT("budget_%s %lld\n", pool_key[k], st->pool[k]);
 	for (k = 0; k < LR_COUNT; k++)
@@ -323,6 +324,8 @@ int limits_status_parse(const char *buf, size_t len, struct limits_status *st)
 			else if (keyeq(key, kl, "use_fd")) st->own.fd = v;
 			else if (keyeq(key, kl, "use_mem")) st->own.mem = v;
 			else if (keyeq(key, kl, "fd_kernel")) st->fd_kernel = v;
+			else if (keyeq(key, kl, "siblings_fd")) st->own.sib_fd = v;
+			else if (keyeq(key, kl, "siblings_other")) st->own.sib_other = v;
 			else
 				for (k = 0; k < LP_COUNT; k++)
 					if (kl > 7 && memcmp(key, "budget_", 7) == 0 && keyeq(key + 7, kl - 7, pool_key[k]))

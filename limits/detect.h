@@ -177,6 +177,8 @@ struct limits_own {
 	long long mem;              /* all private memory: allocator + fixed (below) */
 	long long mem_fixed;        /* what the allocator does not see: thread stacks, libraries'
 	                             * data, helper processes; measured, 0 = not yet */
+	long long sib_fd, sib_other;/* the master's and the helpers' descriptors and non-TCP
+	                             * sockets: frugal's too, in container-wide limits */
 	long long sessions;
 };
 
@@ -230,7 +232,7 @@ int limits_stress_eval(int was_on, int threshold, const struct limits_snapshot *
 
 /* ---- the status file the daemon writes for `frugal limits` ---- */
 
-#define LIMITS_STATUS_NAME "limits.status"   /* under queue_directory */
+#define LIMITS_STATUS_NAME "status/limits.status"   /* under queue_directory */
 
 struct limits_status {
 	long pid;

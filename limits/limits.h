@@ -25,6 +25,8 @@ int  limits_init(struct ev_loop *loop, const struct conf *c);
 void limits_reconfigure(const struct conf *c);   /* reload: recompute the budget */
 void limits_shutdown(void);
 void limits_resample(void);                      /* one sample now (and the status file) */
+/* Open the beancounters file now (still root) and keep reading that descriptor. */
+void limits_beancounters_keep(const char *path);
 
 /*
  * A TCP connection frugal just accepted (and counted, core/fd.h): is it
@@ -53,6 +55,10 @@ int  limits_session_rcvbuf(void);
 #define LIMITS_MAX_SIBLINGS 4
 void limits_measure_fixed(void);
 void limits_set_siblings(const long *pids, int n);
+/* what the siblings hold of descriptors and non-TCP sockets, as they report it */
+void limits_set_sibling_fds(long long fds, long long socks);
+/* called before each sample, to refresh those reports (the daemon's callback) */
+void limits_on_sample(void (*fn)(void));
 long long limits_proc_vmdata(long pid);   /* VmData in bytes (0: this process); -1 unknown */
 
 /* Stress mode (stress_threshold, with hysteresis). */

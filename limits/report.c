@@ -79,9 +79,11 @@ static long long own_of(const struct report *r, enum limits_res k)
 	if (!r->running)
 		return -1;
 	switch (k) {
-	case LR_NUMOTHERSOCK: return r->own.other;
+	/* container-wide: every process of frugal's (master, helpers); RLIMIT_NOFILE: the daemon's */
+	case LR_NUMOTHERSOCK: return r->own.other + r->own.sib_other;
 	case LR_NUMTCPSOCK:   return r->own.tcp;
-	case LR_NUMFILE: case LR_NOFILE: case LR_FILENR: return r->own.fd;
+	case LR_NUMFILE: case LR_FILENR: return r->own.fd + r->own.sib_fd;
+	case LR_NOFILE:       return r->own.fd;
 	case LR_MEMORY: case LR_CG_MEMORY: case LR_AS: return r->own.mem;
 	default:              return -1;
 	}

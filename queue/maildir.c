@@ -2,10 +2,12 @@
  * queue/maildir.c: the local delivery agent. Writes one queued message into
  * a Maildir (or appends it to an mbox file) with Return-Path: and
  * Delivered-To: prepended, and reads the header facts that mail-loop
- * detection needs. Runs on worker threads: touches nothing the loop owns,
- * keeps no state but an atomic counter. Must never report success before
- * the file is synced and renamed into new/ and new/ itself is synced, and
- * never write as another user without dropping to that user first.
+ * detection needs. Runs on worker threads (the daemon's, or a delivery
+ * helper's): touches nothing the loop owns, keeps no state but an atomic
+ * counter. Must never report success before the file is synced and renamed
+ * into new/ and new/ itself is synced, never follow a symbolic link below a
+ * mailbox's base, and never write into a directory its owner does not own.
+ * It writes as whoever calls it: changing identity is the helpers' job.
  */
 #include "queue/queue_int.h"
 
@@ -143,12 +145,11 @@ int maildir_loop_check(const struct msg_headers *h, const char *rcpt, long hopco
 
 /* ---- writing ---------------------------------------------------------------- */
 
-
 /* Return-Path and Delivered-To first (RFC 5321 4.4; Postfix local(8)) */
-static int write_prefix(int fd, const struct msg_src *m, const struct target *t)
+static int write_prefix(int fd, const struct msg_src *m, const char *rcpt)
 {
 	char hdr[2048];
-	int n = snprintf(hdr, sizeof hdr, "Return-Path: <%s>\nDelivered-To: %s\n", m->sender, t->addr);
+	int n = snprintf(hdr, sizeof hdr, "Return-Path: <%s>\nDelivered-To: %s\n", m->sender, rcpt);
 
 	if (n < 0 || (size_t)n >= sizeof hdr)
 		return errno = EINVAL, -1;
@@ -228,116 +229,172 @@ out:
 }
 
 /*
- * In the daemon's worker threads, syncs are shared with every delivery and
- * commit in flight (core/sync.h); a delivery child forked to run as a
- * system user must not touch the parent's mutexes and syncs alone.
+ * The confined walk. Every component of a mailbox path below its base is
+ * opened with O_NOFOLLOW from its parent's descriptor, so no symbolic link
+ * is ever followed there (a link planted in a Maildir cannot send a write
+ * elsewhere), created 0700 when missing, and must belong to the mailbox's
+ * owner (a foreign directory is refused, not written into). Descriptors go
+ * through core/fd: the delivery's budget covers them.
  */
-static int in_child;
-
-static int dsync(int fd)
+static int open_component(int parent, const char *name, uid_t owner, int create,
+    char *reason, size_t rlen)
 {
-	return in_child ? fsync(fd) : sync_shared(fd);
-}
+	struct stat st;
+	int fd;
 
-static int fsync_dir(const char *path)
-{
-	int fd = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
-
-	if (fd < 0)
-		return -1;
-	rc = dsync(fd);
-	if (rc < 0) {
-		int e = errno;
-		fd_close(fd);
-		errno = e;
-		return -1;
-	}
-	return fd_close(fd);
-}
-
-/* Maildir (cr.yp.to/proto/maildir.html): tmp/ unique name, sync, rename into new/. */
-static int deliver_maildir(const struct msg_src *m, const struct target *t, char *reason, size_t rlen)
-{
-	char dir[4096], tmpname[4608], newname[4608], host[256], uniq[512];
-	struct timeval tv;
-	const char *step;
-	size_t i, n;
-	int fd = -1, e;
-	static const char *const sub[] = { "tmp", "new", "cur" };
-
-	n = strlen(t->path);
-	if (n == 0 || n >= sizeof dir - 8)
-		return snprintf(reason, rlen, "bad maildir path"), -1;
-	memcpy(dir, t->path, n + 1);
-	while (n > 1 && dir[n - 1] == '/')
-		dir[--n] = '\0';
-	step = "create maildir";
-	if (file_mkdir_p(dir, 0700) < 0)
-		goto fail_path;
-	for (i = 0; i < 3; i++) {
-		snprintf(tmpname, sizeof tmpname, "%s/%s", dir, sub[i]);
-		if (mkdir(tmpname, 0700) < 0 && errno != EEXIST) {
-			snprintf(reason, rlen, "create maildir file %s: %s", tmpname, strerror(errno));
+	fd = fd_openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && create) {
+		if (mkdirat(parent, name, 0700) < 0 && errno != EEXIST) {
+			snprintf(reason, rlen, "create directory %s: %s", name, strerror(errno));
 			return -1;
 		}
+		fd = fd_openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	}
+	if (fd < 0) {
+		if (errno == ELOOP || errno == ENOTDIR)
+			snprintf(reason, rlen, "mailbox path component %s is a symbolic link or not a directory: refused",
+			    name);
+		else
+			snprintf(reason, rlen, "open directory %s: %s", name, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || st.st_uid != owner) {
+		snprintf(reason, rlen, "mailbox directory %s belongs to uid %ld, not the mailbox owner %ld: refused",
+		    name, (long)st.st_uid, (long)owner);
+		fd_close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * Walk REL (modified) under BASEFD: every component but the last when
+ * `last` is set (it receives the file name), all of them otherwise. The
+ * directory reached is returned (it may be basefd itself: not to close).
+ */
+static int walk(int basefd, char *rel, uid_t owner, char **last, char *reason, size_t rlen)
+{
+	char *p = rel, *comp;
+	int cur = basefd;
+
+	if (last)
+		*last = NULL;
+	for (;;) {
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			break;
+		comp = p;
+		while (*p && *p != '/')
+			p++;
+		if (*p)
+			*p++ = '\0';
+		if (strcmp(comp, ".") == 0 || strcmp(comp, "..") == 0) {
+			snprintf(reason, rlen, "mailbox path with \"%s\": refused", comp);
+			goto fail;
+		}
+		if (last) {
+			const char *q = p;
+
+			while (*q == '/')
+				q++;
+			if (*q == '\0') {   /* the file itself */
+				*last = comp;
+				return cur;
+			}
+		}
+		{
+			int next = open_component(cur, comp, owner, 1, reason, rlen);
+
+			if (next < 0)
+				goto fail;
+			if (cur != basefd)
+				fd_close(cur);
+			cur = next;
+		}
+	}
+	if (last) {
+		snprintf(reason, rlen, "mailbox path names no file");
+		goto fail;
+	}
+	return cur;
+fail:
+	if (cur != basefd)
+		fd_close(cur);
+	return -1;
+}
+
+/* Maildir (cr.yp.to/proto/maildir.html): tmp/ unique name, sync, rename into new/, sync new/. */
+static int deliver_maildir(int dirfd, uid_t owner, const struct msg_src *m, const char *rcpt,
+    char *reason, size_t rlen)
+{
+	static const char *const sub[] = { "tmp", "new", "cur" };
+	char host[256], uniq[512], name[700];
+	int fds[3] = { -1, -1, -1 }, fd = -1, rc = -1, i, e;
+	const char *step;
+	struct timeval tv;
+	size_t n;
+
+	for (i = 0; i < 3; i++)
+		if ((fds[i] = open_component(dirfd, sub[i], owner, 1, reason, rlen)) < 0)
+			goto out;
 	if (gethostname(host, sizeof host) < 0)
 		snprintf(host, sizeof host, "localhost");
 	host[sizeof host - 1] = '\0';
 	/* the spec: "/" and ":" in the host name are written as \057 and \072 */
 	for (i = 0, n = 0; host[i] && n < sizeof uniq - 8; i++) {
-		if (host[i] == '/' || host[i] == ':') {
+		if (host[i] == '/' || host[i] == ':')
 			n += (size_t)snprintf(uniq + n, sizeof uniq - n, "\\%03o", (unsigned char)host[i]);
-		} else {
+		else
 			uniq[n++] = host[i];
-		}
 	}
 	uniq[n] = '\0';
 	gettimeofday(&tv, NULL);
-	snprintf(host, sizeof host, "%lld.M%ldP%ldQ%u.%.180s", (long long)tv.tv_sec, (long)tv.tv_usec,
+	snprintf(name, sizeof name, "%lld.M%ldP%ldQ%u.%.180s", (long long)tv.tv_sec, (long)tv.tv_usec,
 	    (long)getpid(), __atomic_add_fetch(&delivery_counter, 1, __ATOMIC_RELAXED), uniq);
-	snprintf(tmpname, sizeof tmpname, "%s/tmp/%s", dir, host);
-	snprintf(newname, sizeof newname, "%s/new/%s", dir, host);
 	step = "create maildir file";
-	if ((fd = fd_open(tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
-		goto fail_file;
+	if ((fd = fd_openat(fds[0], name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+		goto fail;
 	step = "write maildir file";
-	if (write_prefix(fd, m, t) < 0 || copy_message(fd, m, 0) < 0)
-		goto fail_file;
+	if (write_prefix(fd, m, rcpt) < 0 || copy_message(fd, m, 0) < 0)
+		goto fail_unlink;
 	step = "sync maildir file";
-	if (dsync(fd) < 0)
-		goto fail_file;
-	if (fd_close(fd) < 0) {
-		fd = -1;
-		goto fail_file;
-	}
+	if (sync_shared(fd) < 0)
+		goto fail_unlink;
+	step = "close maildir file";
+	e = fd_close(fd);
 	fd = -1;
+	if (e < 0)
+		goto fail_unlink;
 	step = "rename maildir file";
-	if (rename(tmpname, newname) < 0)
-		goto fail_file;
-	snprintf(tmpname, sizeof tmpname, "%s/new", dir);
-	step = "sync maildir directory";
-	if (fsync_dir(tmpname) < 0) {
+	if (renameat(fds[0], name, fds[1], name) < 0)
+		goto fail_unlink;
+	if (sync_shared(fds[1]) < 0) {
 		/* delivered but not known durable: take it back, the retry delivers again */
 		e = errno;
-		unlink(newname);
-		snprintf(reason, rlen, "%s %s: %s", step, tmpname, strerror(e));
-		return -1;
+		unlinkat(fds[1], name, 0);
+		snprintf(reason, rlen, "sync maildir directory new: %s", strerror(e));
+		goto out;
 	}
-	return 0;
-fail_file:
+	rc = 0;
+	goto out;
+fail_unlink:
 	e = errno;
+	unlinkat(fds[0], name, 0);
+	errno = e;
+fail:
+	snprintf(reason, rlen, "%s %s: %s", step, name, strerror(errno));
+out:
 	if (fd >= 0)
 		fd_close(fd);
-	unlink(tmpname);
-	snprintf(reason, rlen, "%s %s: %s", step, tmpname, strerror(e));
-	return -1;
-fail_path:
-	snprintf(reason, rlen, "%s %s: %s", step, dir, strerror(errno));
-	return -1;
+	for (i = 0; i < 3; i++)
+		if (fds[i] >= 0)
+			fd_close(fds[i]);
+	return rc;
 }
 
-static int deliver_mbox(const struct msg_src *m, const struct target *t, char *reason, size_t rlen)
+static int deliver_mbox(int dirfd, const char *file, uid_t owner, const struct msg_src *m,
+    const char *rcpt, char *reason, size_t rlen)
 {
 	char line[1200];
 	struct stat st;
@@ -346,10 +403,19 @@ static int deliver_mbox(const struct msg_src *m, const struct target *t, char *r
 	int fd, n, e;
 	const char *step = "open mailbox";
 
-	if ((fd = fd_open(t->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
+	if ((fd = fd_openat(dirfd, file, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
 		goto fail;
+	step = "check mailbox";
+	if (fstat(fd, &st) < 0)
+		goto fail;
+	/* a hard link planted in the mailbox's place would append to its target */
+	if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_uid != owner) {
+		snprintf(reason, rlen, "mailbox %s is not a regular file of its owner with one link: refused", file);
+		fd_close(fd);
+		return -1;
+	}
 	step = "lock mailbox";
-	if (flock(fd, LOCK_EX) < 0 || fstat(fd, &st) < 0)
+	if (flock(fd, LOCK_EX) < 0)
 		goto fail;
 	gmtime_r(&now, &tm);
 	n = snprintf(line, sizeof line, "From %s ", *m->sender ? m->sender : "MAILER-DAEMON");
@@ -357,11 +423,11 @@ static int deliver_mbox(const struct msg_src *m, const struct target *t, char *r
 		n = snprintf(line, sizeof line, "From MAILER-DAEMON ");
 	strftime(line + n, sizeof line - (size_t)n, "%a %b %e %H:%M:%S %Y\n", &tm);
 	step = "write mailbox";
-	if (queue_write_all(fd, line, strlen(line)) < 0 || write_prefix(fd, m, t) < 0 ||
+	if (queue_write_all(fd, line, strlen(line)) < 0 || write_prefix(fd, m, rcpt) < 0 ||
 	    copy_message(fd, m, 1) < 0 || queue_write_all(fd, "\n", 1) < 0)
 		goto undo;
 	step = "sync mailbox";
-	if (dsync(fd) < 0)
+	if (sync_shared(fd) < 0)
 		goto undo;
 	fd_close(fd);
 	return 0;
@@ -375,76 +441,48 @@ fail:
 	e = errno;
 	if (fd >= 0)
 		fd_close(fd);
-	snprintf(reason, rlen, "%s %s: %s", step, t->path, strerror(e));
+	snprintf(reason, rlen, "%s %s: %s", step, file, strerror(e));
 	return -1;
 }
 
-static int deliver_here(const struct msg_src *m, const struct target *t, char *reason, size_t rlen)
+int maildir_deliver_at(int basefd, const char *rel, uid_t owner, const struct msg_src *m,
+    const char *rcpt, char *reason, size_t rlen)
 {
-	if (t->kind == TGT_MBOX)
-		return deliver_mbox(m, t, reason, rlen);
-	return deliver_maildir(m, t, reason, rlen);
-}
+	char path[4096], *file = NULL;
+	size_t n = strlen(rel);
+	int dirfd, rc, mbox = n > 0 && rel[n - 1] != '/';
 
-/*
- * A system user's mailbox is written by a child that has become the user
- * (PRODUCT.md 3.5). Only async-signal-safe work would be strictly allowed
- * after fork() in a threaded process; the group list is computed before,
- * the child uses no stdio, and glibc's fork handlers leave malloc usable.
- * The child's errno comes back as its exit status (no pipe: no descriptors).
- */
-static int deliver_as_user(const struct msg_src *m, const struct target *t, char *reason, size_t rlen)
-{
-	gid_t groups[64];
-	int ngroups = 64, status;
-	pid_t pid;
-	char creason[256];
-
-	if (getgrouplist(t->user, t->gid, groups, &ngroups) < 0)
-		ngroups = 1, groups[0] = t->gid;
-	if ((pid = fork()) < 0) {
-		snprintf(reason, rlen, "cannot fork local delivery for %s: %s", t->user, strerror(errno));
+	if (n == 0 || n >= sizeof path) {
+		snprintf(reason, rlen, "bad mailbox path");
 		return -1;
 	}
-	if (pid == 0) {
-		in_child = 1;
-		/* the daemon runs as mail_owner with saved set-user-ID 0 (smtpd/server.c) */
-		if ((geteuid() != 0 && setresuid(0, 0, 0) < 0) ||
-		    setgroups((size_t)ngroups, groups) < 0 || setgid(t->gid) < 0 || setuid(t->uid) < 0)
-			_exit(200);
-		_exit(deliver_here(m, t, creason, sizeof creason) == 0 ? 0 : errno ? (errno & 0x7f) + 1 : 1);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR) {
-			snprintf(reason, rlen, "wait for local delivery to %s: %s", t->user, strerror(errno));
-			return -1;
-		}
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-		return 0;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 200)
-		snprintf(reason, rlen, "cannot become user %s (uid %ld)", t->user, (long)t->uid);
-	else if (WIFEXITED(status))
-		snprintf(reason, rlen, "delivery to %s as user %s failed: %s", t->path, t->user,
-		    strerror(WEXITSTATUS(status) - 1));
+	memcpy(path, rel, n + 1);
+	if ((dirfd = walk(basefd, path, owner, mbox ? &file : NULL, reason, rlen)) < 0)
+		return -1;
+	if (mbox)
+		rc = deliver_mbox(dirfd, file, owner, m, rcpt, reason, rlen);
 	else
-		snprintf(reason, rlen, "local delivery to %s as %s was killed", t->path, t->user);
-	return -1;
+		rc = deliver_maildir(dirfd, owner, m, rcpt, reason, rlen);
+	if (dirfd != basefd)
+		fd_close(dirfd);
+	return rc;
 }
 
-int maildir_deliver(const struct msg_src *m, const struct target *t, char *reason, size_t rlen)
+int maildir_deliver_under(const char *base, const char *rel, uid_t owner, const struct msg_src *m,
+    const char *rcpt, char *reason, size_t rlen)
 {
-	uid_t ruid, euid, suid;
+	int basefd, rc;
 
-	if (getresuid(&ruid, &euid, &suid) < 0)
-		euid = suid = geteuid();
-	if (t->as_user && t->uid != euid) {
-		if (euid != 0 && suid != 0) {
-			snprintf(reason, rlen, "cannot deliver to %s as user %s (uid %ld): frugal is not "
-			    "running as root (set local_mailbox_base to deliver without system accounts)",
-			    t->path, t->user ? t->user : "?", (long)t->uid);
+	/* the base itself is the admin's (configuration, or a home directory): followed as named */
+	if ((basefd = fd_open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		if (errno == ENOENT && file_mkdir_p(base, 0700) == 0)
+			basefd = fd_open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (basefd < 0) {
+			snprintf(reason, rlen, "open mailbox base %s: %s", base, strerror(errno));
 			return -1;
 		}
-		return deliver_as_user(m, t, reason, rlen);
 	}
-	return deliver_here(m, t, reason, rlen);
+	rc = maildir_deliver_at(basefd, rel, owner, m, rcpt, reason, rlen);
+	fd_close(basefd);
+	return rc;
 }

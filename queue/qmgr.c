@@ -14,6 +14,7 @@
 #include "queue/queue_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,7 @@
 #include "limits/limits.h"
 
 #define NBUCKETS        4096  /* ID hash: finds a message by ID in O(1) */
-#define DLV_FILES       3     /* queue file + mailbox file + directory fd per delivery */
+#define DLV_FILES       8     /* queue file (and a read-only one for a helper), the mailbox base, its path, tmp/new/cur, the file */
 #define RETRY_RESOURCE  1.0   /* seconds before retrying after a refused resource */
 #define DEFAULT_PARALLEL 4
 
@@ -69,6 +70,7 @@ struct dlv {
 	struct qmsg *m;
 	struct spool_env env;
 	int    fd;
+	int    rofd;                 /* read-only descriptor handed to delivery helpers; -1 */
 	struct target_list *tl;      /* per recipient; empty for recipients already done */
 	enum rcpt_result *res;       /* per recipient */
 	struct msg_headers hdr;
@@ -466,6 +468,30 @@ static void finish_work(struct dlv *d)
 		d->mark_err = errno;
 }
 
+/*
+ * One mailbox, written by whoever may write it (PRODUCT.md 3.5): this
+ * process for what it owns, a delivery helper for the rest, handed a
+ * read-only descriptor of the queue file (the helpers never get ours, which
+ * can write the envelope). On a worker thread.
+ */
+static int deliver_target(struct dlv *d, const struct msg_src *src, const struct target *t,
+    char *reason, size_t rlen)
+{
+	char path[4096];
+
+	if (t->via == VIA_SELF)
+		return maildir_deliver_under(t->base, t->rel, t->uid, src, t->addr, reason, rlen);
+	if (d->rofd < 0) {
+		snprintf(path, sizeof path, "%s/%s/%s", d->q->qdir, SPOOL_COMMITTED, d->env.id);
+		if ((d->rofd = fd_open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			snprintf(reason, rlen, "cannot open queue file for the delivery helper: %s", strerror(errno));
+			return -1;
+		}
+	}
+	return helper_deliver(t->via == VIA_LOCAL ? HELPER_LOCAL : HELPER_VIRTUAL, d->rofd, src, t->addr,
+	    t->rel, reason, rlen);
+}
+
 static void deliver_work(struct worker_job *j)
 {
 	struct dlv *d = (struct dlv *)j;
@@ -473,6 +499,7 @@ static void deliver_work(struct worker_job *j)
 	int i, k, bounces = 0;
 	char reason[256];
 
+	d->rofd = -1;
 	src.fd = d->fd;
 	src.off = d->env.msg_off;
 	src.size = d->env.size;
@@ -498,7 +525,7 @@ static void deliver_work(struct worker_job *j)
 					t->kind = TGT_BOUNCE;
 					snprintf(t->dsn, sizeof t->dsn, "5.4.6");
 					snprintf(t->reason, sizeof t->reason, "%s", reason);
-				} else if (maildir_deliver(&src, t, reason, sizeof reason) == 0) {
+				} else if (deliver_target(d, &src, t, reason, sizeof reason) == 0) {
 					t->sent = 1;
 				} else {
 					t->kind = TGT_DEFER;
@@ -526,6 +553,8 @@ static void deliver_work(struct worker_job *j)
 			bounces++;
 	}
 	d->t_done = now_f();
+	fd_close(d->rofd);
+	d->rofd = -1;
 	/* with no bounce to queue first, the marks are written right here */
 	d->finish_in_job = bounces == 0;
 	if (d->finish_in_job)

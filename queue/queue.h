@@ -21,6 +21,14 @@ struct spool;
 
 /* Open (creating subdirectories as needed) queue_directory. NULL + err. */
 struct spool *spool_open(const char *queue_dir, char *err, size_t errlen);
+/*
+ * Started as root (the master, before any process talks to the network):
+ * lay out queue_directory for a daemon running as uid/gid. The top and pid/
+ * are root's, the message directories and status/ the daemon's. Owners are
+ * set through descriptors opened with O_NOFOLLOW; no file is ever chowned
+ * (a hard link planted in the queue could name any file). 0 or -1 + err.
+ */
+int spool_prepare(const char *queue_dir, uid_t uid, gid_t gid, char *err, size_t errlen);
 void          spool_close(struct spool *s);
 const char   *spool_dir(const struct spool *s);
 
@@ -64,6 +72,8 @@ struct resolve_result {
 };
 struct resolver;
 struct resolver *resolver_new(const struct conf *c, char *err, size_t errlen); /* opens the maps */
+/* Other users' mailboxes go through the delivery helpers (set once, at start, when root). */
+void resolver_use_helpers(int on);
 void resolver_free(struct resolver *r);
 /* 0, or -1 on a table error (the caller answers 451 4.3.0). addr is "user@domain" or "user". */
 int  resolver_classify(struct resolver *r, const char *addr, struct resolve_result *res);
@@ -79,6 +89,26 @@ void qmgr_flush(struct qmgr *q);       /* retry deferred mail now */
 int  qmgr_active(const struct qmgr *q); /* messages in memory (active + deferred) */
 void qmgr_set_delivery_limit(struct qmgr *q, int max_parallel); /* from limits/ */
 void qmgr_free(struct qmgr *q);        /* waits for deliveries in flight */
+
+/* ---- delivery helpers (PRODUCT.md 3.5) ----------------------------------- */
+/*
+ * Started as root, frugal writes mailboxes it does not own through small
+ * long-lived helper processes: `virtual` runs as virtual_mailbox_owner,
+ * `local` keeps root to become each system user per delivery (one thread
+ * at a time, no fork). The daemon holds one socketpair to each; the master
+ * restarts a helper that dies and hands the daemon the new socket.
+ */
+enum helper_which { HELPER_VIRTUAL, HELPER_LOCAL, HELPER_COUNT };
+const char *helper_name(enum helper_which w);          /* "virtual", "local" */
+void helper_init(struct ev_loop *loop);                 /* the daemon's side */
+void helper_attach(enum helper_which w, int fd, long pid); /* a (new) helper's socket; loop thread */
+int  helper_running(enum helper_which w);
+long helper_pid(enum helper_which w);
+long long helper_fds(void);                             /* the helpers' descriptors, last reported */
+long long helper_socks(void);
+void helper_shutdown(void);
+/* The helper process: serves requests on sock until the daemon goes; returns an exit code. */
+int  helperd_run(enum helper_which w, int sock, struct conf *c, const char *conf_dir);
 
 /* `frugal queue ...` and `mailq`; returns an exit code. */
 int queue_cmd(int argc, char **argv);

@@ -8,6 +8,7 @@
 #define FRUGAL_QUEUE_QUEUE_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -17,7 +18,8 @@
 #define SPOOL_INCOMING  "incoming"   /* being written; never acknowledged */
 #define SPOOL_COMMITTED "committed"  /* synced and acknowledged */
 #define SPOOL_FREE      "free"       /* emptied files of delivered messages, for reuse */
-#define SPOOL_PID       "pid"        /* the daemon's pid file (frugal.pid) */
+#define SPOOL_PID       "pid"        /* the daemon's pid file (frugal.pid); root's when started as root */
+#define SPOOL_STATUS    "status"     /* what the daemon publishes for `frugal limits` (limits.status) */
 
 #define QUEUE_ID_MAX 24
 
@@ -88,15 +90,22 @@ enum target_kind {
 	TGT_BOUNCE,    /* reason says why (e.g. user unknown) */
 };
 
+/* Who writes a mailbox (PRODUCT.md 3.5: no fork per message). */
+enum target_via {
+	VIA_SELF,      /* this process, under base (local_mailbox_base, or a mailbox it owns) */
+	VIA_VIRTUAL,   /* the virtual helper, as virtual_mailbox_owner: rel under its virtual_mailbox_base */
+	VIA_LOCAL,     /* the local helper, as the system user `rel` names, in that user's home */
+};
+
 struct target {
 	enum target_kind kind;
 	char  *addr;        /* final recipient (Delivered-To:); owned */
-	char  *path;        /* owned; NULL for DEFER/BOUNCE */
+	enum target_via via;/* MAILDIR/MBOX: who writes it */
+	char  *base;        /* owned; VIA_SELF: the directory the mailbox lies under */
+	char  *rel;         /* owned; the mailbox under base ("dir/" = Maildir); VIA_LOCAL: the user */
+	char  *path;        /* owned; the whole path, for the log and de-duplication; NULL for DEFER/BOUNCE */
+	uid_t  uid;         /* the mailbox's owner */
 	const char *service;/* "local", "virtual", "smtp" (for the log) */
-	int    as_user;     /* deliver with the uid/gid below (system user's home) */
-	uid_t  uid;
-	gid_t  gid;
-	char  *user;        /* owned; for initgroups */
 	char   dsn[8];
 	char   reason[256];
 	int    never_expire;/* SMTP-bound: stays queued, never bounced by age */
@@ -138,11 +147,49 @@ void maildir_headers_free(struct msg_headers *h);
 int  maildir_loop_check(const struct msg_headers *h, const char *rcpt, long hopcount_limit,
     char *reason, size_t rlen);   /* 1: bounce (reason set) */
 /*
- * Deliver to a Maildir (TGT_MAILDIR) or mbox (TGT_MBOX). 0: delivered and
- * synced; -1: not delivered, reason set (temporary: defer). When t->as_user
- * and we are root, a child process does the writing as that user.
+ * Deliver into the mailbox REL under the directory BASEFD: a Maildir when
+ * REL ends with '/', else an mbox file. Every component below the base is
+ * opened with O_NOFOLLOW (symbolic links refused), created 0700 when
+ * missing, and must belong to OWNER; an mbox must be a regular file with
+ * one link. Written as the calling thread's identity, synced before 0;
+ * -1 with a reason: not delivered (temporary: defer).
  */
-int  maildir_deliver(const struct msg_src *m, const struct target *t, char *reason, size_t rlen);
+int  maildir_deliver_at(int basefd, const char *rel, uid_t owner, const struct msg_src *m,
+    const char *rcpt, char *reason, size_t rlen);
+/* The same with a base named by path (created when missing). */
+int  maildir_deliver_under(const char *base, const char *rel, uid_t owner, const struct msg_src *m,
+    const char *rcpt, char *reason, size_t rlen);
+
+/* ---- delivery helpers: the protocol (helper_proto.c) and the daemon's side (helper.c) ---- */
+
+#define HELPER_FIELD_MAX 1024     /* sender, recipient, mailbox: each at most this */
+#define HELPER_MSG_MAX   (64 + 3 * HELPER_FIELD_MAX)
+
+struct helper_req {
+	uint64_t id;
+	int64_t  off, size;             /* the message's bytes in the passed descriptor */
+	char sender[HELPER_FIELD_MAX + 1];   /* Return-Path */
+	char rcpt[HELPER_FIELD_MAX + 1];     /* Delivered-To */
+	char mailbox[HELPER_FIELD_MAX + 1];  /* virtual: path under virtual_mailbox_base; local: the user */
+};
+struct helper_reply {
+	uint64_t id;
+	int32_t  status;                /* 0 delivered and synced, else an errno value */
+	int32_t  fds, socks;            /* the helper's descriptors and sockets now (the ledger) */
+	char reason[256];
+};
+int  helper_req_encode(const struct helper_req *r, char *buf, size_t len);     /* bytes, or -1 */
+int  helper_req_decode(const char *buf, size_t len, struct helper_req *r);      /* 0, or -1 */
+int  helper_reply_encode(const struct helper_reply *r, char *buf, size_t len);
+int  helper_reply_decode(const char *buf, size_t len, struct helper_reply *r);
+
+/*
+ * Deliver through helper w (blocks the calling worker thread until the
+ * helper answers, or dies): 0 delivered and synced; -1 not (reason set; the
+ * mail stays queued and is retried).
+ */
+int  helper_deliver(enum helper_which w, int msgfd, const struct msg_src *m, const char *rcpt,
+    const char *mailbox, char *reason, size_t rlen);
 
 /* ---- bounces (bounce.c) -------------------------------------------------- */
 

@@ -37,9 +37,20 @@ struct resolver {
 	char *home_mailbox, *local_mailbox_base, *virtual_mailbox_base;
 	struct domlist mydestination, virtual_domains, relay_domains;
 	struct map_list *alias, *local_rcpt, *valias, *vmailbox;
-	int vowner;          /* virtual mailboxes are written as the user below */
-	struct passwd vpw;   /* virtual_mailbox_owner: pw_uid, pw_gid, pw_name (owned) */
+	int vhelper;         /* virtual mailboxes are written by the virtual helper, as vuid */
+	uid_t vuid;
 };
+
+/*
+ * Started as root, frugal writes other users' mailboxes through its delivery
+ * helpers (queue/helperd.c); unprivileged, it writes only what it owns.
+ */
+static int use_helpers;
+
+void resolver_use_helpers(int on)
+{
+	use_helpers = on;
+}
 
 static char *dup_param(const struct conf *c, const char *name)
 {
@@ -163,27 +174,22 @@ struct resolver *resolver_new(const struct conf *c, char *err, size_t errlen)
 		goto fail;
 	/*
 	 * Virtual mailboxes belong to virtual_mailbox_owner (Postfix's
-	 * virtual_uid_maps = static:...). Only root (or our saved root) can write
-	 * as another user; without it they are written as frugal's own user.
+	 * virtual_uid_maps = static:...), written by the virtual helper that runs
+	 * as that user. Unprivileged, frugal writes them as its own user.
 	 */
 	if (*conf_str(c, "virtual_mailbox_domains", 0)) {
 		const char *owner = conf_str(c, "virtual_mailbox_owner", 0);
-		uid_t ru, eu, su;
 		struct passwd *pw = *owner ? getpwnam(owner) : NULL;
 
-		if (getresuid(&ru, &eu, &su) < 0)
-			eu = su = geteuid();
-		if (pw && (eu == 0 || su == 0) && pw->pw_uid != eu) {
-			r->vowner = 1;
-			r->vpw.pw_uid = pw->pw_uid;
-			r->vpw.pw_gid = pw->pw_gid;
-			if ((r->vpw.pw_name = mem_strdup(pw->pw_name)) == NULL) {
-				snprintf(err, errlen, "out of memory");
-				goto fail;
-			}
-		} else if (!pw && *owner && (eu == 0 || su == 0)) {
+		if (pw && pw->pw_uid != geteuid() && use_helpers) {
+			r->vhelper = 1;
+			r->vuid = pw->pw_uid;
+		} else if (pw && pw->pw_uid != geteuid()) {
+			log_warning("virtual", "virtual_mailbox_owner %s: frugal is not running as root: virtual "
+			    "mailboxes are written as uid %ld", owner, (long)geteuid());
+		} else if (!pw && *owner) {
 			log_warning("virtual", "virtual_mailbox_owner %s: unknown user: virtual mailboxes "
-			    "are written as uid %ld", owner, (long)eu);
+			    "are written as uid %ld", owner, (long)geteuid());
 		}
 	}
 	if ((r->alias = open_maps(c, "alias_maps", err, errlen)) == NULL ||
@@ -214,7 +220,6 @@ void resolver_free(struct resolver *r)
 	mem_free(r->home_mailbox);
 	mem_free(r->local_mailbox_base);
 	mem_free(r->virtual_mailbox_base);
-	mem_free(r->vpw.pw_name);
 	mem_free(r);
 }
 
@@ -327,7 +332,8 @@ void target_list_free(struct target_list *l)
 	for (i = 0; i < l->n; i++) {
 		mem_free(l->v[i].addr);
 		mem_free(l->v[i].path);
-		mem_free(l->v[i].user);
+		mem_free(l->v[i].base);
+		mem_free(l->v[i].rel);
 	}
 	mem_free(l->v);
 	memset(l, 0, sizeof *l);
@@ -402,29 +408,32 @@ static int dup_target(struct expand *x, const char *path)
 	return 0;
 }
 
+/* A mailbox: base/rel (via VIA_LOCAL, rel is the user and mailbox the path under the home). */
 static void mailbox_target(struct expand *x, const char *addr, const char *service,
-    char *path /* takes ownership */, const struct passwd *pw)
+    enum target_via via, const char *base, const char *rel, const char *mailbox, uid_t uid)
 {
 	struct target *t;
-	size_t n = strlen(path);
+	char *path;
+	size_t n = strlen(mailbox);
 
+	if ((path = mem_printf("%s/%s", base, mailbox)) == NULL) {
+		x->nomem = 1;
+		return;
+	}
 	if (dup_target(x, path)) {   /* two aliases naming one mailbox: one copy */
 		mem_free(path);
 		return;
 	}
-	if ((t = add_target(x, n && path[n - 1] == '/' ? TGT_MAILDIR : TGT_MBOX, addr, service,
+	if ((t = add_target(x, n && mailbox[n - 1] == '/' ? TGT_MAILDIR : TGT_MBOX, addr, service,
 	    "2.0.0", NULL)) == NULL) {
 		mem_free(path);
 		return;
 	}
 	t->path = path;
-	if (pw) {
-		t->as_user = 1;
-		t->uid = pw->pw_uid;
-		t->gid = pw->pw_gid;
-		if ((t->user = mem_strdup(pw->pw_name)) == NULL)
-			x->nomem = 1;
-	}
+	t->via = via;
+	t->uid = uid;
+	if ((t->base = mem_strdup(base)) == NULL || (t->rel = mem_strdup(rel)) == NULL)
+		x->nomem = 1;
 }
 
 /* a user name that is safe as one path component */
@@ -436,7 +445,7 @@ static int safe_component(const char *s)
 static void expand_user(struct expand *x, const char *local, const char *addr)
 {
 	struct resolver *r = x->r;
-	char user[256], buf[4096], *path;
+	char user[256], buf[4096], *rel;
 	struct passwd pw, *res = NULL;
 	size_t i;
 
@@ -448,10 +457,12 @@ static void expand_user(struct expand *x, const char *local, const char *addr)
 		return;
 	}
 	if (*r->local_mailbox_base) {
-		if ((path = mem_printf("%s/%s/%s", r->local_mailbox_base, user, r->home_mailbox)) == NULL)
+		if ((rel = mem_printf("%s/%s", user, r->home_mailbox)) == NULL) {
 			x->nomem = 1;
-		else
-			mailbox_target(x, addr, "local", path, NULL);
+			return;
+		}
+		mailbox_target(x, addr, "local", VIA_SELF, r->local_mailbox_base, rel, rel, geteuid());
+		mem_free(rel);
 		return;
 	}
 	if (getpwnam_r(user, &pw, buf, sizeof buf, &res) != 0 || res == NULL) {
@@ -464,11 +475,19 @@ static void expand_user(struct expand *x, const char *local, const char *addr)
 		return;
 	}
 found:
-	if ((path = mem_printf("%s/%s", res->pw_dir, r->home_mailbox)) == NULL) {
-		x->nomem = 1;
-		return;
-	}
-	mailbox_target(x, addr, "local", path, res);
+	if (res->pw_uid == geteuid())
+		mailbox_target(x, addr, "local", VIA_SELF, res->pw_dir, r->home_mailbox, r->home_mailbox,
+		    res->pw_uid);
+	else if (!use_helpers)
+		add_target(x, TGT_DEFER, addr, "local", "4.3.0", "cannot deliver as another user: frugal is not "
+		    "running as root (set local_mailbox_base to deliver without system accounts)");
+	else if (res->pw_uid == 0)
+		/* Postfix delivers root's mail with default_privs; frugal asks for an alias instead */
+		add_target(x, TGT_DEFER, addr, "local", "4.3.0", "frugal does not deliver as root: "
+		    "give root an alias (root: admin) in alias_maps");
+	else
+		mailbox_target(x, addr, "local", VIA_LOCAL, res->pw_dir, res->pw_name, r->home_mailbox,
+		    res->pw_uid);
 }
 
 static void expand_addr(struct expand *x, const char *addr, int depth, int no_valias);
@@ -559,13 +578,8 @@ static void expand_addr(struct expand *x, const char *addr_in, int depth, int no
 			add_target(x, TGT_BOUNCE, addr, "virtual", "5.1.1", reason);
 			goto out;
 		}
-		{
-			char *path = mem_printf("%s/%s", r->virtual_mailbox_base, v);
-			if (path == NULL)
-				x->nomem = 1;
-			else
-				mailbox_target(x, addr, "virtual", path, r->vowner ? &r->vpw : NULL);
-		}
+		mailbox_target(x, addr, "virtual", r->vhelper ? VIA_VIRTUAL : VIA_SELF,
+		    r->virtual_mailbox_base, v, v, r->vhelper ? r->vuid : geteuid());
 		goto out;
 	}
 	{

@@ -159,7 +159,7 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 {
 	struct spool *s;
 	char path[4096];
-	static const char *const sub[] = { SPOOL_INCOMING, SPOOL_COMMITTED, SPOOL_FREE, SPOOL_PID };
+	static const char *const sub[] = { SPOOL_INCOMING, SPOOL_COMMITTED, SPOOL_FREE, SPOOL_PID, SPOOL_STATUS };
 	DIR *d = NULL;
 	struct dirent *de;
 	size_t i;
@@ -176,7 +176,8 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 	}
 	for (i = 0; i < sizeof sub / sizeof sub[0]; i++) {
 		snprintf(path, sizeof path, "%s/%s", queue_dir, sub[i]);
-		if (mkdir(path, strcmp(sub[i], SPOOL_PID) == 0 ? 0755 : 0700) < 0 && errno != EEXIST) {
+		if (mkdir(path, strcmp(sub[i], SPOOL_PID) == 0 || strcmp(sub[i], SPOOL_STATUS) == 0 ? 0755 : 0700) < 0 &&
+		    errno != EEXIST) {
 			snprintf(err, errlen, "create %s: %s", path, strerror(errno));
 			return NULL;
 		}
@@ -216,6 +217,71 @@ fail:
 	snprintf(err, errlen, "open %s: %s", path, strerror(errno));
 	spool_close(s);
 	return NULL;
+}
+
+/* one directory of the layout: created with its owner, or set right through a descriptor */
+static int ensure_dir(int qfd, const char *name, mode_t mode, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd;
+
+	if ((fd = fd_openat(qfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 && errno == ENOENT) {
+		if (mkdirat(qfd, name, mode) < 0 && errno != EEXIST) {
+			snprintf(err, errlen, "create %s: %s", name, strerror(errno));
+			return -1;
+		}
+		fd = fd_openat(qfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	}
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", name, errno == ELOOP || errno == ENOTDIR
+		    ? "a symbolic link or not a directory: refused" : strerror(errno));
+		return -1;
+	}
+	/*
+	 * fchown on a directory opened without following links changes that
+	 * directory and nothing else (directories cannot be hard-linked).
+	 */
+	if (fstat(fd, &st) < 0 || ((st.st_uid != uid || st.st_gid != gid) && fchown(fd, uid, gid) < 0) ||
+	    ((st.st_mode & 07777) != mode && fchmod(fd, mode) < 0)) {
+		snprintf(err, errlen, "%s: %s", name, strerror(errno));
+		fd_close(fd);
+		return -1;
+	}
+	fd_close(fd);
+	return 0;
+}
+
+int spool_prepare(const char *queue_dir, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+	static const struct { const char *name; mode_t mode; int daemons; } sub[] = {
+		{ SPOOL_INCOMING, 0700, 1 }, { SPOOL_COMMITTED, 0700, 1 }, { SPOOL_FREE, 0700, 1 },
+		{ SPOOL_STATUS, 0755, 1 }, { SPOOL_PID, 0755, 0 },
+	};
+	struct stat st;
+	size_t i;
+	int qfd, rc = 0;
+
+	if (file_mkdir_p(queue_dir, 0755) < 0 ||
+	    (qfd = fd_open(queue_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		snprintf(err, errlen, "%s: %s", queue_dir, strerror(errno));
+		return -1;
+	}
+	/* the top is root's: the daemon must not be able to swap the directories root uses */
+	if (fstat(qfd, &st) < 0 || ((st.st_uid != 0 || st.st_gid != 0) && fchown(qfd, 0, 0) < 0) ||
+	    ((st.st_mode & 07777) != 0755 && fchmod(qfd, 0755) < 0)) {
+		snprintf(err, errlen, "%s: %s", queue_dir, strerror(errno));
+		fd_close(qfd);
+		return -1;
+	}
+	for (i = 0; i < sizeof sub / sizeof sub[0] && rc == 0; i++) {
+		char e[300];
+
+		if ((rc = ensure_dir(qfd, sub[i].name, sub[i].mode, sub[i].daemons ? uid : 0,
+		    sub[i].daemons ? gid : 0, e, sizeof e)) < 0)
+			snprintf(err, errlen, "%s/%s", queue_dir, e);
+	}
+	fd_close(qfd);
+	return rc;
 }
 
 const char *spool_dir(const struct spool *s) { return s->dir; }

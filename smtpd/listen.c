@@ -214,18 +214,16 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-/* "host:port", "[v6]:port" or ":port"/"port" (any address) */
-static int open_listener(struct smtpd_server *srv, const char *spec, int submission)
+/*
+ * Bind one "host:port", "[v6]:port" or "port" (any address). Returns the
+ * listening descriptor (counted, core/fd), or -1 (logged).
+ */
+static int bind_one(const char *spec)
 {
 	char host[256], *port;
 	struct addrinfo hints, *ai = NULL;
-	struct listener *l;
 	int fd, one = 1, r;
 
-	if (srv->nlisteners >= SMTPD_MAX_LISTENERS) {
-		log_warning("smtpd", "too many listeners: %s ignored", spec);
-		return 0;
-	}
 	snprintf(host, sizeof host, "%s", spec);
 	if (host[0] == '[') {
 		char *close_br = strchr(host, ']');
@@ -262,39 +260,67 @@ static int open_listener(struct smtpd_server *srv, const char *spec, int submiss
 		return -1;
 	}
 	freeaddrinfo(ai);
-	l = &srv->listeners[srv->nlisteners++];
-	l->srv = srv;
-	l->fd = fd;
-	l->submission = submission;
-	snprintf(l->name, sizeof l->name, "%s", spec);
-	ev_io_init(&l->io, accept_cb, fd, EV_READ);
-	ev_io_start(srv->loop, &l->io);
+	return fd;
+}
+
+int listen_bind(const struct conf *c, int *fds, int max)
+{
+	char **v = conf_list(c, "smtpd_listen", 0);
+	int i, n = 0;
+
+	if (v == NULL)
+		return -1;
+	for (i = 0; v[i]; i++) {
+		if (n >= max) {
+			log_warning("smtpd", "too many listeners: %s ignored", v[i]);
+			continue;
+		}
+		if ((fds[n] = bind_one(v[i])) < 0) {
+			while (n > 0)
+				fd_close(fds[--n]);
+			conf_list_free(v);
+			return -1;
+		}
+		n++;
+	}
+	conf_list_free(v);
+	/* submission_listen and smtps_listen need TLS and AUTH: warned about as not acted on (serve.c) */
+	if (n == 0) {
+		log_warning("smtpd", "smtpd_listen is empty: no listener");
+		return -1;
+	}
+	return n;
+}
+
+int listen_attach(struct smtpd_server *srv, const struct conf *c, const int *fds, int n)
+{
+	char **v = conf_list(c, "smtpd_listen", 0);
+	int i;
+
+	ev_init(&srv->resume_timer, resume_cb);
+	for (i = 0; i < n && i < SMTPD_MAX_LISTENERS; i++) {
+		struct listener *l = &srv->listeners[srv->nlisteners++];
+
+		l->srv = srv;
+		l->fd = fds[i];
+		l->submission = 0;
+		snprintf(l->name, sizeof l->name, "%s", v && v[i] ? v[i] : "smtpd_listen");
+		ev_io_init(&l->io, accept_cb, fds[i], EV_READ);
+		ev_io_start(srv->loop, &l->io);
+	}
+	if (v)
+		conf_list_free(v);
+	reserve(srv);
 	return 0;
 }
 
 int listen_open(struct smtpd_server *srv, const struct conf *c)
 {
-	char **v = conf_list(c, "smtpd_listen", 0);
-	int i, ok = 0;
+	int fds[SMTPD_MAX_LISTENERS], n;
 
-	if (v == NULL)
+	if ((n = listen_bind(c, fds, SMTPD_MAX_LISTENERS)) < 0)
 		return -1;
-	ev_init(&srv->resume_timer, resume_cb);
-	for (i = 0; v[i]; i++) {
-		if (open_listener(srv, v[i], 0) < 0) {
-			conf_list_free(v);
-			return -1;
-		}
-		ok++;
-	}
-	conf_list_free(v);
-	/* submission_listen and smtps_listen need TLS and AUTH: warned about as not acted on (serve.c) */
-	if (ok == 0) {
-		log_warning("smtpd", "smtpd_listen is empty: no listener");
-		return -1;
-	}
-	reserve(srv);
-	return 0;
+	return listen_attach(srv, c, fds, n);
 }
 
 void listen_close(struct smtpd_server *srv)

@@ -7,20 +7,20 @@
  * process, one loop, no internal sockets on the hot path (guarantee 2).
  *
  * Owns the one struct smtpd_server of the process; sessions (session.c),
- * their registry (server.c) and admission (listen.c) work on it.
+ * their registry (server.c) and admission (listen.c) work on it. Started
+ * as root, `frugal serve` is the master (master.c), which forks this daemon
+ * as mail_owner with no way back to root, and serve_run() is what it runs.
  */
 #include "smtpd/smtpd_int.h"
 #include "smtpd/smtpd.h"
 
 #include <errno.h>
-#include <ftw.h>
-#include <grp.h>
 #include <malloc.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -82,6 +82,7 @@ static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	char err[1024];
 
 	(void)loop; (void)w; (void)revents;
+	log_reopen();   /* a rotated log file is followed (PRODUCT.md section 1) */
 	c = conf_load_for_command(have_conf_dir ? conf_dir_opt : NULL, &d);
 	print_diags(&d, 1);
 	conf_diags_free(&d);
@@ -183,60 +184,195 @@ static int write_pidfile(const struct conf *c)
 	return 0;
 }
 
-/* ---- privileges ---------------------------------------------------------- */
+/* ---- serve --------------------------------------------------------------- */
 
 /*
- * Started as root: after binding, run as mail_owner (PRODUCT.md 3.5). The
- * saved set-user-ID stays root so that local delivery to a system user's
- * home can switch to that user in a child (queue/), as Postfix's local(8)
- * does; everything else runs with mail_owner's effective IDs.
+ * The master's control socket (started as root): it hands over the socket
+ * of a delivery helper it has (re)started, "helper NAME PID" with the
+ * descriptor; we tell it once we serve ("ready").
  */
-static uid_t chown_uid;
-static gid_t chown_gid;
+static ev_io control_io;
+static long master_pid;
+static long long master_fds, master_socks;   /* as the master reports them */
 
-static int chown_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+/* before each limits sample: what frugal's other processes hold */
+static void push_siblings(void)
 {
-	(void)type; (void)ftw;
-	if ((st->st_uid != chown_uid || st->st_gid != chown_gid) && lchown(path, chown_uid, chown_gid) < 0)
-		return -1;
-	return 0;
+	limits_set_sibling_fds(master_fds + helper_fds(), master_socks + helper_socks());
 }
 
-static int drop_privileges(const struct conf *c)
+static void siblings_changed(void)
 {
-	const char *owner = conf_str(c, "mail_owner", 0);
-	struct passwd *pw;
+	long pids[1 + HELPER_COUNT];
+	int i, n = 0;
 
-	if (geteuid() != 0)
-		return 0;
-	if ((pw = getpwnam(owner)) == NULL) {
-		log_warning("master", "mail_owner %s: unknown user (create it, or set mail_owner)", owner);
-		return -1;
-	}
-	if (pw->pw_uid == 0) {
-		log_warning("master", "mail_owner is %s (uid 0): running with root privileges", owner);
-		return 0;
-	}
-	chown_uid = pw->pw_uid;
-	chown_gid = pw->pw_gid;
-	if (nftw(conf_str(c, "queue_directory", 0), chown_one, 16, FTW_PHYS) != 0)
-		log_warning("master", "chown %s to %s: %s", conf_str(c, "queue_directory", 0), owner, strerror(errno));
-	if (setgroups(1, &pw->pw_gid) < 0 || setresgid(pw->pw_gid, pw->pw_gid, 0) < 0 ||
-	    setresuid(pw->pw_uid, pw->pw_uid, 0) < 0) {
-		log_warning("master", "cannot switch to mail_owner %s: %s", owner, strerror(errno));
-		return -1;
-	}
-	return 0;
+	if (master_pid > 0)
+		pids[n++] = master_pid;
+	for (i = 0; i < HELPER_COUNT; i++)
+		if (helper_pid((enum helper_which)i) > 0)
+			pids[n++] = helper_pid((enum helper_which)i);
+	limits_set_siblings(pids, n);
 }
 
-/* ---- serve --------------------------------------------------------------- */
+static void control_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(sizeof(int))];
+	} u;
+	char buf[128], name[16];
+	struct iovec iov = { buf, sizeof buf - 1 };
+	struct msghdr mh;
+	struct cmsghdr *cm;
+	ssize_t n;
+	long pid;
+	int fd = -1, i;
+
+	(void)revents;
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.space;
+	mh.msg_controllen = sizeof u.space;
+	if ((n = recvmsg(w->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		/* nobody will restart a helper now; we go on serving with the ones we have */
+		log_warning("master", "lost the master process: delivery helpers that die will not come back");
+		ev_io_stop(loop, w);
+		return;
+	}
+	buf[n] = '\0';
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+			fd_received(fd, FD_SOCK);
+		}
+	if (sscanf(buf, "master %lld %lld", &master_fds, &master_socks) == 2 && fd < 0) {
+		limits_resample();   /* the report shows frugal's processes together from now on */
+		return;
+	}
+	if (sscanf(buf, "helper %15s %ld", name, &pid) == 2 && fd >= 0) {
+		for (i = 0; i < HELPER_COUNT; i++)
+			if (strcmp(name, helper_name((enum helper_which)i)) == 0) {
+				helper_attach((enum helper_which)i, fd, pid);
+				siblings_changed();
+				return;
+			}
+	}
+	log_warning("master", "unexpected message from the master: %.60s", buf);
+	fd_close(fd);
+}
+
+int serve_run(struct conf *c, const struct serve_inherit *in)
+{
+	char err[1024];
+	int found, i;
+
+	/* glibc gives each thread an arena of its own otherwise: private memory the budget pays for */
+	mallopt(M_ARENA_MAX, 2);
+	mem_install_hooks();
+	if (ev_default_loop(EVFLAG_AUTO) == NULL)
+		log_fatal("master", "cannot initialise the event loop");
+	server_init(&server, ev_default_loop(0));
+	server.on_reaped = reaped_cb;
+	/* before anything can make us visible (pid file, listeners): an early HUP must not kill us */
+	ev_signal_init(&sig_hup, reload_cb, SIGHUP);
+	ev_signal_init(&sig_term, term_cb, SIGTERM);
+	ev_signal_init(&sig_int, term_cb, SIGINT);
+	ev_signal_init(&sig_usr1, usr1_cb, SIGUSR1);
+	ev_signal_start(server.loop, &sig_hup);
+	ev_signal_start(server.loop, &sig_term);
+	ev_signal_start(server.loop, &sig_int);
+	ev_signal_start(server.loop, &sig_usr1);
+	/* the queue directory first: limits/ writes its status file there */
+	if ((server.spool = spool_open(conf_str(c, "queue_directory", 0), err, sizeof err)) == NULL)
+		log_fatal("master", "queue_directory %s: %s", conf_str(c, "queue_directory", 0), err);
+	if (limits_init(server.loop, c) < 0)
+		log_fatal("master", "cannot determine resource limits");
+	spool_set_loop(server.spool, server.loop);
+	/* alone (unprivileged), the pid file is ours; under a master, the master's */
+	if (in == NULL && write_pidfile(c) < 0) {
+		spool_close(server.spool);
+		conf_unref(c);
+		return 1;
+	}
+	resolver_use_helpers(in != NULL);
+	if ((server.gen = smtpd_gen_new(c, err, sizeof err)) == NULL)
+		log_fatal("master", "%s", err);
+	conf_each_later(c, log_later, NULL);
+	if (in == NULL ? listen_open(&server, c) < 0 : listen_attach(&server, c, in->listen_fds, in->nlisten) < 0)
+		log_fatal("master", "cannot open the SMTP listeners");
+	helper_init(server.loop);
+	if (in) {
+		master_pid = in->master_pid;
+		for (i = 0; i < HELPER_COUNT; i++)
+			if (in->helper_fd[i] >= 0)
+				helper_attach((enum helper_which)i, in->helper_fd[i], in->helper_pid[i]);
+		siblings_changed();
+		limits_on_sample(push_siblings);
+		ev_io_init(&control_io, control_cb, in->control_fd, EV_READ);
+		ev_io_start(server.loop, &control_io);
+		ev_unref(server.loop);   /* the master's socket alone must not keep us running */
+	}
+	/*
+	 * Workers mostly wait on the disk; more of them in flight means more
+	 * commits and deliveries sharing each sync (core/sync.h). Commits have
+	 * threads of their own: a 250 never waits behind deliveries.
+	 */
+	if (worker_init(server.loop, (const int[WORKER_CLASSES]){ [WORKER_COMMIT] = 8, [WORKER_DELIVERY] = 8 }) < 0)
+		log_fatal("master", "cannot start worker threads: %s", strerror(errno));
+	if ((server.qmgr = qmgr_new(server.loop, server.spool, c)) == NULL)
+		log_fatal("master", "cannot start the queue manager: out of memory");
+	qmgr_set_delivery_limit(server.qmgr, limits_delivery_concurrency());
+	found = qmgr_recover(server.qmgr);
+	if (found > 0)
+		log_info("qmgr", "recovered %d queued messages", found);
+	limits_on_stress(stress_cb, &server);
+	/*
+	 * Start-up is over: what libraries opened for good (libev's epoll and
+	 * eventfd, stdio, the log) joins the descriptor ledger, and the private
+	 * memory the allocator cannot see (thread stacks, libraries' data) is
+	 * measured; the next sample publishes both.
+	 */
+	fd_adopt_open();
+	limits_measure_fixed();
+	limits_resample();
+	log_info("master", "daemon started -- version %s, configuration %s",
+	    conf_str(c, "mail_version", 0), conf_is_embedded(c) ? "(embedded default)" : conf_dir(c));
+	if (in && send(in->control_fd, "ready", 5, MSG_NOSIGNAL) < 0)
+		log_warning("master", "cannot tell the master we serve: %s", strerror(errno));
+	conf_unref(c); /* server.gen holds its own reference */
+	mem_arm_deferred_failure();
+
+	ev_run(server.loop, 0);
+	draining = 1;
+
+	/*
+	 * Stopping. Commits in flight finish first (their sessions get the 250 or
+	 * 451 they are owed, and no callback may outlive its session), then
+	 * deliveries in flight, then the workers.
+	 */
+	while (server.commits > 0)
+		ev_run(server.loop, EVRUN_ONCE);
+	qmgr_free(server.qmgr);
+	worker_shutdown();
+	helper_shutdown();
+	server_free_sessions(&server);
+	limits_shutdown();
+	log_info("master", "group commit: %lu syncs served %lu sync requests",
+	    sync_shared_syncs(), sync_shared_calls());
+	log_info("master", "daemon stopped");
+	smtpd_gen_unref(server.gen);
+	spool_close(server.spool);
+	return 0;
+}
 
 int smtpd_cmd_serve(int argc, char **argv)
 {
 	struct conf_diags d = { 0 };
 	struct conf *c;
-	char err[1024];
-	int opt, foreground = 0, found;
+	int opt, foreground = 0;
 
 	optind = 1;
 	while ((opt = getopt(argc, argv, "fc:")) != -1) {
@@ -264,93 +400,15 @@ int smtpd_cmd_serve(int argc, char **argv)
 	log_open(conf_str(c, "syslog_name", 0),
 	    foreground ? "/dev/stderr" : conf_str(c, "maillog_file", 0), conf_str(c, "syslog_facility", 0));
 	signal(SIGPIPE, SIG_IGN);
-	/* glibc gives each thread an arena of its own otherwise: private memory the budget pays for */
-	mallopt(M_ARENA_MAX, 2);
-	mem_install_hooks();
-	if (ev_default_loop(EVFLAG_AUTO) == NULL)
-		log_fatal("master", "cannot initialise the event loop");
-	server_init(&server, ev_default_loop(0));
-	server.on_reaped = reaped_cb;
-	/* before anything can make us visible (pid file, listeners): an early HUP must not kill us */
-	ev_signal_init(&sig_hup, reload_cb, SIGHUP);
-	ev_signal_init(&sig_term, term_cb, SIGTERM);
-	ev_signal_init(&sig_int, term_cb, SIGINT);
-	ev_signal_init(&sig_usr1, usr1_cb, SIGUSR1);
-	ev_signal_start(server.loop, &sig_hup);
-	ev_signal_start(server.loop, &sig_term);
-	ev_signal_start(server.loop, &sig_int);
-	ev_signal_start(server.loop, &sig_usr1);
 	if (conf_is_embedded(c))
 		log_info("master", "no %s/frugal.conf: running the embedded development default: "
 		    "listening on %s, queue %s, mail for localhost delivered to %s/USER/Maildir/, relaying for nobody",
 		    CONF_DEFAULT_DIR, conf_str(c, "smtpd_listen", 0), conf_str(c, "queue_directory", 0),
 		    conf_str(c, "local_mailbox_base", 0));
-	/* the queue directory first: limits/ writes its status file there */
-	if ((server.spool = spool_open(conf_str(c, "queue_directory", 0), err, sizeof err)) == NULL)
-		log_fatal("master", "queue_directory %s: %s", conf_str(c, "queue_directory", 0), err);
-	if (limits_init(server.loop, c) < 0)
-		log_fatal("master", "cannot determine resource limits");
-	spool_set_loop(server.spool, server.loop);
-	if (write_pidfile(c) < 0) {
-		spool_close(server.spool);
-		conf_unref(c);
-		return 1;
-	}
-	if ((server.gen = smtpd_gen_new(c, err, sizeof err)) == NULL)
-		log_fatal("master", "%s", err);
-	conf_each_later(c, log_later, NULL);
-	if (listen_open(&server, c) < 0)
-		log_fatal("master", "cannot open the SMTP listeners");
-	if (drop_privileges(c) < 0)
-		log_fatal("master", "cannot run as mail_owner");
-	/*
-	 * Workers mostly wait on the disk; more of them in flight means more
-	 * commits and deliveries sharing each sync (core/sync.h). Commits have
-	 * threads of their own: a 250 never waits behind deliveries.
-	 */
-	if (worker_init(server.loop, (const int[WORKER_CLASSES]){ [WORKER_COMMIT] = 8, [WORKER_DELIVERY] = 8 }) < 0)
-		log_fatal("master", "cannot start worker threads: %s", strerror(errno));
-	if ((server.qmgr = qmgr_new(server.loop, server.spool, c)) == NULL)
-		log_fatal("master", "cannot start the queue manager: out of memory");
-	qmgr_set_delivery_limit(server.qmgr, limits_delivery_concurrency());
-	found = qmgr_recover(server.qmgr);
-	if (found > 0)
-		log_info("qmgr", "recovered %d queued messages", found);
-	limits_on_stress(stress_cb, &server);
-	/*
-	 * Start-up is over: what libraries opened for good (libev's epoll and
-	 * eventfd, stdio, the log) joins the descriptor ledger, and the private
-	 * memory the allocator cannot see (thread stacks, libraries' data) is
-	 * measured; the next sample publishes both.
-	 */
-	fd_adopt_open();
-	limits_measure_fixed();
-	limits_resample();
-	log_info("master", "daemon started -- version %s, configuration %s",
-	    conf_str(c, "mail_version", 0), conf_is_embedded(c) ? "(embedded default)" : conf_dir(c));
-	conf_unref(c); /* server.gen holds its own reference */
-	mem_arm_deferred_failure();
-
-	ev_run(server.loop, 0);
-	draining = 1;
-
-	/*
-	 * Stopping. Commits in flight finish first (their sessions get the 250 or
-	 * 451 they are owed, and no callback may outlive its session), then
-	 * deliveries in flight, then the workers.
-	 */
-	while (server.commits > 0)
-		ev_run(server.loop, EVRUN_ONCE);
-	qmgr_free(server.qmgr);
-	worker_shutdown();
-	server_free_sessions(&server);
-	limits_shutdown();
-	log_info("master", "group commit: %lu syncs served %lu sync requests",
-	    sync_shared_syncs(), sync_shared_calls());
-	log_info("master", "daemon stopped");
-	smtpd_gen_unref(server.gen);
-	spool_close(server.spool);
-	return 0;
+	/* started as root: a master that keeps root, a daemon and helpers that do not (master.c) */
+	if (geteuid() == 0)
+		return master_run(c, have_conf_dir ? conf_dir_opt : NULL);
+	return serve_run(c, NULL);
 }
 
 /*

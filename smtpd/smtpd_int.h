@@ -10,6 +10,7 @@
 #include <ev.h>
 
 #include "core/buf.h"
+#include "queue/queue.h"
 #include "smtpd/command.h"
 
 struct conf;
@@ -198,9 +199,28 @@ void server_set_stress(struct smtpd_server *srv, int on);
 void server_shutdown_sessions(struct smtpd_server *srv, const char *reply);
 void server_free_sessions(struct smtpd_server *srv);   /* at exit: no commit may be in flight */
 
+/* ---- the daemon's life (serve.c) and its supervisor when started as root (master.c) ---- */
+
+/* What a daemon forked by the master starts with. */
+struct serve_inherit {
+	int  listen_fds[SMTPD_MAX_LISTENERS];  /* bound by the master, as root */
+	int  nlisten;
+	int  control_fd;                       /* SOCK_SEQPACKET to the master */
+	int  helper_fd[HELPER_COUNT];          /* -1: that helper is not used */
+	long helper_pid[HELPER_COUNT];
+	long master_pid;
+};
+/* The daemon. in: NULL when it runs alone (unprivileged). Takes the conf reference. */
+int  serve_run(struct conf *c, const struct serve_inherit *in);
+/* Started as root: supervise helpers and the daemon until stopped. An exit code. */
+int  master_run(struct conf *c, const char *conf_dir);
+
 /* ---- listeners and admission (listen.c) ------------------------------------ */
 
-int  listen_open(struct smtpd_server *srv, const struct conf *c); /* 0, or -1 (logged) */
+int  listen_open(struct smtpd_server *srv, const struct conf *c); /* bind and attach: 0, or -1 (logged) */
+/* The two halves: bind smtpd_listen (as root, in the master), then serve them (in the daemon). */
+int  listen_bind(const struct conf *c, int *fds, int max);   /* how many, or -1 (logged) */
+int  listen_attach(struct smtpd_server *srv, const struct conf *c, const int *fds, int n);
 void listen_close(struct smtpd_server *srv);
 void listen_session_freed(struct smtpd_server *srv);   /* a descriptor came back: resume */
 

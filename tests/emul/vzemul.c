@@ -34,8 +34,10 @@
  *   close() of a counted descriptor releases what it charged. dup() copies
  *   are not objects and are not counted. A process releases only objects it
  *   created: a fork()ed child starts with an empty table (inherited
- *   descriptors stay the parent's), and a process that dies without closing
- *   is swept from the shared counters the next time anyone needs room.
+ *   descriptors stay the parent's), a descriptor the parent held at fork()
+ *   is not released when the parent closes it (the child may hold the
+ *   object), and a process that dies is swept from the shared counters the
+ *   next time anyone needs room.
  *
  * Past a barrier (failcnt rises each time, as in the kernel):
  *   numothersock: socket(), socketpair(), UNIX connect() fail with ENOMEM
@@ -95,6 +97,7 @@ enum { R_TCP, R_OTHER, R_FILE, R_COUNT };
 #define K_OTHER 2     /* numothersock + numfile */
 #define K_FILE  3     /* numfile */
 #define K_PEER  0x10  /* plus one numothersock: the server end of a UNIX connection */
+#define K_SHARED 0x20 /* open when the process forked: a child may hold the object still */
 
 struct vz_slot {
 	int pid;                     /* 0 free; -1 being swept */
@@ -334,6 +337,25 @@ static void claim_slot(void)
 	me = &S->overflow;
 }
 
+/*
+ * A descriptor open at fork() names an object the child holds too: the
+ * parent closing its copy frees nothing in the kernel, so nothing is
+ * released here either; the object stays charged to the parent until the
+ * parent exits (swept). A supervisor that forks a daemon and closes the
+ * daemon's end of a socketpair keeps two objects charged, as OpenVZ does.
+ */
+static void after_fork_parent(void)
+{
+	int fd;
+
+	for (fd = 0; fd < VZ_FDMAX; fd++) {
+		int k = __atomic_load_n(&fdkind[fd], __ATOMIC_ACQUIRE);
+
+		if (k)
+			__atomic_store_n(&fdkind[fd], (unsigned char)(k | K_SHARED), __ATOMIC_RELEASE);
+	}
+}
+
 static void after_fork_child(void)
 {
 	/* inherited descriptors are the parent's objects: the child releases
@@ -402,7 +424,7 @@ static void init(void)
 		}
 		write_ubc();
 	}
-	pthread_atfork(NULL, NULL, after_fork_child);
+	pthread_atfork(NULL, after_fork_parent, after_fork_child);
 }
 
 __attribute__((constructor)) static void vz_ctor(void)
@@ -594,7 +616,7 @@ int close(int fd)
 	/* forget before the number can be reused by another thread */
 	if (fd >= 0 && fd < VZ_FDMAX && fd != ubc_fd)
 		k = __atomic_exchange_n(&fdkind[fd], 0, __ATOMIC_ACQ_REL);
-	if (k && S) {
+	if (k && S && !(k & K_SHARED)) {
 		uncharge_kind(k);
 		write_ubc();
 	}

@@ -99,9 +99,10 @@ smtpd_error_sleep_time = 0s
         e = dict(os.environ)
         e.update(self.env)
         self.stderr = open(os.path.join(self.dir, "stderr"), "w")
+        # its own process group: a crash test kills the master, the daemon and the helpers together
         self.proc = subprocess.Popen([FRUGAL, "serve", "-f", "-c", self.dir],
                                      stdout=self.stderr, stderr=subprocess.STDOUT, env=e,
-                                     preexec_fn=preexec_fn)
+                                     preexec_fn=preexec_fn, start_new_session=True)
         if wait:
             self.wait_listening()
         return self
@@ -121,9 +122,9 @@ smtpd_error_sleep_time = 0s
         self.wait_log("daemon started", timeout=15)
 
     def status(self):
-        """The daemon's published ledger (queue_directory/limits.status) as a dict of ints."""
+        """The daemon's published ledger (queue_directory/status/limits.status) as a dict of ints."""
         try:
-            with open(os.path.join(self.queue, "limits.status")) as f:
+            with open(os.path.join(self.queue, "status", "limits.status")) as f:
                 text = f.read()
         except OSError:
             return None
@@ -173,9 +174,29 @@ smtpd_error_sleep_time = 0s
             self.stderr = None
         return self.proc.returncode if self.proc else None
 
+    def group(self):
+        """pids of every process of this instance (the master, the daemon, the helpers)"""
+        out = []
+        for n in os.listdir("/proc"):
+            if not n.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % n) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.proc.pid and fields[0] != "Z":   # pgrp; zombies hold nothing
+                out.append(int(n))
+        return out
+
     def kill9(self):
-        self.proc.kill()
+        """A crash: every process of the instance dies at once."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait()
+        wait_for(lambda: not self.group(), 10, "every process of the instance to be gone")
         if self.stderr:
             self.stderr.close()
             self.stderr = None

@@ -388,7 +388,11 @@ class ContainerTest(unittest.TestCase):
         self.assertEqual(j["rows"]["numtcpsock"]["limit"], 80)
         use = j["daemon"]["use"]
         self.assertEqual(use["tcpsock"], HOLD + 1, "frugal's TCP sockets: the sessions and the listener")
-        self.assertEqual(use["othersock"], before["numothersock"]["held"], "frugal's non-TCP sockets: constant")
+        # every non-TCP socket of the container is frugal's (its master's control socketpair when
+        # started as root), counted once for all of frugal's processes, and it did not grow
+        self.assertEqual(j["rows"]["numothersock"]["frugal"], before["numothersock"]["held"],
+                         "frugal's non-TCP sockets: constant")
+        self.assertEqual(j["rows"]["numothersock"]["held"], before["numothersock"]["held"])
         self.assertEqual(j["rows"]["numtcpsock"]["frugal"], use["tcpsock"])
         self.assertEqual(j["rows"]["numtcpsock"]["held"], rows["numtcpsock"]["held"])
         self.assertEqual(rows["numtcpsock"]["held"], use["tcpsock"],
@@ -428,7 +432,7 @@ class ContainerTest(unittest.TestCase):
                  "a warning naming numothersock")
         j = limits_json(d)
         self.assertTrue(any("numothersock" in w for w in j["warnings"]), j["warnings"])
-        self.assertEqual(j["daemon"]["use"]["othersock"], own0, "frugal's non-TCP sockets unchanged")
+        self.assertEqual(j["rows"]["numothersock"]["frugal"], own0, "frugal's non-TCP sockets unchanged")
         print("\n  numothersock hog holds %d; report: %s" %
               (n, [w for w in j["warnings"] if "numothersock" in w]), file=sys.stderr)
         Container.release(hog)
@@ -444,7 +448,8 @@ class ContainerTest(unittest.TestCase):
         d = self.daemon(ct.conf(), env=ct.env)
         ct.hog("try:\n    while True: held.extend(socket.socketpair())\nexcept OSError: pass\n")
         j = limits_json(d)
-        self.assertEqual(j["daemon"]["use"]["othersock"], 0)
+        # frugal's own: none, or the master's control socketpair when started as root
+        self.assertEqual(j["rows"]["numothersock"]["frugal"], 2 if os.geteuid() == 0 else 0)
         mine = [w for w in j["warnings"] if w.startswith("failcnt for numothersock rose")]
         self.assertEqual(len(mine), 1, j["warnings"])
         self.assertIn("another process in this container is exhausting non-TCP sockets", mine[0])
@@ -591,7 +596,8 @@ class ContainerTest(unittest.TestCase):
         # frugal's own memory (allocator, thread stacks, libraries) is part of
         # memory.current; the rest of the container holds what is left
         others = 56 * M - row["frugal"]
-        self.assertGreater(row["frugal"], 1 * M, "the ledger counts private memory, not only the heap")
+        if "ASAN_OPTIONS" not in os.environ:   # (a sanitizer build does not measure it: its shadow is huge)
+            self.assertGreater(row["frugal"], 1 * M, "the ledger counts private memory, not only the heap")
         self.assertEqual(row["budget"], min(32 * M, 64 * M - 64 * M * 5 // 100 - others),
                          "a small memory budget: %s" % row)
         small = j["daemon"]["sessions_limit"]

@@ -7,6 +7,8 @@ import shutil
 import smtplib
 import subprocess
 import tempfile
+import threading
+import time
 import unittest
 
 from harness import Daemon, run_frugal, wait_for, SLOW, FRUGAL
@@ -41,24 +43,66 @@ class QueueCommand(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
 
 
+def proc_status(pid):
+    with open("/proc/%d/status" % pid) as f:
+        text = f.read()
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.split()
+    return out
+
+
+def children_of(pid):
+    out = []
+    for n in os.listdir("/proc"):
+        if n.isdigit():
+            try:
+                with open("/proc/%s/stat" % n) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(n))
+    return out
+
+
+def needs_root(tc, why):
+    if os.geteuid() != 0:
+        tc.skipTest("needs root: " + why)
+
+
 class Privileges(unittest.TestCase):
-    def test_runs_as_mail_owner(self):
-        if os.geteuid() != 0:
-            self.skipTest("needs root: the drop from root to mail_owner is what is tested")
+    def nobody(self):
         try:
-            pw = pwd.getpwnam("nobody")
+            return pwd.getpwnam("nobody")
         except KeyError:
             self.skipTest("no user 'nobody' on this machine")
+
+    def test_smtp_process_cannot_regain_root(self):
+        """The process that talks SMTP: real, effective, saved (and file system)
+        IDs are mail_owner's, no supplementary groups but its own, no new
+        privileges, no capabilities (PRODUCT.md 3.5)."""
+        needs_root(self, "the drop from root to mail_owner is what is tested")
+        pw = self.nobody()
         d = Daemon(extra="mail_owner = nobody\n")
         try:
             os.makedirs(d.maildir_base)
             os.chown(d.maildir_base, pw.pw_uid, pw.pw_gid)
             os.chmod(d.dir, 0o755)
             d.start()
-            with open("/proc/%d/status" % d.proc.pid) as f:
-                uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", f.read(), re.M).groups()
-            # real and effective: nobody; saved: root, for delivery as a system user
-            self.assertEqual(uids, (str(pw.pw_uid), str(pw.pw_uid), "0"))
+            pid = d.smtpd_pid()
+            self.assertNotEqual(pid, d.proc.pid, "the master forks the SMTP process")
+            st = proc_status(pid)
+            self.assertEqual(st["Uid"], [str(pw.pw_uid)] * 4)
+            self.assertEqual(st["Gid"], [str(pw.pw_gid)] * 4)
+            self.assertEqual(st["Groups"], [str(pw.pw_gid)])
+            self.assertEqual(st["NoNewPrivs"], ["1"])
+            self.assertEqual(st["CapEff"], ["0000000000000000"])
+            self.assertEqual(st["CapPrm"], ["0000000000000000"])
+            # the listener the master bound as root is served by it
+            self.assertTrue(any("socket:" in os.readlink("/proc/%d/fd/%s" % (pid, n))
+                                for n in os.listdir("/proc/%d/fd" % pid)))
             with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
                 s.sendmail("p@example.org", ["alice@example.test"], "Subject: priv\r\n\r\nhi\r\n")
             d.wait_messages(d.maildir("alice"), 1)
@@ -80,63 +124,202 @@ class Privileges(unittest.TestCase):
                     if args[0] == "limits":
                         import json
                         j = json.loads(r.stdout)
-                        self.assertEqual(j["daemon"]["pid"], d.proc.pid, r.stdout[:500])
+                        self.assertEqual(j["daemon"]["pid"], pid, r.stdout[:500])
         finally:
             d.cleanup()
 
     def test_virtual_mailbox_owner(self):
-        if os.geteuid() != 0:
-            self.skipTest("needs root: writing as virtual_mailbox_owner is what is tested")
-        try:
-            pw = pwd.getpwnam("nobody")
-        except KeyError:
-            self.skipTest("no user 'nobody' on this machine")
+        """Virtual mailboxes are written by the virtual helper, as
+        virtual_mailbox_owner, with no process forked per message."""
+        needs_root(self, "writing as virtual_mailbox_owner is what is tested")
+        pw = self.nobody()
         d = Daemon(extra="virtual_mailbox_owner = nobody\n")
         try:
             os.makedirs(d.vbase)
             os.chown(d.vbase, pw.pw_uid, pw.pw_gid)
             os.chmod(d.dir, 0o755)
             d.start()
+            helpers = [p for p in children_of(d.proc.pid) if p != d.smtpd_pid()]
+            self.assertEqual(len(helpers), 1, "one helper: virtual")
+            self.assertEqual(proc_status(helpers[0])["Uid"], [str(pw.pw_uid)] * 4)
+            smtpd = d.smtpd_pid()
             with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
-                s.sendmail("v@example.org", ["carol@virt.test"], "Subject: vowner\r\n\r\nhi\r\n")
-            d.wait_messages(d.vmaildir("virt.test/carol"), 1)
+                for i in range(20):
+                    s.sendmail("v@example.org", ["carol@virt.test"], "Subject: vowner %d\r\n\r\nhi\r\n" % i)
+            d.wait_messages(d.vmaildir("virt.test/carol"), 20)
             new = os.path.join(d.vmaildir("virt.test/carol"), "new")
             for n in os.listdir(new):
                 self.assertEqual(os.stat(os.path.join(new, n)).st_uid, pw.pw_uid)
+            # no fork per message: the same processes, and the daemon has no children
+            self.assertEqual(children_of(smtpd), [])
+            self.assertEqual(sorted(p for p in children_of(d.proc.pid) if p != smtpd), helpers)
+        finally:
+            d.cleanup()
+
+    def test_confined_paths(self):
+        """The helper walks below virtual_mailbox_base without following links
+        and refuses directories of another owner: a link planted in the
+        mailbox tree sends nothing elsewhere, and the mail stays queued."""
+        needs_root(self, "the virtual helper runs as another user")
+        pw = self.nobody()
+        d = Daemon(extra="virtual_mailbox_owner = nobody\n")
+        try:
+            elsewhere = os.path.join(d.dir, "elsewhere")
+            os.makedirs(elsewhere)
+            os.chown(elsewhere, pw.pw_uid, pw.pw_gid)
+            os.makedirs(os.path.join(d.vbase, "virt.test"))
+            for p in (d.vbase, os.path.join(d.vbase, "virt.test")):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+            os.symlink(elsewhere, os.path.join(d.vbase, "virt.test", "carol"))
+            os.makedirs(os.path.join(d.vbase, "virt.test", "dave"))   # root's: a foreign owner
+            os.chmod(d.dir, 0o755)
+            d.start()
+            with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
+                s.sendmail("c@example.org", ["carol@virt.test"], "Subject: link\r\n\r\nx\r\n")
+                s.sendmail("c@example.org", ["dave@virt.test"], "Subject: owner\r\n\r\nx\r\n")
+            d.wait_log("symbolic link or not a directory: refused")
+            d.wait_log("belongs to uid 0, not the mailbox owner %d: refused" % pw.pw_uid)
+            self.assertEqual(os.listdir(elsewhere), [])
+            r = run_frugal("queue", "-c", d.dir, "list")
+            self.assertIn("carol@virt.test", r.stdout)
+            self.assertIn("dave@virt.test", r.stdout)
         finally:
             d.cleanup()
 
     def test_system_user_home_mailbox(self):
-        if os.geteuid() != 0:
-            self.skipTest("needs root: creates a system user and delivers as that user")
+        """System users' mail is written by the local helper as each user,
+        many at once, every message exactly once (no child to lose)."""
+        needs_root(self, "creates system users and delivers as them")
         if not shutil.which("useradd"):
             self.skipTest("no useradd on this machine")
-        user = "frugalt%d" % os.getpid()
-        home = tempfile.mkdtemp(prefix="frugal-home-")
-        os.chmod(home, 0o755)
-        home = os.path.join(home, user)
-        subprocess.run(["useradd", "-M", "-d", home, "-s", "/usr/sbin/nologin", user], check=True)
+        base = tempfile.mkdtemp(prefix="frugal-home-")
+        os.chmod(base, 0o755)
+        users = ["frugalt%d%s" % (os.getpid(), c) for c in "ab"]
         try:
-            pw = pwd.getpwnam(user)
-            os.makedirs(home)
-            os.chown(home, pw.pw_uid, pw.pw_gid)
+            for u in users:
+                subprocess.run(["useradd", "-M", "-d", os.path.join(base, u), "-s", "/usr/sbin/nologin", u],
+                               check=True)
+                pw = pwd.getpwnam(u)
+                os.makedirs(os.path.join(base, u))
+                os.chown(os.path.join(base, u), pw.pw_uid, pw.pw_gid)
             d = Daemon(extra="mail_owner = nobody\nlocal_mailbox_base =\n"
                              "local_recipient_maps = unix:passwd.byname $alias_maps\n")
             try:
                 os.chmod(d.dir, 0o755)
                 d.start()
-                with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
-                    s.sendmail("h@example.org", ["%s@example.test" % user], "Subject: home\r\n\r\nhi\r\n")
-                maildir = os.path.join(home, "Maildir")
-                d.wait_messages(maildir, 1)
-                new = os.path.join(maildir, "new")
-                for n in os.listdir(new):
-                    self.assertEqual(os.stat(os.path.join(new, n)).st_uid, pw.pw_uid)
+                smtpd = d.smtpd_pid()
+                n = 60
+                errors = []
+
+                def client(k):
+                    try:
+                        with smtplib.SMTP("127.0.0.1", d.port, timeout=30 * SLOW) as s:
+                            for i in range(n // 6):
+                                tok = "home-%d-%d" % (k, i)
+                                s.sendmail("h@example.org", ["%s@example.test" % u for u in users],
+                                           "Subject: %s\r\nX-Token: %s\r\n\r\nhi\r\n" % (tok, tok))
+                    except Exception as e:
+                        errors.append(repr(e))
+                threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+                for t in threads:
+                    t.start()
+                forks = 0
+                while any(t.is_alive() for t in threads):
+                    forks += len(children_of(smtpd))
+                    time.sleep(0.01)   # sampling the process table while the load runs
+                for t in threads:
+                    t.join()
+                self.assertEqual(errors, [])
+                for u in users:
+                    pw = pwd.getpwnam(u)
+                    maildir = os.path.join(base, u, "Maildir")
+                    msgs = d.wait_messages(maildir, n, timeout=60)
+                    tokens = [re.search(rb"X-Token: (\S+)", m).group(1) for m in msgs]
+                    self.assertEqual(len(tokens), len(set(tokens)), "no message twice")
+                    self.assertEqual(len(tokens), n)
+                    new = os.path.join(maildir, "new")
+                    for f in os.listdir(new):
+                        self.assertEqual(os.stat(os.path.join(new, f)).st_uid, pw.pw_uid)
+                self.assertEqual(forks, 0, "the SMTP process forked")
+                self.assertFalse(d.log_has("No child processes"))
+                self.assertFalse(d.log_has("status=deferred"))
             finally:
                 d.cleanup()
         finally:
-            subprocess.run(["userdel", user], capture_output=True)
-            shutil.rmtree(os.path.dirname(home), ignore_errors=True)
+            for u in users:
+                subprocess.run(["userdel", u], capture_output=True)
+            shutil.rmtree(base, ignore_errors=True)
+
+    def test_helper_restarted_mail_kept(self):
+        """A helper that dies is restarted by the master; what it had in hand
+        is retried, nothing is lost."""
+        needs_root(self, "the virtual helper runs as another user")
+        pw = self.nobody()
+        d = Daemon(extra="virtual_mailbox_owner = nobody\nsmtpd_client_connection_count_limit = 0\n")
+        try:
+            os.makedirs(d.vbase)
+            os.chown(d.vbase, pw.pw_uid, pw.pw_gid)
+            os.chmod(d.dir, 0o755)
+            d.start()
+            smtpd = d.smtpd_pid()
+            first = [p for p in children_of(d.proc.pid) if p != smtpd]
+            self.assertEqual(len(first), 1)
+            n = 100
+            done = threading.Event()
+
+            def client():
+                with smtplib.SMTP("127.0.0.1", d.port, timeout=30 * SLOW) as s:
+                    for i in range(n):
+                        s.sendmail("k@example.org", ["carol@virt.test"],
+                                   "Subject: k%d\r\nX-Token: k%d\r\n\r\nhi\r\n" % (i, i))
+                done.set()
+            t = threading.Thread(target=client)
+            t.start()
+            wait_for(lambda: len(d.messages(d.vmaildir("virt.test/carol"))) >= 10, 30, "deliveries under way")
+            os.kill(first[0], 9)
+            t.join()
+            d.wait_log("delivery helper virtual (pid %d)" % first[0])
+            d.wait_log("restarting it")
+            msgs = d.wait_messages(d.vmaildir("virt.test/carol"), n, timeout=60)
+            tokens = set(re.search(rb"X-Token: (\S+)", m).group(1) for m in msgs)
+            self.assertEqual(len(tokens), n, "every message delivered")
+            second = [p for p in children_of(d.proc.pid) if p != smtpd]
+            self.assertEqual(len(second), 1)
+            self.assertNotEqual(second, first)
+            self.assertEqual(d.smtpd_pid(), smtpd, "the daemon kept running")
+            print("\n  helper killed after >= 10 of %d messages: %d delivered, %d duplicates"
+                  % (n, len(tokens), len(msgs) - len(tokens)))
+        finally:
+            d.cleanup()
+
+    def test_no_chown_through_hard_links(self):
+        """Start-up as root never chowns a file in the queue: a hard link to a
+        root file planted there (protected_hardlinks off, old OpenVZ kernels)
+        stays root's."""
+        needs_root(self, "start-up as root is what is tested")
+        pw = self.nobody()
+        d = Daemon(extra="mail_owner = nobody\n")
+        try:
+            secret = os.path.join(d.dir, "secret")
+            with open(secret, "w") as f:
+                f.write("root only\n")
+            os.chmod(secret, 0o600)
+            for sub in ("incoming", "committed"):
+                os.makedirs(os.path.join(d.queue, sub))
+                os.chown(os.path.join(d.queue, sub), pw.pw_uid, pw.pw_gid)
+            os.link(secret, os.path.join(d.queue, "incoming", "6B1190000000A"))
+            os.link(secret, os.path.join(d.queue, "committed", "6B1190000000B"))
+            os.makedirs(d.maildir_base)
+            os.chown(d.maildir_base, pw.pw_uid, pw.pw_gid)
+            os.chmod(d.dir, 0o755)
+            d.start()
+            st = os.stat(secret)
+            self.assertEqual((st.st_uid, st.st_gid), (0, 0))
+            self.assertEqual(st.st_mode & 0o777, 0o600)
+            self.assertEqual(os.stat(d.queue).st_uid, 0)
+            self.assertEqual(os.stat(os.path.join(d.queue, "committed")).st_uid, pw.pw_uid)
+        finally:
+            d.cleanup()
 
 
 if __name__ == "__main__":

@@ -766,6 +766,8 @@ START_TEST(status_file)
 
 	/* the daemon writes it on every sample, readable by anyone */
 	mktmp();
+	snprintf(path, sizeof path, "%s/status", tmpdir);   /* the queue's status/, as spool_open makes it */
+	ck_assert_int_eq(mkdir(path, 0755), 0);
 	snprintf(path, sizeof path, "%s/%s", tmpdir, LIMITS_STATUS_NAME);
 	limits_set_status_path(path);
 	ledger_setup(400, 4096);

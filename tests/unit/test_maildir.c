@@ -8,6 +8,7 @@
  */
 #include <check.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,15 +99,10 @@ START_TEST(maildir_layout_and_headers)
 {
 	const char *msg = "Subject: hi\n\nbody line\n";
 	struct msg_src m = source(msg);
-	struct target t;
 	char reason[256], path[1024], name[256], expect[512];
 
-	memset(&t, 0, sizeof t);
-	t.kind = TGT_MAILDIR;
-	t.addr = "alice@example.com";
-	snprintf(path, sizeof path, "%s/mail/alice/Maildir/", dir);
-	t.path = path;
-	ck_assert_msg(maildir_deliver(&m, &t, reason, sizeof reason) == 0, "%s", reason);
+	ck_assert_msg(maildir_deliver_under(dir, "mail/alice/Maildir/", geteuid(), &m, "alice@example.com",
+	    reason, sizeof reason) == 0, "%s", reason);
 	ck_assert_int_eq(count_files("mail/alice/Maildir/tmp", NULL, 0), 0);
 	ck_assert_int_eq(count_files("mail/alice/Maildir/cur", NULL, 0), 0);
 	ck_assert_int_eq(count_files("mail/alice/Maildir/new", name, sizeof name), 1);
@@ -118,8 +114,8 @@ START_TEST(maildir_layout_and_headers)
 	ck_assert_str_eq(slurp(path), expect);
 
 	/* a second delivery gets a different name */
-	snprintf(path, sizeof path, "%s/mail/alice/Maildir/", dir);
-	ck_assert_int_eq(maildir_deliver(&m, &t, reason, sizeof reason), 0);
+	ck_assert_int_eq(maildir_deliver_under(dir, "mail/alice/Maildir/", geteuid(), &m, "alice@example.com",
+	    reason, sizeof reason), 0);
 	ck_assert_int_eq(count_files("mail/alice/Maildir/new", NULL, 0), 2);
 	close(m.fd);
 }
@@ -128,21 +124,84 @@ END_TEST
 START_TEST(maildir_failure_is_reported)
 {
 	struct msg_src m = source("Subject: x\n\ny\n");
-	struct target t;
 	char reason[256], path[512];
 	int fd;
 
 	snprintf(path, sizeof path, "%s/afile", dir);
 	fd = open(path, O_CREAT | O_WRONLY, 0600);
 	close(fd);
-	memset(&t, 0, sizeof t);
-	t.kind = TGT_MAILDIR;
-	t.addr = "bob@example.com";
-	snprintf(path, sizeof path, "%s/afile/Maildir/", dir);   /* a file where a directory must be */
-	t.path = path;
 	reason[0] = '\0';
-	ck_assert_int_eq(maildir_deliver(&m, &t, reason, sizeof reason), -1);
+	/* a file where a directory must be */
+	ck_assert_int_eq(maildir_deliver_under(dir, "afile/Maildir/", geteuid(), &m, "bob@example.com",
+	    reason, sizeof reason), -1);
 	ck_assert(reason[0] != '\0');
+	close(m.fd);
+}
+END_TEST
+
+/*
+ * Confinement (PRODUCT.md 3.5): a symbolic link anywhere below the base, a
+ * directory of another owner, ".." in the path and a hard-linked mbox are
+ * refused, and nothing is written where they point.
+ */
+START_TEST(confinement)
+{
+	struct msg_src m = source("Subject: x\n\ny\n");
+	char reason[256], path[512], target[512];
+	struct stat st;
+	int fd;
+
+	/* a link planted where a user's Maildir would be created */
+	snprintf(target, sizeof target, "%s/elsewhere", dir);
+	ck_assert_int_eq(mkdir(target, 0700), 0);
+	snprintf(path, sizeof path, "%s/mail", dir);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	snprintf(path, sizeof path, "%s/mail/mallory", dir);
+	ck_assert_int_eq(symlink(target, path), 0);
+	ck_assert_int_eq(maildir_deliver_under(dir, "mail/mallory/Maildir/", geteuid(), &m, "m@example.com",
+	    reason, sizeof reason), -1);
+	ck_assert_ptr_nonnull(strstr(reason, "symbolic link"));
+	ck_assert_int_eq(count_files("elsewhere", NULL, 0), 0);
+	/* and one at the Maildir's new/ itself */
+	ck_assert_int_eq(maildir_deliver_under(dir, "mail/eve/Maildir/", geteuid(), &m, "e@example.com",
+	    reason, sizeof reason), 0);
+	{
+		char name[256], file[1024];
+
+		ck_assert_int_eq(count_files("mail/eve/Maildir/new", name, sizeof name), 1);
+		snprintf(file, sizeof file, "%s/mail/eve/Maildir/new/%s", dir, name);
+		ck_assert_int_eq(unlink(file), 0);
+		snprintf(path, sizeof path, "%s/mail/eve/Maildir/new", dir);
+		ck_assert_int_eq(rmdir(path), 0);
+		ck_assert_int_eq(symlink(target, path), 0);
+	}
+	ck_assert_int_eq(maildir_deliver_under(dir, "mail/eve/Maildir/", geteuid(), &m, "e@example.com",
+	    reason, sizeof reason), -1);
+	ck_assert_int_eq(count_files("elsewhere", NULL, 0), 0);
+	/* ".." never climbs out */
+	ck_assert_int_eq(maildir_deliver_under(dir, "mail/../elsewhere/x/", geteuid(), &m, "x@example.com",
+	    reason, sizeof reason), -1);
+	ck_assert_ptr_nonnull(strstr(reason, ".."));
+	/* a directory that belongs to somebody else (as root only: chown) */
+	if (geteuid() == 0) {
+		snprintf(path, sizeof path, "%s/mail/other", dir);
+		ck_assert_int_eq(mkdir(path, 0777), 0);
+		ck_assert_int_eq(chown(path, 65534, 65534), 0);
+		ck_assert_int_eq(maildir_deliver_under(dir, "mail/other/Maildir/", geteuid(), &m, "o@example.com",
+		    reason, sizeof reason), -1);
+		ck_assert_ptr_nonnull(strstr(reason, "belongs to uid 65534"));
+	}
+	/* an mbox hard-linked to a file elsewhere */
+	snprintf(target, sizeof target, "%s/elsewhere/precious", dir);
+	fd = open(target, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	snprintf(path, sizeof path, "%s/mail/dave.mbox", dir);
+	ck_assert_int_eq(link(target, path), 0);
+	ck_assert_int_eq(maildir_deliver_under(dir, "mail/dave.mbox", geteuid(), &m, "d@example.com",
+	    reason, sizeof reason), -1);
+	ck_assert_ptr_nonnull(strstr(reason, "one link"));
+	ck_assert_int_eq(stat(target, &st), 0);
+	ck_assert_int_eq((int)st.st_size, 0);
 	close(m.fd);
 }
 END_TEST
@@ -150,16 +209,12 @@ END_TEST
 START_TEST(mbox_quotes_from)
 {
 	struct msg_src m = source("Subject: x\n\nFrom me\nFro\nFrom");
-	struct target t;
 	char reason[256], path[512];
 	const char *s;
 
-	memset(&t, 0, sizeof t);
-	t.kind = TGT_MBOX;
-	t.addr = "carol@example.com";
+	ck_assert_msg(maildir_deliver_under(dir, "carol.mbox", geteuid(), &m, "carol@example.com",
+	    reason, sizeof reason) == 0, "%s", reason);
 	snprintf(path, sizeof path, "%s/carol.mbox", dir);
-	t.path = path;
-	ck_assert_msg(maildir_deliver(&m, &t, reason, sizeof reason) == 0, "%s", reason);
 	s = slurp(path);
 	ck_assert(strncmp(s, "From sender@example.org ", 24) == 0);
 	ck_assert_ptr_nonnull(strstr(s, "\n>From me\nFro\nFrom\n"));
@@ -444,6 +499,7 @@ int main(void)
 	tcase_add_test(tc, maildir_layout_and_headers);
 	tcase_add_test(tc, maildir_failure_is_reported);
 	tcase_add_test(tc, mbox_quotes_from);
+	tcase_add_test(tc, confinement);
 	tcase_add_test(tc, loop_detection);
 	tcase_add_test(tc, qmgr_delivers_and_removes);
 	tcase_add_test(tc, qmgr_recover_delivers);

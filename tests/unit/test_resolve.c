@@ -5,6 +5,7 @@
  * self-references, local_mailbox_base, system users, virtual mailboxes).
  */
 #include <check.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,7 +114,9 @@ START_TEST(expand_aliases)
 	ck_assert_int_eq(l.n, 1);
 	ck_assert_int_eq(l.v[0].kind, TGT_MAILDIR);
 	ck_assert_str_eq(l.v[0].path, "/srv/mail/alice/Maildir/");
-	ck_assert_int_eq(l.v[0].as_user, 0);
+	ck_assert_int_eq(l.v[0].via, VIA_SELF);   /* local_mailbox_base: written by frugal itself */
+	ck_assert_str_eq(l.v[0].base, "/srv/mail");
+	ck_assert_str_eq(l.v[0].rel, "alice/Maildir/");
 	ck_assert_str_eq(l.v[0].service, "local");
 	target_list_free(&l);
 
@@ -224,11 +227,39 @@ START_TEST(expand_system_users)
 
 	expand(r, "root@localhost", &l);
 	ck_assert_int_eq(l.n, 1);
-	ck_assert_int_eq(l.v[0].kind, TGT_MAILDIR);
-	ck_assert_int_eq(l.v[0].as_user, 1);
-	ck_assert_int_eq((int)l.v[0].uid, 0);
-	ck_assert_ptr_nonnull(strstr(l.v[0].path, "/Maildir/"));
+	if (geteuid() == 0) {
+		/* the user frugal itself runs as: written by this process */
+		ck_assert_int_eq(l.v[0].kind, TGT_MAILDIR);
+		ck_assert_int_eq(l.v[0].via, VIA_SELF);
+		ck_assert_int_eq((int)l.v[0].uid, 0);
+		ck_assert_ptr_nonnull(strstr(l.v[0].path, "/Maildir/"));
+	} else {
+		/* unprivileged: another user's mailbox cannot be written */
+		ck_assert_int_eq(l.v[0].kind, TGT_DEFER);
+		ck_assert_ptr_nonnull(strstr(l.v[0].reason, "not running as root"));
+	}
 	target_list_free(&l);
+	/* with the delivery helpers: another user's home goes to the local helper, by name */
+	{
+		struct passwd *pw = getpwnam("daemon");
+
+		resolver_use_helpers(1);
+		if (pw && pw->pw_uid != geteuid()) {
+			expand(r, "daemon@localhost", &l);
+			ck_assert_int_eq(l.v[0].kind, TGT_MAILDIR);
+			ck_assert_int_eq(l.v[0].via, VIA_LOCAL);
+			ck_assert_str_eq(l.v[0].rel, "daemon");
+			ck_assert_int_eq((int)l.v[0].uid, (int)pw->pw_uid);
+			target_list_free(&l);
+		}
+		if (geteuid() != 0) {
+			expand(r, "root@localhost", &l);   /* never as root */
+			ck_assert_int_eq(l.v[0].kind, TGT_DEFER);
+			ck_assert_ptr_nonnull(strstr(l.v[0].reason, "does not deliver as root"));
+			target_list_free(&l);
+		}
+		resolver_use_helpers(0);
+	}
 
 	expand(r, "no-such-user-xyzzy@localhost", &l);
 	ck_assert_int_eq(l.n, 1);
