@@ -355,6 +355,37 @@ static void set_stress(int on, const char *why)
 		L.cbs[i].fn(on, L.cbs[i].arg);
 }
 
+/* free bytes/inodes of a disk row, -1 unknown */
+static long long disk_free(enum limits_res k)
+{
+	const struct limits_res_state *st = &L.snap.r[k];
+
+	return st->source && st->held >= 0 && st->limit != LIMITS_UNLIMITED ? st->limit - st->held : -1;
+}
+
+/*
+ * A file system short of room is stress too: under twice what MAIL needs
+ * (queue_minfree, 1.5 x message_size_limit), off again above 2.2 times.
+ */
+static int disk_stress(int was_on, char *why, size_t whylen)
+{
+	static const enum limits_res space[] = { LR_QUEUE_SPACE, LR_MBOX_SPACE };
+	long long need = limits_disk_need_bytes(&L.p), f;
+	size_t i;
+
+	if (need <= 0)
+		return 0;
+	for (i = 0; i < sizeof space / sizeof space[0]; i++) {
+		if ((f = disk_free(space[i])) < 0)
+			continue;
+		if (f < (was_on ? need * 22 / 10 : need * 2)) {
+			snprintf(why, whylen, "%s %lld bytes free, %lld needed", limits_res_name[space[i]], f, need);
+			return 1;
+		}
+	}
+	return 0;
+}
+
 static void eval_stress(void)
 {
 	char why[128];
@@ -365,7 +396,39 @@ static void eval_stress(void)
 	/* on: what crossed the threshold; off: what is highest now, below it */
 	on = limits_stress_eval(L.stress, L.p.stress_threshold, &L.snap, L.sessions, L.b.sessions,
 	    why, sizeof why);
+	if (!on)
+		on = disk_stress(L.stress, why, sizeof why);
 	set_stress(on, why);
+}
+
+int limits_disk_admit(long long size, char *why, size_t whylen)
+{
+	static time_t checked;
+	long long need, f;
+	time_t now = time(NULL);
+
+	if (!L.ready)
+		return 1;
+	/* a flood of MAILs costs one statvfs a second, and space coming back is seen within one */
+	if (now != checked) {
+		checked = now;
+		limits_detect_disk(&L.p, &L.snap);
+		eval_stress();
+	}
+	need = limits_disk_need_bytes(&L.p);
+	if ((f = disk_free(LR_QUEUE_SPACE)) >= 0 && f < need + (size > 0 ? size : 0)) {
+		snprintf(why, whylen, "queue file system %s: %lld bytes free, %lld needed (queue_minfree, "
+		    "1.5 x message_size_limit%s)", L.p.queue_dir, f, need + (size > 0 ? size : 0),
+		    size > 0 ? ", SIZE" : "");
+		return 0;
+	}
+	if ((f = disk_free(LR_QUEUE_INODES)) >= 0 &&
+	    f < limits_disk_need_inodes(L.snap.r[LR_QUEUE_INODES].limit)) {
+		snprintf(why, whylen, "queue file system %s: %lld inodes free, %lld needed", L.p.queue_dir, f,
+		    limits_disk_need_inodes(L.snap.r[LR_QUEUE_INODES].limit));
+		return 0;
+	}
+	return 1;
 }
 
 int limits_session_admit(void)

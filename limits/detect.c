@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
@@ -36,6 +38,10 @@ const char *const limits_res_name[LR_COUNT] = {
 	[LR_FILENR]       = "file-nr",
 	[LR_CG_MEMORY]    = "memory.max",
 	[LR_CG_PIDS]      = "pids.max",
+	[LR_QUEUE_SPACE]  = "queue disk space",
+	[LR_QUEUE_INODES] = "queue disk inodes",
+	[LR_MBOX_SPACE]   = "mailbox disk space",
+	[LR_MBOX_INODES]  = "mailbox disk inodes",
 };
 
 long limits_read_file(const char *path, char *buf, size_t size)
@@ -185,6 +191,55 @@ void limits_params_from_conf(const struct conf *c, struct limits_params *p)
 		p->delivery_concurrency = 0;
 	p->listeners = count_listeners(c, "smtpd_listen") + count_listeners(c, "submission_listen")
 	    + count_listeners(c, "smtps_listen");
+	snprintf(p->queue_dir, sizeof p->queue_dir, "%s", conf_str(c, "queue_directory", 0));
+	/* where most mail is written: the virtual base, or the local one (homes are the system's) */
+	if (*conf_str(c, "virtual_mailbox_domains", 0))
+		snprintf(p->mailbox_dir, sizeof p->mailbox_dir, "%s", conf_str(c, "virtual_mailbox_base", 0));
+	else
+		snprintf(p->mailbox_dir, sizeof p->mailbox_dir, "%s", conf_str(c, "local_mailbox_base", 0));
+	p->queue_minfree = conf_int(c, "queue_minfree", 0);
+	p->message_size_limit = conf_int(c, "message_size_limit", 0);
+}
+
+long long limits_disk_need_bytes(const struct limits_params *p)
+{
+	long long need = p->message_size_limit > 0 ? p->message_size_limit / 2 * 3 : 0;
+
+	return p->queue_minfree > need ? p->queue_minfree : need;
+}
+
+long long limits_disk_need_inodes(long long total)
+{
+	long long pct = total > 0 ? total / 100 : LIMITS_INODES_MIN;
+
+	return pct < LIMITS_INODES_MIN ? pct : LIMITS_INODES_MIN;
+}
+
+/* one file system: -1 when it cannot be read (its rows stay unknown) */
+static int disk(const char *path, enum limits_res space, enum limits_res inodes, struct limits_snapshot *s)
+{
+	struct statvfs v;
+	long long bs, total, avail;
+
+	if (path == NULL || *path == '\0' || statvfs(path, &v) < 0)
+		return -1;
+	bs = (long long)(v.f_frsize ? v.f_frsize : v.f_bsize);
+	total = (long long)v.f_blocks * bs;
+	avail = (long long)v.f_bavail * bs;   /* what an unprivileged writer may still use */
+	limits_set_plain(s, space, total, total - avail, "statvfs");
+	if (v.f_files > 0)
+		limits_set_plain(s, inodes, (long long)v.f_files, (long long)(v.f_files - v.f_favail), "statvfs");
+	return 0;
+}
+
+void limits_detect_disk(const struct limits_params *p, struct limits_snapshot *s)
+{
+	struct stat a, b;
+
+	disk(p->queue_dir, LR_QUEUE_SPACE, LR_QUEUE_INODES, s);
+	/* the mailboxes' file system only when it is another one */
+	if (*p->mailbox_dir && !(stat(p->queue_dir, &a) == 0 && stat(p->mailbox_dir, &b) == 0 && a.st_dev == b.st_dev))
+		disk(p->mailbox_dir, LR_MBOX_SPACE, LR_MBOX_INODES, s);
 }
 
 void limits_set_plain(struct limits_snapshot *s, enum limits_res k, long long limit,
@@ -226,6 +281,7 @@ void limits_detect(const struct limits_params *p, struct limits_snapshot *s)
 	limits_detect_rlimit(s);
 	if (!(p->sources & LIMITS_SRC_RLIMIT))
 		s->found &= ~LIMITS_SRC_RLIMIT;
+	limits_detect_disk(p, s);
 	if (p->sources & LIMITS_SRC_MANUAL) {
 		manual(s, LR_NUMOTHERSOCK, p->manual_numothersock);
 		manual(s, LR_NUMTCPSOCK, p->manual_numtcpsock);

@@ -90,6 +90,10 @@ enum limits_res {
 	LR_FILENR,         /* /proc/sys/fs/file-nr */
 	LR_CG_MEMORY,      /* cgroup memory.max / memory.limit_in_bytes, bytes */
 	LR_CG_PIDS,        /* cgroup pids.max; report only */
+	LR_QUEUE_SPACE,    /* the queue's file system: bytes (limit: size, held: used) */
+	LR_QUEUE_INODES,   /* the queue's file system: inodes */
+	LR_MBOX_SPACE,     /* the mailboxes' file system, when another one: bytes */
+	LR_MBOX_INODES,    /* the mailboxes' file system: inodes */
 	LR_COUNT
 };
 
@@ -139,7 +143,24 @@ struct limits_params {
 	long long smtpd_concurrency;   /* 0: auto */
 	long long delivery_concurrency;/* 0: auto */
 	int listeners;                 /* listening TCP sockets frugal keeps open */
+	char queue_dir[512];           /* the file systems budgeted as disk ("" = none) */
+	char mailbox_dir[512];
+	long long queue_minfree;       /* bytes */
+	long long message_size_limit;  /* bytes; 0 = none */
 };
+
+/*
+ * Disk (OpenVZ diskspace/diskinodes, a small VPS disk): MAIL is refused
+ * with 452 4.3.1 while the queue's file system has less free than this
+ * (Postfix: queue_minfree, and at least 1.5 x message_size_limit), or fewer
+ * free inodes than LIMITS_INODES_MIN (1% of its inodes when that is fewer);
+ * stress mode starts at twice that.
+ */
+#define LIMITS_INODES_MIN 1000
+long long limits_disk_need_bytes(const struct limits_params *p);
+long long limits_disk_need_inodes(long long total_inodes);
+/* statvfs of the budgeted file systems into s (LR_QUEUE_*, LR_MBOX_*) */
+void limits_detect_disk(const struct limits_params *p, struct limits_snapshot *s);
 
 /* Defaults as in PRODUCT.md section 2 (auto, 50%, 5%, 80%). */
 void limits_params_default(struct limits_params *p);

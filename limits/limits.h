@@ -35,6 +35,13 @@ void limits_beancounters_keep(const char *path);
  */
 int  limits_tcp_admit(const char **why);
 
+/*
+ * Disk: room in the queue's file system for a message of `size` bytes (SIZE=,
+ * 0 unknown)? 1 yes; 0 no (the caller answers 452 4.3.1) with why naming
+ * the file system and the numbers. Cheap: statvfs at most once a second.
+ */
+int  limits_disk_admit(long long size, char *why, size_t whylen);
+
 /* Sessions: admission against the derived smtpd concurrency. */
 int  limits_session_admit(void);                 /* 1: room for one more session (counted) */
 void limits_session_done(void);

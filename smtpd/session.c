@@ -43,6 +43,10 @@ static void session_process(struct session *s);
 static struct log_rate outbuf_rate = LOG_RATE_INIT(60, 5);
 static struct log_rate nomem_rate = LOG_RATE_INIT(60, 5);
 static struct log_rate queue_rate = LOG_RATE_INIT(60, 5);
+static struct log_rate disk_rate[2] = { LOG_RATE_INIT(60, 5), LOG_RATE_INIT(60, 5) };  /* space, inodes */
+
+/* a full file system (or quota) is "insufficient system storage", not a write error */
+static int storage_err(int e) { return e == ENOSPC || e == EDQUOT; }
 
 static const char *proto(const struct session *s) { return s->esmtp ? "ESMTP" : "SMTP"; }
 
@@ -319,6 +323,17 @@ static void do_mail(struct session *s, const struct smtpd_cmd *c)
 		count_error(s);
 		return;
 	}
+	{
+		char why[700];
+
+		/* Postfix's smtpd_check_queue: refuse early, not halfway through DATA */
+		if (!limits_disk_admit(p.size > 0 ? p.size : 0, why, sizeof why)) {
+			reply(s, "452 4.3.1 Insufficient system storage");
+			log_ratelimited(&disk_rate[strstr(why, "inodes") != NULL], "smtpd",
+			    "not enough free space: %s: 452 to %s[%s]", why, s->host, s->addr);
+			return;
+		}
+	}
 	if ((s->tx = mem_calloc(1, sizeof *s->tx)) == NULL) {
 		reply(s, "451 4.3.0 Error: insufficient system resources");
 		limits_note_failure("memory", ENOMEM);
@@ -454,15 +469,17 @@ static void commit_done(void *arg, int err, const char *queue_id)
 		if (s->srv->qmgr)
 			qmgr_enqueue(s->srv->qmgr, queue_id);
 	} else {
-		log_ratelimited(&queue_rate, "smtpd", "%s: queue file write error: %s: 451 to %s[%s]",
-		    queue_id, strerror(err), s->host, s->addr);
-		limits_note_failure("queue file", err);
+		log_ratelimited(&queue_rate, "smtpd", "%s: queue file write error: %s: %s to %s[%s]",
+		    queue_id, strerror(err), storage_err(err) ? "452" : "451", s->host, s->addr);
+		limits_note_failure(storage_err(err) ? "queue file system" : "queue file", err);
 	}
 	tx_free(s);
 	if (s->reaping)
 		return;        /* the reaper frees it now */
 	if (err == 0)
 		reply(s, "250 2.0.0 Ok: queued as %s", queue_id);
+	else if (storage_err(err))
+		reply(s, "452 4.3.1 Insufficient system storage");
 	else
 		reply(s, "451 4.3.0 Error: queue file write error");
 	if (s->state == S_COMMIT)   /* reply() may have given up on the session */
@@ -494,9 +511,13 @@ static void data_end(struct session *s)
 			snprintf(text, sizeof text, "451 4.3.0 Error: insufficient system resources");
 			limits_note_failure("memory", ENOMEM);
 			break;
+		case TX_ERROR_STORAGE:
+			snprintf(text, sizeof text, "452 4.3.1 Insufficient system storage");
+			limits_note_failure("queue file system", tx->errnum);
+			break;
 		default:
 			snprintf(text, sizeof text, "451 4.3.0 Error: queue file write error");
-			limits_note_failure("queue file", EIO);
+			limits_note_failure("queue file", tx->errnum ? tx->errnum : EIO);
 			break;
 		}
 		reply(s, "%s", text);
@@ -528,8 +549,10 @@ static void data_out(struct session *s, const char *p, size_t n)
 		tx->err = TX_ERROR_SIZE;
 		return;
 	}
-	if (spool_txn_write(tx->txn, p, n) < 0)
-		tx->err = errno == ENOMEM ? TX_ERROR_RESOURCES : TX_ERROR_IO;
+	if (spool_txn_write(tx->txn, p, n) < 0) {
+		tx->errnum = errno;
+		tx->err = errno == ENOMEM ? TX_ERROR_RESOURCES : storage_err(errno) ? TX_ERROR_STORAGE : TX_ERROR_IO;
+	}
 }
 
 /*

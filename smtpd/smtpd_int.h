@@ -109,12 +109,13 @@ struct smtp_tx {
 	struct spool_txn *txn;      /* owned until commit */
 	long long size;             /* content bytes written */
 	int  err;                   /* TX_ERROR_* seen while receiving data */
+	int  errnum;                /* the errno behind TX_ERROR_IO / TX_ERROR_STORAGE */
 	int  at_bol;                /* data: at the beginning of a line */
 	size_t line_len;            /* data: length of the current line so far */
 	int  in_headers;            /* data: still in the header section */
 	int  received_count;        /* Received: headers seen (hop count) */
 };
-enum tx_error { TX_OK, TX_ERROR_SIZE, TX_ERROR_IO, TX_ERROR_RESOURCES, TX_ERROR_LINE,
+enum tx_error { TX_OK, TX_ERROR_SIZE, TX_ERROR_IO, TX_ERROR_STORAGE, TX_ERROR_RESOURCES, TX_ERROR_LINE,
 	TX_ERROR_NUL, TX_ERROR_LOOP };
 
 struct session {
