@@ -25,6 +25,7 @@ enum conf_type {
 #define CF_READONLY  2  /* assignments are ignored with a warning */
 #define CF_DYNAMIC   4  /* default computed at load time (myhostname, mydomain) */
 #define CF_LATER     8  /* accepted, not acted on in this version: set, it gets a warning */
+#define CF_MULTI    16  /* CT_ENUM: a list of the allowed keywords ("cgroup, rlimit") */
 
 struct conf_param {
 	const char     *name;

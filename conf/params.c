@@ -130,7 +130,8 @@ const struct conf_param conf_param_table[] = {
 	SX("virtual_transport", "virtual", "transport of virtual mailbox domains"),
 	SX("dns_servers", "", "DNS servers (ip or ip:port, list); empty: /etc/resolv.conf"),
 	/* limits */
-	E("limits_source", "auto", "auto|beancounters|cgroup|rlimit|manual", "where container limits are read from"),
+	{ "limits_source", CT_ENUM, CF_MULTI, "auto", "auto|beancounters|cgroup|rlimit|manual",
+	  "where container limits are read from: auto, or a list of the sources" },
 	S("beancounters_file", "/proc/user_beancounters", "the OpenVZ/Virtuozzo beancounters file"),
 	S("cgroup_root", "/sys/fs/cgroup", "where the cgroup file system is mounted"),
 	{ "limit_numothersock", CT_INT, CF_EMPTY_OK, "", NULL, "manual override of the numothersock limit (empty: detect)" },
@@ -287,19 +288,34 @@ int conf_parse_number(const struct conf_param *prm, const char *v, long long *ou
 		*out = n;
 		return 0;
 	case CT_ENUM: {
-		const char *a = prm->allowed;
-		size_t len = strlen(v);
+		const char *w = v;
 
-		while (a && *a) {
-			const char *bar = strchr(a, '|');
-			size_t alen = bar ? (size_t)(bar - a) : strlen(a);
+		/* one keyword, or (CF_MULTI) a list of them */
+		do {
+			const char *a = prm->allowed;
+			size_t len;
+			int ok = 0;
 
-			if (alen == len && strncasecmp(a, v, len) == 0)
-				return 0;
-			a = bar ? bar + 1 : NULL;
-		}
-		*why = "bad value (not one of the allowed keywords)";
-		return -1;
+			if (prm->flags & CF_MULTI) {
+				w += strspn(w, ", \t");
+				len = strcspn(w, ", \t");
+			} else {
+				len = strlen(w);
+			}
+			while (a && *a && !ok) {
+				const char *bar = strchr(a, '|');
+				size_t alen = bar ? (size_t)(bar - a) : strlen(a);
+
+				ok = alen == len && strncasecmp(a, w, len) == 0;
+				a = bar ? bar + 1 : NULL;
+			}
+			if (!ok) {
+				*why = "bad value (not one of the allowed keywords)";
+				return -1;
+			}
+			w += len;
+		} while ((prm->flags & CF_MULTI) && *(w + strspn(w, ", \t")));
+		return 0;
 	}
 	case CT_STR:
 	case CT_LIST:

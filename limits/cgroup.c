@@ -140,6 +140,18 @@ static int is_dir_with(const char *dir, const char *file)
 }
 
 /*
+ * Whose cgroup: this process's, or (frugal limits run by an admin in another
+ * cgroup, a systemd unit's MemoryMax= while the shell sits in user.slice)
+ * the running daemon's.
+ */
+static long view_pid;
+
+void limits_cgroup_view(long pid)
+{
+	view_pid = pid;
+}
+
+/*
  * The directory of our own cgroup: root + the path in /proc/self/cgroup.
  * Inside a container with its own cgroup namespace the path is "/" and the
  * root is ours; without a namespace the path may name a directory that is
@@ -148,7 +160,7 @@ static int is_dir_with(const char *dir, const char *file)
 static void own_dir(const char *root, const char *sub, const char *v1, const char *probe,
     char *out, size_t outlen)
 {
-	char self[4096], rel[256], base[512];
+	char self[4096], rel[256], base[512], procfile[64];
 	long n;
 
 	if (sub)
@@ -156,7 +168,11 @@ static void own_dir(const char *root, const char *sub, const char *v1, const cha
 	else
 		snprintf(base, sizeof base, "%s", root);
 	snprintf(out, outlen, "%s", base);
-	if ((n = limits_read_file("/proc/self/cgroup", self, sizeof self)) < 0)
+	if (view_pid > 0)
+		snprintf(procfile, sizeof procfile, "/proc/%ld/cgroup", view_pid);
+	else
+		snprintf(procfile, sizeof procfile, "/proc/self/cgroup");
+	if ((n = limits_read_file(procfile, self, sizeof self)) < 0)
 		return;
 	if (limits_cgroup_parse_self(self, (size_t)n, v1, rel, sizeof rel) < 0)
 		return;

@@ -173,6 +173,8 @@ void limits_detect(const struct limits_params *p, struct limits_snapshot *s);
 /* the parts of limits_detect, one per source file */
 void limits_detect_beancounters(const char *path, struct limits_snapshot *s);
 void limits_detect_cgroup(const char *root, struct limits_snapshot *s);
+/* Read the cgroup of process pid from now on (0: our own). */
+void limits_cgroup_view(long pid);
 void limits_detect_rlimit(struct limits_snapshot *s);
 /* a source that knows a cap and maybe a use, no maxheld/failcnt (cgroup, rlimit) */
 void limits_set_plain(struct limits_snapshot *s, enum limits_res k, long long limit,

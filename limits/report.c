@@ -39,6 +39,7 @@ struct report {
 	struct limits_own own;
 	struct limits_status st;
 	int running;              /* the status file is fresh and its pid lives */
+	char view[700];           /* whose limits the report shows, in words */
 	char status_path[600];
 	const char *status_problem; /* why there is no live use */
 	struct row rows[LR_COUNT];
@@ -115,11 +116,11 @@ static void read_status(struct report *r, const struct conf *c)
 }
 
 /*
- * RLIMIT_NOFILE is per process: the daemon's, not ours, is what bounds its
- * sessions. /proc/PID/limits is world-readable, so an unprivileged admin
- * sees it too. Returns 0 and the soft limit, or -1.
+ * Rlimits are per process: the daemon's, not ours, bound its sessions and
+ * its memory. /proc/PID/limits is world-readable, so an unprivileged admin
+ * sees them too. Returns 0 and the soft limit of the row `what`, or -1.
  */
-static int daemon_nofile(long pid, long long *soft)
+static int daemon_rlimit(long pid, const char *what, long long *soft)
 {
 	char path[64], buf[4096], *line;
 	long n;
@@ -128,9 +129,9 @@ static int daemon_nofile(long pid, long long *soft)
 	if ((n = limits_read_file(path, buf, sizeof buf - 1)) < 0)
 		return -1;
 	buf[n] = '\0';
-	if ((line = strstr(buf, "Max open files")) == NULL)
+	if ((line = strstr(buf, what)) == NULL)
 		return -1;
-	line += strlen("Max open files");
+	line += strlen(what);
 	while (*line == ' ')
 		line++;
 	if (strncmp(line, "unlimited", 9) == 0) {
@@ -249,14 +250,32 @@ static const char *num(char *buf, size_t n, long long v, int bytes)
 	return buf;
 }
 
+/* limits_source as it was configured: "auto", or the sources by name */
+static const char *source_names(int bits, char *buf, size_t len)
+{
+	static const struct { int bit; const char *name; } n[] = {
+		{ LIMITS_SRC_BEANCOUNTERS, "beancounters" }, { LIMITS_SRC_CGROUP, "cgroup" },
+		{ LIMITS_SRC_RLIMIT, "rlimit" }, { LIMITS_SRC_MANUAL, "manual" },
+	};
+	size_t i, off = 0;
+
+	if (bits == LIMITS_SRC_AUTO)
+		return "auto";
+	buf[0] = '\0';
+	for (i = 0; i < sizeof n / sizeof n[0]; i++)
+		if (bits & n[i].bit)
+			off += (size_t)snprintf(buf + off, off < len ? len - off : 0, "%s%s", off ? ", " : "", n[i].name);
+	return buf;
+}
+
 static void print_text(const struct report *r, FILE *f)
 {
-	char b[8][32];
+	char b[8][32], src[64];
 	int i;
 
 	fprintf(f, "limits_source = %s; share %d%%, reserve %d%%, stress_threshold %d%%\n",
-	    r->p.sources == LIMITS_SRC_AUTO ? "auto" : "restricted", r->p.share, r->p.reserve,
-	    r->p.stress_threshold);
+	    source_names(r->p.sources, src, sizeof src), r->p.share, r->p.reserve, r->p.stress_threshold);
+	fprintf(f, "view: %s\n", r->view);
 	if (r->running)
 		fprintf(f, "daemon running, pid %ld (live use as of %lld s ago)\n", r->st.pid,
 		    (long long)time(NULL) - r->st.time);
@@ -331,8 +350,15 @@ static void print_json(const struct report *r, FILE *f)
 {
 	int i;
 
+	char src[64];
+
 	fprintf(f, "{\"share_percent\":%d,\"reserve_percent\":%d,\"stress_threshold_percent\":%d,",
 	    r->p.share, r->p.reserve, r->p.stress_threshold);
+	fputs("\"limits_source\":", f);
+	jstr(f, source_names(r->p.sources, src, sizeof src));
+	fputs(",\"view\":", f);
+	jstr(f, r->view);
+	fputs(",", f);
 	fprintf(f, "\"daemon\":{\"running\":%s", r->running ? "true" : "false");
 	if (r->running) {
 		fprintf(f, ",\"pid\":%ld,\"sample_time\":%lld,\"started\":%lld,\"sessions\":%lld,"
@@ -420,14 +446,24 @@ int limits_cmd(int argc, char **argv)
 	memset(&r, 0, sizeof r);
 	limits_params_from_conf(c, &r.p);
 	read_status(&r, c);
+	/* the daemon's view when it runs: its cgroup and rlimits, not this shell's */
+	if (r.running)
+		limits_cgroup_view(r.st.pid);
 	limits_detect(&r.p, &r.s);
 	if (r.running) {
 		long long soft;
 
-		if (daemon_nofile(r.st.pid, &soft) == 0) {
+		if (daemon_rlimit(r.st.pid, "Max open files", &soft) == 0) {
 			r.s.r[LR_NOFILE].limit = r.s.r[LR_NOFILE].hardlimit = soft;
 			r.s.r[LR_NOFILE].held = r.st.own.fd;
 		}
+		if (daemon_rlimit(r.st.pid, "Max address space", &soft) == 0)
+			r.s.r[LR_AS].limit = r.s.r[LR_AS].hardlimit = soft;
+		snprintf(r.view, sizeof r.view, "the running daemon's (pid %ld%s%s)", r.st.pid,
+		    r.s.cgroup_dir[0] ? ", cgroup " : "", r.s.cgroup_dir);
+	} else {
+		snprintf(r.view, sizeof r.view, "this process's (pid %ld%s%s): the daemon is not running",
+		    (long)getpid(), r.s.cgroup_dir[0] ? ", cgroup " : "", r.s.cgroup_dir);
 	}
 	limits_compute(&r.p, &r.s, &r.own, &r.b);
 	build(&r);

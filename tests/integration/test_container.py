@@ -678,5 +678,64 @@ class ContainerTest(unittest.TestCase):
         self.assertAlive(d)
 
 
+class DaemonView(unittest.TestCase):
+    """`frugal limits` shows the daemon's limits, whatever cgroup the admin's shell is in."""
+
+    def test_report_reads_the_daemons_cgroup(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root: creates a memory cgroup for the daemon")
+        with open("/proc/self/cgroup") as f:
+            v1 = [l.split(":", 2)[2].strip() for l in f if l.split(":")[1] == "memory"]
+        base = "/sys/fs/cgroup/memory" + (v1[0] if v1 else "")
+        if not v1 or not os.path.exists(os.path.join(base, "memory.limit_in_bytes")):
+            self.skipTest("no cgroup v1 memory controller here")
+        cg = os.path.join(base, "frugal-view-%d" % os.getpid())
+        try:
+            os.mkdir(cg)
+        except OSError as e:
+            self.skipTest("cannot create a memory cgroup: %s" % e)
+        M = 1 << 20
+        d = None
+        try:
+            with open(os.path.join(cg, "memory.limit_in_bytes"), "w") as f:
+                f.write(str(48 * M))
+
+            def enter():
+                with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
+            d = Daemon(extra="limits_source = cgroup, rlimit\nsmtpd_timeout = 300s\n")
+            d.start(preexec_fn=enter)
+            pid = d.smtpd_pid()
+
+            def report():
+                r = run_frugal("limits", "--json", "-c", d.dir)
+                j = json.loads(r.stdout)
+                return j, {row["name"]: row for row in j["resources"]}
+            j, rows = report()
+            self.assertEqual(rows["cgroup memory.max"]["limit"], 48 * M, "the daemon's cgroup, not ours")
+            self.assertIn("pid %d" % pid, j["view"])
+            self.assertIn("frugal-view-%d" % os.getpid(), j["view"])
+            self.assertEqual(j["limits_source"], "cgroup, rlimit")
+            r = run_frugal("limits", "-c", d.dir)
+            self.assertIn("limits_source = cgroup, rlimit", r.stdout)
+            self.assertIn("view: the running daemon's (pid %d" % pid, r.stdout)
+            before = j["daemon"]["sessions_limit"]
+            self.assertIn("memory.max", j["smtpd_sessions"]["bound_by"])
+            # the limit drops: the daemon re-derives by itself, and the report follows
+            with open(os.path.join(cg, "memory.limit_in_bytes"), "w") as f:
+                f.write(str(24 * M))
+            d.wait_log("bound by memory.max (was %d)" % before, timeout=15)
+            j, rows = report()
+            self.assertEqual(rows["cgroup memory.max"]["limit"], 24 * M)
+            self.assertLess(j["daemon"]["sessions_limit"], before)
+            print("\n  daemon in a 48M cgroup: %d sessions; at 24M: %d" % (before, j["daemon"]["sessions_limit"]),
+                  file=sys.stderr)
+        finally:
+            if d:
+                d.cleanup()
+            wait_for(lambda: not open(os.path.join(cg, "cgroup.procs")).read().strip(), 10, "cgroup empty")
+            os.rmdir(cg)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -220,6 +220,18 @@ START_TEST(myhostname_set_means_no_lookup)
 }
 END_TEST
 
+/* a keyword list where the parameter takes one (limits_source = cgroup, rlimit) */
+START_TEST(keyword_lists)
+{
+	struct conf *c = load("limits_source = cgroup, rlimit\n");
+
+	ck_assert_ptr_nonnull(c);
+	conf_unref(c);
+	ck_assert_ptr_null(load("limits_source = cgroup, bogus\n"));
+	ck_assert_ptr_null(load("smtpd_tls_security_level = may, encrypt\n"));   /* one keyword only */
+}
+END_TEST
+
 START_TEST(time_units)
 {
 	struct conf *c = load("smtpd_timeout = 2m\nqueue_run_delay = 1h\nmaximal_queue_lifetime = 1w\n"
@@ -614,6 +626,7 @@ int main(void)
 	tcase_add_test(tc, param_table_described);
 	tcase_add_test(tc, refcount);
 	tcase_add_test(tc, myhostname_set_means_no_lookup);
+	tcase_add_test(tc, keyword_lists);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
