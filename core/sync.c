@@ -4,43 +4,91 @@
  * to start on that file system; it returns when a sync with that number has
  * completed. The first caller that finds no sync running becomes the leader
  * and issues it; the others wait on the condition variable.
+ *
+ * Across processes: started as root, the master maps the slots shared
+ * (sync_share_processes) before it forks the daemon and the delivery
+ * helpers, so a spool commit in the daemon and a Maildir delivery in a
+ * helper share one syncfs as threads of one process do; separate streams
+ * would each pay for every sync. The mutex is robust (an owner that dies
+ * with it is survived) and a leader that dies during its syncfs is taken
+ * over by a waiter. What a process reads here decides only when it returns,
+ * never what it may do: the worst a misbehaving process can do is delay or
+ * hasten another's return, which it could equally do by not syncing at all.
  */
 #include "sync.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-#define SLOTS 8 /* distinct file systems (queue, mail stores): few */
+#define SLOTS 8        /* distinct file systems (queue, mail stores): few */
+#define TAKEOVER_S 2   /* a sync running longer than this with its leader gone is abandoned */
 
 struct slot {
 	dev_t dev;
 	int used;
 	int running;            /* a syncfs is in progress */
+	pid_t leader;           /* who runs it */
 	uint64_t started;       /* syncs started */
 	uint64_t completed;     /* syncs finished */
 	int err[2];             /* errno of the last two syncs, by parity */
 };
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static struct slot slots[SLOTS];
-static unsigned long calls, syncs;
+struct shared {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct slot slots[SLOTS];
+	unsigned long calls, syncs;
+};
+
+static struct shared local = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, { { 0 } }, 0, 0 };
+static struct shared *S = &local;
+
+int sync_share_processes(void)
+{
+	pthread_mutexattr_t ma;
+	pthread_condattr_t ca;
+	struct shared *m;
+
+	m = mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return -1;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+	pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+	pthread_mutex_init(&m->mu, &ma);
+	pthread_mutexattr_destroy(&ma);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+	pthread_cond_init(&m->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	S = m;
+	return 0;
+}
+
+static void lock(void)
+{
+	if (pthread_mutex_lock(&S->mu) == EOWNERDEAD)
+		pthread_mutex_consistent(&S->mu);   /* the holder died between two lines: nothing half-done */
+}
 
 static struct slot *slot_for(dev_t dev)
 {
 	int i;
 
 	for (i = 0; i < SLOTS; i++)
-		if (slots[i].used && slots[i].dev == dev)
-			return &slots[i];
+		if (S->slots[i].used && S->slots[i].dev == dev)
+			return &S->slots[i];
 	for (i = 0; i < SLOTS; i++)
-		if (!slots[i].used) {
-			slots[i].used = 1;
-			slots[i].dev = dev;
-			return &slots[i];
+		if (!S->slots[i].used) {
+			S->slots[i].used = 1;
+			S->slots[i].dev = dev;
+			return &S->slots[i];
 		}
 	return NULL;
 }
@@ -54,11 +102,11 @@ int sync_shared(int fd)
 
 	if (fstat(fd, &st) < 0)
 		return -1;
-	pthread_mutex_lock(&mu);
-	calls++;
+	lock();
+	S->calls++;
 	if ((s = slot_for(st.st_dev)) == NULL) {
 		/* more file systems than slots: no sharing, still durable (names too) */
-		pthread_mutex_unlock(&mu);
+		pthread_mutex_unlock(&S->mu);
 		return syncfs(fd);
 	}
 	/* a sync already running may have started before our writes: we need the next one */
@@ -66,22 +114,32 @@ int sync_shared(int fd)
 	while (s->completed < ticket) {
 		if (!s->running) {
 			s->running = 1;
+			s->leader = getpid();
 			s->started++;
-			syncs++;
-			pthread_mutex_unlock(&mu);
+			S->syncs++;
+			pthread_mutex_unlock(&S->mu);
 			err = syncfs(fd) < 0 ? errno : 0;
-			pthread_mutex_lock(&mu);
+			lock();
 			s->err[s->started & 1] = err;
 			s->completed = s->started;
 			s->running = 0;
-			pthread_cond_broadcast(&cv);
+			pthread_cond_broadcast(&S->cv);
 		} else {
-			pthread_cond_wait(&cv, &mu);
+			struct timespec t;
+
+			clock_gettime(CLOCK_REALTIME, &t);   /* the condition's clock, shared or not */
+			t.tv_sec += TAKEOVER_S;
+			if (pthread_cond_timedwait(&S->cv, &S->mu, &t) == EOWNERDEAD)
+				pthread_mutex_consistent(&S->mu);
+			/* a leader process that died mid-sync never completes it: take over */
+			if (s->running && s->completed < ticket && s->leader != getpid() &&
+			    kill(s->leader, 0) < 0 && errno == ESRCH)
+				s->running = 0;
 		}
 	}
 	/* the sync numbered `ticket` covered us, or a later one whose result is as good */
 	err = s->err[s->completed & 1];
-	pthread_mutex_unlock(&mu);
+	pthread_mutex_unlock(&S->mu);
 	if (err) {
 		errno = err;
 		return -1;
@@ -93,9 +151,9 @@ unsigned long sync_shared_calls(void)
 {
 	unsigned long n;
 
-	pthread_mutex_lock(&mu);
-	n = calls;
-	pthread_mutex_unlock(&mu);
+	lock();
+	n = S->calls;
+	pthread_mutex_unlock(&S->mu);
 	return n;
 }
 
@@ -103,8 +161,8 @@ unsigned long sync_shared_syncs(void)
 {
 	unsigned long n;
 
-	pthread_mutex_lock(&mu);
-	n = syncs;
-	pthread_mutex_unlock(&mu);
+	lock();
+	n = S->syncs;
+	pthread_mutex_unlock(&S->mu);
 	return n;
 }

@@ -13,6 +13,12 @@
 #define FRUGAL_CORE_SYNC_H
 
 int sync_shared(int fd);              /* 0, or -1 with errno */
+/*
+ * Before forking processes that should share the syncs (the master, for
+ * the daemon and the delivery helpers): the state moves to a shared
+ * mapping. 0, or -1 (then each process shares among its own threads).
+ */
+int sync_share_processes(void);
 unsigned long sync_shared_calls(void);   /* callers served (for tests and the bench) */
 unsigned long sync_shared_syncs(void);   /* syncfs(2) actually issued */
 

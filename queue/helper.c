@@ -1,14 +1,15 @@
 /*
  * queue/helper.c: the daemon's side of the delivery helpers. A delivery
  * worker that must write a mailbox it does not own sends the helper one
- * request (the message's descriptor rides along) and waits; the loop reads
- * the replies and wakes the worker that asked. Fails soft: a helper that
- * dies fails every request in flight (the mail stays queued and is retried)
- * until the master hands over the socket of its successor.
+ * request (the message's descriptor rides along) and waits for the answer.
+ * The waiting workers read the answers themselves, one at a time (leader
+ * and followers: whoever reads hands each answer to the worker it is for),
+ * so no event loop sits between the helper and the worker. Fails soft: a
+ * helper that dies fails every request in flight (the mail stays queued
+ * and is retried) until the master hands over the socket of its successor.
  *
  * Owns the helpers' sockets (counted as non-TCP sockets in core/fd). The
- * mutex guards the connections and the requests in flight; ev watchers are
- * touched on the loop thread only.
+ * mutex guards the links and the requests in flight.
  */
 #include "queue/queue_int.h"
 
@@ -32,25 +33,24 @@ struct pending {
 	int done;
 	int status;
 	char reason[256];
+	pthread_cond_t cv;        /* this worker's own: an answer wakes one thread, not all */
 	struct pending *next;
 };
 
 /* One helper's socket. A new helper gets a new link; the old one lives until no worker uses it. */
 struct link {
-	ev_io io;                 /* first member */
 	enum helper_which w;
 	int fd;
 	long pid;
 	int refs;                 /* workers holding it (inside sendmsg, or waiting on it) */
 	int dead;
+	int reading;              /* a worker is in recv() for everybody */
 	int fds, socks;           /* the helper's last report */
 	struct pending *pending;  /* requests in flight */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static struct link *cur[HELPER_COUNT];   /* the live link of each helper, or NULL */
-static struct ev_loop *hloop;
 static uint64_t next_id;
 
 const char *helper_name(enum helper_which w)
@@ -67,9 +67,9 @@ static void fail_all(struct link *l, const char *why)
 		p->done = 1;
 		p->status = EPIPE;
 		snprintf(p->reason, sizeof p->reason, "%s", why);
+		pthread_cond_signal(&p->cv);
 	}
 	l->pending = NULL;
-	pthread_cond_broadcast(&cv);
 }
 
 /* under mu: a dead link nobody holds goes */
@@ -83,13 +83,11 @@ static void maybe_free(struct link *l)
 	mem_free(l);
 }
 
-/* loop thread */
+/* under mu: the helper is gone, or must not be used again */
 static void link_lost(struct link *l, const char *why)
 {
 	char text[200];
 
-	ev_io_stop(hloop, &l->io);
-	pthread_mutex_lock(&mu);
 	if (!l->dead) {
 		snprintf(text, sizeof text, "delivery helper %s (pid %ld) %s", helper_name(l->w), l->pid, why);
 		log_warning("qmgr", "%s: its deliveries are retried once it is restarted", text);
@@ -98,62 +96,70 @@ static void link_lost(struct link *l, const char *why)
 	}
 	if (cur[l->w] == l)
 		cur[l->w] = NULL;
-	maybe_free(l);
-	pthread_mutex_unlock(&mu);
 }
 
-static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* under mu: one answer, to whichever worker waits for it */
+static void dispatch(struct link *l, const struct helper_reply *r)
 {
-	struct link *l = (struct link *)w;
+	struct pending **pp;
+
+	l->fds = r->fds;
+	l->socks = r->socks;
+	for (pp = &l->pending; *pp; pp = &(*pp)->next)
+		if ((*pp)->id == r->id) {
+			struct pending *p = *pp;
+
+			*pp = p->next;
+			p->done = 1;
+			p->status = r->status;
+			snprintf(p->reason, sizeof p->reason, "%s", r->reason);
+			pthread_cond_signal(&p->cv);
+			break;
+		}
+	/* no match: the answer to a request that timed out; dropped */
+}
+
+/* under mu: the reader is done; one waiter (any) takes over reading */
+static void next_reader(struct link *l)
+{
+	if (l->pending)
+		pthread_cond_signal(&l->pending->cv);
+}
+
+/* under mu, released while reading: the leader reads one answer for everybody */
+static void read_one(struct link *l)
+{
+	struct helper_reply r;
 	char buf[HELPER_MSG_MAX];
+	ssize_t n;
 
-	(void)loop; (void)revents;
-	for (;;) {
-		struct helper_reply r;
-		struct pending **pp;
-		ssize_t n = recv(l->fd, buf, sizeof buf, MSG_DONTWAIT);
-
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		if (n <= 0) {
-			link_lost(l, n == 0 ? "has gone" : "cannot be read");
-			return;
-		}
-		if (helper_reply_decode(buf, (size_t)n, &r) < 0) {
-			link_lost(l, "sent a malformed reply");
-			return;
-		}
-		pthread_mutex_lock(&mu);
-		l->fds = r.fds;
-		l->socks = r.socks;
-		for (pp = &l->pending; *pp; pp = &(*pp)->next)
-			if ((*pp)->id == r.id) {
-				struct pending *p = *pp;
-
-				*pp = p->next;
-				p->done = 1;
-				p->status = r.status;
-				snprintf(p->reason, sizeof p->reason, "%s", r.reason);
-				pthread_cond_broadcast(&cv);
-				break;
-			}
-		/* no match: the answer to a request that timed out; dropped */
-		pthread_mutex_unlock(&mu);
-	}
+	l->reading = 1;
+	pthread_mutex_unlock(&mu);
+	do
+		n = recv(l->fd, buf, sizeof buf, 0);
+	while (n < 0 && errno == EINTR);
+	pthread_mutex_lock(&mu);
+	l->reading = 0;
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return;   /* the receive timeout: the reader looks at its deadline and reads again */
+	if (n <= 0)
+		link_lost(l, n == 0 ? "has gone" : "cannot be read");
+	else if (helper_reply_decode(buf, (size_t)n, &r) < 0)
+		link_lost(l, "sent a malformed reply");
+	else
+		dispatch(l, &r);
 }
 
 void helper_init(struct ev_loop *loop)
 {
-	hloop = loop;
+	(void)loop;
 }
 
 void helper_attach(enum helper_which w, int fd, long pid)
 {
-	struct timeval tv = { 30, 0 };
+	struct timeval snd = { 30, 0 }, rcv = { 1, 0 };
 	struct link *l;
 
-	if (cur[w])
-		link_lost(cur[w], "was replaced");
 	if ((l = mem_calloc(1, sizeof *l)) == NULL) {
 		log_warning("qmgr", "delivery helper %s: out of memory: its deliveries wait", helper_name(w));
 		fd_close(fd);
@@ -162,11 +168,16 @@ void helper_attach(enum helper_which w, int fd, long pid)
 	l->w = w;
 	l->fd = fd;
 	l->pid = pid;
-	/* a helper that stops reading must not hold a worker forever */
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	ev_io_init(&l->io, read_cb, fd, EV_READ);
-	ev_io_start(hloop, &l->io);
+	/* a helper that stops reading must not hold a worker forever; a reader wakes each second */
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof snd);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcv, sizeof rcv);
 	pthread_mutex_lock(&mu);
+	if (cur[w]) {
+		struct link *old = cur[w];
+
+		link_lost(old, "was replaced");
+		maybe_free(old);
+	}
 	cur[w] = l;
 	pthread_mutex_unlock(&mu);
 	log_info("qmgr", "delivery helper %s: pid %ld", helper_name(w), pid);
@@ -259,9 +270,11 @@ int helper_deliver(enum helper_which w, int msgfd, const struct msg_src *m, cons
 	int len, rc, e;
 
 	memset(&p, 0, sizeof p);
+	pthread_cond_init(&p.cv, NULL);
 	pthread_mutex_lock(&mu);
 	if ((l = cur[w]) == NULL) {
 		pthread_mutex_unlock(&mu);
+		pthread_cond_destroy(&p.cv);
 		snprintf(reason, rlen, "delivery helper %s is not running", helper_name(w));
 		return -1;
 	}
@@ -295,17 +308,28 @@ int helper_deliver(enum helper_which w, int msgfd, const struct msg_src *m, cons
 	}
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += REQUEST_TIMEOUT;
-	while (!p.done)
-		if (pthread_cond_timedwait(&cv, &mu, &deadline) == ETIMEDOUT && !p.done) {
+	while (!p.done) {
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		if (now.tv_sec >= deadline.tv_sec) {
 			unlink_pending(l, &p);
 			p.status = ETIMEDOUT;
 			snprintf(p.reason, sizeof p.reason, "delivery helper %s did not answer in %d s",
 			    helper_name(w), REQUEST_TIMEOUT);
 			break;
 		}
+		if (!l->reading && !l->dead)
+			read_one(l);   /* be the reader until this answer (or another's) comes */
+		else if (!p.done)
+			pthread_cond_wait(&p.cv, &mu);
+	}
+	unlink_pending(l, &p);   /* (gone already, unless it timed out) */
+	next_reader(l);           /* whoever waits reads next */
 	l->refs--;
 	maybe_free(l);
 	pthread_mutex_unlock(&mu);
+	pthread_cond_destroy(&p.cv);
 	if (p.status == 0)
 		return 0;
 	snprintf(reason, rlen, "%s", p.reason[0] ? p.reason : strerror(p.status));
@@ -316,7 +340,13 @@ void helper_shutdown(void)
 {
 	int i;
 
+	pthread_mutex_lock(&mu);
 	for (i = 0; i < HELPER_COUNT; i++)
-		if (cur[i])
-			link_lost(cur[i], "is left: frugal is stopping");
+		if (cur[i]) {
+			struct link *l = cur[i];
+
+			link_lost(l, "is left: frugal is stopping");
+			maybe_free(l);
+		}
+	pthread_mutex_unlock(&mu);
 }

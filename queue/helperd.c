@@ -2,10 +2,10 @@
  * queue/helperd.c: a delivery helper process (PRODUCT.md 3.5). Forked by
  * the master before anything talks to the network; `virtual` has become
  * virtual_mailbox_owner for good, `local` stays root and takes each
- * system user's identity for one delivery on one thread (core/privs.h). It
- * reads requests from its socketpair to the daemon, delivers on its own
- * worker threads with the shared group commit (core/sync.h), and answers
- * each request. No fork per message.
+ * system user's identity for one delivery on one thread (core/privs.h). Its
+ * threads each read a request from the socketpair to the daemon, deliver
+ * it with the group commit it shares with the daemon (core/sync.h), and
+ * answer it. No fork per message, no event loop in the way.
  *
  * It trusts nothing the daemon sends: the request is decoded by the fuzzed
  * parser (helper_proto.c); the mailbox is named relative to what the helper
@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -36,11 +37,10 @@
 #include "core/privs.h"
 #include "core/worker.h"
 
-#define HELPER_THREADS 8
+#define HELPER_THREADS 16
 #define MAX_GROUPS     64
 
 struct hjob {
-	struct worker_job job;     /* first member */
 	struct helper_req rq;
 	int msgfd;                 /* the message, received with the request; owned */
 	char *base;                /* virtual: virtual_mailbox_base at the time of the request; owned */
@@ -51,22 +51,14 @@ struct hjob {
 static struct {
 	enum helper_which w;
 	int sock;
+	pthread_mutex_t mu;        /* guards c across a reload */
 	struct conf *c;            /* one reference; replaced on SIGHUP */
 	const char *conf_dir;
-	struct ev_loop *loop;
-	int inflight;              /* jobs on the workers */
-	int closing;               /* the daemon went, or SIGTERM: exit when inflight drops to 0 */
-	ev_io io;
-	ev_signal sig_term, sig_hup;
-} H;
+	pthread_t threads[HELPER_THREADS];
+	int nthreads;
+} H = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
 static const char *svc(void) { return helper_name(H.w); }
-
-static void maybe_exit(void)
-{
-	if (H.closing && H.inflight == 0)
-		ev_break(H.loop, EVBREAK_ALL);
-}
 
 static void reply(struct hjob *j)
 {
@@ -144,9 +136,8 @@ static int local_deliver(struct hjob *j, const struct msg_src *src)
 	return rc;
 }
 
-static void work(struct worker_job *jj)
+static void deliver(struct hjob *j)
 {
-	struct hjob *j = (struct hjob *)jj;
 	struct msg_src src;
 	struct stat st;
 	char reason[256];
@@ -169,19 +160,6 @@ static void work(struct worker_job *jj)
 	}
 }
 
-static void done(struct worker_job *jj)
-{
-	struct hjob *j = (struct hjob *)jj;
-
-	reply(j);
-	fd_close(j->msgfd);
-	mem_free(j->base);
-	mem_free(j->mailbox);
-	mem_free(j);
-	H.inflight--;
-	maybe_exit();
-}
-
 /* one datagram and the descriptor that came with it (-1: none) */
 static ssize_t recv_request(char *buf, size_t len, int *fd)
 {
@@ -200,7 +178,7 @@ static ssize_t recv_request(char *buf, size_t len, int *fd)
 	mh.msg_iovlen = 1;
 	mh.msg_control = u.space;
 	mh.msg_controllen = sizeof u.space;
-	if ((n = recvmsg(H.sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) < 0)
+	if ((n = recvmsg(H.sock, &mh, MSG_CMSG_CLOEXEC)) < 0)
 		return n;
 	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
 		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
@@ -226,70 +204,61 @@ static ssize_t recv_request(char *buf, size_t len, int *fd)
 	return n;
 }
 
-static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+/*
+ * One worker: read a request, deliver it, answer it, and again, until the
+ * daemon's end is closed (or SIGTERM shuts ours for reading). No loop in
+ * between: a request goes from the socket to the disk on one thread.
+ */
+static void *worker(void *arg)
 {
+	static struct hjob zero;
 	char buf[HELPER_MSG_MAX];
 
-	(void)loop; (void)w; (void)revents;
+	(void)arg;
 	for (;;) {
 		struct hjob *j;
 		int fd;
 		ssize_t n = recv_request(buf, sizeof buf, &fd);
 
-		if (n == -1 && (errno == EAGAIN || errno == EINTR))
-			return;
-		if (n == 0 || (n == -1 && errno != EMSGSIZE)) {
-			/* the daemon is gone (or restarting): finish what is in hand, then go */
-			ev_io_stop(H.loop, &H.io);
-			H.closing = 1;
-			maybe_exit();
-			return;
-		}
-		if ((j = mem_calloc(1, sizeof *j)) == NULL) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == 0 || (n == -1 && errno != EMSGSIZE))
+			break;   /* the daemon is gone (or restarting), or we stop */
+		if ((j = mem_alloc(sizeof *j)) == NULL) {
 			log_warning(svc(), "out of memory: request dropped (the daemon retries it)");
 			fd_close(fd);
 			continue;
 		}
+		*j = zero;
 		j->msgfd = fd;
 		if (n < 0 || helper_req_decode(buf, (size_t)n, &j->rq) < 0 || fd < 0) {
 			/* a broken request is answered (when it has an id) and never acted on */
 			log_warning(svc(), "malformed request from the daemon: refused");
 			fail(j, EBADMSG, "%s", "malformed request");
-			reply(j);
-			fd_close(fd);
-			mem_free(j);
-			continue;
+		} else {
+			pthread_mutex_lock(&H.mu);
+			j->base = mem_strdup(conf_str(H.c, "virtual_mailbox_base", 0));
+			j->mailbox = mem_strdup(conf_str(H.c, "home_mailbox", 0));
+			pthread_mutex_unlock(&H.mu);
+			if (j->base == NULL || j->mailbox == NULL)
+				fail(j, ENOMEM, "%s", "out of memory");
+			else
+				deliver(j);
 		}
-		if ((j->base = mem_strdup(conf_str(H.c, "virtual_mailbox_base", 0))) == NULL ||
-		    (j->mailbox = mem_strdup(conf_str(H.c, "home_mailbox", 0))) == NULL) {
-			fail(j, ENOMEM, "%s", "out of memory");
-			reply(j);
-			fd_close(fd);
-			mem_free(j->base);
-			mem_free(j);
-			continue;
-		}
-		j->job.work = work;
-		j->job.done = done;
-		H.inflight++;
-		worker_submit(WORKER_DELIVERY, &j->job);
+		reply(j);
+		fd_close(fd);
+		mem_free(j->base);
+		mem_free(j->mailbox);
+		mem_free(j);
 	}
+	return NULL;
 }
 
-static void term_cb(struct ev_loop *loop, ev_signal *w, int revents)
-{
-	(void)loop; (void)w; (void)revents;
-	ev_io_stop(H.loop, &H.io);
-	H.closing = 1;
-	maybe_exit();
-}
-
-static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+static void reload(void)
 {
 	struct conf_diags d;
 	struct conf *c;
 
-	(void)loop; (void)w; (void)revents;
 	log_reopen();
 	c = conf_load_for_command(H.conf_dir, &d);
 	conf_diags_free(&d);
@@ -297,36 +266,54 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_warning(svc(), "reload failed: keeping the running configuration");
 		return;
 	}
+	pthread_mutex_lock(&H.mu);
 	conf_unref(H.c);
 	H.c = c;
+	pthread_mutex_unlock(&H.mu);
 }
 
 int helperd_run(enum helper_which w, int sock, struct conf *c, const char *conf_dir)
 {
+	pthread_attr_t attr;
+	sigset_t set;
+	int i, sig;
+
 	H.w = w;
 	H.sock = sock;
 	H.c = conf_ref(c);
 	H.conf_dir = conf_dir;
 	signal(SIGPIPE, SIG_IGN);
-	if ((H.loop = ev_default_loop(EVFLAG_AUTO)) == NULL) {
-		log_warning(svc(), "cannot initialise the event loop");
+	/* signals come to this thread only, through sigwait */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, WORKER_STACK);
+	for (i = 0; i < HELPER_THREADS; i++)
+		if (pthread_create(&H.threads[H.nthreads], &attr, worker, NULL) == 0)
+			H.nthreads++;
+	pthread_attr_destroy(&attr);
+	if (H.nthreads == 0) {
+		log_warning(svc(), "cannot start worker threads");
 		return 75;
 	}
-	if (worker_init(H.loop, (const int[WORKER_CLASSES]){ [WORKER_COMMIT] = 0,
-	    [WORKER_DELIVERY] = HELPER_THREADS }) < 0) {
-		log_warning(svc(), "cannot start worker threads: %s", strerror(errno));
-		return 75;
+	fd_adopt_open();   /* the log's, stdio: the descriptors it reports are all of them */
+	log_info(svc(), "delivery helper started as uid %ld, %d threads", (long)geteuid(), H.nthreads);
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			reload();
+			continue;
+		}
+		/* stop: no new request is read; the workers finish what they hold */
+		shutdown(sock, SHUT_RD);
+		break;
 	}
-	ev_io_init(&H.io, read_cb, sock, EV_READ);
-	ev_io_start(H.loop, &H.io);
-	ev_signal_init(&H.sig_term, term_cb, SIGTERM);
-	ev_signal_init(&H.sig_hup, hup_cb, SIGHUP);
-	ev_signal_start(H.loop, &H.sig_term);
-	ev_signal_start(H.loop, &H.sig_hup);
-	fd_adopt_open();   /* the loop's, the log's: the descriptors it reports are all of them */
-	log_info(svc(), "delivery helper started as uid %ld", (long)geteuid());
-	ev_run(H.loop, 0);
-	worker_shutdown();
+	for (i = 0; i < H.nthreads; i++)
+		pthread_join(H.threads[i], NULL);
 	log_info(svc(), "delivery helper stopped");
 	conf_unref(H.c);
 	return 0;

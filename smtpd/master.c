@@ -42,6 +42,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/privs.h"
+#include "core/sync.h"
 #include "limits/limits.h"
 #include "queue/queue.h"
 
@@ -468,6 +469,9 @@ int master_run(struct conf *c, const char *conf_dir)
 		return 1;
 	}
 	fd_received(M.sigfd, FD_FILE);
+	/* one group commit for the daemon and the helpers: they sync the same file systems */
+	if (sync_share_processes() < 0)
+		log_warning("master", "shared group commit unavailable: %s", strerror(errno));
 	if (start_all() < 0) {
 		signal_children(SIGTERM);
 		return 75;

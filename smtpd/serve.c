@@ -320,7 +320,7 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	 * commits and deliveries sharing each sync (core/sync.h). Commits have
 	 * threads of their own: a 250 never waits behind deliveries.
 	 */
-	if (worker_init(server.loop, (const int[WORKER_CLASSES]){ [WORKER_COMMIT] = 8, [WORKER_DELIVERY] = 8 }) < 0)
+	if (worker_init(server.loop, (const int[WORKER_CLASSES]){ [WORKER_COMMIT] = 8, [WORKER_DELIVERY] = 16 }) < 0)
 		log_fatal("master", "cannot start worker threads: %s", strerror(errno));
 	if ((server.qmgr = qmgr_new(server.loop, server.spool, c)) == NULL)
 		log_fatal("master", "cannot start the queue manager: out of memory");

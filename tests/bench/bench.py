@@ -42,6 +42,30 @@ SENDER = "sender@" + DOMAIN
 INLINE_MAP = "inline:{ user@example.test=example.test/user/ }"
 TARGET_THROUGHPUT_RATIO = 3.0
 TARGET_KIB_PER_SESSION = 8.0
+TARGET_OWNERS_RATIO = 0.9     # two owners (deployed) against one: within 10%
+TARGET_IDLE_VMDATA_KIB = 16 * 1024
+MAIL_OWNER, VMAIL_OWNER = "frugal", "vmail"   # the deployed configuration's two accounts
+
+
+def ensure_user(name):
+    """A system account for the bench (root only): created when missing, kept afterwards."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                       check=True, capture_output=True)
+        return pwd.getpwnam(name)
+
+
+def vmdata_kib(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def log(msg=""):
@@ -534,8 +558,14 @@ class Frugal(MTA):
     name = "frugal"
 
     def __init__(self, binary, tmp, extra_conf=None, env_extra=None, tag="frugal",
-                 mynetworks="127.0.0.0/8"):
+                 mynetworks="127.0.0.0/8", owners=2, name=None):
+        """owners=2: the deployed configuration (started as root, mail_owner and
+        virtual_mailbox_owner two unprivileged accounts); owners=1: both the same
+        account (a shortcut, printed beside it). Unprivileged, both are the current user."""
         self.binary = binary
+        self.owners = owners
+        if name:
+            self.name = name
         self.root = os.path.join(tmp, tag)
         self.confdir = os.path.join(self.root, "etc")
         self.queue = os.path.join(self.root, "fq")
@@ -553,7 +583,12 @@ class Frugal(MTA):
     def setup(self):
         os.makedirs(self.confdir)
         os.makedirs(self.mailbase)
-        user = pwd.getpwuid(os.geteuid()).pw_name
+        user = vuser = pwd.getpwuid(os.geteuid()).pw_name
+        if os.geteuid() == 0:
+            user = ensure_user(MAIL_OWNER).pw_name
+            vuser = ensure_user(VMAIL_OWNER if self.owners == 2 else MAIL_OWNER).pw_name
+            vpw = pwd.getpwnam(vuser)
+            os.chown(self.mailbase, vpw.pw_uid, vpw.pw_gid)
         conf = {
             "smtpd_listen": "127.0.0.1:%d" % self.port,
             "myhostname": "bench.example.test",
@@ -561,7 +596,7 @@ class Frugal(MTA):
             "virtual_mailbox_domains": DOMAIN,
             "virtual_mailbox_maps": INLINE_MAP,
             "virtual_mailbox_base": self.mailbase,
-            "virtual_mailbox_owner": user,
+            "virtual_mailbox_owner": vuser,
             "mydestination": "localhost",
             "maillog_file": self.logfile,
             "mail_owner": user,
@@ -589,7 +624,24 @@ class Frugal(MTA):
         return self.proc is not None and self.proc.poll() is None
 
     def pids(self):
-        return {self.proc.pid} if self.alive() else set()
+        """every process of the instance: started as root, the master, the daemon, the helpers"""
+        if not self.alive():
+            return set()
+        return {self.proc.pid} | set(children_of(self.proc.pid))
+
+    def smtpd_pid(self, deadline_s=10):
+        """the process that talks SMTP, from the status file it publishes"""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            try:
+                with open(os.path.join(self.queue, "status", "limits.status")) as f:
+                    for line in f:
+                        if line.startswith("pid "):
+                            return int(line.split()[1])
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return self.proc.pid
 
     def stop(self):
         if self.proc is not None:
@@ -719,6 +771,13 @@ def bench_throughput(mtas, args, summary):
                        "MET" if ratio >= TARGET_THROUGHPUT_RATIO else "NOT MET"))
             else:
                 log("  ratio frugal/postfix %-22s n/a (a side has no good run)" % label)
+    if "frugal" in med and "frugal-1owner" in med:
+        for key, label in (("accept_rate", "accept"), ("deliver_rate", "delivered-to-Maildir")):
+            f, o = med["frugal"][key], med["frugal-1owner"][key]
+            if f and o:
+                ratios["two owners / one, " + label] = f / o
+                log("  ratio two owners / one owner %-14s %5.2fx  (target >= %.2fx: %s)"
+                    % (label, f / o, TARGET_OWNERS_RATIO, "MET" if f / o >= TARGET_OWNERS_RATIO else "NOT MET"))
     summary["throughput"] = {"medians": med, "ratios": ratios}
 
 
@@ -731,7 +790,10 @@ def bench_idle(frugal, args, summary):
     have = raise_nofile(n + 1024)
     if have < n + 64:
         log("warning: RLIMIT_NOFILE is %d, fewer than %d sessions possible" % (have, n))
-    pid = frugal.proc.pid
+    pid = frugal.smtpd_pid()
+    vmdata = {"smtpd": vmdata_kib(pid)}
+    for p in frugal.pids() - {pid}:
+        vmdata["master" if p == frugal.proc.pid else "helper %d" % p] = vmdata_kib(p)
     # warm-up: a few complete sessions so one-time allocations are not charged per session
     for _ in range(10):
         try:
@@ -805,7 +867,10 @@ def bench_idle(frugal, args, summary):
             % (per, TARGET_KIB_PER_SESSION, "MET" if per < TARGET_KIB_PER_SESSION else "NOT MET"))
     log("  non-TCP sockets constant: %s" % ("yes" if nontcp1 <= nontcp0 else
                                              "NO (+%d)" % (nontcp1 - nontcp0)))
-    summary["idle"] = {"sessions": held, "rss0": rss0, "rss1": rss1, "kib_per_session": per,
+    log("  idle VmData KiB: %s  (smtpd target <= %d KiB: %s)"
+        % (", ".join("%s %s" % (k, fmt(v, "%d")) for k, v in sorted(vmdata.items())), TARGET_IDLE_VMDATA_KIB,
+           "MET" if vmdata["smtpd"] is not None and vmdata["smtpd"] <= TARGET_IDLE_VMDATA_KIB else "NOT MET"))
+    summary["idle"] = {"vmdata": vmdata,"sessions": held, "rss0": rss0, "rss1": rss1, "kib_per_session": per,
                        "nontcp0": nontcp0, "nontcp1": nontcp1, "unix0": unix0, "unix1": unix1,
                        "alive": frugal.alive()}
 
@@ -1151,18 +1216,21 @@ def print_summary(summary, args):
             log("throughput %-8s median accept %s msg/s, delivered to Maildir %s msg/s (%d/%d good runs)"
                 % (name, fmt(d["accept_rate"]), fmt(d["deliver_rate"]), d["ok_runs"], d["runs"]))
         for label, r in t["ratios"].items():
-            log("throughput ratio %-22s %.2fx  target >= %.0fx: %s"
-                % (label, r, TARGET_THROUGHPUT_RATIO, "MET" if r >= TARGET_THROUGHPUT_RATIO else "NOT MET"))
+            target = TARGET_OWNERS_RATIO if label.startswith("two owners") else TARGET_THROUGHPUT_RATIO
+            log("throughput ratio %-36s %.2fx  target >= %.2fx: %s"
+                % (label if label.startswith("two owners") else "frugal/postfix " + label, r, target,
+                   "MET" if r >= target else "NOT MET"))
     elif t:
         log("throughput: " + t)
     i = summary.get("idle")
     if isinstance(i, dict):
         log("idle: %d sessions, RSS %d -> %d KiB = %s KiB/session (target < %.0f: %s); "
-            "non-TCP sockets %d -> %d (unix %d -> %d)"
+            "non-TCP sockets %d -> %d (unix %d -> %d); idle VmData smtpd %s KiB (target <= %d)"
             % (i["sessions"], i["rss0"], i["rss1"], fmt(i["kib_per_session"], "%.2f"),
                TARGET_KIB_PER_SESSION,
                "MET" if i["kib_per_session"] is not None and i["kib_per_session"] < TARGET_KIB_PER_SESSION else "NOT MET",
-               i["nontcp0"], i["nontcp1"], i["unix0"], i["unix1"]))
+               i["nontcp0"], i["nontcp1"], i["unix0"], i["unix1"], fmt(i["vmdata"].get("smtpd"), "%d"),
+               TARGET_IDLE_VMDATA_KIB))
     elif i:
         log("idle: " + i)
     a = summary.get("attack")
@@ -1240,16 +1308,24 @@ def main():
         if "throughput" in only:
             mtas = []
             if frugal_bin:
-                f = Frugal(frugal_bin, tmp, tag="frugal",
-                           extra_conf={"smtpd_client_connection_count_limit": 2000,
-                                       "smtpd_concurrency_limit": 2000})
-                f.setup()
-                started.append(f)
-                if f.start():
-                    mtas.append(f)
-                else:
-                    log(f.explain_failure())
-                    summary["frugal_skip"] = "did not start"
+                # the headline: the deployed configuration (two owners); beside it the
+                # one-owner shortcut, labelled, when started as root
+                variants = [("frugal", 2)] + ([("frugal-1owner", 1)] if os.geteuid() == 0 else [])
+                if os.geteuid() != 0:
+                    log("not root: frugal runs as one process as the current user, "
+                        "not the deployed configuration (root, mail_owner %s, virtual_mailbox_owner %s)"
+                        % (MAIL_OWNER, VMAIL_OWNER))
+                for name, owners in variants:
+                    f = Frugal(frugal_bin, tmp, tag=name, name=name, owners=owners,
+                               extra_conf={"smtpd_client_connection_count_limit": 2000,
+                                           "smtpd_concurrency_limit": 2000})
+                    f.setup()
+                    started.append(f)
+                    if f.start():
+                        mtas.append(f)
+                    else:
+                        log(f.explain_failure())
+                        summary["frugal_skip"] = "did not start"
             if not postfix_skip:
                 p = Postfix(tmp)
                 p.setup()

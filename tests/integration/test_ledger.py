@@ -56,7 +56,8 @@ class Ledger(unittest.TestCase):
         d.start()
         try:
             pid = d.smtpd_pid()
-            stop = time.monotonic() + 12 * SLOW
+            # two status samples (every 5 s) fall inside the load, whatever the build's speed
+            stop = time.monotonic() + 11
             sent = [0]
             lock = threading.Lock()
             errors = []
@@ -70,7 +71,7 @@ class Ledger(unittest.TestCase):
                                 s.sendmail("l%d@example.org" % i, [rcpts[k]], "Subject: ledger\r\n\r\nx\r\n")
                                 with lock:
                                     sent[0] += 1
-                                time.sleep(0.03)   # pacing the load generator: some 1,500 messages in all
+                                time.sleep(0.1)   # pacing the load generator: some 800 messages in all
                     except (smtplib.SMTPException, OSError) as e:
                         errors.append(repr(e))
                         return
@@ -90,7 +91,7 @@ class Ledger(unittest.TestCase):
                 self.assertEqual(st["use_fd"], st["fd_kernel"], "under load: %s" % st)
             busy = max(st["use_fd"] for st in samples)
             # at rest: every message delivered, the ledger equals what /proc shows
-            wait_for(lambda: d.output().count(": removed") >= sent[0], 60, "every delivery done")
+            wait_for(lambda: d.output().count(": removed") >= sent[0], 120, "every delivery done")
             st = d.next_status()
             total, ntcp, nother = fds_of(pid)
             print("\n  ledger: %d messages; under load %d descriptors (%d samples), at rest ledger %d/%d/%d "
