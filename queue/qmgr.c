@@ -448,6 +448,14 @@ static void finish_work(struct dlv *d)
 			d->mark_err = errno;
 		if (d->removed) {
 			/*
+			 * The removal is durable before the delivery counts as done: a crash
+			 * (a power cut) can then repeat only the deliveries in flight, not
+			 * every one since the last sync (guarantee 1: at-least-once). One
+			 * shared sync, like the Maildir's.
+			 */
+			if (sync_shared(d->fd) < 0)
+				d->mark_err = errno;
+			/*
 			 * The last close of an unlinked file frees its blocks, which can
 			 * wait for the disk (ext4 mounted with discard): here, not on the loop.
 			 */

@@ -20,6 +20,7 @@
 #define SPOOL_FREE      "free"       /* emptied files of delivered messages, for reuse */
 #define SPOOL_PID       "pid"        /* the daemon's pid file (frugal.pid); root's when started as root */
 #define SPOOL_STATUS    "status"     /* what the daemon publishes for `frugal limits` (limits.status) */
+#define SPOOL_CORRUPT   "corrupt"    /* committed files whose checksum failed at recovery, kept aside */
 
 #define QUEUE_ID_MAX 24
 
@@ -47,6 +48,9 @@ struct spool_env {
 	int    ntodo;              /* recipients still RCPT_TODO */
 	off_t  msg_off;            /* first byte of the message */
 	off_t  size;               /* message bytes */
+	int    version;            /* 1 or 2 (FRUGAL-Q2: I and K records) */
+	uint64_t sum;              /* K: the checksum stamped at commit (version 2) */
+	off_t  len_off, sum_off;   /* where the L and K digits are, for spool_verify */
 };
 
 /*
@@ -68,6 +72,12 @@ int  spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, 
 void spool_env_free(struct spool_env *e);
 /* Rewrite one recipient's state byte (not synced: the caller fdatasyncs). */
 int  spool_env_mark(int fd, const struct spool_rcpt *r, char status);
+/*
+ * Recompute a committed file's checksum (version 2; a version 1 file passes).
+ * 0 when it matches; -1 with errno EBADMSG when it does not (a file torn or
+ * changed after its commit), or another errno when it cannot be read.
+ */
+int  spool_verify(int fd, const struct spool_env *e, off_t fsize);
 /* Remove committed message `id`. 0 or -1 with errno. */
 int  spool_remove(const char *queue_dir, const char *id);
 /* A message is done: keep its emptied file for reuse (fd: its open descriptor), else unlink. */

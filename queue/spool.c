@@ -11,7 +11,9 @@
  *                  removes whatever it finds here.
  *   committed/ID   renamed here at commit, then one sync covers data and name.
  * The file is text records, one per LF-terminated line, then the message:
- *   FRUGAL-Q1                 magic and format version
+ *   FRUGAL-Q2                 magic and format version (Q1: no I and K records)
+ *   I <queue id>              the file's own name: a file renamed or recycled
+ *                             under another name is never read as that message
  *   A <sec>.<usec>            arrival time (spool_txn_new)
  *   S <sender>                envelope sender; empty for the null sender
  *   C <client>                "HOST[ADDR]" the message came from
@@ -19,6 +21,10 @@
  *   O <original recipient>      '-' to do, 'D' delivered, 'B' bounced;
  *                             each R line is followed by its O line
  *   L <20 digits>             message length, zeros until commit stamps it
+ *   K <16 hex digits>         checksum (FNV-1a 64) of the whole file as written,
+ *                             with every state byte '-' and the L and K digits
+ *                             '0': what never changes after commit; zeros until
+ *                             commit stamps it. Recovery checks it (spool_verify)
  *   E <nrcpt>                 end of envelope
  *   <message bytes>           LF line ends, as smtpd streamed them
  * The state byte is rewritten in place (pwrite + sync) after each
@@ -26,13 +32,17 @@
  * hold LF, so a line-based envelope needs no escaping, and a one-byte
  * in-place write cannot tear.
  *
- * Commit: the length is stamped into the L record, the file is renamed
- * into committed/, and one sync_shared() (core/sync.h: a syncfs shared by
- * every commit and delivery in flight) makes data and directory entry
- * durable together; only then is the commit acknowledged. A crash between
- * rename and sync can leave a committed/ file whose data did not all reach
- * the disk: its length no longer matches the L record, and recovery
- * removes it (it was never acknowledged). One sync per commit, not two.
+ * Commit: the length and the checksum are stamped into the L and K
+ * records, the file is renamed into committed/, and one sync_shared()
+ * (core/sync.h: a syncfs shared by every commit and delivery in flight)
+ * makes data and directory entry durable together; only then is the commit
+ * acknowledged. A crash between rename and sync can leave a committed/ file
+ * whose data did not all reach the disk: its length no longer matches the
+ * L record, or its I record still names the message the recycled file held
+ * before, and recovery removes it (it was never acknowledged). A file whole
+ * and rightly named whose checksum fails changed after its commit: recovery
+ * moves it to corrupt/ (kept for the admin, never delivered as it is). One
+ * sync per commit, not two.
  *
  * Where the work happens. The loop thread only fills a WBUF_SIZE buffer:
  * a message that fits (envelope and content, the common case) is created,
@@ -51,9 +61,10 @@
  * message; on ext4 without a journal the allocator otherwise scans the
  * inodes deleted in the last minutes at every creation (measured: 40% of
  * the daemon's CPU under load). free/ is never read as mail: a crash can
- * leave a file there untruncated (O_TRUNC at reuse empties it), or leave a
- * retired message in committed/ (the rename is not synced), which is then
- * delivered again (at-least-once, as with a lost unlink). Since the rename
+ * leave a file there untruncated (O_TRUNC at reuse empties it). The retiring
+ * rename is synced (by qmgr, through the shared sync) before the delivery
+ * counts as done, so only a delivery in flight at a crash is repeated
+ * (at-least-once: the message is still in committed/). Since the rename
  * comes first, a committed/ file can only be emptied by a crash on a file
  * system that reorders metadata; recovery removes it like a torn one.
  *
@@ -85,7 +96,10 @@
 #include "core/worker.h"
 #include "limits/limits.h"
 
-#define SPOOL_MAGIC "FRUGAL-Q1\n"
+#define SPOOL_MAGIC "FRUGAL-Q2\n"
+#define SPOOL_MAGIC_Q1 "FRUGAL-Q1\n"   /* read for queues written by earlier versions */
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME  0x100000001b3ULL
 #define WBUF_SIZE   (32 * 1024)      /* one write() for a typical message */
 #define ENV_MAX     (8 * 1024 * 1024) /* a bigger envelope is not ours */
 #define SPOOL_POOL  128               /* emptied files kept in free/ for reuse */
@@ -116,6 +130,8 @@ struct spool_txn {
 	int    err;                 /* sticky errno of a failed write */
 	off_t  size;                /* message bytes accepted */
 	off_t  len_off;             /* file offset of the L record's value */
+	off_t  sum_off;             /* file offset of the K record's value */
+	uint64_t sum;               /* FNV-1a of every byte put so far */
 	char  *wbuf;                /* owned; WBUF_SIZE */
 	size_t wlen;
 	off_t  flushed;             /* bytes already written to the file */
@@ -433,6 +449,15 @@ static int txn_flush(struct spool_txn *t)
 	return 0;
 }
 
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *c = p;
+
+	while (n--)
+		h = (h ^ *c++) * FNV_PRIME;
+	return h;
+}
+
 /* append to the write buffer; big pieces go straight to the file */
 static int txn_put(struct spool_txn *t, const void *p, size_t n)
 {
@@ -440,6 +465,8 @@ static int txn_put(struct spool_txn *t, const void *p, size_t n)
 		errno = t->err;
 		return -1;
 	}
+	/* as written: state bytes '-', L and K zeros: what recovery recomputes */
+	t->sum = fnv(t->sum, p, n);
 	if (t->wlen + n > WBUF_SIZE && txn_flush(t) < 0)
 		return -1;
 	if (n >= WBUF_SIZE) {
@@ -475,9 +502,11 @@ int spool_txn_open(struct spool_txn *t)
 	if ((t->wbuf = mem_alloc(WBUF_SIZE)) == NULL)
 		return -1;
 	t->opened = 1;
+	t->sum = FNV_OFFSET;
 	snprintf(line, sizeof line, "A %lld.%06ld", (long long)t->arrival.tv_sec,
 	    (long)t->arrival.tv_usec);
-	if (txn_put(t, SPOOL_MAGIC, strlen(SPOOL_MAGIC)) < 0 || txn_putf(t, line, NULL, NULL) < 0 ||
+	if (txn_put(t, SPOOL_MAGIC, strlen(SPOOL_MAGIC)) < 0 || txn_putf(t, "I ", t->id, NULL) < 0 ||
+	    txn_putf(t, line, NULL, NULL) < 0 ||
 	    txn_putf(t, "S ", t->sender, NULL) < 0 || txn_putf(t, "C ", t->client, NULL) < 0)
 		return -1;
 	for (i = 0; i < t->nrcpt; i++)
@@ -487,6 +516,9 @@ int spool_txn_open(struct spool_txn *t)
 	/* where the L value sits: the bytes so far (flushed + buffered), past "L " */
 	t->len_off = t->flushed + (off_t)t->wlen + 2;
 	if (txn_putf(t, "L 00000000000000000000", NULL, NULL) < 0)
+		return -1;
+	t->sum_off = t->flushed + (off_t)t->wlen + 2;
+	if (txn_putf(t, "K 0000000000000000", NULL, NULL) < 0)
 		return -1;
 	snprintf(line, sizeof line, "E %d", t->nrcpt);
 	return txn_putf(t, line, NULL, NULL);
@@ -560,27 +592,34 @@ static int rename_noreplace(int from_dir, const char *id, int to_dir)
 	return renameat(from_dir, id, to_dir, id);
 }
 
-/* On a worker: the rest of the data, the length stamp, rename, one shared sync. */
+/* a fixed-width value at file offset `off`: in the buffer if it is still there, else in the file */
+static int stamp(struct spool_txn *t, off_t off, const char *v, size_t n)
+{
+	if (off >= t->flushed && off + (off_t)n <= t->flushed + (off_t)t->wlen) {
+		memcpy(t->wbuf + (off - t->flushed), v, n);
+		return 0;
+	}
+	if (pwrite(t->fd, v, n, off) != (ssize_t)n) {
+		t->err = errno ? errno : EIO;
+		return -1;
+	}
+	return 0;
+}
+
+/* On a worker: the rest of the data, the length and checksum stamps, rename, one shared sync. */
 static void data_job_work(struct worker_job *j)
 {
 	struct spool_txn *t = (struct spool_txn *)((char *)j - offsetof(struct spool_txn, job));
 	struct spool *s = t->s;
-	char len[24];
+	char len[24], sum[24];
 
 	if (t->err)
 		return;
 	snprintf(len, sizeof len, "%020lld", (long long)t->size);
-	if (t->len_off >= t->flushed && t->len_off + 20 <= t->flushed + (off_t)t->wlen) {
-		/* still buffered (the common case): stamp it before the one write */
-		memcpy(t->wbuf + (t->len_off - t->flushed), len, 20);
-		if (txn_flush(t) < 0)
-			return;
-	} else if (txn_flush(t) < 0) {
+	snprintf(sum, sizeof sum, "%016llx", (unsigned long long)t->sum);
+	/* stamped before the one write when still buffered (the common case) */
+	if (stamp(t, t->len_off, len, 20) < 0 || stamp(t, t->sum_off, sum, 16) < 0 || txn_flush(t) < 0)
 		return;
-	} else if (pwrite(t->fd, len, 20, t->len_off) != 20) {
-		t->err = errno ? errno : EIO;
-		return;
-	}
 	if (rename_noreplace(s->fd_incoming, t->id, s->fd_committed) < 0) {
 		t->err = errno;
 		return;
@@ -651,10 +690,16 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 {
 	char *p = buf, *end = buf + len, *nl;
 	size_t ml = strlen(SPOOL_MAGIC);
-	int cap = 0;
+	int cap = 0, seen_id = 0, seen_sum = 0;
 	long long declared = -1;   /* the L record */
 
-	if (len < ml || memcmp(buf, SPOOL_MAGIC, ml) != 0)
+	if (len < ml)
+		return errno = EINVAL, -1;
+	if (memcmp(buf, SPOOL_MAGIC, ml) == 0)
+		e->version = 2;
+	else if (memcmp(buf, SPOOL_MAGIC_Q1, ml) == 0)
+		e->version = 1;
+	else
 		return errno = EINVAL, -1;
 	p += ml;
 	while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
@@ -713,9 +758,28 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 			if (nl - p < 2)
 				return errno = EINVAL, -1;
 			declared = strtoll(p + 2, NULL, 10);
+			e->len_off = (off_t)(p + 2 - buf);
 			break;
+		case 'I':
+			/* another name than the file's: a file recycled or renamed, never this message */
+			if (nl - p < 2 || seen_id++ || (e->id[0] && strcmp(p + 2, e->id) != 0))
+				return errno = EBADMSG, -1;
+			break;
+		case 'K': {
+			char *q;
+
+			if (nl - p != 18 || seen_sum++)
+				return errno = EINVAL, -1;
+			e->sum = strtoull(p + 2, &q, 16);
+			if (q != nl)
+				return errno = EINVAL, -1;
+			e->sum_off = (off_t)(p + 2 - buf);
+			break;
+		}
 		case 'E':
 			if (nl - p < 2 || e->sender == NULL || atoi(p + 2) != e->nrcpt)
+				return errno = EINVAL, -1;
+			if (e->version == 2 && (!seen_id || !seen_sum))
 				return errno = EINVAL, -1;
 			/* the commit stamps L before the rename: a mismatch is a torn, unacknowledged file */
 			if (declared <= 0 || fsize - (off_t)(nl + 1 - buf) != (off_t)declared)
@@ -830,6 +894,54 @@ out:
 	return 0;
 }
 
+int spool_verify(int fd, const struct spool_env *e, off_t fsize)
+{
+	char *buf;
+	uint64_t h = FNV_OFFSET;
+	off_t off = 0;
+	int i, rc = 0;
+
+	if (e->version < 2)
+		return 0;
+	if ((buf = mem_alloc(WBUF_SIZE)) == NULL)
+		return -1;
+	while (off < fsize) {
+		size_t want = fsize - off < WBUF_SIZE ? (size_t)(fsize - off) : WBUF_SIZE;
+		ssize_t r = pread(fd, buf, want, off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			rc = -1;
+			if (r == 0)
+				errno = EBADMSG;
+			break;
+		}
+		/* what commit hashed: state bytes '-', the L and K digits zeros */
+		for (i = 0; i < e->nrcpt; i++)
+			if (e->rcpt[i].status_off >= off && e->rcpt[i].status_off < off + r)
+				buf[e->rcpt[i].status_off - off] = RCPT_TODO;
+		{
+			off_t z[2] = { e->len_off, e->sum_off };
+			int zn[2] = { 20, 16 }, k;
+			off_t x;
+
+			for (k = 0; k < 2; k++)
+				for (x = z[k]; x < z[k] + zn[k]; x++)
+					if (x >= off && x < off + r)
+						buf[x - off] = '0';
+		}
+		h = fnv(h, buf, (size_t)r);
+		off += r;
+	}
+	mem_free(buf);
+	if (rc == 0 && h != e->sum) {
+		errno = EBADMSG;
+		rc = -1;
+	}
+	return rc;
+}
+
 int spool_env_mark(int fd, const struct spool_rcpt *r, char status)
 {
 	ssize_t w;
@@ -875,6 +987,27 @@ int spool_retire(struct spool *s, const char *id, int fd)
 	return 0;
 }
 
+/* committed/ID -> corrupt/ID, logged */
+static int set_aside(const char *queue_dir, int dfd, const char *id)
+{
+	char path[4096];
+	int cfd;
+
+	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_CORRUPT);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -1;
+	if ((cfd = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -1;
+	if (renameat(dfd, id, cfd, id) < 0) {
+		fd_close(cfd);
+		return -1;
+	}
+	fd_close(cfd);
+	log_warning("qmgr", "%s: checksum mismatch: queue file changed after it was committed; "
+	    "moved to %s/%s", id, path, id);
+	return 0;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -915,8 +1048,9 @@ int spool_scan(const char *queue_dir, int remove_incoming,
 			 * was never acknowledged (see the commit above): remove it.
 			 */
 			struct spool_env e;
+			int efd = -1;
 
-			if (spool_env_load(queue_dir, de->d_name, &e, NULL) < 0) {
+			if (spool_env_load(queue_dir, de->d_name, &e, &efd) < 0) {
 				struct stat st;
 				int empty = fstatat(dirfd(d), de->d_name, &st, 0) == 0 && st.st_size == 0;
 
@@ -928,6 +1062,19 @@ int spool_scan(const char *queue_dir, int remove_incoming,
 					continue;
 				}
 			} else {
+				struct stat st;
+
+				/*
+				 * Whole and named right, but its bytes changed after commit (the
+				 * disk): kept aside for the admin, never delivered as it is.
+				 */
+				if (fstat(efd, &st) == 0 && spool_verify(efd, &e, st.st_size) < 0 && errno == EBADMSG &&
+				    set_aside(queue_dir, dirfd(d), de->d_name) == 0) {
+					fd_close(efd);
+					spool_env_free(&e);
+					continue;
+				}
+				fd_close(efd);
 				spool_env_free(&e);
 			}
 		}

@@ -50,7 +50,8 @@ def run_frugal(*args, env=None, input=None, check=False):
 class Daemon:
     """One frugal instance in its own temp dir."""
 
-    def __init__(self, extra="", aliases=None, env=None, base_conf=True):
+    def __init__(self, extra="", aliases=None, env=None, base_conf=True, binary=None):
+        self.binary = binary or FRUGAL
         self.dir = tempfile.mkdtemp(prefix="frugal-it-")
         self.port = free_port()
         self.log = os.path.join(self.dir, "log")
@@ -79,6 +80,7 @@ relay_domains = relay.test
 mynetworks = 10.255.255.0/24
 maillog_file = {self.log}
 mail_owner = {getpass.getuser()}
+virtual_mailbox_owner = {getpass.getuser()}
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
@@ -100,7 +102,7 @@ smtpd_error_sleep_time = 0s
         e.update(self.env)
         self.stderr = open(os.path.join(self.dir, "stderr"), "w")
         # its own process group: a crash test kills the master, the daemon and the helpers together
-        self.proc = subprocess.Popen([FRUGAL, "serve", "-f", "-c", self.dir],
+        self.proc = subprocess.Popen([self.binary, "serve", "-f", "-c", self.dir],
                                      stdout=self.stderr, stderr=subprocess.STDOUT, env=e,
                                      preexec_fn=preexec_fn, start_new_session=True)
         if wait:
@@ -226,8 +228,13 @@ smtpd_error_sleep_time = 0s
         return out
 
     def wait_messages(self, maildir, count, timeout=15):
-        return wait_for(lambda: len(self.messages(maildir)) >= count and self.messages(maildir),
+        """Wait for `count` messages; more than that fails (a duplicate delivery)."""
+        msgs = wait_for(lambda: len(self.messages(maildir)) >= count and self.messages(maildir),
                         timeout, "%d message(s) in %s" % (count, maildir))
+        if len(msgs) > count:
+            raise AssertionError("%d messages in %s, %d expected: a message was delivered twice"
+                                 % (len(msgs), maildir, count))
+        return msgs
 
 
 class Raw:

@@ -733,7 +733,10 @@ class DaemonView(unittest.TestCase):
         finally:
             if d:
                 d.cleanup()
-            wait_for(lambda: not open(os.path.join(cg, "cgroup.procs")).read().strip(), 10, "cgroup empty")
+            def empty():
+                with open(os.path.join(cg, "cgroup.procs")) as f:
+                    return not f.read().strip()
+            wait_for(empty, 10, "cgroup empty")
             os.rmdir(cg)
 
 

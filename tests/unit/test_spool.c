@@ -581,6 +581,120 @@ START_TEST(recovery_removes_empty_files)
 }
 END_TEST
 
+/*
+ * A recycled file renamed under a new ID whose new bytes never reached the
+ * disk still says the old ID (its I record): never read as the new message.
+ */
+START_TEST(recovery_rejects_foreign_id)
+{
+	char err[256], pa[512], pb[512], ids[8][QUEUE_ID_MAX], buf[4096];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct result ra, rb;
+	struct spool_env e;
+	ssize_t n;
+	int fd;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	commit_one(s, "a@b", &ra);
+	commit_one(s, "c@d", &rb);
+	snprintf(pa, sizeof pa, "%s/%s/%s", dir, SPOOL_COMMITTED, ra.id);
+	snprintf(pb, sizeof pb, "%s/%s/%s", dir, SPOOL_COMMITTED, rb.id);
+	ck_assert_int_ge(fd = open(pa, O_RDONLY), 0);
+	ck_assert_int_gt(n = read(fd, buf, sizeof buf), 0);
+	close(fd);
+	/* B's name, A's whole and valid bytes */
+	ck_assert_int_ge(fd = open(pb, O_WRONLY | O_TRUNC), 0);
+	ck_assert_int_eq((int)write(fd, buf, (size_t)n), (int)n);
+	close(fd);
+	ck_assert_int_eq(spool_env_load(dir, rb.id, &e, NULL), -1);
+	ck_assert_int_eq(errno, EBADMSG);
+	memset(ids, 0, sizeof ids);
+	ck_assert_int_eq(spool_scan(dir, 1, collect, ids), 1);
+	ck_assert_str_eq(ids[0], ra.id);
+	ck_assert_int_eq(access(pb, F_OK), -1);
+	spool_close(s);
+}
+END_TEST
+
+/*
+ * The checksum covers everything but the state bytes: a mark keeps it
+ * valid; a changed byte of a whole, right-named file is caught, and the
+ * file is kept aside in corrupt/, neither delivered nor deleted.
+ */
+START_TEST(checksum_mismatch_set_aside)
+{
+	char err[256], path[512], ids[8][QUEUE_ID_MAX];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct result r1, r2;
+	struct spool_env e;
+	struct stat st;
+	char c;
+	int fd;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	commit_one(s, "a@b", &r1);
+	commit_one(s, "c@d", &r2);
+	/* a delivered mark rewrites a state byte: still valid */
+	ck_assert_int_eq(spool_env_load(dir, r1.id, &e, &fd), 0);
+	ck_assert_int_eq(e.version, 2);
+	ck_assert_int_eq(spool_env_mark(fd, &e.rcpt[0], RCPT_DELIVERED), 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_int_eq(spool_verify(fd, &e, st.st_size), 0);
+	close(fd);
+	spool_env_free(&e);
+	/* one body byte of the second changed, its length the same */
+	ck_assert_int_eq(spool_env_load(dir, r2.id, &e, &fd), 0);
+	ck_assert_int_eq((int)pread(fd, &c, 1, e.msg_off + 2), 1);
+	c ^= 0x20;
+	close(fd);
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_COMMITTED, r2.id);
+	ck_assert_int_ge(fd = open(path, O_RDWR), 0);
+	ck_assert_int_eq((int)pwrite(fd, &c, 1, e.msg_off + 2), 1);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_int_eq(spool_verify(fd, &e, st.st_size), -1);
+	ck_assert_int_eq(errno, EBADMSG);
+	close(fd);
+	spool_env_free(&e);
+	memset(ids, 0, sizeof ids);
+	ck_assert_int_eq(spool_scan(dir, 1, collect, ids), 1);
+	ck_assert_str_eq(ids[0], r1.id);
+	ck_assert_int_eq(count_files(SPOOL_CORRUPT), 1);
+	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 1);
+	spool_close(s);
+}
+END_TEST
+
+/* A queue written by the previous format (FRUGAL-Q1: no I, no K) is still delivered. */
+START_TEST(reads_q1_files)
+{
+	static const char q1[] = "FRUGAL-Q1\nA 1.000000\nS a@b\nC x\nR - x@y\nO x@y\nL 00000000000000000002\nE 1\nz\n";
+	char err[256], path[512], ids[8][QUEUE_ID_MAX];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct result r;
+	struct spool_env e;
+	int fd;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	commit_one(s, "a@b", &r);   /* for a valid ID */
+	ck_assert_int_eq(spool_remove(dir, r.id), 0);
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_COMMITTED, r.id);
+	ck_assert_int_ge(fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600), 0);
+	ck_assert_int_eq((int)write(fd, q1, strlen(q1)), (int)strlen(q1));
+	close(fd);
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, NULL), 0);
+	ck_assert_int_eq(e.version, 1);
+	ck_assert_int_eq((int)e.size, 2);
+	spool_env_free(&e);
+	memset(ids, 0, sizeof ids);
+	ck_assert_int_eq(spool_scan(dir, 1, collect, ids), 1);
+	ck_assert_str_eq(ids[0], r.id);
+	spool_close(s);
+}
+END_TEST
+
 /* Found by fuzz_spool_env: a bare "A"/"L"/"E" read past the line, a second "S" leaked. */
 START_TEST(env_parse_malformed)
 {
@@ -675,6 +789,9 @@ int main(void)
 	tcase_add_test(tc, pool_survives_restart_and_stale_content);
 	tcase_add_test(tc, pool_is_bounded);
 	tcase_add_test(tc, recovery_removes_empty_files);
+	tcase_add_test(tc, recovery_rejects_foreign_id);
+	tcase_add_test(tc, checksum_mismatch_set_aside);
+	tcase_add_test(tc, reads_q1_files);
 	tcase_add_test(tc, env_parse_malformed);
 	tcase_add_test(tc, ids_unique);
 	tcase_add_test(tc, bad_ids_rejected);
