@@ -19,6 +19,7 @@ static struct conf_diags d;
 
 static struct conf *load(const char *text)
 {
+	conf_diags_free(&d);   /* the previous load's diagnostics: conf_load_text starts afresh */
 	return conf_load_text(text, "test.cf", &d);
 }
 
