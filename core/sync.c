@@ -3,7 +3,7 @@
  * system (by st_dev): a caller takes a ticket = the number of the next sync
  * to start on that file system; it returns when a sync with that number has
  * completed. The first caller that finds no sync running becomes the leader
- * and issues it; the others wait on the condition variable.
+ * and issues it; the others wait on a futex word bumped at each completion.
  *
  * Across processes: started as root, the master maps the slots shared
  * (sync_share_processes) before it forks the daemon and the delivery
@@ -11,18 +11,25 @@
  * helper share one syncfs as threads of one process do; separate streams
  * would each pay for every sync. The mutex is robust (an owner that dies
  * with it is survived) and a leader that dies during its syncfs is taken
- * over by a waiter. What a process reads here decides only when it returns,
+ * over by a waiter. Waiting is a bare futex, not a process-shared condition
+ * variable: glibc's condvar keeps per-waiter counts in the shared object, and
+ * a helper killed while waiting left a broadcaster blocked for good (the
+ * daemon's commits hung; seen in the helper-restart test). A dead futex
+ * waiter leaves nothing behind. What a process reads here decides only when it returns,
  * never what it may do: the worst a misbehaving process can do is delay or
  * hasten another's return, which it could equally do by not syncing at all.
  */
 #include "sync.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,18 +48,17 @@ struct slot {
 
 struct shared {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	uint32_t wake;          /* futex word: bumped (under mu) whenever a sync completes */
 	struct slot slots[SLOTS];
 	unsigned long calls, syncs;
 };
 
-static struct shared local = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, { { 0 } }, 0, 0 };
+static struct shared local = { PTHREAD_MUTEX_INITIALIZER, 0, { { 0 } }, 0, 0 };
 static struct shared *S = &local;
 
 int sync_share_processes(void)
 {
 	pthread_mutexattr_t ma;
-	pthread_condattr_t ca;
 	struct shared *m;
 
 	m = mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -63,10 +69,6 @@ int sync_share_processes(void)
 	pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
 	pthread_mutex_init(&m->mu, &ma);
 	pthread_mutexattr_destroy(&ma);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
-	pthread_cond_init(&m->cv, &ca);
-	pthread_condattr_destroy(&ca);
 	S = m;
 	return 0;
 }
@@ -75,6 +77,23 @@ static void lock(void)
 {
 	if (pthread_mutex_lock(&S->mu) == EOWNERDEAD)
 		pthread_mutex_consistent(&S->mu);   /* the holder died between two lines: nothing half-done */
+}
+
+/* Called with mu held; returns with it held. Wakes on a completion, a spurious wake or the timeout. */
+static void wait_completion(void)
+{
+	uint32_t seen = S->wake;
+	struct timespec t = { TAKEOVER_S, 0 };
+
+	pthread_mutex_unlock(&S->mu);
+	/* not FUTEX_PRIVATE: the word may live in a mapping shared with other processes */
+	(void)syscall(SYS_futex, &S->wake, FUTEX_WAIT, seen, &t, NULL, 0);
+	lock();
+}
+
+static void wake_all(void)
+{
+	(void)syscall(SYS_futex, &S->wake, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
 static struct slot *slot_for(dev_t dev)
@@ -133,14 +152,12 @@ int sync_shared(int fd)
 			s->err[s->started & 1] = err;
 			s->completed = s->started;
 			s->running = 0;
-			pthread_cond_broadcast(&S->cv);
+			S->wake++;
+			pthread_mutex_unlock(&S->mu);
+			wake_all();
+			lock();
 		} else {
-			struct timespec t;
-
-			clock_gettime(CLOCK_REALTIME, &t);   /* the condition's clock, shared or not */
-			t.tv_sec += TAKEOVER_S;
-			if (pthread_cond_timedwait(&S->cv, &S->mu, &t) == EOWNERDEAD)
-				pthread_mutex_consistent(&S->mu);
+			wait_completion();
 			/* a leader process that died mid-sync never completes it: take over */
 			if (s->running && s->completed < ticket && s->leader != getpid() &&
 			    kill(s->leader, 0) < 0 && errno == ESRCH)
