@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "conf/conf.h"
+#include "core/mem.h"
 #include "limits/limits.h"
 #include "queue/queue.h"
 #include "smtpd/smtpd.h"
@@ -50,6 +51,9 @@ int main(int argc, char **argv)
 {
 	const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
 	size_t i;
+
+	/* before any library allocates: libev's and OpenSSL's memory is frugal's, counted (core/mem.h) */
+	mem_install_hooks();
 
 	if (strcmp(self, "mailq") == 0) {
 		char *qargv[] = { "queue", "list", NULL };

@@ -44,7 +44,7 @@ const struct conf_param conf_param_table[] = {
 	/* listeners */
 	S("smtpd_listen", "0.0.0.0:25", "address:port of the SMTP listener (empty: off)"),
 	SX("submission_listen", "", "address:port of the submission listener, e.g. 0.0.0.0:587 (empty: off)"),
-	SX("smtps_listen", "", "address:port of the implicit-TLS submission listener, e.g. 0.0.0.0:465 (empty: off)"),
+	S("smtps_listen", "", "address:port of the implicit-TLS submission listener, e.g. 0.0.0.0:465 (empty: off)"),
 	/* routing */
 	L("mynetworks", "127.0.0.0/8 [::1]/128", "client networks trusted to relay (permit_mynetworks)"),
 	L("relay_domains", "", "domains this server relays mail to"),
@@ -60,6 +60,7 @@ const struct conf_param conf_param_table[] = {
 	SX("mailbox_transport", "", "deliver local mail through this transport instead, e.g. lmtp:unix:/run/dovecot/lmtp"),
 	/* smtpd */
 	T("smtpd_timeout", "${stress?{10}:{300}}s", "time to wait for an SMTP client command or data"),
+	T("smtpd_starttls_timeout", "${stress?{10}:{300}}s", "time for the TLS handshake after STARTTLS (or on smtps_listen)"),
 	I("smtpd_hard_error_limit", "${stress?{1}:{20}}", "errors after which the SMTP session is disconnected"),
 	I("smtpd_soft_error_limit", "10", "errors after which every reply is delayed by $smtpd_error_sleep_time"),
 	T("smtpd_error_sleep_time", "1s", "delay before an error reply once the soft error limit is reached"),
@@ -89,9 +90,9 @@ const struct conf_param conf_param_table[] = {
 	IX("postscreen_dnsbl_threshold", "1", "score at which a client is refused"),
 	LX("rbl_reply_maps", "", "tables with custom replies for reject_rbl_client zones"),
 	/* TLS and AUTH */
-	SX("smtpd_tls_cert_file", "", "PEM certificate chain of the SMTP server (empty: no STARTTLS)"),
-	SX("smtpd_tls_key_file", "", "PEM private key of the SMTP server"),
-	EX("smtpd_tls_security_level", "may", "none|may|encrypt", "inbound TLS: none, may (offered when a cert is set) or encrypt"),
+	S("smtpd_tls_cert_file", "", "PEM certificate chain of the SMTP server, leaf first (empty: no STARTTLS)"),
+	S("smtpd_tls_key_file", "", "PEM private key of the SMTP server (empty: in smtpd_tls_cert_file)"),
+	E("smtpd_tls_security_level", "may", "none|may|encrypt", "inbound TLS: none, may (offered when a cert is set) or encrypt"),
 	BX("smtpd_tls_auth_only", "yes", "offer AUTH only after STARTTLS"),
 	BX("smtpd_sasl_auth_enable", "no", "offer AUTH on port 25 (always on for submission)"),
 	LX("smtpd_sasl_users", "cdb:/etc/frugal/users", "tables mapping login addresses to crypt(3) hashes"),

@@ -1,5 +1,6 @@
 /*
- * smtpd/listen.c: listeners and admission. Opens the smtpd_listen sockets
+ * smtpd/listen.c: listeners and admission. Opens the smtpd_listen and
+ * smtps_listen (implicit TLS) sockets
  * and admits or refuses each client against the budget in limits/: a TCP
  * socket charge, the session budget, socket buffer sizes, the per-client
  * connection count. Refusals get 421 4.3.2 and a rate-limited warning that
@@ -95,10 +96,16 @@ static void refuse(int fd, const char *text)
 	fd_close(fd);
 }
 
-static void refuse_unavailable(struct smtpd_server *srv, int fd, const char *addr, const char *why)
+static void refuse_unavailable(struct smtpd_server *srv, int fd, const char *addr, const char *why, int tls)
 {
 	char text[256];
 
+	if (tls) {
+		/* an smtps client expects a ClientHello answer, not clear text: just close */
+		log_ratelimited(&refuse_rate, "smtpd", "%s: closed the TLS connection from %s", why, addr);
+		fd_close(fd);
+		return;
+	}
 	snprintf(text, sizeof text, "421 4.3.2 %s Service temporarily unavailable", srv->gen->myhostname);
 	log_ratelimited(&refuse_rate, "smtpd", "%s: 421 to %s", why, addr);
 	refuse(fd, text);
@@ -147,24 +154,24 @@ static void admit(struct listener *l, int fd, const struct sockaddr_storage *ss)
 	if (!limits_tcp_admit(&res)) {   /* the socket is counted already (fd_accept) */
 		char why[96];
 		snprintf(why, sizeof why, "%s budget exhausted", res);
-		refuse_unavailable(srv, fd, addr, why);
+		refuse_unavailable(srv, fd, addr, why, l->implicit_tls);
 		return;
 	}
 	if (!limits_session_admit()) {
 		char why[96];
 		snprintf(why, sizeof why, "smtpd session budget exhausted (%d/%d)",
 		    limits_sessions(), limits_smtpd_concurrency());
-		refuse_unavailable(srv, fd, addr, why);
+		refuse_unavailable(srv, fd, addr, why, l->implicit_tls);
 		return;
 	}
 	if ((sz = limits_session_sndbuf()) > 0)
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
 	if ((sz = limits_session_rcvbuf()) > 0)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-	if ((s = session_new(srv, fd, ss, l->submission)) == NULL) {
+	if ((s = session_new(srv, fd, ss, l->submission, l->implicit_tls)) == NULL) {
 		limits_session_done();
 		limits_note_failure("memory", ENOMEM);
-		refuse_unavailable(srv, fd, addr, "memory budget exhausted");
+		refuse_unavailable(srv, fd, addr, "memory budget exhausted", l->implicit_tls);
 		return;
 	}
 	s->admitted = 1;
@@ -263,53 +270,66 @@ static int bind_one(const char *spec)
 	return fd;
 }
 
+/* The listener parameters in binding order; submission_listen comes with AUTH (a later version). */
+static const char *const listen_params[] = { "smtpd_listen", "smtps_listen" };
+
+/* "smtpd_listen" addresses first, then "smtps_listen": the order listen_attach() reads them in. */
 int listen_bind(const struct conf *c, int *fds, int max)
 {
-	char **v = conf_list(c, "smtpd_listen", 0);
+	size_t k;
 	int i, n = 0;
 
-	if (v == NULL)
-		return -1;
-	for (i = 0; v[i]; i++) {
-		if (n >= max) {
-			log_warning("smtpd", "too many listeners: %s ignored", v[i]);
-			continue;
+	for (k = 0; k < sizeof listen_params / sizeof listen_params[0]; k++) {
+		char **v = conf_list(c, listen_params[k], 0);
+
+		if (v == NULL)
+			goto fail;
+		for (i = 0; v[i]; i++) {
+			if (n >= max) {
+				log_warning("smtpd", "too many listeners: %s ignored", v[i]);
+				continue;
+			}
+			if ((fds[n] = bind_one(v[i])) < 0) {
+				conf_list_free(v);
+				goto fail;
+			}
+			n++;
 		}
-		if ((fds[n] = bind_one(v[i])) < 0) {
-			while (n > 0)
-				fd_close(fds[--n]);
-			conf_list_free(v);
-			return -1;
-		}
-		n++;
+		conf_list_free(v);
 	}
-	conf_list_free(v);
-	/* submission_listen and smtps_listen need TLS and AUTH: warned about as not acted on (serve.c) */
 	if (n == 0) {
-		log_warning("smtpd", "smtpd_listen is empty: no listener");
+		log_warning("smtpd", "smtpd_listen and smtps_listen are empty: no listener");
 		return -1;
 	}
 	return n;
+fail:
+	while (n > 0)
+		fd_close(fds[--n]);
+	return -1;
 }
 
 int listen_attach(struct smtpd_server *srv, const struct conf *c, const int *fds, int n)
 {
-	char **v = conf_list(c, "smtpd_listen", 0);
-	int i;
+	size_t k;
+	int i, j = 0;
 
 	ev_init(&srv->resume_timer, resume_cb);
-	for (i = 0; i < n && i < SMTPD_MAX_LISTENERS; i++) {
-		struct listener *l = &srv->listeners[srv->nlisteners++];
+	for (k = 0; k < sizeof listen_params / sizeof listen_params[0]; k++) {
+		char **v = conf_list(c, listen_params[k], 0);
 
-		l->srv = srv;
-		l->fd = fds[i];
-		l->submission = 0;
-		snprintf(l->name, sizeof l->name, "%s", v && v[i] ? v[i] : "smtpd_listen");
-		ev_io_init(&l->io, accept_cb, fds[i], EV_READ);
-		ev_io_start(srv->loop, &l->io);
+		for (i = 0; v && v[i] && j < n && srv->nlisteners < SMTPD_MAX_LISTENERS; i++, j++) {
+			struct listener *l = &srv->listeners[srv->nlisteners++];
+
+			l->srv = srv;
+			l->fd = fds[j];
+			l->implicit_tls = l->submission = k == 1;   /* smtps: submission, TLS from the first byte */
+			snprintf(l->name, sizeof l->name, "%s %s", listen_params[k], v[i]);
+			ev_io_init(&l->io, accept_cb, fds[j], EV_READ);
+			ev_io_start(srv->loop, &l->io);
+		}
+		if (v)
+			conf_list_free(v);
 	}
-	if (v)
-		conf_list_free(v);
 	reserve(srv);
 	return 0;
 }

@@ -197,13 +197,19 @@ static int start_smtpd(void)
 {
 	struct serve_inherit in;
 	pid_t master = getpid(), pid;
-	int sv[2], keep[SMTPD_MAX_LISTENERS + 1 + HELPER_COUNT], nkeep = 0, i;
+	int sv[2], keep[SMTPD_MAX_LISTENERS + 3 + HELPER_COUNT], nkeep = 0, i;
 
 	if (fd_socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		log_warning("master", "control socketpair: %s", strerror(errno));
 		return -1;
 	}
 	memset(&in, 0, sizeof in);
+	/* the certificate and key as root reads them (a root-only key is the usual case) */
+	smtpd_tls_files_open(M.c, &in.tls);
+	if (in.tls.cert_fd >= 0)
+		keep[nkeep++] = in.tls.cert_fd;
+	if (in.tls.key_fd >= 0)
+		keep[nkeep++] = in.tls.key_fd;
 	for (i = 0; i < M.nlisten; i++)
 		keep[nkeep++] = in.listen_fds[i] = M.listen_fds[i];
 	in.nlisten = M.nlisten;
@@ -219,6 +225,7 @@ static int start_smtpd(void)
 		log_warning("master", "fork smtpd: %s", strerror(errno));
 		fd_close(sv[0]);
 		fd_close(sv[1]);
+		smtpd_tls_files_close(&in.tls);
 		return -1;
 	}
 	if (pid == 0) {
@@ -235,6 +242,7 @@ static int start_smtpd(void)
 		_exit(serve_run(conf_ref(M.c), &in));
 	}
 	fd_close(sv[1]);
+	smtpd_tls_files_close(&in.tls);
 	for (i = 0; i < HELPER_COUNT; i++)
 		if (M.helper_daemon_end[i] >= 0) {
 			fd_close(M.helper_daemon_end[i]);
@@ -375,10 +383,65 @@ static int next_timeout(void)
 	return t ? (t > now ? (int)(t - now) * 1000 : 0) : -1;
 }
 
+/*
+ * The daemon reloads on a "reload" message that carries the certificate
+ * and key opened here as root (it runs as mail_owner and could not read a
+ * root-only key); without a control socket, a plain SIGHUP.
+ */
+static void reload_daemon(void)
+{
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(2 * sizeof(int))];
+	} u;
+	struct smtpd_tls_files tf;
+	char text[1100];
+	struct iovec iov;
+	struct msghdr mh;
+	struct cmsghdr *cm;
+	int fds[2], n = 0;
+
+	if (M.smtpd.pid <= 0)
+		return;
+	if (M.control < 0) {
+		kill(M.smtpd.pid, SIGHUP);
+		return;
+	}
+	smtpd_tls_files_open(M.c, &tf);
+	if (tf.cert_fd >= 0 && tf.key_fd >= 0) {
+		snprintf(text, sizeof text, "reload %s\t%s", tf.cert_path, tf.key_path);
+		fds[n++] = tf.cert_fd;
+		fds[n++] = tf.key_fd;
+	} else {
+		snprintf(text, sizeof text, "reload");
+	}
+	iov.iov_base = text;
+	iov.iov_len = strlen(text);
+	memset(&mh, 0, sizeof mh);
+	memset(&u, 0, sizeof u);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	if (n) {
+		mh.msg_control = u.space;
+		mh.msg_controllen = CMSG_SPACE(n * sizeof(int));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(n * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
+	}
+	if (sendmsg(M.control, &mh, MSG_NOSIGNAL) < 0) {
+		log_warning("master", "cannot ask the daemon to reload: %s; signalling it", strerror(errno));
+		kill(M.smtpd.pid, SIGHUP);
+	}
+	smtpd_tls_files_close(&tf);
+}
+
 static void reload(void)
 {
 	struct conf_diags d;
 	struct conf *c;
+	int i;
 
 	log_reopen();
 	c = conf_load_for_command(M.conf_dir, &d);
@@ -388,7 +451,10 @@ static void reload(void)
 		conf_unref(M.c);
 		M.c = c;
 	}
-	signal_children(SIGHUP);
+	reload_daemon();
+	for (i = 0; i < HELPER_COUNT; i++)
+		if (M.helper[i].pid > 0)
+			kill(M.helper[i].pid, SIGHUP);
 }
 
 static int lookup_user(const char *param, uid_t *uid, gid_t *gid)
@@ -421,7 +487,7 @@ int master_run(struct conf *c, const char *conf_dir)
 		M.helper_daemon_end[i] = -1;
 	/* the configuration as the daemon will take it: refused here, before anything starts */
 	resolver_use_helpers(1);
-	if ((g = smtpd_gen_new(c, err, sizeof err)) == NULL) {
+	if ((g = smtpd_gen_new(c, NULL, err, sizeof err)) == NULL) {
 		log_warning("master", "fatal: %s", err);
 		return 1;
 	}

@@ -8,6 +8,7 @@
 #include "smtpd/smtpd_int.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +16,10 @@
 
 #include "conf/conf.h"
 #include "conf/map.h"
+#include "core/fd.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/tls.h"
 #include "queue/queue.h"
 
 /* ---- mynetworks ---------------------------------------------------------- */
@@ -249,8 +252,11 @@ static void params_load(struct smtpd_params *p, const struct conf *c, int stress
 	p->helo_required = conf_bool(c, "smtpd_helo_required", stress);
 	p->forbid_bare_newline = conf_bool(c, "smtpd_forbid_bare_newline", stress);
 	p->client_connection_count_limit = (int)conf_int(c, "smtpd_client_connection_count_limit", stress);
+	p->starttls_timeout = (double)conf_time(c, "smtpd_starttls_timeout", stress);
 	if (p->timeout <= 0)
 		p->timeout = 300;
+	if (p->starttls_timeout <= 0)
+		p->starttls_timeout = p->timeout;
 }
 
 /*
@@ -277,7 +283,77 @@ static int stops_relaying(const struct restr_list *l)
 	return 0;
 }
 
-struct smtpd_gen *smtpd_gen_new(struct conf *c, char *err, size_t errlen)
+/* The key's path: smtpd_tls_key_file, or the certificate file (Postfix's default: both in one file). */
+static const char *key_path(const struct conf *c)
+{
+	const char *k = conf_str(c, "smtpd_tls_key_file", 0);
+
+	return *k ? k : conf_str(c, "smtpd_tls_cert_file", 0);
+}
+
+void smtpd_tls_files_open(const struct conf *c, struct smtpd_tls_files *tf)
+{
+	const char *cert = conf_str(c, "smtpd_tls_cert_file", 0);
+
+	memset(tf, 0, sizeof *tf);
+	tf->cert_fd = tf->key_fd = -1;
+	if (*cert == '\0')
+		return;
+	snprintf(tf->cert_path, sizeof tf->cert_path, "%s", cert);
+	snprintf(tf->key_path, sizeof tf->key_path, "%s", key_path(c));
+	/* a failure here is named by smtpd_gen_new, which then opens the path itself */
+	tf->cert_fd = fd_open(tf->cert_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	tf->key_fd = fd_open(tf->key_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+}
+
+void smtpd_tls_files_close(struct smtpd_tls_files *tf)
+{
+	if (tf->cert_fd >= 0)
+		fd_close(tf->cert_fd);
+	if (tf->key_fd >= 0)
+		fd_close(tf->key_fd);
+	tf->cert_fd = tf->key_fd = -1;
+}
+
+/*
+ * TLS for this generation: smtpd_tls_security_level, and the certificate
+ * when one is set (may: offered; encrypt: required; none: off). 0, or -1
+ * with err "FILE:LINE: reason".
+ */
+static int gen_tls(struct smtpd_gen *g, struct conf *c, const struct smtpd_tls_files *tf, char *err, size_t errlen)
+{
+	const char *level = conf_str(c, "smtpd_tls_security_level", 0);
+	const char *cert = conf_str(c, "smtpd_tls_cert_file", 0);
+	char e[700], loc[600];
+	int cfd = -1, kfd = -1;
+
+	g->tls_level = strcmp(level, "encrypt") == 0 ? 2 : strcmp(level, "none") == 0 ? 0 : 1;
+	if (*cert == '\0') {
+		if (g->tls_level == 2 || *conf_str(c, "smtps_listen", 0)) {
+			conf_where(c, g->tls_level == 2 ? "smtpd_tls_security_level" : "smtps_listen", loc, sizeof loc);
+			snprintf(err, errlen, "%s: %s needs a certificate: set smtpd_tls_cert_file and smtpd_tls_key_file",
+			    loc, g->tls_level == 2 ? "smtpd_tls_security_level = encrypt" : "smtps_listen");
+			return -1;
+		}
+		return 0;
+	}
+	if (g->tls_level == 0 && !*conf_str(c, "smtps_listen", 0))
+		return 0;
+	/* descriptors from the master, when they are for these very files */
+	if (tf && strcmp(tf->cert_path, cert) == 0 && strcmp(tf->key_path, key_path(c)) == 0) {
+		cfd = tf->cert_fd;
+		kfd = tf->key_fd;
+	}
+	if ((g->tls = tls_server_new(cert, cfd, key_path(c), kfd, e, sizeof e)) == NULL) {
+		conf_where(c, strstr(e, "smtpd_tls_key_file") == e && conf_is_set(c, "smtpd_tls_key_file")
+		    ? "smtpd_tls_key_file" : "smtpd_tls_cert_file", loc, sizeof loc);
+		snprintf(err, errlen, "%s: %s", loc, e);
+		return -1;
+	}
+	return 0;
+}
+
+struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf, char *err, size_t errlen)
 {
 	struct smtpd_gen *g = mem_calloc(1, sizeof *g);
 	char e[256], loc[600];
@@ -321,6 +397,8 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, char *err, size_t errlen)
 		    "reject, defer or defer_if_permit (frugal would be an open relay)", loc);
 		goto fail;
 	}
+	if (gen_tls(g, c, tf, err, errlen) < 0)
+		goto fail;
 	/* last: its table errors are the ones `frugal check` has also named with their lines */
 	if ((g->resolver = resolver_new(c, e, sizeof e)) == NULL) {
 		conf_where(c, "", loc, sizeof loc);   /* the file: which table failed is in e */
@@ -347,6 +425,7 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 	restr_list_free(&g->recipient_r);
 	mem_free(g->myhostname);
 	mem_free(g->banner);
+	tls_ctx_unref(g->tls);
 	conf_unref(g->conf);
 	mem_free(g);
 }

@@ -28,6 +28,7 @@
 #include "core/daemon.h"
 #include "core/fd.h"
 #include "core/log.h"
+#include "core/tls.h"
 #include "core/mem.h"
 #include "core/sync.h"
 #include "core/worker.h"
@@ -74,14 +75,30 @@ static void print_later(void *arg, const char *name, const char *where)
 	fprintf(stderr, "warning: %s: %s is set, but this version of frugal does not act on it\n", where, name);
 }
 
-static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
+/* Which certificate new TLS sessions get: at start and at every reload. */
+static void log_tls(const struct smtpd_gen *g)
+{
+	char d[400];
+
+	if (g->tls == NULL)
+		return;
+	tls_ctx_describe(g->tls, d, sizeof d);
+	log_info("master", "TLS certificate %s: %s%s", conf_str(g->conf, "smtpd_tls_cert_file", 0), d,
+	    g->tls_level >= 2 ? " (TLS required: smtpd_tls_security_level = encrypt)" : "");
+}
+
+/*
+ * A new configuration generation, or the running one kept. tf: the
+ * certificate and key the master opened as root (the daemon cannot read a
+ * root-only key itself), or NULL when the daemon runs alone.
+ */
+static void reload(const struct smtpd_tls_files *tf)
 {
 	struct conf_diags d = { 0 };
 	struct conf *c;
 	struct smtpd_gen *g;
 	char err[1024];
 
-	(void)loop; (void)w; (void)revents;
 	log_reopen();   /* a rotated log file is followed (PRODUCT.md section 1) */
 	c = conf_load_for_command(have_conf_dir ? conf_dir_opt : NULL, &d);
 	print_diags(&d, 1);
@@ -90,13 +107,14 @@ static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_warning("master", "reload failed: configuration has errors; keeping the running one");
 		return;
 	}
-	if ((g = smtpd_gen_new(c, err, sizeof err)) == NULL) {
+	if ((g = smtpd_gen_new(c, tf, err, sizeof err)) == NULL) {
 		log_warning("master", "reload failed: %s; keeping the running configuration", err);
 		conf_unref(c);
 		return;
 	}
-	if (strcmp(conf_str(c, "smtpd_listen", 0), conf_str(server.gen->conf, "smtpd_listen", 0)) != 0)
-		log_warning("master", "smtpd_listen changed: takes effect at the next restart");
+	if (strcmp(conf_str(c, "smtpd_listen", 0), conf_str(server.gen->conf, "smtpd_listen", 0)) != 0 ||
+	    strcmp(conf_str(c, "smtps_listen", 0), conf_str(server.gen->conf, "smtps_listen", 0)) != 0)
+		log_warning("master", "smtpd_listen or smtps_listen changed: takes effect at the next restart");
 	conf_each_later(c, log_later, NULL);
 	smtpd_gen_unref(server.gen);   /* live sessions keep their own reference */
 	server.gen = g;
@@ -108,6 +126,14 @@ static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	conf_unref(c);                 /* the generation holds its own */
 	log_info("master", "reload -- version %s, configuration %s",
 	    conf_str(g->conf, "mail_version", 0), conf_is_embedded(g->conf) ? "(embedded default)" : conf_dir(g->conf));
+	log_tls(g);
+}
+
+/* SIGHUP: alone, or from an admin beside the master (which then also sends "reload") */
+static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)loop; (void)w; (void)revents;
+	reload(NULL);
 }
 
 static void finish_stop(void)
@@ -218,9 +244,10 @@ static void control_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	union {
 		struct cmsghdr h;
-		char space[CMSG_SPACE(sizeof(int))];
+		char space[CMSG_SPACE(2 * sizeof(int))];
 	} u;
-	char buf[128], name[16];
+	char buf[1280], name[16];
+	int fds[2] = { -1, -1 }, nfds = 0;
 	struct iovec iov = { buf, sizeof buf - 1 };
 	struct msghdr mh;
 	struct cmsghdr *cm;
@@ -245,9 +272,35 @@ static void control_cb(struct ev_loop *loop, ev_io *w, int revents)
 	buf[n] = '\0';
 	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
 		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-			memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-			fd_received(fd, FD_SOCK);
+			size_t k, nk = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+			for (k = 0; k < nk && nfds < 2; k++) {
+				memcpy(&fds[nfds], CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+				fd_received(fds[nfds], strncmp(buf, "reload", 6) == 0 ? FD_FILE : FD_SOCK);
+				nfds++;
+			}
 		}
+	fd = fds[0];
+	if (strncmp(buf, "reload", 6) == 0) {
+		/* "reload CERT\tKEY" with both files opened by the master as root, or a bare "reload" */
+		struct smtpd_tls_files tf;
+		char *tab;
+
+		memset(&tf, 0, sizeof tf);
+		tf.cert_fd = fds[0];
+		tf.key_fd = fds[1];
+		if (buf[6] == ' ' && (tab = strchr(buf + 7, '\t')) != NULL && (size_t)(tab - (buf + 7)) < sizeof tf.cert_path &&
+		    strlen(tab + 1) < sizeof tf.key_path) {
+			/* paths that do not fit match no configured path: the daemon then opens its own */
+			memcpy(tf.cert_path, buf + 7, (size_t)(tab - (buf + 7)));
+			memcpy(tf.key_path, tab + 1, strlen(tab + 1));
+		}
+		reload(&tf);
+		smtpd_tls_files_close(&tf);
+		return;
+	}
+	if (nfds > 1)
+		fd_close(fds[1]);
 	if (sscanf(buf, "master %lld %lld", &master_fds, &master_socks) == 2 && fd < 0) {
 		limits_resample();   /* the report shows frugal's processes together from now on */
 		return;
@@ -298,8 +351,18 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 		return 1;
 	}
 	resolver_use_helpers(in != NULL);
-	if ((server.gen = smtpd_gen_new(c, err, sizeof err)) == NULL)
-		log_fatal("master", "%s", err);
+	{
+		struct smtpd_tls_files tf;
+
+		if (in)
+			tf = in->tls;
+		server.gen = smtpd_gen_new(c, in ? &tf : NULL, err, sizeof err);
+		if (in)
+			smtpd_tls_files_close(&tf);
+		if (server.gen == NULL)
+			log_fatal("master", "%s", err);
+		log_tls(server.gen);
+	}
 	conf_each_later(c, log_later, NULL);
 	if (in == NULL ? listen_open(&server, c) < 0 : listen_attach(&server, c, in->listen_fds, in->nlisten) < 0)
 		log_fatal("master", "cannot open the SMTP listeners");
@@ -442,7 +505,7 @@ int smtpd_cmd_check(int argc, char **argv)
 	if (c == NULL)
 		return 1;
 	errors = conf_check(c);
-	if ((g = smtpd_gen_new(c, err, sizeof err)) == NULL) {
+	if ((g = smtpd_gen_new(c, NULL, err, sizeof err)) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		errors++;
 	} else {

@@ -10,6 +10,7 @@
 #include <ev.h>
 
 #include "core/buf.h"
+#include "core/transport.h"
 #include "queue/queue.h"
 #include "smtpd/command.h"
 
@@ -19,6 +20,7 @@ struct resolver;
 struct spool;
 struct spool_txn;
 struct qmgr;
+struct tls_ctx;
 
 /* ---- restrictions (restrict.c) ------------------------------------------- */
 
@@ -62,6 +64,7 @@ struct smtpd_params {
 	long long message_size_limit;
 	int helo_required, forbid_bare_newline;
 	int client_connection_count_limit;
+	double starttls_timeout;     /* smtpd_starttls_timeout: the TLS handshake's deadline */
 };
 
 /*
@@ -77,6 +80,18 @@ struct smtpd_gen {
 	struct cidr_list mynetworks;
 	struct restr_list client_r, helo_r, sender_r, relay_r, recipient_r;
 	char *myhostname, *banner;       /* owned, expanded */
+	struct tls_ctx *tls;             /* one reference; NULL: no certificate, or TLS off */
+	int tls_level;                   /* smtpd_tls_security_level: 0 none, 1 may, 2 encrypt */
+};
+
+/*
+ * The certificate and key as descriptors the master opened as root (the
+ * daemon is not root at a reload), or -1 each: then the paths are opened.
+ * Only used when the paths are the ones the descriptors were opened for.
+ */
+struct smtpd_tls_files {
+	int cert_fd, key_fd;
+	char cert_path[512], key_path[512];
 };
 
 /*
@@ -84,54 +99,64 @@ struct smtpd_gen {
  * and routing tables, for `serve`, `reload` and `check` alike. NULL with
  * err "FILE:LINE: parameter: reason".
  */
-struct smtpd_gen *smtpd_gen_new(struct conf *c, char *err, size_t errlen);
+struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf, char *err, size_t errlen);
+/* Open the configured certificate and key (the master, as root); -1 each when unset or failing (logged). */
+void smtpd_tls_files_open(const struct conf *c, struct smtpd_tls_files *tf);
+void smtpd_tls_files_close(struct smtpd_tls_files *tf);
 void smtpd_gen_unref(struct smtpd_gen *g);
 
-/* ---- sessions (session.c) ------------------------------------------------ */
+/* ---- sessions (session.c, verbs.c, content.c) ----------------------------- */
 
 enum session_state {
 	S_GREETING,   /* connected, banner not yet sent (pregreet wait) */
-	S_INIT,       /* banner sent, no HELO/EHLO */
+	S_INIT,       /* banner sent, no HELO/EHLO (again after STARTTLS) */
 	S_HELO,       /* HELO/EHLO done, no transaction */
 	S_MAIL,       /* MAIL accepted */
 	S_RCPT,       /* at least one RCPT accepted */
-	S_DATA,       /* receiving message content */
+	S_DATA,       /* receiving message content after DATA */
+	S_BDAT,       /* reading the octets of one BDAT chunk */
 	S_COMMIT,     /* end of data seen, waiting for the spool's sync */
+	S_TLS,        /* STARTTLS answered, or an implicit-TLS connection: the handshake */
 	S_CLOSING,    /* final reply queued: flush it (within smtpd_timeout), then linger */
 	S_LINGER,     /* write side shut down: discard what the client still sends, briefly */
 };
 
-/* One transaction: RSET or end of DATA frees it in one go. */
+/* One transaction: RSET or the end of the message frees it in one go. */
 struct smtp_tx {
 	char sender[SMTPD_ADDR_MAX + 1];
 	int  nrcpt;                 /* accepted recipients */
 	char first_rcpt[SMTPD_ADDR_MAX + 1];
 	struct spool_txn *txn;      /* owned until commit */
 	long long size;             /* content bytes written */
-	int  err;                   /* TX_ERROR_* seen while receiving data */
-	int  errnum;                /* the errno behind TX_ERROR_IO / TX_ERROR_STORAGE */
-	int  at_bol;                /* data: at the beginning of a line */
-	size_t line_len;            /* data: length of the current line so far */
-	int  in_headers;            /* data: still in the header section */
+	int  err;                   /* TX_* seen while receiving content: answered at its end */
+	int  errnum;                /* the errno behind TX_IO / TX_STORAGE */
+	int  at_bol;                /* content: at the beginning of a line */
+	size_t line_len;            /* content: length of the current line so far */
+	int  in_headers;            /* content: still in the header section */
 	int  received_count;        /* Received: headers seen (hop count) */
+	int  opened;                /* the spool file and the Received header are written */
+	int  chunking;              /* BDAT carries this message: DATA, MAIL and RCPT are refused */
+	int  cr_pending;            /* BDAT: the last piece ended in CR (half a CRLF, perhaps) */
 };
-enum tx_error { TX_OK, TX_ERROR_SIZE, TX_ERROR_IO, TX_ERROR_STORAGE, TX_ERROR_RESOURCES, TX_ERROR_LINE,
-	TX_ERROR_NUL, TX_ERROR_LOOP };
+/* Why a message is refused at its end; content_error_reply() turns each into the one reply. */
+enum tx_error { TX_OK, TX_SIZE, TX_IO, TX_STORAGE, TX_RESOURCES, TX_LINE, TX_NUL, TX_LOOP };
 
 struct session {
 	ev_io io;                   /* read/write watcher; first member: callbacks cast back */
-	ev_timer timer;             /* idle timeout and error-sleep delay */
+	ev_timer timer;             /* idle timeout, error-sleep delay, handshake deadline */
 	struct session *next, *prev;/* server's list of live sessions */
 	struct smtpd_server *srv;
 	struct smtpd_gen *gen;      /* one reference held */
 	const struct smtpd_params *p; /* gen->params[stress] */
-	int fd;
-	int submission;             /* never under stress */
+	struct transport tp;        /* the connection, plain or TLS; owned */
+	int submission;             /* never under stress; AUTH before MAIL */
+	int implicit_tls;           /* smtps_listen: TLS from the first byte */
 	enum session_state state;
 	struct sockaddr_storage peer;
 	char addr[64];              /* printable peer address */
 	char host[8];               /* reverse name: "unknown" until DNS lookups exist */
 	char *helo;                 /* owned */
+	char *tls_info;             /* owned; "TLSv1.3 with cipher ..." once TLS is up */
 	int esmtp;
 	int errors, junk;
 	int sleeping;               /* error sleep in progress */
@@ -141,16 +166,42 @@ struct session {
 	int peer_gone;              /* EOF or a broken connection: nothing to linger for */
 	size_t lingered;            /* bytes discarded in S_LINGER */
 	ev_tstamp connected;        /* ev_now() at accept (PREGREET delay) */
+	long long chunk_size;       /* S_BDAT: the chunk's octets, as BDAT said */
+	long long chunk_left;       /* S_BDAT: octets of the chunk still to read */
+	int chunk_last;             /* S_BDAT: the chunk is the LAST */
+	const char *chunk_refusal;  /* S_BDAT: the chunk is read and dropped, then this reply (static) */
 	struct buf in, out;
 	struct smtp_tx *tx;         /* owned; NULL outside a transaction */
 };
 
-struct session *session_new(struct smtpd_server *srv, int fd, const struct sockaddr_storage *peer, int submission);
+struct session *session_new(struct smtpd_server *srv, int fd, const struct sockaddr_storage *peer,
+    int submission, int implicit_tls);
 void session_start(struct session *s);
 void session_free(struct session *s);
 void session_set_stress(struct session *s, int stress);
 /* Send a 421 and close (shutdown, resource shortfall). */
 void session_shutdown(struct session *s, const char *reply);
+
+/* What verbs.c and content.c use of the session (session.c). */
+void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void session_enter(struct session *s, enum session_state st);
+void session_count_error(struct session *s);   /* Postfix's error limits and tarpit */
+void session_tx_free(struct session *s);
+void session_tx_reset(struct session *s);      /* and back to S_HELO where that applies */
+void session_push(struct session *s);          /* write queued replies now: a pipelining group ended */
+void session_flush(struct session *s);         /* write, parse what waits, close or re-arm (not in session_process) */
+const char *session_proto(const struct session *s);   /* "SMTP" or "ESMTP", for the log */
+int  session_tls_missing(const struct session *s);    /* TLS is required here and not up yet */
+
+/* The command table (verbs.c): one complete command line, CRLF removed. */
+void verbs_run(struct session *s, const char *line, size_t len);
+
+/* Message content (content.c): DATA and BDAT into the spool, the end of a message. */
+int  content_begin(struct session *s);        /* spool file and Received header: 0, or -1 (answered) */
+int  content_data(struct session *s);         /* S_DATA: 1 at the final dot, 0 more, -1 closed */
+int  content_chunk(struct session *s);        /* S_BDAT: 1 when the chunk is read, 0 more */
+void content_chunk_done(struct session *s);   /* after a chunk: its reply, the commit after LAST */
+void content_end(struct session *s);          /* the message is complete: refusal or commit */
 
 /* Evaluate the RCPT-time restrictions (client, helo, sender, recipient). */
 enum restr_result { RESTR_PERMIT, RESTR_REJECT, RESTR_DEFER };
@@ -167,6 +218,7 @@ struct listener {
 	struct smtpd_server *srv;
 	int fd;
 	int submission;             /* submission_listen / smtps_listen (never under stress) */
+	int implicit_tls;           /* smtps_listen */
 	char name[96];
 };
 
@@ -210,6 +262,7 @@ struct serve_inherit {
 	int  helper_fd[HELPER_COUNT];          /* -1: that helper is not used */
 	long helper_pid[HELPER_COUNT];
 	long master_pid;
+	struct smtpd_tls_files tls;            /* opened by the master as root; -1 when none */
 };
 /* The daemon. in: NULL when it runs alone (unprivileged). Takes the conf reference. */
 int  serve_run(struct conf *c, const struct serve_inherit *in);

@@ -86,7 +86,7 @@ static void init(void)
 			abort();
 		}
 		conf_diags_free(&d);
-		if ((gen[i] = smtpd_gen_new(c, err, sizeof err)) == NULL) {
+		if ((gen[i] = smtpd_gen_new(c, NULL, err, sizeof err)) == NULL) {
 			fprintf(stderr, "fuzz.cf: %s\n", err);
 			abort();
 		}
@@ -148,7 +148,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in->sin_port = htons(25000);
 	in->sin_addr.s_addr = htonl((opt & OPT_MYNETWORKS) ? 0xc0000201 : 0xcb007101); /* 192.0.2.1 / 203.0.113.1 */
 	fd_received(sv[0], FD_TCP);   /* counted as an accepted socket: session_free uncounts it */
-	if ((s = session_new(&srv, sv[0], &peer, 0)) == NULL)
+	if ((s = session_new(&srv, sv[0], &peer, 0, 0)) == NULL)
 		abort();
 	server_session_add(&srv, s);
 	session_start(s);

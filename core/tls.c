@@ -1,0 +1,297 @@
+/*
+ * core/tls.c: TLS contexts (see tls.h). The files are read here, through
+ * the descriptor funnel, into memory and parsed from there: OpenSSL never
+ * opens a file behind the ledger's back, and a descriptor handed over by
+ * the master reads the same as a path.
+ */
+#include "tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "core/fd.h"
+#include "core/mem.h"
+
+#define PEM_MAX (1024 * 1024)   /* a certificate chain or key file larger than this is not one */
+
+/* TLS 1.2 suites: forward secrecy and AEAD only (Mozilla "intermediate") */
+#define CIPHERS_12 "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define GROUPS "X25519:P-256:P-384"
+
+/* struct tls_ctx is OpenSSL's SSL_CTX under another name: its own reference count serves */
+#define CTX(c) ((SSL_CTX *)(void *)(c))
+
+int tls_init(void)
+{
+	return OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL) == 1 ? 0 : -1;
+}
+
+const char *tls_error_text(char *buf, size_t len)
+{
+	unsigned long e = ERR_get_error();
+
+	if (e == 0)
+		snprintf(buf, len, "unknown error");
+	else
+		ERR_error_string_n(e, buf, len);
+	ERR_clear_error();
+	return buf;
+}
+
+/* The whole file, from its descriptor (rewound) or its path. NULL with err. */
+static char *slurp(const char *what, const char *path, int fd, size_t *len, char *err, size_t errlen)
+{
+	int own = -1;
+	char *data = NULL;
+	size_t n = 0, cap;
+	ssize_t r;
+	struct stat st;
+
+	if (fd < 0) {
+		if (path == NULL || *path == '\0') {
+			snprintf(err, errlen, "%s is not set", what);
+			return NULL;
+		}
+		if ((own = fd = fd_open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
+			snprintf(err, errlen, "%s %s: cannot open: %s", what, path, strerror(errno));
+			return NULL;
+		}
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s %s: not a regular file", what, path);
+		goto fail;
+	}
+	if (st.st_size > PEM_MAX) {
+		snprintf(err, errlen, "%s %s: larger than %d bytes: not a PEM file", what, path, PEM_MAX);
+		goto fail;
+	}
+	cap = (size_t)st.st_size + 1;   /* one more: a file that grew while read is seen */
+	if ((data = mem_alloc(cap)) == NULL) {
+		snprintf(err, errlen, "%s %s: out of memory", what, path);
+		goto fail;
+	}
+	for (;;) {
+		r = pread(fd, data + n, cap - n, (off_t)n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(err, errlen, "%s %s: cannot read: %s", what, path, strerror(errno));
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+		if (n == cap) {
+			snprintf(err, errlen, "%s %s: changed while it was read", what, path);
+			goto fail;
+		}
+	}
+	if (own >= 0)
+		fd_close(own);
+	*len = n;
+	return data;
+fail:
+	mem_free(data);
+	if (own >= 0)
+		fd_close(own);
+	return NULL;
+}
+
+/* never prompt on a terminal for a passphrase: an encrypted key is an error */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf; (void)size; (void)rwflag; (void)u;
+	return -1;
+}
+
+static int load_chain(SSL_CTX *ctx, const char *path, const char *data, size_t len, char *err, size_t errlen)
+{
+	BIO *bio = BIO_new_mem_buf(data, (int)len);
+	X509 *x;
+	char e[256];
+	int n = 0;
+
+	if (bio == NULL) {
+		snprintf(err, errlen, "smtpd_tls_cert_file %s: out of memory", path);
+		return -1;
+	}
+	if ((x = PEM_read_bio_X509_AUX(bio, NULL, no_passphrase, NULL)) == NULL) {
+		snprintf(err, errlen, "smtpd_tls_cert_file %s: no PEM certificate found (%s)", path,
+		    tls_error_text(e, sizeof e));
+		BIO_free(bio);
+		return -1;
+	}
+	if (SSL_CTX_use_certificate(ctx, x) != 1) {
+		snprintf(err, errlen, "smtpd_tls_cert_file %s: certificate not usable: %s", path,
+		    tls_error_text(e, sizeof e));
+		X509_free(x);
+		BIO_free(bio);
+		return -1;
+	}
+	X509_free(x);
+	/* the rest of the file is the chain, leaf's issuer first */
+	while ((x = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL)) != NULL) {
+		if (SSL_CTX_add0_chain_cert(ctx, x) != 1) {
+			X509_free(x);
+			snprintf(err, errlen, "smtpd_tls_cert_file %s: chain certificate %d not usable: %s", path,
+			    n + 1, tls_error_text(e, sizeof e));
+			BIO_free(bio);
+			return -1;
+		}
+		n++;
+	}
+	BIO_free(bio);
+	/* the loop ends on "no start line" at the end of the file: that is not an error */
+	if (ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE)
+		ERR_clear_error();
+	else if (ERR_peek_error()) {
+		snprintf(err, errlen, "smtpd_tls_cert_file %s: after %d chain certificate(s): %s", path, n,
+		    tls_error_text(e, sizeof e));
+		return -1;
+	}
+	return 0;
+}
+
+static int load_key(SSL_CTX *ctx, const char *path, const char *cert_path, const char *data, size_t len,
+    char *err, size_t errlen)
+{
+	BIO *bio = BIO_new_mem_buf(data, (int)len);
+	EVP_PKEY *k;
+	char e[256];
+
+	if (bio == NULL) {
+		snprintf(err, errlen, "smtpd_tls_key_file %s: out of memory", path);
+		return -1;
+	}
+	k = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+	BIO_free(bio);
+	if (k == NULL) {
+		snprintf(err, errlen, "smtpd_tls_key_file %s: no usable PEM private key (an encrypted key is not "
+		    "supported) (%s)", path, tls_error_text(e, sizeof e));
+		return -1;
+	}
+	if (SSL_CTX_use_PrivateKey(ctx, k) != 1) {
+		if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH) {
+			ERR_clear_error();
+			snprintf(err, errlen, "smtpd_tls_key_file %s does not match the certificate in "
+			    "smtpd_tls_cert_file %s", path, cert_path);
+		} else {
+			snprintf(err, errlen, "smtpd_tls_key_file %s: key not usable: %s", path, tls_error_text(e, sizeof e));
+		}
+		EVP_PKEY_free(k);
+		return -1;
+	}
+	EVP_PKEY_free(k);
+	return 0;
+}
+
+struct tls_ctx *tls_server_new(const char *cert_path, int cert_fd, const char *key_path, int key_fd,
+    char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+	char *cert = NULL, *key = NULL, e[256];
+	size_t clen = 0, klen = 0;
+
+	if (tls_init() < 0) {
+		snprintf(err, errlen, "cannot initialise OpenSSL");
+		return NULL;
+	}
+	if ((cert = slurp("smtpd_tls_cert_file", cert_path, cert_fd, &clen, err, errlen)) == NULL)
+		return NULL;
+	if ((key = slurp("smtpd_tls_key_file", key_path, key_fd, &klen, err, errlen)) == NULL) {
+		mem_free(cert);
+		return NULL;
+	}
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		snprintf(err, errlen, "cannot make a TLS context: %s", tls_error_text(e, sizeof e));
+		goto fail;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+	    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+	    SSL_CTX_set_cipher_list(ctx, CIPHERS_12) != 1 ||
+	    SSL_CTX_set1_groups_list(ctx, GROUPS) != 1 ||
+	    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"frugal", 6) != 1 ||
+	    SSL_CTX_set_num_tickets(ctx, 1) != 1) {
+		snprintf(err, errlen, "cannot set the TLS policy: %s", tls_error_text(e, sizeof e));
+		goto fail;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/*
+	 * Release the 16 KB read and write buffers whenever a connection has
+	 * nothing buffered (an idle SMTP session); let a write be retried from
+	 * a buffer that moved and completed in parts (the session's output
+	 * buffer grows and compacts between attempts).
+	 */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* resumption by stateless tickets only: no server-side session cache to grow */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (load_chain(ctx, cert_path, cert, clen, err, errlen) < 0 ||
+	    load_key(ctx, key_path, cert_path, key, klen, err, errlen) < 0)
+		goto fail;
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		ERR_clear_error();
+		snprintf(err, errlen, "smtpd_tls_key_file %s does not match the certificate in smtpd_tls_cert_file %s",
+		    key_path, cert_path);
+		goto fail;
+	}
+	OPENSSL_cleanse(key, klen);
+	mem_free(cert);
+	mem_free(key);
+	return (struct tls_ctx *)(void *)ctx;
+fail:
+	if (key)
+		OPENSSL_cleanse(key, klen);
+	mem_free(cert);
+	mem_free(key);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+void tls_ctx_ref(struct tls_ctx *c)
+{
+	SSL_CTX_up_ref(CTX(c));
+}
+
+void tls_ctx_unref(struct tls_ctx *c)
+{
+	if (c)
+		SSL_CTX_free(CTX(c));
+}
+
+void tls_ctx_describe(const struct tls_ctx *c, char *buf, size_t len)
+{
+	X509 *x = SSL_CTX_get0_certificate(CTX(c));
+	EVP_PKEY *k = SSL_CTX_get0_privatekey(CTX(c));
+	char cn[256] = "?";
+	struct tm tm;
+	const char *type = "?";
+
+	if (x == NULL || k == NULL) {
+		snprintf(buf, len, "no certificate");
+		return;
+	}
+	X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn);
+	switch (EVP_PKEY_get_base_id(k)) {
+	case EVP_PKEY_RSA: type = "RSA"; break;
+	case EVP_PKEY_EC: type = "ECDSA"; break;
+	case EVP_PKEY_ED25519: type = "Ed25519"; break;
+	}
+	memset(&tm, 0, sizeof tm);
+	ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm);
+	snprintf(buf, len, "CN=%s, %s %d bits, valid until %04d-%02d-%02d%s", cn, type, EVP_PKEY_get_bits(k),
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+	    X509_cmp_current_time(X509_get0_notAfter(x)) < 0 ? " (EXPIRED)" : "");
+}

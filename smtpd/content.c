@@ -1,0 +1,358 @@
+/*
+ * smtpd/content.c: a message's content on its way into the spool. DATA
+ * (dot-unstuffing, the end-of-data line, the bare CR/LF rules) and BDAT
+ * chunks (RFC 3030: counted octets, no stuffing) both end up here as lines
+ * for body_piece(), which applies what holds for every message: the line
+ * length limit, NULs, the hop count, the size limit; then the end of the
+ * message: the one place where a transaction error becomes its reply, or
+ * the commit and its 250.
+ *
+ * Stored form: LF line ends (CRLF and, in BDAT, a bare LF end a line; a
+ * lone CR in BDAT is content), as smtpd has always written the spool.
+ * Called by session.c (input) and verbs.c (DATA, BDAT); touches only the
+ * session's transaction and input buffer.
+ */
+#include "smtpd/smtpd_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "conf/conf.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "limits/limits.h"
+#include "queue/queue.h"
+
+#define LINE_LENGTH_LIMIT 2048               /* Postfix line_length_limit; RFC 5321 says 1000 */
+
+static struct log_rate queue_rate = LOG_RATE_INIT(60, 5);
+
+/* a full file system (or quota) is "insufficient system storage", not a write error */
+static int storage_err(int e) { return e == ENOSPC || e == EDQUOT; }
+
+/* The transaction errors, each to its reply: the one place. */
+static const char *content_error_reply(struct session *s, enum tx_error e, char *buf, size_t len)
+{
+	struct smtp_tx *tx = s->tx;
+
+	switch (e) {
+	case TX_SIZE:
+		return "552 5.3.4 Message size exceeds fixed limit";
+	case TX_LINE:
+		snprintf(buf, len, "552 5.3.4 Message line too long (limit %d octets)", LINE_LENGTH_LIMIT);
+		return buf;
+	case TX_NUL:
+		return "554 5.6.0 Message contains NUL characters";
+	case TX_LOOP:
+		return "554 5.4.6 Too many hops";
+	case TX_RESOURCES:
+		limits_note_failure("memory", ENOMEM);
+		return "451 4.3.0 Error: insufficient system resources";
+	case TX_STORAGE:
+		limits_note_failure("queue file system", tx ? tx->errnum : ENOSPC);
+		return "452 4.3.1 Insufficient system storage";
+	case TX_IO:
+	default:
+		limits_note_failure("queue file", tx && tx->errnum ? tx->errnum : EIO);
+		return "451 4.3.0 Error: queue file write error";
+	}
+}
+
+/* ---- the start: spool file and trace header ------------------------------ */
+
+int content_begin(struct session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	char date[64], hdr[1280], tls[300] = "";
+	time_t now = time(NULL);
+	struct tm tm;
+	int n, tlson = transport_is_tls(&s->tp);
+
+	if (spool_txn_open(tx->txn) < 0) {
+		int err = errno;
+		limits_note_failure(err == ENOMEM ? "memory" : err == EMFILE || err == ENFILE ? "descriptors"
+		    : "queue file", err);
+		return -1;
+	}
+	localtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	if (tlson)
+		snprintf(tls, sizeof tls, "\t(using %s)\n\t(No client certificate requested)\n",
+		    s->tls_info ? s->tls_info : "TLS");
+	/* RFC 5321 4.4: the trace header, Postfix's layout (ESMTPS under TLS, RFC 3848) */
+	n = snprintf(hdr, sizeof hdr, "Received: from %s (%s [%s])\n%s\tby %s (%s) with %s%s id %s%s%s%s;\n\t%s\n",
+	    s->helo ? s->helo : s->host, s->host, s->addr, tls, s->gen->myhostname,
+	    conf_str(s->gen->conf, "mail_name", 0), session_proto(s), tlson ? "S" : "", spool_txn_id(tx->txn),
+	    tx->nrcpt == 1 ? "\n\tfor <" : "", tx->nrcpt == 1 ? tx->first_rcpt : "",
+	    tx->nrcpt == 1 ? ">" : "", date);
+	if (n < 0 || (size_t)n >= sizeof hdr || spool_txn_write(tx->txn, hdr, (size_t)n) < 0) {
+		limits_note_failure("queue file", errno);
+		return -1;
+	}
+	tx->at_bol = 1;
+	tx->in_headers = 1;
+	tx->opened = 1;
+	return 0;
+}
+
+/* ---- bytes in ------------------------------------------------------------ */
+
+/* Content bytes to the spool (which buffers its writes). */
+static void data_out(struct session *s, const char *p, size_t n)
+{
+	struct smtp_tx *tx = s->tx;
+
+	if (tx->err != TX_OK || n == 0)
+		return;
+	tx->size += (long long)n;
+	if (s->p->message_size_limit > 0 && tx->size > s->p->message_size_limit) {
+		tx->err = TX_SIZE;
+		return;
+	}
+	if (spool_txn_write(tx->txn, p, n) < 0) {
+		tx->errnum = errno;
+		tx->err = errno == ENOMEM ? TX_RESOURCES : storage_err(errno) ? TX_STORAGE : TX_IO;
+	}
+}
+
+/*
+ * One line of content without its line end (eol: the line ends here), or
+ * a piece of one (eol 0: it goes on). What every message is held to.
+ */
+static void body_piece(struct session *s, const char *p, size_t n, int eol)
+{
+	struct smtp_tx *tx = s->tx;
+
+	if (tx->at_bol && tx->in_headers) {
+		if (n == 0 && eol)
+			tx->in_headers = 0;
+		else if (n >= 9 && strncasecmp(p, "Received:", 9) == 0 &&
+		    ++tx->received_count > conf_int(s->gen->conf, "hopcount_limit", 0) && tx->err == TX_OK)
+			tx->err = TX_LOOP;
+	}
+	if (n && memchr(p, '\0', n) && tx->err == TX_OK)
+		tx->err = TX_NUL;
+	if (tx->line_len + n > LINE_LENGTH_LIMIT && tx->err == TX_OK)
+		tx->err = TX_LINE;
+	data_out(s, p, n);
+	if (eol) {
+		data_out(s, "\n", 1);
+		tx->line_len = 0;
+		tx->at_bol = 1;
+	} else if (n) {
+		tx->line_len += n;
+		tx->at_bol = 0;
+	}
+}
+
+/*
+ * DATA: consume content from s->in: dot-unstuffing (RFC 5321 4.5.2), CRLF
+ * to LF, bare CR/LF refused (smtpd_forbid_bare_newline, the SMTP smuggling
+ * defence). Returns 1 when the terminating "." line was seen, 0 when more
+ * input is needed, -1 when the session was closed.
+ */
+int content_data(struct session *s)
+{
+	struct smtp_tx *tx = s->tx;
+
+	for (;;) {
+		char *p = buf_head(&s->in);
+		size_t avail = buf_used(&s->in), len, content;
+		char *lf = memchr(p, '\n', avail);
+		int crlf;
+
+		if (lf == NULL) {
+			/* a partial line: keep it, unless it is already too long to be anything but content */
+			if (avail < LINE_LENGTH_LIMIT)
+				return 0;
+			if (tx->at_bol && p[0] == '.') {
+				p++;
+				avail--;
+				buf_consume(&s->in, 1);
+			}
+			if (s->p->forbid_bare_newline && memchr(p, '\r', avail - 1))
+				goto bare;
+			/* keep a trailing CR: it may be half of the CRLF */
+			len = p[avail - 1] == '\r' ? avail - 1 : avail;
+			body_piece(s, p, len, 0);
+			buf_consume(&s->in, len);
+			return 0;
+		}
+		len = (size_t)(lf - p) + 1;
+		crlf = len >= 2 && lf[-1] == '\r';
+		if (!crlf && s->p->forbid_bare_newline)
+			goto bare;
+		content = len - (crlf ? 2 : 1);
+		if (s->p->forbid_bare_newline && content && memchr(p, '\r', content))
+			goto bare;
+		if (tx->at_bol && content == 1 && p[0] == '.') {
+			buf_consume(&s->in, len);
+			return 1;
+		}
+		/* the limit counts the line as sent, before unstuffing (as it always has) */
+		if (tx->line_len + content > LINE_LENGTH_LIMIT && tx->err == TX_OK)
+			tx->err = TX_LINE;
+		if (tx->at_bol && content && p[0] == '.') {
+			p++;
+			content--;
+		}
+		body_piece(s, p, content, 1);
+		buf_consume(&s->in, len);
+	}
+bare:
+	session_reply(s, "521 5.5.2 %s Error: bare <CR> or <LF> received", s->gen->myhostname);
+	log_info("smtpd", "bare newline in DATA from %s[%s]: disconnecting", s->host, s->addr);
+	session_tx_free(s);
+	session_enter(s, S_CLOSING);
+	return -1;
+}
+
+/* BDAT octets (no stuffing): CRLF or LF ends a line; a CR split from its LF across pieces is held. */
+static void bdat_bytes(struct session *s, const char *p, size_t n)
+{
+	struct smtp_tx *tx = s->tx;
+
+	while (n) {
+		const char *lf;
+
+		if (tx->cr_pending) {
+			tx->cr_pending = 0;
+			if (*p == '\n') {
+				body_piece(s, p, 0, 1);
+				p++;
+				n--;
+				continue;
+			}
+			body_piece(s, "\r", 1, 0);   /* a lone CR is content */
+		}
+		if ((lf = memchr(p, '\n', n)) != NULL) {
+			size_t len = (size_t)(lf - p);
+			int cr = len > 0 && lf[-1] == '\r';
+
+			body_piece(s, p, len - (size_t)cr, 1);
+			p = lf + 1;
+			n -= len + 1;
+		} else {
+			size_t len = n;
+
+			if (p[n - 1] == '\r') {
+				tx->cr_pending = 1;
+				len--;
+			}
+			body_piece(s, p, len, 0);
+			n = 0;
+		}
+	}
+}
+
+int content_chunk(struct session *s)
+{
+	size_t n = buf_used(&s->in);
+
+	if ((long long)n > s->chunk_left)
+		n = (size_t)s->chunk_left;
+	/* a refused chunk is still read to its end: only then is the client's next command found */
+	if (n && s->chunk_refusal == NULL && s->tx)
+		bdat_bytes(s, buf_head(&s->in), n);
+	buf_consume(&s->in, n);
+	s->chunk_left -= (long long)n;
+	return s->chunk_left == 0;
+}
+
+void content_chunk_done(struct session *s)
+{
+	struct smtp_tx *tx = s->tx;
+
+	if (s->chunk_refusal) {
+		session_reply(s, "%s", s->chunk_refusal);
+		s->chunk_refusal = NULL;
+		/* a refused chunk ends its transaction (RFC 3030 4.2: the client sends no more of it) */
+		if (tx) {
+			session_tx_reset(s);
+		} else {
+			session_enter(s, s->helo ? S_HELO : S_INIT);
+		}
+		session_count_error(s);
+		return;
+	}
+	if (!s->chunk_last) {
+		session_enter(s, S_RCPT);
+		session_reply(s, "250 2.0.0 Ok: %lld bytes", s->chunk_size);
+		return;
+	}
+	/* the end of the message: a CR held back is content, and the last line gets its end */
+	if (tx->cr_pending) {
+		tx->cr_pending = 0;
+		body_piece(s, "\r", 1, 0);
+	}
+	if (!tx->at_bol)
+		body_piece(s, "", 0, 1);
+	content_end(s);
+}
+
+/* ---- the end: refusal or commit ------------------------------------------ */
+
+/*
+ * The spool's answer. The session cannot have been freed meanwhile: the
+ * reaper keeps a session whose commit is in flight (s->committing). When
+ * the client is already gone, the message is still queued for delivery: it
+ * is durable, and only the 250 was lost (the client may send it again).
+ */
+static void commit_done(void *arg, int err, const char *queue_id)
+{
+	struct session *s = arg;
+
+	if (!s->committing)
+		log_panic("smtpd", "commit callback for a session that is not committing");
+	s->committing = 0;
+	s->srv->commits--;
+	if (err == 0) {
+		if (s->srv->qmgr)
+			qmgr_enqueue(s->srv->qmgr, queue_id);
+	} else {
+		log_ratelimited(&queue_rate, "smtpd", "%s: queue file write error: %s: %s to %s[%s]",
+		    queue_id, strerror(err), storage_err(err) ? "452" : "451", s->host, s->addr);
+		limits_note_failure(storage_err(err) ? "queue file system" : "queue file", err);
+	}
+	session_tx_free(s);
+	if (s->reaping)
+		return;        /* the reaper frees it now */
+	if (err == 0)
+		session_reply(s, "250 2.0.0 Ok: queued as %s", queue_id);
+	else if (storage_err(err))
+		session_reply(s, "452 4.3.1 Insufficient system storage");
+	else
+		session_reply(s, "451 4.3.0 Error: queue file write error");
+	if (s->state == S_COMMIT)   /* the reply may have given up on the session */
+		session_enter(s, s->srv->stopping ? S_CLOSING : S_HELO);
+	session_flush(s);   /* and parse what was pipelined meanwhile */
+}
+
+void content_end(struct session *s)
+{
+	struct smtp_tx *tx = s->tx;
+
+	if (tx->err != TX_OK) {
+		char buf[128];
+		const char *text = content_error_reply(s, (enum tx_error)tx->err, buf, sizeof buf);
+
+		session_reply(s, "%s", text);
+		log_info("smtpd", "%s: reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> proto=%s helo=<%s>",
+		    spool_txn_id(tx->txn), s->host, s->addr, text, tx->sender, session_proto(s),
+		    s->helo ? s->helo : "");
+		session_tx_reset(s);
+		return;
+	}
+	session_enter(s, S_COMMIT);
+	{
+		struct spool_txn *t = tx->txn;
+
+		tx->txn = NULL;            /* the spool owns it now */
+		s->committing = 1;         /* and holds s until commit_done */
+		s->srv->commits++;
+		spool_txn_commit(t, commit_done, s);
+	}
+}

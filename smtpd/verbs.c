@@ -1,0 +1,399 @@
+/*
+ * smtpd/verbs.c: the command table. One row per verb says in which states
+ * it is allowed (and the reply elsewhere), whether it may come before TLS
+ * when TLS is required, whether it ends a pipelining group (RFC 2920: its
+ * reply is written at once), whether it counts toward the junk limit, and
+ * which handler runs it. verbs_run() checks the row, the handler does the
+ * rest. The parser is smtpd/command.c; message content is content.c.
+ *
+ * Touches the session only through what smtpd_int.h gives verbs.c.
+ */
+#include "smtpd/smtpd_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "conf/conf.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "limits/limits.h"
+#include "queue/queue.h"
+
+enum {
+	V_PRE_TLS = 1,     /* allowed while TLS is required and not up yet */
+	V_ENDS_GROUP = 2,  /* RFC 2920: ends a pipelining group; its reply goes out at once */
+	V_JUNK = 4,        /* counts toward smtpd_junk_command_limit */
+	V_TX = 8,          /* MAIL, RCPT, DATA: refused once BDAT carries the message */
+};
+
+#define ST(x) (1u << (x))
+#define ST_TALK (ST(S_INIT) | ST(S_HELO) | ST(S_MAIL) | ST(S_RCPT))   /* where commands are read */
+
+struct verb {
+	enum smtpd_verb verb;
+	const char *name;
+	unsigned states;           /* where it is allowed */
+	const char *elsewhere;     /* the reply in the other states */
+	unsigned flags;
+	void (*run)(struct session *s, const struct smtpd_cmd *c);
+};
+
+static struct log_rate disk_rate[2] = { LOG_RATE_INIT(60, 5), LOG_RATE_INIT(60, 5) };  /* space, inodes */
+static struct log_rate tls_rate = LOG_RATE_INIT(60, 5);
+
+static void refuse(struct session *s, const char *text)
+{
+	session_reply(s, "%s", text);
+	session_count_error(s);
+}
+
+/* ---- greeting verbs ------------------------------------------------------ */
+
+static void helo(struct session *s, const struct smtpd_cmd *c, int ehlo)
+{
+	char *h;
+
+	if (c->arglen == 0) {
+		session_reply(s, "501 5.5.4 Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
+		session_count_error(s);
+		return;
+	}
+	if ((h = mem_strndup(c->arg, c->arglen)) == NULL) {
+		session_reply(s, "451 4.3.0 Error: insufficient system resources");
+		limits_note_failure("memory", ENOMEM);
+		return;
+	}
+	mem_free(s->helo);
+	s->helo = h;
+	s->esmtp = ehlo;
+	session_tx_free(s);
+	session_enter(s, S_HELO);
+	if (!ehlo) {
+		session_reply(s, "250 %s", s->gen->myhostname);
+		return;
+	}
+	session_reply(s, "250-%s", s->gen->myhostname);
+	session_reply(s, "250-PIPELINING");
+	session_reply(s, "250-SIZE %lld", s->p->message_size_limit);
+	session_reply(s, "250-VRFY");
+	if (s->gen->tls && s->gen->tls_level >= 1 && !transport_is_tls(&s->tp))
+		session_reply(s, "250-STARTTLS");
+	session_reply(s, "250-ENHANCEDSTATUSCODES");
+	session_reply(s, "250-8BITMIME");
+	session_reply(s, "250-CHUNKING");
+	session_reply(s, "250 SMTPUTF8");
+}
+
+static void do_helo(struct session *s, const struct smtpd_cmd *c) { helo(s, c, 0); }
+static void do_ehlo(struct session *s, const struct smtpd_cmd *c) { helo(s, c, 1); }
+
+static void do_starttls(struct session *s, const struct smtpd_cmd *c)
+{
+	if (c->arglen) {
+		refuse(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (transport_is_tls(&s->tp)) {
+		refuse(s, "554 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (s->gen->tls == NULL || s->gen->tls_level < 1) {
+		refuse(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if (transport_tls_prepare(&s->tp, s->gen->tls) < 0) {
+		/* a TLS connection's state is the session's biggest allocation: the budget may say no */
+		limits_note_failure("memory", ENOMEM);
+		log_ratelimited(&tls_rate, "smtpd", "memory budget exhausted: no TLS for %s[%s]", s->host, s->addr);
+		session_reply(s, "454 4.7.0 TLS not available due to local problem");
+		return;
+	}
+	session_reply(s, "220 2.0.0 Ready to start TLS");
+	session_tx_free(s);
+	session_enter(s, S_TLS);   /* the handshake starts once the 220 is out (session.c) */
+}
+
+/* ---- the transaction ----------------------------------------------------- */
+
+static const char *path_err_text(enum smtpd_path_err e, int mail)
+{
+	switch (e) {
+	case PATH_TOO_LONG: return mail ? "501 5.1.7 Bad sender address syntax" : "501 5.1.3 Bad recipient address syntax";
+	case PATH_BAD_PARAM: return "555 5.5.4 Unsupported option";
+	case PATH_BAD_SIZE: return "501 5.5.4 Bad message size syntax";
+	case PATH_BAD_BODY: return "501 5.5.4 Unsupported BODY parameter";
+	default: return mail ? "501 5.5.4 Syntax: MAIL FROM:<address>" : "501 5.5.4 Syntax: RCPT TO:<address>";
+	}
+}
+
+static void do_mail(struct session *s, const struct smtpd_cmd *c)
+{
+	struct smtpd_path p;
+	enum smtpd_path_err e;
+	char why[700];
+
+	if (s->state == S_INIT && s->p->helo_required) {
+		refuse(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	if (s->submission) {
+		/* submission: AUTH before MAIL (PRODUCT.md 2); AUTH comes in a later version */
+		refuse(s, "530 5.7.0 Authentication required");
+		return;
+	}
+	if ((e = smtpd_parse_path(c->arg, c->arglen, "FROM:", 1, &p)) != PATH_OK) {
+		if (e == PATH_SYNTAX && c->arglen > 5 && strncasecmp(c->arg, "FROM:", 5) == 0)
+			refuse(s, "501 5.1.7 Bad sender address syntax");
+		else
+			refuse(s, path_err_text(e, 1));
+		return;
+	}
+	if (p.size >= 0 && s->p->message_size_limit > 0 && p.size > s->p->message_size_limit) {
+		refuse(s, "552 5.3.4 Message size exceeds fixed limit");
+		return;
+	}
+	/* Postfix's smtpd_check_queue: refuse early, not halfway through DATA */
+	if (!limits_disk_admit(p.size > 0 ? p.size : 0, why, sizeof why)) {
+		session_reply(s, "452 4.3.1 Insufficient system storage");
+		log_ratelimited(&disk_rate[strstr(why, "inodes") != NULL], "smtpd",
+		    "not enough free space: %s: 452 to %s[%s]", why, s->host, s->addr);
+		return;
+	}
+	if ((s->tx = mem_calloc(1, sizeof *s->tx)) == NULL) {
+		session_reply(s, "451 4.3.0 Error: insufficient system resources");
+		limits_note_failure("memory", ENOMEM);
+		return;
+	}
+	snprintf(s->tx->sender, sizeof s->tx->sender, "%s", p.addr);
+	session_enter(s, S_MAIL);
+	session_reply(s, "250 2.1.0 Ok");
+}
+
+static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
+{
+	struct smtpd_path p;
+	enum smtpd_path_err e;
+	char rtext[600];
+	enum restr_result res;
+
+	if ((e = smtpd_parse_path(c->arg, c->arglen, "TO:", 0, &p)) != PATH_OK) {
+		if (e == PATH_SYNTAX && c->arglen > 3 && strncasecmp(c->arg, "TO:", 3) == 0)
+			refuse(s, "501 5.1.3 Bad recipient address syntax");
+		else
+			refuse(s, path_err_text(e, 0));
+		return;
+	}
+	if (s->tx->nrcpt >= s->p->recipient_limit) {
+		refuse(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	res = restr_check_rcpt(s, p.addr, rtext, sizeof rtext);
+	if (res != RESTR_PERMIT) {
+		session_reply(s, "%s", rtext);
+		log_info("smtpd", "%s: reject: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
+		    s->tx->txn ? spool_txn_id(s->tx->txn) : "NOQUEUE",
+		    s->host, s->addr, rtext, s->tx->sender, p.addr, session_proto(s), s->helo ? s->helo : "");
+		session_count_error(s);
+		return;
+	}
+	if (s->tx->txn == NULL) {
+		char client[128];
+
+		snprintf(client, sizeof client, "%s[%s]", s->host, s->addr);
+		if ((s->tx->txn = spool_txn_new(s->srv->spool, s->tx->sender, client)) == NULL) {
+			int err = errno;
+			session_reply(s, "451 4.3.0 Error: queue file write error");
+			limits_note_failure(err == ENOMEM ? "memory" : "queue file", err);
+			return;
+		}
+		log_info("smtpd", "%s: client=%s", spool_txn_id(s->tx->txn), client);
+	}
+	if (spool_txn_rcpt(s->tx->txn, p.addr, p.addr) < 0) {
+		session_reply(s, "451 4.3.0 Error: insufficient system resources");
+		limits_note_failure("memory", errno);
+		return;
+	}
+	if (s->tx->nrcpt++ == 0)
+		snprintf(s->tx->first_rcpt, sizeof s->tx->first_rcpt, "%s", p.addr);
+	session_enter(s, S_RCPT);
+	session_reply(s, "250 2.1.5 Ok");
+}
+
+static void do_data(struct session *s, const struct smtpd_cmd *c)
+{
+	if (c->arglen) {
+		refuse(s, "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	if (s->tx == NULL) {
+		refuse(s, "503 5.5.1 Error: need RCPT command");
+		return;
+	}
+	if (s->tx->nrcpt == 0) {
+		refuse(s, "554 5.5.1 Error: no valid recipients");
+		return;
+	}
+	if (content_begin(s) < 0) {
+		session_reply(s, "451 4.3.0 Error: queue file write error");
+		session_tx_reset(s);
+		return;
+	}
+	session_enter(s, S_DATA);
+	session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+/*
+ * BDAT count [LAST] (RFC 3030). A count that cannot be read leaves no way
+ * to find the next command but to read on as commands (501, as Postfix).
+ * Every other refusal still reads the chunk's octets and answers after them.
+ */
+static void do_bdat(struct session *s, const struct smtpd_cmd *c)
+{
+	const char *p = c->arg, *end = c->arg + c->arglen;
+	long long n = 0;
+	int digits = 0, last = 0;
+	struct smtp_tx *tx = s->tx;
+
+	while (p < end && *p >= '0' && *p <= '9' && digits < 18) {
+		n = n * 10 + (*p++ - '0');
+		digits++;
+	}
+	if (p < end && *p == ' ' && end - p == 5 && strncasecmp(p + 1, "LAST", 4) == 0) {
+		last = 1;
+		p = end;
+	}
+	if (digits == 0 || p != end) {
+		refuse(s, "501 5.5.4 Syntax: BDAT count [LAST]");
+		return;
+	}
+	s->chunk_left = s->chunk_size = n;
+	s->chunk_last = last;
+	s->chunk_refusal = NULL;
+	if (session_tls_missing(s))
+		s->chunk_refusal = "530 5.7.0 Must issue a STARTTLS command first";
+	else if (tx == NULL)
+		s->chunk_refusal = "503 5.5.1 Error: need RCPT command";
+	else if (tx->nrcpt == 0)
+		s->chunk_refusal = "554 5.5.1 Error: no valid recipients";
+	else if (s->p->message_size_limit > 0 && tx->size + n > s->p->message_size_limit)
+		s->chunk_refusal = "552 5.3.4 Chunk exceeds message size limit";
+	else if (!tx->opened && content_begin(s) < 0)
+		s->chunk_refusal = "451 4.3.0 Error: queue file write error";
+	if (tx && s->chunk_refusal == NULL)
+		tx->chunking = 1;
+	session_enter(s, S_BDAT);
+	if (n == 0)
+		content_chunk_done(s);   /* no octets to wait for ("BDAT 0 LAST" ends a message) */
+}
+
+/* ---- the rest ------------------------------------------------------------ */
+
+static void do_rset(struct session *s, const struct smtpd_cmd *c)
+{
+	if (c->arglen) {
+		refuse(s, "501 5.5.4 Syntax: RSET");
+		return;
+	}
+	session_tx_reset(s);
+	session_reply(s, "250 2.0.0 Ok");
+}
+
+static void do_noop(struct session *s, const struct smtpd_cmd *c)
+{
+	(void)c;
+	session_reply(s, "250 2.0.0 Ok");
+}
+
+static void do_vrfy(struct session *s, const struct smtpd_cmd *c)
+{
+	/* 252: no address harvesting (RFC 5321 3.5.3) */
+	if (c->arglen == 0)
+		refuse(s, "501 5.5.4 Syntax: VRFY address");
+	else
+		session_reply(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void do_quit(struct session *s, const struct smtpd_cmd *c)
+{
+	(void)c;
+	session_reply(s, "221 2.0.0 Bye");
+	session_enter(s, S_CLOSING);
+}
+
+static void do_help(struct session *s, const struct smtpd_cmd *c)
+{
+	(void)c;
+	session_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS");
+}
+
+static void not_implemented(struct session *s, const struct smtpd_cmd *c)
+{
+	(void)c;
+	refuse(s, "502 5.5.1 Error: command not implemented");
+}
+
+static const struct verb verbs[] = {
+	{ CMD_HELO, "HELO", ST_TALK, NULL, V_PRE_TLS, do_helo },
+	{ CMD_EHLO, "EHLO", ST_TALK, NULL, V_PRE_TLS | V_ENDS_GROUP, do_ehlo },
+	{ CMD_STARTTLS, "STARTTLS", ST_TALK, NULL, V_PRE_TLS | V_ENDS_GROUP, do_starttls },
+	{ CMD_MAIL, "MAIL", ST(S_INIT) | ST(S_HELO), "503 5.5.1 Error: nested MAIL command", V_TX, do_mail },
+	{ CMD_RCPT, "RCPT", ST(S_MAIL) | ST(S_RCPT), "503 5.5.1 Error: need MAIL command", V_TX, do_rcpt },
+	{ CMD_DATA, "DATA", ST_TALK, NULL, V_TX | V_ENDS_GROUP, do_data },   /* its checks in order, in do_data */
+	{ CMD_BDAT, "BDAT", ST_TALK, NULL, 0, do_bdat },
+	{ CMD_RSET, "RSET", ST_TALK, NULL, V_PRE_TLS | V_JUNK, do_rset },
+	{ CMD_NOOP, "NOOP", ST_TALK, NULL, V_PRE_TLS | V_JUNK | V_ENDS_GROUP, do_noop },
+	{ CMD_VRFY, "VRFY", ST_TALK, NULL, V_JUNK | V_ENDS_GROUP, do_vrfy },
+	{ CMD_QUIT, "QUIT", ST_TALK, NULL, V_PRE_TLS | V_ENDS_GROUP, do_quit },
+	{ CMD_HELP, "HELP", ST_TALK, NULL, V_PRE_TLS, do_help },
+	{ CMD_EXPN, "EXPN", ST_TALK, NULL, V_ENDS_GROUP, not_implemented },
+	{ CMD_ETRN, "ETRN", ST_TALK, NULL, 0, not_implemented },
+	{ CMD_AUTH, "AUTH", ST_TALK, NULL, 0, not_implemented },
+};
+
+void verbs_run(struct session *s, const char *line, size_t len)
+{
+	const struct verb *v = NULL;
+	struct smtpd_cmd c;
+	size_t i;
+
+	if (memchr(line, '\0', len)) {
+		refuse(s, "500 5.5.2 Error: bad syntax");
+		return;
+	}
+	smtpd_cmd_parse(line, len, &c);
+	if (len > SMTPD_CMD_LINE_MAX - 2 && !(c.verb == CMD_MAIL || c.verb == CMD_RCPT)) {
+		refuse(s, "500 5.5.2 Error: line too long");
+		return;
+	}
+	for (i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+		if (verbs[i].verb == c.verb) {
+			v = &verbs[i];
+			break;
+		}
+	if (v == NULL) {
+		refuse(s, "500 5.5.2 Error: command not recognized");
+		return;
+	}
+	if (!(v->flags & V_PRE_TLS) && session_tls_missing(s) && v->verb != CMD_BDAT) {
+		refuse(s, "530 5.7.0 Must issue a STARTTLS command first");
+		return;
+	}
+	if ((v->flags & V_TX) && s->tx && s->tx->chunking) {
+		session_reply(s, "503 5.5.1 Error: %s after BDAT", v->name);
+		session_count_error(s);
+		return;
+	}
+	if (!(ST(s->state) & v->states)) {
+		refuse(s, v->elsewhere ? v->elsewhere : "503 5.5.1 Error: bad sequence of commands");
+		return;
+	}
+	v->run(s, &c);
+	/* Postfix smtpd_junk_command_limit: past it, each junk command is an error */
+	if ((v->flags & V_JUNK) && ++s->junk > s->p->junk_command_limit)
+		session_count_error(s);
+	if ((v->flags & V_ENDS_GROUP) && s->state != S_TLS)
+		session_push(s);
+}
