@@ -107,6 +107,7 @@ FUZZ_WARN = -Wall -Wextra -Werror -Wno-unused-parameter
 FUZZ_OBJ  = $(SRCS:%.c=$(B)/fuzz/obj/%.o)
 FUZZ_BIN  = $(FUZZ:%=$(B)/fuzz/%)
 FUZZ_EXTRA_fuzz_smtpd_session = tests/fuzz/fake_spool.c
+FUZZ_EXTRA_fuzz_smtpd_bdat = tests/fuzz/fake_spool.c
 
 $(B)/fuzz/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -114,7 +115,7 @@ $(B)/fuzz/obj/%.o: %.c $(HDRS)
 $(B)/fuzz/libfrugal.a: $(FUZZ_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
-$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(B)/fuzz/libfrugal.a $(wildcard tests/fuzz/*.h tests/fuzz/fake_*.c)
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(B)/fuzz/libfrugal.a $(wildcard tests/fuzz/*.h tests/fuzz/fake_*.c tests/fuzz/fuzz_smtpd_session.c)
 	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_WARN) -Itests/fuzz \
 	  -o $@ $< $(FUZZ_EXTRA_fuzz_$*) $(B)/fuzz/libfrugal.a $(LIBS)
 

@@ -226,6 +226,19 @@ void transport_close(struct transport *t)
 	}
 }
 
+int transport_reserve_write(struct transport *t)
+{
+	if (t->ssl == NULL)
+		return 0;
+	/* OpenSSL releases idle buffers (SSL_MODE_RELEASE_BUFFERS): take them back now */
+	if (SSL_alloc_buffers(t->ssl) != 1) {
+		ERR_clear_error();
+		errno = ENOMEM;
+		return -1;
+	}
+	return 0;
+}
+
 int transport_is_tls(const struct transport *t)
 {
 	return t->ssl != NULL && !t->handshaking;

@@ -57,6 +57,13 @@ size_t  transport_pending(const struct transport *t);
 ssize_t transport_read_buf(struct transport *t, struct buf *b, size_t want);
 ssize_t transport_write_buf(struct transport *t, struct buf *b);
 
+/*
+ * Make sure the next write needs no allocation (the TLS record buffers,
+ * released while idle): a reply that must not be lost to memory pressure,
+ * such as the 250 after a commit. 0, or -1 with ENOMEM.
+ */
+int     transport_reserve_write(struct transport *t);
+
 /* End our side: TLS close_notify (best effort, never blocks), then shutdown(SHUT_WR). */
 void transport_shutdown(struct transport *t);
 /* Free the TLS state, close the descriptor. */

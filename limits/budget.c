@@ -235,7 +235,7 @@ void limits_compute(const struct limits_params *p, const struct limits_snapshot 
 	rcv_charge = b->rcvbuf ? 2LL * b->rcvbuf : LIMITS_KERNEL_RCVBUF;
 	if (mem != LIMITS_UNLIMITED && p->smtpd_concurrency <= 0) {
 		long long m = mem - d * LIMITS_DELIVERY_MEM;
-		bound(&sess, &by, (m > 0 ? m : 0) / (LIMITS_SESSION_MEM + snd_charge + rcv_charge),
+		bound(&sess, &by, (m > 0 ? m : 0) / (p->session_mem + snd_charge + rcv_charge),
 		    limits_res_name[b->pool_by[LP_MEM]]);
 	}
 	if (sess < 1 && b->pool[LP_TCP] > 0 && b->pool[LP_FD] > 0)

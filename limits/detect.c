@@ -95,6 +95,7 @@ void limits_params_default(struct limits_params *p)
 	p->reserve = 5;
 	p->stress_threshold = 80;
 	p->listeners = 1;
+	p->session_mem = LIMITS_SESSION_MEM;
 }
 
 static int parse_sources(const char *v)
@@ -199,6 +200,10 @@ void limits_params_from_conf(const struct conf *c, struct limits_params *p)
 		snprintf(p->mailbox_dir, sizeof p->mailbox_dir, "%s", conf_str(c, "local_mailbox_base", 0));
 	p->queue_minfree = conf_int(c, "queue_minfree", 0);
 	p->message_size_limit = conf_int(c, "message_size_limit", 0);
+	/* every session is counted at the TLS cost where any client may start TLS */
+	if ((*conf_str(c, "smtpd_tls_cert_file", 0) && strcmp(conf_str(c, "smtpd_tls_security_level", 0), "none") != 0)
+	    || *conf_str(c, "smtps_listen", 0))
+		p->session_mem += LIMITS_TLS_SESSION_MEM;
 }
 
 long long limits_disk_need_bytes(const struct limits_params *p)

@@ -307,9 +307,10 @@ static void print_text(const struct report *r, FILE *f)
 	else
 		fprintf(f, "stress mode: off (daemon not running)\n");
 	fprintf(f, "\nhow: sessions = min(numtcpsock budget - listeners - deliveries, descriptor budget - %d - 2 x deliveries,\n"
-	    "      socket buffer budgets / (2 x %d), (memory budget - 4M - deliveries x 64K) / (4K + buffers));\n"
+	    "      socket buffer budgets / (2 x %d), (memory budget - 4M - deliveries x 64K) / (%lldK%s + buffers));\n"
 	    "      budget = min(%d%% of the limit, limit - %d%% - what the rest of the container holds)\n",
-	    LIMITS_FIXED_FDS, LIMITS_BUF_MIN, r->p.share, r->p.reserve);
+	    LIMITS_FIXED_FDS, LIMITS_BUF_MIN, r->p.session_mem >> 10,
+	    r->p.session_mem > LIMITS_SESSION_MEM ? " with TLS" : "", r->p.share, r->p.reserve);
 	if (r->nwarn) {
 		fprintf(f, "\nwarnings:\n");
 		for (i = 0; i < r->nwarn; i++)
@@ -401,6 +402,7 @@ static void print_json(const struct report *r, FILE *f)
 	jnum(f, r->b.sessions);
 	fputs(",\"bound_by\":", f);
 	jstr(f, r->b.sessions_by);
+	fprintf(f, ",\"memory_each\":%lld", r->p.session_mem);
 	fputs("},\"deliveries\":{\"limit\":", f);
 	jnum(f, r->b.deliveries);
 	fputs(",\"bound_by\":", f);

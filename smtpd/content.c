@@ -295,6 +295,8 @@ void content_chunk_done(struct session *s)
 
 /* ---- the end: refusal or commit ------------------------------------------ */
 
+#define COMMIT_REPLY_ROOM 64   /* "250 2.0.0 Ok: queued as <id>\r\n" and a margin */
+
 /*
  * The spool's answer. The session cannot have been freed meanwhile: the
  * reaper keeps a session whose commit is in flight (s->committing). When
@@ -335,6 +337,14 @@ void content_end(struct session *s)
 {
 	struct smtp_tx *tx = s->tx;
 
+	/*
+	 * Room for the final reply before the commit: a 250 lost afterwards for
+	 * want of memory would leave a queued message its client thinks refused,
+	 * and sends again. Without the room nothing is committed.
+	 */
+	if (tx->err == TX_OK && (buf_reserve(&s->out, COMMIT_REPLY_ROOM) < 0 ||
+	    transport_reserve_write(&s->tp) < 0))
+		tx->err = TX_RESOURCES;
 	if (tx->err != TX_OK) {
 		char buf[128];
 		const char *text = content_error_reply(s, (enum tx_error)tx->err, buf, sizeof buf);

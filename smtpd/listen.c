@@ -17,6 +17,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,6 +27,7 @@
 #include "conf/conf.h"
 #include "core/fd.h"
 #include "core/log.h"
+#include "core/mem.h"
 #include "limits/limits.h"
 
 #define ACCEPT_BATCH  64   /* accepts per wake-up: fairness against sessions */
@@ -164,17 +168,29 @@ static void admit(struct listener *l, int fd, const struct sockaddr_storage *ss)
 		refuse_unavailable(srv, fd, addr, why, l->implicit_tls);
 		return;
 	}
+	/*
+	 * Replies leave as whole pipelining groups already (one write each):
+	 * Nagle only delays the second of two small writes in a row, such as a
+	 * TLS 1.3 session ticket then the banner, by the client's delayed ACK.
+	 */
+	sz = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &sz, sizeof sz);
 	if ((sz = limits_session_sndbuf()) > 0)
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
 	if ((sz = limits_session_rcvbuf()) > 0)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+	if (srv->sweep_client && strcmp(addr, srv->sweep_client) == 0)
+		mem_fail_at(++srv->sweep_n);   /* tests: see struct smtpd_server */
 	if ((s = session_new(srv, fd, ss, l->submission, l->implicit_tls)) == NULL) {
+		if (srv->sweep_client && strcmp(addr, srv->sweep_client) == 0)
+			server_sweep_end(srv);
 		limits_session_done();
 		limits_note_failure("memory", ENOMEM);
 		refuse_unavailable(srv, fd, addr, "memory budget exhausted", l->implicit_tls);
 		return;
 	}
 	s->admitted = 1;
+	s->fault_sweep = srv->sweep_client && strcmp(addr, srv->sweep_client) == 0;
 	server_session_add(srv, s);
 	if (!l->submission && s->p->client_connection_count_limit > 0 &&
 	    server_client_count(srv, s) > s->p->client_connection_count_limit) {
@@ -314,6 +330,7 @@ int listen_attach(struct smtpd_server *srv, const struct conf *c, const int *fds
 	int i, j = 0;
 
 	ev_init(&srv->resume_timer, resume_cb);
+	srv->sweep_client = getenv("FRUGAL_ALLOC_SWEEP_CLIENT");
 	for (k = 0; k < sizeof listen_params / sizeof listen_params[0]; k++) {
 		char **v = conf_list(c, listen_params[k], 0);
 

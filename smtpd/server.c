@@ -9,6 +9,8 @@
 
 #include <string.h>
 
+#include "core/log.h"
+#include "core/mem.h"
 #include "limits/limits.h"
 
 static void reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents);
@@ -20,6 +22,13 @@ void server_init(struct smtpd_server *srv, struct ev_loop *loop)
 	ev_prepare_init(&srv->reaper, reaper_cb);
 	ev_prepare_start(loop, &srv->reaper);
 	ev_unref(loop);   /* the reaper alone must not keep the loop alive */
+}
+
+/* tests: the swept connection is over; disarm what it did not reach, say so */
+void server_sweep_end(struct smtpd_server *srv)
+{
+	mem_fail_at(0);
+	log_info("smtpd", "fault sweep: connection %lu ended", srv->sweep_n);
 }
 
 void server_session_add(struct smtpd_server *srv, struct session *s)

@@ -96,6 +96,8 @@ void session_reply(struct session *s, const char *fmt, ...)
 	va_list ap;
 	int n;
 
+	if (s->muted)   /* a reply was lost: nothing after it may reach the client out of order */
+		return;
 	va_start(ap, fmt);
 	n = vsnprintf(line, sizeof line - 2, fmt, ap);
 	va_end(ap);
@@ -122,6 +124,7 @@ void session_reply(struct session *s, const char *fmt, ...)
 			}
 			buf_release(&s->out);
 		}
+		s->muted = 1;       /* e.g. the rest of a multi-line EHLO reply after the 421 */
 		s->peer_gone = 1;   /* nothing more will reach it in order: no lingering */
 		session_enter(s, S_CLOSING);
 	}
@@ -180,7 +183,7 @@ static int write_out(struct session *s)
 			return -1;
 		}
 	}
-	if (buf_used(&s->out) == 0)
+	if (buf_used(&s->out) == 0 && !s->committing)   /* content_end() reserved the commit's reply */
 		buf_release(&s->out);
 	return 0;
 }
@@ -632,6 +635,8 @@ void session_free(struct session *s)
 {
 	if (s->committing)   /* the reaper keeps these: its callback would write into freed memory */
 		log_panic("smtpd", "session freed while its commit is in flight");
+	if (s->fault_sweep)
+		server_sweep_end(s->srv);
 	ev_io_stop(s->srv->loop, &s->io);
 	ev_timer_stop(s->srv->loop, &s->timer);
 	session_tx_free(s);

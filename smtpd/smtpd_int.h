@@ -164,6 +164,8 @@ struct session {
 	int committing;             /* a spool commit holds a pointer to us: not freed before its callback */
 	int admitted;               /* counted in limits_session_admit(); lingering ends that */
 	int peer_gone;              /* EOF or a broken connection: nothing to linger for */
+	int muted;                  /* a reply could not be queued: no later reply is sent */
+	int fault_sweep;            /* tests: an allocation failure is armed for this session */
 	size_t lingered;            /* bytes discarded in S_LINGER */
 	ev_tstamp connected;        /* ev_now() at accept (PREGREET delay) */
 	long long chunk_size;       /* S_BDAT: the chunk's octets, as BDAT said */
@@ -241,9 +243,17 @@ struct smtpd_server {
 	int paused;                 /* accepting paused for lack of descriptors or memory */
 	int reserve_fd;             /* kept to answer one client 421 when descriptors run out */
 	ev_timer resume_timer;
+	/*
+	 * Tests only (FRUGAL_ALLOC_SWEEP_CLIENT=ADDR, tests/integration/
+	 * test_faults.py): each connection from ADDR fails its sweep_n-th
+	 * allocation after accept, one more each time; disarmed when it ends.
+	 */
+	const char *sweep_client;
+	unsigned long sweep_n;
 };
 
 void server_init(struct smtpd_server *srv, struct ev_loop *loop);
+void server_sweep_end(struct smtpd_server *srv);
 void server_session_add(struct smtpd_server *srv, struct session *s);    /* link + count */
 void server_session_closed(struct smtpd_server *srv, struct session *s); /* unlink + count */
 void server_reap(struct smtpd_server *srv, struct session *s);

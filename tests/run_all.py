@@ -69,7 +69,7 @@ def integration(binary, env, label):
     failed += f
     skipped += s
     for line in out.splitlines():
-        if re.search(r" \.\.\. |^(crash|reset|power-loss) test:|^power-loss (cut|negative)|^fault sweep:", line):
+        if re.search(r" \.\.\. |^(crash|reset|power-loss) test:|^power-loss (cut|negative)|^fault sweep", line):
             print("%s integration %s" % (label, line))
     if f:
         failures.append("%s integration" % label)

@@ -9,6 +9,8 @@ Sections (all on 127.0.0.1, every loop bounded in count and time):
               msg/s, medians of N alternating runs, ratios frugal/postfix
   idle        1,000 idle sessions on frugal: KiB of RSS per session and
               non-TCP sockets at 0 and 1,000 sessions
+  tls         (section 4) idle STARTTLS sessions: PSS per session, frugal
+              and Postfix; implicit-TLS handshakes/s and CPU ms per handshake
   attack      under the container emulator (build/tests/vzemul.so) with
               numothersock/numtcpsock caps: a dictionary attack by bots while
               a legitimate client sends one message per second
@@ -44,6 +46,7 @@ TARGET_THROUGHPUT_RATIO = 3.0
 TARGET_KIB_PER_SESSION = 8.0
 TARGET_OWNERS_RATIO = 0.9     # two owners (deployed) against one: within 10%
 TARGET_IDLE_VMDATA_KIB = 16 * 1024
+TARGET_TLS_MEM_RATIO = 0.25   # idle TLS session: at most a quarter of Postfix's
 MAIL_OWNER, VMAIL_OWNER = "frugal", "vmail"   # the deployed configuration's two accounts
 
 
@@ -1223,6 +1226,220 @@ def bench_attack(frugal_bin, args, tmp, summary, postfix_skip):
 
 # --------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------
+# 4. TLS: idle STARTTLS sessions and handshakes, same certificate
+
+def pss_kib(pids):
+    """summed proportional set size (shared pages split between their users)"""
+    total = 0
+    for p in pids:
+        try:
+            with open("/proc/%d/smaps_rollup" % p) as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def cpu_ms(pids):
+    """user+system CPU of the live processes and their reaped children, ms"""
+    return cpu_ticks(pids) * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def tls_client_context():
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def starttls_session(port, ctx, timeout=10):
+    """connect, EHLO, STARTTLS, EHLO: the TLS socket (idle, ready for MAIL), or None"""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    f = s.makefile("rb")
+    try:
+        if not read_line_reply(f).startswith("220"):
+            raise OSError("no 220 banner")
+        s.sendall(b"EHLO bench.example.org\r\n")
+        if not read_line_reply(f).startswith("250"):
+            raise OSError("EHLO refused")
+        s.sendall(b"STARTTLS\r\n")
+        if not read_line_reply(f).startswith("220"):
+            raise OSError("STARTTLS refused")
+        f.close()
+        t = ctx.wrap_socket(s, server_hostname="bench.example.test")
+        t.sendall(b"EHLO bench.example.org\r\n")
+        tf = t.makefile("rb")
+        if not read_line_reply(tf).startswith("250"):
+            raise OSError("EHLO after TLS refused")
+        tf.close()
+        return t
+    except Exception:
+        s.close()
+        raise
+
+
+def handshake_worker(port, count, deadline, q):
+    """child process: `count` implicit-TLS handshakes in a row (new session each), then report"""
+    import ssl
+    ctx = tls_client_context()
+    ctx.options |= ssl.OP_NO_TICKET      # a full handshake every time, as a new client makes
+    ok = bad = 0
+    for _ in range(count):
+        if time.monotonic() > deadline:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname="bench.example.test") as t:
+                    if t.recv(512)[:3] == b"220":
+                        t.sendall(b"QUIT\r\n")
+                        ok += 1
+                    else:
+                        bad += 1
+        except OSError:
+            bad += 1
+    q.put((ok, bad))
+
+
+def handshake_run(mta, port, args):
+    """args.tls_clients processes, args.tls_handshakes in all: handshakes/s and the MTA's CPU ms each"""
+    import multiprocessing
+    ctxm = multiprocessing.get_context("fork")
+    q = ctxm.Queue()
+    per = max(1, args.tls_handshakes // args.tls_clients)
+    deadline = time.monotonic() + 120
+    pids = mta.pids()
+    c0 = cpu_ms(pids)
+    t0 = time.monotonic()
+    procs = [ctxm.Process(target=handshake_worker, args=(port, per, deadline, q))
+             for _ in range(args.tls_clients)]
+    for p in procs:
+        p.start()
+    res = [q.get(timeout=180) for _ in procs]
+    for p in procs:
+        p.join(10)
+    dt = time.monotonic() - t0
+    ok = sum(r[0] for r in res)
+    bad = sum(r[1] for r in res)
+    c1 = cpu_ms(pids | mta.pids())
+    return {"ok": ok, "bad": bad, "rate": ok / dt if dt > 0 else None,
+            "cpu_ms": (c1 - c0) / ok if ok else None}
+
+
+def tls_idle(mta, args):
+    """PSS of all the MTA's processes before and with N idle STARTTLS sessions: KiB per session"""
+    ctx = tls_client_context()
+    for _ in range(5):      # warm-up: one-time allocations are not charged per session
+        try:
+            starttls_session(mta.port, ctx).close()
+        except OSError:
+            pass
+    time.sleep(1.0)         # Postfix: let the warm-up smtpd processes go idle
+    pss0 = pss_kib(mta.pids())
+    socks, failed = [], 0
+    try:
+        for _ in range(args.tls_idle_sessions):
+            try:
+                socks.append(starttls_session(mta.port, ctx))
+            except OSError:
+                failed += 1
+                if failed >= 5:
+                    break
+        end = time.monotonic() + 3     # settle: every server-side process has finished its handshake
+        pss1 = pss_kib(mta.pids())
+        while time.monotonic() < end:
+            time.sleep(0.5)
+            pss1 = max(pss1, pss_kib(mta.pids()))
+        nprocs = len(mta.pids())
+    finally:
+        for t in socks:
+            try:
+                t.close()
+            except OSError:
+                pass
+    n = len(socks)
+    return {"sessions": n, "failed": failed, "pss0": pss0, "pss1": pss1, "procs": nprocs,
+            "kib_per_session": (pss1 - pss0) / n if n else None}
+
+
+def make_cert(tmp):
+    cert, key = os.path.join(tmp, "bench-cert.pem"), os.path.join(tmp, "bench-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=bench.example.test",
+                    "-days", "2"], check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+def bench_tls(frugal_bin, args, tmp, summary, postfix_skip, started):
+    section("TLS: %d idle STARTTLS sessions (PSS per session) and implicit-TLS handshakes per second "
+            "(%d clients, %d handshakes, %d runs), same ECDSA P-256 certificate"
+            % (args.tls_idle_sessions, args.tls_clients, args.tls_handshakes, args.tls_runs))
+    cert, key = make_cert(tmp)
+    mtas = []
+    if frugal_bin:
+        f = Frugal(frugal_bin, tmp, tag="frugal-tls",
+                   extra_conf={"smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key,
+                               "smtpd_tls_security_level": "may", "smtpd_timeout": "600s"})
+        f.smtps_port = free_port()
+        f.extra_conf["smtps_listen"] = "127.0.0.1:%d" % f.smtps_port
+        f.setup()
+        started.append(f)
+        if f.start():
+            mtas.append(f)
+        else:
+            log(f.explain_failure())
+    if not postfix_skip:
+        p = Postfix(tmp, tag="postfix-tls")
+        p.setup()
+        p.smtps_port = free_port()
+        p._postconf("-e", "smtpd_tls_cert_file=" + cert, "smtpd_tls_key_file=" + key,
+                    "smtpd_tls_security_level=may", "smtpd_timeout=600s")
+        with open(os.path.join(p.confdir, "master.cf"), "a") as mf:
+            mf.write("127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n" % p.smtps_port)
+        started.append(p)
+        if p.start():
+            mtas.append(p)
+        else:
+            log("postfix did not start:\n" + tail(p.logfile))
+    out = {}
+    for m in mtas:
+        r = out[m.name] = {"idle": tls_idle(m, args), "runs": []}
+        i = r["idle"]
+        log("%-8s idle: %d STARTTLS sessions (%d failed), PSS %d -> %d KiB over %d processes: %s KiB/session"
+            % (m.name, i["sessions"], i["failed"], i["pss0"], i["pss1"], i["procs"],
+               fmt(i["kib_per_session"], "%.1f")))
+        time.sleep(2)   # the idle sessions' ends are processed before the timed part
+    for run in range(args.tls_runs):   # alternating, as the throughput runs
+        for m in mtas:
+            h = handshake_run(m, m.smtps_port, args)
+            out[m.name]["runs"].append(h)
+            log("%-8s run %d: %d handshakes (%d failed), %s/s, MTA CPU %s ms per handshake"
+                % (m.name, run + 1, h["ok"], h["bad"], fmt(h["rate"], "%.0f"), fmt(h["cpu_ms"], "%.2f")))
+    for m in mtas:
+        m.stop()
+    for name, r in out.items():
+        rates = [h["rate"] for h in r["runs"] if h["rate"]]
+        cpus = [h["cpu_ms"] for h in r["runs"] if h["cpu_ms"]]
+        r["rate"] = median_or_none(rates)
+        r["rate_range"] = (min(rates), max(rates)) if rates else None
+        r["cpu_ms"] = median_or_none(cpus)
+    if "frugal" in out and "postfix" in out:
+        fi, pi = out["frugal"]["idle"]["kib_per_session"], out["postfix"]["idle"]["kib_per_session"]
+        out["mem_ratio"] = fi / pi if fi is not None and pi else None
+        fr, pr = out["frugal"]["rate"], out["postfix"]["rate"]
+        out["rate_ratio"] = fr / pr if fr and pr else None
+        # the per-run ratio: neighbours in time share the machine's noise
+        rr = [a["rate"] / b["rate"] for a, b in zip(out["frugal"]["runs"], out["postfix"]["runs"])
+              if a["rate"] and b["rate"]]
+        out["rate_ratio_range"] = (min(rr), max(rr)) if rr else None
+    summary["tls"] = out
+
+
 def find_frugal(args):
     if args.frugal_bin:
         p = args.frugal_bin
@@ -1277,6 +1494,21 @@ def print_summary(summary, args):
                    fmt(r.get("peak_nontcp_sampled"), "%d"), fmt(r.get("bc_numothersock_maxheld"), "%d")))
     elif a:
         log("attack: " + a)
+    t = summary.get("tls")
+    if isinstance(t, dict):
+        for name in ("frugal", "postfix"):
+            if name in t:
+                r = t[name]
+                log("tls %-8s idle %s KiB/session (PSS); handshakes median %s/s (range %s), CPU %s ms each"
+                    % (name, fmt(r["idle"]["kib_per_session"], "%.1f"), fmt(r["rate"]),
+                       "%.0f-%.0f" % r["rate_range"] if r["rate_range"] else "n/a", fmt(r["cpu_ms"], "%.2f")))
+        if t.get("mem_ratio") is not None:
+            log("tls ratio frugal/postfix idle memory per session %.3f  target <= %.2f: %s"
+                % (t["mem_ratio"], TARGET_TLS_MEM_RATIO, "MET" if t["mem_ratio"] <= TARGET_TLS_MEM_RATIO else "NOT MET"))
+        if t.get("rate_ratio") is not None:
+            log("tls ratio frugal/postfix handshakes/s %.2fx (per run %.2f-%.2f)  target > 1: %s"
+                % (t["rate_ratio"], t["rate_ratio_range"][0], t["rate_ratio_range"][1],
+                   "MET" if t["rate_ratio"] > 1 else "NOT MET"))
 
 
 def main():
@@ -1288,7 +1520,7 @@ def main():
     ap.add_argument("--size", type=int, default=5120, help="message payload bytes")
     ap.add_argument("--one-per-session", dest="reuse", action="store_false",
                     help="a new connection per message (default: several per session, -d)")
-    ap.add_argument("--only", action="append", choices=("throughput", "idle", "attack"),
+    ap.add_argument("--only", action="append", choices=("throughput", "idle", "attack", "tls"),
                     help="run only this section (repeatable)")
     ap.add_argument("--no-postfix", action="store_true", help="skip the Postfix side")
     ap.add_argument("--idle-sessions", type=int, default=1000)
@@ -1298,6 +1530,11 @@ def main():
     ap.add_argument("--attack-bots", type=int, default=1000)
     ap.add_argument("--attack-concurrency", type=int, default=50)
     ap.add_argument("--attack-duration", type=int, default=30)
+    ap.add_argument("--tls-idle-sessions", type=int, default=50,
+                    help="idle STARTTLS sessions (Postfix's default process limit is 100)")
+    ap.add_argument("--tls-handshakes", type=int, default=600, help="handshakes per TLS run")
+    ap.add_argument("--tls-clients", type=int, default=4, help="client processes making handshakes")
+    ap.add_argument("--tls-runs", type=int, default=3, help="TLS handshake runs per MTA (median)")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory (for logs)")
     args = ap.parse_args()
     args.accept_timeout = 180
@@ -1305,10 +1542,11 @@ def main():
     args.idle_timeout = 60
     args.bot_timeout = 10
     for k in ("runs", "messages", "sessions", "size", "idle_sessions", "attack_bots",
-              "attack_concurrency", "attack_duration"):
+              "attack_concurrency", "attack_duration", "tls_idle_sessions", "tls_handshakes",
+              "tls_clients", "tls_runs"):
         if getattr(args, k) < 1:
             ap.error("--%s must be >= 1" % k.replace("_", "-"))
-    only = set(args.only or ("throughput", "idle", "attack"))
+    only = set(args.only or ("throughput", "idle", "attack", "tls"))
 
     # SIGTERM (e.g. from make or a CI timeout) takes the same clean-up path as Ctrl-C
     def on_term(signum, frame):
@@ -1386,6 +1624,8 @@ def main():
                 summary["idle"] = "skipped: no frugal binary"
         if "attack" in only:
             bench_attack(frugal_bin, args, tmp, summary, postfix_skip)
+        if "tls" in only:
+            bench_tls(frugal_bin, args, tmp, summary, postfix_skip, started)
         print_summary(summary, args)
         log("bench took %.0f s" % (time.monotonic() - t_start))
     except KeyboardInterrupt:

@@ -12,9 +12,10 @@
  * limits, RSET and resets in the middle of a commit are all reached.
  *
  * Input: byte 0 selects options (see OPT_*), byte 1 the chunk size; the
- * rest is what the client sends. Oracles: every reply line is a
- * well-formed SMTP reply, the session always ends, and ASan/UBSan/LSan
- * see nothing.
+ * rest is what the client sends, after FUZZ_PREFIX (empty here; the BDAT
+ * target, fuzz_smtpd_bdat.c, starts every input inside a transaction).
+ * Oracles: every reply line is a well-formed SMTP reply, the session always
+ * ends, and ASan/UBSan/LSan see nothing.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,6 +34,10 @@
 #include "smtpd/smtpd_int.h"
 
 #include "fake_spool.h"
+
+#ifndef FUZZ_PREFIX
+#define FUZZ_PREFIX ""
+#endif
 
 #define OPT_MYNETWORKS  0x01   /* the client is in mynetworks */
 #define OPT_FAIL_COMMIT 0x02   /* the spool fails the commit */
@@ -124,7 +129,9 @@ static void check_replies(const char *p, size_t n, int cut)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static char replies[1 << 20];
-	size_t nreplies = 0, off = 2, chunk;
+	static const char prefix[] = FUZZ_PREFIX;
+	size_t nreplies = 0, off = 0, chunk;
+	uint8_t *input;
 	struct sockaddr_storage peer;
 	struct sockaddr_in *in = (struct sockaddr_in *)&peer;
 	struct session *s;
@@ -137,6 +144,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		init();
 	opt = data[0];
 	chunk = (size_t)data[1] * 4 + 1;
+	/* what the client sends: the prefix, then the fuzzer's bytes */
+	if ((input = malloc(sizeof prefix - 1 + size - 2 + 1)) == NULL)
+		abort();
+	memcpy(input, prefix, sizeof prefix - 1);
+	memcpy(input + sizeof prefix - 1, data + 2, size - 2);
+	size = sizeof prefix - 1 + size - 2;
 	fake_spool_fail_commit = (opt & OPT_FAIL_COMMIT) != 0;
 	fake_spool_fail_txn = (opt & OPT_FAIL_TXN) != 0;
 	srv.stress = (opt & OPT_STRESS) != 0;
@@ -159,7 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!closed && off < size) {
 			size_t n = size - off < chunk ? size - off : chunk;
 
-			r = write(sv[1], data + off, n);
+			r = write(sv[1], input + off, n);
 			if (r > 0)
 				off += (size_t)r;
 		}
@@ -196,5 +209,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (!wrapped)
 		check_replies(replies, nreplies, (opt & OPT_RESET) != 0);
+	free(input);
 	return 0;
 }

@@ -95,9 +95,10 @@ def banner(port, timeout=10):
         r.close()
 
 
-def deliver(port, seq, deadline, rcpt="alice@example.test"):
+def deliver(port, seq, deadline, rcpt="alice@example.test", tls=None):
     """One message, retried on 4xx and connection failures until the deadline.
-    Returns the number of attempts it took; a 5xx fails at once."""
+    Returns the number of attempts it took; a 5xx fails at once. tls: an
+    ssl.SSLContext to send over STARTTLS with."""
     attempts = 0
     while True:
         attempts += 1
@@ -105,6 +106,11 @@ def deliver(port, seq, deadline, rcpt="alice@example.test"):
         try:
             with smtplib.SMTP("127.0.0.1", port, timeout=10 * SLOW) as s:
                 s.ehlo("legit.example.org")
+                if tls is not None:
+                    c, text = s.starttls(context=tls)   # returns a refusal, does not raise it
+                    if c != 220:
+                        raise smtplib.SMTPResponseException(c, text)
+                    s.ehlo("legit.example.org")
                 s.sendmail("legit@example.org", [rcpt], MSG % (seq, seq, seq))
             return attempts
         except smtplib.SMTPRecipientsRefused as e:
@@ -403,6 +409,129 @@ class ContainerTest(unittest.TestCase):
         self.assertEqual(j["daemon"]["sessions_limit"], j["smtpd_sessions"]["limit"])
         self.assertLess(j["daemon"]["sessions_limit"], 40)
         self.assertEqual(j["rows"]["numtcpsock"]["failcnt"], 0)
+
+    # ------------------------------------------------------------------ 1b
+    def test_1b_tls_flood_in_openvz(self):
+        """The bot flood over STARTTLS: 400 bots that each complete a TLS
+        handshake before their dictionary probe, against numothersock=40
+        numtcpsock=80, while a legitimate client sends over STARTTLS too.
+        Sessions are sized at their TLS cost; the caps hold, nothing dies."""
+        import ssl
+        ct = self.container(numothersock=40, numtcpsock=80)
+        certdir = tempfile.mkdtemp(prefix="frugal-ct-tls-")
+        self.addCleanup(shutil.rmtree, certdir, True)
+        cert, key = os.path.join(certdir, "c.pem"), os.path.join(certdir, "k.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=mx.example.test", "-days", "2"],
+                       check=True, capture_output=True, timeout=60)
+        d = self.daemon(ct.conf() + "smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n" % (cert, key),
+                        env=ct.env)
+        before = ct.rows()
+        port = d.port
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        BOTS, PARALLEL = 400, 50
+        results, rcpt_codes, tls_ok = {}, {}, [0]
+        lock = threading.Lock()
+
+        def bot(i):
+            pause = t0 + i * 0.005 - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)   # a paced flood: 400 connections over ~2 s
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+            except OSError as e:
+                return "connect failed: %s" % e
+            try:
+                f = s.makefile("rb")
+                try:
+                    line = f.readline(512)
+                except socket.timeout:
+                    return "silent"
+                except OSError as e:
+                    return "reset: %s" % e
+                code = line[:3].decode(errors="replace")
+                if code != "220":
+                    return code if code else "closed"
+                try:
+                    s.sendall(b"EHLO bot%d.example.net\r\n" % i)
+                    while f.readline(512)[3:4] == b"-":
+                        pass
+                    s.sendall(b"STARTTLS\r\n")
+                    if f.readline(512)[:3] != b"220":
+                        return "220"           # refused (e.g. 454 under memory pressure): fine
+                    t = ctx.wrap_socket(s, server_hostname="mx.example.test")
+                    with lock:
+                        tls_ok[0] += 1
+                    time.sleep(0.3)   # a bot taking its time: holds a TLS session slot
+                    tf = t.makefile("rb")
+                    for cmd in (b"EHLO bot%d.example.net" % i, b"MAIL FROM:<bot%d@example.net>" % i,
+                                b"RCPT TO:<u%08x@example.test>" % random.getrandbits(32)):
+                        t.sendall(cmd + b"\r\n")
+                        while True:
+                            line = tf.readline(512)
+                            if line[3:4] != b"-":
+                                break
+                    c = int(line[:3]) if line[:3].isdigit() else None
+                    with lock:
+                        rcpt_codes[c] = rcpt_codes.get(c, 0) + 1
+                    t.sendall(b"QUIT\r\n")
+                    t.close()
+                except (OSError, ssl.SSLError, ValueError):
+                    pass   # stress mode may drop a bot: fine
+                return "220"
+            finally:
+                s.close()
+
+        legit = {"sent": 0, "retries": 0, "error": None}
+        done = threading.Event()
+        t0 = time.monotonic()
+
+        def legit_client():
+            try:
+                while legit["sent"] < 100 and (not done.is_set() or legit["sent"] < 5):
+                    start = time.monotonic()
+                    n = deliver(port, legit["sent"], start + 30 * SLOW, tls=ctx)
+                    legit["retries"] += n - 1
+                    legit["sent"] += 1
+                    pause = start + 0.2 - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)   # the client's sending rate
+            except BaseException as e:  # reported by the main thread
+                legit["error"] = e
+
+        lt = threading.Thread(target=legit_client)
+        lt.start()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(PARALLEL) as ex:
+                for res in ex.map(bot, range(BOTS)):
+                    results[res] = results.get(res, 0) + 1
+        finally:
+            attack = time.monotonic() - t0
+            done.set()
+            lt.join(120 * SLOW)
+        self.assertFalse(lt.is_alive(), "the legitimate client finished")
+        if legit["error"]:
+            raise legit["error"]
+        print("\n  TLS bot flood: %d connections in %.1f s: %s; %d handshakes; RCPT replies %s; "
+              "legit accepted %d (%d retries)" % (BOTS, attack, results, tls_ok[0], rcpt_codes,
+                                                 legit["sent"], legit["retries"]), file=sys.stderr)
+        self.assertEqual(results.get("220", 0) + results.get("421", 0), BOTS,
+                         "every bot connection got 220 or 421 (none silent, closed or refused): %s" % results)
+        self.assertGreater(tls_ok[0], 0, "some bots completed their handshake")
+        self.assertEqual(set(rcpt_codes) - {550, 421, None}, set(), "unknown users: 550 (or 421 under stress)")
+        wait_for(lambda: seqs_in(d) >= set(range(legit["sent"])), 30,
+                 "all %d legit messages in alice's Maildir" % legit["sent"])
+        self.assertAlive(d)
+        after = ct.rows()
+        self.assertEqual(after["numtcpsock"]["failcnt"], 0, "frugal caused no numtcpsock failcnt")
+        self.assertEqual(after["numothersock"]["failcnt"], 0, "frugal caused no numothersock failcnt")
+        self.assertLessEqual(after["numtcpsock"]["maxheld"], 40, after["numtcpsock"])
+        self.assertEqual(after["numothersock"]["maxheld"], before["numothersock"]["maxheld"],
+                         "frugal's non-TCP sockets are constant under a TLS flood")
+        # the sizing counts each session at its TLS cost (4 KiB + 32 KiB)
+        self.assertEqual(limits_json(d)["smtpd_sessions"]["memory_each"], 4096 + 32768)
 
     # ------------------------------------------------------------------ 2
     def test_2a_hog_eats_numothersock(self):

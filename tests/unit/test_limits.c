@@ -485,6 +485,17 @@ START_TEST(compute_memory_and_buffers)
 	/* (32M - 4M - D x 64K) / (4K + 16K + 128K) */
 	ck_assert_int_eq((int)b.sessions,
 	    (int)(((28LL << 20) - b.deliveries * LIMITS_DELIVERY_MEM) / (4096 + 16384 + 131072)));
+	{
+		long long plain = b.sessions;
+
+		/* TLS offered: every session counted at its TLS cost (32K more) */
+		P.session_mem = LIMITS_SESSION_MEM + LIMITS_TLS_SESSION_MEM;
+		limits_compute(&P, &s, &own, &b);
+		ck_assert_int_eq((int)b.sessions,
+		    (int)(((28LL << 20) - b.deliveries * LIMITS_DELIVERY_MEM) / (4096 + 32768 + 16384 + 131072)));
+		ck_assert_int_lt((int)b.sessions, (int)plain);
+		P.session_mem = LIMITS_SESSION_MEM;
+	}
 
 	/* nothing left: still one session while the pools are not empty */
 	snap_init(&s);
@@ -818,6 +829,23 @@ START_TEST(params_from_conf)
 	ck_assert_int_eq((int)p.smtpd_concurrency, 7);
 	ck_assert_int_eq((int)p.delivery_concurrency, 0);
 	ck_assert_int_eq(p.listeners, 3);
+	ck_assert_int_eq((int)p.session_mem, LIMITS_SESSION_MEM);   /* no certificate: no TLS */
+	conf_unref(c);
+	conf_diags_free(&d);
+
+	/* a certificate (and the default level may): sessions cost their TLS state */
+	memset(&d, 0, sizeof d);
+	c = conf_load_text("smtpd_tls_cert_file = /etc/ssl/x.pem\n", "test.conf", &d);
+	ck_assert_ptr_nonnull(c);
+	limits_params_from_conf(c, &p);
+	ck_assert_int_eq((int)p.session_mem, LIMITS_SESSION_MEM + LIMITS_TLS_SESSION_MEM);
+	conf_unref(c);
+	conf_diags_free(&d);
+	memset(&d, 0, sizeof d);
+	c = conf_load_text("smtpd_tls_cert_file = /etc/ssl/x.pem\nsmtpd_tls_security_level = none\n", "test.conf", &d);
+	ck_assert_ptr_nonnull(c);
+	limits_params_from_conf(c, &p);
+	ck_assert_int_eq((int)p.session_mem, LIMITS_SESSION_MEM);
 	conf_unref(c);
 	conf_diags_free(&d);
 }
