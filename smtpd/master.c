@@ -11,8 +11,11 @@
  * Then it waits: a helper that dies is restarted and the daemon gets the
  * new socket over the control socketpair (deliveries in flight fail soft
  * and are retried); a daemon that dies after start-up is restarted with
- * fresh helpers; HUP and USR1 are passed on; TERM stops the daemon (which
- * drains its commits and deliveries), then the helpers.
+ * fresh helpers; HUP reloads: the master opens the TLS certificate and
+ * key again as root and sends the daemon a reload message carrying both
+ * descriptors (the key stays readable by root only), and passes HUP on to
+ * the helpers; USR1 is passed on; TERM stops the daemon (which drains its
+ * commits and deliveries), then the helpers.
  *
  * Single-threaded, no libev: signals arrive through a signalfd and children
  * are reaped here only (libev's default loop, in the children, reaps its
