@@ -246,6 +246,28 @@ class ImplicitTLS(TLSBase):
         self.assertFalse(data.startswith(b"220"), data)
         sock.close()
 
+    def test_session_resumption_by_ticket(self):
+        """A client that kept the ticket of its first session resumes (TLS 1.3
+        and 1.2): no server-side cache, the ticket carries the state."""
+        d = self.daemon()
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            ctx = client_ctx()
+            ctx.minimum_version = ctx.maximum_version = version
+            sessions = []
+            for i in range(2):
+                with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
+                    s.ehlo("c.example.org")
+                    s.docmd("STARTTLS")
+                    s.sock = ctx.wrap_socket(s.sock, server_hostname="mx.example.test",
+                                             session=sessions[-1] if sessions else None)
+                    s.file = None
+                    code, _ = s.ehlo("c.example.org")   # the TLS 1.3 ticket arrives with it
+                    self.assertEqual(code, 250)
+                    self.assertEqual(s.sock.session_reused, i == 1, (version, i))
+                    sessions.append(s.sock.session)
+        self.assertEqual(len(re.findall(r"Anonymous TLS connection established from .*\(resumed\)",
+                                        d.output())), 2, d.output()[-2000:])
+
 
 class Reload(TLSBase):
     def test_new_certificate_for_new_sessions_live_session_keeps_its_own(self):
