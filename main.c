@@ -27,6 +27,7 @@ static const struct command {
 	{ "config", conf_cmd_config, "config [-c DIR] [-n] [-d] [NAME...]" },
 	{ "check",  smtpd_cmd_check, "check [-c DIR]" },
 	{ "map",    conf_cmd_map,    "map [-q KEY] FILE" },
+	{ "passwd", smtpd_cmd_passwd, "passwd [-c DIR] ADDRESS" },
 	{ "queue",  queue_cmd,       "queue [-c DIR] [list|show ID|delete ID|flush]" },
 	{ "reload", cmd_reload,      "reload [-c DIR]" },
 	{ "stop",   cmd_stop,        "stop [-c DIR]" },

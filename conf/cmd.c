@@ -171,12 +171,13 @@ int conf_check(const struct conf *c)
 			errors += check_maps(c, c->e[i].name);
 	}
 	/*
-	 * The SASL user table is a table too, used only when AUTH is on (the
-	 * submission listeners will turn it on with AUTH, a later version).
-	 * The TLS certificate and key are checked by the daemon's own loading
-	 * code (smtpd_gen_new), which `frugal check` runs after this.
+	 * The SASL user table is a table too, used only where AUTH is offered
+	 * (smtpd_sasl_auth_enable, or a submission listener). The TLS
+	 * certificate and key are checked by the daemon's own loading code
+	 * (smtpd_gen_new), which `frugal check` runs after this.
 	 */
-	if (conf_bool(c, "smtpd_sasl_auth_enable", 0) && strcmp(conf_str(c, "smtpd_sasl_type", 0), "frugal") == 0)
+	if ((conf_bool(c, "smtpd_sasl_auth_enable", 0) || *conf_str(c, "submission_listen", 0) ||
+	    *conf_str(c, "smtps_listen", 0)) && strcmp(conf_str(c, "smtpd_sasl_type", 0), "frugal") == 0)
 		errors += check_maps(c, "smtpd_sasl_users");
 	errors += check_queue_dir(c);
 	checked_free();

@@ -177,6 +177,18 @@ char *mem_printf(const char *fmt, ...)
 	return p;
 }
 
+int mem_charge(size_t n)
+{
+	if (should_fail(n)) {
+		errno = ENOMEM;
+		return -1;
+	}
+	count(n, 0);
+	return 0;
+}
+
+void mem_uncharge(size_t n) { count(0, n); }
+
 size_t mem_in_use(void) { return __atomic_load_n(&in_use, __ATOMIC_RELAXED); }
 size_t mem_peak(void) { return __atomic_load_n(&peak, __ATOMIC_RELAXED); }
 void mem_set_limit(size_t bytes) { limit = bytes; }

@@ -19,6 +19,14 @@ char  *mem_strdup(const char *s);
 char  *mem_strndup(const char *s, size_t n);
 char  *mem_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * Memory a library takes on its own (libcrypt's yescrypt: N x r x 128 bytes
+ * per check), charged against the same limit while it is held: 0, or -1
+ * (ENOMEM) when the budget has no room. Uncharge exactly what was charged.
+ */
+int    mem_charge(size_t n);
+void   mem_uncharge(size_t n);
+
 size_t mem_in_use(void);          /* bytes currently allocated through here */
 size_t mem_peak(void);            /* high-water mark of mem_in_use() */
 void   mem_set_limit(size_t bytes); /* 0 = no limit; past it allocations fail */

@@ -8,6 +8,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 
 #define MAX_THREADS 32   /* per class */
@@ -31,6 +34,9 @@ static void *worker_main(void *arg)
 	struct pool *p = arg;
 	struct worker_job *job;
 
+	/* password checks yield the CPU to the loop and the commits (per-thread nice on Linux) */
+	if (p == &pools[WORKER_AUTH])
+		(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
 	pthread_mutex_lock(&mu);
 	for (;;) {
 		while (!p->head && !stopping)

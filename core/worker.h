@@ -19,6 +19,7 @@
 enum worker_class {
 	WORKER_COMMIT,     /* spool commits: the 250s wait for these */
 	WORKER_DELIVERY,   /* deliveries and their marks */
+	WORKER_AUTH,       /* password checks: CPU and memory bound, run at a lower priority */
 	WORKER_CLASSES
 };
 

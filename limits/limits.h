@@ -82,5 +82,7 @@ void limits_set_status_path(const char *path);
 
 /* `frugal limits [-c DIR] [--json]`; returns an exit code. */
 int  limits_cmd(int argc, char **argv);
+/* frugal's memory budget under this configuration, detected now (bytes; -1 no limit found). */
+long long limits_memory_budget(const struct conf *c);
 
 #endif

@@ -476,3 +476,17 @@ int limits_cmd(int argc, char **argv)
 	conf_unref(c);
 	return ferror(stdout) ? 75 : 0;
 }
+
+long long limits_memory_budget(const struct conf *c)
+{
+	struct limits_params p;
+	struct limits_snapshot s;
+	struct limits_own own;
+	struct limits_budget b;
+
+	memset(&own, 0, sizeof own);
+	limits_params_from_conf(c, &p);
+	limits_detect(&p, &s);
+	limits_compute(&p, &s, &own, &b);
+	return b.pool[LP_MEM] == LIMITS_UNLIMITED ? -1 : b.pool[LP_MEM];
+}

@@ -82,12 +82,23 @@ int content_begin(struct session *s)
 	if (tlson)
 		snprintf(tls, sizeof tls, "\t(using %s)\n\t(No client certificate requested)\n",
 		    s->tls_info ? s->tls_info : "TLS");
-	/* RFC 5321 4.4: the trace header, Postfix's layout (ESMTPS under TLS, RFC 3848) */
-	n = snprintf(hdr, sizeof hdr, "Received: from %s (%s [%s])\n%s\tby %s (%s) with %s%s id %s%s%s%s;\n\t%s\n",
-	    s->helo ? s->helo : s->host, s->host, s->addr, tls, s->gen->myhostname,
-	    conf_str(s->gen->conf, "mail_name", 0), session_proto(s), tlson ? "S" : "", spool_txn_id(tx->txn),
-	    tx->nrcpt == 1 ? "\n\tfor <" : "", tx->nrcpt == 1 ? tx->first_rcpt : "",
-	    tx->nrcpt == 1 ? ">" : "", date);
+	/*
+	 * RFC 5321 4.4: the trace header, Postfix's layout (ESMTPS under TLS,
+	 * ESMTPA/ESMTPSA after AUTH, RFC 3848). smtpd_hide_client_session
+	 * leaves an authenticated client's name and address out (the user's
+	 * home address is nobody else's business).
+	 */
+	if (s->sasl_user && s->p->hide_client_session)
+		n = snprintf(hdr, sizeof hdr, "Received: by %s (%s) with %s%s%s id %s%s%s%s;\n\t%s\n",
+		    s->gen->myhostname, conf_str(s->gen->conf, "mail_name", 0), session_proto(s), tlson ? "S" : "", "A",
+		    spool_txn_id(tx->txn), tx->nrcpt == 1 ? "\n\tfor <" : "", tx->nrcpt == 1 ? tx->first_rcpt : "",
+		    tx->nrcpt == 1 ? ">" : "", date);
+	else
+		n = snprintf(hdr, sizeof hdr, "Received: from %s (%s [%s])\n%s\tby %s (%s) with %s%s%s id %s%s%s%s;\n\t%s\n",
+		    s->helo ? s->helo : s->host, s->host, s->addr, tls, s->gen->myhostname,
+		    conf_str(s->gen->conf, "mail_name", 0), session_proto(s), tlson ? "S" : "", s->sasl_user ? "A" : "",
+		    spool_txn_id(tx->txn), tx->nrcpt == 1 ? "\n\tfor <" : "", tx->nrcpt == 1 ? tx->first_rcpt : "",
+		    tx->nrcpt == 1 ? ">" : "", date);
 	if (n < 0 || (size_t)n >= sizeof hdr || spool_txn_write(tx->txn, hdr, (size_t)n) < 0) {
 		limits_note_failure("queue file", errno);
 		return -1;

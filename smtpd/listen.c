@@ -286,10 +286,10 @@ static int bind_one(const char *spec)
 	return fd;
 }
 
-/* The listener parameters in binding order; submission_listen comes with AUTH (a later version). */
-static const char *const listen_params[] = { "smtpd_listen", "smtps_listen" };
+/* The listener parameters in binding order (the master binds, the daemon attaches in the same order). */
+static const char *const listen_params[] = { "smtpd_listen", "smtps_listen", "submission_listen" };
 
-/* "smtpd_listen" addresses first, then "smtps_listen": the order listen_attach() reads them in. */
+/* "smtpd_listen" addresses first, then "smtps_listen", then "submission_listen". */
 int listen_bind(const struct conf *c, int *fds, int max)
 {
 	size_t k;
@@ -314,7 +314,7 @@ int listen_bind(const struct conf *c, int *fds, int max)
 		conf_list_free(v);
 	}
 	if (n == 0) {
-		log_warning("smtpd", "smtpd_listen and smtps_listen are empty: no listener");
+		log_warning("smtpd", "smtpd_listen, smtps_listen and submission_listen are empty: no listener");
 		return -1;
 	}
 	return n;
@@ -339,7 +339,8 @@ int listen_attach(struct smtpd_server *srv, const struct conf *c, const int *fds
 
 			l->srv = srv;
 			l->fd = fds[j];
-			l->implicit_tls = l->submission = k == 1;   /* smtps: submission, TLS from the first byte */
+			l->submission = k >= 1;     /* smtps and submission: AUTH before MAIL, never stress */
+			l->implicit_tls = k == 1;   /* smtps: TLS from the first byte */
 			snprintf(l->name, sizeof l->name, "%s %s", listen_params[k], v[i]);
 			ev_io_init(&l->io, accept_cb, fds[j], EV_READ);
 			ev_io_start(srv->loop, &l->io);

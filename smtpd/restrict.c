@@ -167,6 +167,7 @@ static const struct { const char *name; enum restr_word word; int takes_table; }
 	{ "defer_unauth_destination", R_DEFER_UNAUTH_DESTINATION, 0 },
 	{ "permit_mynetworks", R_PERMIT_MYNETWORKS, 0 },
 	{ "permit_sasl_authenticated", R_PERMIT_SASL_AUTHENTICATED, 0 },
+	{ "reject_sender_login_mismatch", R_REJECT_SENDER_LOGIN_MISMATCH, 0 },
 	{ "reject_unauth_destination", R_REJECT_UNAUTH_DESTINATION, 0 },
 	{ "reject_unlisted_recipient", R_REJECT_UNLISTED_RECIPIENT, 0 },
 	{ "reject_invalid_helo_hostname", R_REJECT_INVALID_HELO_HOSTNAME, 0 },
@@ -253,6 +254,13 @@ static void params_load(struct smtpd_params *p, const struct conf *c, int stress
 	p->forbid_bare_newline = conf_bool(c, "smtpd_forbid_bare_newline", stress);
 	p->client_connection_count_limit = (int)conf_int(c, "smtpd_client_connection_count_limit", stress);
 	p->starttls_timeout = (double)conf_time(c, "smtpd_starttls_timeout", stress);
+	p->sasl_auth_enable = conf_bool(c, "smtpd_sasl_auth_enable", stress);
+	p->tls_auth_only = conf_bool(c, "smtpd_tls_auth_only", stress);
+	p->client_auth_rate_limit = (int)conf_int(c, "smtpd_client_auth_rate_limit", stress);
+	p->anvil_rate_time_unit = (double)conf_time(c, "anvil_rate_time_unit", stress);
+	p->hide_client_session = conf_bool(c, "smtpd_hide_client_session", stress);
+	if (p->anvil_rate_time_unit <= 0)
+		p->anvil_rate_time_unit = 60;
 	if (p->timeout <= 0)
 		p->timeout = 300;
 	if (p->starttls_timeout <= 0)
@@ -329,15 +337,19 @@ static int gen_tls(struct smtpd_gen *g, struct conf *c, const struct smtpd_tls_f
 
 	g->tls_level = strcmp(level, "encrypt") == 0 ? 2 : strcmp(level, "none") == 0 ? 0 : 1;
 	if (*cert == '\0') {
-		if (g->tls_level == 2 || *conf_str(c, "smtps_listen", 0)) {
-			conf_where(c, g->tls_level == 2 ? "smtpd_tls_security_level" : "smtps_listen", loc, sizeof loc);
+		const char *what = g->tls_level == 2 ? "smtpd_tls_security_level" : *conf_str(c, "smtps_listen", 0)
+		    ? "smtps_listen" : *conf_str(c, "submission_listen", 0) ? "submission_listen" : NULL;
+
+		if (what) {
+			conf_where(c, what, loc, sizeof loc);
 			snprintf(err, errlen, "%s: %s needs a certificate: set smtpd_tls_cert_file and smtpd_tls_key_file",
-			    loc, g->tls_level == 2 ? "smtpd_tls_security_level = encrypt" : "smtps_listen");
+			    loc, g->tls_level == 2 ? "smtpd_tls_security_level = encrypt" : what);
 			return -1;
 		}
 		return 0;
 	}
-	if (g->tls_level == 0 && !*conf_str(c, "smtps_listen", 0))
+	/* the submission listeners use TLS whatever smtpd_tls_security_level says for port 25 */
+	if (g->tls_level == 0 && !*conf_str(c, "smtps_listen", 0) && !*conf_str(c, "submission_listen", 0))
 		return 0;
 	/* descriptors from the master, when they are for these very files */
 	if (tf && strcmp(tf->cert_path, cert) == 0 && strcmp(tf->key_path, key_path(c)) == 0) {
@@ -348,6 +360,36 @@ static int gen_tls(struct smtpd_gen *g, struct conf *c, const struct smtpd_tls_f
 		conf_where(c, strstr(e, "smtpd_tls_key_file") == e && conf_is_set(c, "smtpd_tls_key_file")
 		    ? "smtpd_tls_key_file" : "smtpd_tls_cert_file", loc, sizeof loc);
 		snprintf(err, errlen, "%s: %s", loc, e);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * AUTH's tables: smtpd_sasl_users wherever AUTH can be offered (port 25 with
+ * smtpd_sasl_auth_enable, or a submission listener), and
+ * smtpd_sender_login_maps. 0, or -1 with err "FILE:LINE: reason".
+ */
+static int gen_sasl(struct smtpd_gen *g, struct conf *c, char *err, size_t errlen)
+{
+	char e[300], loc[600];
+	int offered = conf_bool(c, "smtpd_sasl_auth_enable", 0) || *conf_str(c, "submission_listen", 0)
+	    || *conf_str(c, "smtps_listen", 0);
+
+	if (offered && strcmp(conf_str(c, "smtpd_sasl_type", 0), "frugal") != 0) {
+		conf_where(c, "smtpd_sasl_type", loc, sizeof loc);
+		snprintf(err, errlen, "%s: smtpd_sasl_type = %s: this version of frugal checks passwords itself "
+		    "(smtpd_sasl_type = frugal) only", loc, conf_str(c, "smtpd_sasl_type", 0));
+		return -1;
+	}
+	if (offered && (g->sasl_users = map_list_open(conf_str(c, "smtpd_sasl_users", 0), e, sizeof e)) == NULL) {
+		conf_where(c, "smtpd_sasl_users", loc, sizeof loc);
+		snprintf(err, errlen, "%s: smtpd_sasl_users: %s", loc, e);
+		return -1;
+	}
+	if ((g->sender_logins = map_list_open(conf_str(c, "smtpd_sender_login_maps", 0), e, sizeof e)) == NULL) {
+		conf_where(c, "smtpd_sender_login_maps", loc, sizeof loc);
+		snprintf(err, errlen, "%s: smtpd_sender_login_maps: %s", loc, e);
 		return -1;
 	}
 	return 0;
@@ -399,6 +441,8 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf
 	}
 	if (gen_tls(g, c, tf, err, errlen) < 0)
 		goto fail;
+	if (gen_sasl(g, c, err, errlen) < 0)
+		goto fail;
 	/* last: its table errors are the ones `frugal check` has also named with their lines */
 	if ((g->resolver = resolver_new(c, e, sizeof e)) == NULL) {
 		conf_where(c, "", loc, sizeof loc);   /* the file: which table failed is in e */
@@ -426,6 +470,10 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 	mem_free(g->myhostname);
 	mem_free(g->banner);
 	tls_ctx_unref(g->tls);
+	if (g->sasl_users)
+		map_list_close(g->sasl_users);
+	if (g->sender_logins)
+		map_list_close(g->sender_logins);
 	conf_unref(g->conf);
 	mem_free(g);
 }
@@ -555,7 +603,20 @@ static enum restr_result run_list(struct restr_eval *ev, const struct restr_list
 			}
 			break;
 		case R_DUNNO:
-		case R_PERMIT_SASL_AUTHENTICATED: /* no SASL in this version: never authenticated */
+			break;
+		case R_PERMIT_SASL_AUTHENTICATED:
+			if (s->sasl_user) {
+				*decided = 1;
+				return RESTR_PERMIT;
+			}
+			break;
+		case R_REJECT_SENDER_LOGIN_MISMATCH:
+			if (!auth_sender_owned(s, sender)) {
+				snprintf(reply, replylen, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s",
+				    sender, s->sasl_user ? s->sasl_user : "(unauthenticated)");
+				*decided = 1;
+				return RESTR_REJECT;
+			}
 			break;
 		case R_PERMIT_MYNETWORKS:
 			if (cidr_list_match(&s->gen->mynetworks, &s->peer)) {

@@ -185,14 +185,14 @@ static void usr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 /* ---- pid file ------------------------------------------------------------ */
 
-static char *pid_path(const struct conf *c)
+char *smtpd_pid_path(const struct conf *c)
 {
 	return mem_printf("%s/pid/frugal.pid", conf_str(c, "queue_directory", 0));
 }
 
 static int write_pidfile(const struct conf *c)
 {
-	char *path = pid_path(c);
+	char *path = smtpd_pid_path(c);
 	long running;
 	int fd;
 
@@ -383,7 +383,9 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	 * commits and deliveries sharing each sync (core/sync.h). Commits have
 	 * threads of their own: a 250 never waits behind deliveries.
 	 */
-	if (worker_init(server.loop, (const int[WORKER_CLASSES]){ [WORKER_COMMIT] = 8, [WORKER_DELIVERY] = 16 }) < 0)
+	/* password checks: AUTH_THREADS at once (yescrypt: 16 MiB and about 50 ms of CPU each) */
+	if (worker_init(server.loop, (const int[WORKER_CLASSES]){ [WORKER_COMMIT] = 8, [WORKER_DELIVERY] = 16,
+	    [WORKER_AUTH] = AUTH_THREADS }) < 0)
 		log_fatal("master", "cannot start worker threads: %s", strerror(errno));
 	if ((server.qmgr = qmgr_new(server.loop, server.spool, c)) == NULL)
 		log_fatal("master", "cannot start the queue manager: out of memory");
@@ -542,7 +544,7 @@ int smtpd_cmd_signal(const char *what, int argc, char **argv)
 	conf_diags_free(&d);
 	if (c == NULL)
 		return 1;
-	path = pid_path(c);
+	path = smtpd_pid_path(c);
 	pid = path ? daemon_pidfile_read(path) : -1;
 	mem_free(path);
 	conf_unref(c);

@@ -56,7 +56,9 @@ const char *session_proto(const struct session *s) { return s->esmtp ? "ESMTP" :
 
 int session_tls_missing(const struct session *s)
 {
-	return (s->implicit_tls || (s->gen->tls && s->gen->tls_level >= 2)) && !transport_is_tls(&s->tp);
+	/* submission (587 as 465) requires TLS as Postfix's stock entries do (smtpd_tls_security_level=encrypt) */
+	return (s->implicit_tls || s->submission || (s->gen->tls && s->gen->tls_level >= 2)) &&
+	    !transport_is_tls(&s->tp);
 }
 
 static int session_port(const struct session *s)
@@ -134,7 +136,7 @@ void session_reply(struct session *s, const char *fmt, ...)
 static int parsing(const struct session *s)
 {
 	return s->state != S_CLOSING && s->state != S_LINGER && s->state != S_COMMIT &&
-	    s->state != S_GREETING && s->state != S_TLS && !s->sleeping;
+	    s->state != S_GREETING && s->state != S_TLS && s->state != S_AUTH_WAIT && !s->sleeping;
 }
 
 static void update_watcher(struct session *s)
@@ -385,6 +387,8 @@ static void session_process(struct session *s)
 		if (len > SMTPD_PATH_LINE_MAX - 2) {
 			session_reply(s, "500 5.5.2 Error: line too long");
 			session_count_error(s);
+		} else if (s->state == S_AUTH) {
+			auth_response(s, p, len);   /* a SASL response, not a command */
 		} else {
 			verbs_run(s, p, len);
 		}
@@ -637,6 +641,7 @@ void session_free(struct session *s)
 		log_panic("smtpd", "session freed while its commit is in flight");
 	if (s->fault_sweep)
 		server_sweep_end(s->srv);
+	auth_session_gone(s);
 	ev_io_stop(s->srv->loop, &s->io);
 	ev_timer_stop(s->srv->loop, &s->timer);
 	session_tx_free(s);

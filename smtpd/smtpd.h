@@ -9,5 +9,6 @@
 int smtpd_cmd_serve(int argc, char **argv);              /* frugal serve [-f] [-c DIR] */
 int smtpd_cmd_check(int argc, char **argv);              /* frugal check [-c DIR] */
 int smtpd_cmd_signal(const char *what, int argc, char **argv); /* reload | stop | status */
+int smtpd_cmd_passwd(int argc, char **argv);             /* frugal passwd [-c DIR] ADDRESS */
 
 #endif

@@ -31,7 +31,7 @@ enum restr_word {
 	R_REJECT_INVALID_HELO_HOSTNAME, R_REJECT_NON_FQDN_HELO_HOSTNAME,
 	R_REJECT_NON_FQDN_SENDER, R_REJECT_NON_FQDN_RECIPIENT,
 	R_CHECK_CLIENT_ACCESS, R_CHECK_HELO_ACCESS, R_CHECK_SENDER_ACCESS,
-	R_CHECK_RECIPIENT_ACCESS,
+	R_CHECK_RECIPIENT_ACCESS, R_REJECT_SENDER_LOGIN_MISMATCH,
 };
 struct restr {
 	enum restr_word word;
@@ -65,6 +65,11 @@ struct smtpd_params {
 	int helo_required, forbid_bare_newline;
 	int client_connection_count_limit;
 	double starttls_timeout;     /* smtpd_starttls_timeout: the TLS handshake's deadline */
+	int sasl_auth_enable;        /* smtpd_sasl_auth_enable: AUTH on smtpd_listen (submission: always) */
+	int tls_auth_only;           /* smtpd_tls_auth_only: AUTH only under TLS */
+	int client_auth_rate_limit;  /* AUTH commands per client per anvil_rate_time_unit (0: none) */
+	double anvil_rate_time_unit;
+	int hide_client_session;     /* smtpd_hide_client_session: no client in an authenticated Received: */
 };
 
 /*
@@ -82,6 +87,8 @@ struct smtpd_gen {
 	char *myhostname, *banner;       /* owned, expanded */
 	struct tls_ctx *tls;             /* one reference; NULL: no certificate, or TLS off */
 	int tls_level;                   /* smtpd_tls_security_level: 0 none, 1 may, 2 encrypt */
+	struct map_list *sasl_users;     /* smtpd_sasl_users: login to crypt(3) hash; owned */
+	struct map_list *sender_logins;  /* smtpd_sender_login_maps: sender to its owners; owned */
 };
 
 /*
@@ -119,6 +126,8 @@ enum session_state {
 	S_TLS,        /* STARTTLS answered, or an implicit-TLS connection: the handshake */
 	S_CLOSING,    /* final reply queued: flush it (within smtpd_timeout), then linger */
 	S_LINGER,     /* write side shut down: discard what the client still sends, briefly */
+	S_AUTH,       /* AUTH: the next line is a SASL response, not a command */
+	S_AUTH_WAIT,  /* AUTH: the password is being checked on a worker; nothing is read */
 };
 
 /* One transaction: RSET or the end of the message frees it in one go. */
@@ -172,6 +181,11 @@ struct session {
 	long long chunk_left;       /* S_BDAT: octets of the chunk still to read */
 	int chunk_last;             /* S_BDAT: the chunk is the LAST */
 	const char *chunk_refusal;  /* S_BDAT: the chunk is read and dropped, then this reply (static) */
+	char *sasl_user;            /* owned; the login once AUTH succeeded */
+	const char *sasl_method;    /* "PLAIN" or "LOGIN" (static) */
+	int auth_mech;              /* S_AUTH: the exchange under way (auth.c) */
+	char *auth_login;           /* owned; S_AUTH with LOGIN: the user name given first */
+	struct auth_check *auth;    /* a password check in flight (owned by the worker job until done) */
 	struct buf in, out;
 	struct smtp_tx *tx;         /* owned; NULL outside a transaction */
 };
@@ -194,6 +208,21 @@ void session_push(struct session *s);          /* write queued replies now: a pi
 void session_flush(struct session *s);         /* write, parse what waits, close or re-arm (not in session_process) */
 const char *session_proto(const struct session *s);   /* "SMTP" or "ESMTP", for the log */
 int  session_tls_missing(const struct session *s);    /* TLS is required here and not up yet */
+
+/* Per-client event rates (anvil.c): count one event now; its count in the current window, -1 no memory. */
+struct anvil;
+int  anvil_hit(struct anvil **a, const struct sockaddr_storage *client, double now, double unit);
+void anvil_free(struct anvil *a);
+
+#define AUTH_THREADS 2   /* password checks at once (WORKER_AUTH) */
+
+/* AUTH (auth.c): the verb, a response line in S_AUTH, a session going away, whether it is offered. */
+void auth_command(struct session *s, const char *arg, size_t len);
+void auth_response(struct session *s, const char *line, size_t len);
+void auth_session_gone(struct session *s);
+int  auth_offered(const struct session *s);
+/* reject_sender_login_mismatch: may this session's login send as `sender`? */
+int  auth_sender_owned(struct session *s, const char *sender);
 
 /* The command table (verbs.c): one complete command line, CRLF removed. */
 void verbs_run(struct session *s, const char *line, size_t len);
@@ -250,9 +279,12 @@ struct smtpd_server {
 	 */
 	const char *sweep_client;
 	unsigned long sweep_n;
+	struct anvil *auth_rate;    /* AUTH commands per client (auth.c); owned, made on first use */
+	int auth_pending;           /* password checks queued or running */
 };
 
 void server_init(struct smtpd_server *srv, struct ev_loop *loop);
+char *smtpd_pid_path(const struct conf *c);   /* mem_alloc'd: queue_directory/pid/frugal.pid */
 void server_sweep_end(struct smtpd_server *srv);
 void server_session_add(struct smtpd_server *srv, struct session *s);    /* link + count */
 void server_session_closed(struct smtpd_server *srv, struct session *s); /* unlink + count */

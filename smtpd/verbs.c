@@ -79,8 +79,10 @@ static void helo(struct session *s, const struct smtpd_cmd *c, int ehlo)
 	session_reply(s, "250-PIPELINING");
 	session_reply(s, "250-SIZE %lld", s->p->message_size_limit);
 	session_reply(s, "250-VRFY");
-	if (s->gen->tls && s->gen->tls_level >= 1 && !transport_is_tls(&s->tp))
+	if (s->gen->tls && (s->gen->tls_level >= 1 || s->submission) && !transport_is_tls(&s->tp))
 		session_reply(s, "250-STARTTLS");
+	if (auth_offered(s))
+		session_reply(s, "250-AUTH PLAIN LOGIN");
 	session_reply(s, "250-ENHANCEDSTATUSCODES");
 	session_reply(s, "250-8BITMIME");
 	session_reply(s, "250-CHUNKING");
@@ -100,7 +102,7 @@ static void do_starttls(struct session *s, const struct smtpd_cmd *c)
 		refuse(s, "554 5.5.1 Error: TLS already active");
 		return;
 	}
-	if (s->gen->tls == NULL || s->gen->tls_level < 1) {
+	if (s->gen->tls == NULL || (s->gen->tls_level < 1 && !s->submission)) {
 		refuse(s, "502 5.5.1 Error: command not implemented");
 		return;
 	}
@@ -139,8 +141,8 @@ static void do_mail(struct session *s, const struct smtpd_cmd *c)
 		refuse(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return;
 	}
-	if (s->submission) {
-		/* submission: AUTH before MAIL (PRODUCT.md 2); AUTH comes in a later version */
+	if (s->submission && s->sasl_user == NULL) {
+		/* submission: AUTH before MAIL (PRODUCT.md 2; smtpd_client_restrictions = permit_sasl_authenticated, reject) */
 		refuse(s, "530 5.7.0 Authentication required");
 		return;
 	}
@@ -153,6 +155,15 @@ static void do_mail(struct session *s, const struct smtpd_cmd *c)
 	}
 	if (p.size >= 0 && s->p->message_size_limit > 0 && p.size > s->p->message_size_limit) {
 		refuse(s, "552 5.3.4 Message size exceeds fixed limit");
+		return;
+	}
+	if (s->submission && !auth_sender_owned(s, p.addr)) {
+		/* submission always checks the sender against the login (reject_sender_login_mismatch) */
+		session_reply(s, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", p.addr, s->sasl_user);
+		log_info("smtpd", "NOQUEUE: reject: MAIL from %s[%s]: 553 5.7.1 <%s>: Sender address rejected: "
+		    "not owned by user %s; proto=%s helo=<%s>", s->host, s->addr, p.addr, s->sasl_user,
+		    session_proto(s), s->helo ? s->helo : "");
+		session_count_error(s);
 		return;
 	}
 	/* Postfix's smtpd_check_queue: refuse early, not halfway through DATA */
@@ -209,7 +220,11 @@ static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
 			limits_note_failure(err == ENOMEM ? "memory" : "queue file", err);
 			return;
 		}
-		log_info("smtpd", "%s: client=%s", spool_txn_id(s->tx->txn), client);
+		if (s->sasl_user)   /* Postfix's fields: pflogsumm and fail2ban read them */
+			log_info("smtpd", "%s: client=%s, sasl_method=%s, sasl_username=%s", spool_txn_id(s->tx->txn),
+			    client, s->sasl_method, s->sasl_user);
+		else
+			log_info("smtpd", "%s: client=%s", spool_txn_id(s->tx->txn), client);
 	}
 	if (spool_txn_rcpt(s->tx->txn, p.addr, p.addr) < 0) {
 		session_reply(s, "451 4.3.0 Error: insufficient system resources");
@@ -326,7 +341,16 @@ static void do_quit(struct session *s, const struct smtpd_cmd *c)
 static void do_help(struct session *s, const struct smtpd_cmd *c)
 {
 	(void)c;
-	session_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS");
+	session_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH");
+}
+
+static void do_auth(struct session *s, const struct smtpd_cmd *c)
+{
+	if (s->state == S_INIT) {
+		refuse(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	auth_command(s, c->arg, c->arglen);
 }
 
 static void not_implemented(struct session *s, const struct smtpd_cmd *c)
@@ -350,7 +374,7 @@ static const struct verb verbs[] = {
 	{ CMD_HELP, "HELP", ST_TALK, NULL, V_PRE_TLS, do_help },
 	{ CMD_EXPN, "EXPN", ST_TALK, NULL, V_ENDS_GROUP, not_implemented },
 	{ CMD_ETRN, "ETRN", ST_TALK, NULL, 0, not_implemented },
-	{ CMD_AUTH, "AUTH", ST_TALK, NULL, 0, not_implemented },
+	{ CMD_AUTH, "AUTH", ST(S_INIT) | ST(S_HELO), "503 5.5.1 Error: MAIL transaction in progress", V_ENDS_GROUP, do_auth },
 };
 
 void verbs_run(struct session *s, const char *line, size_t len)

@@ -1382,9 +1382,13 @@ def bench_tls(frugal_bin, args, tmp, summary, postfix_skip, started):
     cert, key = make_cert(tmp)
     mtas = []
     if frugal_bin:
+        users = os.path.join(tmp, "bench-users")   # smtps is a submission listener: it needs its table
+        open(users, "w").close()
+        subprocess.run([frugal_bin, "map", users], check=True, capture_output=True, timeout=60)
         f = Frugal(frugal_bin, tmp, tag="frugal-tls",
                    extra_conf={"smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key,
-                               "smtpd_tls_security_level": "may", "smtpd_timeout": "600s"})
+                               "smtpd_tls_security_level": "may", "smtpd_timeout": "600s",
+                               "smtpd_sasl_users": "cdb:" + users})
         f.smtps_port = free_port()
         f.extra_conf["smtps_listen"] = "127.0.0.1:%d" % f.smtps_port
         f.setup()

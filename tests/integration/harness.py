@@ -267,6 +267,15 @@ class Raw:
         self.send(line + "\r\n")
         return self.reply()
 
+    def starttls(self, ctx, server_hostname="mx.example.test"):
+        """STARTTLS, then the handshake: the reply code (220 when TLS is up)."""
+        code, text = self.cmd("STARTTLS")
+        if code == 220:
+            self.f.close()
+            self.s = ctx.wrap_socket(self.s, server_hostname=server_hostname)
+            self.f = self.s.makefile("rb")
+        return code
+
     def closed(self):
         try:
             return self.s.recv(1) == b""

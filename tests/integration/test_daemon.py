@@ -37,8 +37,10 @@ class Embedded(unittest.TestCase):
                 except OSError:
                     return False
             wait_for(up, 15, "embedded frugal on 2525")
-            errf.seek(0)
-            first = errf.readline()
+            # a descriptor of its own: seeking errf would move the daemon's write offset too
+            # (one open file description), and its next line would overwrite the first
+            with open(os.path.join(cwd, "stderr")) as f:
+                first = f.readline()
             self.assertIn("embedded development default", first)
             with smtplib.SMTP("127.0.0.1", 2525, timeout=10 * SLOW) as s:
                 s.sendmail("me@example.org", ["someone@localhost"], "Subject: dev\r\n\r\nhi\r\n")

@@ -225,12 +225,16 @@ class ImplicitTLS(TLSBase):
         port.bind(("127.0.0.1", 0))
         p = port.getsockname()[1]
         port.close()
-        d = self.daemon(extra="smtps_listen = 127.0.0.1:%d\n" % p)
+        users = os.path.join(self.certdir, "users-%d" % p)   # a submission listener needs its users table
+        open(users, "w").close()
+        self.assertEqual(run_frugal("map", users).returncode, 0)
+        d = self.daemon(extra="smtps_listen = 127.0.0.1:%d\nsmtpd_sasl_users = cdb:%s\n" % (p, users))
         with smtplib.SMTP_SSL("127.0.0.1", p, timeout=10 * SLOW, context=client_ctx()) as s:
             code, _ = s.ehlo("c.example.org")
             self.assertEqual(code, 250)
             self.assertFalse(s.has_extn("starttls"))
-            # submission: AUTH before MAIL, and AUTH is not in this version
+            self.assertTrue(s.has_extn("auth"))
+            # submission: AUTH before MAIL (test_auth.py does the rest)
             self.assertEqual(s.docmd("MAIL FROM:<x@example.org>"), (530, b"5.7.0 Authentication required"))
         r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % p, "-quiet"],
                            input=b"QUIT\r\n", capture_output=True, timeout=30 * SLOW)
