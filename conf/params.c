@@ -98,7 +98,7 @@ const struct conf_param conf_param_table[] = {
 	L("smtpd_sasl_users", "cdb:/etc/frugal/users", "tables mapping login addresses to crypt(3) hashes"),
 	E("smtpd_sasl_type", "frugal", "frugal|dovecot", "SASL back end: frugal ($smtpd_sasl_users) or dovecot"),
 	L("smtpd_sender_login_maps", "", "tables mapping envelope senders to the logins allowed to use them"),
-	SX("smtpd_sasl_path", "", "dovecot auth socket when smtpd_sasl_type = dovecot"),
+	S("smtpd_sasl_path", "", "dovecot auth socket when smtpd_sasl_type = dovecot"),
 	EX("smtp_tls_security_level", "may", "none|may|encrypt|dane|verify|secure", "outbound TLS policy"),
 	LX("smtp_sasl_password_maps", "", "tables of username:password per relay host for outbound AUTH"),
 	/* queue and delivery */

@@ -59,7 +59,7 @@ int auth_offered(const struct session *s)
 {
 	if (!s->submission && !s->p->sasl_auth_enable)
 		return 0;
-	if (s->gen->sasl_users == NULL)
+	if (s->gen->sasl_users == NULL && s->gen->sasl_path == NULL)
 		return 0;
 	return transport_is_tls(&s->tp) || !s->p->tls_auth_only;
 }
@@ -104,6 +104,28 @@ static void check_work(struct worker_job *job)
 	OPENSSL_cleanse(c->pass, sizeof c->pass);
 }
 
+/* A check's outcome, whichever back end made it: 1 right, 0 wrong, -1 try later (why: for the log). */
+static void outcome(struct session *s, int ok, const char *user, const char *method, const char *why)
+{
+	if (ok == 1 && (s->sasl_user = mem_strdup(user)) == NULL) {
+		limits_note_failure("memory", ENOMEM);
+		ok = -1;
+	}
+	if (ok == 1) {
+		s->sasl_method = method;
+		session_reply(s, "235 2.7.0 Authentication successful");
+		auth_end(s);
+	} else if (ok < 0) {
+		/* not the client's fault: no 535, no error counted (Postfix: 454 4.7.0) */
+		log_warning("smtpd", "%s[%s]: SASL %s authentication failed: %s", s->host, s->addr, method, why);
+		session_reply(s, "454 4.7.0 Temporary authentication failure");
+		auth_end(s);
+	} else {
+		failed(s, method, why);
+	}
+	session_flush(s);   /* and read what was pipelined meanwhile */
+}
+
 static void check_done(struct worker_job *job)
 {
 	struct auth_check *c = (struct auth_check *)job;
@@ -111,30 +133,55 @@ static void check_done(struct worker_job *job)
 
 	mem_uncharge(c->charged);
 	c->srv->auth_pending--;
-	if (s == NULL)
-		goto out;   /* the session ended meanwhile */
-	s->auth = NULL;
-	if (c->ok == 1) {
-		if ((s->sasl_user = mem_strdup(c->user)) == NULL) {
+	if (s != NULL) {   /* else the session ended meanwhile */
+		s->auth = NULL;
+		if (c->ok < 0)
 			limits_note_failure("memory", ENOMEM);
-			session_reply(s, "454 4.7.0 Temporary authentication failure");
-			auth_end(s);
-		} else {
-			s->sasl_method = c->method;
-			session_reply(s, "235 2.7.0 Authentication successful");
-			auth_end(s);
-		}
-	} else if (c->ok < 0) {
+		outcome(s, c->ok, c->user, c->method, c->ok < 0 ? "no memory for the check" : "authentication failure");
+	}
+	mem_free(c->hash);
+	mem_free(c);
+}
+
+/* Dovecot's answer (dovecot.c); the login given is s->auth_login. */
+static void dovecot_done(void *arg, int result, const char *reason)
+{
+	struct session *s = arg;
+	char user[SASL_FIELD_MAX + 1];
+
+	s->dovecot_id = 0;
+	snprintf(user, sizeof user, "%s", s->auth_login ? s->auth_login : "");
+	outcome(s, result, user, s->auth_method, result < 0 ? reason : "authentication failure");
+}
+
+/* smtpd_sasl_type = dovecot: the check goes to Dovecot's auth service over its one connection. */
+static void dovecot_start(struct session *s, const char *user, const char *pass, const char *method)
+{
+	char *login = mem_strdup(user);
+
+	if (login == NULL || (s->srv->dovecot == NULL && (s->srv->dovecot = dovecot_new(s->srv->loop)) == NULL)) {
+		mem_free(login);
 		limits_note_failure("memory", ENOMEM);
 		session_reply(s, "454 4.7.0 Temporary authentication failure");
 		auth_end(s);
-	} else {
-		failed(s, c->method, "authentication failure");
+		return;
 	}
-	session_flush(s);   /* and read what was pipelined meanwhile */
-out:
-	mem_free(c->hash);
-	mem_free(c);
+	mem_free(s->auth_login);
+	s->auth_login = login;
+	if (dovecot_check(s->srv->dovecot, s->gen->sasl_path, user, pass, s->submission ? "submission" : "smtp",
+	    s->addr, transport_is_tls(&s->tp), dovecot_done, s, &s->dovecot_id) < 0) {
+		int e = errno;
+		if (e == EMFILE || e == ENFILE)
+			limits_note_failure("descriptors", e);
+		log_ratelimited(&table_rate, "smtpd", "dovecot auth %s: %s", s->gen->sasl_path, strerror(e));
+		log_warning("smtpd", "%s[%s]: SASL %s authentication failed: Connection lost to authentication server",
+		    s->host, s->addr, method);
+		session_reply(s, "454 4.7.0 Temporary authentication failure");
+		auth_end(s);
+		return;
+	}
+	s->auth_method = method;
+	session_enter(s, S_AUTH_WAIT);
 }
 
 /* Look the login up and hand the check to a worker; the session waits in S_AUTH_WAIT. */
@@ -145,6 +192,10 @@ static void check_start(struct session *s, const char *user, const char *pass, c
 	long long need;
 	int r;
 
+	if (s->gen->sasl_path) {
+		dovecot_start(s, user, pass, method);
+		return;
+	}
 	r = map_list_lookup(s->gen->sasl_users, user, &hash);
 	if (r < 0) {
 		log_ratelimited(&table_rate, "smtpd", "smtpd_sasl_users: lookup of %s failed", user);
@@ -198,6 +249,10 @@ void auth_session_gone(struct session *s)
 	if (s->auth) {
 		s->auth->s = NULL;   /* its done callback frees it */
 		s->auth = NULL;
+	}
+	if (s->dovecot_id) {
+		dovecot_cancel(s->srv->dovecot, s->dovecot_id);   /* Dovecot's answer will be dropped */
+		s->dovecot_id = 0;
 	}
 	mem_free(s->sasl_user);
 	s->sasl_user = NULL;
@@ -281,7 +336,7 @@ void auth_command(struct session *s, const char *arg, size_t len)
 
 	if (!auth_offered(s)) {
 		if ((s->submission || s->p->sasl_auth_enable) && s->p->tls_auth_only && !transport_is_tls(&s->tp)
-		    && s->gen->sasl_users)
+		    && (s->gen->sasl_users || s->gen->sasl_path))
 			session_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
 		else
 			session_reply(s, "503 5.5.1 Error: authentication not enabled");

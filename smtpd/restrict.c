@@ -376,13 +376,20 @@ static int gen_sasl(struct smtpd_gen *g, struct conf *c, char *err, size_t errle
 	int offered = conf_bool(c, "smtpd_sasl_auth_enable", 0) || *conf_str(c, "submission_listen", 0)
 	    || *conf_str(c, "smtps_listen", 0);
 
-	if (offered && strcmp(conf_str(c, "smtpd_sasl_type", 0), "frugal") != 0) {
-		conf_where(c, "smtpd_sasl_type", loc, sizeof loc);
-		snprintf(err, errlen, "%s: smtpd_sasl_type = %s: this version of frugal checks passwords itself "
-		    "(smtpd_sasl_type = frugal) only", loc, conf_str(c, "smtpd_sasl_type", 0));
-		return -1;
-	}
-	if (offered && (g->sasl_users = map_list_open(conf_str(c, "smtpd_sasl_users", 0), e, sizeof e)) == NULL) {
+	if (offered && strcmp(conf_str(c, "smtpd_sasl_type", 0), "dovecot") == 0) {
+		const char *path = conf_str(c, "smtpd_sasl_path", 0);
+
+		if (*path == '\0' || *path != '/') {
+			conf_where(c, *path ? "smtpd_sasl_path" : "smtpd_sasl_type", loc, sizeof loc);
+			snprintf(err, errlen, "%s: smtpd_sasl_type = dovecot needs smtpd_sasl_path: the absolute path "
+			    "of Dovecot's auth-client socket (e.g. /var/spool/postfix/private/auth)", loc);
+			return -1;
+		}
+		if ((g->sasl_path = mem_strdup(path)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	} else if (offered && (g->sasl_users = map_list_open(conf_str(c, "smtpd_sasl_users", 0), e, sizeof e)) == NULL) {
 		conf_where(c, "smtpd_sasl_users", loc, sizeof loc);
 		snprintf(err, errlen, "%s: smtpd_sasl_users: %s", loc, e);
 		return -1;
@@ -472,6 +479,7 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 	tls_ctx_unref(g->tls);
 	if (g->sasl_users)
 		map_list_close(g->sasl_users);
+	mem_free(g->sasl_path);
 	if (g->sender_logins)
 		map_list_close(g->sender_logins);
 	conf_unref(g->conf);

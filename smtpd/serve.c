@@ -424,6 +424,7 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	worker_shutdown();
 	helper_shutdown();
 	server_free_sessions(&server);
+	dovecot_free(server.dovecot);
 	limits_shutdown();
 	log_info("master", "group commit: %lu syncs served %lu sync requests",
 	    sync_shared_syncs(), sync_shared_calls());

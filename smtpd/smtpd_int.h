@@ -87,7 +87,8 @@ struct smtpd_gen {
 	char *myhostname, *banner;       /* owned, expanded */
 	struct tls_ctx *tls;             /* one reference; NULL: no certificate, or TLS off */
 	int tls_level;                   /* smtpd_tls_security_level: 0 none, 1 may, 2 encrypt */
-	struct map_list *sasl_users;     /* smtpd_sasl_users: login to crypt(3) hash; owned */
+	struct map_list *sasl_users;     /* smtpd_sasl_users: login to crypt(3) hash; owned (type frugal) */
+	char *sasl_path;                 /* smtpd_sasl_path: Dovecot's auth socket; owned (type dovecot) */
 	struct map_list *sender_logins;  /* smtpd_sender_login_maps: sender to its owners; owned */
 };
 
@@ -186,6 +187,8 @@ struct session {
 	int auth_mech;              /* S_AUTH: the exchange under way (auth.c) */
 	char *auth_login;           /* owned; S_AUTH with LOGIN: the user name given first */
 	struct auth_check *auth;    /* a password check in flight (owned by the worker job until done) */
+	unsigned dovecot_id;        /* a Dovecot request in flight (0: none) */
+	const char *auth_method;    /* S_AUTH_WAIT with Dovecot: the mechanism being checked (static) */
 	struct buf in, out;
 	struct smtp_tx *tx;         /* owned; NULL outside a transaction */
 };
@@ -215,6 +218,21 @@ int  anvil_hit(struct anvil **a, const struct sockaddr_storage *client, double n
 void anvil_free(struct anvil *a);
 
 #define AUTH_THREADS 2   /* password checks at once (WORKER_AUTH) */
+
+/*
+ * Dovecot's auth service (dovecot.c): one connection per daemon. The
+ * callback gets 1 (the password is right), 0 (wrong) or -1 (try again
+ * later: no connection, Dovecot's backend failed), on the loop.
+ */
+typedef void (*dovecot_cb)(void *arg, int result, const char *reason);
+struct dovecot;
+struct dovecot *dovecot_new(struct ev_loop *loop);
+void dovecot_free(struct dovecot *d);
+/* 0 and *id (for dovecot_cancel), or -1 with errno (no connection: ECONNREFUSED, ENOENT, EAGAIN ...) */
+int  dovecot_check(struct dovecot *d, const char *path, const char *user, const char *pass,
+    const char *service, const char *rip, int secured, dovecot_cb cb, void *arg, unsigned *id);
+void dovecot_cancel(struct dovecot *d, unsigned id);
+int  dovecot_connected(const struct dovecot *d);
 
 /* AUTH (auth.c): the verb, a response line in S_AUTH, a session going away, whether it is offered. */
 void auth_command(struct session *s, const char *arg, size_t len);
@@ -280,6 +298,7 @@ struct smtpd_server {
 	const char *sweep_client;
 	unsigned long sweep_n;
 	struct anvil *auth_rate;    /* AUTH commands per client (auth.c); owned, made on first use */
+	struct dovecot *dovecot;    /* Dovecot's auth service (dovecot.c); owned, made on first use */
 	int auth_pending;           /* password checks queued or running */
 };
 

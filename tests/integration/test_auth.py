@@ -366,6 +366,143 @@ class Budget(AuthBase):
         self.assertLess(t_commit, ends[N // 2], "the commit was answered before half the logins")
 
 
+class DovecotAuth(AuthBase):
+    """smtpd_sasl_type = dovecot against a real Dovecot from Debian's packages,
+    started here on a private socket (its own base_dir, a passwd-file)."""
+
+    def start_dovecot(self):
+        if os.geteuid() != 0:
+            self.skipTest("Dovecot's master must start as root to run its auth service as its own users")
+        if not shutil.which("dovecot"):
+            self.fail("dovecot not installed (contrib/deps.sh installs dovecot-core)")
+        self.dv = tempfile.mkdtemp(prefix="frugal-dovecot-")
+        os.chmod(self.dv, 0o755)
+        self.dv_sock = os.path.join(self.dv, "auth-client")
+        with open(os.path.join(self.dv, "passwd"), "w") as f:
+            f.write("alice@example.test:{PLAIN}%s\n" % PASSWORD)
+        with open(os.path.join(self.dv, "dovecot.conf"), "w") as f:
+            f.write("""base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/log
+protocols =
+ssl = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+default_internal_user = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home={d}/home
+}}
+service auth {{
+  unix_listener auth-client {{
+    path = {sock}
+    mode = 0666
+  }}
+}}
+""".format(d=self.dv, sock=self.dv_sock))
+        self.addCleanup(shutil.rmtree, self.dv, True)
+        self.addCleanup(self.stop_dovecot)   # cleanups run last-in first: this one before the rmtree
+        subprocess.run(["dovecot", "-c", os.path.join(self.dv, "dovecot.conf")], check=True, timeout=30,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: os.path.exists(self.dv_sock), 15, "Dovecot's auth socket")
+
+    def stop_dovecot(self):
+        """SIGTERM to Dovecot's master, which takes its auth processes down: wait until they are gone."""
+        try:
+            with open(os.path.join(self.dv, "run", "master.pid")) as f:
+                pid = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and self._ppid(int(p)) == pid]
+        for p in [pid] + kids:
+            try:
+                os.kill(p, 15)
+            except ProcessLookupError:
+                pass
+
+        def gone():
+            for p in [pid] + kids:
+                try:
+                    os.kill(p, 0)
+                    return False
+                except ProcessLookupError:
+                    pass
+            return True
+        wait_for(gone, 15, "Dovecot to stop")
+
+    @staticmethod
+    def _ppid(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return -1
+
+    def login(self, pw):
+        """One AUTH PLAIN (smtplib's login() would try LOGIN too after a failure)."""
+        with smtplib.SMTP_SSL("127.0.0.1", self.smtps, timeout=10 * SLOW, context=client_ctx()) as s:
+            s.ehlo("c.example.org")
+            s.user, s.password = "alice@example.test", pw
+            try:
+                return s.auth("PLAIN", s.auth_plain)[0]
+            except smtplib.SMTPAuthenticationError as e:
+                return e.smtp_code
+
+    def test_dovecot_sasl(self):
+        self.start_dovecot()
+        d = self.daemon(users=(), extra="smtpd_sasl_type = dovecot\nsmtpd_sasl_path = %s\n"
+                                        "smtpd_client_connection_count_limit = 100\n" % self.dv_sock)
+        other0 = d.next_status()["use_other"]
+        self.assertEqual(self.login(PASSWORD), 235)
+        self.assertEqual(self.login("wrong"), 535)
+        fails = self.auth_failures(d)
+        self.assertEqual(len(fails), 1, fails)
+        self.assertIn("SASL PLAIN authentication failed: authentication failure", fails[0])
+        # LOGIN's two steps reach Dovecot as one PLAIN request
+        with smtplib.SMTP("127.0.0.1", self.sub, timeout=10 * SLOW) as s:
+            s.starttls(context=client_ctx())
+            s.ehlo("c.example.org")
+            s.user, s.password = "alice@example.test", PASSWORD
+            self.assertEqual(s.auth("LOGIN", s.auth_login, initial_response_ok=False)[0], 235)
+            s.sendmail("alice@example.test", ["bob@example.test"], "Subject: dovecot\r\n\r\nx\r\n")
+        d.wait_messages(d.maildir("bob"), 1)
+        d.wait_log("sasl_method=LOGIN, sasl_username=alice@example.test")
+        # 20 logins at once share the one connection: one non-TCP socket in all, charged
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(self.login(PASSWORD))) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60 * SLOW)
+        self.assertEqual(results, [235] * 20)
+        self.assertEqual(d.next_status()["use_other"], other0 + 1,
+                         "Dovecot's connection is one non-TCP socket, in the ledger")
+        # Dovecot goes away: 454 (not 535, no error counted), then back: the next check reconnects
+        self.stop_dovecot()
+        self.assertEqual(self.login(PASSWORD), 454)
+        d.wait_log("SASL PLAIN authentication failed: Connection lost to authentication server")
+        subprocess.run(["dovecot", "-c", os.path.join(self.dv, "dovecot.conf")], check=True, timeout=30,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: os.path.exists(self.dv_sock), 15, "Dovecot's auth socket")
+        wait_for(lambda: self.login(PASSWORD) == 235, 15, "a login once Dovecot is back")
+        fails = self.auth_failures(d)
+        wrong = [l for l in fails if l.endswith("authentication failed: authentication failure")]
+        self.assertEqual(len(wrong), 1, "only the wrong password counts for fail2ban")
+        self.assertTrue(all(l.endswith("Connection lost to authentication server") for l in fails if l not in wrong),
+                        fails)
+
+    def test_dovecot_needs_its_socket_path(self):
+        d = self.daemon(users=(), start=False, extra="smtpd_sasl_type = dovecot\n")
+        r = run_frugal("check", "-c", d.dir)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("smtpd_sasl_type = dovecot needs smtpd_sasl_path", r.stdout + r.stderr)
+
+
 class Passwd(AuthBase):
     def test_passwd_changes_a_password_of_a_running_daemon(self):
         d = self.daemon()
