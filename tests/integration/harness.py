@@ -8,6 +8,7 @@ import getpass
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -25,6 +26,27 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def make_cert(d, name, kind="rsa"):
+    """A self-signed certificate and key in d (rsa: 2048 bits, else ECDSA P-256): (cert path, key path)."""
+    cert, key = os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
+    if kind == "rsa":
+        newkey = ["-newkey", "rsa:2048"]
+    else:
+        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", cert,
+                    "-subj", "/CN=%s.example.test" % name, "-days", "2"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def client_ctx():
+    """A TLS client that does not check the server's (self-signed) certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def wait_for(pred, timeout=10.0, what="condition", interval=0.01):

@@ -24,18 +24,9 @@ import threading
 import time
 import unittest
 
-from harness import Daemon, Raw, run_frugal, wait_for, SLOW, FRUGAL
-from test_tls import make_cert, client_ctx
+from harness import Daemon, Raw, run_frugal, wait_for, free_port, make_cert, client_ctx, SLOW, FRUGAL
 
 PASSWORD = "correct horse battery staple"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def plain(user, password):

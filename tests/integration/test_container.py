@@ -43,7 +43,7 @@ import threading
 import time
 import unittest
 
-from harness import Daemon, Raw, wait_for, run_frugal, SLOW, FRUGAL, ROOT
+from harness import Daemon, Raw, wait_for, run_frugal, make_cert, client_ctx, SLOW, FRUGAL, ROOT
 
 
 def vzemul_so():
@@ -420,17 +420,12 @@ class ContainerTest(unittest.TestCase):
         ct = self.container(numothersock=40, numtcpsock=80)
         certdir = tempfile.mkdtemp(prefix="frugal-ct-tls-")
         self.addCleanup(shutil.rmtree, certdir, True)
-        cert, key = os.path.join(certdir, "c.pem"), os.path.join(certdir, "k.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                        "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=mx.example.test", "-days", "2"],
-                       check=True, capture_output=True, timeout=60)
+        cert, key = make_cert(certdir, "mx", kind="ec")
         d = self.daemon(ct.conf() + "smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n" % (cert, key),
                         env=ct.env)
         before = ct.rows()
         port = d.port
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = client_ctx()
         BOTS, PARALLEL = 400, 50
         results, rcpt_codes, tls_ok = {}, {}, [0]
         lock = threading.Lock()

@@ -15,7 +15,7 @@ import re
 import smtplib
 import unittest
 
-from harness import Daemon, Raw, wait_for, SLOW
+from harness import Daemon, Raw, wait_for, make_cert, client_ctx, SLOW
 
 MAX_N = int(os.environ.get("FRUGAL_FAULT_MAX_N", "600"))
 MSG = "Subject: fault %d\r\nX-Fault: %d\r\n\r\nbody\r\n"
@@ -73,9 +73,7 @@ class FaultSweep(unittest.TestCase):
 def tls_transaction(port, n, source):
     """A STARTTLS transaction from `source`: its final reply code, or what broke it."""
     import ssl
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = client_ctx()
     try:
         with smtplib.SMTP("127.0.0.1", port, timeout=15 * SLOW, source_address=(source, 0)) as s:
             code, _ = s.ehlo("fault.example.org")
@@ -138,14 +136,10 @@ class TLSFaultSweep(unittest.TestCase):
 
     def test_every_allocation_failure_in_a_tls_transaction(self):
         import shutil
-        import subprocess
         import tempfile
         certdir = tempfile.mkdtemp(prefix="frugal-fault-tls-")
         self.addCleanup(shutil.rmtree, certdir, True)
-        cert, key = os.path.join(certdir, "c.pem"), os.path.join(certdir, "k.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                        "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=mx.example.test", "-days", "2"],
-                       check=True, capture_output=True, timeout=60)
+        cert, key = make_cert(certdir, "mx", kind="ec")
         d = Daemon(extra="smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n" % (cert, key),
                    env={"FRUGAL_ALLOC_SWEEP_CLIENT": "127.0.0.2"})
         self.addCleanup(d.cleanup)

@@ -20,27 +20,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Daemon, Raw, run_frugal, wait_for, SLOW, FRUGAL
-
-
-def make_cert(d, name, kind="rsa"):
-    """A self-signed certificate and key in d: (cert path, key path)."""
-    cert, key = os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")
-    if kind == "rsa":
-        newkey = ["-newkey", "rsa:2048"]
-    else:
-        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
-    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", cert,
-                    "-subj", "/CN=%s.example.test" % name, "-days", "2"],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
-def client_ctx():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+from harness import Daemon, Raw, run_frugal, wait_for, make_cert, client_ctx, SLOW, FRUGAL
 
 
 def der(cert_path):
