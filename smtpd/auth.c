@@ -39,17 +39,21 @@
 enum { MECH_NONE, MECH_PLAIN, MECH_LOGIN_USER, MECH_LOGIN_PASS };
 
 #define AUTH_QUEUE_MAX 64   /* checks queued or running at once, all sessions: past it, 454 */
+/* Debian's default yescrypt cost (16 MiB), of a password nobody knows: unknown logins are checked against it */
+#define DUMMY_HASH "$y$j9T$abcdefghijklmnop$xxI14acrF4kcY59GsyqJ1DqdhVdc9N0f1.omTKnq.61"
 
 struct auth_check {
 	struct worker_job job;      /* first member: the callbacks cast back */
 	struct session *s;          /* NULL once the session is gone */
 	struct smtpd_server *srv;
+	int dummy;                  /* an unknown login: the same work against a fixed hash, never a match */
 	char user[SASL_FIELD_MAX + 1];
 	char pass[SASL_FIELD_MAX + 1];
 	char *hash;                 /* owned; from the table */
 	const char *method;
-	size_t charged;             /* libcrypt's memory, charged while the check runs */
-	int ok;
+	size_t need;                /* libcrypt's own memory for this hash */
+	size_t charged;             /* what check_work charged to the budget while it ran */
+	int ok;                     /* 1 match, 0 not, -1 no memory for the check */
 };
 
 static struct log_rate nomem_rate = LOG_RATE_INIT(60, 5);
@@ -86,17 +90,20 @@ static void failed(struct session *s, const char *method, const char *why)
 static void check_work(struct worker_job *job)
 {
 	struct auth_check *c = (struct auth_check *)job;
-	struct crypt_data *cd = mem_calloc(1, sizeof *cd);
+	struct crypt_data *cd = NULL;
 	const char *out;
 
+	/* charged when it runs, not while it waits: queued checks hold a small struct only */
 	c->ok = 0;
-	if (cd == NULL) {
+	if (mem_charge(c->need) == 0)
+		c->charged = c->need;
+	if (c->charged == 0 || (cd = mem_calloc(1, sizeof *cd)) == NULL) {
 		c->ok = -1;
 	} else {
 		out = crypt_rn(c->pass, c->hash, cd, (int)sizeof *cd);
 		/* crypt_rn fails (NULL or a "*" string) for a hash it cannot use: never a match */
 		if (out && out[0] != '*' && strlen(out) == strlen(c->hash) &&
-		    CRYPTO_memcmp(out, c->hash, strlen(out)) == 0)
+		    CRYPTO_memcmp(out, c->hash, strlen(out)) == 0 && !c->dummy)
 			c->ok = 1;
 		OPENSSL_cleanse(cd, sizeof *cd);
 		mem_free(cd);
@@ -107,6 +114,13 @@ static void check_work(struct worker_job *job)
 /* A check's outcome, whichever back end made it: 1 right, 0 wrong, -1 try later (why: for the log). */
 static void outcome(struct session *s, int ok, const char *user, const char *method, const char *why)
 {
+	if (s->state != S_AUTH_WAIT) {
+		/* the session timed out or is being stopped meanwhile: its 421 was the last word */
+		s->auth_mech = MECH_NONE;
+		mem_free(s->auth_login);
+		s->auth_login = NULL;
+		return;
+	}
 	if (ok == 1 && (s->sasl_user = mem_strdup(user)) == NULL) {
 		limits_note_failure("memory", ENOMEM);
 		ok = -1;
@@ -117,7 +131,8 @@ static void outcome(struct session *s, int ok, const char *user, const char *met
 		auth_end(s);
 	} else if (ok < 0) {
 		/* not the client's fault: no 535, no error counted (Postfix: 454 4.7.0) */
-		log_warning("smtpd", "%s[%s]: SASL %s authentication failed: %s", s->host, s->addr, method, why);
+		if (why)   /* Dovecot's "Connection lost ...", which fail2ban's filter skips */
+			log_warning("smtpd", "%s[%s]: SASL %s authentication failed: %s", s->host, s->addr, method, why);
 		session_reply(s, "454 4.7.0 Temporary authentication failure");
 		auth_end(s);
 	} else {
@@ -135,22 +150,25 @@ static void check_done(struct worker_job *job)
 	c->srv->auth_pending--;
 	if (s != NULL) {   /* else the session ended meanwhile */
 		s->auth = NULL;
-		if (c->ok < 0)
+		if (c->ok < 0) {
 			limits_note_failure("memory", ENOMEM);
-		outcome(s, c->ok, c->user, c->method, c->ok < 0 ? "no memory for the check" : "authentication failure");
+			log_ratelimited(&nomem_rate, "smtpd", "memory budget exhausted: no password check for %s[%s] "
+			    "(%zu KiB)", s->host, s->addr, c->need >> 10);
+		}
+		outcome(s, c->ok, c->user, c->method, c->ok < 0 ? NULL : "authentication failure");
 	}
 	mem_free(c->hash);
 	mem_free(c);
 }
 
-/* Dovecot's answer (dovecot.c); the login given is s->auth_login. */
-static void dovecot_done(void *arg, int result, const char *reason)
+/* Dovecot's answer (dovecot.c): the login is the name Dovecot says (user=), else the one given. */
+static void dovecot_done(void *arg, int result, const char *dvuser, const char *reason)
 {
 	struct session *s = arg;
 	char user[SASL_FIELD_MAX + 1];
 
 	s->dovecot_id = 0;
-	snprintf(user, sizeof user, "%s", s->auth_login ? s->auth_login : "");
+	snprintf(user, sizeof user, "%s", dvuser && *dvuser ? dvuser : s->auth_login ? s->auth_login : "");
 	outcome(s, result, user, s->auth_method, result < 0 ? reason : "authentication failure");
 }
 
@@ -203,37 +221,26 @@ static void check_start(struct session *s, const char *user, const char *pass, c
 		auth_end(s);
 		return;
 	}
-	if (r == 0) {
-		failed(s, method, "authentication failure");
-		return;
-	}
-	if ((need = sasl_hash_memory(hash)) < 0) {
+	if (r == 1 && sasl_hash_memory(hash) < 0) {
 		log_ratelimited(&table_rate, "smtpd", "smtpd_sasl_users: the hash of %s is of a kind frugal does "
 		    "not accept (yescrypt, scrypt, SHA-crypt or bcrypt only; frugal passwd writes yescrypt)", user);
 		mem_free(hash);
-		failed(s, method, "authentication failure");
-		return;
+		r = 0;
 	}
-	need += (long long)sizeof(struct crypt_data);
-	c = s->srv->auth_pending < AUTH_QUEUE_MAX ? mem_calloc(1, sizeof *c) : NULL;
-	if (c && mem_charge((size_t)need) < 0) {
-		mem_free(c);
-		c = NULL;
-	}
-	if (c == NULL) {
-		limits_note_failure("memory", ENOMEM);
-		log_ratelimited(&nomem_rate, "smtpd", "memory budget exhausted: no password check for %s[%s] (%lld KiB)",
-		    s->host, s->addr, need >> 10);
+	/* an unknown login costs what a known one does: its answer must not come sooner */
+	if (r == 0 && (hash = mem_strdup(DUMMY_HASH)) == NULL)
+		goto nomem;
+	need = sasl_hash_memory(hash);
+	if ((c = s->srv->auth_pending < AUTH_QUEUE_MAX ? mem_calloc(1, sizeof *c) : NULL) == NULL) {
 		mem_free(hash);
-		session_reply(s, "454 4.7.0 Temporary authentication failure");
-		auth_end(s);
-		return;
+		goto nomem;
 	}
+	c->dummy = r == 0;
+	c->need = (size_t)need;
 	c->s = s;
 	c->srv = s->srv;
 	c->hash = hash;
 	c->method = method;
-	c->charged = (size_t)need;
 	snprintf(c->user, sizeof c->user, "%s", user);
 	snprintf(c->pass, sizeof c->pass, "%s", pass);
 	c->job.work = check_work;
@@ -242,6 +249,12 @@ static void check_start(struct session *s, const char *user, const char *pass, c
 	s->srv->auth_pending++;
 	session_enter(s, S_AUTH_WAIT);
 	worker_submit(WORKER_AUTH, &c->job);
+	return;
+nomem:
+	limits_note_failure("memory", ENOMEM);
+	log_ratelimited(&nomem_rate, "smtpd", "memory budget exhausted: no password check for %s[%s]", s->host, s->addr);
+	session_reply(s, "454 4.7.0 Temporary authentication failure");
+	auth_end(s);
 }
 
 void auth_session_gone(struct session *s)
@@ -289,7 +302,6 @@ static void step(struct session *s, const char *line, size_t len)
 			break;
 		}
 		check_start(s, user, pass, "PLAIN");
-		OPENSSL_cleanse(pass, sizeof pass);
 		break;
 	case MECH_LOGIN_USER:
 		if (sasl_field_copy(msg, n, user) < 0 || (s->auth_login = mem_strdup(user)) == NULL) {
@@ -306,13 +318,13 @@ static void step(struct session *s, const char *line, size_t len)
 		}
 		snprintf(user, sizeof user, "%s", s->auth_login);
 		check_start(s, user, pass, "LOGIN");
-		OPENSSL_cleanse(pass, sizeof pass);
 		break;
 	default:
 		auth_end(s);
 		break;
 	}
-	OPENSSL_cleanse(msg, sizeof msg);
+	OPENSSL_cleanse(msg, sizeof msg);   /* every path: a parse that failed may have copied the password */
+	OPENSSL_cleanse(pass, sizeof pass);
 }
 
 void auth_response(struct session *s, const char *line, size_t len)

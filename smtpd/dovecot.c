@@ -38,9 +38,11 @@
 #define DOVECOT_IN_MAX  (64 * 1024)   /* a line from Dovecot (answers are short) */
 #define DOVECOT_OUT_MAX (256 * 1024)  /* requests waiting to be written: about 500 */
 #define DOVECOT_RETRY   1.0           /* seconds between connection attempts */
+#define DOVECOT_TIMEOUT 30.0          /* an answer later than this: the connection is dropped */
 
 struct dovecot_req {
 	unsigned id;
+	ev_tstamp sent;
 	dovecot_cb cb;               /* NULL once cancelled */
 	void *arg;
 	struct dovecot_req *next;
@@ -49,6 +51,7 @@ struct dovecot_req {
 struct dovecot {
 	struct ev_loop *loop;
 	ev_io io;
+	ev_timer timer;              /* checks the oldest request's age while any is in flight */
 	int fd;                      /* -1 while not connected */
 	char path[108];
 	ev_tstamp last_try;
@@ -60,6 +63,7 @@ struct dovecot {
 static struct log_rate conn_rate = LOG_RATE_INIT(60, 5);
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 struct dovecot *dovecot_new(struct ev_loop *loop)
 {
@@ -72,6 +76,7 @@ struct dovecot *dovecot_new(struct ev_loop *loop)
 	buf_init(&d->in, DOVECOT_IN_MAX);
 	buf_init(&d->out, DOVECOT_OUT_MAX);
 	ev_init(&d->io, io_cb);
+	ev_init(&d->timer, timer_cb);
 	return d;
 }
 
@@ -80,6 +85,7 @@ static void disconnect(struct dovecot *d, const char *why)
 {
 	struct dovecot_req *r, *next;
 
+	ev_timer_stop(d->loop, &d->timer);
 	if (d->fd >= 0) {
 		log_ratelimited(&conn_rate, "smtpd", "dovecot auth %s: %s", d->path, why);
 		ev_io_stop(d->loop, &d->io);
@@ -93,7 +99,7 @@ static void disconnect(struct dovecot *d, const char *why)
 	for (; r; r = next) {
 		next = r->next;
 		if (r->cb)
-			r->cb(r->arg, -1, "Connection lost to authentication server");
+			r->cb(r->arg, -1, NULL, "Connection lost to authentication server");
 		mem_free(r);
 	}
 }
@@ -162,7 +168,7 @@ static int connect_to(struct dovecot *d, const char *path)
 /* "OK\t7\tuser=x", "FAIL\t7\treason=...", "CONT\t7\t...": the request's answer. */
 static void answer(struct dovecot *d, char *line)
 {
-	char *f[8], *save = NULL, *p = line, *reason = "authentication failure";
+	char *f[8], *save = NULL, *p = line, *reason = "authentication failure", *user = NULL;
 	struct dovecot_req **pp, *r;
 	unsigned id;
 	int n = 0, i, result;
@@ -191,14 +197,35 @@ static void answer(struct dovecot *d, char *line)
 	for (i = 2; i < n; i++) {
 		if (strncmp(f[i], "reason=", 7) == 0)
 			reason = f[i] + 7;
+		if (strncmp(f[i], "user=", 5) == 0)
+			user = f[i] + 5;
 		if (strcmp(f[i], "temp") == 0 && result == 0)
 			result = -1;   /* Dovecot could not decide (its backend failed): try again later */
 	}
 	if (result == -2)
 		result = -1;
 	if (r->cb)
-		r->cb(r->arg, result, reason);
+		r->cb(r->arg, result, result == 1 ? user : NULL, reason);
 	mem_free(r);
+}
+
+/* A Dovecot that stops answering is dropped: what waits gets 454, the next check reconnects. */
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct dovecot *d = (struct dovecot *)((char *)w - offsetof(struct dovecot, timer));
+	struct dovecot_req *r;
+	ev_tstamp oldest = ev_now(loop);
+
+	(void)revents;
+	for (r = d->reqs; r; r = r->next)
+		if (r->sent < oldest)
+			oldest = r->sent;
+	if (d->reqs && ev_now(loop) - oldest >= DOVECOT_TIMEOUT)
+		disconnect(d, "no answer in time");
+	else if (d->reqs)
+		ev_timer_again(loop, w);
+	else
+		ev_timer_stop(loop, w);
 }
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -268,7 +295,10 @@ int dovecot_check(struct dovecot *d, const char *path, const char *user, const c
 	OPENSSL_cleanse(plain, sizeof plain);
 	if ((r = mem_calloc(1, sizeof *r)) == NULL)
 		goto out;
-	r->id = ++d->next_id;
+	if (++d->next_id == 0)
+		d->next_id = 1;   /* 0 means "no request" to the sessions */
+	r->id = d->next_id;
+	r->sent = ev_now(d->loop);
 	line = mem_printf("AUTH\t%u\tPLAIN\tservice=%s\tnologin\trip=%s%s\tresp=%s\n", r->id, service, rip,
 	    secured ? "\tsecured" : "", b64);
 	if (line == NULL || buf_append(&d->out, line, strlen(line)) < 0) {
@@ -285,6 +315,10 @@ int dovecot_check(struct dovecot *d, const char *path, const char *user, const c
 	d->reqs = r;
 	*id = r->id;
 	want(d);
+	if (!ev_is_active(&d->timer)) {
+		d->timer.repeat = DOVECOT_TIMEOUT / 3;
+		ev_timer_again(d->loop, &d->timer);
+	}
 	rc = 0;
 out:
 	OPENSSL_cleanse(b64, sizeof b64);

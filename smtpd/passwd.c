@@ -44,7 +44,7 @@
 static int read_secret(FILE *fp, const char *prompt, char *out, size_t len)
 {
 	struct termios old, quiet;
-	int tty = isatty(fileno(fp)), r = 0;
+	int tty = isatty(fileno(fp)), quieted = 0, r = 0;
 	size_t n;
 
 	if (tty) {
@@ -53,15 +53,15 @@ static int read_secret(FILE *fp, const char *prompt, char *out, size_t len)
 		if (tcgetattr(fileno(fp), &old) == 0) {
 			quiet = old;
 			quiet.c_lflag &= ~(tcflag_t)ECHO;
-			(void)tcsetattr(fileno(fp), TCSAFLUSH, &quiet);
+			quieted = tcsetattr(fileno(fp), TCSAFLUSH, &quiet) == 0;
 		}
 	}
 	if (fgets(out, (int)len, fp) == NULL)
 		r = -1;
-	if (tty) {
+	if (quieted)
 		(void)tcsetattr(fileno(fp), TCSAFLUSH, &old);
+	if (tty)
 		fprintf(stderr, "\n");
-	}
 	if (r < 0)
 		return -1;
 	n = strcspn(out, "\r\n");
@@ -96,60 +96,89 @@ static int choose_setting(const struct conf *c, char *setting, size_t len, char 
 	return 0;
 }
 
-/* Rewrite PATH with ADDRESS's line replaced or added: temporary file, sync, rename, sync the directory. */
-static int update_table(const char *path, const char *addr, const char *hash, char *err, size_t errlen)
+/* The daemon reads the table as mail_owner: root's, readable by mail_owner's group (0640), when run as root. */
+static void owner_of_table(const struct conf *c, int fd, const char *path)
 {
-	FILE *in = fopen(path, "r"), *out;
-	char *tmp = mem_printf("%s.passwd.tmp", path), line[4096], *dir, *slash;
+	struct passwd *pw = getpwnam(conf_str(c, "mail_owner", 0));
+
+	if (geteuid() != 0 || pw == NULL || pw->pw_uid == 0)
+		return;
+	if (fd >= 0 ? fchown(fd, 0, pw->pw_gid) == 0 : chown(path, 0, pw->pw_gid) == 0)
+		(void)(fd >= 0 ? fchmod(fd, 0640) : chmod(path, 0640));
+}
+
+/*
+ * Rewrite PATH with ADDRESS's line replaced or added: a temporary file of
+ * our own (mkstemp, in the same directory), owned and moded before it is
+ * synced and renamed over PATH, then the directory synced. A read error
+ * changes nothing.
+ */
+static int update_table(const struct conf *c, const char *path, const char *addr, const char *hash,
+    char *err, size_t errlen)
+{
+	FILE *in = fopen(path, "r"), *out = NULL;
+	char *tmp = mem_printf("%s.XXXXXX", path), line[4096], *dir, *slash;
 	struct stat st;
 	mode_t mode = 0640;
-	int fd, replaced = 0, dfd;
+	int fd = -1, replaced = 0, dfd, bol = 1, e;
 
 	if (tmp == NULL) {
 		snprintf(err, errlen, "out of memory");
-		goto fail_in;
+		goto fail;
 	}
 	if (in == NULL && errno != ENOENT) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		goto fail_in;
+		goto fail;
 	}
 	if (in && fstat(fileno(in), &st) == 0)
-		mode = st.st_mode & 07777;
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode & 0660)) < 0 ||
-	    (out = fdopen(fd, "w")) == NULL) {
+		mode = st.st_mode & 0660;   /* never readable by everyone: it holds password hashes */
+	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
 		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-		goto fail_in;
+		mem_free(tmp);
+		tmp = NULL;
+		goto fail;
 	}
-	(void)fchmod(fd, mode & 0660);   /* never readable by everyone: it holds password hashes */
+	(void)fchmod(fd, mode);
+	owner_of_table(c, fd, tmp);
+	if ((out = fdopen(fd, "w")) == NULL) {
+		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+		close(fd);
+		goto fail;
+	}
 	while (in && fgets(line, sizeof line, in)) {
 		size_t klen = strcspn(line, " \t\r\n");
+		int key = bol && line[0] != '#' && line[0] != ' ' && line[0] != '\t';
 
-		if (line[0] != '#' && line[0] != ' ' && line[0] != '\t' && klen == strlen(addr) &&
-		    strncasecmp(line, addr, klen) == 0) {
+		/* a line longer than the buffer comes in pieces: only a line's first piece has its key */
+		bol = strchr(line, '\n') != NULL;
+		if (key && klen == strlen(addr) && strncasecmp(line, addr, klen) == 0) {
 			if (!replaced)
 				fprintf(out, "%s %s\n", addr, hash);
 			replaced = 1;
+			while (!bol && fgets(line, sizeof line, in))   /* the rest of the old line */
+				bol = strchr(line, '\n') != NULL;
 			continue;
 		}
 		fputs(line, out);
 	}
+	if (in && ferror(in)) {
+		snprintf(err, errlen, "%s: read error: nothing changed", path);
+		goto fail;
+	}
 	if (!replaced)
-		fprintf(out, "%s %s\n", addr, hash);
+		fprintf(out, "%s%s %s\n", bol ? "" : "\n", addr, hash);
 	if (fflush(out) != 0 || fsync(fileno(out)) != 0) {
 		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-		fclose(out);
-		unlink(tmp);
-		goto fail_in;
+		goto fail;
+	}
+	if (rename(tmp, path) < 0) {
+		e = errno;
+		snprintf(err, errlen, "rename %s: %s", tmp, strerror(e));
+		goto fail;
 	}
 	fclose(out);
 	if (in)
 		fclose(in);
-	in = NULL;
-	if (rename(tmp, path) < 0) {
-		snprintf(err, errlen, "rename %s: %s", tmp, strerror(errno));
-		unlink(tmp);
-		goto fail_in;
-	}
 	dir = mem_strdup(path);
 	if (dir && (slash = strrchr(dir, '/')) != NULL) {
 		*slash = '\0';
@@ -161,26 +190,15 @@ static int update_table(const char *path, const char *addr, const char *hash, ch
 	mem_free(dir);
 	mem_free(tmp);
 	return 0;
-fail_in:
+fail:
+	if (out)
+		fclose(out);
+	if (tmp && fd >= 0)
+		unlink(tmp);
 	if (in)
 		fclose(in);
 	mem_free(tmp);
 	return -1;
-}
-
-/* The daemon reads the table as mail_owner: its group may read the text and the cdb. */
-static void give_to_mail_owner(const struct conf *c, const char *path)
-{
-	struct passwd *pw = getpwnam(conf_str(c, "mail_owner", 0));
-	char *cdb = mem_printf("%s.cdb", path);
-
-	if (geteuid() == 0 && pw && pw->pw_uid != 0) {
-		if (chown(path, 0, pw->pw_gid) == 0)
-			(void)chmod(path, 0640);
-		if (cdb && chown(cdb, 0, pw->pw_gid) == 0)
-			(void)chmod(cdb, 0640);
-	}
-	mem_free(cdb);
 }
 
 int smtpd_cmd_passwd(int argc, char **argv)
@@ -246,13 +264,19 @@ int smtpd_cmd_passwd(int argc, char **argv)
 	hash = xstrdup(hash);
 	OPENSSL_cleanse(cd, sizeof *cd);
 	mem_free(cd);
-	if (update_table(path, addr, hash, err, sizeof err) < 0 || map_compile(path, 0, err, sizeof err) < 0) {
+	if (update_table(c, path, addr, hash, err, sizeof err) < 0 || map_compile(path, 0, err, sizeof err) < 0) {
 		fprintf(stderr, "frugal passwd: %s\n", err);
 		mem_free(hash);
 		goto out;
 	}
 	mem_free(hash);
-	give_to_mail_owner(c, path);
+	{
+		char *cdb = mem_printf("%s.cdb", path);   /* map_compile wrote it with the source's mode */
+
+		if (cdb)
+			owner_of_table(c, -1, cdb);
+		mem_free(cdb);
+	}
 	printf("frugal passwd: %s: password set in %s (%s)\n", addr, path, why);
 	/* a running daemon opens its tables at start and reload */
 	if ((pidfile = smtpd_pid_path(c)) != NULL &&

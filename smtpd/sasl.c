@@ -87,7 +87,8 @@ static int itoa64(char c)
 /*
  * yescrypt's parameter string after "$y$": a flavor character, then N's
  * log2 less one and r less one, one character each for the values Debian
- * and libxcrypt use (longer encodings are for parameters past those).
+ * and libxcrypt use (longer encodings, for parameters past those, are
+ * refused).
  */
 static long long yescrypt_memory(const char *p)
 {
@@ -95,6 +96,10 @@ static long long yescrypt_memory(const char *p)
 
 	/* one character at a time: the string may end anywhere */
 	if ((flavor = itoa64(p[0])) < 0 || (nlog = itoa64(p[1])) < 0 || (r = itoa64(p[2])) < 0 || nlog + 1 > 40)
+		return -1;
+	/* 'j' (YESCRYPT_DEFAULTS) with one-character N and r is what libxcrypt writes; other
+	 * encodings carry parameters this reading would get wrong, and understate the memory */
+	if (p[0] != 'j' || p[3] != '$')
 		return -1;
 	return 128LL * (r + 1) * (1LL << (nlog + 1));
 }

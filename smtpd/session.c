@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
@@ -389,8 +390,13 @@ static void session_process(struct session *s)
 			session_count_error(s);
 		} else if (s->state == S_AUTH) {
 			auth_response(s, p, len);   /* a SASL response, not a command */
+			explicit_bzero(p, len);     /* base64 of a password: not left in the buffer */
 		} else {
+			int auth = len > 5 && strncasecmp(p, "AUTH ", 5) == 0;
+
 			verbs_run(s, p, len);
+			if (auth)
+				explicit_bzero(p, len);   /* an initial response carries the password */
 		}
 		buf_consume(&s->in, (size_t)(lf - p) + 1);
 		if (s->state == S_TLS) {

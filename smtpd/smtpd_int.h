@@ -222,9 +222,10 @@ void anvil_free(struct anvil *a);
 /*
  * Dovecot's auth service (dovecot.c): one connection per daemon. The
  * callback gets 1 (the password is right), 0 (wrong) or -1 (try again
- * later: no connection, Dovecot's backend failed), on the loop.
+ * later: no connection, Dovecot's backend failed, no answer within
+ * DOVECOT_TIMEOUT), the user name Dovecot gave (or NULL), on the loop.
  */
-typedef void (*dovecot_cb)(void *arg, int result, const char *reason);
+typedef void (*dovecot_cb)(void *arg, int result, const char *user, const char *reason);
 struct dovecot;
 struct dovecot *dovecot_new(struct ev_loop *loop);
 void dovecot_free(struct dovecot *d);

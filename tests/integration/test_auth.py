@@ -15,6 +15,7 @@ import base64
 import os
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -486,6 +487,42 @@ service auth {{
         self.assertEqual(len(wrong), 1, "only the wrong password counts for fail2ban")
         self.assertTrue(all(l.endswith("Connection lost to authentication server") for l in fails if l not in wrong),
                         fails)
+
+    def test_answer_after_the_session_timed_out(self):
+        """Dovecot's auth process frozen: the session times out (421, then the end), and
+        Dovecot's late answer, once it is thawed, changes nothing (before: it sent a 235
+        after the 421 and took the closing session up again)."""
+        self.start_dovecot()
+        d = self.daemon(users=(), extra="smtpd_sasl_type = dovecot\nsmtpd_sasl_path = %s\nsmtpd_timeout = 2s\n"
+                        % self.dv_sock)
+        self.assertEqual(self.login(PASSWORD), 235)   # connected
+        with open(os.path.join(self.dv, "run", "master.pid")) as f:
+            master = int(f.read().split()[0])
+        auth = [int(p) for p in os.listdir("/proc") if p.isdigit() and self._ppid(int(p)) == master
+                and open("/proc/%s/comm" % p).read().strip() == "auth"]
+        self.assertEqual(len(auth), 1, "one Dovecot auth process")
+        os.kill(auth[0], signal.SIGSTOP)
+        try:
+            r = self.raw(self.smtps, tls=True)
+            r.reply()
+            r.cmd("EHLO c.example.org")
+            # a whole transaction pipelined behind the AUTH (in the session's buffer while it waits)
+            r.send("AUTH PLAIN %s\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+                   "DATA\r\nSubject: after the 421\r\n\r\nx\r\n.\r\nQUIT\r\n" % plain("alice@example.test", PASSWORD))
+            code, text = r.reply()
+            self.assertEqual(code, 421, text)
+        finally:
+            os.kill(auth[0], signal.SIGCONT)
+        self.assertTrue(r.closed(), "nothing after the 421")
+        wait_for(lambda: self.login(PASSWORD) == 235, 15, "the next login")
+        # a message sent now is the only one bob gets: nothing ran after the 421
+        with smtplib.SMTP_SSL("127.0.0.1", self.smtps, timeout=10 * SLOW, context=client_ctx()) as s:
+            s.ehlo("c.example.org")
+            s.user, s.password = "alice@example.test", PASSWORD
+            s.auth("PLAIN", s.auth_plain)
+            s.sendmail("alice@example.test", ["bob@example.test"], "Subject: the barrier\r\n\r\nx\r\n")
+        msgs = d.wait_messages(d.maildir("bob"), 1)
+        self.assertIn(b"Subject: the barrier", msgs[0])
 
     def test_dovecot_needs_its_socket_path(self):
         d = self.daemon(users=(), start=False, extra="smtpd_sasl_type = dovecot\n")

@@ -90,6 +90,9 @@ START_TEST(hash_memory)
 	ck_assert(sasl_hash_memory("$1$md5$hash") < 0);
 	ck_assert(sasl_hash_memory("abDEScrypt") < 0);
 	ck_assert(sasl_hash_memory("$y$") < 0);
+	/* another flavor or a longer parameter encoding: refused, not misread */
+	ck_assert(sasl_hash_memory("$y$k9T$abcdefghijklmnop$x") < 0);
+	ck_assert(sasl_hash_memory("$y$j9TT$abcdefghijklmnop$x") < 0);
 	ck_assert(sasl_hash_memory("") < 0);
 }
 END_TEST
