@@ -143,7 +143,7 @@ smtpd_error_sleep_time = 0s
         wait_for(up, 15, "frugal to listen")
         # listeners open before the privilege drop and the queue recovery:
         # "daemon started" is logged once all of that is done
-        self.wait_log("daemon started", timeout=15)
+        self.wait_log("daemon started", timeout=30 * SLOW)   # recovery after a kill: the disk may be busy
 
     def status(self):
         """The daemon's published ledger (queue_directory/status/limits.status) as a dict of ints."""
