@@ -160,36 +160,45 @@ static void send_stats(void)
 		log_warning("master", "cannot report to the daemon: %s", strerror(errno));
 }
 
-/* Hand the daemon the socket of a helper that was (re)started. */
-static void hand_over(enum helper_which w)
+/* One control message to the daemon: text, and up to 2 descriptors (SCM_RIGHTS). 0, or -1 (errno). */
+static int control_send(const char *text, const int *fds, int n)
 {
 	union {
 		struct cmsghdr h;
-		char space[CMSG_SPACE(sizeof(int))];
+		char space[CMSG_SPACE(2 * sizeof(int))];
 	} u;
-	char text[64];
 	struct iovec iov;
 	struct msghdr mh;
 	struct cmsghdr *cm;
-	int fd = M.helper_daemon_end[w];
 
-	if (fd < 0 || M.control < 0)
-		return;
-	snprintf(text, sizeof text, "helper %s %ld", helper_name(w), (long)M.helper[w].pid);
-	iov.iov_base = text;
+	iov.iov_base = (void *)text;
 	iov.iov_len = strlen(text);
 	memset(&mh, 0, sizeof mh);
 	memset(&u, 0, sizeof u);
 	mh.msg_iov = &iov;
 	mh.msg_iovlen = 1;
-	mh.msg_control = u.space;
-	mh.msg_controllen = sizeof u.space;
-	cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-	if (sendmsg(M.control, &mh, MSG_NOSIGNAL) < 0)
+	if (n > 0) {
+		mh.msg_control = u.space;
+		mh.msg_controllen = CMSG_SPACE(n * sizeof(int));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(n * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
+	}
+	return sendmsg(M.control, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
+/* Hand the daemon the socket of a helper that was (re)started. */
+static void hand_over(enum helper_which w)
+{
+	char text[64];
+	int fd = M.helper_daemon_end[w];
+
+	if (fd < 0 || M.control < 0)
+		return;
+	snprintf(text, sizeof text, "helper %s %ld", helper_name(w), (long)M.helper[w].pid);
+	if (control_send(text, &fd, 1) < 0)
 		log_warning("master", "cannot hand helper %s to the daemon: %s", helper_name(w), strerror(errno));
 	fd_close(fd);
 	M.helper_daemon_end[w] = -1;
@@ -393,15 +402,8 @@ static int next_timeout(void)
  */
 static void reload_daemon(void)
 {
-	union {
-		struct cmsghdr h;
-		char space[CMSG_SPACE(2 * sizeof(int))];
-	} u;
 	struct smtpd_tls_files tf;
 	char text[1100];
-	struct iovec iov;
-	struct msghdr mh;
-	struct cmsghdr *cm;
 	int fds[2], n = 0;
 
 	if (M.smtpd.pid <= 0)
@@ -418,22 +420,7 @@ static void reload_daemon(void)
 	} else {
 		snprintf(text, sizeof text, "reload");
 	}
-	iov.iov_base = text;
-	iov.iov_len = strlen(text);
-	memset(&mh, 0, sizeof mh);
-	memset(&u, 0, sizeof u);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	if (n) {
-		mh.msg_control = u.space;
-		mh.msg_controllen = CMSG_SPACE(n * sizeof(int));
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(n * sizeof(int));
-		memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
-	}
-	if (sendmsg(M.control, &mh, MSG_NOSIGNAL) < 0) {
+	if (control_send(text, fds, n) < 0) {
 		log_warning("master", "cannot ask the daemon to reload: %s; signalling it", strerror(errno));
 		kill(M.smtpd.pid, SIGHUP);
 	}
