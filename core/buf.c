@@ -92,19 +92,24 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 	return buf_append(b, tmp, (size_t)n);
 }
 
+ssize_t buf_reserve_upto(struct buf *b, size_t want)
+{
+	if (buf_reserve(b, want) == 0)
+		return (ssize_t)want;
+	/* take what fits under the cap */
+	if (b->max <= buf_used(b))
+		return -2;
+	want = b->max - buf_used(b);
+	return buf_reserve(b, want) < 0 ? -1 : (ssize_t)want;
+}
+
 ssize_t buf_read_fd(struct buf *b, int fd, size_t want)
 {
-	ssize_t r;
+	ssize_t r, room = buf_reserve_upto(b, want);
 
-	if (buf_reserve(b, want) < 0) {
-		/* take what fits under the cap */
-		if (b->max <= buf_used(b))
-			return -2;
-		want = b->max - buf_used(b);
-		if (buf_reserve(b, want) < 0)
-			return -1;
-	}
-	r = read(fd, b->data + b->len, want);
+	if (room < 0)
+		return room;
+	r = read(fd, b->data + b->len, (size_t)room);
 	if (r > 0)
 		b->len += (size_t)r;
 	return r;

@@ -20,6 +20,8 @@ struct buf {
 void    buf_init(struct buf *b, size_t max);
 void    buf_release(struct buf *b);            /* frees storage; buf stays usable */
 int     buf_reserve(struct buf *b, size_t n);  /* room for n more bytes: 0 or -1 */
+/* Room for up to `want` more bytes, less at the cap: the room, -2 at the cap, -1 no memory. */
+ssize_t buf_reserve_upto(struct buf *b, size_t want);
 int     buf_append(struct buf *b, const void *p, size_t n);
 int     buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void    buf_consume(struct buf *b, size_t n);

@@ -174,17 +174,11 @@ size_t transport_pending(const struct transport *t)
 
 ssize_t transport_read_buf(struct transport *t, struct buf *b, size_t want)
 {
-	ssize_t r;
+	ssize_t r, room = buf_reserve_upto(b, want);
 
-	if (buf_reserve(b, want) < 0) {
-		/* take what fits under the cap */
-		if (b->max <= buf_used(b))
-			return -2;
-		want = b->max - buf_used(b);
-		if (buf_reserve(b, want) < 0)
-			return -1;
-	}
-	r = transport_read(t, b->data + b->len, want);
+	if (room < 0)
+		return room;
+	r = transport_read(t, b->data + b->len, (size_t)room);
 	if (r > 0)
 		b->len += (size_t)r;
 	return r;
