@@ -191,6 +191,7 @@ void mem_uncharge(size_t n) { count(0, n); }
 
 size_t mem_in_use(void) { return __atomic_load_n(&in_use, __ATOMIC_RELAXED); }
 size_t mem_peak(void) { return __atomic_load_n(&peak, __ATOMIC_RELAXED); }
+void mem_reset_peak(void) { __atomic_store_n(&peak, mem_in_use(), __ATOMIC_RELAXED); }
 void mem_set_limit(size_t bytes) { limit = bytes; }
 size_t mem_limit(void) { return limit; }
 unsigned long mem_failures(void) { return __atomic_load_n(&failures, __ATOMIC_RELAXED); }

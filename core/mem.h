@@ -29,6 +29,7 @@ void   mem_uncharge(size_t n);
 
 size_t mem_in_use(void);          /* bytes currently allocated through here */
 size_t mem_peak(void);            /* high-water mark of mem_in_use() */
+void   mem_reset_peak(void);      /* the mark starts again from now (tests measuring one phase) */
 void   mem_set_limit(size_t bytes); /* 0 = no limit; past it allocations fail */
 size_t mem_limit(void);
 unsigned long mem_failures(void); /* allocations refused so far (budget or malloc) */

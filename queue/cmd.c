@@ -1,5 +1,5 @@
 /*
- * queue/cmd.c: `frugal queue [-c DIR] list|show ID|delete ID|flush` and
+ * queue/cmd.c: `frugal queue [-c DIR] list|show ID|delete ID|flush [DOMAIN]` and
  * `mailq`. Reads the spool directly (works with or without the daemon, no
  * IPC); flush signals the daemon (SIGUSR1 to the pid in
  * $queue_directory/pid/frugal.pid). A short-lived tool: may exit on
@@ -8,6 +8,7 @@
  */
 #include "queue/queue_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -137,11 +138,38 @@ static int cmd_delete(const char *qdir, const char *id)
 	return 0;
 }
 
-static int cmd_flush(const char *qdir)
+/* A domain as ETRN takes it: labels of letters, digits and '-', an optional leading '.' (subdomains too). */
+int queue_flush_domain_valid(const char *d)
 {
-	char path[4096];
-	long pid;
+	size_t n = strlen(d), i;
 
+	if (n == 0 || n > 253)
+		return 0;
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)d[i];
+		if (!(isalnum(ch) || ch == '-' || ch == '.'))
+			return 0;
+		if (ch == '.' && i > 0 && d[i - 1] == '.')
+			return 0;
+	}
+	return d[n - 1] != '.';
+}
+
+/*
+ * The request goes through a file the daemon reads on SIGUSR1
+ * ($queue_directory/status/flush: one line per request, "*" for
+ * everything); a plain SIGUSR1 with no file flushes everything.
+ */
+static int cmd_flush(const char *qdir, const char *domain)
+{
+	char path[4096], req[4096];
+	long pid;
+	int fd;
+
+	if (domain && !queue_flush_domain_valid(domain)) {
+		fprintf(stderr, "frugal queue: flush: \"%s\" is not a domain name\n", domain);
+		return EX_USAGE_ERR;
+	}
 	snprintf(path, sizeof path, "%s/%s/frugal.pid", qdir, SPOOL_PID);
 	/* only a pid file whose lock is held names our daemon (core/daemon.h) */
 	if ((pid = daemon_pidfile_read(path)) < 0) {
@@ -149,18 +177,31 @@ static int cmd_flush(const char *qdir)
 		    "mail stays queued until it starts\n", path);
 		return EX_TEMPFAIL;
 	}
+	snprintf(req, sizeof req, "%s/%s/flush", qdir, SPOOL_STATUS);
+	if ((fd = open(req, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644)) < 0 ||
+	    dprintf(fd, "%s\n", domain ? domain : "*") < 0) {
+		fprintf(stderr, "frugal queue: cannot write the flush request %s: %s\n", req, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return EX_TEMPFAIL;
+	}
+	close(fd);
 	if (kill((pid_t)pid, SIGUSR1) < 0) {
 		fprintf(stderr, "frugal queue: cannot signal the mail system (pid %ld): %s\n", pid,
 		    strerror(errno));
 		return EX_TEMPFAIL;
 	}
-	printf("frugal queue: flush requested: the mail system (pid %ld) retries deferred mail now\n", pid);
+	if (domain)
+		printf("frugal queue: flush requested: the mail system (pid %ld) retries deferred mail for %s now\n",
+		    pid, domain);
+	else
+		printf("frugal queue: flush requested: the mail system (pid %ld) retries deferred mail now\n", pid);
 	return 0;
 }
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: frugal queue [-c DIR] [list | show ID | delete ID | flush]\n");
+	fprintf(stderr, "usage: frugal queue [-c DIR] [list | show ID | delete ID | flush [DOMAIN]]\n");
 	return EX_USAGE_ERR;
 }
 
@@ -207,8 +248,8 @@ int queue_cmd(int argc, char **argv)
 		rc = cmd_show(qdir, id);
 	else if (strcmp(sub, "delete") == 0 && id)
 		rc = cmd_delete(qdir, id);
-	else if (strcmp(sub, "flush") == 0 && id == NULL)
-		rc = cmd_flush(qdir);
+	else if (strcmp(sub, "flush") == 0)
+		rc = cmd_flush(qdir, id);
 	else
 		rc = usage();
 	conf_unref(c);

@@ -1,11 +1,25 @@
 /*
- * queue/qmgr.c: the queue manager. Owns the in-memory view of the queue
- * (one small struct per message: ID and retry timing; envelopes are read
- * from disk per attempt so a big queue costs little memory), the active and
- * deferred lists, backoff (minimal_backoff_time doubling to
- * maximal_backoff_time), the deferred-queue scan every queue_run_delay,
- * expiry after maximal_queue_lifetime (bounce_queue_lifetime for bounces),
- * and the bound on deliveries in flight. Deliveries run as worker jobs.
+ * queue/qmgr.c: the queue manager (Postfix's qmgr). Owns the in-memory
+ * view of the queue and every delivery attempt:
+ *
+ *   stubs      one small struct per message it knows (ID, retry timing), in
+ *              the active list (due) or the deferred list (waiting for
+ *              next_try), at most qmgr_message_active_limit of them; the
+ *              rest wait on disk and are found by the next scan, a deferred
+ *              file's mtime being its next try (as Postfix).
+ *   loaded     messages whose envelope is read and expanded (targets), at
+ *              most loaded_limit; each is cut into jobs: one per next hop,
+ *              up to *_destination_recipient_limit targets each.
+ *   jobs       wait in their destination (sched.c: slow start, dead
+ *              destinations, round-robin) for a slot and for room in the
+ *              total, delivery_concurrency_limit, then go to their agent
+ *              (agent.c) behind one interface.
+ *
+ * When a message's jobs are all done: a non-delivery report is queued first
+ * (bounce.c) if anything bounced, then the recipients' states are written
+ * and synced (or the file retired when none is left), then the message is
+ * forgotten or deferred with backoff. A message that needs one job and
+ * bounces nothing writes its states from the delivery worker itself.
  *
  * Must never remove a message before every recipient is delivered or its
  * bounce is durably queued, never bounce mail for a lack of resources (that
@@ -18,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -33,6 +49,8 @@
 #define DLV_FILES       8     /* queue file (and a read-only one for a helper), the mailbox base, its path, tmp/new/cur, the file */
 #define RETRY_RESOURCE  1.0   /* seconds before retrying after a refused resource */
 #define DEFAULT_PARALLEL 4
+#define LOADED_MAX      256   /* envelopes in memory at once (each holds its targets) */
+#define FLUSH_DOMAINS   16    /* ETRN / `frugal queue flush DOMAIN` requests pending at once */
 
 struct qmsg {
 	char   id[QUEUE_ID_MAX];
@@ -41,7 +59,9 @@ struct qmsg {
 	double seen_at;         /* when qmgr first learned of it (delays=a/b) */
 	time_t next_try;        /* deferred: earliest retry */
 	int    backoff;         /* seconds of the last deferral */
-	int    busy;            /* a delivery is in flight */
+	unsigned busy:1;        /* loaded: jobs in flight */
+	unsigned force:1;       /* a flush: defer_transports do not hold it */
+	unsigned probe:1;       /* a flush for some domains: attempted only if one matches */
 };
 
 struct qmgr {
@@ -49,38 +69,52 @@ struct qmgr {
 	struct spool *s;
 	struct conf *c;          /* our reference */
 	struct resolver *r;      /* built from c */
+	struct router *rt;       /* built from c */
+	struct sched *sched;
 	char  *qdir;             /* owned copy of the spool directory */
-	struct qmsg *act_head, **act_tail;   /* ready to deliver, FIFO */
+	struct qmsg *act_head, **act_tail;   /* ready to load, FIFO */
 	struct qmsg *def_head;               /* waiting for next_try */
 	struct qmsg **hash;                  /* NBUCKETS chains */
-	int    nmsgs, inflight, limit;
-	int    rescan;                       /* a message may be on disk but not in memory */
-	ev_prepare kick;                     /* start deliveries between iterations */
+	int    nmsgs, loaded, inflight, limit;
+	int    rescan;                       /* new messages may be on disk past the cursor, not in memory */
+	int    full_rescan;                  /* deferred messages may be on disk only (evicted, or not due at start) */
+	int    rescan_force;                 /* the next scan takes files not due yet (a flush) */
+	int    skipped_later;                /* the running scan passed over files not due yet */
+	char   cursor[QUEUE_ID_MAX];         /* catch-up scans look past this ID only */
+	char   flush_dom[FLUSH_DOMAINS][256];
+	int    nflush_dom, nprobe;
+	ev_prepare kick;                     /* load and dispatch between iterations */
 	ev_timer run_timer;                  /* deferred scan, queue_run_delay */
 	ev_timer retry_timer;                /* after a refused resource */
+	ev_timer scan_timer;                 /* a scan soon: room freed below the stub cap */
 	/* parameters, read at (re)configuration */
 	long   run_delay, min_backoff, max_backoff, max_lifetime, bounce_lifetime, hop_limit;
+	long   delay_warning;
+	int    active_limit;
+	int    stopping;                     /* qmgr_free: finish what is loaded, load nothing */
+	struct qmgr_stats st;
 };
 
 enum rcpt_result { RR_NONE, RR_SENT, RR_DEFER, RR_BOUNCE };
 
-struct dlv {
-	struct worker_job job;
+/* A loaded message: its envelope, its targets, its jobs. */
+struct lmsg {
+	struct worker_job wj;        /* finish (marks, retire) and header reads */
 	struct qmgr *q;
 	struct qmsg *m;
 	struct spool_env env;
 	int    fd;
-	int    rofd;                 /* read-only descriptor handed to delivery helpers; -1 */
 	struct target_list *tl;      /* per recipient; empty for recipients already done */
 	enum rcpt_result *res;       /* per recipient */
+	struct agent_job *jobs;      /* njobs, owned */
+	int    njobs, pending;       /* jobs (and mark batches) not yet done */
 	struct msg_headers hdr;
 	int    hdr_ok;
-	int    finish_in_job;        /* no bounces: marks (or removal) done by the delivery job */
+	int    finished_in_job;      /* the fast path wrote the states from the worker */
 	int    removed;              /* the queue file is gone */
 	int    mark_err;             /* errno of a failed mark/sync */
 	int    expired;              /* past its queue lifetime: deferrals become bounces */
-	double t_start, t_done;
-	char   bounce_id[QUEUE_ID_MAX];
+	double t_load;
 };
 
 static double now_f(void)
@@ -124,7 +158,9 @@ static struct qmsg *find_msg(struct qmgr *q, const char *id)
 	return NULL;
 }
 
-static void forget_msg(struct qmgr *q, struct qmsg *m)
+static void scan_soon(struct qmgr *q);
+
+static void forget_stub(struct qmgr *q, struct qmsg *m)
 {
 	struct qmsg **pp;
 
@@ -133,8 +169,16 @@ static void forget_msg(struct qmgr *q, struct qmsg *m)
 			*pp = m->hnext;
 			break;
 		}
+	if (m->probe)
+		q->nprobe--;
 	q->nmsgs--;
 	mem_free(m);
+}
+
+static void forget_msg(struct qmgr *q, struct qmsg *m)
+{
+	forget_stub(q, m);
+	scan_soon(q);
 }
 
 static void kick(struct qmgr *q)
@@ -158,7 +202,11 @@ static void push_deferred(struct qmgr *q, struct qmsg *m, time_t when)
 	q->def_head = m;
 }
 
-static struct qmsg *add_msg(struct qmgr *q, const char *id)
+/*
+ * Learn of a message. due: when it may be tried (its file's mtime; 0: now).
+ * Past the stub cap it stays on disk only: the next scan finds it.
+ */
+static struct qmsg *add_msg(struct qmgr *q, const char *id, time_t due)
 {
 	struct qmsg *m;
 	unsigned h;
@@ -167,6 +215,23 @@ static struct qmsg *add_msg(struct qmgr *q, const char *id)
 		return NULL;
 	if ((m = find_msg(q, id)) != NULL)
 		return m;
+	if (q->nmsgs >= q->active_limit && q->def_head != NULL) {
+		/*
+		 * Full: a deferred message makes room for a new one. It loses nothing:
+		 * its file's mtime holds its next try, and a full scan brings it back.
+		 */
+		struct qmsg *old = q->def_head;
+		q->def_head = old->next;
+		q->full_rescan = 1;
+		forget_stub(q, old);
+	}
+	if (q->nmsgs >= q->active_limit) {
+		q->rescan = 1;
+		/* committed out of ID order, behind the cursor: the catch-up scan starts over */
+		if (strcmp(id, q->cursor) <= 0)
+			q->cursor[0] = '\0';
+		return NULL;
+	}
 	if ((m = mem_calloc(1, sizeof *m)) == NULL) {
 		/* it is safe on disk; the next deferred scan picks it up */
 		q->rescan = 1;
@@ -179,7 +244,12 @@ static struct qmsg *add_msg(struct qmgr *q, const char *id)
 	m->hnext = q->hash[h];
 	q->hash[h] = m;
 	q->nmsgs++;
-	push_active(q, m);
+	if (q->nmsgs > q->st.peak_msgs)
+		q->st.peak_msgs = q->nmsgs;
+	if (due > time(NULL))
+		push_deferred(q, m, due);
+	else
+		push_active(q, m);
 	return m;
 }
 
@@ -191,6 +261,12 @@ static long conf_time_or(const struct conf *c, const char *name, long def)
 	return v && *v ? (long)conf_time(c, name, 0) : def;
 }
 
+static long conf_int_or(const struct conf *c, const char *name, long def)
+{
+	const char *v = conf_str(c, name, 0);
+	return v && *v ? (long)conf_int(c, name, 0) : def;
+}
+
 static void read_params(struct qmgr *q)
 {
 	struct conf *c = q->c;
@@ -200,7 +276,11 @@ static void read_params(struct qmgr *q)
 	q->max_backoff = conf_time_or(c, "maximal_backoff_time", 4000);
 	q->max_lifetime = conf_time_or(c, "maximal_queue_lifetime", 5 * 86400);
 	q->bounce_lifetime = conf_time_or(c, "bounce_queue_lifetime", 5 * 86400);
-	q->hop_limit = conf_str(c, "hopcount_limit", 0) ? (long)conf_int(c, "hopcount_limit", 0) : 50;
+	q->delay_warning = conf_time_or(c, "delay_warning_time", 0);
+	q->hop_limit = conf_int_or(c, "hopcount_limit", 50);
+	q->active_limit = (int)conf_int_or(c, "qmgr_message_active_limit", 20000);
+	if (q->active_limit < 1)
+		q->active_limit = 1;
 	if (q->run_delay < 1)
 		q->run_delay = 1;
 	if (q->min_backoff < 1)
@@ -216,9 +296,36 @@ static void read_params(struct qmgr *q)
 	}
 }
 
+/*
+ * Per transport: TRANSPORT_destination_concurrency_limit and friends when
+ * set (conf/params.c has rows for the transports frugal knows), else the
+ * default_* values, as Postfix.
+ */
+static void transport_params(struct qmgr *q, const char *transport, struct sched_params *p)
+{
+	char name[96];
+	const struct conf *c = q->c;
+
+	p->initial = (int)conf_int_or(c, "initial_destination_concurrency", 5);
+	p->limit = (int)conf_int_or(c, "default_destination_concurrency_limit", 20);
+	p->rcpt_limit = (int)conf_int_or(c, "default_destination_recipient_limit", 50);
+	p->cohort_limit = 1;
+	p->dead_time = (double)q->min_backoff;
+	snprintf(name, sizeof name, "%s_initial_destination_concurrency", transport);
+	p->initial = (int)conf_int_or(c, name, p->initial);
+	snprintf(name, sizeof name, "%s_destination_concurrency_limit", transport);
+	p->limit = (int)conf_int_or(c, name, p->limit);
+	snprintf(name, sizeof name, "%s_destination_recipient_limit", transport);
+	p->rcpt_limit = (int)conf_int_or(c, name, p->rcpt_limit);
+	if (p->rcpt_limit < 1)
+		p->rcpt_limit = 1;
+}
+
 static void run_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void scan_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents);
+static void announce_cb(void *arg, const char *id);
 
 struct qmgr *qmgr_new(struct ev_loop *loop, struct spool *s, struct conf *c)
 {
@@ -228,9 +335,11 @@ struct qmgr *qmgr_new(struct ev_loop *loop, struct spool *s, struct conf *c)
 	if ((q = mem_calloc(1, sizeof *q)) == NULL)
 		return NULL;
 	if ((q->hash = mem_calloc(NBUCKETS, sizeof *q->hash)) == NULL ||
-	    (q->qdir = mem_strdup(spool_dir(s))) == NULL)
+	    (q->qdir = mem_strdup(spool_dir(s))) == NULL ||
+	    (q->sched = sched_new()) == NULL)
 		goto fail;
-	if ((q->r = resolver_new(c, err, sizeof err)) == NULL) {
+	if ((q->r = resolver_new(c, err, sizeof err)) == NULL ||
+	    (q->rt = router_new(c, err, sizeof err)) == NULL) {
 		log_warning("qmgr", "cannot open routing tables: %s", err);
 		goto fail;
 	}
@@ -240,13 +349,17 @@ struct qmgr *qmgr_new(struct ev_loop *loop, struct spool *s, struct conf *c)
 	q->act_tail = &q->act_head;
 	read_params(q);
 	spool_set_loop(s, loop);
+	spool_set_announce(s, announce_cb, q);
 	ev_prepare_init(&q->kick, kick_cb);
 	ev_timer_init(&q->run_timer, run_timer_cb, (double)q->run_delay, (double)q->run_delay);
 	ev_timer_start(loop, &q->run_timer);
 	ev_unref(loop);   /* the periodic scan alone must not keep the loop alive */
 	ev_timer_init(&q->retry_timer, retry_timer_cb, RETRY_RESOURCE, 0.);
+	ev_timer_init(&q->scan_timer, scan_timer_cb, 0.2, 0.);
 	return q;
 fail:
+	resolver_free(q->r);
+	sched_free(q->sched);
 	mem_free(q->hash);
 	mem_free(q->qdir);
 	mem_free(q);
@@ -256,14 +369,23 @@ fail:
 void qmgr_set_conf(struct qmgr *q, struct conf *c)
 {
 	struct resolver *r;
+	struct router *rt;
 	char err[512];
 
 	if ((r = resolver_new(c, err, sizeof err)) == NULL) {
 		log_warning("qmgr", "reload: cannot open routing tables (%s): keeping the old configuration", err);
 		return;
 	}
+	if ((rt = router_new(c, err, sizeof err)) == NULL) {
+		resolver_free(r);
+		log_warning("qmgr", "reload: cannot open transport_maps (%s): keeping the old configuration", err);
+		return;
+	}
+	/* loaded messages hold targets, not the resolver: swapping is safe between events */
 	resolver_free(q->r);
 	q->r = r;
+	router_free(q->rt);
+	q->rt = rt;
 	conf_ref(c);
 	conf_unref(q->c);
 	q->c = c;
@@ -282,11 +404,13 @@ void qmgr_set_delivery_limit(struct qmgr *q, int max_parallel)
 }
 
 int qmgr_active(const struct qmgr *q) { return q->nmsgs; }
+int qmgr_loaded(const struct qmgr *q) { return q->loaded; }
+void qmgr_stats(const struct qmgr *q, struct qmgr_stats *st) { *st = q->st; }
 
 int qmgr_busy(const struct qmgr *q)
 {
 	const struct qmsg *m;
-	int n = q->inflight;
+	int n = q->loaded;
 
 	for (m = q->act_head; m; m = m->next)
 		n++;
@@ -295,70 +419,188 @@ int qmgr_busy(const struct qmgr *q)
 
 /* ---- public queue operations ------------------------------------------------ */
 
-static void recover_cb(void *arg, const char *id)
+static void announce_cb(void *arg, const char *id)
 {
-	add_msg(arg, id);
+	add_msg(arg, id, 0);
+}
+
+static void add_cb(void *arg, const char *id, time_t mtime)
+{
+	struct qmgr *q = arg;
+	struct qmsg *m;
+
+	if ((m = add_msg(q, id, q->rescan_force ? 0 : mtime)) != NULL && q->rescan_force) {
+		m->force = 1;
+		if (q->nflush_dom > 0 && !m->probe) {
+			m->probe = 1;
+			q->nprobe++;
+		}
+	}
+}
+
+/* Not for this scan: known already, or deferred and not due (a full scan finds it when it is). */
+static int skip_cb(void *arg, const char *id, time_t mtime)
+{
+	struct qmgr *q = arg;
+
+	if (find_msg(q, id) != NULL)
+		return 1;
+	if (!q->rescan_force && mtime > time(NULL)) {
+		q->skipped_later = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Bring messages from disk into memory, at most as many as there is room
+ * for (memory bounded whatever the queue's size). Catch-up scans look only
+ * past the cursor (new mail that did not fit: cheap, no stat of old
+ * files); full scans look at everything (deferred mail whose stub was
+ * evicted, flushes). Returns the number of messages on disk, or -1.
+ */
+static int scan(struct qmgr *q, int full, int remove_incoming)
+{
+	struct spool_scan sc;
+	int room = q->active_limit - q->nmsgs, n;
+
+	if (room <= 0) {
+		q->rescan = 1;
+		return 0;
+	}
+	memset(&sc, 0, sizeof sc);
+	sc.remove_incoming = remove_incoming;
+	sc.max = room;
+	sc.after = full ? NULL : q->cursor;
+	sc.want_mtime = 1;
+	sc.skip = skip_cb;
+	sc.cb = add_cb;
+	sc.arg = q;
+	q->skipped_later = 0;
+	if ((n = spool_scan_ex(q->qdir, &sc)) < 0) {
+		q->rescan = 1;
+		return -1;
+	}
+	if (!full || strcmp(sc.last, q->cursor) > 0)
+		snprintf(q->cursor, sizeof q->cursor, "%s", sc.last);
+	q->rescan = sc.truncated;
+	if (full)
+		q->full_rescan = sc.truncated || q->skipped_later;
+	else if (q->skipped_later)
+		q->full_rescan = 1;
+	q->rescan_force = 0;
+	return n;
 }
 
 int qmgr_recover(struct qmgr *q)
 {
-	int n = spool_scan(q->qdir, 1, recover_cb, q);
+	int n = scan(q, 1, 1);
 
 	if (n < 0)
 		log_warning("qmgr", "scan of %s/%s failed: %s", q->qdir, SPOOL_COMMITTED, strerror(errno));
 	else if (n > 0)
-		log_info("qmgr", "recovered %d queued message%s from %s", n, n == 1 ? "" : "s", q->qdir);
+		log_info("qmgr", "recovered %d queued message%s from %s%s", n, n == 1 ? "" : "s", q->qdir,
+		    q->rescan ? " (the rest waits on disk: qmgr_message_active_limit)" : "");
 	return n;
 }
 
 void qmgr_enqueue(struct qmgr *q, const char *queue_id)
 {
-	add_msg(q, queue_id);
+	add_msg(q, queue_id, 0);
 }
 
-void qmgr_flush(struct qmgr *q)
+static void flush_all_deferred(struct qmgr *q, int probe)
 {
 	struct qmsg *m, *next;
 
 	for (m = q->def_head, q->def_head = NULL; m; m = next) {
 		next = m->next;
+		m->force = 1;
+		if (probe && !m->probe) {
+			m->probe = 1;
+			q->nprobe++;
+		}
 		push_active(q, m);
 	}
+	/* and what waits on disk only */
+	q->full_rescan = 1;
+	q->rescan_force = 1;
+	scan_soon(q);
+}
+
+void qmgr_flush(struct qmgr *q)
+{
 	log_info("qmgr", "flush: retrying deferred mail now");
+	q->nflush_dom = 0;   /* everything: no domain filter */
+	flush_all_deferred(q, 0);
 }
 
-/* ---- scheduling ----------------------------------------------------------- */
-
-static void start_delivery(struct qmgr *q, struct qmsg *m);
-
-static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+int qmgr_flush_domain(struct qmgr *q, const char *domain)
 {
-	struct qmgr *q = (struct qmgr *)((char *)w - offsetof(struct qmgr, kick));
-	struct qmsg *m;
+	int i;
 
-	while (q->inflight < q->limit && q->act_head && !ev_is_active(&q->retry_timer)) {
-		m = q->act_head;
-		if ((q->act_head = m->next) == NULL)
-			q->act_tail = &q->act_head;
-		m->next = NULL;
-		start_delivery(q, m);
+	if (*domain == '\0' || strlen(domain) >= sizeof q->flush_dom[0])
+		return -1;
+	for (i = 0; i < q->nflush_dom; i++)
+		if (strcasecmp(q->flush_dom[i], domain) == 0)
+			break;
+	if (i == q->nflush_dom) {
+		if (q->nflush_dom == FLUSH_DOMAINS)
+			return -1;     /* the caller answers "try again later" */
+		snprintf(q->flush_dom[q->nflush_dom++], sizeof q->flush_dom[0], "%s", domain);
 	}
-	ev_prepare_stop(loop, w);
+	log_info("qmgr", "flush: retrying deferred mail for %s now", domain);
+	flush_all_deferred(q, 1);
+	return 0;
 }
 
-static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* Does a recipient still to do match a pending flush request? ".dom": subdomains too. */
+static int probe_matches(struct qmgr *q, const struct spool_env *e)
 {
-	struct qmgr *q = (struct qmgr *)((char *)w - offsetof(struct qmgr, retry_timer));
+	int i, k;
 
-	kick(q);
+	for (i = 0; i < e->nrcpt; i++) {
+		const char *at;
+		if (e->rcpt[i].status != RCPT_TODO || (at = strrchr(e->rcpt[i].addr, '@')) == NULL)
+			continue;
+		at++;
+		for (k = 0; k < q->nflush_dom; k++) {
+			const char *f = q->flush_dom[k];
+			size_t fl = strlen(f), al = strlen(at);
+			if (*f == '.' ? (al > fl && strcasecmp(at + al - fl, f) == 0) || strcasecmp(at, f + 1) == 0
+			    : strcasecmp(at, f) == 0)
+				return 1;
+		}
+	}
+	return 0;
 }
 
-static void rescan_cb(void *arg, const char *id)
-{
-	struct qmgr *q = arg;
+/* ---- scans ------------------------------------------------------------------ */
 
-	if (find_msg(q, id) == NULL)
-		add_msg(q, id);
+static void do_rescan(struct qmgr *q)
+{
+	if (q->full_rescan)
+		scan(q, 1, 0);
+	else if (q->rescan)
+		scan(q, 0, 0);
+}
+
+/* Room below the stub cap and messages left on disk: look for them soon, not at the next run. */
+static void scan_soon(struct qmgr *q)
+{
+	if (((q->rescan && q->nmsgs <= q->active_limit / 2) || q->rescan_force) &&
+	    !ev_is_active(&q->scan_timer))
+		ev_timer_start(q->loop, &q->scan_timer);
+}
+
+static void scan_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct qmgr *q = (struct qmgr *)((char *)w - offsetof(struct qmgr, scan_timer));
+
+	if (q->rescan_force)
+		scan(q, 1, 0);
+	else if (q->rescan)
+		scan(q, 0, 0);   /* catch-up only: the full scan waits for the queue run */
 }
 
 static void run_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -375,35 +617,57 @@ static void run_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			pp = &m->next;
 		}
 	}
-	if (q->rescan) {
-		q->rescan = 0;
-		if (spool_scan(q->qdir, 0, rescan_cb, q) < 0)
-			q->rescan = 1;
-	}
+	if (q->full_rescan || q->rescan)
+		do_rescan(q);
+	sched_reap(q->sched, now_f());
 }
 
+static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct qmgr *q = (struct qmgr *)((char *)w - offsetof(struct qmgr, retry_timer));
+
+	kick(q);
+}
+
+/* ---- deferral ------------------------------------------------------------- */
+
 /* Put a message aside: resources (short wait) or a real deferral (backoff). */
-static void defer_msg(struct qmgr *q, struct qmsg *m, int backoff)
+static void defer_msg(struct qmgr *q, struct qmsg *m, int backoff, int fd)
 {
 	m->busy = 0;
+	m->force = 0;
+	if (m->probe) {
+		m->probe = 0;
+		q->nprobe--;
+	}
 	if (backoff) {
-		m->backoff = m->backoff ? m->backoff * 2 : (int)q->min_backoff;
-		if (m->backoff > q->max_backoff)
-			m->backoff = (int)q->max_backoff;
-		if (m->backoff < q->min_backoff)
-			m->backoff = (int)q->min_backoff;
+		struct timespec ts[2];
+
+		m->backoff = (int)sched_backoff(m->backoff, q->min_backoff, q->max_backoff);
 		push_deferred(q, m, time(NULL) + m->backoff);
+		/* the file's mtime is its next try, for a scan that finds it on disk (as Postfix) */
+		if (fd >= 0) {
+			ts[0].tv_sec = 0;
+			ts[0].tv_nsec = UTIME_OMIT;
+			ts[1].tv_sec = m->next_try;
+			ts[1].tv_nsec = 0;
+			(void)futimens(fd, ts);
+		}
 	} else {
-		/* no backoff: scheduling pauses until the retry timer, then resumes */
+		/* no backoff: loading pauses until the retry timer, then resumes */
 		if (!ev_is_active(&q->retry_timer)) {
 			ev_timer_set(&q->retry_timer, RETRY_RESOURCE, 0.);
 			ev_timer_start(q->loop, &q->retry_timer);
 		}
 		push_active(q, m);
 	}
+	if (q->nprobe == 0)
+		q->nflush_dom = 0;
 }
 
-static void dlv_free(struct dlv *d)
+/* ---- the end of an attempt ------------------------------------------------- */
+
+static void lmsg_free(struct lmsg *d)
 {
 	int i;
 
@@ -412,6 +676,12 @@ static void dlv_free(struct dlv *d)
 			target_list_free(&d->tl[i]);
 		mem_free(d->tl);
 	}
+	for (i = 0; i < d->njobs; i++) {
+		mem_free(d->jobs[i].t);
+		mem_free(d->jobs[i].rcpt);
+		maildir_headers_free(&d->jobs[i].hdr);
+	}
+	mem_free(d->jobs);
 	mem_free(d->res);
 	maildir_headers_free(&d->hdr);
 	fd_close(d->fd);
@@ -419,8 +689,45 @@ static void dlv_free(struct dlv *d)
 	mem_free(d);
 }
 
+/*
+ * Each recipient still to do: delivered, deferred or bounced, from its
+ * targets; a deferral past the queue lifetime bounces (except mail that
+ * waits for an agent that does not exist yet: kept, never lost). Returns
+ * the number of bounces. Worker or loop, never both at once.
+ */
+static int compute_results(struct lmsg *d)
+{
+	int i, k, bounces = 0;
+
+	for (i = 0; i < d->env.nrcpt; i++) {
+		enum rcpt_result rr = RR_NONE;
+		int keep = 0;
+
+		if (d->env.rcpt[i].status != RCPT_TODO)
+			continue;
+		for (k = 0; k < d->tl[i].n; k++) {
+			const struct target *t = &d->tl[i].v[k];
+
+			if (t->sent)
+				rr = rr == RR_NONE ? RR_SENT : rr;
+			else if (t->kind == TGT_DEFER)
+				rr = RR_DEFER, keep |= t->never_expire;
+			else if (t->kind == TGT_BOUNCE && rr != RR_DEFER)
+				rr = RR_BOUNCE;
+			else if (rr == RR_NONE)
+				rr = RR_SENT;
+		}
+		if (rr == RR_DEFER && d->expired && !keep)
+			rr = RR_BOUNCE;
+		d->res[i] = rr == RR_NONE ? RR_DEFER : rr;
+		if (d->res[i] == RR_BOUNCE)
+			bounces++;
+	}
+	return bounces;
+}
+
 /* Marks (and removal) after deliveries and bounces; on a worker thread. */
-static void finish_work(struct dlv *d)
+static void finish_work(struct lmsg *d)
 {
 	int i, marks = 0, todo = 0;
 
@@ -476,141 +783,57 @@ static void finish_work(struct dlv *d)
 		d->mark_err = errno;
 }
 
-/*
- * One mailbox, written by whoever may write it (PRODUCT.md 3.5): this
- * process for what it owns, a delivery helper for the rest, handed a
- * read-only descriptor of the queue file (the helpers never get ours, which
- * can write the envelope). On a worker thread.
- */
-static int deliver_target(struct dlv *d, const struct msg_src *src, const struct target *t,
-    char *reason, size_t rlen)
+/* The attempt is over: reschedule or forget, load the next one. */
+static void lmsg_end(struct lmsg *d)
 {
-	char path[4096];
+	struct qmgr *q = d->q;
+	struct qmsg *m = d->m;
 
-	if (t->via == VIA_SELF)
-		return maildir_deliver_under(t->base, t->rel, t->uid, src, t->addr, reason, rlen);
-	if (d->rofd < 0) {
-		snprintf(path, sizeof path, "%s/%s/%s", d->q->qdir, SPOOL_COMMITTED, d->env.id);
-		if ((d->rofd = fd_open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-			snprintf(reason, rlen, "cannot open queue file for the delivery helper: %s", strerror(errno));
-			return -1;
-		}
+	if (d->mark_err)
+		log_warning("qmgr", "%s: cannot record delivery state in %s/%s: %s (some recipients "
+		    "may get a duplicate)", d->env.id, q->qdir, SPOOL_COMMITTED, strerror(d->mark_err));
+	q->loaded--;
+	ev_unref(q->loop);
+	if (d->removed) {
+		log_info("qmgr", "%s: removed", d->env.id);
+		lmsg_free(d);
+		forget_msg(q, m);
+	} else {
+		defer_msg(q, m, 1, d->fd);
+		lmsg_free(d);
 	}
-	return helper_deliver(t->via == VIA_LOCAL ? HELPER_LOCAL : HELPER_VIRTUAL, d->rofd, src, t->addr,
-	    t->rel, reason, rlen);
+	kick(q);
 }
-
-static void deliver_work(struct worker_job *j)
-{
-	struct dlv *d = (struct dlv *)j;
-	struct msg_src src;
-	int i, k, bounces = 0;
-	char reason[256];
-
-	d->rofd = -1;
-	src.fd = d->fd;
-	src.off = d->env.msg_off;
-	src.size = d->env.size;
-	src.sender = d->env.sender;
-	d->t_start = now_f();
-	d->hdr_ok = maildir_scan_headers(&src, &d->hdr) == 0;
-	for (i = 0; i < d->env.nrcpt; i++) {
-		enum rcpt_result rr = RR_NONE;
-
-		if (d->env.rcpt[i].status != RCPT_TODO)
-			continue;
-		for (k = 0; k < d->tl[i].n; k++) {
-			struct target *t = &d->tl[i].v[k];
-
-			if (t->kind == TGT_MAILDIR || t->kind == TGT_MBOX) {
-				if (!d->hdr_ok) {
-					t->kind = TGT_DEFER;
-					snprintf(t->dsn, sizeof t->dsn, "4.3.0");
-					snprintf(t->reason, sizeof t->reason, "cannot read queue file: %s",
-					    strerror(errno ? errno : EIO));
-				} else if (maildir_loop_check(&d->hdr, t->addr, d->q->hop_limit, reason,
-				    sizeof reason)) {
-					t->kind = TGT_BOUNCE;
-					snprintf(t->dsn, sizeof t->dsn, "5.4.6");
-					snprintf(t->reason, sizeof t->reason, "%s", reason);
-				} else if (deliver_target(d, &src, t, reason, sizeof reason) == 0) {
-					t->sent = 1;
-				} else {
-					t->kind = TGT_DEFER;
-					snprintf(t->dsn, sizeof t->dsn, "4.2.0");
-					snprintf(t->reason, sizeof t->reason, "%s", reason);
-				}
-			}
-			if (t->kind == TGT_DEFER)
-				rr = RR_DEFER;
-			else if (t->kind == TGT_BOUNCE && rr != RR_DEFER)
-				rr = RR_BOUNCE;
-			else if (rr == RR_NONE)
-				rr = RR_SENT;
-		}
-		if (rr == RR_DEFER && d->expired) {
-			/* past its lifetime: returned, unless it waits for smtp (kept, never lost) */
-			int smtp = 0;
-			for (k = 0; k < d->tl[i].n; k++)
-				smtp |= d->tl[i].v[k].kind == TGT_DEFER && d->tl[i].v[k].never_expire;
-			if (!smtp)
-				rr = RR_BOUNCE;
-		}
-		d->res[i] = rr == RR_NONE ? RR_DEFER : rr;
-		if (d->res[i] == RR_BOUNCE)
-			bounces++;
-	}
-	d->t_done = now_f();
-	fd_close(d->rofd);
-	d->rofd = -1;
-	/* with no bounce to queue first, the marks are written right here */
-	d->finish_in_job = bounces == 0;
-	if (d->finish_in_job)
-		finish_work(d);
-}
-
-static void log_target(struct dlv *d, int i, const struct target *t, const char *status)
-{
-	const struct spool_rcpt *r = &d->env.rcpt[i];
-	char delay[32], a[16], b[16], dd[16], orig[1100];
-	double arrival = (double)d->env.arrival + (double)d->env.arrival_usec / 1e6;
-	double seen = d->m->seen_at > arrival ? d->m->seen_at : arrival;
-
-	queue_fmt_delay(delay, sizeof delay, d->t_done - arrival);
-	queue_fmt_delay(a, sizeof a, seen - arrival);
-	queue_fmt_delay(b, sizeof b, d->t_start - seen);
-	queue_fmt_delay(dd, sizeof dd, d->t_done - d->t_start);
-	orig[0] = '\0';
-	if (strcasecmp(t->addr, r->orig) != 0)
-		snprintf(orig, sizeof orig, ", orig_to=<%s>", r->orig);
-	log_info(t->service ? t->service : "local",
-	    "%s: to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/0/%s, dsn=%s, status=%s",
-	    d->env.id, t->addr, orig, t->path ? "local" : "none",
-	    delay, a, b, dd, t->sent ? "2.0.0" : t->dsn, status);
-}
-
-static void dlv_end(struct dlv *d);
 
 static void finish_job_work(struct worker_job *j)
 {
-	finish_work((struct dlv *)j);
+	finish_work((struct lmsg *)j);
 }
 
 static void finish_job_done(struct worker_job *j)
 {
-	dlv_end((struct dlv *)j);
+	lmsg_end((struct lmsg *)j);
 }
 
-static void start_finish(struct dlv *d)
+static void start_finish(struct lmsg *d)
 {
-	d->job.work = finish_job_work;
-	d->job.done = finish_job_done;
-	worker_submit(WORKER_DELIVERY, &d->job);
+	int i, marks = 0;
+
+	for (i = 0; i < d->env.nrcpt; i++)
+		if (d->env.rcpt[i].status == RCPT_TODO && d->res[i] != RR_DEFER)
+			marks++;
+	if (marks == 0) {   /* all still to do: nothing to write */
+		lmsg_end(d);
+		return;
+	}
+	d->wj.work = finish_job_work;
+	d->wj.done = finish_job_done;
+	worker_submit(WORKER_DELIVERY, &d->wj);
 }
 
 static void bounce_done(void *arg, int err, const char *id)
 {
-	struct dlv *d = arg;
+	struct lmsg *d = arg;
 	int i;
 
 	if (err) {
@@ -622,58 +845,21 @@ static void bounce_done(void *arg, int err, const char *id)
 				d->res[i] = RR_DEFER;
 	} else {
 		log_info("bounce", "%s: sender non-delivery notification: %s", d->env.id, id);
-		snprintf(d->bounce_id, sizeof d->bounce_id, "%s", id);
-		qmgr_enqueue(d->q, id);
 	}
 	start_finish(d);
 }
 
-static void deliver_done(struct worker_job *j)
+static void send_bounce(struct lmsg *d)
 {
-	struct dlv *d = (struct dlv *)j;
-	struct qmgr *q = d->q;
 	struct bounce_item *items = NULL;
 	int i, k, nitems = 0, maxitems = 0;
-	char status[400];
 
-	/* res[] says what was attempted: the job may already have marked status */
 	for (i = 0; i < d->env.nrcpt; i++)
-		maxitems += d->res[i] != RR_NONE ? d->tl[i].n : 0;
-	for (i = 0; i < d->env.nrcpt; i++) {
-		if (d->res[i] == RR_NONE)
-			continue;
-		for (k = 0; k < d->tl[i].n; k++) {
-			struct target *t = &d->tl[i].v[k];
-
-			if (t->sent) {
-				snprintf(status, sizeof status, "sent (delivered to %s)",
-				    t->kind == TGT_MBOX ? "mailbox" : "maildir");
-			} else if (t->kind == TGT_DEFER && d->res[i] == RR_BOUNCE) {
-				snprintf(status, sizeof status, "expired, returned to sender (%s)", t->reason);
-			} else if (t->kind == TGT_DEFER) {
-				snprintf(status, sizeof status, "deferred (%s)", t->reason);
-			} else if (t->kind == TGT_BOUNCE) {
-				snprintf(status, sizeof status, "bounced (%s)", t->reason);
-			} else {
-				continue;
-			}
-			log_target(d, i, t, status);
-		}
-	}
-	if (d->finish_in_job) {
-		dlv_end(d);
-		return;
-	}
-	/* bounces: queue the notification first, then mark (PRODUCT.md 3.1) */
-	if (*d->env.sender == '\0') {
-		/* no bounce for a bounce: the null sender cannot receive one */
-		start_finish(d);
-		return;
-	}
+		maxitems += d->res[i] == RR_BOUNCE ? d->tl[i].n : 0;
 	if ((items = mem_calloc((size_t)(maxitems ? maxitems : 1), sizeof *items)) == NULL)
 		goto nobounce;
 	for (i = 0; i < d->env.nrcpt; i++) {
-		if (d->res[i] != RR_BOUNCE)
+		if (d->env.rcpt[i].status != RCPT_TODO || d->res[i] != RR_BOUNCE)
 			continue;
 		for (k = 0; k < d->tl[i].n; k++) {
 			struct target *t = &d->tl[i].v[k];
@@ -686,7 +872,7 @@ static void deliver_done(struct worker_job *j)
 			nitems++;
 		}
 	}
-	if (bounce_queue(q->s, q->c, &d->env, d->hdr_ok ? &d->hdr : NULL, items, nitems,
+	if (bounce_queue(d->q->s, d->q->c, &d->env, d->hdr_ok ? &d->hdr : NULL, items, nitems,
 	    bounce_done, d) == 0) {
 		mem_free(items);
 		return;
@@ -701,63 +887,310 @@ nobounce:
 	start_finish(d);
 }
 
-/* The attempt is over: log, reschedule or forget, start the next one. */
-static void dlv_end(struct dlv *d)
+/* The report quotes the original headers: read them on a worker when no agent did. */
+static void headers_work(struct worker_job *wj)
 {
-	struct qmgr *q = d->q;
-	struct qmsg *m = d->m;
+	struct lmsg *d = (struct lmsg *)wj;
+	struct msg_src src = { d->fd, d->env.msg_off, d->env.size, d->env.sender };
 
-	if (d->mark_err)
-		log_warning("qmgr", "%s: cannot record delivery state in %s/%s: %s (some recipients "
-		    "may get a duplicate)", d->env.id, q->qdir, SPOOL_COMMITTED, strerror(d->mark_err));
-	q->inflight--;
-	ev_unref(q->loop);
-	if (d->removed) {
-		log_info("qmgr", "%s: removed", d->env.id);
-		forget_msg(q, m);
-	} else {
-		defer_msg(q, m, 1);
+	d->hdr_ok = maildir_scan_headers(&src, &d->hdr) == 0;
+}
+
+static void headers_done(struct worker_job *wj)
+{
+	send_bounce((struct lmsg *)wj);
+}
+
+/* Every job of the message is done (on the loop). */
+static void lmsg_finish(struct lmsg *d)
+{
+	int bounces;
+
+	if (d->finished_in_job) {
+		lmsg_end(d);
+		return;
 	}
-	dlv_free(d);
+	bounces = compute_results(d);
+	if (bounces == 0 || *d->env.sender == '\0') {
+		/* nothing to report, or no report for a bounce: the null sender cannot receive one */
+		start_finish(d);
+		return;
+	}
+	/* bounces: queue the notification first, then mark (PRODUCT.md 3.1) */
+	if (!d->hdr_ok) {
+		d->wj.work = headers_work;
+		d->wj.done = headers_done;
+		worker_submit(WORKER_DELIVERY, &d->wj);
+		return;
+	}
+	send_bounce(d);
+}
+
+/* ---- jobs ------------------------------------------------------------------- */
+
+static void log_target(struct lmsg *d, int i, const struct target *t, const struct agent_job *j,
+    const char *status)
+{
+	const struct spool_rcpt *r = &d->env.rcpt[i];
+	char delay[32], a[16], b[16], dd[16], orig[1100];
+	double arrival = (double)d->env.arrival + (double)d->env.arrival_usec / 1e6;
+	double seen = d->m->seen_at > arrival ? d->m->seen_at : arrival;
+	double start = j ? j->t_start : d->t_load, done = j ? j->t_done : d->t_load;
+
+	if (start < seen)
+		start = seen;
+	if (done < start)
+		done = start;
+	queue_fmt_delay(delay, sizeof delay, done - arrival);
+	queue_fmt_delay(a, sizeof a, seen - arrival);
+	queue_fmt_delay(b, sizeof b, start - seen);
+	queue_fmt_delay(dd, sizeof dd, done - start);
+	orig[0] = '\0';
+	if (strcasecmp(t->addr, r->orig) != 0)
+		snprintf(orig, sizeof orig, ", orig_to=<%s>", r->orig);
+	log_info(j ? j->route.transport : (t->service ? t->service : "local"),
+	    "%s: to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/0/%s, dsn=%s, status=%s",
+	    d->env.id, t->addr, orig, j && j->relay ? j->relay : "none",
+	    delay, a, b, dd, t->sent ? "2.0.0" : t->dsn, status);
+}
+
+static void log_outcome(struct lmsg *d, int i, const struct target *t, const struct agent_job *j)
+{
+	char status[400];
+
+	if (t->sent && *t->reason)
+		snprintf(status, sizeof status, "sent (%s)", t->reason);
+	else if (t->sent)
+		snprintf(status, sizeof status, "sent (delivered to %s)", t->kind == TGT_MBOX ? "mailbox" : "maildir");
+	else if (t->kind == TGT_DEFER && d->expired && !t->never_expire)
+		snprintf(status, sizeof status, "expired, returned to sender (%s)", t->reason);
+	else if (t->kind == TGT_DEFER)
+		snprintf(status, sizeof status, "deferred (%s)", t->reason);
+	else if (t->kind == TGT_BOUNCE)
+		snprintf(status, sizeof status, "bounced (%s)", t->reason);
+	else
+		return;
+	log_target(d, i, t, j, status);
+}
+
+/* On the delivery worker, for a message whose only job this is: write the states right here. */
+static void fast_finish(struct agent_job *j)
+{
+	struct lmsg *d = j->owner;
+
+	if (compute_results(d) == 0) {
+		finish_work(d);
+		d->finished_in_job = 1;
+	}
+}
+
+static void job_done(struct agent_job *j)
+{
+	struct lmsg *d = j->owner;
+	struct qmgr *q = d->q;
+	int i, dead = j->dest == NULL;
+
+	if (!dead) {
+		q->inflight--;
+		sched_done(q->sched, j->dest, j->dest_failed, j->dest_reason, now_f());
+	}
+	for (i = 0; i < j->n; i++)
+		log_outcome(d, j->rcpt[i], j->t[i], j);
+	if (!d->hdr_ok && j->hdr_ok) {
+		/* the report, if any, quotes them: keep one copy */
+		d->hdr = j->hdr;
+		d->hdr_ok = 1;
+		memset(&j->hdr, 0, sizeof j->hdr);
+		j->hdr_ok = 0;
+	}
+	if (--d->pending == 0)
+		lmsg_finish(d);
 	kick(q);
 }
 
-static void start_delivery(struct qmgr *q, struct qmsg *m)
+/* A dead destination: every target deferred without an attempt (Postfix's wording). */
+static void job_dead(struct agent_job *j, const struct sched_dest *dest)
 {
-	struct dlv *d;
 	int i;
+
+	j->relay = "none";
+	j->t_start = j->t_done = now_f();
+	for (i = 0; i < j->n; i++) {
+		j->t[i]->kind = TGT_DEFER;
+		snprintf(j->t[i]->dsn, sizeof j->t[i]->dsn, "4.4.1");
+		snprintf(j->t[i]->reason, sizeof j->t[i]->reason, "delivery temporarily suspended: %.200s",
+		    dest->dead_reason);
+	}
+	j->dest = NULL;
+	job_done(j);
+}
+
+static const char *domain_of(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return at ? at + 1 : "";
+}
+
+/*
+ * Where a target goes: its agent and next hop, transport_maps first. 1 when
+ * it needs an agent (route set), 0 when its outcome is already known (the
+ * resolver bounced or deferred it, or its transport is held).
+ */
+static int route_target(struct qmgr *q, struct qmsg *m, struct target *t, struct route *rt)
+{
+	const char *def_tr, *def_hop;
+	char hop[256];
+	int mailbox = t->kind == TGT_MAILDIR || t->kind == TGT_MBOX;
+	int remote = t->kind == TGT_DEFER && t->never_expire;
+	int rc;
+
+	if (!mailbox && !remote)
+		return 0;
+	if (mailbox) {
+		def_tr = t->service && strcmp(t->service, "virtual") == 0 ? "virtual" : "local";
+		/* local: the destination is the recipient (Postfix); virtual: the domain */
+		def_hop = strcmp(def_tr, "local") == 0 ? t->addr : domain_of(t->addr);
+	} else {
+		struct resolve_result rr;
+		rr.cls = RESOLVE_REMOTE;
+		(void)resolver_classify(q->r, t->addr, &rr);
+		def_tr = rr.cls == RESOLVE_RELAY ? "relay" : "smtp";
+		snprintf(hop, sizeof hop, "%s", *router_relayhost(q->rt) ? router_relayhost(q->rt) : domain_of(t->addr));
+		def_hop = hop;
+	}
+	if ((rc = router_lookup(q->rt, t->addr, def_tr, def_hop, rt)) < 0) {
+		t->kind = TGT_DEFER;
+		t->never_expire = 0;
+		snprintf(t->dsn, sizeof t->dsn, "4.3.0");
+		snprintf(t->reason, sizeof t->reason, "transport_maps lookup failed");
+		return 0;
+	}
+	if (!mailbox && (strcasecmp(rt->transport, "local") == 0 || strcasecmp(rt->transport, "virtual") == 0)) {
+		/* a mailbox agent needs a mailbox the resolver found: an address it did not is not ours */
+		snprintf(rt->transport, sizeof rt->transport, "%s", def_tr);
+	}
+	if (strcasecmp(rt->transport, "error") != 0 && strcasecmp(rt->transport, "discard") != 0) {
+		if (router_deferred(q->rt, rt->transport) && !m->force) {
+			t->kind = TGT_DEFER;
+			snprintf(t->dsn, sizeof t->dsn, "4.3.2");
+			snprintf(t->reason, sizeof t->reason, "deferred transport");
+			return 0;
+		}
+	}
+	t->never_expire = agent_find(rt->transport)->never_expire;
+	return 1;
+}
+
+/* Cut the message into jobs: one per (transport, next hop), up to its recipient limit. 0 or -1 (ENOMEM). */
+static int make_jobs(struct qmgr *q, struct lmsg *d)
+{
+	struct route rt;
+	struct sched_params sp;
+	int i, k, n, cap = 0;
+
+	for (i = 0; i < d->env.nrcpt; i++)
+		cap += d->tl[i].n;
+	if (cap == 0)
+		return 0;
+	if ((d->jobs = mem_calloc((size_t)cap, sizeof *d->jobs)) == NULL)
+		return -1;
+	for (i = 0; i < d->env.nrcpt; i++) {
+		for (k = 0; k < d->tl[i].n; k++) {
+			struct target *t = &d->tl[i].v[k];
+			struct agent_job *j = NULL;
+
+			if (!route_target(q, d->m, t, &rt)) {
+				log_outcome(d, i, t, NULL);
+				continue;
+			}
+			transport_params(q, rt.transport, &sp);
+			for (n = 0; n < d->njobs; n++)
+				if (strcmp(d->jobs[n].route.transport, rt.transport) == 0 &&
+				    strcmp(d->jobs[n].route.nexthop, rt.nexthop) == 0 &&
+				    d->jobs[n].n < sp.rcpt_limit) {
+					j = &d->jobs[n];
+					break;
+				}
+			if (j == NULL) {
+				j = &d->jobs[d->njobs++];
+				j->route = rt;
+				j->agent = agent_find(rt.transport);
+				j->owner = d;
+				j->done = job_done;
+				j->queue_id = d->env.id;
+				j->qdir = q->qdir;
+				j->src.fd = d->fd;
+				j->src.off = d->env.msg_off;
+				j->src.size = d->env.size;
+				j->src.sender = d->env.sender;
+				j->hop_limit = q->hop_limit;
+				n = sp.rcpt_limit < cap ? sp.rcpt_limit : cap;
+				if ((j->t = mem_calloc((size_t)n, sizeof *j->t)) == NULL ||
+				    (j->rcpt = mem_calloc((size_t)n, sizeof *j->rcpt)) == NULL)
+					return -1;
+			}
+			j->t[j->n] = t;
+			j->rcpt[j->n] = i;
+			j->n++;
+		}
+	}
+	return 0;
+}
+
+/* ---- loading and dispatch --------------------------------------------------- */
+
+/* 1: loaded (jobs queued or finished), 0: put back (resources), -1: forgotten */
+static int load_msg(struct qmgr *q, struct qmsg *m)
+{
+	struct lmsg *d;
+	struct sched_params sp;
+	int i, immediate = 0;
 
 	m->busy = 1;
 	if (!fd_room(FD_FILE, DLV_FILES)) {
 		log_warning("qmgr", "%s: descriptor budget exhausted: delivery postponed", m->id);
-		defer_msg(q, m, 0);
-		return;
+		defer_msg(q, m, 0, -1);
+		return 0;
 	}
 	if ((d = mem_calloc(1, sizeof *d)) == NULL) {
 		log_warning("qmgr", "%s: out of memory: delivery postponed", m->id);
-		defer_msg(q, m, 0);
-		return;
+		defer_msg(q, m, 0, -1);
+		return 0;
 	}
 	d->q = q;
 	d->m = m;
 	d->fd = -1;
+	d->t_load = now_f();
 	if (spool_env_load(q->qdir, m->id, &d->env, &d->fd) < 0) {
 		int e = errno;
-		dlv_free(d);
+		lmsg_free(d);
 		if (e == ENOENT) {   /* deleted meanwhile (frugal queue delete) */
 			forget_msg(q, m);
-			return;
+			return -1;
 		}
 		if (e == ENOMEM || e == EMFILE || e == ENFILE) {
 			log_warning("qmgr", "%s: cannot read queue file: %s: delivery postponed", m->id, strerror(e));
 			limits_note_failure(e == ENOMEM ? "memory" : "numfile", e);
-			defer_msg(q, m, 0);
-		} else {
-			log_warning("qmgr", "%s: cannot read queue file %s/%s/%s: %s", m->id, q->qdir,
-			    SPOOL_COMMITTED, m->id, strerror(e));
-			defer_msg(q, m, 1);
+			defer_msg(q, m, 0, -1);
+			return 0;
 		}
-		return;
+		log_warning("qmgr", "%s: cannot read queue file %s/%s/%s: %s", m->id, q->qdir,
+		    SPOOL_COMMITTED, m->id, strerror(e));
+		defer_msg(q, m, 1, -1);
+		return 0;
+	}
+	if (m->probe && !probe_matches(q, &d->env)) {
+		/* a flush for other domains: back where it was, untried */
+		time_t when = m->next_try;
+		lmsg_free(d);
+		m->busy = 0;
+		m->force = 0;
+		m->probe = 0;
+		q->nprobe--;
+		if (q->nprobe == 0)
+			q->nflush_dom = 0;
+		push_deferred(q, m, when);
+		return -1;
 	}
 	log_info("qmgr", "%s: from=<%s>, size=%lld, nrcpt=%d (queue active)", m->id,
 	    d->env.sender, (long long)d->env.size, d->env.nrcpt);
@@ -786,17 +1219,76 @@ static void start_delivery(struct qmgr *q, struct qmsg *m)
 			snprintf(t->reason, sizeof t->reason, "mail forwarding loop for %s", t->addr);
 		}
 	}
-	q->inflight++;
-	ev_ref(q->loop);   /* a delivery in flight keeps the loop alive */
-	d->job.work = deliver_work;
-	d->job.done = deliver_done;
-	worker_submit(WORKER_DELIVERY, &d->job);
-	return;
+	if (make_jobs(q, d) < 0)
+		goto nomem;
+	q->loaded++;
+	if (q->loaded > q->st.peak_loaded)
+		q->st.peak_loaded = q->loaded;
+	ev_ref(q->loop);   /* a message in flight keeps the loop alive */
+	for (i = 0; i < d->env.nrcpt; i++)
+		immediate += d->env.rcpt[i].status == RCPT_TODO ? d->tl[i].n : 0;
+	for (i = 0; i < d->njobs; i++)
+		immediate -= d->jobs[i].n;
+	d->pending = d->njobs;
+	if (d->njobs == 0) {
+		lmsg_finish(d);
+		return 1;
+	}
+	/* the common case, one job and nothing known already: the worker writes the states */
+	if (d->njobs == 1 && immediate == 0 && !d->expired)
+		d->jobs[0].after_work = fast_finish;
+	for (i = 0; i < d->njobs; i++) {
+		struct agent_job *j = &d->jobs[i];
+		transport_params(q, j->route.transport, &sp);
+		if ((j->dest = sched_dest(q->sched, j->route.transport, j->route.nexthop, &sp)) == NULL)
+			goto nomem_jobs;
+	}
+	for (i = 0; i < d->njobs; i++)
+		sched_wait(q->sched, d->jobs[i].dest, &d->jobs[i].link);
+	return 1;
+nomem_jobs:
+	q->loaded--;
+	ev_unref(q->loop);
 nomem:
 	log_warning("qmgr", "%s: out of memory: delivery postponed", m->id);
 	limits_note_failure("memory", ENOMEM);
-	dlv_free(d);
-	defer_msg(q, m, 0);
+	lmsg_free(d);
+	defer_msg(q, m, 0, -1);
+	return 0;
+}
+
+static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct qmgr *q = (struct qmgr *)((char *)w - offsetof(struct qmgr, kick));
+	struct sched_link *lk;
+	struct sched_dest *dest;
+	struct qmsg *m;
+	int dead, loaded_limit = LOADED_MAX;
+
+	ev_prepare_stop(loop, w);
+	/* enough loaded to keep every slot busy, bounded: the rest waits as stubs */
+	if (loaded_limit > q->active_limit)
+		loaded_limit = q->active_limit;
+	while (!q->stopping && q->loaded < loaded_limit && q->act_head && !ev_is_active(&q->retry_timer)) {
+		m = q->act_head;
+		if ((q->act_head = m->next) == NULL)
+			q->act_tail = &q->act_head;
+		m->next = NULL;
+		load_msg(q, m);
+	}
+	while ((lk = sched_next(q->sched, now_f(), q->limit - q->inflight, &dest, &dead)) != NULL) {
+		struct agent_job *j = (struct agent_job *)((char *)lk - offsetof(struct agent_job, link));
+
+		if (dead) {
+			job_dead(j, dest);
+			continue;
+		}
+		q->inflight++;
+		q->st.jobs++;
+		q->st.targets += j->n;
+		j->dest = dest;
+		j->agent->deliver(j);
+	}
 }
 
 void qmgr_free(struct qmgr *q)
@@ -806,10 +1298,14 @@ void qmgr_free(struct qmgr *q)
 
 	if (q == NULL)
 		return;
-	while (q->inflight > 0)
+	spool_set_announce(q->s, NULL, NULL);
+	q->stopping = 1;
+	/* what is loaded finishes (its jobs are on workers or on the loop) */
+	while (q->loaded > 0)
 		ev_run(q->loop, EVRUN_ONCE);
 	ev_prepare_stop(q->loop, &q->kick);
 	ev_timer_stop(q->loop, &q->retry_timer);
+	ev_timer_stop(q->loop, &q->scan_timer);
 	ev_ref(q->loop);
 	ev_timer_stop(q->loop, &q->run_timer);
 	for (i = 0; i < NBUCKETS; i++)
@@ -818,7 +1314,9 @@ void qmgr_free(struct qmgr *q)
 			mem_free(m);
 		}
 	mem_free(q->hash);
+	sched_free(q->sched);
 	resolver_free(q->r);
+	router_free(q->rt);
 	conf_unref(q->c);
 	mem_free(q->qdir);
 	mem_free(q);

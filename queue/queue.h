@@ -56,6 +56,12 @@ off_t spool_txn_size(const struct spool_txn *t);                 /* message byte
 void  spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, const char *queue_id), void *arg);
 void  spool_txn_abort(struct spool_txn *t);                      /* takes ownership; removes files */
 void  spool_set_loop(struct spool *s, struct ev_loop *loop);      /* commits need the loop */
+/*
+ * Who is told of every committed message (the scheduler): cb runs on the
+ * loop once the message is durable, before the producer's own `done`, for
+ * mail from sessions, bounces and (later) the sendmail drop alike.
+ */
+void  spool_set_announce(struct spool *s, void (*cb)(void *arg, const char *id), void *arg);
 
 /* ---- address resolution (trivial-rewrite's job in Postfix) --------------- */
 
@@ -85,7 +91,14 @@ struct qmgr *qmgr_new(struct ev_loop *loop, struct spool *s, struct conf *c); /*
 void qmgr_set_conf(struct qmgr *q, struct conf *c);  /* reload: takes a new ref, drops the old */
 int  qmgr_recover(struct qmgr *q);     /* scan the spool at start-up; returns messages found */
 void qmgr_enqueue(struct qmgr *q, const char *queue_id); /* a freshly committed message */
-void qmgr_flush(struct qmgr *q);       /* retry deferred mail now */
+void qmgr_flush(struct qmgr *q);       /* retry deferred mail now (defer_transports too) */
+/*
+ * Retry now the deferred mail with a recipient in DOMAIN (".example.com":
+ * the domain and its subdomains): ETRN and `frugal queue flush DOMAIN`.
+ * 0, or -1 when too many requests are pending (try again later).
+ */
+int  qmgr_flush_domain(struct qmgr *q, const char *domain);
+int  qmgr_loaded(const struct qmgr *q); /* envelopes in memory (bounded) */
 int  qmgr_active(const struct qmgr *q); /* messages in memory (active + deferred) */
 void qmgr_set_delivery_limit(struct qmgr *q, int max_parallel); /* from limits/ */
 void qmgr_free(struct qmgr *q);        /* waits for deliveries in flight */
@@ -109,6 +122,9 @@ long long helper_socks(void);
 void helper_shutdown(void);
 /* The helper process: serves requests on sock until the daemon goes; returns an exit code. */
 int  helperd_run(enum helper_which w, int sock, struct conf *c, const char *conf_dir);
+
+/* A domain as ETRN and `frugal queue flush DOMAIN` take it (".dom": subdomains too). */
+int queue_flush_domain_valid(const char *domain);
 
 /* `frugal queue ...` and `mailq`; returns an exit code. */
 int queue_cmd(int argc, char **argv);

@@ -90,6 +90,27 @@ int  spool_id_valid(const char *id);
  */
 int  spool_scan(const char *queue_dir, int remove_incoming,
     void (*cb)(void *arg, const char *id), void *arg);
+/*
+ * The scheduler's scan: like spool_scan, but the caller bounds the memory.
+ * Candidates are IDs greater than `after` (when set) that `skip` does not
+ * refuse; cb gets the oldest `max` of them (0: all) in ID order, with each
+ * file's mtime when want_mtime (a deferred message's next try). On return
+ * `last` is the cursor: every candidate up to it was passed to cb, and
+ * `truncated` says whether some were left out. Returns the number of
+ * messages on disk, or -1.
+ */
+struct spool_scan {
+	int    remove_incoming;
+	int    max;
+	const char *after;
+	int    want_mtime;
+	int  (*skip)(void *arg, const char *id, time_t mtime);
+	void (*cb)(void *arg, const char *id, time_t mtime);
+	void  *arg;
+	char   last[QUEUE_ID_MAX];    /* out */
+	int    truncated;             /* out */
+};
+int  spool_scan_ex(const char *queue_dir, struct spool_scan *sc);
 
 /* ---- expansion for delivery (resolve.c) --------------------------------- */
 
@@ -201,6 +222,65 @@ int  helper_reply_decode(const char *buf, size_t len, struct helper_reply *r);
 int  helper_deliver(enum helper_which w, int msgfd, const struct msg_src *m, const char *rcpt,
     const char *mailbox, char *reason, size_t rlen);
 
+/* ---- routing (route.c) ---------------------------------------------------- */
+
+struct route {
+	char transport[32];     /* agent name: local, virtual, error, discard, smtp, relay, lmtp ... */
+	char nexthop[256];      /* destination; error:/discard: their text */
+};
+struct router;
+struct router *router_new(const struct conf *c, char *err, size_t errlen);
+void router_free(struct router *rt);
+/* transport_maps for addr, else the defaults given: 1 found, 0 defaults, -1 table error */
+int  router_lookup(struct router *rt, const char *addr, const char *def_transport,
+    const char *def_nexthop, struct route *out);
+int  router_deferred(const struct router *rt, const char *transport);   /* in defer_transports */
+const char *router_relayhost(const struct router *rt);                   /* "" when unset */
+
+/* ---- delivery agents (agent.c): the one interface --------------------------- */
+
+#include "core/worker.h"
+#include "queue/sched.h"
+
+/*
+ * A job: one message, one next hop, a batch of its targets. The scheduler
+ * (qmgr.c) fills it and calls agent->deliver(); the agent sets each
+ * target's outcome (t->sent, or kind TGT_DEFER / TGT_BOUNCE with dsn and
+ * reason), sets dest_failed when the destination itself failed (slow-start
+ * feedback), and calls j->done(j) on the loop exactly once. Agents never
+ * see sessions, the queue file's envelope or other jobs.
+ */
+struct agent_job {
+	struct worker_job wj;        /* agents that block run on the delivery workers */
+	struct sched_link link;      /* qmgr: the destination's wait list */
+	const struct agent *agent;
+	struct sched_dest *dest;     /* qmgr's */
+	void  *owner;                /* qmgr's loaded message */
+	void (*done)(struct agent_job *j);        /* qmgr's; on the loop */
+	void (*after_work)(struct agent_job *j);  /* qmgr's; on the worker, after a worker agent's work */
+	const char *queue_id;
+	const char *qdir;            /* the queue directory (delivery helpers get a read-only fd) */
+	struct msg_src src;          /* the message's bytes in the queue file */
+	long   hop_limit;
+	struct route route;
+	struct target **t;           /* the batch: targets owned by the message */
+	int   *rcpt;                 /* envelope recipient index of each target */
+	int    n;
+	struct msg_headers hdr;      /* read by an agent that needs them (loop detection) */
+	int    hdr_ok;
+	int    dest_failed;
+	char   dest_reason[256];
+	const char *relay;           /* the log's relay= ("local", "virtual", "none", a host) */
+	double t_start, t_done;
+};
+
+struct agent {
+	const char *name;
+	int    never_expire;         /* its mail is kept, never returned by age (no such agent yet) */
+	void (*deliver)(struct agent_job *j);
+};
+const struct agent *agent_find(const char *transport);   /* an agent that does not exist: "unavailable" */
+
 /* ---- bounces (bounce.c) -------------------------------------------------- */
 
 struct bounce_item {
@@ -217,6 +297,15 @@ struct bounce_item {
 int  bounce_queue(struct spool *s, const struct conf *c, const struct spool_env *env,
     const struct msg_headers *h, const struct bounce_item *items, int nitems,
     void (*done)(void *arg, int err, const char *id), void *arg);
+
+/* What the scheduler did (tests, the bench). */
+struct qmgr_stats {
+	long long jobs;          /* jobs handed to agents */
+	long long targets;       /* targets in them */
+	long long peak_msgs;     /* most messages known in memory at once (<= qmgr_message_active_limit) */
+	long long peak_loaded;   /* most envelopes loaded at once */
+};
+void qmgr_stats(const struct qmgr *q, struct qmgr_stats *st);
 
 /* Deliveries in flight plus messages waiting in the active list (tests, shutdown). */
 int  qmgr_busy(const struct qmgr *q);

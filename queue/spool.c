@@ -115,6 +115,8 @@ struct spool {
 	struct ev_loop *loop;
 	int    inflight;            /* commits not yet acknowledged */
 	uint64_t last_id;
+	void (*announce)(void *arg, const char *id);   /* the scheduler, told of every commit */
+	void  *announce_arg;
 };
 
 struct spool_txn {
@@ -564,6 +566,12 @@ void spool_txn_abort(struct spool_txn *t)
 	txn_free(t);
 }
 
+void spool_set_announce(struct spool *s, void (*cb)(void *arg, const char *id), void *arg)
+{
+	s->announce = cb;
+	s->announce_arg = arg;
+}
+
 /* Tell the caller and forget the transaction (on the loop). */
 static void txn_finish(struct spool_txn *t, int err)
 {
@@ -573,6 +581,9 @@ static void txn_finish(struct spool_txn *t, int err)
 		unlinkat(s->fd_incoming, t->id, 0);   /* the worker already removed committed/ID */
 	s->inflight--;
 	ev_unref(s->loop);
+	/* the scheduler hears of it first, from the spool itself, whoever the producer was */
+	if (err == 0 && s->announce)
+		s->announce(s->announce_arg, t->id);
 	if (t->done)
 		t->done(t->done_arg, err, t->id);
 	txn_free(t);
@@ -1008,19 +1019,58 @@ static int set_aside(const char *queue_dir, int dfd, const char *id)
 	return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
+struct scan_ent {
+	char   id[QUEUE_ID_MAX];
+	time_t mtime;   /* a deferred message's next try (qmgr sets it); 0 unknown */
+};
+
+static int cmp_ent(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return strcmp(((const struct scan_ent *)a)->id, ((const struct scan_ent *)b)->id);
 }
 
-int spool_scan(const char *queue_dir, int remove_incoming,
-    void (*cb)(void *arg, const char *id), void *arg)
+/* A max-heap on the ID: with a cap, the newest kept entry is at the top, ready to be replaced. */
+static void heap_swap(struct scan_ent *v, int a, int b)
+{
+	struct scan_ent t = v[a];
+	v[a] = v[b];
+	v[b] = t;
+}
+
+static void heap_up(struct scan_ent *v, int i)
+{
+	while (i > 0 && strcmp(v[(i - 1) / 2].id, v[i].id) < 0) {
+		heap_swap(v, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void heap_down(struct scan_ent *v, int n)
+{
+	int i = 0, c;
+
+	while ((c = 2 * i + 1) < n) {
+		if (c + 1 < n && strcmp(v[c + 1].id, v[c].id) > 0)
+			c++;
+		if (strcmp(v[i].id, v[c].id) >= 0)
+			break;
+		heap_swap(v, i, c);
+		i = c;
+	}
+}
+
+
+int spool_scan_ex(const char *queue_dir, struct spool_scan *sc)
 {
 	char path[4096];
 	DIR *d;
 	struct dirent *de;
-	char **ids = NULL, **nv;
-	int n = 0, cap = 0, i;
+	struct scan_ent *ids = NULL, *nv;
+	struct stat est;
+	int n = 0, cap = 0, i, total = 0, truncated = 0, remove_incoming = sc->remove_incoming;
+	int max = sc->max;
+	time_t mt;
+	char last[QUEUE_ID_MAX] = "";
 
 	if (remove_incoming) {
 		snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_INCOMING);
@@ -1078,32 +1128,84 @@ int spool_scan(const char *queue_dir, int remove_incoming,
 				spool_env_free(&e);
 			}
 		}
+		total++;
+		if (strlen(de->d_name) >= QUEUE_ID_MAX)
+			continue;
+		if (sc->after && *sc->after && strcmp(de->d_name, sc->after) <= 0)
+			continue;
+		if (strcmp(de->d_name, last) > 0)
+			snprintf(last, sizeof last, "%s", de->d_name);
+		mt = 0;
+		if (sc->want_mtime && fstatat(dirfd(d), de->d_name, &est, AT_SYMLINK_NOFOLLOW) == 0)
+			mt = est.st_mtime;
+		if (sc->skip && sc->skip(sc->arg, de->d_name, mt))
+			continue;
+		if (max > 0 && n == max) {
+			/* the cap: keep the oldest `max` (memory bounded however big the queue) */
+			truncated = 1;
+			if (strcmp(de->d_name, ids[0].id) >= 0)
+				continue;
+			snprintf(ids[0].id, sizeof ids[0].id, "%s", de->d_name);
+			ids[0].mtime = mt;
+			heap_down(ids, n);
+			continue;
+		}
 		if (n == cap) {
 			cap = cap ? cap * 2 : 64;
+			if (max > 0 && cap > max)
+				cap = max;
 			if ((nv = mem_realloc(ids, (size_t)cap * sizeof *nv)) == NULL)
 				goto nomem;
 			ids = nv;
 		}
-		if ((ids[n] = mem_strdup(de->d_name)) == NULL)
-			goto nomem;
+		snprintf(ids[n].id, sizeof ids[n].id, "%s", de->d_name);
+		ids[n].mtime = mt;
 		n++;
+		if (max > 0)
+			heap_up(ids, n - 1);
 	}
 	fd_closedir(d);
 	/* IDs grow with time: sorted order is arrival order */
 	if (n > 1)
-		qsort(ids, (size_t)n, sizeof *ids, cmp_str);
-	for (i = 0; i < n; i++) {
-		if (cb)
-			cb(arg, ids[i]);
-		mem_free(ids[i]);
-	}
+		qsort(ids, (size_t)n, sizeof *ids, cmp_ent);
+	/* how far this scan got: every candidate up to here was passed on */
+	snprintf(sc->last, sizeof sc->last, "%s", truncated ? ids[n - 1].id : last);
+	sc->truncated = truncated;
+	for (i = 0; i < n; i++)
+		if (sc->cb)
+			sc->cb(sc->arg, ids[i].id, ids[i].mtime);
 	mem_free(ids);
-	return n;
+	return total;
 nomem:
 	fd_closedir(d);
-	for (i = 0; i < n; i++)
-		mem_free(ids[i]);
 	mem_free(ids);
 	errno = ENOMEM;
 	return -1;
+}
+
+struct scan_adapter {
+	void (*cb)(void *arg, const char *id);
+	void *arg;
+};
+
+static void scan_adapt(void *arg, const char *id, time_t mtime)
+{
+	struct scan_adapter *a = arg;
+
+	(void)mtime;
+	if (a->cb)
+		a->cb(a->arg, id);
+}
+
+int spool_scan(const char *queue_dir, int remove_incoming,
+    void (*cb)(void *arg, const char *id), void *arg)
+{
+	struct scan_adapter a = { cb, arg };
+	struct spool_scan sc;
+
+	memset(&sc, 0, sizeof sc);
+	sc.remove_incoming = remove_incoming;
+	sc.cb = scan_adapt;
+	sc.arg = &a;
+	return spool_scan_ex(queue_dir, &sc);
 }

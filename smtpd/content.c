@@ -322,10 +322,7 @@ static void commit_done(void *arg, int err, const char *queue_id)
 		log_panic("smtpd", "commit callback for a session that is not committing");
 	s->committing = 0;
 	s->srv->commits--;
-	if (err == 0) {
-		if (s->srv->qmgr)
-			qmgr_enqueue(s->srv->qmgr, queue_id);
-	} else {
+	if (err != 0) {
 		log_ratelimited(&queue_rate, "smtpd", "%s: queue file write error: %s: %s to %s[%s]",
 		    queue_id, strerror(err), storage_err(err) ? "452" : "451", s->host, s->addr);
 		limits_note_failure(storage_err(err) ? "queue file system" : "queue file", err);

@@ -15,6 +15,7 @@
 #include "smtpd/smtpd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -175,11 +176,44 @@ static void term_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	reaped_cb(&server);
 }
 
+/*
+ * SIGUSR1: `frugal queue flush [DOMAIN]`. The requests wait in
+ * $queue_directory/status/flush (one per line, "*" for everything, taken
+ * whole by a rename so none is lost to a concurrent writer); a signal
+ * without the file (kill -USR1 by hand) flushes everything.
+ */
 static void usr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
+	const char *qdir = spool_dir(server.spool);
+	char path[4096], taken[4112], req[4096], *line, *save = NULL;
+	ssize_t n = 0;
+	int fd, any = 0, all = 0;
+
 	(void)loop; (void)w; (void)revents;
 	log_info("master", "flush requested");
-	if (server.qmgr)
+	if (server.qmgr == NULL)
+		return;
+	snprintf(path, sizeof path, "%s/status/flush", qdir);
+	snprintf(taken, sizeof taken, "%s.taken", path);
+	if (rename(path, taken) == 0 && (fd = fd_open(taken, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+		/* a few requests at most; more than fit here become a flush of everything */
+		n = read(fd, req, sizeof req - 1);
+		fd_close(fd);
+		unlink(taken);
+	}
+	if (n > 0) {
+		req[n] = '\0';
+		if (n == (ssize_t)sizeof req - 1)
+			all = 1;
+		for (line = strtok_r(req, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
+			any = 1;
+			if (strcmp(line, "*") == 0)
+				all = 1;
+			else if (qmgr_flush_domain(server.qmgr, line) < 0)
+				all = 1;   /* too many at once: everything, rather than drop one */
+		}
+	}
+	if (!any || all)
 		qmgr_flush(server.qmgr);
 }
 

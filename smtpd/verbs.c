@@ -79,6 +79,7 @@ static void helo(struct session *s, const struct smtpd_cmd *c, int ehlo)
 	session_reply(s, "250-PIPELINING");
 	session_reply(s, "250-SIZE %lld", s->p->message_size_limit);
 	session_reply(s, "250-VRFY");
+	session_reply(s, "250-ETRN");
 	if (s->gen->tls && (s->gen->tls_level >= 1 || s->submission) && !transport_is_tls(&s->tp))
 		session_reply(s, "250-STARTTLS");
 	if (auth_offered(s))
@@ -341,7 +342,7 @@ static void do_quit(struct session *s, const struct smtpd_cmd *c)
 static void do_help(struct session *s, const struct smtpd_cmd *c)
 {
 	(void)c;
-	session_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH");
+	session_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP ETRN STARTTLS AUTH");
 }
 
 static void do_auth(struct session *s, const struct smtpd_cmd *c)
@@ -351,6 +352,57 @@ static void do_auth(struct session *s, const struct smtpd_cmd *c)
 		return;
 	}
 	auth_command(s, c->arg, c->arglen);
+}
+
+/*
+ * ETRN (RFC 1985) as Postfix answers it: a site online part of the day asks
+ * for its deferred mail. Only for domains we relay for (Postfix's
+ * fast_flush_domains = $relay_domains); "@domain" asks for subdomains too.
+ */
+static void do_etrn(struct session *s, const struct smtpd_cmd *c)
+{
+	char dom[260], probe[300];
+	const char *arg = c->arg;
+	struct resolve_result rr;
+	int sub = 0;
+
+	if (s->state == S_INIT) {
+		refuse(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	if (s->tx) {
+		refuse(s, "503 5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	if (c->arglen == 0) {
+		refuse(s, "500 5.5.4 Syntax: ETRN domain");
+		return;
+	}
+	if (*arg == '@') {
+		sub = 1;
+		arg++;
+	}
+	if (*arg == '#' || c->arglen >= sizeof dom - 1 || !queue_flush_domain_valid(arg) || *arg == '.') {
+		refuse(s, "501 5.1.2 Error: invalid parameter syntax");
+		return;
+	}
+	snprintf(probe, sizeof probe, "postmaster@%s", arg);
+	rr.cls = RESOLVE_REMOTE;
+	if (resolver_classify(s->gen->resolver, probe, &rr) < 0) {
+		refuse(s, "458 4.3.0 Unable to queue messages");
+		return;
+	}
+	if (rr.cls != RESOLVE_RELAY) {
+		session_reply(s, "459 4.1.1 <%s>: service unavailable", arg);
+		session_count_error(s);
+		return;
+	}
+	snprintf(dom, sizeof dom, "%s%s", sub ? "." : "", arg);
+	if (s->srv->qmgr == NULL || qmgr_flush_domain(s->srv->qmgr, dom) < 0) {
+		refuse(s, "458 4.3.0 Unable to queue messages");
+		return;
+	}
+	session_reply(s, "250 Queuing started");
 }
 
 static void not_implemented(struct session *s, const struct smtpd_cmd *c)
@@ -373,7 +425,7 @@ static const struct verb verbs[] = {
 	{ CMD_QUIT, "QUIT", ST_TALK, NULL, V_PRE_TLS | V_ENDS_GROUP, do_quit },
 	{ CMD_HELP, "HELP", ST_TALK, NULL, V_PRE_TLS, do_help },
 	{ CMD_EXPN, "EXPN", ST_TALK, NULL, V_ENDS_GROUP, not_implemented },
-	{ CMD_ETRN, "ETRN", ST_TALK, NULL, 0, not_implemented },
+	{ CMD_ETRN, "ETRN", ST_TALK, NULL, V_ENDS_GROUP, do_etrn },
 	{ CMD_AUTH, "AUTH", ST(S_INIT) | ST(S_HELO), "503 5.5.1 Error: MAIL transaction in progress", V_ENDS_GROUP, do_auth },
 };
 
