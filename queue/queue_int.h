@@ -34,7 +34,13 @@ struct spool_rcpt {
 	char  *orig;        /* owned; the address as the client gave it */
 	char   status;      /* RCPT_* */
 	off_t  status_off;  /* file offset of the status byte */
+	int    notify;      /* RFC 3461 NOTIFY: 0 absent, DSN_NOTIFY_* bits (N record) */
+	char  *orcpt;       /* owned; RFC 3461 ORCPT "type;address", NULL absent (P record) */
 };
+
+/* The message's delay-warning state byte (W record, rewritten in place). */
+#define WARN_NONE  '-'
+#define WARN_SENT  'W'
 
 /* A committed message's envelope, parsed. Everything owned. */
 struct spool_env {
@@ -48,7 +54,11 @@ struct spool_env {
 	int    ntodo;              /* recipients still RCPT_TODO */
 	off_t  msg_off;            /* first byte of the message */
 	off_t  size;               /* message bytes */
-	int    version;            /* 1 or 2 (FRUGAL-Q2: I and K records) */
+	int    version;            /* 1, 2 (FRUGAL-Q2: I and K records) or 3 (Q3: DSN and W records) */
+	int    dsn_ret;            /* RFC 3461 RET: 0 absent, DSN_RET_* (Y record) */
+	char  *envid;              /* owned; RFC 3461 ENVID, decoded; NULL absent (V record) */
+	char   warned;             /* WARN_*: a delay warning was sent (always WARN_NONE before Q3) */
+	off_t  warned_off;         /* file offset of the W state byte; 0: no W record (Q1, Q2) */
 	uint64_t sum;              /* K: the checksum stamped at commit (version 2) */
 	off_t  len_off, sum_off;   /* where the L and K digits are, for spool_verify */
 };
@@ -72,6 +82,15 @@ int  spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, 
 void spool_env_free(struct spool_env *e);
 /* Rewrite one recipient's state byte (not synced: the caller fdatasyncs). */
 int  spool_env_mark(int fd, const struct spool_rcpt *r, char status);
+/*
+ * Record that the message's one delay warning was sent (the W byte, in
+ * place, outside the checksum like the recipient bytes; not synced: the
+ * caller syncs). The scheduler sends at most one per message, across
+ * restarts: it checks e->warned first. -1 with errno ENOTSUP for a file
+ * written before FRUGAL-Q3 (no W record: send no warning for it, or the
+ * "at most one" would not hold across a restart), or the pwrite's errno.
+ */
+int  spool_env_mark_warned(int fd, struct spool_env *e);
 /*
  * Recompute a committed file's checksum (version 2; a version 1 file passes).
  * 0 when it matches; -1 with errno EBADMSG when it does not (a file torn or
