@@ -112,7 +112,8 @@ const struct conf_param conf_param_table[] = {
 	TX("delay_warning_time", "0h", "send a delay notice after mail is this old (0: never)"),
 	LX("defer_transports", "", "transports whose mail is held until frugal queue flush"),
 	IX("qmgr_message_active_limit", "20000", "messages the scheduler keeps in memory; the rest wait on disk"),
-	SX("2bounce_notice_recipient", "postmaster", "who gets bounces that cannot be delivered"),
+	S("2bounce_notice_recipient", "postmaster", "who gets bounces that cannot be delivered"),
+	I("bounce_size_limit", "50000", "the most of the original message a non-delivery report returns (larger: headers only)"),
 	IX("initial_destination_concurrency", "5", "first number of parallel deliveries to one destination"),
 	IX("default_destination_concurrency_limit", "20", "most parallel deliveries to one destination"),
 	IX("default_destination_recipient_limit", "50", "most recipients per delivery"),
@@ -153,7 +154,7 @@ const struct conf_param conf_param_table[] = {
 	L("local_recipient_maps", "unix:passwd.byname $alias_maps", "tables of the local users that exist (empty: any local part is accepted)"),
 	S("local_mailbox_base", "", "when set, USER@$mydestination is delivered to $local_mailbox_base/USER/$home_mailbox without a system account"),
 	I("hopcount_limit", "50", "Received: headers after which a message bounces as a loop"),
-	SX("double_bounce_sender", "double-bounce", "sender of bounces that themselves cannot be delivered"),
+	S("double_bounce_sender", "double-bounce", "sender of bounces that themselves cannot be delivered"),
 	SX("recipient_delimiter", "", "characters that separate a user name from an address extension"),
 	{ "mail_version", CT_STR, CF_READONLY, "0.1", NULL, "the frugal version (read-only)" },
 };

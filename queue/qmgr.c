@@ -621,7 +621,6 @@ static void bounce_done(void *arg, int err, const char *id)
 			if (d->res[i] == RR_BOUNCE)
 				d->res[i] = RR_DEFER;
 	} else {
-		log_info("bounce", "%s: sender non-delivery notification: %s", d->env.id, id);
 		snprintf(d->bounce_id, sizeof d->bounce_id, "%s", id);
 		qmgr_enqueue(d->q, id);
 	}
@@ -665,11 +664,6 @@ static void deliver_done(struct worker_job *j)
 		return;
 	}
 	/* bounces: queue the notification first, then mark (PRODUCT.md 3.1) */
-	if (*d->env.sender == '\0') {
-		/* no bounce for a bounce: the null sender cannot receive one */
-		start_finish(d);
-		return;
-	}
 	if ((items = mem_calloc((size_t)(maxitems ? maxitems : 1), sizeof *items)) == NULL)
 		goto nobounce;
 	for (i = 0; i < d->env.nrcpt; i++) {
@@ -681,14 +675,18 @@ static void deliver_done(struct worker_job *j)
 				continue;
 			items[nitems].addr = t->addr;
 			items[nitems].orig = d->env.rcpt[i].orig;
+			items[nitems].rcpt = i;
 			items[nitems].dsn = t->kind == TGT_DEFER ? "4.4.7" : t->dsn;
 			items[nitems].reason = t->reason;
 			nitems++;
 		}
 	}
-	if (bounce_queue(q->s, q->c, &d->env, d->hdr_ok ? &d->hdr : NULL, items, nitems,
-	    bounce_done, d) == 0) {
+	/* bounce.c decides who gets what (NOTIFY, null and double-bounce senders); 1: nothing to send */
+	if ((k = bounce_notify(q->s, q->c, BOUNCE_FAILURE, &d->env, d->hdr_ok ? &d->hdr : NULL, d->fd,
+	    items, nitems, bounce_done, d)) >= 0) {
 		mem_free(items);
+		if (k == 1)
+			start_finish(d);
 		return;
 	}
 	mem_free(items);

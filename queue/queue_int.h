@@ -220,19 +220,48 @@ int  helper_reply_decode(const char *buf, size_t len, struct helper_reply *r);
 int  helper_deliver(enum helper_which w, int msgfd, const struct msg_src *m, const char *rcpt,
     const char *mailbox, char *reason, size_t rlen);
 
-/* ---- bounces (bounce.c) -------------------------------------------------- */
+/* ---- delivery status notifications (bounce.c) -------------------------- */
+
+enum bounce_kind {
+	BOUNCE_FAILURE,     /* Action: failed: a non-delivery report */
+	BOUNCE_DELAY,       /* Action: delayed: a delay warning (Will-Retry-Until) */
+	BOUNCE_SUCCESS,     /* Action: delivered (or the item's action): NOTIFY=SUCCESS asked for it */
+};
 
 struct bounce_item {
 	const char *addr;   /* final recipient */
-	const char *orig;   /* original recipient */
-	const char *dsn;
-	const char *reason;
+	const char *orig;   /* original recipient; NULL: env->rcpt[rcpt].orig */
+	int rcpt;           /* index in env->rcpt of the envelope recipient it came from (its NOTIFY
+	                       and ORCPT); out of range: none (NOTIFY absent, no ORCPT) */
+	const char *dsn;    /* "5.1.1"; NULL: the kind's default (5.0.0, 4.0.0, 2.0.0). A 4.x.x in a
+	                       failure is reported as 5.x.x (an expired deferral) */
+	const char *reason; /* Diagnostic-Code text ("smtp;" when it is an SMTP reply) */
+	const char *action; /* NULL: the kind's; else "relayed" (next hop without DSN), "expanded" */
 };
+
 /*
- * Queue a non-delivery report to env->sender as a new message from the
- * null sender. done(arg, err, id) runs on the loop once it is durable.
- * Returns 0 (done will run) or -1 with errno (done will not run).
+ * Queue one delivery status notification about message env (RFC 3464, as
+ * Postfix writes them) to env->sender from the null sender; for a failure
+ * of a message from <>, to 2bounce_notice_recipient from
+ * double_bounce_sender. Items are filtered by their recipient's NOTIFY
+ * (absent: failure and delay; NEVER: none; SUCCESS only when asked). h
+ * gives the headers to return (may be NULL); msgfd is the queue file (for
+ * RET=FULL, up to bounce_size_limit; -1: headers only). Nothing is kept:
+ * items, h and env may go once this returns.
+ *
+ * Returns 0: queued; done(arg, err, new_id) runs later on the loop, err 0
+ * once the notice is durable (then "ID: sender non-delivery notification:
+ * NEWID" and its delay / delivery status / postmaster siblings are logged),
+ * and only then may the caller mark the recipients. 1: nothing to send
+ * (every item's NOTIFY said no, a delay or success notice for a bounce, a
+ * failed double bounce: discarded with a warning); done will not run, the
+ * caller marks at once. -1 with errno: done will not run; nothing queued.
  */
+int  bounce_notify(struct spool *s, const struct conf *c, enum bounce_kind kind,
+    const struct spool_env *env, const struct msg_headers *h, int msgfd,
+    const struct bounce_item *items, int nitems,
+    void (*done)(void *arg, int err, const char *id), void *arg);
+/* The former entry point: bounce_notify(BOUNCE_FAILURE, ..., msgfd -1, ...). */
 int  bounce_queue(struct spool *s, const struct conf *c, const struct spool_env *env,
     const struct msg_headers *h, const struct bounce_item *items, int nitems,
     void (*done)(void *arg, int err, const char *id), void *arg);
