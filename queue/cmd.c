@@ -109,9 +109,28 @@ static int cmd_show(const char *qdir, const char *id)
 	strftime(when, sizeof when, "%a, %d %b %Y %H:%M:%S %z", &tm);
 	printf("queue_id: %s\narrival: %s\nsize: %lld\nsender: <%s>\nclient: %s\n", e.id, when,
 	    (long long)e.size, e.sender, e.client);
-	for (k = 0; k < e.nrcpt; k++)
-		printf("recipient: <%s> orig_to=<%s> (%s)\n", e.rcpt[k].addr, e.rcpt[k].orig,
+	/* RFC 3461 (only what was given), and whether the one delay warning went out */
+	if (e.dsn_ret)
+		printf("dsn_ret: %s\n", e.dsn_ret == DSN_RET_HDRS ? "HDRS" : "FULL");
+	if (e.envid)
+		printf("dsn_envid: %s\n", e.envid);
+	if (e.warned == WARN_SENT)
+		printf("delay_warning: sent\n");
+	for (k = 0; k < e.nrcpt; k++) {
+		char notify[64] = "";
+
+		if (e.rcpt[k].notify)
+			snprintf(notify, sizeof notify, " notify=%s%s%s%s",
+			    e.rcpt[k].notify & DSN_NOTIFY_NEVER ? "NEVER," : "",
+			    e.rcpt[k].notify & DSN_NOTIFY_SUCCESS ? "SUCCESS," : "",
+			    e.rcpt[k].notify & DSN_NOTIFY_FAILURE ? "FAILURE," : "",
+			    e.rcpt[k].notify & DSN_NOTIFY_DELAY ? "DELAY," : "");
+		if (notify[0])
+			notify[strlen(notify) - 1] = '\0';   /* the last comma */
+		printf("recipient: <%s> orig_to=<%s>%s%s%s (%s)\n", e.rcpt[k].addr, e.rcpt[k].orig,
+		    notify, e.rcpt[k].orcpt ? " orcpt=" : "", e.rcpt[k].orcpt ? e.rcpt[k].orcpt : "",
 		    state[e.rcpt[k].status == RCPT_DELIVERED ? 1 : e.rcpt[k].status == RCPT_BOUNCED ? 2 : 0]);
+	}
 	printf("*** MESSAGE CONTENTS %s ***\n", e.id);
 	fflush(stdout);
 	snprintf(buf, sizeof buf, "%s/%s/%s", qdir, SPOOL_COMMITTED, e.id);

@@ -114,6 +114,8 @@ struct lmsg {
 	int    removed;              /* the queue file is gone */
 	int    mark_err;             /* errno of a failed mark/sync */
 	int    expired;              /* past its queue lifetime: deferrals become bounces */
+	int    note, want_note;      /* notifications: the step now, the steps wanted (NOTE_* bits) */
+	int    mark_warned;          /* a delay warning is queued: record it (W byte) with the marks */
 	double t_load;
 };
 
@@ -771,8 +773,13 @@ static void finish_work(struct lmsg *d)
 			return;
 		}
 	}
-	if (marks == 0)
+	if (d->mark_warned && spool_env_mark_warned(d->fd, &d->env) < 0)
+		d->mark_err = errno;
+	if (marks == 0) {
+		if (d->mark_warned && sync_shared(d->fd) < 0)
+			d->mark_err = errno;
 		return;
+	}
 	for (i = 0; i < d->env.nrcpt; i++)
 		if ((d->res[i] == RR_SENT || d->res[i] == RR_BOUNCE) &&
 		    spool_env_mark(d->fd, &d->env.rcpt[i], d->env.rcpt[i].status) < 0) {
@@ -822,7 +829,7 @@ static void start_finish(struct lmsg *d)
 	for (i = 0; i < d->env.nrcpt; i++)
 		if (d->env.rcpt[i].status == RCPT_TODO && d->res[i] != RR_DEFER)
 			marks++;
-	if (marks == 0) {   /* all still to do: nothing to write */
+	if (marks == 0 && !d->mark_warned) {   /* all still to do: nothing to write */
 		lmsg_end(d);
 		return;
 	}
@@ -831,63 +838,107 @@ static void start_finish(struct lmsg *d)
 	worker_submit(WORKER_DELIVERY, &d->wj);
 }
 
-static void bounce_done(void *arg, int err, const char *id)
+/*
+ * Notifications, in order, each durable before the next step (PRODUCT.md
+ * 3.1: a report is queued before the recipients it reports are marked):
+ * success notices (NOTIFY=SUCCESS), the non-delivery report, a delay
+ * warning (delay_warning_time, once per message: the W byte). bounce.c
+ * filters by each recipient's NOTIFY and knows the null and double-bounce
+ * senders; "nothing to send" goes straight to the next step.
+ */
+enum { NOTE_SUCCESS, NOTE_FAILURE, NOTE_DELAY, NOTE_DONE };
+
+static void notify_next(struct lmsg *d);
+
+static void notify_done(void *arg, int err, const char *id)
 {
 	struct lmsg *d = arg;
 	int i;
 
-	if (err) {
-		/* the bounce is not durable: the recipients stay to do, retried later */
-		log_warning("qmgr", "%s: cannot queue non-delivery notification: %s", d->env.id,
-		    strerror(err));
+	(void)id;
+	if (err && d->note == NOTE_FAILURE) {
+		/* the report is not durable: the recipients stay to do, retried later */
+		log_warning("qmgr", "%s: cannot queue non-delivery notification: %s", d->env.id, strerror(err));
 		for (i = 0; i < d->env.nrcpt; i++)
 			if (d->res[i] == RR_BOUNCE)
 				d->res[i] = RR_DEFER;
-	} else {
-		log_info("bounce", "%s: sender non-delivery notification: %s", d->env.id, id);
+	} else if (err && d->note == NOTE_DELAY) {
+		d->mark_warned = 0;   /* not sent: tried again at the next deferral */
 	}
-	start_finish(d);
+	d->note++;
+	notify_next(d);
 }
 
-static void send_bounce(struct lmsg *d)
+/* The items of one kind: every target that gives the recipient that outcome. */
+static int note_items(struct lmsg *d, int kind, struct bounce_item *items)
 {
-	struct bounce_item *items = NULL;
-	int i, k, nitems = 0, maxitems = 0;
+	int i, k, n = 0;
 
-	for (i = 0; i < d->env.nrcpt; i++)
-		maxitems += d->res[i] == RR_BOUNCE ? d->tl[i].n : 0;
-	if ((items = mem_calloc((size_t)(maxitems ? maxitems : 1), sizeof *items)) == NULL)
-		goto nobounce;
 	for (i = 0; i < d->env.nrcpt; i++) {
-		if (d->env.rcpt[i].status != RCPT_TODO || d->res[i] != RR_BOUNCE)
+		if (d->env.rcpt[i].status != RCPT_TODO)
+			continue;
+		if ((kind == NOTE_SUCCESS && d->res[i] != RR_SENT) ||
+		    (kind == NOTE_FAILURE && d->res[i] != RR_BOUNCE) ||
+		    (kind == NOTE_DELAY && d->res[i] != RR_DEFER))
 			continue;
 		for (k = 0; k < d->tl[i].n; k++) {
 			struct target *t = &d->tl[i].v[k];
-			if (t->sent)
+			if (kind != NOTE_SUCCESS && t->sent)
 				continue;
-			items[nitems].addr = t->addr;
-			items[nitems].orig = d->env.rcpt[i].orig;
-			items[nitems].dsn = t->kind == TGT_DEFER ? "4.4.7" : t->dsn;
-			items[nitems].reason = t->reason;
-			nitems++;
+			if (kind == NOTE_SUCCESS && !t->sent)
+				continue;
+			items[n].addr = t->addr;
+			items[n].orig = d->env.rcpt[i].orig;
+			items[n].rcpt = i;
+			items[n].dsn = kind == NOTE_SUCCESS ? "2.0.0" :
+			    kind == NOTE_FAILURE && t->kind == TGT_DEFER ? "4.4.7" : t->dsn;
+			items[n].reason = kind == NOTE_SUCCESS ? (*t->reason ? t->reason : "delivered to mailbox") : t->reason;
+			items[n].action = NULL;
+			n++;
 		}
 	}
-	if (bounce_queue(d->q->s, d->q->c, &d->env, d->hdr_ok ? &d->hdr : NULL, items, nitems,
-	    bounce_done, d) == 0) {
-		mem_free(items);
-		return;
-	}
-	mem_free(items);
-nobounce:
-	log_warning("qmgr", "%s: cannot create non-delivery notification: %s", d->env.id,
-	    strerror(errno));
+	return n;
+}
+
+static void notify_next(struct lmsg *d)
+{
+	static const enum bounce_kind kinds[] = { BOUNCE_SUCCESS, BOUNCE_FAILURE, BOUNCE_DELAY };
+	struct bounce_item *items;
+	int i, n, max = 0, rc;
+
 	for (i = 0; i < d->env.nrcpt; i++)
-		if (d->res[i] == RR_BOUNCE)
-			d->res[i] = RR_DEFER;
+		max += d->tl[i].n;
+	for (; d->note < NOTE_DONE; d->note++) {
+		if (!(d->want_note & (1 << d->note)))
+			continue;
+		if ((items = mem_calloc((size_t)(max ? max : 1), sizeof *items)) == NULL) {
+			rc = -1;
+			errno = ENOMEM;
+		} else if ((n = note_items(d, d->note, items)) == 0) {
+			rc = 1;
+		} else {
+			rc = bounce_notify(d->q->s, d->q->c, kinds[d->note], &d->env, d->hdr_ok ? &d->hdr : NULL,
+			    d->fd, items, n, notify_done, d);
+		}
+		mem_free(items);
+		if (rc == 0)
+			return;             /* notify_done goes on */
+		if (rc < 0) {
+			log_warning("qmgr", "%s: cannot create %s notification: %s", d->env.id,
+			    d->note == NOTE_SUCCESS ? "delivery status" : d->note == NOTE_FAILURE ? "non-delivery" : "delay",
+			    strerror(errno));
+			if (d->note == NOTE_FAILURE)
+				for (i = 0; i < d->env.nrcpt; i++)
+					if (d->res[i] == RR_BOUNCE)
+						d->res[i] = RR_DEFER;
+			if (d->note == NOTE_DELAY)
+				d->mark_warned = 0;
+		}
+	}
 	start_finish(d);
 }
 
-/* The report quotes the original headers: read them on a worker when no agent did. */
+/* The reports quote the original headers: read them on a worker when no agent did. */
 static void headers_work(struct worker_job *wj)
 {
 	struct lmsg *d = (struct lmsg *)wj;
@@ -898,32 +949,56 @@ static void headers_work(struct worker_job *wj)
 
 static void headers_done(struct worker_job *wj)
 {
-	send_bounce((struct lmsg *)wj);
+	notify_next((struct lmsg *)wj);
+}
+
+/* Does any recipient ask for a success notice (NOTIFY=SUCCESS)? Then the fast path is off. */
+static int wants_success(const struct spool_env *e)
+{
+	int i;
+
+	for (i = 0; i < e->nrcpt; i++)
+		if (e->rcpt[i].status == RCPT_TODO && (e->rcpt[i].notify & DSN_NOTIFY_SUCCESS))
+			return 1;
+	return 0;
 }
 
 /* Every job of the message is done (on the loop). */
 static void lmsg_finish(struct lmsg *d)
 {
-	int bounces;
+	struct qmgr *q = d->q;
+	int i, bounces, defers = 0, sent = 0;
 
 	if (d->finished_in_job) {
 		lmsg_end(d);
 		return;
 	}
 	bounces = compute_results(d);
-	if (bounces == 0 || *d->env.sender == '\0') {
-		/* nothing to report, or no report for a bounce: the null sender cannot receive one */
+	for (i = 0; i < d->env.nrcpt; i++) {
+		if (d->env.rcpt[i].status != RCPT_TODO)
+			continue;
+		defers += d->res[i] == RR_DEFER;
+		sent += d->res[i] == RR_SENT && (d->env.rcpt[i].notify & DSN_NOTIFY_SUCCESS);
+	}
+	d->note = NOTE_SUCCESS;
+	d->want_note = (sent ? 1 << NOTE_SUCCESS : 0) | (bounces ? 1 << NOTE_FAILURE : 0);
+	/* one delay warning per message, once it is delay_warning_time old (a Q3 file keeps that it was sent) */
+	if (defers && q->delay_warning > 0 && d->env.warned == WARN_NONE && d->env.warned_off > 0 &&
+	    time(NULL) - d->env.arrival >= q->delay_warning) {
+		d->want_note |= 1 << NOTE_DELAY;
+		d->mark_warned = 1;
+	}
+	if (d->want_note == 0) {
 		start_finish(d);
 		return;
 	}
-	/* bounces: queue the notification first, then mark (PRODUCT.md 3.1) */
 	if (!d->hdr_ok) {
 		d->wj.work = headers_work;
 		d->wj.done = headers_done;
 		worker_submit(WORKER_DELIVERY, &d->wj);
 		return;
 	}
-	send_bounce(d);
+	notify_next(d);
 }
 
 /* ---- jobs ------------------------------------------------------------------- */
@@ -977,11 +1052,16 @@ static void log_outcome(struct lmsg *d, int i, const struct target *t, const str
 static void fast_finish(struct agent_job *j)
 {
 	struct lmsg *d = j->owner;
+	int i;
 
-	if (compute_results(d) == 0) {
-		finish_work(d);
-		d->finished_in_job = 1;
-	}
+	/* only when everything went: a bounce or a deferral (maybe a delay warning) is the loop's */
+	if (compute_results(d) != 0)
+		return;
+	for (i = 0; i < d->env.nrcpt; i++)
+		if (d->env.rcpt[i].status == RCPT_TODO && d->res[i] != RR_SENT)
+			return;
+	finish_work(d);
+	d->finished_in_job = 1;
 }
 
 static void job_done(struct agent_job *j)
@@ -1235,7 +1315,7 @@ static int load_msg(struct qmgr *q, struct qmsg *m)
 		return 1;
 	}
 	/* the common case, one job and nothing known already: the worker writes the states */
-	if (d->njobs == 1 && immediate == 0 && !d->expired)
+	if (d->njobs == 1 && immediate == 0 && !d->expired && !wants_success(&d->env))
 		d->jobs[0].after_work = fast_finish;
 	for (i = 0; i < d->njobs; i++) {
 		struct agent_job *j = &d->jobs[i];

@@ -43,6 +43,22 @@ struct spool_txn;
 struct spool_txn *spool_txn_new(struct spool *s, const char *sender, const char *client /* "HOST[ADDR]" */);
 const char *spool_txn_id(const struct spool_txn *t);
 int   spool_txn_rcpt(struct spool_txn *t, const char *rcpt, const char *orig_rcpt);
+/*
+ * DSN (RFC 3461), kept in the envelope. spool_txn_dsn() sets the message's
+ * RET (0 or DSN_RET_*) and ENVID (NULL: none; xtext-decoded, printable);
+ * spool_txn_rcpt_dsn() sets NOTIFY (0 or DSN_NOTIFY_* bits) and ORCPT
+ * ("type;address", NULL: none) of the recipient added last. Before
+ * spool_txn_open(); 0, or -1 with errno (EINVAL: no recipient yet, a value
+ * with a line end; ENOMEM).
+ */
+#define DSN_RET_FULL       1
+#define DSN_RET_HDRS       2
+#define DSN_NOTIFY_NEVER   1
+#define DSN_NOTIFY_SUCCESS 2
+#define DSN_NOTIFY_FAILURE 4
+#define DSN_NOTIFY_DELAY   8
+int   spool_txn_dsn(struct spool_txn *t, int ret, const char *envid);
+int   spool_txn_rcpt_dsn(struct spool_txn *t, int notify, const char *orcpt);
 int   spool_txn_open(struct spool_txn *t);                       /* creates the file, writes the envelope */
 int   spool_txn_write(struct spool_txn *t, const void *p, size_t n); /* message bytes, LF line ends */
 off_t spool_txn_size(const struct spool_txn *t);                 /* message bytes written so far */

@@ -34,7 +34,13 @@ struct spool_rcpt {
 	char  *orig;        /* owned; the address as the client gave it */
 	char   status;      /* RCPT_* */
 	off_t  status_off;  /* file offset of the status byte */
+	int    notify;      /* RFC 3461 NOTIFY: 0 absent, DSN_NOTIFY_* bits (N record) */
+	char  *orcpt;       /* owned; RFC 3461 ORCPT "type;address", NULL absent (P record) */
 };
+
+/* The message's delay-warning state byte (W record, rewritten in place). */
+#define WARN_NONE  '-'
+#define WARN_SENT  'W'
 
 /* A committed message's envelope, parsed. Everything owned. */
 struct spool_env {
@@ -48,7 +54,11 @@ struct spool_env {
 	int    ntodo;              /* recipients still RCPT_TODO */
 	off_t  msg_off;            /* first byte of the message */
 	off_t  size;               /* message bytes */
-	int    version;            /* 1 or 2 (FRUGAL-Q2: I and K records) */
+	int    version;            /* 1, 2 (FRUGAL-Q2: I and K records) or 3 (Q3: DSN and W records) */
+	int    dsn_ret;            /* RFC 3461 RET: 0 absent, DSN_RET_* (Y record) */
+	char  *envid;              /* owned; RFC 3461 ENVID, decoded; NULL absent (V record) */
+	char   warned;             /* WARN_*: a delay warning was sent (always WARN_NONE before Q3) */
+	off_t  warned_off;         /* file offset of the W state byte; 0: no W record (Q1, Q2) */
 	uint64_t sum;              /* K: the checksum stamped at commit (version 2) */
 	off_t  len_off, sum_off;   /* where the L and K digits are, for spool_verify */
 };
@@ -72,6 +82,15 @@ int  spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, 
 void spool_env_free(struct spool_env *e);
 /* Rewrite one recipient's state byte (not synced: the caller fdatasyncs). */
 int  spool_env_mark(int fd, const struct spool_rcpt *r, char status);
+/*
+ * Record that the message's one delay warning was sent (the W byte, in
+ * place, outside the checksum like the recipient bytes; not synced: the
+ * caller syncs). The scheduler sends at most one per message, across
+ * restarts: it checks e->warned first. -1 with errno ENOTSUP for a file
+ * written before FRUGAL-Q3 (no W record: send no warning for it, or the
+ * "at most one" would not hold across a restart), or the pwrite's errno.
+ */
+int  spool_env_mark_warned(int fd, struct spool_env *e);
 /*
  * Recompute a committed file's checksum (version 2; a version 1 file passes).
  * 0 when it matches; -1 with errno EBADMSG when it does not (a file torn or
@@ -281,19 +300,48 @@ struct agent {
 };
 const struct agent *agent_find(const char *transport);   /* an agent that does not exist: "unavailable" */
 
-/* ---- bounces (bounce.c) -------------------------------------------------- */
+/* ---- delivery status notifications (bounce.c) -------------------------- */
+
+enum bounce_kind {
+	BOUNCE_FAILURE,     /* Action: failed: a non-delivery report */
+	BOUNCE_DELAY,       /* Action: delayed: a delay warning (Will-Retry-Until) */
+	BOUNCE_SUCCESS,     /* Action: delivered (or the item's action): NOTIFY=SUCCESS asked for it */
+};
 
 struct bounce_item {
 	const char *addr;   /* final recipient */
-	const char *orig;   /* original recipient */
-	const char *dsn;
-	const char *reason;
+	const char *orig;   /* original recipient; NULL: env->rcpt[rcpt].orig */
+	int rcpt;           /* index in env->rcpt of the envelope recipient it came from (its NOTIFY
+	                       and ORCPT); out of range: none (NOTIFY absent, no ORCPT) */
+	const char *dsn;    /* "5.1.1"; NULL: the kind's default (5.0.0, 4.0.0, 2.0.0). A 4.x.x in a
+	                       failure is reported as 5.x.x (an expired deferral) */
+	const char *reason; /* Diagnostic-Code text ("smtp;" when it is an SMTP reply) */
+	const char *action; /* NULL: the kind's; else "relayed" (next hop without DSN), "expanded" */
 };
+
 /*
- * Queue a non-delivery report to env->sender as a new message from the
- * null sender. done(arg, err, id) runs on the loop once it is durable.
- * Returns 0 (done will run) or -1 with errno (done will not run).
+ * Queue one delivery status notification about message env (RFC 3464, as
+ * Postfix writes them) to env->sender from the null sender; for a failure
+ * of a message from <>, to 2bounce_notice_recipient from
+ * double_bounce_sender. Items are filtered by their recipient's NOTIFY
+ * (absent: failure and delay; NEVER: none; SUCCESS only when asked). h
+ * gives the headers to return (may be NULL); msgfd is the queue file (for
+ * RET=FULL, up to bounce_size_limit; -1: headers only). Nothing is kept:
+ * items, h and env may go once this returns.
+ *
+ * Returns 0: queued; done(arg, err, new_id) runs later on the loop, err 0
+ * once the notice is durable (then "ID: sender non-delivery notification:
+ * NEWID" and its delay / delivery status / postmaster siblings are logged),
+ * and only then may the caller mark the recipients. 1: nothing to send
+ * (every item's NOTIFY said no, a delay or success notice for a bounce, a
+ * failed double bounce: discarded with a warning); done will not run, the
+ * caller marks at once. -1 with errno: done will not run; nothing queued.
  */
+int  bounce_notify(struct spool *s, const struct conf *c, enum bounce_kind kind,
+    const struct spool_env *env, const struct msg_headers *h, int msgfd,
+    const struct bounce_item *items, int nitems,
+    void (*done)(void *arg, int err, const char *id), void *arg);
+/* The former entry point: bounce_notify(BOUNCE_FAILURE, ..., msgfd -1, ...). */
 int  bounce_queue(struct spool *s, const struct conf *c, const struct spool_env *env,
     const struct msg_headers *h, const struct bounce_item *items, int nitems,
     void (*done)(void *arg, int err, const char *id), void *arg);

@@ -11,18 +11,26 @@
  *                  removes whatever it finds here.
  *   committed/ID   renamed here at commit, then one sync covers data and name.
  * The file is text records, one per LF-terminated line, then the message:
- *   FRUGAL-Q2                 magic and format version (Q1: no I and K records)
+ *   FRUGAL-Q3                 magic and format version (Q1: no I and K records;
+ *                             Q2: no W, Y, V, N, P records; both still read)
  *   I <queue id>              the file's own name: a file renamed or recycled
  *                             under another name is never read as that message
  *   A <sec>.<usec>            arrival time (spool_txn_new)
  *   S <sender>                envelope sender; empty for the null sender
  *   C <client>                "HOST[ADDR]" the message came from
+ *   W <st>                    delay warning state, one byte rewritten in place
+ *                             like a recipient's: '-' none sent, 'W' sent
+ *   Y <F|H>                   RFC 3461 RET=FULL or HDRS; absent: not given
+ *   V <envid>                 RFC 3461 ENVID, xtext-decoded; absent: not given
  *   R <st> <recipient>        one per recipient; <st> is one byte:
  *   O <original recipient>      '-' to do, 'D' delivered, 'B' bounced;
- *                             each R line is followed by its O line
+ *                             each R line is followed by its O line, then
+ *   N <mask>                  RFC 3461 NOTIFY as decimal DSN_NOTIFY_* bits
+ *                             (1 NEVER, 2 SUCCESS, 4 FAILURE, 8 DELAY); absent: not given
+ *   P <type;address>          RFC 3461 ORCPT, address decoded; absent: not given
  *   L <20 digits>             message length, zeros until commit stamps it
  *   K <16 hex digits>         checksum (FNV-1a 64) of the whole file as written,
- *                             with every state byte '-' and the L and K digits
+ *                             with every state byte (R and W) '-' and the L and K digits
  *                             '0': what never changes after commit; zeros until
  *                             commit stamps it. Recovery checks it (spool_verify)
  *   E <nrcpt>                 end of envelope
@@ -96,7 +104,8 @@
 #include "core/worker.h"
 #include "limits/limits.h"
 
-#define SPOOL_MAGIC "FRUGAL-Q2\n"
+#define SPOOL_MAGIC "FRUGAL-Q3\n"
+#define SPOOL_MAGIC_Q2 "FRUGAL-Q2\n"   /* read: queues written before the DSN records */
 #define SPOOL_MAGIC_Q1 "FRUGAL-Q1\n"   /* read for queues written by earlier versions */
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME  0x100000001b3ULL
@@ -124,6 +133,8 @@ struct spool_txn {
 	char   id[QUEUE_ID_MAX];
 	struct timeval arrival;
 	char  *sender, *client;     /* owned */
+	int    dsn_ret;             /* RFC 3461 RET: 0 or DSN_RET_* */
+	char  *envid;               /* owned; RFC 3461 ENVID or NULL */
 	struct spool_rcpt *rcpt;    /* owned; status_off unused here */
 	int    nrcpt, rcpt_cap;
 	int    fd;                  /* incoming/ID; -1 until created, -1 once closed */
@@ -436,6 +447,42 @@ int spool_txn_rcpt(struct spool_txn *t, const char *rcpt, const char *orig_rcpt)
 	return 0;
 }
 
+/* a value for one envelope line: no line end, and bounded like a command line */
+static int dsn_value_ok(const char *v)
+{
+	return v == NULL || (strchr(v, '\n') == NULL && strlen(v) <= 1024);
+}
+
+int spool_txn_dsn(struct spool_txn *t, int ret, const char *envid)
+{
+	char *e = NULL;
+
+	if (t->opened || ret < 0 || ret > DSN_RET_HDRS || !dsn_value_ok(envid))
+		return errno = EINVAL, -1;
+	if (envid && (e = mem_strdup(envid)) == NULL)
+		return -1;
+	mem_free(t->envid);
+	t->envid = e;
+	t->dsn_ret = ret;
+	return 0;
+}
+
+int spool_txn_rcpt_dsn(struct spool_txn *t, int notify, const char *orcpt)
+{
+	struct spool_rcpt *r;
+	char *o = NULL;
+
+	if (t->opened || t->nrcpt == 0 || notify < 0 || notify > 15 || !dsn_value_ok(orcpt))
+		return errno = EINVAL, -1;
+	if (orcpt && (o = mem_strdup(orcpt)) == NULL)
+		return -1;
+	r = &t->rcpt[t->nrcpt - 1];
+	mem_free(r->orcpt);
+	r->orcpt = o;
+	r->notify = notify;
+	return 0;
+}
+
 static int txn_flush(struct spool_txn *t)
 {
 	if (t->wlen == 0)
@@ -509,12 +556,22 @@ int spool_txn_open(struct spool_txn *t)
 	    (long)t->arrival.tv_usec);
 	if (txn_put(t, SPOOL_MAGIC, strlen(SPOOL_MAGIC)) < 0 || txn_putf(t, "I ", t->id, NULL) < 0 ||
 	    txn_putf(t, line, NULL, NULL) < 0 ||
-	    txn_putf(t, "S ", t->sender, NULL) < 0 || txn_putf(t, "C ", t->client, NULL) < 0)
+	    txn_putf(t, "S ", t->sender, NULL) < 0 || txn_putf(t, "C ", t->client, NULL) < 0 ||
+	    txn_putf(t, "W -", NULL, NULL) < 0)
 		return -1;
-	for (i = 0; i < t->nrcpt; i++)
+	if (t->dsn_ret && txn_putf(t, t->dsn_ret == DSN_RET_HDRS ? "Y H" : "Y F", NULL, NULL) < 0)
+		return -1;
+	if (t->envid && txn_putf(t, "V ", t->envid, NULL) < 0)
+		return -1;
+	for (i = 0; i < t->nrcpt; i++) {
 		if (txn_putf(t, "R - ", t->rcpt[i].addr, NULL) < 0 ||
 		    txn_putf(t, "O ", t->rcpt[i].orig, NULL) < 0)
 			return -1;
+		snprintf(line, sizeof line, "N %d", t->rcpt[i].notify);
+		if ((t->rcpt[i].notify && txn_putf(t, line, NULL, NULL) < 0) ||
+		    (t->rcpt[i].orcpt && txn_putf(t, "P ", t->rcpt[i].orcpt, NULL) < 0))
+			return -1;
+	}
 	/* where the L value sits: the bytes so far (flushed + buffered), past "L " */
 	t->len_off = t->flushed + (off_t)t->wlen + 2;
 	if (txn_putf(t, "L 00000000000000000000", NULL, NULL) < 0)
@@ -549,8 +606,10 @@ static void txn_free(struct spool_txn *t)
 	for (i = 0; i < t->nrcpt; i++) {
 		mem_free(t->rcpt[i].addr);
 		mem_free(t->rcpt[i].orig);
+		mem_free(t->rcpt[i].orcpt);
 	}
 	mem_free(t->rcpt);
+	mem_free(t->envid);
 	mem_free(t->sender);
 	mem_free(t->client);
 	mem_free(t->wbuf);
@@ -690,8 +749,10 @@ void spool_env_free(struct spool_env *e)
 	for (i = 0; i < e->nrcpt; i++) {
 		mem_free(e->rcpt[i].addr);
 		mem_free(e->rcpt[i].orig);
+		mem_free(e->rcpt[i].orcpt);
 	}
 	mem_free(e->rcpt);
+	mem_free(e->envid);
 	mem_free(e->sender);
 	mem_free(e->client);
 	memset(e, 0, sizeof *e);
@@ -706,7 +767,10 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 
 	if (len < ml)
 		return errno = EINVAL, -1;
+	e->warned = WARN_NONE;
 	if (memcmp(buf, SPOOL_MAGIC, ml) == 0)
+		e->version = 3;
+	else if (memcmp(buf, SPOOL_MAGIC_Q2, ml) == 0)
 		e->version = 2;
 	else if (memcmp(buf, SPOOL_MAGIC_Q1, ml) == 0)
 		e->version = 1;
@@ -765,6 +829,41 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 			if ((e->rcpt[e->nrcpt - 1].orig = mem_strdup(nl - p >= 2 ? p + 2 : "")) == NULL)
 				return -1;
 			break;
+		case 'W':   /* Q3: the delay-warning byte, one per file */
+			if (nl - p != 3 || e->warned_off)
+				return errno = EINVAL, -1;
+			e->warned = p[2];
+			e->warned_off = (off_t)(p + 2 - buf);
+			break;
+		case 'Y':
+			if (nl - p != 3 || e->dsn_ret || (p[2] != 'F' && p[2] != 'H'))
+				return errno = EINVAL, -1;
+			e->dsn_ret = p[2] == 'H' ? DSN_RET_HDRS : DSN_RET_FULL;
+			break;
+		case 'V':
+			if (nl - p < 3 || e->envid)
+				return errno = EINVAL, -1;
+			if ((e->envid = mem_strdup(p + 2)) == NULL)
+				return -1;
+			break;
+		case 'N': {   /* after its R (and O) line, once */
+			char *q;
+			long v;
+
+			if (nl - p < 3 || e->nrcpt == 0 || e->rcpt[e->nrcpt - 1].notify)
+				return errno = EINVAL, -1;
+			v = strtol(p + 2, &q, 10);
+			if (q != nl || v < 1 || v > 15)
+				return errno = EINVAL, -1;
+			e->rcpt[e->nrcpt - 1].notify = (int)v;
+			break;
+		}
+		case 'P':
+			if (nl - p < 3 || e->nrcpt == 0 || e->rcpt[e->nrcpt - 1].orcpt)
+				return errno = EINVAL, -1;
+			if ((e->rcpt[e->nrcpt - 1].orcpt = mem_strdup(p + 2)) == NULL)
+				return -1;
+			break;
 		case 'L':
 			if (nl - p < 2)
 				return errno = EINVAL, -1;
@@ -790,7 +889,7 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 		case 'E':
 			if (nl - p < 2 || e->sender == NULL || atoi(p + 2) != e->nrcpt)
 				return errno = EINVAL, -1;
-			if (e->version == 2 && (!seen_id || !seen_sum))
+			if (e->version >= 2 && (!seen_id || !seen_sum))
 				return errno = EINVAL, -1;
 			/* the commit stamps L before the rename: a mismatch is a torn, unacknowledged file */
 			if (declared <= 0 || fsize - (off_t)(nl + 1 - buf) != (off_t)declared)
@@ -932,6 +1031,8 @@ int spool_verify(int fd, const struct spool_env *e, off_t fsize)
 		for (i = 0; i < e->nrcpt; i++)
 			if (e->rcpt[i].status_off >= off && e->rcpt[i].status_off < off + r)
 				buf[e->rcpt[i].status_off - off] = RCPT_TODO;
+		if (e->warned_off && e->warned_off >= off && e->warned_off < off + r)
+			buf[e->warned_off - off] = WARN_NONE;
 		{
 			off_t z[2] = { e->len_off, e->sum_off };
 			int zn[2] = { 20, 16 }, k;
@@ -961,6 +1062,22 @@ int spool_env_mark(int fd, const struct spool_rcpt *r, char status)
 		w = pwrite(fd, &status, 1, r->status_off);
 	while (w < 0 && errno == EINTR);
 	return w == 1 ? 0 : -1;
+}
+
+int spool_env_mark_warned(int fd, struct spool_env *e)
+{
+	char b = WARN_SENT;
+	ssize_t w;
+
+	if (e->warned_off == 0)
+		return errno = ENOTSUP, -1;   /* before FRUGAL-Q3: nowhere to remember it */
+	do
+		w = pwrite(fd, &b, 1, e->warned_off);
+	while (w < 0 && errno == EINTR);
+	if (w != 1)
+		return -1;
+	e->warned = WARN_SENT;
+	return 0;
 }
 
 int spool_remove(const char *queue_dir, const char *id)

@@ -101,6 +101,93 @@ int smtpd_fqdn(const char *s)
 	return smtpd_valid_hostname(s) && strchr(s, '.') != NULL;
 }
 
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int smtpd_xtext_decode(const char *in, size_t len, char *out, size_t outlen)
+{
+	size_t i, o = 0;
+
+	if (outlen == 0)
+		return -1;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
+
+		if (c == '+') {
+			int h, l;
+
+			if (i + 2 >= len || (h = hexval(in[i + 1])) < 0 || (l = hexval(in[i + 2])) < 0)
+				return -1;
+			c = (unsigned char)(h * 16 + l);
+			i += 2;
+			if (c < 0x20 || c > 0x7e)
+				return -1;   /* decoded, it must still be printable (a queue-file line) */
+		} else if (c < 0x21 || c > 0x7e || c == '=') {
+			return -1;
+		}
+		if (o + 1 >= outlen)
+			return -1;
+		out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/* NOTIFY=NEVER | SUCCESS,FAILURE,DELAY in any order and combination (RFC 3461 4.1) */
+static int notify_mask(const char *v, size_t n)
+{
+	static const struct { const char *w; int bit; } words[] = {
+		{ "NEVER", SMTPD_DSN_NOTIFY_NEVER }, { "SUCCESS", SMTPD_DSN_NOTIFY_SUCCESS },
+		{ "FAILURE", SMTPD_DSN_NOTIFY_FAILURE }, { "DELAY", SMTPD_DSN_NOTIFY_DELAY },
+	};
+	int mask = 0;
+	size_t s = 0, e, k;
+
+	if (n == 0)
+		return 0;
+	while (s <= n) {
+		int bit = 0;
+
+		for (e = s; e < n && v[e] != ','; e++)
+			;
+		for (k = 0; k < sizeof words / sizeof words[0]; k++)
+			if (e - s == strlen(words[k].w) && strncasecmp(v + s, words[k].w, e - s) == 0)
+				bit = words[k].bit;
+		if (bit == 0)
+			return 0;
+		mask |= bit;
+		s = e + 1;
+	}
+	/* NEVER alone */
+	if ((mask & SMTPD_DSN_NOTIFY_NEVER) && mask != SMTPD_DSN_NOTIFY_NEVER)
+		return 0;
+	return mask;
+}
+
+/* ORCPT=addr-type;xtext (RFC 3461 4.2): kept as "type;decoded" */
+static int orcpt_parse(const char *v, size_t n, char *out, size_t outlen)
+{
+	const char *semi = memchr(v, ';', n);
+	size_t tlen, k;
+
+	if (n > SMTPD_ORCPT_MAX || semi == NULL || semi == v || semi + 1 == v + n)
+		return -1;
+	tlen = (size_t)(semi - v);
+	/* addr-type is an atom (RFC 3461 4.2: "rfc822", "utf-8", ...) */
+	for (k = 0; k < tlen; k++) {
+		unsigned char c = (unsigned char)v[k];
+		if (!(isalnum(c) || c == '-' || c == '.' || c == '_'))
+			return -1;
+	}
+	if (tlen + 2 > outlen)
+		return -1;
+	memcpy(out, v, tlen);
+	out[tlen] = ';';
+	return smtpd_xtext_decode(semi + 1, n - tlen - 1, out + tlen + 1, outlen - tlen - 1);
+}
+
 /* One ESMTP parameter "KEY[=VALUE]" of MAIL/RCPT. */
 static enum smtpd_path_err path_param(const char *p, size_t n, int is_mail, struct smtpd_path *out)
 {
@@ -134,6 +221,37 @@ static enum smtpd_path_err path_param(const char *p, size_t n, int is_mail, stru
 	}
 	if (is_mail && klen == 8 && strncasecmp(p, "SMTPUTF8", 8) == 0 && !v) {
 		out->smtputf8 = 1;
+		return PATH_OK;
+	}
+	/* RFC 3461; a repeated parameter is refused like a bad one (as Postfix) */
+	if (is_mail && klen == 3 && strncasecmp(p, "RET", 3) == 0) {
+		if (out->dsn_ret || !v)
+			return PATH_BAD_RET;
+		if (vlen == 4 && strncasecmp(v, "FULL", 4) == 0)
+			out->dsn_ret = SMTPD_DSN_RET_FULL;
+		else if (vlen == 4 && strncasecmp(v, "HDRS", 4) == 0)
+			out->dsn_ret = SMTPD_DSN_RET_HDRS;
+		else
+			return PATH_BAD_RET;
+		return PATH_OK;
+	}
+	if (is_mail && klen == 5 && strncasecmp(p, "ENVID", 5) == 0) {
+		if (out->has_envid || !v || vlen == 0 || vlen > SMTPD_ENVID_MAX ||
+		    smtpd_xtext_decode(v, vlen, out->envid, sizeof out->envid) < 0)
+			return PATH_BAD_ENVID;
+		out->has_envid = 1;
+		return PATH_OK;
+	}
+	if (!is_mail && klen == 6 && strncasecmp(p, "NOTIFY", 6) == 0) {
+		if (out->notify || !v || (out->notify = notify_mask(v, vlen)) == 0)
+			return PATH_BAD_NOTIFY;
+		return PATH_OK;
+	}
+	if (!is_mail && klen == 5 && strncasecmp(p, "ORCPT", 5) == 0) {
+		if (out->orcpt[0] || !v || orcpt_parse(v, vlen, out->orcpt, sizeof out->orcpt) < 0) {
+			out->orcpt[0] = '\0';
+			return PATH_BAD_ORCPT;
+		}
 		return PATH_OK;
 	}
 	return PATH_BAD_PARAM;

@@ -40,7 +40,24 @@ enum smtpd_path_err {
 	PATH_BAD_PARAM,       /* 555 5.5.4 unsupported parameter */
 	PATH_BAD_SIZE,        /* 501 5.5.4 bad SIZE= */
 	PATH_BAD_BODY,        /* 501 5.5.4 bad BODY= */
+	PATH_BAD_RET,         /* 501 5.5.4 Bad RET parameter syntax (RFC 3461; also a repeated RET) */
+	PATH_BAD_ENVID,       /* 501 5.5.4 Bad ENVID parameter syntax */
+	PATH_BAD_NOTIFY,      /* 501 5.5.4 Error: Bad NOTIFY parameter syntax */
+	PATH_BAD_ORCPT,       /* 501 5.5.4 Error: Bad ORCPT parameter syntax */
 };
+
+/*
+ * RFC 3461 values. The same numbers as queue.h's DSN_* (verbs.c asserts
+ * it): the parser stays free of the queue room's header.
+ */
+#define SMTPD_DSN_RET_FULL       1
+#define SMTPD_DSN_RET_HDRS       2
+#define SMTPD_DSN_NOTIFY_NEVER   1
+#define SMTPD_DSN_NOTIFY_SUCCESS 2
+#define SMTPD_DSN_NOTIFY_FAILURE 4
+#define SMTPD_DSN_NOTIFY_DELAY   8
+#define SMTPD_ENVID_MAX  100      /* RFC 3461 4.4: the ENVID value, encoded */
+#define SMTPD_ORCPT_MAX  500      /* RFC 3461 4.2: the ORCPT value, encoded */
 
 struct smtpd_path {
 	char addr[SMTPD_ADDR_MAX + 1]; /* without angle brackets; "" for <> */
@@ -48,7 +65,21 @@ struct smtpd_path {
 	long long size;                /* SIZE= (MAIL), -1 when absent */
 	int  body_8bit;                /* BODY=8BITMIME */
 	int  smtputf8;                 /* SMTPUTF8 */
+	int  dsn_ret;                  /* MAIL RET=: 0 absent, SMTPD_DSN_RET_* */
+	int  has_envid;                /* MAIL ENVID= given */
+	char envid[SMTPD_ENVID_MAX + 1];  /* ENVID, xtext-decoded (printable ASCII) */
+	int  notify;                   /* RCPT NOTIFY=: 0 absent, SMTPD_DSN_NOTIFY_* bits */
+	char orcpt[SMTPD_ORCPT_MAX + 1];  /* RCPT ORCPT= as "type;address", address xtext-decoded; "" absent */
 };
+
+/*
+ * RFC 3461 4: decode xtext (xchar = '!'..'~' but '+' and '='; "+XX" with
+ * two upper-case hex digits) into out (NUL-terminated). The decoded bytes
+ * must be printable ASCII (space included), as Postfix's allprint(): they
+ * end up in queue-file lines and report headers. 0, or -1 on bad syntax or
+ * when it does not fit.
+ */
+int smtpd_xtext_decode(const char *in, size_t len, char *out, size_t outlen);
 
 /*
  * Parse the argument of MAIL ("FROM:<addr> params") or RCPT ("TO:<addr>

@@ -134,6 +134,9 @@ enum session_state {
 /* One transaction: RSET or the end of the message frees it in one go. */
 struct smtp_tx {
 	char sender[SMTPD_ADDR_MAX + 1];
+	int  dsn_ret;               /* MAIL RET= (RFC 3461): 0 or SMTPD_DSN_RET_* */
+	int  has_envid;             /* MAIL ENVID= given */
+	char dsn_envid[SMTPD_ENVID_MAX + 1]; /* decoded */
 	int  nrcpt;                 /* accepted recipients */
 	char first_rcpt[SMTPD_ADDR_MAX + 1];
 	struct spool_txn *txn;      /* owned until commit */

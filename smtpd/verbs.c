@@ -32,6 +32,12 @@ enum {
 #define ST(x) (1u << (x))
 #define ST_TALK (ST(S_INIT) | ST(S_HELO) | ST(S_MAIL) | ST(S_RCPT))   /* where commands are read */
 
+/* the parser's RFC 3461 numbers are the spool's (command.h keeps free of queue.h) */
+_Static_assert(SMTPD_DSN_RET_FULL == DSN_RET_FULL && SMTPD_DSN_RET_HDRS == DSN_RET_HDRS &&
+    SMTPD_DSN_NOTIFY_NEVER == DSN_NOTIFY_NEVER && SMTPD_DSN_NOTIFY_SUCCESS == DSN_NOTIFY_SUCCESS &&
+    SMTPD_DSN_NOTIFY_FAILURE == DSN_NOTIFY_FAILURE && SMTPD_DSN_NOTIFY_DELAY == DSN_NOTIFY_DELAY,
+    "DSN values differ between smtpd/command.h and queue/queue.h");
+
 struct verb {
 	enum smtpd_verb verb;
 	const char *name;
@@ -86,6 +92,7 @@ static void helo(struct session *s, const struct smtpd_cmd *c, int ehlo)
 		session_reply(s, "250-AUTH PLAIN LOGIN");
 	session_reply(s, "250-ENHANCEDSTATUSCODES");
 	session_reply(s, "250-8BITMIME");
+	session_reply(s, "250-DSN");
 	session_reply(s, "250-CHUNKING");
 	session_reply(s, "250 SMTPUTF8");
 }
@@ -128,6 +135,11 @@ static const char *path_err_text(enum smtpd_path_err e, int mail)
 	case PATH_BAD_PARAM: return "555 5.5.4 Unsupported option";
 	case PATH_BAD_SIZE: return "501 5.5.4 Bad message size syntax";
 	case PATH_BAD_BODY: return "501 5.5.4 Unsupported BODY parameter";
+	/* RFC 3461, Postfix's texts (its smtpd.c) */
+	case PATH_BAD_RET: return "501 5.5.4 Bad RET parameter syntax";
+	case PATH_BAD_ENVID: return "501 5.5.4 Bad ENVID parameter syntax";
+	case PATH_BAD_NOTIFY: return "501 5.5.4 Error: Bad NOTIFY parameter syntax";
+	case PATH_BAD_ORCPT: return "501 5.5.4 Error: Bad ORCPT parameter syntax";
 	default: return mail ? "501 5.5.4 Syntax: MAIL FROM:<address>" : "501 5.5.4 Syntax: RCPT TO:<address>";
 	}
 }
@@ -180,6 +192,9 @@ static void do_mail(struct session *s, const struct smtpd_cmd *c)
 		return;
 	}
 	snprintf(s->tx->sender, sizeof s->tx->sender, "%s", p.addr);
+	s->tx->dsn_ret = p.dsn_ret;
+	s->tx->has_envid = p.has_envid;
+	memcpy(s->tx->dsn_envid, p.envid, sizeof p.envid);
 	session_enter(s, S_MAIL);
 	session_reply(s, "250 2.1.0 Ok");
 }
@@ -228,6 +243,13 @@ static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
 			log_info("smtpd", "%s: client=%s", spool_txn_id(s->tx->txn), client);
 	}
 	if (spool_txn_rcpt(s->tx->txn, p.addr, p.addr) < 0) {
+		session_reply(s, "451 4.3.0 Error: insufficient system resources");
+		limits_note_failure("memory", errno);
+		return;
+	}
+	/* RFC 3461: the message's RET/ENVID (set again per RCPT: harmless) and this recipient's NOTIFY/ORCPT */
+	if (spool_txn_dsn(s->tx->txn, s->tx->dsn_ret, s->tx->has_envid ? s->tx->dsn_envid : NULL) < 0 ||
+	    spool_txn_rcpt_dsn(s->tx->txn, p.notify, p.orcpt[0] ? p.orcpt : NULL) < 0) {
 		session_reply(s, "451 4.3.0 Error: insufficient system resources");
 		limits_note_failure("memory", errno);
 		return;

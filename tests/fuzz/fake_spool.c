@@ -51,6 +51,22 @@ int spool_txn_rcpt(struct spool_txn *t, const char *rcpt, const char *orig)
 	return 0;
 }
 
+int spool_txn_dsn(struct spool_txn *t, int ret, const char *envid)
+{
+	(void)ret;
+	if (t->opened || (envid && strchr(envid, '\n')))
+		return errno = EINVAL, -1;
+	return 0;
+}
+
+int spool_txn_rcpt_dsn(struct spool_txn *t, int notify, const char *orcpt)
+{
+	(void)notify;
+	if (t->opened || t->nrcpt == 0 || (orcpt && strchr(orcpt, '\n')))
+		return errno = EINVAL, -1;
+	return 0;
+}
+
 int spool_txn_open(struct spool_txn *t)
 {
 	if (t->opened || t->nrcpt == 0)

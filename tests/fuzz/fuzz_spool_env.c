@@ -5,7 +5,8 @@
  * of a queue file; it is parsed as if the file were exactly that long and
  * as if it were longer (a torn or a complete message). Invariants: a
  * success points the message inside the file, names a sender and every
- * recipient, and counts the recipients to do, and the checksum check
+ * recipient, and counts the recipients to do (the FRUGAL-Q3 DSN and W
+ * records included: a W byte lies inside the envelope), and the checksum check
  * (spool_verify, on a memfd holding the input) reads only the file; a
  * failure leaves nothing allocated (LeakSanitizer would say).
  */
@@ -39,6 +40,13 @@ static void one(const uint8_t *data, size_t size, off_t fsize)
 		}
 		if (todo != e.ntodo)
 			__builtin_trap();
+		if (e.warned_off && e.warned_off >= e.msg_off)
+			__builtin_trap();   /* the W byte is an envelope byte, never the message's */
+		if (e.dsn_ret < 0 || e.dsn_ret > DSN_RET_HDRS)
+			__builtin_trap();
+		for (i = 0; i < e.nrcpt; i++)
+			if (e.rcpt[i].notify < 0 || e.rcpt[i].notify > 15)
+				__builtin_trap();
 		if (fsize == (off_t)size) {
 			int fd = memfd_create("env", 0);
 

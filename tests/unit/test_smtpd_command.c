@@ -106,6 +106,70 @@ START_TEST(hostnames)
 }
 END_TEST
 
+static enum smtpd_path_err pp(const char *a, struct smtpd_path *p)
+{
+	int mail = strncmp(a, "FROM:", 5) == 0;
+	return smtpd_parse_path(a, strlen(a), mail ? "FROM:" : "TO:", mail, p);
+}
+
+/* RFC 3461: RET, ENVID on MAIL; NOTIFY, ORCPT on RCPT; xtext; lengths; repeats */
+START_TEST(dsn_params)
+{
+	struct smtpd_path p;
+	char big[700];
+
+	ck_assert_int_eq(pp("FROM:<a@b.c> RET=HDRS ENVID=QQ+2B1+3Dx", &p), PATH_OK);
+	ck_assert_int_eq(p.dsn_ret, SMTPD_DSN_RET_HDRS);
+	ck_assert_int_eq(p.has_envid, 1);
+	ck_assert_str_eq(p.envid, "QQ+1=x");
+	ck_assert_int_eq(pp("FROM:<> ret=full", &p), PATH_OK);
+	ck_assert_int_eq(p.dsn_ret, SMTPD_DSN_RET_FULL);
+	ck_assert_int_eq(p.has_envid, 0);
+	ck_assert_int_eq(pp("FROM:<a@b.c> RET=SOME", &p), PATH_BAD_RET);
+	ck_assert_int_eq(pp("FROM:<a@b.c> RET", &p), PATH_BAD_RET);
+	ck_assert_int_eq(pp("FROM:<a@b.c> RET=FULL RET=FULL", &p), PATH_BAD_RET);
+	ck_assert_int_eq(pp("FROM:<a@b.c> ENVID=a ENVID=b", &p), PATH_BAD_ENVID);
+	ck_assert_int_eq(pp("FROM:<a@b.c> ENVID=", &p), PATH_BAD_ENVID);
+	ck_assert_int_eq(pp("FROM:<a@b.c> ENVID=a+2", &p), PATH_BAD_ENVID);     /* short hexchar */
+	ck_assert_int_eq(pp("FROM:<a@b.c> ENVID=a+2b", &p), PATH_BAD_ENVID);    /* lower-case hex */
+	ck_assert_int_eq(pp("FROM:<a@b.c> ENVID=a+0A", &p), PATH_BAD_ENVID);    /* decodes to LF */
+	ck_assert_int_eq(pp("FROM:<a@b.c> ENVID=a=b", &p), PATH_BAD_ENVID);
+	memset(big, 'x', sizeof big);
+	memcpy(big, "FROM:<a@b.c> ENVID=", 19);
+	big[19 + 100] = '\0';
+	ck_assert_int_eq(pp(big, &p), PATH_OK);                                /* 100: the limit */
+	big[19 + 100] = 'x';
+	big[19 + 101] = '\0';
+	ck_assert_int_eq(pp(big, &p), PATH_BAD_ENVID);
+	ck_assert_int_eq(pp("TO:<a@b.c> RET=FULL", &p), PATH_BAD_PARAM);       /* MAIL's, not RCPT's */
+	ck_assert_int_eq(pp("FROM:<a@b.c> NOTIFY=NEVER", &p), PATH_BAD_PARAM);
+
+	ck_assert_int_eq(pp("TO:<a@b.c> NOTIFY=success,Delay ORCPT=rfc822;A+2BB@b.c", &p), PATH_OK);
+	ck_assert_int_eq(p.notify, SMTPD_DSN_NOTIFY_SUCCESS | SMTPD_DSN_NOTIFY_DELAY);
+	ck_assert_str_eq(p.orcpt, "rfc822;A+B@b.c");
+	ck_assert_int_eq(pp("TO:<a@b.c> NOTIFY=NEVER", &p), PATH_OK);
+	ck_assert_int_eq(p.notify, SMTPD_DSN_NOTIFY_NEVER);
+	ck_assert_str_eq(p.orcpt, "");
+	ck_assert_int_eq(pp("TO:<a@b.c> NOTIFY=NEVER,FAILURE", &p), PATH_BAD_NOTIFY);
+	ck_assert_int_eq(pp("TO:<a@b.c> NOTIFY=", &p), PATH_BAD_NOTIFY);
+	ck_assert_int_eq(pp("TO:<a@b.c> NOTIFY=FAILURE,", &p), PATH_BAD_NOTIFY);
+	ck_assert_int_eq(pp("TO:<a@b.c> NOTIFY=SOMETIMES", &p), PATH_BAD_NOTIFY);
+	ck_assert_int_eq(pp("TO:<a@b.c> NOTIFY=FAILURE NOTIFY=DELAY", &p), PATH_BAD_NOTIFY);
+	ck_assert_int_eq(pp("TO:<a@b.c> ORCPT=a@b.c", &p), PATH_BAD_ORCPT);     /* no type */
+	ck_assert_int_eq(pp("TO:<a@b.c> ORCPT=;a@b.c", &p), PATH_BAD_ORCPT);
+	ck_assert_int_eq(pp("TO:<a@b.c> ORCPT=rfc822;", &p), PATH_BAD_ORCPT);
+	ck_assert_int_eq(pp("TO:<a@b.c> ORCPT=rfc822;a+ZZ", &p), PATH_BAD_ORCPT);
+	ck_assert_int_eq(pp("TO:<a@b.c> ORCPT=rfc822;a@b ORCPT=rfc822;c@d", &p), PATH_BAD_ORCPT);
+	memset(big, 'x', sizeof big);
+	memcpy(big, "TO:<a@b.c> ORCPT=rfc822;", 24);
+	big[17 + 500] = '\0';
+	ck_assert_int_eq(pp(big, &p), PATH_OK);                                /* 500: the limit */
+	big[17 + 500] = 'x';
+	big[17 + 501] = '\0';
+	ck_assert_int_eq(pp(big, &p), PATH_BAD_ORCPT);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("smtpd_command");
@@ -120,6 +184,7 @@ int main(void)
 	tcase_add_test(tc, path_errors);
 	tcase_add_test(tc, source_route_ignored);
 	tcase_add_test(tc, hostnames);
+	tcase_add_test(tc, dsn_params);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -638,7 +638,7 @@ START_TEST(checksum_mismatch_set_aside)
 	commit_one(s, "c@d", &r2);
 	/* a delivered mark rewrites a state byte: still valid */
 	ck_assert_int_eq(spool_env_load(dir, r1.id, &e, &fd), 0);
-	ck_assert_int_eq(e.version, 2);
+	ck_assert_int_eq(e.version, 3);
 	ck_assert_int_eq(spool_env_mark(fd, &e.rcpt[0], RCPT_DELIVERED), 0);
 	ck_assert_int_eq(fstat(fd, &st), 0);
 	ck_assert_int_eq(spool_verify(fd, &e, st.st_size), 0);
@@ -687,6 +687,147 @@ START_TEST(reads_q1_files)
 	ck_assert_int_eq(spool_env_load(dir, r.id, &e, NULL), 0);
 	ck_assert_int_eq(e.version, 1);
 	ck_assert_int_eq((int)e.size, 2);
+	spool_env_free(&e);
+	memset(ids, 0, sizeof ids);
+	ck_assert_int_eq(spool_scan(dir, 1, collect, ids), 1);
+	ck_assert_str_eq(ids[0], r.id);
+	spool_close(s);
+}
+END_TEST
+
+/*
+ * FRUGAL-Q3: RET, ENVID, NOTIFY and ORCPT come back as given, are covered
+ * by the checksum, and the delay-warning byte is rewritten in place (once,
+ * surviving a reload) without breaking it.
+ */
+START_TEST(dsn_records_round_trip)
+{
+	char err[256], path[512], ids[8][QUEUE_ID_MAX];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct spool_txn *t;
+	struct result r = { 0 };
+	struct spool_env e;
+	struct stat st;
+	off_t off;
+	char c;
+	int fd;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	t = spool_txn_new(s, "a@b.c", "x[127.0.0.1]");
+	ck_assert_ptr_nonnull(t);
+	ck_assert_int_eq(spool_txn_rcpt_dsn(t, DSN_NOTIFY_NEVER, NULL), -1);   /* no recipient yet */
+	ck_assert_int_eq(spool_txn_rcpt(t, "one@b.c", NULL), 0);
+	ck_assert_int_eq(spool_txn_rcpt_dsn(t, DSN_NOTIFY_SUCCESS | DSN_NOTIFY_FAILURE, "rfc822;One@B.C"), 0);
+	ck_assert_int_eq(spool_txn_rcpt(t, "two@b.c", NULL), 0);
+	ck_assert_int_eq(spool_txn_dsn(t, DSN_RET_HDRS, "env id 1"), 0);
+	ck_assert_int_eq(spool_txn_dsn(t, DSN_RET_HDRS, "bad\nid"), -1);
+	ck_assert_int_eq(spool_txn_open(t), 0);
+	ck_assert_int_eq(spool_txn_write(t, body, strlen(body)), 0);
+	spool_txn_commit(t, done_cb, &r);
+	wait_for(&r, 1);
+	ck_assert_int_eq(r.err, 0);
+
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, &fd), 0);
+	ck_assert_int_eq(e.version, 3);
+	ck_assert_int_eq(e.dsn_ret, DSN_RET_HDRS);
+	ck_assert_str_eq(e.envid, "env id 1");
+	ck_assert_int_eq(e.nrcpt, 2);
+	ck_assert_int_eq(e.rcpt[0].notify, DSN_NOTIFY_SUCCESS | DSN_NOTIFY_FAILURE);
+	ck_assert_str_eq(e.rcpt[0].orcpt, "rfc822;One@B.C");
+	ck_assert_int_eq(e.rcpt[1].notify, 0);
+	ck_assert_ptr_null(e.rcpt[1].orcpt);
+	ck_assert_int_eq(e.warned, WARN_NONE);
+	ck_assert_int_eq(spool_env_mark_warned(fd, &e), 0);
+	ck_assert_int_eq(spool_env_mark(fd, &e.rcpt[1], RCPT_DELIVERED), 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_int_eq(spool_verify(fd, &e, st.st_size), 0);
+	off = e.warned_off;
+	close(fd);
+	spool_env_free(&e);
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, NULL), 0);
+	ck_assert_int_eq(e.warned, WARN_SENT);
+	ck_assert_int_eq(e.rcpt[1].status, RCPT_DELIVERED);
+	spool_env_free(&e);
+	memset(ids, 0, sizeof ids);
+	ck_assert_int_eq(spool_scan(dir, 1, collect, ids), 1);   /* the checksum holds */
+
+	/* the checksum covers the DSN records: the ENVID changed is caught */
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_COMMITTED, r.id);
+	ck_assert_int_ge(fd = open(path, O_RDWR), 0);
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, NULL), 0);
+	(void)off;
+	{
+		char head[512];
+		ssize_t n = pread(fd, head, sizeof head - 1, 0);
+		char *v;
+
+		ck_assert_int_gt(n, 0);
+		head[n] = '\0';
+		ck_assert_ptr_nonnull(v = strstr(head, "\nV env id 1\n"));
+		c = 'E';
+		ck_assert_int_eq((int)pwrite(fd, &c, 1, (off_t)(v - head) + 3), 1);
+	}
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_int_eq(spool_verify(fd, &e, st.st_size), -1);
+	ck_assert_int_eq(errno, EBADMSG);
+	close(fd);
+	spool_env_free(&e);
+	spool_close(s);
+}
+END_TEST
+
+static uint64_t fnv64(const char *p, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	while (n--)
+		h = (h ^ (unsigned char)*p++) * 0x100000001b3ULL;
+	return h;
+}
+
+/*
+ * A queue written by the previous version (FRUGAL-Q2, checksummed, no DSN
+ * records) is still read, verified and delivered after the upgrade; it
+ * has nowhere to keep the delay-warning byte (ENOTSUP: send none).
+ */
+START_TEST(reads_q2_files)
+{
+	char err[256], path[512], ids[8][QUEUE_ID_MAX], file[512], sum[24];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct result r;
+	struct spool_env e;
+	struct stat st;
+	char *k;
+	int fd, n;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	commit_one(s, "a@b", &r);   /* for a valid ID */
+	ck_assert_int_eq(spool_remove(dir, r.id), 0);
+	/* as the previous version wrote it: hashed with L and K zeros, then stamped */
+	n = snprintf(file, sizeof file, "FRUGAL-Q2\nI %s\nA 1.000000\nS a@b\nC x\nR - x@y\nO X@y\n"
+	    "L 00000000000000000000\nK 0000000000000000\nE 1\nhello\n", r.id);
+	snprintf(sum, sizeof sum, "%016llx", (unsigned long long)fnv64(file, (size_t)n));
+	k = strstr(file, "\nK ") + 3;
+	memcpy(k, sum, 16);
+	memcpy(strstr(file, "\nL ") + 3 + 14, "000006", 6);
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_COMMITTED, r.id);
+	ck_assert_int_ge(fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600), 0);
+	ck_assert_int_eq((int)write(fd, file, (size_t)n), n);
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, NULL), 0);
+	ck_assert_int_eq(e.version, 2);
+	ck_assert_int_eq((int)e.size, 6);
+	ck_assert_int_eq(e.dsn_ret, 0);
+	ck_assert_ptr_null(e.envid);
+	ck_assert_int_eq(e.rcpt[0].notify, 0);
+	ck_assert_ptr_null(e.rcpt[0].orcpt);
+	ck_assert_str_eq(e.rcpt[0].orig, "X@y");
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_int_eq(spool_verify(fd, &e, st.st_size), 0);
+	ck_assert_int_eq(spool_env_mark_warned(fd, &e), -1);
+	ck_assert_int_eq(errno, ENOTSUP);
+	close(fd);
 	spool_env_free(&e);
 	memset(ids, 0, sizeof ids);
 	ck_assert_int_eq(spool_scan(dir, 1, collect, ids), 1);
@@ -792,6 +933,8 @@ int main(void)
 	tcase_add_test(tc, recovery_rejects_foreign_id);
 	tcase_add_test(tc, checksum_mismatch_set_aside);
 	tcase_add_test(tc, reads_q1_files);
+	tcase_add_test(tc, reads_q2_files);
+	tcase_add_test(tc, dsn_records_round_trip);
 	tcase_add_test(tc, env_parse_malformed);
 	tcase_add_test(tc, ids_unique);
 	tcase_add_test(tc, bad_ids_rejected);
