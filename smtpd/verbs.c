@@ -383,8 +383,8 @@ static void do_auth(struct session *s, const struct smtpd_cmd *c)
  */
 static void do_etrn(struct session *s, const struct smtpd_cmd *c)
 {
-	char dom[260], probe[300];
-	const char *arg = c->arg;
+	char dom[264], probe[300], argbuf[260];
+	const char *arg = argbuf;
 	struct resolve_result rr;
 	int sub = 0;
 
@@ -400,11 +400,19 @@ static void do_etrn(struct session *s, const struct smtpd_cmd *c)
 		refuse(s, "500 5.5.4 Syntax: ETRN domain");
 		return;
 	}
+	if (c->arglen >= sizeof argbuf) {
+		refuse(s, "501 5.1.2 Error: invalid parameter syntax");
+		return;
+	}
+	/* the argument points into the line, which is not terminated after it */
+	memcpy(argbuf, c->arg, c->arglen);
+	argbuf[c->arglen] = '\0';
+	argbuf[strcspn(argbuf, " \t\r\n")] = '\0';
 	if (*arg == '@') {
 		sub = 1;
 		arg++;
 	}
-	if (*arg == '#' || c->arglen >= sizeof dom - 1 || !queue_flush_domain_valid(arg) || *arg == '.') {
+	if (*arg == '#' || !queue_flush_domain_valid(arg) || *arg == '.') {
 		refuse(s, "501 5.1.2 Error: invalid parameter syntax");
 		return;
 	}

@@ -279,6 +279,48 @@ START_TEST(defer_transports_until_domain_flush)
 }
 END_TEST
 
+/* transport(5) order: full address, address without extension, domain, .parent, *; empty parts keep defaults */
+START_TEST(transport_maps_lookup_order)
+{
+	struct conf_diags d = { 0 };
+	struct conf *c = conf_load_text(
+	    "myhostname = test.example\nalias_maps =\nrecipient_delimiter = +\n"
+	    "transport_maps = inline:{ u@a.example=error:user, a.example=discard:, .b.example=smtp:[gw.b], "
+	    "c.example=:[hop.c], d.example=relay:, *=lmtp:inet:127.0.0.1:24 }\n"
+	    "defer_transports = relay, lmtp\n", "t.cf", &d);
+	char err[256];
+	struct router *rt;
+	struct route r;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_nonnull(rt = router_new(c, err, sizeof err));
+	ck_assert_int_eq(router_lookup(rt, "u@a.example", "smtp", "a.example", &r), 1);
+	ck_assert_str_eq(r.transport, "error");
+	ck_assert_str_eq(r.nexthop, "user");
+	ck_assert_int_eq(router_lookup(rt, "u+tag@a.example", "smtp", "a.example", &r), 1);
+	ck_assert_str_eq(r.transport, "error");          /* without the extension */
+	ck_assert_int_eq(router_lookup(rt, "v@a.example", "smtp", "a.example", &r), 1);
+	ck_assert_str_eq(r.transport, "discard");
+	ck_assert_str_eq(r.nexthop, "");
+	ck_assert_int_eq(router_lookup(rt, "v@x.b.example", "smtp", "x.b.example", &r), 1);
+	ck_assert_str_eq(r.transport, "smtp");
+	ck_assert_str_eq(r.nexthop, "[gw.b]");
+	ck_assert_int_eq(router_lookup(rt, "v@c.example", "smtp", "c.example", &r), 1);
+	ck_assert_str_eq(r.transport, "smtp");           /* empty transport: the default */
+	ck_assert_str_eq(r.nexthop, "[hop.c]");
+	ck_assert_int_eq(router_lookup(rt, "v@d.example", "smtp", "d.example", &r), 1);
+	ck_assert_str_eq(r.transport, "relay");
+	ck_assert_str_eq(r.nexthop, "d.example");        /* empty next hop: the default */
+	ck_assert_int_eq(router_lookup(rt, "v@elsewhere.example", "smtp", "elsewhere.example", &r), 1);
+	ck_assert_str_eq(r.transport, "lmtp");
+	ck_assert_str_eq(r.nexthop, "inet:127.0.0.1:24");
+	ck_assert(router_deferred(rt, "relay") && router_deferred(rt, "LMTP") && !router_deferred(rt, "smtp"));
+	router_free(rt);
+	conf_unref(c);
+	conf_diags_free(&d);
+}
+END_TEST
+
 /*
  * 100,000 messages on disk when the scheduler starts: at most
  * qmgr_message_active_limit of them in memory at once, at most 256 loaded,
@@ -345,6 +387,7 @@ int main(void)
 	tcase_add_test(tc, batches_per_nexthop_and_limit);
 	tcase_add_test(tc, error_transport_bounces_to_sender);
 	tcase_add_test(tc, defer_transports_until_domain_flush);
+	tcase_add_test(tc, transport_maps_lookup_order);
 	suite_add_tcase(s, tc);
 	tcase_add_checked_fixture(big, setup, teardown);
 	tcase_set_timeout(big, 900);
