@@ -826,10 +826,18 @@ static void start_finish(struct lmsg *d)
 {
 	int i, marks = 0;
 
-	for (i = 0; i < d->env.nrcpt; i++)
-		if (d->env.rcpt[i].status == RCPT_TODO && d->res[i] != RR_DEFER)
+	int todo = 0;
+
+	for (i = 0; i < d->env.nrcpt; i++) {
+		if (d->env.rcpt[i].status != RCPT_TODO)
+			continue;
+		if (d->res[i] != RR_DEFER)
 			marks++;
-	if (marks == 0 && !d->mark_warned) {   /* all still to do: nothing to write */
+		else
+			todo++;
+	}
+	/* recipients left to do and nothing to write: no worker needed (none left: retire the file) */
+	if (marks == 0 && todo > 0 && !d->mark_warned) {
 		lmsg_end(d);
 		return;
 	}
@@ -1064,6 +1072,76 @@ static void fast_finish(struct agent_job *j)
 	d->finished_in_job = 1;
 }
 
+/*
+ * Recipients whose every target a job delivered, while other jobs of the
+ * message still run (a slow next hop): their state is written and synced
+ * now, so a crash repeats only what was in flight, not what one slow job
+ * held back. Recipients that asked for a success notice wait for the end
+ * (the notice comes before the mark).
+ */
+struct mark_job {
+	struct worker_job wj;
+	struct lmsg *d;
+	int    n;
+	int    idx[];        /* envelope recipients to mark delivered */
+};
+
+static void mark_job_work(struct worker_job *wj)
+{
+	struct mark_job *mj = (struct mark_job *)wj;
+	struct lmsg *d = mj->d;
+	int i;
+
+	for (i = 0; i < mj->n; i++)
+		if (spool_env_mark(d->fd, &d->env.rcpt[mj->idx[i]], RCPT_DELIVERED) < 0) {
+			d->mark_err = errno;
+			return;
+		}
+	if (sync_shared(d->fd) < 0)
+		d->mark_err = errno;
+}
+
+static void mark_job_done(struct worker_job *wj)
+{
+	struct mark_job *mj = (struct mark_job *)wj;
+	struct lmsg *d = mj->d;
+
+	mem_free(mj);
+	if (--d->pending == 0)
+		lmsg_finish(d);
+}
+
+static void mark_early(struct lmsg *d, const struct agent_job *j)
+{
+	struct mark_job *mj;
+	int i, k, r;
+
+	if ((mj = mem_alloc(sizeof *mj + (size_t)j->n * sizeof mj->idx[0])) == NULL)
+		return;   /* marked at the end instead */
+	mj->d = d;
+	mj->n = 0;
+	for (i = 0; i < j->n; i++) {
+		r = j->rcpt[i];
+		if (!j->t[i]->sent || d->env.rcpt[r].status != RCPT_TODO ||
+		    (d->env.rcpt[r].notify & DSN_NOTIFY_SUCCESS))
+			continue;
+		for (k = 0; k < d->tl[r].n && d->tl[r].v[k].sent; k++)
+			;
+		if (k < d->tl[r].n)
+			continue;      /* another target of this recipient is not done */
+		d->env.rcpt[r].status = RCPT_DELIVERED;
+		mj->idx[mj->n++] = r;
+	}
+	if (mj->n == 0) {
+		mem_free(mj);
+		return;
+	}
+	d->pending++;
+	mj->wj.work = mark_job_work;
+	mj->wj.done = mark_job_done;
+	worker_submit(WORKER_DELIVERY, &mj->wj);
+}
+
 static void job_done(struct agent_job *j)
 {
 	struct lmsg *d = j->owner;
@@ -1083,6 +1161,8 @@ static void job_done(struct agent_job *j)
 		memset(&j->hdr, 0, sizeof j->hdr);
 		j->hdr_ok = 0;
 	}
+	if (d->pending > 1)
+		mark_early(d, j);
 	if (--d->pending == 0)
 		lmsg_finish(d);
 	kick(q);

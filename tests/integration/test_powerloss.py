@@ -168,12 +168,13 @@ smtpd_client_connection_count_limit = 0
         return d
 
     def delivered(self, d):
+        """(token, mailbox) -> copies found."""
         seen = collections.Counter()
-        for md in (d.maildir("alice"), d.vmaildir("virt.test/carol")):
+        for name, md in (("alice", d.maildir("alice")), ("carol", d.vmaildir("virt.test/carol"))):
             for m in d.messages(md):
                 mt = re.search(rb"X-Token: (pl-\S+)", m)
                 if mt:
-                    seen[mt.group(1).decode()] += 1
+                    seen[(mt.group(1).decode(), name)] += 1
         return seen
 
     def at_rest(self, d):
@@ -192,7 +193,7 @@ smtpd_client_connection_count_limit = 0
         delivery is in flight at the cut (no duplicate is allowed then)."""
         img, dev = self.fresh_fs()
         d = self.daemon(binary)
-        acked, lock, stop = set(), threading.Lock(), threading.Event()
+        acked, lock, stop = {}, threading.Lock(), threading.Event()
         errors = []
         try:
             d.start()
@@ -203,12 +204,14 @@ smtpd_client_connection_count_limit = 0
                     with smtplib.SMTP("127.0.0.1", d.port, timeout=30 * SLOW) as s:
                         while not stop.is_set():
                             tok = "pl-%d-%d-%d" % (n, cid, i)
-                            rcpt = "alice@example.test" if i % 2 else "carol@virt.test"
+                            # one in three to both mailboxes: two agents, two jobs, marks per recipient
+                            rcpts = (["alice@example.test", "carol@virt.test"] if i % 3 == 2 else
+                                     ["alice@example.test"] if i % 3 else ["carol@virt.test"])
                             body = ("y" * 76 + "\r\n") * self.rnd.randint(2, 80)
-                            s.sendmail("c%d@example.org" % cid, [rcpt],
+                            s.sendmail("c%d@example.org" % cid, rcpts,
                                        "Subject: %s\r\nX-Token: %s\r\n\r\n%s\r\n" % (tok, tok, body))
                             with lock:
-                                acked.add(tok)
+                                acked[tok] = [r.split("@")[0] for r in rcpts]
                             i += 1
                 except (smtplib.SMTPException, OSError) as e:
                     # the cut: whatever was not acknowledged is not ours to keep
@@ -247,7 +250,7 @@ smtpd_client_connection_count_limit = 0
                 t.join(60 * SLOW)
             # every 250 a client saw was sent before the freeze: the set is final
             with lock:
-                acked_now = set(acked)
+                acked_now = {(tok, who) for tok, names in acked.items() for who in names}
             self.detach(dev)
             os.unlink(img)
             fsck = sh("e2fsck", "-fy", copy, check=False)
@@ -269,7 +272,7 @@ smtpd_client_connection_count_limit = 0
             os.unlink(copy)
             lost = acked_now - set(seen)
             dups = sum(c - 1 for c in seen.values())
-            extra = len(set(seen) - acked_now)
+            extra = len(set(seen) - acked_now)   # (token, mailbox) pairs: counted per recipient
             return {"acked": len(acked_now), "lost": len(lost), "dups": dups, "unacked_delivered": extra,
                     "corrupt": ncorrupt, "fsck": fsck.returncode}
         finally:
