@@ -78,6 +78,23 @@ void resolver_free(struct resolver *r);
 /* 0, or -1 on a table error (the caller answers 451 4.3.0). addr is "user@domain" or "user". */
 int  resolver_classify(struct resolver *r, const char *addr, struct resolve_result *res);
 
+/* ---- cleanup: address rewriting on receipt (Postfix's cleanup(8)) ------- */
+/*
+ * Applied once, as smtpd hands the envelope to the spool, after its
+ * restrictions judged the addresses as the client gave them.
+ * cleanup_sender: sender_canonical_maps, then masquerade_domains.
+ * cleanup_recipient: recipient_canonical_maps (the spool also keeps the
+ * recipient as given, for orig_to=). Canonical lookups in Postfix's order
+ * (user@domain, user for our domains, @domain; with recipient_delimiter,
+ * user+ext forms first and an unmatched extension carried over), a result
+ * "@other" keeps the user, repeated until the address stops changing (at
+ * most 10 times). out gets the address to queue (the input when nothing
+ * applies; "" stays ""). 1 rewritten, 0 unchanged, -1 table error (the
+ * caller answers 451 4.3.0).
+ */
+int cleanup_sender(struct resolver *r, const char *addr, char *out, size_t outlen);
+int cleanup_recipient(struct resolver *r, const char *addr, char *out, size_t outlen);
+
 /* ---- queue manager ------------------------------------------------------- */
 
 struct qmgr;
