@@ -180,6 +180,22 @@ int cleanup_sender(struct resolver *r, const char *addr, char *out, size_t outle
 	return rc;
 }
 
+int cleanup_rcpt_listed(struct resolver *r, const char *addr)
+{
+	struct cleanup *cl = resolver_cleanup(r);
+	const char *at = strrchr(addr, '@');
+	char *v = NULL;
+	int loc = 1, rc;
+
+	if (map_list_empty(cl->rcanon))
+		return 0;
+	if (at && at[1] && (loc = resolver_local_domain(r, at + 1)) < 0)
+		return -1;
+	rc = map_list_lookup_ext(cl->rcanon, addr, loc, resolver_delims(r), &v, NULL);
+	mem_free(v);
+	return rc;
+}
+
 int cleanup_recipient(struct resolver *r, const char *addr, char *out, size_t outlen)
 {
 	return canonical(r, resolver_cleanup(r)->rcanon, addr, out, outlen);

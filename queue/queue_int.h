@@ -143,6 +143,12 @@ const char *resolver_myorigin(const struct resolver *r);
 /* queue/cleanup.c: the tables, opened with the resolver's (which owns them) */
 struct cleanup *cleanup_new(const struct conf *c, char *err, size_t errlen);
 void cleanup_free(struct cleanup *cl);
+/*
+ * Is addr a key of recipient_canonical_maps? Postfix's smtpd skips the
+ * unlisted-recipient check for such an address (smtpd_check.c,
+ * check_rcpt_maps). 1, 0, -1 table error.
+ */
+int  cleanup_rcpt_listed(struct resolver *r, const char *addr);
 /* masquerade_domains on one domain (pure): the masquerading domain, or NULL to keep it */
 const char *cleanup_masquerade(char *const *masq, const char *domain);
 void target_list_free(struct target_list *l);

@@ -373,6 +373,23 @@ static int local_known(struct resolver *r, const char *local)
 	return rc;
 }
 
+/*
+ * Postfix smtpd_check.c (check_rcpt_maps): an address that
+ * recipient_canonical_maps rewrites is not "unlisted"; cleanup turns it
+ * into one that is.
+ */
+static int classify_canonical(struct resolver *r, const char *addr, struct resolve_result *res)
+{
+	int rc;
+
+	if (res->known)
+		return 0;
+	if ((rc = cleanup_rcpt_listed(r, addr)) < 0)
+		return -1;
+	res->known = rc;
+	return 0;
+}
+
 int resolver_classify(struct resolver *r, const char *addr, struct resolve_result *res)
 {
 	char local[1024], *v = NULL;
@@ -387,7 +404,7 @@ int resolver_classify(struct resolver *r, const char *addr, struct resolve_resul
 		if ((rc = local_known(r, local)) < 0)
 			return -1;
 		res->known = rc;
-		return 0;
+		return classify_canonical(r, addr, res);
 	}
 	if ((loc = is_local_domain(r, domain)) < 0)
 		return -1;
@@ -404,7 +421,7 @@ int resolver_classify(struct resolver *r, const char *addr, struct resolve_resul
 		if ((rc = local_known(r, local)) < 0)
 			return -1;
 		res->known = rc;
-		return 0;
+		return classify_canonical(r, addr, res);
 	}
 	if ((rc = domlist_match(&r->virtual_domains, domain)) < 0)
 		return -1;
@@ -415,7 +432,7 @@ int resolver_classify(struct resolver *r, const char *addr, struct resolve_resul
 			return -1;
 		mem_free(v);
 		res->known = rc;
-		return 0;
+		return classify_canonical(r, addr, res);
 	}
 	if ((rc = domlist_match(&r->relay_domains, domain)) < 0)
 		return -1;

@@ -539,7 +539,7 @@ START_TEST(canonical_order)
 {
 	struct conf *c = load(
 	    "myhostname = mx.example.com\nmydestination = $myhostname, localhost\nalias_maps =\n"
-	    "recipient_delimiter = +\n"
+	    "recipient_delimiter = +\nlocal_recipient_maps = inline:{ alice=1 }\n"
 	    "sender_canonical_maps = inline:{ alice@mx.example.com=a1@corp.example, alice=a2@corp.example,"
 	    " @mx.example.com=@corp.example, bob=robert, chain1@x.example=chain2@x.example,"
 	    " chain2@x.example=chain3@x.example, l1@x.example=l2@x.example, l2@x.example=l1@x.example,"
@@ -563,6 +563,9 @@ START_TEST(canonical_order)
 	/* recipients have their own table; the sender's does not apply */
 	rcpt_is(r, "info@mx.example.com", "alice@mx.example.com", 1);
 	rcpt_is(r, "alice@mx.example.com", "alice@mx.example.com", 0);
+	/* a recipient the table rewrites is not "unlisted" (Postfix's check_rcpt_maps) */
+	expect(r, "info@mx.example.com", RESOLVE_LOCAL, 1);
+	expect(r, "nobody@mx.example.com", RESOLVE_LOCAL, 0);
 	sender_is(r, "info@mx.example.com", "info@corp.example", 1);
 	/* a result that does not fit is an error, never a truncated address */
 	ck_assert_int_eq(cleanup_sender(r, "alice@mx.example.com", out, sizeof out), -1);
