@@ -94,6 +94,28 @@ int  resolver_classify(struct resolver *r, const char *addr, struct resolve_resu
  */
 int cleanup_sender(struct resolver *r, const char *addr, char *out, size_t outlen);
 int cleanup_recipient(struct resolver *r, const char *addr, char *out, size_t outlen);
+/*
+ * Header addresses, in Postfix's classes (header_opts.c): sender headers
+ * (From, Sender, Reply-To, Errors-To, Mail-Followup-To, Resent-From,
+ * Resent-Sender, Return-Receipt-To) get sender_canonical_maps and
+ * masquerading; recipient headers (To, Cc, Bcc, Apparently-To, Resent-To,
+ * Resent-Cc, Resent-Bcc, Resent-Reply-To) recipient_canonical_maps and
+ * masquerading. smtpd holds one such header at a time (bounded) and hands
+ * it here whole.
+ */
+enum cleanup_hdr { CLEANUP_HDR_NONE, CLEANUP_HDR_SENDER, CLEANUP_HDR_RECIPIENT };
+enum cleanup_hdr cleanup_header_class(const char *line, size_t n);  /* line starts "Name:" */
+int  cleanup_headers_wanted(struct resolver *r);   /* any table or masquerade_domains set */
+/*
+ * One whole header (name, colon, value; folded lines end in LF) with its
+ * addresses rewritten, into out (NUL-terminated). 1 rewritten, 0 nothing
+ * to change, -1 table error or no room: the caller keeps the header.
+ */
+int  cleanup_header(struct resolver *r, enum cleanup_hdr cls, const char *hdr, size_t len,
+    char *out, size_t outlen);
+/* The address-list scanner (pure; fuzzed): fn(arg, start, end) for each address; fn's nonzero stops it. */
+typedef int cleanup_addr_fn(void *arg, size_t start, size_t end);
+int  cleanup_addr_scan(const char *v, size_t len, cleanup_addr_fn *fn, void *arg);
 
 /* ---- queue manager ------------------------------------------------------- */
 

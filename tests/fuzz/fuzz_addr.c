@@ -3,9 +3,11 @@
  * issue 12: the extension split (map_addr_ext, recipient_delimiter), the
  * extension-aware lookup order (map_list_lookup_ext), the extension carried
  * to virtual alias results, canonical maps and masquerading
- * (queue/cleanup.c), classification and expansion (queue/resolve.c). The
- * input is one address as a client could give it (bounded like smtpd's);
- * the tables are fixed and exercise every key form.
+ * (queue/cleanup.c), classification and expansion (queue/resolve.c); and
+ * the header address-list scanner and rewrite (cleanup_addr_scan,
+ * cleanup_header). The input is one address as a client could give it
+ * (bounded like smtpd's), and the same bytes as a header's value (bounded
+ * like smtpd's hold); the tables are fixed and exercise every key form.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -32,8 +34,42 @@ static const char cf[] =
 	"recipient_canonical_maps = inline:{ @mx.example.com=@corp.example }\n"
 	"masquerade_domains = !lab.example.com, example.com\n";
 
+/* every span the scanner reports lies inside the value, in order */
+struct scan_check {
+	size_t len, last;
+};
+
+static int check_span(void *arg, size_t a, size_t b)
+{
+	struct scan_check *sc = arg;
+
+	if (a >= b || b > sc->len || a < sc->last)
+		__builtin_trap();
+	sc->last = b;
+	return 0;
+}
+
 static struct conf *c;          /* kept for the process's life, as the tables */
 static struct resolver *r;
+
+static void headers(const uint8_t *data, size_t size)
+{
+	static char hdr[4096 + 8], out[4096 + 1024];
+	struct scan_check sc = { size, 0 };
+	int rc;
+
+	if (size > 4096)
+		return;
+	(void)cleanup_addr_scan((const char *)data, size, check_span, &sc);
+	memcpy(hdr, "To:", 3);
+	memcpy(hdr + 3, data, size);
+	rc = cleanup_header(r, CLEANUP_HDR_RECIPIENT, hdr, size + 3, out, sizeof out);
+	if (rc == 1 && strlen(out) >= sizeof out)
+		__builtin_trap();
+	memcpy(hdr, "Fr:", 3);
+	(void)cleanup_header(r, CLEANUP_HDR_SENDER, hdr, size + 3, out, 40);   /* little room */
+	(void)cleanup_header_class((const char *)data, size);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -51,6 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (c == NULL || (r = resolver_new(c, err, sizeof err)) == NULL)
 			__builtin_trap();
 	}
+	headers(data, size);
 	if (size >= sizeof addr)
 		return 0;
 	memcpy(addr, data, size);

@@ -1,8 +1,8 @@
 """tests/integration/test_addresses.py: address handling against the real
 daemon (smtplib over loopback): recipient_delimiter (user+tag delivered to
 user's Maildir, Delivered-To: keeps the tag; unknown+tag refused 550), a
-catch-all virtual alias, canonical maps on the envelope (the delivered
-message and the log), masquerade_domains, and `frugal check` / `serve`
+catch-all virtual alias, canonical maps on the envelope and the headers
+(the delivered message and the log), masquerade_domains, and `frugal check` / `serve`
 refusing a |command alias with the table and the key named."""
 import os
 import smtplib
@@ -11,9 +11,9 @@ import unittest
 from harness import Daemon, run_frugal, wait_for, SLOW
 
 
-def send(d, sender, rcpts, subject):
+def send(d, sender, rcpts, subject, headers="From: x@example.org\r\nTo: someone@example.test\r\n"):
     """One message whose Subject: tells it apart (the test class shares its mailboxes)."""
-    msg = "From: x@example.org\r\nTo: someone@example.test\r\nSubject: %s\r\n\r\nbody\r\n" % subject
+    msg = "%sSubject: %s\r\n\r\nbody\r\nFrom: alice@example.test in the body\r\n" % (headers, subject)
     with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
         s.ehlo("client.example.org")
         return s.sendmail(sender, rcpts, msg)
@@ -79,9 +79,23 @@ class Addresses(unittest.TestCase):
 
     def test_canonical_and_masquerade(self):
         # sender canonical: visible as Return-Path and in qmgr's from=
-        send(self.d, "alice@example.test", ["boss@example.test"], "canonical")
+        long_to = "To: " + ",\r\n\t".join("user%d@host.example.test" % i for i in range(300)) + "\r\n"
+        send(self.d, "alice@example.test", ["boss@example.test"], "canonical",
+             headers="From: Alice <alice@example.test>\r\nReply-To: (desk) alice@example.test\r\n"
+                     "To: \"Boss, The\" <boss@example.test>,\r\n\tjoe@host.example.test\r\n"
+                     "Cc: undisclosed:;\r\nX-Other: alice@example.test\r\n" + long_to)
         m = arrived(self.d, self.d.maildir("bob"), "canonical")[0]
         self.assertIn(b"Return-Path: <alice.smith@example.test>\n", m)
+        # headers (the client is local: Postfix's local_header_rewrite_clients): sender headers get
+        # sender_canonical_maps, recipient headers recipient_canonical_maps, both masquerading
+        self.assertIn(b"From: Alice <alice.smith@example.test>\n", m)
+        self.assertIn(b"Reply-To: (desk) alice.smith@example.test\n", m)
+        self.assertIn(b"To: \"Boss, The\" <bob@example.test>,\n\tjoe@example.test\n", m)
+        self.assertIn(b"Cc: undisclosed:;\n", m)
+        self.assertIn(b"X-Other: alice@example.test\n", m)                 # not an address header
+        self.assertIn(b"From: alice@example.test in the body\n", m)       # never the body
+        # over the hold (4 KiB): passed as it came, not cut
+        self.assertIn(long_to.replace("\r\n", "\n").encode(), m)
         self.assertIn(b"Delivered-To: bob@example.test\n", m)
         # the recipient as given stays in the queue file: orig_to= in the delivery log
         self.d.wait_log("to=<bob@example.test>, orig_to=<boss@example.test>")

@@ -606,6 +606,103 @@ START_TEST(masquerade)
 }
 END_TEST
 
+/* ---- header addresses -------------------------------------------------------- */
+
+struct spans {
+	char got[8][128];
+	int n;
+	const char *v;
+};
+
+static int collect(void *arg, size_t a, size_t b)
+{
+	struct spans *sp = arg;
+
+	if (sp->n < 8)
+		snprintf(sp->got[sp->n++], sizeof sp->got[0], "%.*s", (int)(b - a), sp->v + a);
+	return 0;
+}
+
+static void scan_is(const char *v, int n, const char *a0, const char *a1, const char *a2)
+{
+	struct spans sp;
+	const char *want[3] = { a0, a1, a2 };
+	int i;
+
+	memset(&sp, 0, sizeof sp);
+	sp.v = v;
+	ck_assert_int_eq(cleanup_addr_scan(v, strlen(v), collect, &sp), 0);
+	ck_assert_msg(sp.n == n, "\"%s\": %d addresses, expected %d", v, sp.n, n);
+	for (i = 0; i < n && i < 3; i++)
+		ck_assert_msg(strcmp(sp.got[i], want[i]) == 0, "\"%s\": #%d \"%s\", expected \"%s\"", v, i,
+		    sp.got[i], want[i]);
+}
+
+START_TEST(header_scan)
+{
+	scan_is(" a@b.example", 1, "a@b.example", NULL, NULL);
+	scan_is(" John Smith <j@x.example>, k@y.example (Kay)", 2, "j@x.example", "k@y.example", NULL);
+	scan_is(" \"Smith, John\" <j@x.example>", 1, "j@x.example", NULL, NULL);   /* a comma in quotes */
+	scan_is(" (c, d) <j@x.example>", 1, "j@x.example", NULL, NULL);             /* and in a comment */
+	scan_is(" friends: a@x.example, b@y.example;, c@z.example", 3, "a@x.example", "b@y.example", "c@z.example");
+	scan_is(" undisclosed-recipients:;", 0, NULL, NULL, NULL);
+	scan_is(" <@relay.example:j@x.example>", 1, "j@x.example", NULL, NULL);     /* source route */
+	scan_is(" John Smith", 0, NULL, NULL, NULL);                                  /* a phrase only */
+	scan_is(" a(c)@b.example", 0, NULL, NULL, NULL);                              /* left alone */
+	scan_is(" \"j d\"@x.example", 1, "\"j d\"@x.example", NULL, NULL);
+	scan_is(" a@x.example,\n\tb@y.example", 2, "a@x.example", "b@y.example", NULL); /* folded */
+	scan_is(" <>", 0, NULL, NULL, NULL);
+	scan_is(" <unterminated@x", 1, "unterminated@x", NULL, NULL);
+	scan_is(" \"unterminated", 1, "\"unterminated", NULL, NULL);
+	scan_is(" ((", 0, NULL, NULL, NULL);
+}
+END_TEST
+
+START_TEST(header_rewrite)
+{
+	struct conf *c = load("myhostname = mx.example.com\nalias_maps =\n"
+	    "sender_canonical_maps = inline:{ alice@mx.example.com=alice.smith@example.com }\n"
+	    "recipient_canonical_maps = inline:{ info@mx.example.com=help@example.com }\n"
+	    "masquerade_domains = example.com\n");
+	struct resolver *r = rnew(c);
+	char out[512], tiny[24];
+	const char *h;
+
+	ck_assert_int_eq(cleanup_header_class("From: x", 7), CLEANUP_HDR_SENDER);
+	ck_assert_int_eq(cleanup_header_class("reply-to: x", 11), CLEANUP_HDR_SENDER);   /* Postfix's class */
+	ck_assert_int_eq(cleanup_header_class("CC : x", 6), CLEANUP_HDR_RECIPIENT);
+	ck_assert_int_eq(cleanup_header_class("Resent-Reply-To: x", 18), CLEANUP_HDR_RECIPIENT);
+	ck_assert_int_eq(cleanup_header_class("Subject: From: x", 16), CLEANUP_HDR_NONE);
+	ck_assert_int_eq(cleanup_header_class("From x", 6), CLEANUP_HDR_NONE);
+	ck_assert_int_eq(cleanup_headers_wanted(r), 1);
+
+	h = "From: Alice <alice@mx.example.com>\n";
+	ck_assert_int_eq(cleanup_header(r, CLEANUP_HDR_SENDER, h, strlen(h), out, sizeof out), 1);
+	ck_assert_str_eq(out, "From: Alice <alice.smith@example.com>\n");
+	/* recipients: their own table, then masquerading (header_recipient is in its default classes) */
+	h = "To: info@mx.example.com,\n\tBob <bob@host.example.com>, carol@other.example\n";
+	ck_assert_int_eq(cleanup_header(r, CLEANUP_HDR_RECIPIENT, h, strlen(h), out, sizeof out), 1);
+	ck_assert_str_eq(out, "To: help@example.com,\n\tBob <bob@example.com>, carol@other.example\n");
+	/* the sender table is not the recipients': only masquerading applies */
+	h = "Cc: alice@mx.example.com\n";
+	ck_assert_int_eq(cleanup_header(r, CLEANUP_HDR_RECIPIENT, h, strlen(h), out, sizeof out), 1);
+	ck_assert_str_eq(out, "Cc: alice@example.com\n");
+	h = "Sender: nobody@example.com\n";
+	ck_assert_int_eq(cleanup_header(r, CLEANUP_HDR_SENDER, h, strlen(h), out, sizeof out), 0);
+	/* no room: -1, and the caller keeps the header */
+	h = "From: alice@mx.example.com\n";
+	ck_assert_int_eq(cleanup_header(r, CLEANUP_HDR_SENDER, h, strlen(h), tiny, sizeof tiny), -1);
+	resolver_free(r);
+	conf_unref(c);
+
+	c = load("myhostname = mx.example.com\nalias_maps =\n");
+	r = rnew(c);
+	ck_assert_int_eq(cleanup_headers_wanted(r), 0);   /* nothing set: no header is held */
+	resolver_free(r);
+	conf_unref(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("resolve");
@@ -626,6 +723,8 @@ int main(void)
 	tcase_add_test(tc, catch_all);
 	tcase_add_test(tc, canonical_order);
 	tcase_add_test(tc, masquerade);
+	tcase_add_test(tc, header_scan);
+	tcase_add_test(tc, header_rewrite);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
