@@ -10,6 +10,7 @@
 #define FRUGAL_QUEUE_QUEUE_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include <ev.h>
 
@@ -116,6 +117,13 @@ int  cleanup_header(struct resolver *r, enum cleanup_hdr cls, const char *hdr, s
 /* The address-list scanner (pure; fuzzed): fn(arg, start, end) for each address; fn's nonzero stops it. */
 typedef int cleanup_addr_fn(void *arg, size_t start, size_t end);
 int  cleanup_addr_scan(const char *v, size_t len, cleanup_addr_fn *fn, void *arg);
+
+/*
+ * `frugal check`: each system user's ~/.forward (never read: no process per
+ * message) is reported as an error; none when local_mailbox_base is set.
+ * passwd: a passwd-format file, or NULL for the system's users. Returns the count.
+ */
+int  resolver_check_forward(const struct conf *c, FILE *passwd, void (*report)(const char *text));
 
 /* ---- queue manager ------------------------------------------------------- */
 

@@ -15,7 +15,7 @@
  * the mailbox is user's, Delivered-To: keeps user+ext@domain. Alias values
  * that need a process or a file (|command, /file, :include:) are refused
  * when the tables are opened (check, serve, reload): frugal forks nothing
- * per message.
+ * per message; `frugal check` names every ~/.forward it would ignore.
  */
 #include "queue/queue_int.h"
 
@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
@@ -784,4 +785,42 @@ int resolver_expand(struct resolver *r, const char *addr, struct target_list *ou
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * `frugal check`: local(8) would read ~/.forward; frugal never does (it
+ * forks no process per message, and a .forward may name commands and
+ * files). A user who relies on one must hear it at check, not by lost
+ * mail. Only where system users get mail in their homes (no
+ * local_mailbox_base). passwd: a passwd-format file (tests), or NULL for
+ * the system's users (getpwent). Each finding goes to report(); returns
+ * how many.
+ */
+int resolver_check_forward(const struct conf *c, FILE *passwd, void (*report)(const char *text))
+{
+	const char *base = conf_str(c, "local_mailbox_base", 0);
+	struct passwd *pw;
+	struct stat st;
+	char path[4096], text[4400];
+	int n = 0;
+
+	if (base && *base)
+		return 0;
+	if (passwd == NULL)
+		setpwent();
+	while ((pw = passwd ? fgetpwent(passwd) : getpwent()) != NULL) {
+		if (pw->pw_dir == NULL || *pw->pw_dir != '/' || strcmp(pw->pw_dir, "/") == 0)
+			continue;
+		if (snprintf(path, sizeof path, "%s/.forward", pw->pw_dir) >= (int)sizeof path ||
+		    lstat(path, &st) < 0)
+			continue;
+		snprintf(text, sizeof text, "%s: user %s: frugal does not read .forward files (it runs no "
+		    "command and writes no file per message): give the user an alias in alias_maps instead",
+		    path, pw->pw_name);
+		report(text);
+		n++;
+	}
+	if (passwd == NULL)
+		endpwent();
+	return n;
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
@@ -703,6 +704,58 @@ START_TEST(header_rewrite)
 }
 END_TEST
 
+/* ---- ~/.forward at check ------------------------------------------------------- */
+
+static int reports;
+static char last_report[512];
+
+static void report(const char *text)
+{
+	reports++;
+	snprintf(last_report, sizeof last_report, "%s", text);
+}
+
+START_TEST(forward_files)
+{
+	char dir[] = "/tmp/test_forward_XXXXXX", path[400], home[200];
+	struct conf *c;
+	FILE *f, *pw;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(home, sizeof home, "%s/home", dir);
+	ck_assert_int_eq(mkdir(home, 0700), 0);
+	snprintf(path, sizeof path, "%s/.forward", home);
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	fputs("|/usr/bin/procmail\n", f);
+	fclose(f);
+	snprintf(path, sizeof path, "%s/passwd", dir);
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	fprintf(f, "fwd:x:1234:1234::%s:/bin/sh\nplain:x:1235:1235::%s/nohome:/bin/sh\n", home, dir);
+	fclose(f);
+
+	c = load("myhostname = mx.example.com\nalias_maps =\n");
+	ck_assert_ptr_nonnull(pw = fopen(path, "r"));
+	ck_assert_int_eq(resolver_check_forward(c, pw, report), 1);
+	fclose(pw);
+	ck_assert_int_eq(reports, 1);
+	ck_assert_ptr_nonnull(strstr(last_report, "/home/.forward: user fwd: frugal does not read .forward"));
+	conf_unref(c);
+
+	/* local_mailbox_base: homes are not where mail goes, nothing to say */
+	c = load("myhostname = mx.example.com\nalias_maps =\nlocal_mailbox_base = /srv/mail\n");
+	ck_assert_ptr_nonnull(pw = fopen(path, "r"));
+	ck_assert_int_eq(resolver_check_forward(c, pw, report), 0);
+	fclose(pw);
+	conf_unref(c);
+
+	unlink(path);
+	snprintf(path, sizeof path, "%s/.forward", home);
+	unlink(path);
+	rmdir(home);
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("resolve");
@@ -725,6 +778,7 @@ int main(void)
 	tcase_add_test(tc, masquerade);
 	tcase_add_test(tc, header_scan);
 	tcase_add_test(tc, header_rewrite);
+	tcase_add_test(tc, forward_files);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
