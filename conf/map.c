@@ -9,6 +9,7 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
@@ -255,5 +256,111 @@ int map_list_lookup_addr(struct map_list *l, const char *addr, int local_part_ok
 	for (k = 0; k < n; k++)
 		if ((r = map_list_lookup(l, keys[k], value)) != 0)
 			return r;
+	return 0;
+}
+
+/* ---- address extensions (recipient_delimiter) ------------------------------ */
+
+size_t map_addr_ext(const char *addr, const char *delims)
+{
+	const char *at;
+	size_t len, n;
+
+	if (addr == NULL || delims == NULL || *delims == 0)
+		return 0;
+	at = strrchr(addr, '@');
+	len = at ? (size_t)(at - addr) : strlen(addr);
+	/* Postfix split_addr(): these names are never split, whatever the delimiter */
+	if ((len == 10 && strncasecmp(addr, "postmaster", 10) == 0) ||
+	    (len == 13 && strncasecmp(addr, "mailer-daemon", 13) == 0) ||
+	    (len == 13 && strncasecmp(addr, "double-bounce", 13) == 0))
+		return 0;
+	if (strchr(delims, '-') &&
+	    ((len > 6 && strncasecmp(addr, "owner-", 6) == 0) ||
+	    (len > 8 && strncasecmp(addr + len - 8, "-request", 8) == 0)))
+		return 0;
+	for (n = 0; n < len; n++)
+		if (strchr(delims, addr[n]))
+			break;
+	return n < len ? n : 0;
+}
+
+/*
+ * The keys for an address with an extension at `ext` (0: none), in
+ * Postfix's order; strip[k] says whether key k lost the extension.
+ */
+static int ext_keys(const char *addr, size_t ext, int local_part_ok, char keys[5][KEY_MAX + 1], int strip[5])
+{
+	const char *at = strrchr(addr, '@');
+	size_t len = strlen(addr), llen = at ? (size_t)(at - addr) : len;
+	int n = 0;
+
+	if (len > KEY_MAX)
+		return 0;
+#define KEY(s, l, st) do { memcpy(keys[n], (s), (l)); keys[n][(l)] = 0; strip[n++] = (st); } while (0)
+	KEY(addr, len, 0);                                   /* user+ext@domain */
+	if (ext && at) {                                     /* user@domain */
+		memcpy(keys[n], addr, ext);
+		memcpy(keys[n] + ext, at, len - llen);
+		keys[n][ext + len - llen] = 0;
+		strip[n++] = 1;
+	}
+	if (at == NULL) {                                    /* a bare local part */
+		if (ext)
+			KEY(addr, ext, 1);
+		return n;
+	}
+	if (local_part_ok && llen) {
+		KEY(addr, llen, 0);                          /* user+ext */
+		if (ext)
+			KEY(addr, ext, 1);                   /* user */
+	}
+	if (at[1])
+		KEY(at, len - llen, 0);                      /* @domain: the extension never mattered */
+#undef KEY
+	return n;
+}
+
+int map_list_lookup_ext(struct map_list *l, const char *addr, int local_part_ok, const char *delims,
+    char **value, size_t *unmatched)
+{
+	char keys[5][KEY_MAX + 1];
+	int strip[5], k, n, r;
+	size_t ext;
+
+	*value = NULL;
+	if (unmatched)
+		*unmatched = 0;
+	if (l == NULL || addr == NULL)
+		return 0;
+	ext = map_addr_ext(addr, delims);
+	n = ext_keys(addr, ext, local_part_ok, keys, strip);
+	for (k = 0; k < n; k++)
+		if ((r = map_list_lookup(l, keys[k], value)) != 0) {
+			if (r == 1 && strip[k] && unmatched)
+				*unmatched = ext;
+			return r;
+		}
+	return 0;
+}
+
+int map_walk(struct map *m, map_walk_fn *fn, void *arg)
+{
+	if (m == NULL || m->walk == NULL)
+		return 0;
+	return m->walk(m, fn, arg);
+}
+
+int map_list_walk(struct map_list *l, map_walk_fn *fn, void *arg, const char **spec)
+{
+	size_t i;
+	int r;
+
+	for (i = 0; l && i < l->n; i++)
+		if ((r = map_walk(l->v[i], fn, arg)) != 0) {
+			if (spec)
+				*spec = l->v[i]->spec;
+			return r;
+		}
 	return 0;
 }

@@ -58,6 +58,34 @@ static int cdb_lookup(struct map *m, const char *key, char **value)
 	return 1;
 }
 
+/* tinycdb's sequential read (cdb_seqinit/cdb_seqnext): for checks, never on a hot path */
+static int cdb_walk(struct map *m, map_walk_fn *fn, void *arg)
+{
+	struct cdb_table *t = m->priv;
+	struct cdb c = t->cdb;
+	unsigned pos;
+	char *k, *v;
+	int r = 0, got = 0;
+
+	cdb_seqinit(&pos, &c);
+	while (r == 0 && (got = cdb_seqnext(&pos, &c)) > 0) {
+		unsigned kl = cdb_keylen(&c), vl = cdb_datalen(&c);
+		const void *kp = cdb_getkey(&c), *vp = cdb_getdata(&c);
+
+		if (kp == NULL || vp == NULL)
+			return -1;
+		k = mem_strndup(kp, kl);
+		v = mem_strndup(vp, vl);
+		if (k == NULL || v == NULL)
+			r = -1;
+		else
+			r = fn(arg, k, v);
+		mem_free(k);
+		mem_free(v);
+	}
+	return got < 0 ? -1 : r;
+}
+
 static void cdb_close(struct map *m)
 {
 	struct cdb_table *t = m->priv;
@@ -109,6 +137,7 @@ struct map *map_cdb_open(const char *spec, const char *path, char *err, size_t e
 	m->priv = t;
 	m->lookup = cdb_lookup;
 	m->close = cdb_close;
+	m->walk = cdb_walk;
 	return m;
 fail:
 	mem_free(t);

@@ -13,6 +13,8 @@ struct map {
 	/* key is already lower-cased; same return convention as map_lookup() */
 	int  (*lookup)(struct map *m, const char *key, char **value);
 	void (*close)(struct map *m);
+	/* every entry, for checks (map_walk); NULL: the back end cannot list (passwd) */
+	int  (*walk)(struct map *m, map_walk_fn *fn, void *arg);
 	void *priv;                 /* the back end's state */
 };
 

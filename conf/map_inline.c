@@ -122,6 +122,18 @@ static int inline_lookup(struct map *m, const char *key, char **value)
 	return 0;
 }
 
+static int inline_walk(struct map *m, map_walk_fn *fn, void *arg)
+{
+	struct inline_table *t = m->priv;
+	size_t i;
+	int r;
+
+	for (i = 0; i < t->n; i++)
+		if ((r = fn(arg, t->keys[i], t->values[i])) != 0)
+			return r;
+	return 0;
+}
+
 static void inline_close(struct map *m)
 {
 	struct inline_table *t = m->priv;
@@ -157,5 +169,6 @@ struct map *map_inline_open(const char *spec, const char *body, char *err, size_
 	m->priv = t;
 	m->lookup = inline_lookup;
 	m->close = inline_close;
+	m->walk = inline_walk;
 	return m;
 }

@@ -130,10 +130,10 @@ const struct conf_param conf_param_table[] = {
 	I("lmtp_destination_recipient_limit", "$default_destination_recipient_limit", "recipients per LMTP delivery"),
 	TX("smtp_connect_timeout", "30s", "time to wait for an outbound SMTP connection"),
 	TX("smtp_helo_timeout", "300s", "time to wait for the greeting and the HELO reply of a remote server"),
-	LX("sender_canonical_maps", "", "tables rewriting envelope and header sender addresses"),
-	LX("recipient_canonical_maps", "", "tables rewriting envelope and header recipient addresses"),
+	L("sender_canonical_maps", "", "tables rewriting the envelope sender and sender headers (From:, Sender:, Reply-To: ...)"),
+	L("recipient_canonical_maps", "", "tables rewriting envelope recipients and recipient headers (To:, Cc: ...)"),
 	LX("smtp_generic_maps", "", "tables rewriting addresses of mail sent out over SMTP"),
-	LX("masquerade_domains", "", "domains whose subdomains are stripped from sender addresses"),
+	L("masquerade_domains", "", "domains whose subdomains are stripped from the envelope sender and header addresses"),
 	SX("inet_protocols", "all", "address families of outbound connections: all, ipv4 or ipv6"),
 	EX("smtp_address_preference", "any", "any|ipv4|ipv6", "address family tried first when a host has both"),
 	SX("smtp_bind_address", "", "local IPv4 address of outbound connections"),
@@ -166,7 +166,7 @@ const struct conf_param conf_param_table[] = {
 	S("local_mailbox_base", "", "when set, USER@$mydestination is delivered to $local_mailbox_base/USER/$home_mailbox without a system account"),
 	I("hopcount_limit", "50", "Received: headers after which a message bounces as a loop"),
 	S("double_bounce_sender", "double-bounce", "sender of bounces that themselves cannot be delivered"),
-	SX("recipient_delimiter", "", "characters that separate a user name from an address extension"),
+	S("recipient_delimiter", "", "characters that separate a user name from an address extension"),
 	{ "mail_version", CT_STR, CF_READONLY, "0.1", NULL, "the frugal version (read-only)" },
 };
 const size_t conf_param_count = sizeof conf_param_table / sizeof conf_param_table[0];

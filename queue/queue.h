@@ -10,6 +10,7 @@
 #define FRUGAL_QUEUE_QUEUE_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include <ev.h>
 
@@ -99,6 +100,52 @@ void resolver_use_helpers(int on);
 void resolver_free(struct resolver *r);
 /* 0, or -1 on a table error (the caller answers 451 4.3.0). addr is "user@domain" or "user". */
 int  resolver_classify(struct resolver *r, const char *addr, struct resolve_result *res);
+
+/* ---- cleanup: address rewriting on receipt (Postfix's cleanup(8)) ------- */
+/*
+ * Applied once, as smtpd hands the envelope to the spool, after its
+ * restrictions judged the addresses as the client gave them.
+ * cleanup_sender: sender_canonical_maps, then masquerade_domains.
+ * cleanup_recipient: recipient_canonical_maps (the spool also keeps the
+ * recipient as given, for orig_to=). Canonical lookups in Postfix's order
+ * (user@domain, user for our domains, @domain; with recipient_delimiter,
+ * user+ext forms first and an unmatched extension carried over), a result
+ * "@other" keeps the user, repeated until the address stops changing (at
+ * most 10 times). out gets the address to queue (the input when nothing
+ * applies; "" stays ""). 1 rewritten, 0 unchanged, -1 table error (the
+ * caller answers 451 4.3.0).
+ */
+int cleanup_sender(struct resolver *r, const char *addr, char *out, size_t outlen);
+int cleanup_recipient(struct resolver *r, const char *addr, char *out, size_t outlen);
+/*
+ * Header addresses, in Postfix's classes (header_opts.c): sender headers
+ * (From, Sender, Reply-To, Errors-To, Mail-Followup-To, Resent-From,
+ * Resent-Sender, Return-Receipt-To) get sender_canonical_maps and
+ * masquerading; recipient headers (To, Cc, Bcc, Apparently-To, Resent-To,
+ * Resent-Cc, Resent-Bcc, Resent-Reply-To) recipient_canonical_maps and
+ * masquerading. smtpd holds one such header at a time (bounded) and hands
+ * it here whole.
+ */
+enum cleanup_hdr { CLEANUP_HDR_NONE, CLEANUP_HDR_SENDER, CLEANUP_HDR_RECIPIENT };
+enum cleanup_hdr cleanup_header_class(const char *line, size_t n);  /* line starts "Name:" */
+int  cleanup_headers_wanted(struct resolver *r);   /* any table or masquerade_domains set */
+/*
+ * One whole header (name, colon, value; folded lines end in LF) with its
+ * addresses rewritten, into out (NUL-terminated). 1 rewritten, 0 nothing
+ * to change, -1 table error or no room: the caller keeps the header.
+ */
+int  cleanup_header(struct resolver *r, enum cleanup_hdr cls, const char *hdr, size_t len,
+    char *out, size_t outlen);
+/* The address-list scanner (pure; fuzzed): fn(arg, start, end) for each address; fn's nonzero stops it. */
+typedef int cleanup_addr_fn(void *arg, size_t start, size_t end);
+int  cleanup_addr_scan(const char *v, size_t len, cleanup_addr_fn *fn, void *arg);
+
+/*
+ * `frugal check`: each system user's ~/.forward (never read: no process per
+ * message) is reported as an error; none when local_mailbox_base is set.
+ * passwd: a passwd-format file, or NULL for the system's users. Returns the count.
+ */
+int  resolver_check_forward(const struct conf *c, FILE *passwd, void (*report)(const char *text));
 
 /* ---- queue manager ------------------------------------------------------- */
 

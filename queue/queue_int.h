@@ -173,6 +173,24 @@ struct target_list {
  * defers the whole message). Table errors become TGT_DEFER targets.
  */
 int  resolver_expand(struct resolver *r, const char *addr, struct target_list *out);
+/* tests only: let resolver_new() open alias tables holding |command, /file, :include: */
+void resolver_lax_tables(int on);
+/* what queue/cleanup.c shares with the resolver */
+int  resolver_local_domain(struct resolver *r, const char *domain); /* 1, 0, -1 table error */
+struct cleanup *resolver_cleanup(struct resolver *r);
+const char *resolver_delims(const struct resolver *r);
+const char *resolver_myorigin(const struct resolver *r);
+/* queue/cleanup.c: the tables, opened with the resolver's (which owns them) */
+struct cleanup *cleanup_new(const struct conf *c, char *err, size_t errlen);
+void cleanup_free(struct cleanup *cl);
+/*
+ * Is addr a key of recipient_canonical_maps? Postfix's smtpd skips the
+ * unlisted-recipient check for such an address (smtpd_check.c,
+ * check_rcpt_maps). 1, 0, -1 table error.
+ */
+int  cleanup_rcpt_listed(struct resolver *r, const char *addr);
+/* masquerade_domains on one domain (pure): the masquerading domain, or NULL to keep it */
+const char *cleanup_masquerade(char *const *masq, const char *domain);
 void target_list_free(struct target_list *l);
 
 /* ---- Maildir and mbox delivery (maildir.c); worker-thread safe ------------ */

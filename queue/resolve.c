@@ -7,6 +7,15 @@
  * envelope recipient into mailbox targets for qmgr. Must never write
  * anything, and never let a table error look like "unknown user" (that
  * would bounce good mail): table errors are -1 or a deferral.
+ *
+ * Address extensions (recipient_delimiter) follow Postfix: every table is
+ * asked for user+ext first, then user (map_list_lookup_ext); a virtual
+ * alias found without the extension gets it back on each result address
+ * (propagate_unmatched_extensions = canonical, virtual), an alias does not;
+ * the mailbox is user's, Delivered-To: keeps user+ext@domain. Alias values
+ * that need a process or a file (|command, /file, :include:) are refused
+ * when the tables are opened (check, serve, reload): frugal forks nothing
+ * per message; `frugal check` names every ~/.forward it would ignore.
  */
 #include "queue/queue_int.h"
 
@@ -16,6 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
@@ -37,6 +47,8 @@ struct resolver {
 	char *home_mailbox, *local_mailbox_base, *virtual_mailbox_base;
 	struct domlist mydestination, virtual_domains, relay_domains;
 	struct map_list *alias, *local_rcpt, *valias, *vmailbox;
+	char *delims;        /* recipient_delimiter; "" for none */
+	struct cleanup *cleanup; /* canonical maps and masquerading (queue/cleanup.c); owned */
 	int vhelper;         /* virtual mailboxes are written by the virtual helper, as vuid */
 	uid_t vuid;
 };
@@ -46,6 +58,12 @@ struct resolver {
  * helpers (queue/helperd.c); unprivileged, it writes only what it owns.
  */
 static int use_helpers;
+static int lax_tables;   /* tests only: open tables with refused alias forms (resolver_lax_tables) */
+
+void resolver_lax_tables(int on)
+{
+	lax_tables = on;
+}
 
 void resolver_use_helpers(int on)
 {
@@ -144,6 +162,66 @@ static struct map_list *open_maps(const struct conf *c, const char *name, char *
 	return map_list_open(v ? v : "", err, errlen);
 }
 
+/*
+ * What an alias destination needs that frugal does not do: NULL for an
+ * address. The words are Postfix local(8)'s (allow_mail_to_commands,
+ * allow_mail_to_files); Postfix has no switch for :include:, frugal
+ * refuses it like a file.
+ */
+static const char *restricted_form(const char *item)
+{
+	if (*item == '"')
+		item++;
+	if (*item == '|')
+		return "mail to command is restricted";
+	if (*item == '/')
+		return "mail to file is restricted";
+	if (strncasecmp(item, ":include:", 9) == 0)
+		return "mail to :include: file is restricted";
+	return NULL;
+}
+
+struct refusal {
+	char key[256], item[256];
+	const char *why;
+};
+
+static int refuse_entry(void *arg, const char *key, const char *value)
+{
+	struct refusal *f = arg;
+	char **v = conf_split_list(value);
+	int i;
+
+	if (v == NULL)
+		return -1;
+	for (i = 0; v[i]; i++)
+		if ((f->why = restricted_form(v[i])) != NULL) {
+			snprintf(f->key, sizeof f->key, "%s", key);
+			snprintf(f->item, sizeof f->item, "%s", v[i]);
+			break;
+		}
+	conf_list_free(v);
+	return f->why ? 1 : 0;
+}
+
+/* A configuration error naming the parameter, the table and the key. */
+static int refuse_forms(struct map_list *l, const char *param, char *err, size_t errlen)
+{
+	struct refusal f;
+	const char *spec = "";
+	int r;
+
+	memset(&f, 0, sizeof f);
+	if ((r = map_list_walk(l, refuse_entry, &f, &spec)) == 0)
+		return 0;
+	if (r < 0)
+		snprintf(err, errlen, "%s: %s: cannot read the table", param, spec);
+	else
+		snprintf(err, errlen, "%s: %s: key \"%s\": \"%s\": %s (frugal forks no process and "
+		    "writes no file per message: deliver to a mailbox)", param, spec, f.key, f.item, f.why);
+	return -1;
+}
+
 struct resolver *resolver_new(const struct conf *c, char *err, size_t errlen)
 {
 	struct resolver *r;
@@ -157,7 +235,8 @@ struct resolver *resolver_new(const struct conf *c, char *err, size_t errlen)
 	    (r->myorigin = dup_param(c, "myorigin")) == NULL ||
 	    (r->home_mailbox = dup_param(c, "home_mailbox")) == NULL ||
 	    (r->local_mailbox_base = dup_param(c, "local_mailbox_base")) == NULL ||
-	    (r->virtual_mailbox_base = dup_param(c, "virtual_mailbox_base")) == NULL) {
+	    (r->virtual_mailbox_base = dup_param(c, "virtual_mailbox_base")) == NULL ||
+	    (r->delims = dup_param(c, "recipient_delimiter")) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -197,6 +276,11 @@ struct resolver *resolver_new(const struct conf *c, char *err, size_t errlen)
 	    (r->valias = open_maps(c, "virtual_alias_maps", err, errlen)) == NULL ||
 	    (r->vmailbox = open_maps(c, "virtual_mailbox_maps", err, errlen)) == NULL)
 		goto fail;
+	if (!lax_tables && (refuse_forms(r->alias, "alias_maps", err, errlen) < 0 ||
+	    refuse_forms(r->valias, "virtual_alias_maps", err, errlen) < 0))
+		goto fail;
+	if ((r->cleanup = cleanup_new(c, err, errlen)) == NULL)
+		goto fail;
 	return r;
 fail:
 	resolver_free(r);
@@ -214,6 +298,8 @@ void resolver_free(struct resolver *r)
 	map_list_close(r->local_rcpt);
 	map_list_close(r->valias);
 	map_list_close(r->vmailbox);
+	cleanup_free(r->cleanup);
+	mem_free(r->delims);
 	mem_free(r->myhostname);
 	mem_free(r->mydomain);
 	mem_free(r->myorigin);
@@ -229,6 +315,29 @@ static int is_local_domain(struct resolver *r, const char *domain)
 	if (strcasecmp(domain, "localhost") == 0 || strcasecmp(domain, "localhost.localdomain") == 0)
 		return 1;
 	return domlist_match(&r->mydestination, domain);
+}
+
+/* for queue/cleanup.c: canonical(5)'s "user" form is for $myorigin and $mydestination */
+int resolver_local_domain(struct resolver *r, const char *domain)
+{
+	if (strcasecmp(domain, r->myorigin) == 0)
+		return 1;
+	return is_local_domain(r, domain);
+}
+
+struct cleanup *resolver_cleanup(struct resolver *r)
+{
+	return r->cleanup;
+}
+
+const char *resolver_delims(const struct resolver *r)
+{
+	return r->delims;
+}
+
+const char *resolver_myorigin(const struct resolver *r)
+{
+	return r->myorigin;
 }
 
 /* Split "user@domain" (the last @); a bare "user" is local, in $myorigin. */
@@ -256,13 +365,30 @@ static int local_known(struct resolver *r, const char *local)
 		return 1;   /* RFC 5321 4.5.1: must always be accepted */
 	if (map_list_empty(r->local_rcpt))
 		return 1;
-	if ((rc = map_list_lookup(r->alias, local, &v)) != 0) {
+	if ((rc = map_list_lookup_ext(r->alias, local, 1, r->delims, &v, NULL)) != 0) {
 		mem_free(v);
 		return rc;
 	}
-	rc = map_list_lookup(r->local_rcpt, local, &v);
+	rc = map_list_lookup_ext(r->local_rcpt, local, 1, r->delims, &v, NULL);
 	mem_free(v);
 	return rc;
+}
+
+/*
+ * Postfix smtpd_check.c (check_rcpt_maps): an address that
+ * recipient_canonical_maps rewrites is not "unlisted"; cleanup turns it
+ * into one that is.
+ */
+static int classify_canonical(struct resolver *r, const char *addr, struct resolve_result *res)
+{
+	int rc;
+
+	if (res->known)
+		return 0;
+	if ((rc = cleanup_rcpt_listed(r, addr)) < 0)
+		return -1;
+	res->known = rc;
+	return 0;
 }
 
 int resolver_classify(struct resolver *r, const char *addr, struct resolve_result *res)
@@ -279,12 +405,12 @@ int resolver_classify(struct resolver *r, const char *addr, struct resolve_resul
 		if ((rc = local_known(r, local)) < 0)
 			return -1;
 		res->known = rc;
-		return 0;
+		return classify_canonical(r, addr, res);
 	}
 	if ((loc = is_local_domain(r, domain)) < 0)
 		return -1;
 	/* virtual aliases apply to every domain, before anything else */
-	if ((rc = map_list_lookup_addr(r->valias, addr, loc, &v)) < 0)
+	if ((rc = map_list_lookup_ext(r->valias, addr, loc, r->delims, &v, NULL)) < 0)
 		return -1;
 	mem_free(v);
 	if (rc == 1) {
@@ -296,18 +422,18 @@ int resolver_classify(struct resolver *r, const char *addr, struct resolve_resul
 		if ((rc = local_known(r, local)) < 0)
 			return -1;
 		res->known = rc;
-		return 0;
+		return classify_canonical(r, addr, res);
 	}
 	if ((rc = domlist_match(&r->virtual_domains, domain)) < 0)
 		return -1;
 	if (rc) {
 		res->cls = RESOLVE_VIRTUAL;
 		v = NULL;
-		if ((rc = map_list_lookup_addr(r->vmailbox, addr, 0, &v)) < 0)
+		if ((rc = map_list_lookup_ext(r->vmailbox, addr, 0, r->delims, &v, NULL)) < 0)
 			return -1;
 		mem_free(v);
 		res->known = rc;
-		return 0;
+		return classify_canonical(r, addr, res);
 	}
 	if ((rc = domlist_match(&r->relay_domains, domain)) < 0)
 		return -1;
@@ -450,6 +576,8 @@ static void expand_user(struct expand *x, const char *local, const char *addr)
 	size_t i;
 
 	snprintf(user, sizeof user, "%s", local);
+	if ((i = map_addr_ext(user, r->delims)) > 0)
+		user[i] = '\0';   /* user+ext is user's mailbox; addr (Delivered-To:) keeps the extension */
 	for (i = 0; user[i]; i++)
 		user[i] = (char)tolower((unsigned char)user[i]);
 	if (!safe_component(user)) {
@@ -492,6 +620,41 @@ found:
 
 static void expand_addr(struct expand *x, const char *addr, int depth, int no_valias);
 
+/*
+ * Postfix's propagate_unmatched_extensions (default canonical, virtual):
+ * a virtual alias found as user@domain for user+ext@domain gives each
+ * result address the extension back (alice@x becomes alice+ext@x).
+ * Returns a new list (mem_alloc'd), NULL on ENOMEM.
+ */
+static char *propagate_ext(const char *value, const char *addr, size_t ext)
+{
+	const char *at = strchr(addr + ext, '@');
+	size_t elen = at ? (size_t)(at - addr) - ext : strlen(addr + ext);
+	char **v = conf_split_list(value), *out = NULL, *n;
+	int i;
+
+	if (v == NULL)
+		return NULL;
+	if ((out = mem_strdup("")) == NULL)
+		goto done;
+	for (i = 0; v[i]; i++) {
+		const char *a = strrchr(v[i], '@');
+		int l = a ? (int)(a - v[i]) : (int)strlen(v[i]);
+
+		if (restricted_form(v[i]))   /* not an address: as it is */
+			n = mem_printf("%s%s%s", out, *out ? ", " : "", v[i]);
+		else
+			n = mem_printf("%s%s%.*s%.*s%s", out, *out ? ", " : "", l, v[i], (int)elen, addr + ext,
+			    a ? a : "");
+		mem_free(out);
+		if ((out = n) == NULL)
+			break;
+	}
+done:
+	conf_list_free(v);
+	return out;
+}
+
 /* Expand a comma list value; `self` delivers directly when it names itself. */
 static void expand_list(struct expand *x, const char *value, const char *self, int depth,
     int self_is_local, const char *self_local)
@@ -506,9 +669,9 @@ static void expand_list(struct expand *x, const char *value, const char *self, i
 	for (i = 0; v[i] && !x->nomem; i++) {
 		const char *item = v[i];
 
-		if (*item == '|' || *item == '/' || strncasecmp(item, ":include:", 9) == 0) {
-			add_target(x, TGT_BOUNCE, self, "local", "5.3.0",
-			    "alias destinations of this form (command, file, :include:) are not supported");
+		if (restricted_form(item)) {
+			/* a table changed without `frugal check`: bounce as Postfix does when it is not allowed */
+			add_target(x, TGT_BOUNCE, self, "local", "5.7.1", restricted_form(item));
 			continue;
 		}
 		if (strcasecmp(item, self) == 0 ||
@@ -528,9 +691,10 @@ static void expand_list(struct expand *x, const char *value, const char *self, i
 static void expand_addr(struct expand *x, const char *addr_in, int depth, int no_valias)
 {
 	struct resolver *r = x->r;
-	char local[1024], *v = NULL, *full = NULL, reason[512];
+	char local[1024], *v = NULL, *full = NULL, *prop = NULL, reason[512];
 	const char *domain, *addr = addr_in;
 	int bare, loc, rc;
+	size_t unmatched = 0;
 
 	if (x->nomem)
 		return;
@@ -551,17 +715,24 @@ static void expand_addr(struct expand *x, const char *addr_in, int depth, int no
 	if ((loc = is_local_domain(r, domain)) < 0)
 		goto tablerr;
 	if (!no_valias) {
-		if ((rc = map_list_lookup_addr(r->valias, addr, loc, &v)) < 0)
+		if ((rc = map_list_lookup_ext(r->valias, addr, loc, r->delims, &v, &unmatched)) < 0)
 			goto tablerr;
+		if (rc == 1 && unmatched && (prop = propagate_ext(v, addr, unmatched)) == NULL) {
+			x->nomem = 1;
+			goto out;
+		}
 		if (rc == 1) {
-			expand_list(x, v, addr, depth, 0, NULL);
+			expand_list(x, prop ? prop : v, addr, depth, 0, NULL);
 			goto out;
 		}
 	}
 	if (loc) {
-		if ((rc = map_list_lookup(r->alias, local, &v)) < 0)
+		if ((rc = map_list_lookup_ext(r->alias, local, 1, r->delims, &v, &unmatched)) < 0)
 			goto tablerr;
 		if (rc == 1) {
+			/* aliases(5): found as user, "user" in the value is user+ext@domain's own mailbox */
+			if (unmatched)
+				local[unmatched] = '\0';
 			expand_list(x, v, addr, depth, 1, local);
 			goto out;
 		}
@@ -571,7 +742,7 @@ static void expand_addr(struct expand *x, const char *addr_in, int depth, int no
 	if ((rc = domlist_match(&r->virtual_domains, domain)) < 0)
 		goto tablerr;
 	if (rc) {
-		if ((rc = map_list_lookup_addr(r->vmailbox, addr, 0, &v)) < 0)
+		if ((rc = map_list_lookup_ext(r->vmailbox, addr, 0, r->delims, &v, NULL)) < 0)
 			goto tablerr;
 		if (rc == 0 || *v == '\0' || strstr(v, "..") || *v == '/') {
 			snprintf(reason, sizeof reason, "unknown user: \"%s\"", addr);
@@ -593,6 +764,7 @@ tablerr:
 	add_target(x, TGT_DEFER, addr, "local", "4.3.0", "table lookup failed");
 out:
 	mem_free(v);
+	mem_free(prop);
 	mem_free(full);
 }
 
@@ -613,4 +785,42 @@ int resolver_expand(struct resolver *r, const char *addr, struct target_list *ou
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * `frugal check`: local(8) would read ~/.forward; frugal never does (it
+ * forks no process per message, and a .forward may name commands and
+ * files). A user who relies on one must hear it at check, not by lost
+ * mail. Only where system users get mail in their homes (no
+ * local_mailbox_base). passwd: a passwd-format file (tests), or NULL for
+ * the system's users (getpwent). Each finding goes to report(); returns
+ * how many.
+ */
+int resolver_check_forward(const struct conf *c, FILE *passwd, void (*report)(const char *text))
+{
+	const char *base = conf_str(c, "local_mailbox_base", 0);
+	struct passwd *pw;
+	struct stat st;
+	char path[4096], text[4400];
+	int n = 0;
+
+	if (base && *base)
+		return 0;
+	if (passwd == NULL)
+		setpwent();
+	while ((pw = passwd ? fgetpwent(passwd) : getpwent()) != NULL) {
+		if (pw->pw_dir == NULL || *pw->pw_dir != '/' || strcmp(pw->pw_dir, "/") == 0)
+			continue;
+		if (snprintf(path, sizeof path, "%s/.forward", pw->pw_dir) >= (int)sizeof path ||
+		    lstat(path, &st) < 0)
+			continue;
+		snprintf(text, sizeof text, "%s: user %s: frugal does not read .forward files (it runs no "
+		    "command and writes no file per message): give the user an alias in alias_maps instead",
+		    path, pw->pw_name);
+		report(text);
+		n++;
+	}
+	if (passwd == NULL)
+		endpwent();
+	return n;
 }

@@ -94,8 +94,8 @@ static int lookup(struct router *rt, const char *addr, char **v)
 		return rc;
 	/* without the extension: user+ext@domain -> user@domain */
 	if (*rt->delim && at) {
-		size_t cut = strcspn(addr, rt->delim);
-		if (addr + cut < at) {
+		size_t cut = map_addr_ext(addr, rt->delim);   /* Postfix's split_addr rules */
+		if (cut > 0 && addr + cut < at) {
 			snprintf(key, sizeof key, "%.*s%s", (int)cut, addr, at);
 			if ((rc = map_list_lookup(rt->maps, key, v)) != 0)
 				return rc;

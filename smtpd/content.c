@@ -10,14 +10,19 @@
  * Stored form: LF line ends (CRLF and, in BDAT, a bare LF end a line; a
  * lone CR in BDAT is content), as smtpd has always written the spool.
  * Called by session.c (input) and verbs.c (DATA, BDAT); touches only the
- * session's transaction and input buffer.
+ * session's transaction and input buffer. Address headers of a local
+ * client's mail are held one at a time (HDR_HOLD_MAX) and rewritten by
+ * queue/cleanup.c (canonical maps, masquerading) on their way through.
  */
 #include "smtpd/smtpd_int.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "conf/conf.h"
@@ -27,8 +32,18 @@
 #include "queue/queue.h"
 
 #define LINE_LENGTH_LIMIT 2048               /* Postfix line_length_limit; RFC 5321 says 1000 */
+/*
+ * An address header is held whole while it is rewritten (queue/cleanup.c);
+ * a longer one passes as it is. The buffer holds the header and, after it,
+ * the rewritten copy (addresses may grow).
+ */
+#define HDR_HOLD_MAX 4096
+#define HDR_OUT_MAX (HDR_HOLD_MAX + 1024)
 
 static struct log_rate queue_rate = LOG_RATE_INIT(60, 5);
+static struct log_rate hdr_rate = LOG_RATE_INIT(60, 5);
+
+static int client_is_local(struct session *s);
 
 /* a full file system (or quota) is "insufficient system storage", not a write error */
 static int storage_err(int e) { return e == ENOSPC || e == EDQUOT; }
@@ -106,6 +121,34 @@ int content_begin(struct session *s)
 	tx->at_bol = 1;
 	tx->in_headers = 1;
 	tx->opened = 1;
+	tx->hdr_rewrite = cleanup_headers_wanted(s->gen->resolver) && client_is_local(s);
+	return 0;
+}
+
+/*
+ * Postfix rewrites header addresses only in mail from its own clients
+ * (local_header_rewrite_clients = permit_inet_interfaces, with
+ * remote_header_rewrite_domain empty): loopback, or a client on one of
+ * this host's addresses (its address is the one it connected to).
+ */
+static int client_is_local(struct session *s)
+{
+	struct sockaddr_storage me;
+	socklen_t len = sizeof me;
+	const struct sockaddr_in *p4 = (const struct sockaddr_in *)&s->peer;
+	const struct sockaddr_in6 *p6 = (const struct sockaddr_in6 *)&s->peer;
+
+	if (s->peer.ss_family == AF_INET && (ntohl(p4->sin_addr.s_addr) >> 24) == 127)
+		return 1;
+	if (s->peer.ss_family == AF_INET6 && (IN6_IS_ADDR_LOOPBACK(&p6->sin6_addr) ||
+	    (IN6_IS_ADDR_V4MAPPED(&p6->sin6_addr) && p6->sin6_addr.s6_addr[12] == 127)))
+		return 1;
+	if (getsockname(s->tp.fd, (struct sockaddr *)&me, &len) < 0 || me.ss_family != s->peer.ss_family)
+		return 0;
+	if (me.ss_family == AF_INET)
+		return ((struct sockaddr_in *)&me)->sin_addr.s_addr == p4->sin_addr.s_addr;
+	if (me.ss_family == AF_INET6)
+		return memcmp(&((struct sockaddr_in6 *)&me)->sin6_addr, &p6->sin6_addr, 16) == 0;
 	return 0;
 }
 
@@ -129,6 +172,76 @@ static void data_out(struct session *s, const char *p, size_t n)
 	}
 }
 
+/* The held address header goes out: rewritten, or as it came when it cannot be. */
+static void hdr_release(struct session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	char *out = tx->hold + HDR_HOLD_MAX;
+	int rc;
+
+	if (!tx->hold_cls)
+		return;
+	rc = cleanup_header(s->gen->resolver, (enum cleanup_hdr)tx->hold_cls, tx->hold, tx->hold_len, out,
+	    HDR_OUT_MAX);
+	if (rc < 0)   /* a table error, or a result past the bound: the header as it came */
+		log_ratelimited(&hdr_rate, "smtpd", "%s: header address rewrite failed (table error or "
+		    "header over %d bytes): header kept as received", spool_txn_id(tx->txn), HDR_OUT_MAX);
+	if (rc == 1)
+		data_out(s, out, strlen(out));
+	else
+		data_out(s, tx->hold, tx->hold_len);
+	tx->hold_cls = 0;
+	tx->hold_len = 0;
+}
+
+/*
+ * Address headers are held while the client is local and tables are set
+ * (client_is_local, cleanup_headers_wanted). 1: the piece went into the
+ * held header; 0: it is written as it is.
+ */
+static int hdr_hold(struct session *s, const char *p, size_t n, int eol)
+{
+	struct smtp_tx *tx = s->tx;
+
+	int cont = n && (p[0] == ' ' || p[0] == '\t');
+
+	if (!tx->hdr_rewrite || tx->err != TX_OK)
+		return 0;
+	if (tx->at_bol && !cont) {
+		enum cleanup_hdr cls;
+
+		hdr_release(s);   /* a new header (or the end of them) ends the one held */
+		if (!tx->in_headers) {
+			mem_free(tx->hold);   /* the body is never held: the memory goes back now */
+			tx->hold = NULL;
+			tx->hdr_rewrite = 0;
+			return 0;
+		}
+		if ((cls = cleanup_header_class(p, n)) == CLEANUP_HDR_NONE)
+			return 0;
+		if (tx->hold == NULL && (tx->hold = mem_alloc(HDR_HOLD_MAX + HDR_OUT_MAX)) == NULL) {
+			tx->err = TX_RESOURCES;
+			return 0;
+		}
+		tx->hold_cls = cls;
+		tx->hold_len = 0;
+	} else if (!tx->hold_cls) {
+		return 0;
+	}
+	if (tx->hold_len + n + 1 > HDR_HOLD_MAX) {
+		/* longer than the hold: it goes on as it came, continuation lines too */
+		data_out(s, tx->hold, tx->hold_len);
+		tx->hold_cls = 0;
+		tx->hold_len = 0;
+		return 0;
+	}
+	memcpy(tx->hold + tx->hold_len, p, n);
+	tx->hold_len += n;
+	if (eol)
+		tx->hold[tx->hold_len++] = '\n';
+	return 1;
+}
+
 /*
  * One line of content without its line end (eol: the line ends here), or
  * a piece of one (eol 0: it goes on). What every message is held to.
@@ -148,9 +261,12 @@ static void body_piece(struct session *s, const char *p, size_t n, int eol)
 		tx->err = TX_NUL;
 	if (tx->line_len + n > LINE_LENGTH_LIMIT && tx->err == TX_OK)
 		tx->err = TX_LINE;
-	data_out(s, p, n);
+	if (!hdr_hold(s, p, n, eol)) {
+		data_out(s, p, n);
+		if (eol)
+			data_out(s, "\n", 1);
+	}
 	if (eol) {
-		data_out(s, "\n", 1);
 		tx->line_len = 0;
 		tx->at_bol = 1;
 	} else if (n) {
@@ -345,6 +461,7 @@ void content_end(struct session *s)
 {
 	struct smtp_tx *tx = s->tx;
 
+	hdr_release(s);   /* a message of headers only */
 	/*
 	 * Room for the final reply before the commit: a 250 lost afterwards for
 	 * want of memory would leave a queued message its client thinks refused,

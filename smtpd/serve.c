@@ -511,6 +511,11 @@ int smtpd_cmd_serve(int argc, char **argv)
 	return serve_run(c, NULL);
 }
 
+static void print_error(const char *text)
+{
+	fprintf(stderr, "%s\n", text);
+}
+
 /*
  * `frugal check`: the configuration as `serve` would take it. The conf room
  * checks files and tables (conf_check); the generation that serve and
@@ -548,6 +553,7 @@ int smtpd_cmd_check(int argc, char **argv)
 	} else {
 		smtpd_gen_unref(g);
 	}
+	errors += resolver_check_forward(c, NULL, print_error);
 	conf_each_later(c, print_later, NULL);
 	conf_unref(c);
 	return errors ? 1 : 0;

@@ -319,6 +319,7 @@ void session_tx_free(struct session *s)
 		return;
 	if (s->tx->txn)
 		spool_txn_abort(s->tx->txn);
+	mem_free(s->tx->hold);
 	mem_free(s->tx);
 	s->tx = NULL;
 }

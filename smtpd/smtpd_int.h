@@ -150,6 +150,10 @@ struct smtp_tx {
 	int  opened;                /* the spool file and the Received header are written */
 	int  chunking;              /* BDAT carries this message: DATA, MAIL and RCPT are refused */
 	int  cr_pending;            /* BDAT: the last piece ended in CR (half a CRLF, perhaps) */
+	int  hdr_rewrite;           /* header addresses are rewritten (queue/cleanup.c; a local client) */
+	int  hold_cls;              /* the address header being held (enum cleanup_hdr), 0: none */
+	char *hold;                 /* that header, whole, up to HDR_HOLD_MAX; owned, freed with the tx */
+	size_t hold_len;
 };
 /* Why a message is refused at its end; content_error_reply() turns each into the one reply. */
 enum tx_error { TX_OK, TX_SIZE, TX_IO, TX_STORAGE, TX_RESOURCES, TX_LINE, TX_NUL, TX_LOOP };

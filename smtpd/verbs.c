@@ -203,7 +203,7 @@ static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
 {
 	struct smtpd_path p;
 	enum smtpd_path_err e;
-	char rtext[600];
+	char rtext[600], snd[SMTPD_ADDR_MAX + 1], rcpt[SMTPD_ADDR_MAX + 1];
 	enum restr_result res;
 
 	if ((e = smtpd_parse_path(c->arg, c->arglen, "TO:", 0, &p)) != PATH_OK) {
@@ -226,11 +226,17 @@ static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
 		session_count_error(s);
 		return;
 	}
+	/* Postfix's cleanup: canonical maps and masquerading, after the restrictions saw the original */
+	if ((s->tx->txn == NULL && cleanup_sender(s->gen->resolver, s->tx->sender, snd, sizeof snd) < 0) ||
+	    cleanup_recipient(s->gen->resolver, p.addr, rcpt, sizeof rcpt) < 0) {
+		session_reply(s, "451 4.3.0 <%s>: Temporary lookup failure", p.addr);
+		return;
+	}
 	if (s->tx->txn == NULL) {
 		char client[128];
 
 		snprintf(client, sizeof client, "%s[%s]", s->host, s->addr);
-		if ((s->tx->txn = spool_txn_new(s->srv->spool, s->tx->sender, client)) == NULL) {
+		if ((s->tx->txn = spool_txn_new(s->srv->spool, snd, client)) == NULL) {
 			int err = errno;
 			session_reply(s, "451 4.3.0 Error: queue file write error");
 			limits_note_failure(err == ENOMEM ? "memory" : "queue file", err);
@@ -242,7 +248,7 @@ static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
 		else
 			log_info("smtpd", "%s: client=%s", spool_txn_id(s->tx->txn), client);
 	}
-	if (spool_txn_rcpt(s->tx->txn, p.addr, p.addr) < 0) {
+	if (spool_txn_rcpt(s->tx->txn, rcpt, p.addr) < 0) {
 		session_reply(s, "451 4.3.0 Error: insufficient system resources");
 		limits_note_failure("memory", errno);
 		return;
