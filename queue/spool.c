@@ -1187,6 +1187,7 @@ int spool_scan_ex(const char *queue_dir, struct spool_scan *sc)
 	int n = 0, cap = 0, i, total = 0, truncated = 0, remove_incoming = sc->remove_incoming;
 	int max = sc->max;
 	time_t mt;
+	size_t idlen;
 	char last[QUEUE_ID_MAX] = "";
 
 	if (remove_incoming) {
@@ -1246,12 +1247,12 @@ int spool_scan_ex(const char *queue_dir, struct spool_scan *sc)
 			}
 		}
 		total++;
-		if (strlen(de->d_name) >= QUEUE_ID_MAX)
+		if ((idlen = strlen(de->d_name)) >= QUEUE_ID_MAX)
 			continue;
 		if (sc->after && *sc->after && strcmp(de->d_name, sc->after) <= 0)
 			continue;
 		if (strcmp(de->d_name, last) > 0)
-			snprintf(last, sizeof last, "%s", de->d_name);
+			memcpy(last, de->d_name, idlen + 1);
 		mt = 0;
 		if (sc->want_mtime && fstatat(dirfd(d), de->d_name, &est, AT_SYMLINK_NOFOLLOW) == 0)
 			mt = est.st_mtime;
@@ -1262,7 +1263,7 @@ int spool_scan_ex(const char *queue_dir, struct spool_scan *sc)
 			truncated = 1;
 			if (strcmp(de->d_name, ids[0].id) >= 0)
 				continue;
-			snprintf(ids[0].id, sizeof ids[0].id, "%s", de->d_name);
+			memcpy(ids[0].id, de->d_name, idlen + 1);
 			ids[0].mtime = mt;
 			heap_down(ids, n);
 			continue;
@@ -1275,7 +1276,7 @@ int spool_scan_ex(const char *queue_dir, struct spool_scan *sc)
 				goto nomem;
 			ids = nv;
 		}
-		snprintf(ids[n].id, sizeof ids[n].id, "%s", de->d_name);
+		memcpy(ids[n].id, de->d_name, idlen + 1);
 		ids[n].mtime = mt;
 		n++;
 		if (max > 0)
