@@ -81,6 +81,8 @@ struct qmgr {
 	int    rescan_force;                 /* the next scan takes files not due yet (a flush) */
 	int    skipped_later;                /* the running scan passed over files not due yet */
 	char   cursor[QUEUE_ID_MAX];         /* catch-up scans look past this ID only */
+	char   scan_commit[QUEUE_ID_MAX];    /* the running scan leaves this ID and later ones (commits in flight) */
+	int    add_failed;                   /* the running scan could not keep one (memory) */
 	char   flush_dom[FLUSH_DOMAINS][256];
 	int    nflush_dom, nprobe;
 	ev_prepare kick;                     /* load and dispatch between iterations */
@@ -161,6 +163,7 @@ static struct qmsg *find_msg(struct qmgr *q, const char *id)
 }
 
 static void scan_soon(struct qmgr *q);
+static void probe_release(struct qmgr *q);
 
 static void forget_stub(struct qmgr *q, struct qmsg *m)
 {
@@ -171,8 +174,10 @@ static void forget_stub(struct qmgr *q, struct qmsg *m)
 			*pp = m->hnext;
 			break;
 		}
-	if (m->probe)
+	if (m->probe) {
 		q->nprobe--;
+		probe_release(q);
+	}
 	q->nmsgs--;
 	mem_free(m);
 }
@@ -430,9 +435,16 @@ static void add_cb(void *arg, const char *id, time_t mtime)
 {
 	struct qmgr *q = arg;
 	struct qmsg *m;
+	int had = q->nmsgs;
 
-	if ((m = add_msg(q, id, q->rescan_force ? 0 : mtime)) != NULL && q->rescan_force) {
+	if ((m = add_msg(q, id, q->rescan_force ? 0 : mtime)) == NULL) {
+		if (q->nmsgs == had)
+			q->add_failed = 1;   /* behind the cursor now: a full scan must find it */
+		return;
+	}
+	if (q->rescan_force) {
 		m->force = 1;
+		m->next_try = mtime;     /* a domain flush that does not match puts it back with its own time */
 		if (q->nflush_dom > 0 && !m->probe) {
 			m->probe = 1;
 			q->nprobe++;
@@ -446,6 +458,9 @@ static int skip_cb(void *arg, const char *id, time_t mtime)
 	struct qmgr *q = arg;
 
 	if (find_msg(q, id) != NULL)
+		return 1;
+	/* a commit in flight (renamed, not yet synced nor acknowledged) is the announcement's */
+	if (*q->scan_commit && strcmp(id, q->scan_commit) >= 0)
 		return 1;
 	if (!q->rescan_force && mtime > time(NULL)) {
 		q->skipped_later = 1;
@@ -479,6 +494,8 @@ static int scan(struct qmgr *q, int full, int remove_incoming)
 	sc.cb = add_cb;
 	sc.arg = q;
 	q->skipped_later = 0;
+	q->add_failed = 0;
+	spool_oldest_commit(q->s, q->scan_commit, sizeof q->scan_commit);
 	if ((n = spool_scan_ex(q->qdir, &sc)) < 0) {
 		q->rescan = 1;
 		return -1;
@@ -490,7 +507,10 @@ static int scan(struct qmgr *q, int full, int remove_incoming)
 		q->full_rescan = sc.truncated || q->skipped_later;
 	else if (q->skipped_later)
 		q->full_rescan = 1;
+	if (q->add_failed)
+		q->full_rescan = 1;
 	q->rescan_force = 0;
+	probe_release(q);
 	return n;
 }
 
@@ -532,9 +552,27 @@ static void flush_all_deferred(struct qmgr *q, int probe)
 
 void qmgr_flush(struct qmgr *q)
 {
+	struct qmsg *m;
+	int i;
+
 	log_info("qmgr", "flush: retrying deferred mail now");
-	q->nflush_dom = 0;   /* everything: no domain filter */
+	/* everything: no domain filter, also for stubs an earlier domain flush moved already */
+	for (i = 0; i < NBUCKETS; i++)
+		for (m = q->hash[i]; m; m = m->hnext) {
+			m->probe = 0;
+			if (!m->busy)
+				m->force = 1;
+		}
+	q->nprobe = 0;
+	q->nflush_dom = 0;
 	flush_all_deferred(q, 0);
+}
+
+/* The domain list lives while a stub still carries a probe or a forced scan is to come. */
+static void probe_release(struct qmgr *q)
+{
+	if (q->nprobe == 0 && !q->rescan_force)
+		q->nflush_dom = 0;
 }
 
 int qmgr_flush_domain(struct qmgr *q, const char *domain)
@@ -663,8 +701,7 @@ static void defer_msg(struct qmgr *q, struct qmsg *m, int backoff, int fd)
 		}
 		push_active(q, m);
 	}
-	if (q->nprobe == 0)
-		q->nflush_dom = 0;
+	probe_release(q);
 }
 
 /* ---- the end of an attempt ------------------------------------------------- */
@@ -858,6 +895,21 @@ enum { NOTE_SUCCESS, NOTE_FAILURE, NOTE_DELAY, NOTE_DONE };
 
 static void notify_next(struct lmsg *d);
 
+/*
+ * A success notice that could not be queued: its recipients stay to do, so
+ * the notice is not lost (the price: one more delivery to them later).
+ */
+static void success_owed(struct lmsg *d)
+{
+	int i;
+
+	log_warning("qmgr", "%s: cannot queue delivery status notification: recipients who asked for "
+	    "one stay queued", d->env.id);
+	for (i = 0; i < d->env.nrcpt; i++)
+		if (d->res[i] == RR_SENT && (d->env.rcpt[i].notify & DSN_NOTIFY_SUCCESS))
+			d->res[i] = RR_DEFER;
+}
+
 static void notify_done(void *arg, int err, const char *id)
 {
 	struct lmsg *d = arg;
@@ -872,6 +924,8 @@ static void notify_done(void *arg, int err, const char *id)
 				d->res[i] = RR_DEFER;
 	} else if (err && d->note == NOTE_DELAY) {
 		d->mark_warned = 0;   /* not sent: tried again at the next deferral */
+	} else if (err && d->note == NOTE_SUCCESS) {
+		success_owed(d);
 	}
 	d->note++;
 	notify_next(d);
@@ -941,6 +995,8 @@ static void notify_next(struct lmsg *d)
 						d->res[i] = RR_DEFER;
 			if (d->note == NOTE_DELAY)
 				d->mark_warned = 0;
+			if (d->note == NOTE_SUCCESS)
+				success_owed(d);
 		}
 	}
 	start_finish(d);
@@ -1125,7 +1181,8 @@ static void mark_early(struct lmsg *d, const struct agent_job *j)
 		if (!j->t[i]->sent || d->env.rcpt[r].status != RCPT_TODO ||
 		    (d->env.rcpt[r].notify & DSN_NOTIFY_SUCCESS))
 			continue;
-		for (k = 0; k < d->tl[r].n && d->tl[r].v[k].sent; k++)
+		/* finished first: a target of a job still running is the worker's to write */
+		for (k = 0; k < d->tl[r].n && d->tl[r].v[k].finished && d->tl[r].v[k].sent; k++)
 			;
 		if (k < d->tl[r].n)
 			continue;      /* another target of this recipient is not done */
@@ -1152,8 +1209,10 @@ static void job_done(struct agent_job *j)
 		q->inflight--;
 		sched_done(q->sched, j->dest, j->dest_failed, j->dest_reason, now_f());
 	}
-	for (i = 0; i < j->n; i++)
+	for (i = 0; i < j->n; i++) {
+		j->t[i]->finished = 1;
 		log_outcome(d, j->rcpt[i], j->t[i], j);
+	}
 	if (!d->hdr_ok && j->hdr_ok) {
 		/* the report, if any, quotes them: keep one copy */
 		d->hdr = j->hdr;
@@ -1347,8 +1406,7 @@ static int load_msg(struct qmgr *q, struct qmsg *m)
 		m->force = 0;
 		m->probe = 0;
 		q->nprobe--;
-		if (q->nprobe == 0)
-			q->nflush_dom = 0;
+		probe_release(q);
 		push_deferred(q, m, when);
 		return -1;
 	}

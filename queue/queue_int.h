@@ -130,6 +130,12 @@ struct spool_scan {
 	int    truncated;             /* out */
 };
 int  spool_scan_ex(const char *queue_dir, struct spool_scan *sc);
+/*
+ * The smallest ID among commits in flight (renamed into committed/ perhaps,
+ * not yet synced nor acknowledged): a scan must leave that ID and later
+ * ones to the announcement. Returns how many are in flight (0: id is "").
+ */
+int  spool_oldest_commit(const struct spool *s, char *id, size_t len);
 
 /* ---- expansion for delivery (resolve.c) --------------------------------- */
 
@@ -160,6 +166,7 @@ struct target {
 	char   reason[256];
 	int    never_expire;/* SMTP-bound: stays queued, never bounced by age */
 	int    sent;        /* set by the delivery job: delivered and synced */
+	int    finished;    /* qmgr, on the loop: its job is done (sent and kind may be read) */
 };
 
 struct target_list {

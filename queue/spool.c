@@ -125,6 +125,7 @@ struct spool {
 	int    inflight;            /* commits not yet acknowledged */
 	uint64_t last_id;
 	void (*announce)(void *arg, const char *id);   /* the scheduler, told of every commit */
+	struct spool_txn *committing;  /* commits in flight (loop thread only), for spool_oldest_commit */
 	void  *announce_arg;
 };
 
@@ -151,6 +152,7 @@ struct spool_txn {
 	struct worker_job job;      /* create/write + rename + sync */
 	void (*done)(void *arg, int err, const char *queue_id);
 	void  *done_arg;
+	struct spool_txn *cnext, *cprev;   /* the spool's list of commits in flight */
 };
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -625,6 +627,18 @@ void spool_txn_abort(struct spool_txn *t)
 	txn_free(t);
 }
 
+int spool_oldest_commit(const struct spool *s, char *id, size_t len)
+{
+	const struct spool_txn *t;
+	int found = 0;
+
+	*id = '\0';
+	for (t = s->committing; t; t = t->cnext)
+		if (!found++ || strcmp(t->id, id) < 0)
+			snprintf(id, len, "%s", t->id);
+	return found;
+}
+
 void spool_set_announce(struct spool *s, void (*cb)(void *arg, const char *id), void *arg)
 {
 	s->announce = cb;
@@ -639,6 +653,12 @@ static void txn_finish(struct spool_txn *t, int err)
 	if (err && t->created)
 		unlinkat(s->fd_incoming, t->id, 0);   /* the worker already removed committed/ID */
 	s->inflight--;
+	if (t->cprev)
+		t->cprev->cnext = t->cnext;
+	else if (s->committing == t)
+		s->committing = t->cnext;
+	if (t->cnext)
+		t->cnext->cprev = t->cprev;
 	ev_unref(s->loop);
 	/* the scheduler hears of it first, from the spool itself, whoever the producer was */
 	if (err == 0 && s->announce)
@@ -734,6 +754,10 @@ void spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, cons
 		return;
 	}
 	s->inflight++;
+	t->cprev = NULL;
+	if ((t->cnext = s->committing) != NULL)
+		t->cnext->cprev = t;
+	s->committing = t;
 	ev_ref(s->loop);   /* the worker's wake-up is unref'd; a commit keeps the loop alive */
 	t->job.work = data_job_work;
 	t->job.done = data_job_done;

@@ -273,6 +273,12 @@ START_TEST(defer_transports_until_domain_flush)
 	run_until(q, 2, 30);
 	qmgr_stats(q, &st);
 	ck_assert_int_eq((int)st.jobs, 3);
+	/* a domain flush overtaken by a flush of everything: everything is attempted, not filtered */
+	ck_assert_int_eq(qmgr_flush_domain(q, "nomatch.example"), 0);
+	qmgr_flush(q);
+	run_until(q, 2, 30);
+	qmgr_stats(q, &st);
+	ck_assert_int_eq((int)st.jobs, 5);
 	qmgr_free(q);
 	conf_unref(c);
 	spool_close(s);
