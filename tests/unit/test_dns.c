@@ -65,10 +65,15 @@ static void start_server(void)
 	close(in[0]);
 	close(out[1]);
 	server_stdin = in[1];
-	n = read(out[0], port, sizeof port - 1);   /* the server prints its port once it listens */
-	close(out[0]);
+	/* the server prints its port once it listens: read up to the line's end */
+	for (n = 0; n < (ssize_t)sizeof port - 1 && (n == 0 || port[n - 1] != '\n'); ) {
+		ssize_t r = read(out[0], port + n, sizeof port - 1 - (size_t)n);
+		if (r <= 0)
+			break;
+		n += r;
+	}
 	unlink(path);
-	if (n <= 0) {
+	if (n <= 0 || port[n - 1] != '\n') {
 		fprintf(stderr, "test_dns: %s did not start\n", script);
 		exit(1);
 	}
