@@ -183,25 +183,26 @@ static void do_mail(struct session *s, const struct smtpd_cmd *c)
 	session_reply(s, "250 2.1.0 Ok");
 }
 
-static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
+/*
+ * The restrictions' verdict on one recipient, and what follows from it.
+ * A restriction that waits for DNS suspends the session here (S_DNS_WAIT:
+ * nothing is read, the address is kept in the transaction) and
+ * verbs_rcpt_resume() comes back with the answer.
+ */
+static void rcpt_decide(struct session *s, const char *addr)
 {
-	struct smtpd_path p;
-	enum smtpd_path_err e;
 	char rtext[600];
 	enum restr_result res;
+	struct smtpd_path p;
 
-	if ((e = smtpd_parse_path(c->arg, c->arglen, "TO:", 0, &p)) != PATH_OK) {
-		if (e == PATH_SYNTAX && c->arglen > 3 && strncasecmp(c->arg, "TO:", 3) == 0)
-			refuse(s, "501 5.1.3 Bad recipient address syntax");
-		else
-			refuse(s, path_err_text(e, 0));
-		return;
-	}
-	if (s->tx->nrcpt >= s->p->recipient_limit) {
-		refuse(s, "452 4.5.3 Error: too many recipients");
-		return;
-	}
+	snprintf(p.addr, sizeof p.addr, "%s", addr);
 	res = restr_check_rcpt(s, p.addr, rtext, sizeof rtext);
+	if (res == RESTR_WAIT) {
+		snprintf(s->tx->pending_rcpt, sizeof s->tx->pending_rcpt, "%s", p.addr);
+		s->dns_resume = s->state;
+		session_enter(s, S_DNS_WAIT);
+		return;
+	}
 	if (res != RESTR_PERMIT) {
 		session_reply(s, "%s", rtext);
 		log_info("smtpd", "%s: reject: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
@@ -211,7 +212,7 @@ static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
 		return;
 	}
 	if (s->tx->txn == NULL) {
-		char client[128];
+		char client[sizeof s->host + sizeof s->addr + 2];
 
 		snprintf(client, sizeof client, "%s[%s]", s->host, s->addr);
 		if ((s->tx->txn = spool_txn_new(s->srv->spool, s->tx->sender, client)) == NULL) {
@@ -235,6 +236,33 @@ static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
 		snprintf(s->tx->first_rcpt, sizeof s->tx->first_rcpt, "%s", p.addr);
 	session_enter(s, S_RCPT);
 	session_reply(s, "250 2.1.5 Ok");
+}
+
+void verbs_rcpt_resume(struct session *s)
+{
+	session_enter(s, s->dns_resume);
+	rcpt_decide(s, s->tx->pending_rcpt);
+	s->tx->pending_rcpt[0] = '\0';
+	session_flush(s);   /* the reply, and what the client pipelined meanwhile */
+}
+
+static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
+{
+	struct smtpd_path p;
+	enum smtpd_path_err e;
+
+	if ((e = smtpd_parse_path(c->arg, c->arglen, "TO:", 0, &p)) != PATH_OK) {
+		if (e == PATH_SYNTAX && c->arglen > 3 && strncasecmp(c->arg, "TO:", 3) == 0)
+			refuse(s, "501 5.1.3 Bad recipient address syntax");
+		else
+			refuse(s, path_err_text(e, 0));
+		return;
+	}
+	if (s->tx->nrcpt >= s->p->recipient_limit) {
+		refuse(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	rcpt_decide(s, p.addr);
 }
 
 static void do_data(struct session *s, const struct smtpd_cmd *c)
