@@ -478,6 +478,9 @@ static struct ablock *parse(enum dns_type t, int status, const unsigned char *ab
 		b = pack(t, DNS_TEMPFAIL, ares_strerror(r), v, 0, -1);
 	else
 		b = pack(t, DNS_FOUND, "", v, n, ttl);
+	/* "found" with no record kept (e.g. a TXT answer of no strings) is no data: cached as briefly */
+	if (b && b->a.status == DNS_NODATA && b->a.ttl > (unsigned)negmax)
+		b->a.ttl = (unsigned)negmax;
 	for (i = 0; i < DNS_MAX_RR; i++)
 		mem_free(v[i].owned);
 	return b;
