@@ -29,6 +29,7 @@ RECORDS = {
     "aonly.test": [("A", "127.0.0.50")],
     "txtonly.test": [("TXT", "just text")],
     "slow.test": [("MX", (10, "mx.slow.test"))],
+    "slower.test": [("TXT", "no mail here")],   # MX, A, AAAA asked in turn, 5 s each
 }
 
 
@@ -36,7 +37,7 @@ class DNS(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dns = DNSServer(RECORDS, servfail={"5.0.0.127.in-addr.arpa", "broken.test"},
-                            delay={"slow.test": 3}).start()
+                            delay={"slow.test": 3, "slower.test": 5}).start()
 
     @classmethod
     def tearDownClass(cls):
@@ -157,6 +158,28 @@ class DNS(unittest.TestCase):
         self.assertLess(events[0][2], 2.0, events)   # the fast one did not wait for the slow answer
         self.assertGreater(events[1][2], 1.5, events)
         d.wait_messages(d.maildir("bob"), 1)
+
+    def test_dns_socket_in_the_ledger(self):
+        # the resolver's UDP socket is counted (numothersock) while a lookup runs, and
+        # the daemon's audit finds the ledger equal to /proc/self/fd. Three lookups of
+        # 5 s each keep a socket open across at least two status samples (every 5 s).
+        d = self.daemon("smtpd_sender_restrictions = reject_unknown_sender_domain\n")
+        c = Raw(d.port, timeout=30)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        c.cmd("EHLO x.example.test")
+        before = d.next_status()
+        self.assertEqual(c.cmd("MAIL FROM:<a@slower.test>")[0], 250)
+        c.send("RCPT TO:<alice@example.test>\r\n")
+        wait_for(lambda: self.dns.count("slower.test", "MX") >= 1, 10, "the lookup to start")
+        during = d.next_status()
+        self.assertEqual(during["use_fd"], during["fd_kernel"], during)
+        self.assertEqual(during["use_other"], before["use_other"] + 1, (before, during))
+        self.assertEqual(c.reply()[0], 450)   # no MX, A or AAAA: unknown_address_reject_code
+        after = d.next_status()
+        self.assertEqual(after["use_other"], before["use_other"], (before, after))   # closed again
+        self.assertEqual(after["use_fd"], after["fd_kernel"], after)
+        self.assertFalse(d.log_has("descriptor ledger"), "no drift was logged")
 
 
 if __name__ == "__main__":
