@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "conf/conf_impl.h"
+#include "core/dns.h"
 #include "core/mem.h"
 
 #define S(n, d, desc)          { n, CT_STR, 0, d, NULL, desc }
@@ -77,6 +78,8 @@ const struct conf_param conf_param_table[] = {
 	T("anvil_rate_time_unit", "60s", "time unit of the client rate limits"),
 	IX("smtpd_client_ipv6_prefix_length", "84", "IPv6 clients are counted per prefix of this length (rate and connection limits)"),
 	B("smtpd_hide_client_session", "no", "leave the client's name and address out of the Received: header"),
+	I("unknown_address_reject_code", "450", "reply code of reject_unknown_sender_domain when the domain is not found"),
+	I("unknown_client_reject_code", "450", "reply code of reject_unknown_(reverse_)client_hostname when no name is found"),
 	T("smtpd_pregreet_wait", "0s", "pause before the greeting; clients that talk first are dropped (0: off)"),
 	L("smtpd_client_restrictions", "", "restrictions applied when a client connects"),
 	L("smtpd_helo_restrictions", "", "restrictions applied to HELO/EHLO"),
@@ -141,7 +144,7 @@ const struct conf_param conf_param_table[] = {
 	SX("smtp_helo_name", "$myhostname", "host name sent in the outbound EHLO"),
 	IX("queue_minfree", "0", "free bytes the queue file system keeps; at least 1.5 x $message_size_limit is always kept"),
 	SX("virtual_transport", "virtual", "transport of virtual mailbox domains"),
-	SX("dns_servers", "", "DNS servers (ip or ip:port, list); empty: /etc/resolv.conf"),
+	S("dns_servers", "", "DNS servers (ip or ip:port, list); empty: /etc/resolv.conf"),
 	/* limits */
 	{ "limits_source", CT_ENUM, CF_MULTI, "auto", "auto|beancounters|cgroup|rlimit|manual",
 	  "where container limits are read from: auto, or a list of the sources" },
@@ -339,8 +342,8 @@ int conf_parse_number(const struct conf_param *prm, const char *v, long long *ou
 
 /*
  * Postfix takes gethostname() and, when that is not qualified, asks the
- * resolver for the canonical name. Computed once per process: a container
- * with broken DNS pays the resolver timeout only once.
+ * resolver for the canonical name. frugal asks the hosts file only (no
+ * network, so nothing can wait here). Computed once per process.
  */
 static unsigned long hostname_lookups;
 
@@ -353,7 +356,6 @@ const char *conf_system_hostname(void)
 {
 	static char name[256];
 	static int done;
-	struct addrinfo hints, *res = NULL;
 
 	if (__atomic_load_n(&done, __ATOMIC_ACQUIRE))
 		return name;
@@ -363,15 +365,16 @@ const char *conf_system_hostname(void)
 		strcpy(tmp, "localhost");
 	tmp[sizeof tmp - 1] = 0;
 	if (strchr(tmp, '.') == NULL) {
-		memset(&hints, 0, sizeof hints);
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_flags = AI_CANONNAME;
-		if (getaddrinfo(tmp, NULL, &hints, &res) == 0 && res) {
-			if (res->ai_canonname && strchr(res->ai_canonname, '.') &&
-			    strlen(res->ai_canonname) < sizeof tmp)
-				strcpy(tmp, res->ai_canonname);
-			freeaddrinfo(res);
-		}
+		/*
+		 * The canonical name from /etc/hosts only (c-ares's file lookup):
+		 * getaddrinfo(AI_CANONNAME) asked DNS too, and a container with an
+		 * unreachable resolver hung here for its whole timeout at every
+		 * start (no blocking DNS anywhere: DESIGN.md, the resolver).
+		 * Without a dotted name there, set myhostname.
+		 */
+		char canon[256];
+		if (dns_hosts_canonical(tmp, canon, sizeof canon) == 0 && strchr(canon, '.'))
+			strcpy(tmp, canon);
 	}
 	for (char *p = tmp; *p; p++)
 		*p = tolower((unsigned char)*p);

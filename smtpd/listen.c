@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -243,9 +244,13 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
  */
 static int bind_one(const char *spec)
 {
-	char host[256], *port;
-	struct addrinfo hints, *ai = NULL;
-	int fd, one = 1, r;
+	char host[256], *port, *end;
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	socklen_t sslen;
+	long pn;
+	int fd, one = 1;
 
 	snprintf(host, sizeof host, "%s", spec);
 	if (host[0] == '[') {
@@ -262,27 +267,41 @@ static int bind_one(const char *spec)
 	} else {
 		port = host;
 	}
-	memset(&hints, 0, sizeof hints);
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
-	if ((r = getaddrinfo(port == host || !*host ? NULL : host, port, &hints, &ai)) != 0) {
-		log_warning("smtpd", "bad listen address \"%s\": %s", spec, gai_strerror(r));
+	/*
+	 * Numeric addresses only, parsed here: no resolver call can happen at
+	 * start-up (getaddrinfo with a name would ask DNS and block; a name in
+	 * smtpd_listen is an error that says so).
+	 */
+	memset(&ss, 0, sizeof ss);
+	pn = strtol(port, &end, 10);
+	if (*port == '\0' || *end != '\0' || pn < 0 || pn > 65535) {
+		log_warning("smtpd", "bad listen address \"%s\": the port must be a number", spec);
 		return -1;
 	}
-	fd = fd_socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (port == host || !*host || inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;   /* "port" alone: every IPv4 address */
+		sin->sin_port = htons((unsigned short)pn);
+		sslen = sizeof *sin;
+	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((unsigned short)pn);
+		sslen = sizeof *sin6;
+	} else {
+		log_warning("smtpd", "bad listen address \"%s\": a numeric IPv4 or [IPv6] address is needed "
+		    "(names are not resolved)", spec);
+		return -1;
+	}
+	fd = fd_socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		log_warning("smtpd", "socket for %s: %s", spec, strerror(errno));
-		freeaddrinfo(ai);
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+	if (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, 1024) < 0) {
 		log_warning("smtpd", "bind %s: %s", spec, strerror(errno));
 		fd_close(fd);
-		freeaddrinfo(ai);
 		return -1;
 	}
-	freeaddrinfo(ai);
 	return fd;
 }
 

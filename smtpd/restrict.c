@@ -3,12 +3,17 @@
  * and the configuration generation a session holds (struct smtpd_gen).
  * Evaluated at RCPT time, as Postfix does with smtpd_delay_reject = yes, so
  * a client always sees its rejection against a recipient and fail2ban's
- * postfix filter matches the log line. Never touches the network.
+ * postfix filter matches the log line. Lookups go through core/dns: a word
+ * that needs one (reject_unknown_sender_domain) starts it and answers
+ * RESTR_WAIT; the session waits in S_DNS_WAIT and the whole evaluation runs
+ * again with the verdict kept in the transaction (simpler than resuming
+ * mid-list, and every other word is a pure function of the session).
  */
 #include "smtpd/smtpd_int.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +21,7 @@
 
 #include "conf/conf.h"
 #include "conf/map.h"
+#include "core/dns.h"
 #include "core/fd.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -178,6 +184,10 @@ static const struct { const char *name; enum restr_word word; int takes_table; }
 	{ "check_helo_access", R_CHECK_HELO_ACCESS, 1 },
 	{ "check_sender_access", R_CHECK_SENDER_ACCESS, 1 },
 	{ "check_recipient_access", R_CHECK_RECIPIENT_ACCESS, 1 },
+	{ "reject_unknown_sender_domain", R_REJECT_UNKNOWN_SENDER_DOMAIN, 0 },
+	{ "reject_unknown_client_hostname", R_REJECT_UNKNOWN_CLIENT_HOSTNAME, 0 },
+	{ "reject_unknown_client", R_REJECT_UNKNOWN_CLIENT_HOSTNAME, 0 },   /* Postfix < 2.3's name */
+	{ "reject_unknown_reverse_client_hostname", R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME, 0 },
 };
 
 void restr_list_free(struct restr_list *l)
@@ -209,8 +219,9 @@ int restr_list_parse(const char *value, struct restr_list *out, char *err, size_
 				break;
 		if (w == sizeof words / sizeof words[0]) {
 			/*
-			 * Words that need DNS (reject_rbl_client, reject_unknown_sender_domain)
-			 * or SASL are refused loudly rather than silently ignored: an admin who
+			 * Words not acted on yet (the DNS lists: reject_rbl_client,
+			 * reject_rhsbl_sender, permit_dnswl_client; reject_unknown_helo_hostname)
+			 * are refused loudly rather than silently ignored: an admin who
 			 * wrote them expects them to reject.
 			 */
 			snprintf(err, errlen, "unsupported restriction \"%s\"", v[i]);
@@ -259,6 +270,12 @@ static void params_load(struct smtpd_params *p, const struct conf *c, int stress
 	p->client_auth_rate_limit = (int)conf_int(c, "smtpd_client_auth_rate_limit", stress);
 	p->anvil_rate_time_unit = (double)conf_time(c, "anvil_rate_time_unit", stress);
 	p->hide_client_session = conf_bool(c, "smtpd_hide_client_session", stress);
+	p->unknown_address_reject_code = (int)conf_int(c, "unknown_address_reject_code", stress);
+	p->unknown_client_reject_code = (int)conf_int(c, "unknown_client_reject_code", stress);
+	if (p->unknown_address_reject_code < 400 || p->unknown_address_reject_code > 599)
+		p->unknown_address_reject_code = 450;
+	if (p->unknown_client_reject_code < 400 || p->unknown_client_reject_code > 599)
+		p->unknown_client_reject_code = 450;
 	if (p->anvil_rate_time_unit <= 0)
 		p->anvil_rate_time_unit = 60;
 	if (p->timeout <= 0)
@@ -558,6 +575,65 @@ static int access_lookup_client(struct map_list *t, const char *ip, char **val)
 	return 0;
 }
 
+/* ---- reject_unknown_sender_domain: the DNS part ------------------------------ */
+
+/*
+ * Postfix's reject_unknown_mailhost: the domain is known when it has an MX
+ * record, else an A, else an AAAA record (asked in that order, stopping at
+ * the first found). NXDOMAIN, or no record of the three, is "not found";
+ * a temporary failure at any step is temporary. The verdict is kept in
+ * the transaction, so the RCPT evaluation that resumes (and every later
+ * RCPT of the transaction) reads it without asking again.
+ */
+static const enum dns_type sdom_types[] = { DNS_MX, DNS_A, DNS_AAAA };
+
+static int sdom_ask(struct session *s, const char *domain);
+
+static void sdom_cb(void *arg, const struct dns_answer *a)
+{
+	struct session *s = arg;
+	struct smtp_tx *tx = s->tx;
+
+	s->dns_q = NULL;
+	if (s->state != S_DNS_WAIT || tx == NULL)
+		return;   /* closed meanwhile (a 421 at shutdown was its last word) */
+	if (a->status == DNS_FOUND)
+		tx->sdom = SDOM_OK;
+	else if (a->status == DNS_TEMPFAIL)
+		tx->sdom = SDOM_TEMP;
+	else if (a->status == DNS_NXDOMAIN || ++tx->sdom_step == (int)(sizeof sdom_types / sizeof sdom_types[0]))
+		tx->sdom = SDOM_NOTFOUND;
+	else if (sdom_ask(s, strrchr(tx->sender, '@') + 1) == 0)
+		return;   /* the next type */
+	verbs_rcpt_resume(s);
+}
+
+/* 0: asked (the answer comes to sdom_cb), -1: could not ask (tx->sdom is SDOM_TEMP). */
+static int sdom_ask(struct session *s, const char *domain)
+{
+	if (s->srv->dns == NULL ||
+	    (s->dns_q = dns_lookup(s->srv->dns, domain, sdom_types[s->tx->sdom_step], sdom_cb, s)) == NULL) {
+		s->tx->sdom = SDOM_TEMP;
+		return -1;
+	}
+	return 0;
+}
+
+/* The enhanced status code's class follows the reply's (Postfix's smtpd_check_reject). */
+static enum restr_result coded(char *reply, size_t replylen, int code, const char *detail, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static enum restr_result coded(char *reply, size_t replylen, int code, const char *detail, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(reply, replylen, "%d %c.%s ", code, code >= 500 ? '5' : '4', detail);
+
+	va_start(ap, fmt);
+	if (n > 0 && (size_t)n < replylen)
+		vsnprintf(reply + n, replylen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return code >= 500 ? RESTR_REJECT : RESTR_DEFER;
+}
+
 /* One RCPT's evaluation across the lists. */
 struct restr_eval {
 	struct session *s;
@@ -674,6 +750,41 @@ static enum restr_result run_list(struct restr_eval *ev, const struct restr_list
 				snprintf(reply, replylen, "504 5.5.2 <%s>: Recipient address rejected: need fully-qualified address", rcpt);
 				*decided = 1;
 				return RESTR_REJECT;
+			}
+			break;
+		case R_REJECT_UNKNOWN_SENDER_DOMAIN: {
+			const char *at = strrchr(sender, '@');
+
+			/* <> and address literals have no domain to find (Postfix skips them too) */
+			if (s->tx == NULL || at == NULL || at[1] == '\0' || at[1] == '[')
+				break;
+			if (s->tx->sdom == SDOM_UNASKED && sdom_ask(s, at + 1) == 0) {
+				*decided = 1;
+				return RESTR_WAIT;
+			}
+			if (s->tx->sdom == SDOM_TEMP) {
+				*decided = 1;
+				return coded(reply, replylen, 450, "1.8", "<%s>: Sender address rejected: Domain not found", sender);
+			}
+			if (s->tx->sdom == SDOM_NOTFOUND) {
+				*decided = 1;
+				return coded(reply, replylen, s->p->unknown_address_reject_code, "1.8",
+				    "<%s>: Sender address rejected: Domain not found", sender);
+			}
+			break;
+		}
+		case R_REJECT_UNKNOWN_CLIENT_HOSTNAME:
+			if (s->name_status != PEER_OK) {
+				*decided = 1;
+				return coded(reply, replylen, s->name_status == PEER_PERM ? s->p->unknown_client_reject_code : 450,
+				    "7.1", "Client host rejected: cannot find your hostname, [%s]", s->addr);
+			}
+			break;
+		case R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME:
+			if (s->rev_status != PEER_OK) {
+				*decided = 1;
+				return coded(reply, replylen, s->rev_status == PEER_PERM ? s->p->unknown_client_reject_code : 450,
+				    "7.1", "Client host rejected: cannot find your reverse hostname, [%s]", s->addr);
 			}
 			break;
 		case R_CHECK_CLIENT_ACCESS:

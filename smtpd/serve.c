@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/dns.h"
 #include "core/daemon.h"
 #include "core/fd.h"
 #include "core/log.h"
@@ -117,6 +118,8 @@ static void reload(const struct smtpd_tls_files *tf)
 	    strcmp(conf_str(c, "smtps_listen", 0), conf_str(server.gen->conf, "smtps_listen", 0)) != 0)
 		log_warning("master", "smtpd_listen or smtps_listen changed: takes effect at the next restart");
 	conf_each_later(c, log_later, NULL);
+	if (server.dns && dns_set_servers(server.dns, conf_str(c, "dns_servers", 0), err, sizeof err) < 0)
+		log_warning("master", "reload: %s; keeping the DNS servers in use", err);
 	smtpd_gen_unref(server.gen);   /* live sessions keep their own reference */
 	server.gen = g;
 	if (server.qmgr)
@@ -398,6 +401,9 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 		log_tls(server.gen);
 	}
 	conf_each_later(c, log_later, NULL);
+	/* the resolver: its sockets are opened per query, through the funnel (counted, not adopted) */
+	if ((server.dns = dns_new(server.loop, NULL, conf_str(c, "dns_servers", 0), err, sizeof err)) == NULL)
+		log_fatal("master", "%s", err);
 	if (in == NULL ? listen_open(&server, c) < 0 : listen_attach(&server, c, in->listen_fds, in->nlisten) < 0)
 		log_fatal("master", "cannot open the SMTP listeners");
 	helper_init(server.loop);
@@ -459,6 +465,8 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	helper_shutdown();
 	server_free_sessions(&server);
 	dovecot_free(server.dovecot);
+	dns_free(server.dns);
+	server.dns = NULL;
 	limits_shutdown();
 	log_info("master", "group commit: %lu syncs served %lu sync requests",
 	    sync_shared_syncs(), sync_shared_calls());

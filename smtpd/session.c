@@ -47,6 +47,7 @@ static void session_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void session_process(struct session *s);
 static void send_greeting(struct session *s);
+static void session_begin(struct session *s);
 
 /* Warnings a client can trigger at will: a few a minute, the rest counted. */
 static struct log_rate outbuf_rate = LOG_RATE_INIT(60, 5);
@@ -137,7 +138,8 @@ void session_reply(struct session *s, const char *fmt, ...)
 static int parsing(const struct session *s)
 {
 	return s->state != S_CLOSING && s->state != S_LINGER && s->state != S_COMMIT &&
-	    s->state != S_GREETING && s->state != S_TLS && s->state != S_AUTH_WAIT && !s->sleeping;
+	    s->state != S_GREETING && s->state != S_TLS && s->state != S_AUTH_WAIT && s->state != S_DNS_WAIT &&
+	    !s->sleeping;
 }
 
 static void update_watcher(struct session *s)
@@ -155,7 +157,8 @@ static void update_watcher(struct session *s)
 		 * client that does not read its replies stops being read), in the
 		 * pregreet wait (to catch a talker), and while lingering (to drain).
 		 */
-		if ((parsing(s) && buf_used(&s->out) < OUT_HIGH) || s->state == S_GREETING || s->state == S_LINGER)
+		if ((parsing(s) && buf_used(&s->out) < OUT_HIGH) || (s->state == S_GREETING && s->pregreet) ||
+		    s->state == S_LINGER)
 			ev |= EV_READ;
 		/* a TLS read that needs to write first (or the other way round) waits for that */
 		if ((ev & EV_READ) && s->tp.want == TRANSPORT_WANT_WRITE && transport_is_tls(&s->tp))
@@ -469,6 +472,8 @@ static void session_read(struct session *s)
 		char text[256];
 		size_t n = (size_t)r < 100 ? (size_t)r : 100;
 
+		peer_lookup_gone(s);   /* a bot: its name no longer matters */
+		session_log_connect(s);
 		log_info("smtpd", "PREGREET %zd after %.2f from [%s]:%d: %s", r,
 		    ev_now(s->srv->loop) - s->connected, s->addr, session_port(s),
 		    log_escape(text, sizeof text, buf_head(&s->in), n));
@@ -532,14 +537,26 @@ static void session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	if (s->state == S_GREETING) {
-		send_greeting(s);
-		ev_timer_stop(s->srv->loop, &s->timer);
-		ev_timer_set(&s->timer, s->p->timeout, s->p->timeout);
-		ev_timer_again(s->srv->loop, &s->timer);
-		session_flush(s);
+		if (s->pregreet) {
+			s->pregreet = 0;   /* the pregreet wait is over: the banner once the name is known too */
+			if (s->name_pending) {
+				ev_timer_stop(s->srv->loop, &s->timer);
+				ev_timer_set(&s->timer, s->p->timeout, 0.);
+				ev_timer_start(s->srv->loop, &s->timer);
+				update_watcher(s);
+				return;
+			}
+		} else if (s->name_pending) {
+			/* the resolver ends its queries long before this: a guard, not a path */
+			peer_lookup_gone(s);
+			s->name_status = s->rev_status = PEER_TEMP;
+			s->name_pending = 0;
+			session_log_connect(s);
+		}
+		session_begin(s);
 		return;
 	}
-	if (s->state == S_COMMIT) {  /* our sync is slow, not the client: wait */
+	if (s->state == S_COMMIT || s->state == S_DNS_WAIT) {  /* our sync or lookup is slow, not the client: wait */
 		ev_timer_again(s->srv->loop, &s->timer);
 		return;
 	}
@@ -598,11 +615,16 @@ struct session *session_new(struct smtpd_server *srv, int fd, const struct socka
 	return s;
 }
 
-void session_start(struct session *s)
+void session_log_connect(struct session *s)
 {
-	double wait = (double)conf_time(s->gen->conf, "smtpd_pregreet_wait", 0);
+	if (!s->connect_logged)
+		log_info("smtpd", "connect from %s[%s]", s->host, s->addr);
+	s->connect_logged = 1;
+}
 
-	log_info("smtpd", "connect from %s[%s]", s->host, s->addr);
+/* The name is known and the pregreet wait over: the banner (or, for smtps, the handshake first). */
+static void session_begin(struct session *s)
+{
 	if (s->implicit_tls) {
 		/* smtps: the handshake first, the banner under TLS */
 		if (s->gen->tls == NULL || transport_tls_prepare(&s->tp, s->gen->tls) < 0) {
@@ -618,16 +640,47 @@ void session_start(struct session *s)
 		session_flush(s);
 		return;
 	}
-	if (wait > 0 && !s->submission) {
+	send_greeting(s);
+	ev_timer_stop(s->srv->loop, &s->timer);
+	ev_timer_set(&s->timer, s->p->timeout, s->p->timeout);
+	ev_timer_again(s->srv->loop, &s->timer);
+	session_flush(s);
+}
+
+void session_name_known(struct session *s)
+{
+	s->name_pending = 0;
+	session_log_connect(s);
+	if (s->state == S_GREETING && !s->pregreet && !s->reaping && s->connected_started)
+		session_begin(s);
+}
+
+/*
+ * The banner waits for the client's name (Postfix logs and checks it from
+ * the first line on); a configured pregreet wait runs meanwhile, and the
+ * banner goes out when both are over. The lookups are bounded by the
+ * resolver's timeout; the session's idle timer guards them as well.
+ */
+void session_start(struct session *s)
+{
+	double wait = (double)conf_time(s->gen->conf, "smtpd_pregreet_wait", 0);
+
+	s->pregreet = wait > 0 && !s->submission;
+	peer_lookup_start(s);   /* may settle at once (no resolver): then only the pregreet wait is left */
+	s->connected_started = 1;
+	if (s->pregreet) {
 		/* postscreen-style: a client that talks before the banner is a bot */
 		ev_timer_set(&s->timer, wait, s->p->timeout);
 		ev_timer_start(s->srv->loop, &s->timer);
-		ev_io_start(s->srv->loop, &s->io);
+		update_watcher(s);
 		return;
 	}
-	send_greeting(s);
-	ev_timer_again(s->srv->loop, &s->timer);
-	session_flush(s);
+	if (s->name_pending) {
+		ev_timer_set(&s->timer, s->p->timeout, 0.);
+		ev_timer_start(s->srv->loop, &s->timer);
+		return;
+	}
+	session_begin(s);
 }
 
 void session_set_stress(struct session *s, int stress)
@@ -649,6 +702,8 @@ void session_free(struct session *s)
 	if (s->fault_sweep)
 		server_sweep_end(s->srv);
 	auth_session_gone(s);
+	peer_lookup_gone(s);   /* and a restriction's lookup: the same handle */
+	session_log_connect(s);
 	ev_io_stop(s->srv->loop, &s->io);
 	ev_timer_stop(s->srv->loop, &s->timer);
 	session_tx_free(s);

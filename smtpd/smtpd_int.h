@@ -17,6 +17,8 @@
 struct conf;
 struct map_list;
 struct resolver;
+struct dns;
+struct dns_query;
 struct spool;
 struct spool_txn;
 struct qmgr;
@@ -32,6 +34,8 @@ enum restr_word {
 	R_REJECT_NON_FQDN_SENDER, R_REJECT_NON_FQDN_RECIPIENT,
 	R_CHECK_CLIENT_ACCESS, R_CHECK_HELO_ACCESS, R_CHECK_SENDER_ACCESS,
 	R_CHECK_RECIPIENT_ACCESS, R_REJECT_SENDER_LOGIN_MISMATCH,
+	R_REJECT_UNKNOWN_SENDER_DOMAIN,               /* DNS: may suspend the session (S_DNS_WAIT) */
+	R_REJECT_UNKNOWN_CLIENT_HOSTNAME, R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME, /* the name found at connect */
 };
 struct restr {
 	enum restr_word word;
@@ -70,6 +74,8 @@ struct smtpd_params {
 	int client_auth_rate_limit;  /* AUTH commands per client per anvil_rate_time_unit (0: none) */
 	double anvil_rate_time_unit;
 	int hide_client_session;     /* smtpd_hide_client_session: no client in an authenticated Received: */
+	int unknown_address_reject_code; /* reject_unknown_sender_domain, domain not found (Postfix: 450) */
+	int unknown_client_reject_code;  /* reject_unknown_(reverse_)client_hostname (Postfix: 450) */
 };
 
 /*
@@ -129,7 +135,14 @@ enum session_state {
 	S_LINGER,     /* write side shut down: discard what the client still sends, briefly */
 	S_AUTH,       /* AUTH: the next line is a SASL response, not a command */
 	S_AUTH_WAIT,  /* AUTH: the password is being checked on a worker; nothing is read */
+	S_DNS_WAIT,   /* RCPT: a restriction waits for a DNS answer; nothing is read (restrict.c) */
 };
+
+/* What the client's name lookups found (Postfix's name_status and reverse_name_status). */
+enum peer_code { PEER_OK, PEER_TEMP, PEER_PERM };
+
+/* reject_unknown_sender_domain's verdict for the transaction's sender (struct smtp_tx). */
+enum sdom_state { SDOM_UNASKED, SDOM_OK, SDOM_NOTFOUND, SDOM_TEMP };
 
 /* One transaction: RSET or the end of the message frees it in one go. */
 struct smtp_tx {
@@ -154,6 +167,9 @@ struct smtp_tx {
 	int  hold_cls;              /* the address header being held (enum cleanup_hdr), 0: none */
 	char *hold;                 /* that header, whole, up to HDR_HOLD_MAX; owned, freed with the tx */
 	size_t hold_len;
+	enum sdom_state sdom;       /* the sender domain's DNS verdict, once asked */
+	int  sdom_step;             /* while asking: 0 MX, 1 A, 2 AAAA (Postfix's order) */
+	struct smtpd_path pending_rcpt; /* S_DNS_WAIT: the RCPT being decided (address and DSN parameters) */
 };
 /* Why a message is refused at its end; content_error_reply() turns each into the one reply. */
 enum tx_error { TX_OK, TX_SIZE, TX_IO, TX_STORAGE, TX_RESOURCES, TX_LINE, TX_NUL, TX_LOOP };
@@ -171,7 +187,16 @@ struct session {
 	enum session_state state;
 	struct sockaddr_storage peer;
 	char addr[64];              /* printable peer address */
-	char host[8];               /* reverse name: "unknown" until DNS lookups exist */
+	char host[256];             /* the client's verified name (PTR, then A/AAAA back to addr), or "unknown" */
+	enum peer_code name_status; /* host: OK, TEMP (a lookup failed for now), PERM (no name, or not confirmed) */
+	enum peer_code rev_status;  /* the PTR lookup alone (reject_unknown_reverse_client_hostname) */
+	char *rev_name;             /* owned; the PTR name while it is being confirmed */
+	struct dns_query *dns_q;    /* a lookup in flight for this session (connect, or S_DNS_WAIT); cancelled when it ends */
+	int name_pending;           /* S_GREETING: the name lookups run; the banner waits (peer.c) */
+	int pregreet;               /* S_GREETING: smtpd_pregreet_wait is running (read, to catch talkers) */
+	int connect_logged;         /* "connect from" is logged once the name is known */
+	int connected_started;      /* session_start() has run (the name may settle inside it) */
+	enum session_state dns_resume; /* S_DNS_WAIT: the state to go back to */
 	char *helo;                 /* owned */
 	char *tls_info;             /* owned; "TLSv1.3 with cipher ..." once TLS is up */
 	int esmtp;
@@ -205,6 +230,9 @@ struct session *session_new(struct smtpd_server *srv, int fd, const struct socka
 void session_start(struct session *s);
 void session_free(struct session *s);
 void session_set_stress(struct session *s, int stress);
+/* The name lookups are over (peer.c): log the connection, greet when the pregreet wait is over too. */
+void session_name_known(struct session *s);
+void session_log_connect(struct session *s);
 /* Send a 421 and close (shutdown, resource shortfall). */
 void session_shutdown(struct session *s, const char *reply);
 
@@ -260,8 +288,23 @@ int  content_chunk(struct session *s);        /* S_BDAT: 1 when the chunk is rea
 void content_chunk_done(struct session *s);   /* after a chunk: its reply, the commit after LAST */
 void content_end(struct session *s);          /* the message is complete: refusal or commit */
 
-/* Evaluate the RCPT-time restrictions (client, helo, sender, recipient). */
-enum restr_result { RESTR_PERMIT, RESTR_REJECT, RESTR_DEFER };
+/*
+ * The client's name (peer.c): PTR, then the name's A/AAAA must hold the
+ * address (Postfix's forward-confirmed name). Calls session_name_known()
+ * when done, perhaps before returning; peer_lookup_gone() cancels.
+ */
+void peer_lookup_start(struct session *s);
+void peer_lookup_gone(struct session *s);
+
+/* RCPT resumed after S_DNS_WAIT (verbs.c): decide the pending recipient again, with the answer. */
+void verbs_rcpt_resume(struct session *s);
+
+/*
+ * Evaluate the RCPT-time restrictions (client, helo, sender, recipient).
+ * RESTR_WAIT: a lookup was started; the session enters S_DNS_WAIT and
+ * verbs_rcpt_resume() runs the evaluation again when the answer is in.
+ */
+enum restr_result { RESTR_PERMIT, RESTR_REJECT, RESTR_DEFER, RESTR_WAIT };
 enum restr_result restr_check_rcpt(struct session *s, const char *rcpt, char *reply, size_t replylen);
 int restr_list_parse(const char *value, struct restr_list *out, char *err, size_t errlen);
 void restr_list_free(struct restr_list *l);
@@ -307,6 +350,7 @@ struct smtpd_server {
 	unsigned long sweep_n;
 	struct anvil *auth_rate;    /* AUTH commands per client (auth.c); owned, made on first use */
 	struct dovecot *dovecot;    /* Dovecot's auth service (dovecot.c); owned, made on first use */
+	struct dns *dns;            /* the resolver (core/dns.h); owned; NULL: every lookup fails for now */
 	int auth_pending;           /* password checks queued or running */
 };
 

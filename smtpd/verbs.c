@@ -199,41 +199,41 @@ static void do_mail(struct session *s, const struct smtpd_cmd *c)
 	session_reply(s, "250 2.1.0 Ok");
 }
 
-static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
+/*
+ * The restrictions' verdict on one recipient, and what follows from it.
+ * A restriction that waits for DNS suspends the session here (S_DNS_WAIT:
+ * nothing is read, the address is kept in the transaction) and
+ * verbs_rcpt_resume() comes back with the answer.
+ */
+static void rcpt_decide(struct session *s, const struct smtpd_path *path)
 {
-	struct smtpd_path p;
-	enum smtpd_path_err e;
 	char rtext[600], snd[SMTPD_ADDR_MAX + 1], rcpt[SMTPD_ADDR_MAX + 1];
 	enum restr_result res;
 
-	if ((e = smtpd_parse_path(c->arg, c->arglen, "TO:", 0, &p)) != PATH_OK) {
-		if (e == PATH_SYNTAX && c->arglen > 3 && strncasecmp(c->arg, "TO:", 3) == 0)
-			refuse(s, "501 5.1.3 Bad recipient address syntax");
-		else
-			refuse(s, path_err_text(e, 0));
+	res = restr_check_rcpt(s, path->addr, rtext, sizeof rtext);
+	if (res == RESTR_WAIT) {
+		if (path != &s->tx->pending_rcpt)
+			s->tx->pending_rcpt = *path;
+		s->dns_resume = s->state;
+		session_enter(s, S_DNS_WAIT);
 		return;
 	}
-	if (s->tx->nrcpt >= s->p->recipient_limit) {
-		refuse(s, "452 4.5.3 Error: too many recipients");
-		return;
-	}
-	res = restr_check_rcpt(s, p.addr, rtext, sizeof rtext);
 	if (res != RESTR_PERMIT) {
 		session_reply(s, "%s", rtext);
 		log_info("smtpd", "%s: reject: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
 		    s->tx->txn ? spool_txn_id(s->tx->txn) : "NOQUEUE",
-		    s->host, s->addr, rtext, s->tx->sender, p.addr, session_proto(s), s->helo ? s->helo : "");
+		    s->host, s->addr, rtext, s->tx->sender, path->addr, session_proto(s), s->helo ? s->helo : "");
 		session_count_error(s);
 		return;
 	}
 	/* Postfix's cleanup: canonical maps and masquerading, after the restrictions saw the original */
 	if ((s->tx->txn == NULL && cleanup_sender(s->gen->resolver, s->tx->sender, snd, sizeof snd) < 0) ||
-	    cleanup_recipient(s->gen->resolver, p.addr, rcpt, sizeof rcpt) < 0) {
-		session_reply(s, "451 4.3.0 <%s>: Temporary lookup failure", p.addr);
+	    cleanup_recipient(s->gen->resolver, path->addr, rcpt, sizeof rcpt) < 0) {
+		session_reply(s, "451 4.3.0 <%s>: Temporary lookup failure", path->addr);
 		return;
 	}
 	if (s->tx->txn == NULL) {
-		char client[128];
+		char client[sizeof s->host + sizeof s->addr + 2];
 
 		snprintf(client, sizeof client, "%s[%s]", s->host, s->addr);
 		if ((s->tx->txn = spool_txn_new(s->srv->spool, snd, client)) == NULL) {
@@ -248,22 +248,50 @@ static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
 		else
 			log_info("smtpd", "%s: client=%s", spool_txn_id(s->tx->txn), client);
 	}
-	if (spool_txn_rcpt(s->tx->txn, rcpt, p.addr) < 0) {
+	if (spool_txn_rcpt(s->tx->txn, rcpt, path->addr) < 0) {
 		session_reply(s, "451 4.3.0 Error: insufficient system resources");
 		limits_note_failure("memory", errno);
 		return;
 	}
 	/* RFC 3461: the message's RET/ENVID (set again per RCPT: harmless) and this recipient's NOTIFY/ORCPT */
 	if (spool_txn_dsn(s->tx->txn, s->tx->dsn_ret, s->tx->has_envid ? s->tx->dsn_envid : NULL) < 0 ||
-	    spool_txn_rcpt_dsn(s->tx->txn, p.notify, p.orcpt[0] ? p.orcpt : NULL) < 0) {
+	    spool_txn_rcpt_dsn(s->tx->txn, path->notify, path->orcpt[0] ? path->orcpt : NULL) < 0) {
 		session_reply(s, "451 4.3.0 Error: insufficient system resources");
 		limits_note_failure("memory", errno);
 		return;
 	}
 	if (s->tx->nrcpt++ == 0)
-		snprintf(s->tx->first_rcpt, sizeof s->tx->first_rcpt, "%s", p.addr);
+		snprintf(s->tx->first_rcpt, sizeof s->tx->first_rcpt, "%s", path->addr);
 	session_enter(s, S_RCPT);
 	session_reply(s, "250 2.1.5 Ok");
+}
+
+void verbs_rcpt_resume(struct session *s)
+{
+	session_enter(s, s->dns_resume);
+	rcpt_decide(s, &s->tx->pending_rcpt);
+	if (s->state != S_DNS_WAIT && s->tx)
+		s->tx->pending_rcpt.addr[0] = '\0';
+	session_flush(s);   /* the reply, and what the client pipelined meanwhile */
+}
+
+static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
+{
+	struct smtpd_path p;
+	enum smtpd_path_err e;
+
+	if ((e = smtpd_parse_path(c->arg, c->arglen, "TO:", 0, &p)) != PATH_OK) {
+		if (e == PATH_SYNTAX && c->arglen > 3 && strncasecmp(c->arg, "TO:", 3) == 0)
+			refuse(s, "501 5.1.3 Bad recipient address syntax");
+		else
+			refuse(s, path_err_text(e, 0));
+		return;
+	}
+	if (s->tx->nrcpt >= s->p->recipient_limit) {
+		refuse(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	rcpt_decide(s, &p);
 }
 
 static void do_data(struct session *s, const struct smtpd_cmd *c)

@@ -14,6 +14,8 @@ import tempfile
 import time
 import shutil
 
+from dnsserver import DNSServer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FRUGAL = os.environ.get("FRUGAL_BIN", os.path.join(ROOT, "frugal"))
 # Under ASan everything is slower: scale every deadline.
@@ -61,6 +63,20 @@ def wait_for(pred, timeout=10.0, what="condition", interval=0.01):
         time.sleep(interval)
 
 
+_shared_dns = None
+
+
+def shared_dns():
+    """One loopback DNS server for every daemon of this test process that
+    does not bring its own: it knows no name (NXDOMAIN at once), so clients
+    stay unknown[127.0.0.1] and no test waits on this machine's resolver
+    (/etc/resolv.conf may point at a server that never answers)."""
+    global _shared_dns
+    if _shared_dns is None:
+        _shared_dns = DNSServer().start()
+    return _shared_dns
+
+
 def run_frugal(*args, env=None, input=None, check=False):
     e = dict(os.environ)
     if env:
@@ -72,8 +88,10 @@ def run_frugal(*args, env=None, input=None, check=False):
 class Daemon:
     """One frugal instance in its own temp dir."""
 
-    def __init__(self, extra="", aliases=None, env=None, base_conf=True, binary=None):
+    def __init__(self, extra="", aliases=None, env=None, base_conf=True, binary=None, dns=None):
+        """dns: a DNSServer (dnsserver.py) for dns_servers; default the shared empty one."""
         self.binary = binary or FRUGAL
+        self.dns = dns or shared_dns()
         self.dir = tempfile.mkdtemp(prefix="frugal-it-")
         self.port = free_port()
         self.log = os.path.join(self.dir, "log")
@@ -107,6 +125,7 @@ queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 smtpd_error_sleep_time = 0s
+dns_servers = {self.dns.addr}
 """
         with open(os.path.join(self.dir, "frugal.conf"), "w") as f:
             f.write(conf + extra + "\n")

@@ -376,8 +376,10 @@ class ContainerTest(unittest.TestCase):
         self.assertEqual(after["numothersock"]["failcnt"], 0, "frugal caused no numothersock failcnt")
         self.assertLessEqual(after["numtcpsock"]["maxheld"], 40,
                              "frugal's TCP sockets stayed within its budget: %s" % after["numtcpsock"])
-        self.assertEqual(after["numothersock"]["maxheld"], before["numothersock"]["maxheld"],
-                         "frugal's non-TCP sockets are constant under load")
+        # +1: the resolver's UDP socket (core/dns.c), opened for the first client's name lookup
+        # and closed when no query is left; one per DNS server, never one per session
+        self.assertLessEqual(after["numothersock"]["maxheld"], before["numothersock"]["maxheld"] + 1,
+                             "frugal's non-TCP sockets are constant under load")
         print("  numtcpsock maxheld %d (budget 40), numothersock maxheld %d" %
               (after["numtcpsock"]["maxheld"], after["numothersock"]["maxheld"]), file=sys.stderr)
 
@@ -523,8 +525,10 @@ class ContainerTest(unittest.TestCase):
         self.assertEqual(after["numtcpsock"]["failcnt"], 0, "frugal caused no numtcpsock failcnt")
         self.assertEqual(after["numothersock"]["failcnt"], 0, "frugal caused no numothersock failcnt")
         self.assertLessEqual(after["numtcpsock"]["maxheld"], 40, after["numtcpsock"])
-        self.assertEqual(after["numothersock"]["maxheld"], before["numothersock"]["maxheld"],
-                         "frugal's non-TCP sockets are constant under a TLS flood")
+        # +1: the resolver's UDP socket (core/dns.c), opened for the first client's name lookup
+        # and closed when no query is left; one per DNS server, never one per session
+        self.assertLessEqual(after["numothersock"]["maxheld"], before["numothersock"]["maxheld"] + 1,
+                             "frugal's non-TCP sockets are constant under a TLS flood")
         # the sizing counts each session at its TLS cost (4 KiB + 32 KiB)
         self.assertEqual(limits_json(d)["smtpd_sessions"]["memory_each"], 4096 + 32768)
 

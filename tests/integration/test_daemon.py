@@ -171,11 +171,11 @@ class Commands(unittest.TestCase):
 
     def test_parameters_not_acted_on_are_named(self):
         self.write("myhostname = mx.example.test\nqueue_directory = %s/q\nalias_maps =\n"
-                   "recipient_delimiter = +\ndns_servers = 127.0.0.1:5353\ndefault_destination_recipient_limit = 10\n"
+                   "recipient_delimiter = +\npostscreen_dnsbl_sites = zen.example.test\ndefault_destination_recipient_limit = 10\n"
                    % self.dir)
         r = run_frugal("check", "-c", self.dir)
         self.assertEqual(r.returncode, 0, r.stderr)
-        for line, name in ((4, "recipient_delimiter"), (5, "dns_servers"), (6, "default_destination_recipient_limit")):
+        for line, name in ((4, "recipient_delimiter"), (5, "postscreen_dnsbl_sites"), (6, "default_destination_recipient_limit")):
             self.assertIn("warning: %s/frugal.conf:%d: %s is set, but this version of frugal does not act on it"
                           % (self.dir, line, name), r.stderr)
 
