@@ -78,6 +78,25 @@ void log_close(void)
 	out = NULL;
 	out_is_file = use_syslog = 0;
 }
+/* The short host name, as syslog writes it; read once (the file layout needs it on every line). */
+static const char *log_host(void)
+{
+	static char host[64];
+	static int done;
+
+	if (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
+		char h[256];
+		if (gethostname(h, sizeof h) < 0 || h[0] == '\0')
+			snprintf(h, sizeof h, "localhost");
+		h[sizeof h - 1] = '\0';
+		h[strcspn(h, ".")] = '\0';
+		h[sizeof host - 1] = '\0';
+		memcpy(host, h, strlen(h) + 1);
+		__atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+	}
+	return host;
+}
+
 
 void log_vmsg(int prio, const char *service, const char *prefix, const char *fmt, va_list ap)
 {
@@ -103,7 +122,8 @@ void log_vmsg(int prio, const char *service, const char *prefix, const char *fmt
 
 		localtime_r(&now, &tm);
 		strftime(ts, sizeof ts, "%b %e %H:%M:%S", &tm);
-		fprintf(f, "%s %s/%s[%ld]: %s\n", ts, prog, service, (long)getpid(), line);
+		/* syslog's layout, host included (as Postfix's maillog_file): pflogsumm and fail2ban read it */
+		fprintf(f, "%s %s %s/%s[%ld]: %s\n", ts, log_host(), prog, service, (long)getpid(), line);
 		fflush(f);
 	}
 }

@@ -157,23 +157,6 @@ static int cmd_delete(const char *qdir, const char *id)
 	return 0;
 }
 
-/* A domain as ETRN takes it: labels of letters, digits and '-', an optional leading '.' (subdomains too). */
-int queue_flush_domain_valid(const char *d)
-{
-	size_t n = strlen(d), i;
-
-	if (n == 0 || n > 253)
-		return 0;
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)d[i];
-		if (!(isalnum(ch) || ch == '-' || ch == '.'))
-			return 0;
-		if (ch == '.' && i > 0 && d[i - 1] == '.')
-			return 0;
-	}
-	return d[n - 1] != '.';
-}
-
 /*
  * The request goes through a file the daemon reads on SIGUSR1
  * ($queue_directory/status/flush: one line per request, "*" for

@@ -13,6 +13,7 @@
  */
 #include "queue/queue_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -136,4 +137,21 @@ int router_lookup(struct router *rt, const char *addr, const char *def_transport
 		out->nexthop[0] = '\0';
 	mem_free(v);
 	return 1;
+}
+
+/* A domain as ETRN takes it: labels of letters, digits and '-', an optional leading '.' (subdomains too). */
+int queue_flush_domain_valid(const char *d)
+{
+	size_t n = strlen(d), i;
+
+	if (n == 0 || n > 253)
+		return 0;
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)d[i];
+		if (!(isalnum(ch) || ch == '-' || ch == '.'))
+			return 0;
+		if (ch == '.' && i > 0 && d[i - 1] == '.')
+			return 0;
+	}
+	return d[n - 1] != '.';
 }

@@ -9,7 +9,9 @@ import email
 import email.policy
 import os
 import re
+import shutil
 import smtplib
+import subprocess
 import unittest
 
 from harness import Daemon, Raw, run_frugal, wait_for, SLOW
@@ -131,6 +133,37 @@ class Transports(Base):
         self.assertEqual(r.cmd("MAIL FROM:<alice@example.test>")[0], 250)
         self.assertEqual(r.cmd("ETRN held.test")[0], 503)        # not inside a transaction
         r.close()
+
+
+class Pflogsumm(Base):
+    """The log's lines as pflogsumm (Debian's) counts them: received, delivered, deferred,
+    bounced and rejected, from the daemon's own log (syslog's layout, host included)."""
+
+    def test_pflogsumm_counts(self):
+        if shutil.which("pflogsumm") is None:
+            self.skipTest("pflogsumm is not installed (contrib/deps.sh test installs it)")
+        ok = self.send("alice@example.test", ["bob@example.test"], "pf1")
+        bounced = self.send("alice@example.test", ["nobody@err.test"], "pf2")
+        held = self.send("alice@example.test", ["h@held.test"], "pf3")
+        with smtplib.SMTP("127.0.0.1", self.d.port, timeout=10 * SLOW) as s:
+            s.ehlo("client.example.org")
+            s.mail("alice@example.test")
+            self.assertEqual(s.rcpt("ghost@example.test")[0], 550)
+        self.d.wait_log("%s: removed" % ok)
+        self.d.wait_log("%s: sender non-delivery notification" % bounced)
+        self.d.wait_log("%s: to=<h@held.test>" % held)
+        self.mail_for("alice", "pf2")        # the report delivered too
+        log = os.path.join(self.d.dir, "stderr")
+        r = subprocess.run(["pflogsumm", "--syslog-name=frugal", log], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        totals = dict((m.group(2).strip(), int(m.group(1)))
+                      for m in re.finditer(r"(?m)^\s+(\d+)\s+(received|delivered|deferred|bounced|rejected)", r.stdout))
+        self.assertEqual(totals["received"], 3, r.stdout[:800])
+        self.assertEqual(totals["delivered"], 2, r.stdout[:800])   # bob, and the report to alice
+        self.assertEqual(totals["deferred"], 1, r.stdout[:800])
+        self.assertEqual(totals["bounced"], 1, r.stdout[:800])
+        self.assertEqual(totals["rejected"], 1, r.stdout[:800])
 
 
 class Notices(Base):
