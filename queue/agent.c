@@ -8,8 +8,9 @@
  *                    3.5: no fork per message)
  *   error            bounces each recipient with the next hop's text
  *   discard          reports each recipient delivered, writes nothing
- *   anything else    (smtp, relay, lmtp until the network clients exist, or
- *                    a transport_maps typo) defers: "mail transport unavailable"
+ *   smtp, relay,     the network clients (smtpc.c), on the loop
+ *   lmtp
+ *   anything else    (a transport_maps typo) defers: "mail transport unavailable"
  */
 #include "queue/queue_int.h"
 
@@ -160,8 +161,11 @@ static const struct agent agents[] = {
 	{ "virtual", 0, mailbox_deliver },
 	{ "error", 0, error_deliver },
 	{ "discard", 0, discard_deliver },
+	{ "smtp", 0, smtpc_deliver },
+	{ "relay", 0, smtpc_deliver },
+	{ "lmtp", 0, smtpc_deliver },
 };
-/* smtp, relay and lmtp come with the network clients; their mail waits (never returned by age) */
+/* a transport nobody implements (a typo in transport_maps): its mail waits, never returned by age */
 static const struct agent unavailable = { "unavailable", 1, unavailable_deliver };
 
 const struct agent *agent_find(const char *transport)

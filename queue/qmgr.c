@@ -1343,6 +1343,9 @@ static int make_jobs(struct qmgr *q, struct lmsg *d)
 				j->src.size = d->env.size;
 				j->src.sender = d->env.sender;
 				j->hop_limit = q->hop_limit;
+				j->dsn_ret = d->env.dsn_ret;
+				j->envid = d->env.envid;
+				j->env_rcpt = d->env.rcpt;
 				n = sp.rcpt_limit < cap ? sp.rcpt_limit : cap;
 				if ((j->t = mem_calloc((size_t)n, sizeof *j->t)) == NULL ||
 				    (j->rcpt = mem_calloc((size_t)n, sizeof *j->rcpt)) == NULL)
@@ -1505,6 +1508,7 @@ static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		q->st.jobs++;
 		q->st.targets += j->n;
 		j->dest = dest;
+		j->conf = q->c;
 		j->agent->deliver(j);
 	}
 }
@@ -1518,6 +1522,8 @@ void qmgr_free(struct qmgr *q)
 		return;
 	spool_set_announce(q->s, NULL, NULL);
 	q->stopping = 1;
+	/* network sessions could wait minutes for a peer: they end now, their mail deferred */
+	smtpc_stop_all();
 	/* what is loaded finishes (its jobs are on workers or on the loop) */
 	while (q->loaded > 0)
 		ev_run(q->loop, EVRUN_ONCE);

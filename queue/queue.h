@@ -165,6 +165,9 @@ int  qmgr_loaded(const struct qmgr *q); /* envelopes in memory (bounded) */
 int  qmgr_active(const struct qmgr *q); /* messages in memory (active + deferred) */
 void qmgr_set_delivery_limit(struct qmgr *q, int max_parallel); /* from limits/ */
 void qmgr_free(struct qmgr *q);        /* waits for deliveries in flight */
+/* The resolver the SMTP and LMTP clients use (MX, A, AAAA); NULL: none (their mail defers). */
+struct dns;
+void agent_set_dns(struct dns *d);
 
 /* ---- delivery helpers (PRODUCT.md 3.5) ----------------------------------- */
 /*

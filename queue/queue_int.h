@@ -316,6 +316,11 @@ struct agent_job {
 	char   dest_reason[256];
 	const char *relay;           /* the log's relay= ("local", "virtual", "none", a host) */
 	double t_start, t_done;
+	const struct conf *conf;     /* qmgr's current generation, valid during deliver() only */
+	/* the envelope's DSN facts, read-only (the network agents pass them on) */
+	int    dsn_ret;              /* DSN_RET_*, 0 absent */
+	const char *envid;           /* NULL absent */
+	const struct spool_rcpt *env_rcpt;  /* env_rcpt[rcpt[i]]: NOTIFY and ORCPT of target i */
 };
 
 struct agent {
@@ -324,6 +329,38 @@ struct agent {
 	void (*deliver)(struct agent_job *j);
 };
 const struct agent *agent_find(const char *transport);   /* an agent that does not exist: "unavailable" */
+
+/* ---- the SMTP and LMTP clients (smtpc.c) ---------------------------------- */
+
+/* smtp, relay and lmtp: sessions on the loop, no worker (DESIGN.md "The SMTP and LMTP clients") */
+void smtpc_deliver(struct agent_job *j);
+/* Shutdown: every session ends now, what it carried is deferred, done() runs for each job. */
+void smtpc_stop_all(void);
+
+/* The reply parser (smtp_reply.c): pure, bounded, fuzzed. */
+#define SMTP_EXT_PIPELINING 0x01
+#define SMTP_EXT_SIZE       0x02
+#define SMTP_EXT_8BITMIME   0x04
+#define SMTP_EXT_SMTPUTF8   0x08
+#define SMTP_EXT_DSN        0x10
+#define SMTP_EXT_STARTTLS   0x20
+#define SMTP_EXT_AUTH       0x40
+#define SMTP_EXT_CHUNKING   0x80
+#define SMTP_REPLY_TEXT     512
+struct smtp_reply {
+	int      code;          /* 250; 0 before the first line */
+	int      lines;
+	int      ehlo;          /* in: collect EHLO keywords from the lines after the first */
+	unsigned ext;           /* out: SMTP_EXT_* offered */
+	unsigned long long size;/* out: the SIZE limit offered, 0 none */
+	size_t   len;
+	char     text[SMTP_REPLY_TEXT]; /* the lines joined by a space, sanitized, truncated */
+};
+void smtp_reply_init(struct smtp_reply *r, int ehlo);
+/* One line without its CRLF: 1 the reply is complete, 0 more lines follow, -1 malformed. */
+int  smtp_reply_line(struct smtp_reply *r, const char *line, size_t n);
+/* The reply's enhanced status code ("5.1.1"), else "X.0.0" from the code. */
+void smtp_reply_dsn(const struct smtp_reply *r, char *dsn, size_t n);
 
 /* ---- delivery status notifications (bounce.c) -------------------------- */
 

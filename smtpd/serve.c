@@ -404,6 +404,7 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	/* the resolver: its sockets are opened per query, through the funnel (counted, not adopted) */
 	if ((server.dns = dns_new(server.loop, NULL, conf_str(c, "dns_servers", 0), err, sizeof err)) == NULL)
 		log_fatal("master", "%s", err);
+	agent_set_dns(server.dns);     /* the same handle for good: a reload changes its servers only */
 	if (in == NULL ? listen_open(&server, c) < 0 : listen_attach(&server, c, in->listen_fds, in->nlisten) < 0)
 		log_fatal("master", "cannot open the SMTP listeners");
 	helper_init(server.loop);
@@ -465,6 +466,7 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	helper_shutdown();
 	server_free_sessions(&server);
 	dovecot_free(server.dovecot);
+	agent_set_dns(NULL);
 	dns_free(server.dns);
 	server.dns = NULL;
 	limits_shutdown();

@@ -1,0 +1,1232 @@
+/*
+ * queue/smtpc.c: the SMTP and LMTP clients (Postfix's smtp(8)/lmtp(8)), one
+ * state machine per job on the loop, like a server session: the next hop is
+ * resolved through core/dns (MX, then A and AAAA per host), each address is
+ * tried in order until one holds a conversation, the envelope goes out
+ * (pipelined when offered), the message is streamed from the queue file
+ * (LF to CRLF, dot-stuffed, a bounded buffer refilled by pread), and every
+ * target gets its outcome from the peer's replies. Owns its sessions and
+ * their sockets (through core/fd: TCP as numtcpsock, LMTP's unix socket as
+ * numothersock); never blocks the loop, never holds the whole message.
+ *
+ * A session outlives its job only to say QUIT: done() runs as soon as every
+ * target is settled. Sessions are freed only at the top of a callback
+ * (reap), never inside the chain that ended them.
+ */
+#include "queue/queue_int.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "conf/conf.h"
+#include "core/dns.h"
+#include "core/fd.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "core/transport.h"
+
+#define SMTPC_HOSTS   16           /* MX hosts kept from one answer (Postfix keeps them all; 16 is plenty) */
+#define SMTPC_ADDRS   16           /* addresses of one host */
+#define SMTPC_IN      4096         /* reply bytes buffered: a line longer than this is malformed */
+#define SMTPC_OUT     (32 * 1024)  /* commands, or message data being sent */
+#define SMTPC_CHUNK   (8 * 1024)   /* queue file bytes read at once (at most 2x on the wire) */
+
+enum smtpc_state {
+	C_RESOLVE,     /* a DNS query is out */
+	C_CONNECT,     /* non-blocking connect in progress */
+	C_GREETING,
+	C_EHLO,        /* EHLO or LHLO sent */
+	C_HELO,
+	C_MAIL,        /* MAIL sent (and the RCPTs, when pipelining) */
+	C_RCPT,
+	C_DATA,
+	C_BODY,        /* streaming the message */
+	C_DOT,         /* end of data sent: one reply (SMTP) or one per accepted recipient (LMTP) */
+	C_QUIT,        /* job done; waiting for the replies still owed, then the 221 */
+	C_CLOSED,      /* to be reaped */
+};
+
+struct smtpc_host {
+	char name[DNS_NAME_MAX + 1];
+	int  pref;
+};
+
+struct smtpc_addr {
+	struct sockaddr_storage sa;
+	socklen_t len;
+	char text[INET6_ADDRSTRLEN];
+};
+
+struct smtpc {
+	struct smtpc *next, *prev;   /* live sessions (smtpc_stop_all) */
+	struct agent_job *j;         /* NULL once done() ran */
+	struct ev_loop *loop;
+	ev_io    io;
+	ev_timer tmr;
+	struct transport tr;         /* tr.fd -1 while not connected */
+	enum smtpc_state st;
+	int      lmtp;
+	int      port;
+	int      use_mx;
+	char     domain[DNS_NAME_MAX + 1];   /* what MX/A is asked for */
+	char     unix_path[sizeof ((struct sockaddr_un *)0)->sun_path];
+	struct dns_query *q;
+	int      qtype;
+	int      a_status, aaaa_status;      /* the current host's lookups */
+	struct smtpc_host hosts[SMTPC_HOSTS];
+	int      nhosts, hi;
+	struct smtpc_addr addrs[SMTPC_ADDRS];
+	int      naddrs, ai;
+	int      tried, addr_limit;
+	/* the conversation */
+	char     peer[400];                  /* "host[addr]" */
+	char     relay[420];                 /* "host[addr]:port", the log's relay= */
+	unsigned ext;
+	unsigned gen;                        /* connections so far: a reply parsed for an old one stops */
+	unsigned long long peer_size;
+	struct smtp_reply rep;
+	char     in[SMTPC_IN];
+	size_t   inlen;
+	char    *out;
+	size_t   outlen, outoff;
+	int      pipelined;
+	int      rcpt_sent, rcpt_i, naccepted, dot_i, owed;
+	char    *settled;                    /* per target: 0 open, 1 outcome set */
+	char    *accepted;                   /* per target: RCPT answered 2xx */
+	off_t    data_off;
+	int      bol, dot_added;
+	int      reached;                    /* some address held a conversation */
+	/* the last failure, for the targets if nothing better comes */
+	char     err[256];
+	char     err_dsn[8];
+	int      err_perm;
+	/* parameters, read once per job */
+	double   t_connect, t_helo, t_mail, t_rcpt, t_data_init, t_xfer, t_done, t_quit;
+	char     helo_name[256];
+	char     myhostname[256];
+};
+
+static struct dns *the_dns;
+static struct smtpc *live;
+
+void agent_set_dns(struct dns *d)
+{
+	the_dns = d;
+}
+
+static double now_f(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void tmr_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void next_address(struct smtpc *c);
+static void start_mail(struct smtpc *c);
+
+/* ---- life --------------------------------------------------------------------- */
+
+static void close_conn(struct smtpc *c)
+{
+	ev_io_stop(c->loop, &c->io);
+	ev_timer_stop(c->loop, &c->tmr);
+	if (c->tr.fd >= 0)
+		transport_close(&c->tr);
+	c->tr.fd = -1;
+	c->inlen = c->outlen = c->outoff = 0;
+	c->gen++;
+}
+
+static void reap(struct smtpc *c)
+{
+	if (c->st != C_CLOSED)
+		return;
+	close_conn(c);
+	if (c->q)
+		dns_cancel(c->q);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		live = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	mem_free(c->settled);
+	mem_free(c->accepted);
+	mem_free(c->out);
+	mem_free(c);
+}
+
+static void arm(struct smtpc *c, double secs)
+{
+	ev_timer_stop(c->loop, &c->tmr);
+	ev_timer_set(&c->tmr, secs > 0 ? secs : 1, 0);
+	ev_timer_start(c->loop, &c->tmr);
+}
+
+/* What the io watcher waits for: the connect, pending output, replies. */
+static void watch(struct smtpc *c)
+{
+	int ev = 0;
+
+	if (c->tr.fd < 0)
+		return;
+	if (c->st == C_CONNECT)
+		ev = EV_WRITE;
+	else {
+		if (c->outoff < c->outlen || c->st == C_BODY)
+			ev |= EV_WRITE;
+		if (c->st != C_BODY)
+			ev |= EV_READ;
+		if (c->tr.want == TRANSPORT_WANT_READ && (ev & EV_WRITE))
+			ev |= EV_READ;
+	}
+	if (ev_is_active(&c->io) && c->io.fd == c->tr.fd && (c->io.events & (EV_READ | EV_WRITE)) == ev)
+		return;
+	ev_io_stop(c->loop, &c->io);
+	ev_io_set(&c->io, c->tr.fd, ev);
+	ev_io_start(c->loop, &c->io);
+}
+
+/* ---- outcomes ---------------------------------------------------------------- */
+
+static void settle(struct smtpc *c, int i, char cls, const char *dsn, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* cls '2' sent, '4' deferred, '5' bounced */
+static void settle(struct smtpc *c, int i, char cls, const char *dsn, const char *fmt, ...)
+{
+	struct target *t = c->j->t[i];
+	va_list ap;
+
+	if (c->settled[i])
+		return;
+	c->settled[i] = 1;
+	va_start(ap, fmt);
+	vsnprintf(t->reason, sizeof t->reason, fmt, ap);
+	va_end(ap);
+	if (cls == '2') {
+		t->sent = 1;
+		snprintf(t->dsn, sizeof t->dsn, "2.0.0");
+		return;
+	}
+	t->kind = cls == '5' ? TGT_BOUNCE : TGT_DEFER;
+	snprintf(t->dsn, sizeof t->dsn, "%s", dsn);
+	if (t->dsn[0] != cls)      /* a 4.x.x inside a 5xx reply (or the other way) follows the code */
+		t->dsn[0] = cls;
+}
+
+static void settle_rest(struct smtpc *c, char cls, const char *dsn, const char *reason)
+{
+	int i;
+
+	for (i = 0; i < c->j->n; i++)
+		settle(c, i, cls, dsn, "%s", reason);
+}
+
+/* Every target settled: the job goes back to the scheduler; the session may still say QUIT. */
+static void finish(struct smtpc *c)
+{
+	struct agent_job *j = c->j;
+
+	if (j == NULL)
+		return;
+	settle_rest(c, c->err_perm ? '5' : '4', *c->err_dsn ? c->err_dsn : "4.4.1",
+	    *c->err ? c->err : "delivery interrupted");
+	j->t_done = now_f();
+	j->relay = *c->relay ? c->relay : "none";
+	c->j = NULL;
+	j->done(j);
+}
+
+static void set_err(struct smtpc *c, int perm, const char *dsn, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_err(struct smtpc *c, int perm, const char *dsn, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof c->err, fmt, ap);
+	va_end(ap);
+	snprintf(c->err_dsn, sizeof c->err_dsn, "%s", dsn);
+	c->err_perm = perm;
+}
+
+/* No address left: the job ends with the last failure; a destination failure unless a host talked. */
+static void give_up(struct smtpc *c)
+{
+	if (c->j && !c->reached && !c->err_perm) {
+		c->j->dest_failed = 1;
+		snprintf(c->j->dest_reason, sizeof c->j->dest_reason, "%s", c->err);
+	}
+	finish(c);
+	c->st = C_CLOSED;
+}
+
+/* ---- output ------------------------------------------------------------------ */
+
+static int out_printf(struct smtpc *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int out_printf(struct smtpc *c, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (c->outoff == c->outlen)
+		c->outoff = c->outlen = 0;
+	va_start(ap, fmt);
+	n = vsnprintf(c->out + c->outlen, SMTPC_OUT - c->outlen, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= SMTPC_OUT - c->outlen)
+		return -1;
+	c->outlen += (size_t)n;
+	return 0;
+}
+
+/* RFC 3461 4: xtext for ENVID and ORCPT */
+static int out_xtext(struct smtpc *c, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch < 33 || ch > 126 || ch == '+' || ch == '=') {
+			if (out_printf(c, "+%02X", ch) < 0)
+				return -1;
+		} else if (out_printf(c, "%c", ch) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The message, queue file LF to CRLF with dot-stuffing (RFC 5321 4.5.2), into free room. */
+static int fill_body(struct smtpc *c)
+{
+	struct agent_job *j = c->j;
+	unsigned char tmp[SMTPC_CHUNK];
+
+	if (c->outoff == c->outlen)
+		c->outoff = c->outlen = 0;
+	while (!c->dot_added && c->outlen + 2 * SMTPC_CHUNK + 8 <= SMTPC_OUT) {
+		off_t left = j->src.size - c->data_off;
+		ssize_t n, k;
+
+		if (left <= 0) {
+			if (!c->bol) {
+				memcpy(c->out + c->outlen, "\r\n", 2);
+				c->outlen += 2;
+			}
+			memcpy(c->out + c->outlen, ".\r\n", 3);
+			c->outlen += 3;
+			c->dot_added = 1;
+			break;
+		}
+		n = pread(j->src.fd, tmp, left < SMTPC_CHUNK ? (size_t)left : SMTPC_CHUNK, j->src.off + c->data_off);
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		for (k = 0; k < n; k++) {
+			if (c->bol && tmp[k] == '.')
+				c->out[c->outlen++] = '.';
+			if (tmp[k] == '\n') {
+				c->out[c->outlen++] = '\r';
+				c->bol = 1;
+			} else
+				c->bol = 0;
+			c->out[c->outlen++] = (char)tmp[k];
+		}
+		c->data_off += n;
+	}
+	return 0;
+}
+
+/* ---- failures of the conversation ---------------------------------------------- */
+
+static const char *doing(const struct smtpc *c)
+{
+	switch (c->st) {
+	case C_GREETING: return "receiving the initial server greeting";
+	case C_EHLO:     return c->lmtp ? "performing the LHLO handshake" : "performing the EHLO handshake";
+	case C_HELO:     return "performing the HELO handshake";
+	case C_MAIL:     return "sending MAIL FROM";
+	case C_RCPT:     return "sending RCPT TO";
+	case C_DATA:     return "sending DATA command";
+	case C_BODY:     return "sending message body";
+	case C_DOT:      return "sending end of data -- message may be sent more than once";
+	default:         return "talking";
+	}
+}
+
+/* The connection broke (lost, timed out, garbage): before MAIL try the next address, after it defer. */
+static void conv_failed(struct smtpc *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void conv_failed(struct smtpc *c, const char *fmt, ...)
+{
+	va_list ap;
+	char why[256];
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof why, fmt, ap);
+	va_end(ap);
+	if (c->st == C_QUIT || c->j == NULL) {
+		c->st = C_CLOSED;
+		return;
+	}
+	if (c->st <= C_HELO) {
+		log_info(c->j->route.transport, "%s: %s", c->j->queue_id, why);
+		set_err(c, 0, "4.4.2", "%s", why);
+		close_conn(c);
+		c->relay[0] = '\0';
+		c->ai++;
+		next_address(c);
+		return;
+	}
+	set_err(c, 0, "4.4.2", "%s", why);
+	finish(c);
+	c->st = C_CLOSED;
+}
+
+/* ---- replies ----------------------------------------------------------------- */
+
+static void quit(struct smtpc *c)
+{
+	finish(c);
+	if (c->tr.fd < 0 || out_printf(c, "QUIT\r\n") < 0) {
+		c->st = C_CLOSED;
+		return;
+	}
+	c->owed++;
+	c->st = C_QUIT;
+	arm(c, c->t_quit);
+}
+
+static void send_rcpt(struct smtpc *c, int i)
+{
+	struct agent_job *j = c->j;
+	const struct spool_rcpt *r = j->env_rcpt ? &j->env_rcpt[j->rcpt[i]] : NULL;
+	int rc = out_printf(c, "RCPT TO:<%s>", j->t[i]->addr);
+
+	if (c->lmtp == 0 && (c->ext & SMTP_EXT_DSN) && r) {
+		if (r->notify & DSN_NOTIFY_NEVER)
+			rc |= out_printf(c, " NOTIFY=NEVER");
+		else if (r->notify)
+			rc |= out_printf(c, " NOTIFY=%s%s%s%s%s",
+			    r->notify & DSN_NOTIFY_SUCCESS ? "SUCCESS" : "",
+			    (r->notify & DSN_NOTIFY_SUCCESS) && (r->notify & (DSN_NOTIFY_FAILURE | DSN_NOTIFY_DELAY)) ? "," : "",
+			    r->notify & DSN_NOTIFY_FAILURE ? "FAILURE" : "",
+			    (r->notify & DSN_NOTIFY_FAILURE) && (r->notify & DSN_NOTIFY_DELAY) ? "," : "",
+			    r->notify & DSN_NOTIFY_DELAY ? "DELAY" : "");
+		if (r->orcpt && strchr(r->orcpt, ';')) {
+			const char *semi = strchr(r->orcpt, ';');
+			rc |= out_printf(c, " ORCPT=%.*s;", (int)(semi - r->orcpt), r->orcpt);
+			rc |= out_xtext(c, semi + 1);
+		}
+	}
+	rc |= out_printf(c, "\r\n");
+	if (rc < 0)     /* the buffer holds 32 KiB: 50 recipients of 300 bytes do not fill it */
+		conv_failed(c, "local problem: command buffer full");
+	c->rcpt_sent++;
+}
+
+static int needs_utf8(const struct agent_job *j)
+{
+	const unsigned char *p;
+	int i;
+
+	for (p = (const unsigned char *)j->src.sender; p && *p; p++)
+		if (*p >= 0x80)
+			return 1;
+	for (i = 0; i < j->n; i++)
+		for (p = (const unsigned char *)j->t[i]->addr; *p; p++)
+			if (*p >= 0x80)
+				return 1;
+	return 0;
+}
+
+static void start_mail(struct smtpc *c)
+{
+	struct agent_job *j = c->j;
+	int rc, i, utf8 = needs_utf8(j);
+
+	if ((c->ext & SMTP_EXT_SIZE) && c->peer_size > 0 && (unsigned long long)j->src.size > c->peer_size) {
+		/* Postfix's words (smtp_proto.c); a permanent failure, before any envelope goes out */
+		settle_rest(c, '5', "5.3.4", "");
+		for (i = 0; i < j->n; i++)
+			snprintf(j->t[i]->reason, sizeof j->t[i]->reason,
+			    "message size %lld exceeds size limit %llu of server %.150s",
+			    (long long)j->src.size, c->peer_size, c->peer);
+		quit(c);
+		return;
+	}
+	if (utf8 && !(c->ext & SMTP_EXT_SMTPUTF8)) {
+		for (i = 0; i < j->n; i++)
+			settle(c, i, '5', "5.6.7", "SMTPUTF8 is required, but was not offered by host %s", c->peer);
+		quit(c);
+		return;
+	}
+	/*
+	 * TODO(8BITMIME): a peer without 8BITMIME should get 8-bit mail converted to
+	 * quoted-printable (Postfix's smtp_mime... conversion). Not done: the body goes
+	 * as it is, undeclared. Hook: here, before MAIL, and in fill_body().
+	 */
+	rc = out_printf(c, "MAIL FROM:<%s>", j->src.sender ? j->src.sender : "");
+	if (c->ext & SMTP_EXT_SIZE)
+		rc |= out_printf(c, " SIZE=%lld", (long long)j->src.size);
+	if (c->ext & SMTP_EXT_8BITMIME)
+		rc |= out_printf(c, " BODY=8BITMIME");
+	if (utf8)
+		rc |= out_printf(c, " SMTPUTF8");
+	if (!c->lmtp && (c->ext & SMTP_EXT_DSN)) {
+		if (j->dsn_ret)
+			rc |= out_printf(c, " RET=%s", j->dsn_ret == DSN_RET_FULL ? "FULL" : "HDRS");
+		if (j->envid) {
+			rc |= out_printf(c, " ENVID=");
+			rc |= out_xtext(c, j->envid);
+		}
+	}
+	rc |= out_printf(c, "\r\n");
+	if (rc < 0) {
+		conv_failed(c, "local problem: command buffer full");
+		return;
+	}
+	c->st = C_MAIL;
+	c->pipelined = (c->ext & SMTP_EXT_PIPELINING) != 0;
+	if (c->pipelined)   /* RFC 2920: MAIL and every RCPT in one write; DATA once they are answered */
+		for (i = 0; i < j->n && c->st == C_MAIL; i++)
+			send_rcpt(c, i);
+	arm(c, c->t_mail);
+}
+
+static void begin_data(struct smtpc *c)
+{
+	if (c->naccepted == 0) {
+		quit(c);
+		return;
+	}
+	(void)out_printf(c, "DATA\r\n");
+	c->st = C_DATA;
+	arm(c, c->t_data_init);
+}
+
+static void reply_text_settle(struct smtpc *c, int i, const char *cmd)
+{
+	char dsn[8];
+
+	smtp_reply_dsn(&c->rep, dsn, sizeof dsn);
+	if (c->rep.code / 100 == 2)
+		settle(c, i, '2', dsn, "%s", c->rep.text);
+	else
+		settle(c, i, c->rep.code / 100 == 5 ? '5' : '4', dsn, "host %s said: %s (in reply to %s command)",
+		    c->peer, c->rep.text, cmd);
+}
+
+static void handle_reply(struct smtpc *c)
+{
+	struct agent_job *j = c->j;
+	int cls = c->rep.code / 100, i;
+	char dsn[8];
+
+	if (c->st == C_QUIT) {
+		if (--c->owed <= 0)
+			c->st = C_CLOSED;
+		return;
+	}
+	smtp_reply_dsn(&c->rep, dsn, sizeof dsn);
+	switch (c->st) {
+	case C_GREETING:
+		if (cls != 2) {
+			/* Postfix: the next MX is tried after a 4xx or 5xx greeting */
+			set_err(c, 0, dsn, "host %s refused to talk to me: %s", c->peer, c->rep.text);
+			log_info(j->route.transport, "%s: %s", j->queue_id, c->err);
+			close_conn(c);
+			c->relay[0] = '\0';
+			c->ai++;
+			next_address(c);
+			return;
+		}
+		(void)out_printf(c, "%s %s\r\n", c->lmtp ? "LHLO" : "EHLO", c->helo_name);
+		c->st = C_EHLO;
+		smtp_reply_init(&c->rep, 1);
+		arm(c, c->t_helo);
+		return;
+	case C_EHLO:
+		if (cls == 2) {
+			c->ext = c->rep.ext;
+			c->peer_size = c->rep.size;
+			c->reached = 1;
+			start_mail(c);
+			return;
+		}
+		if (!c->lmtp) {
+			(void)out_printf(c, "HELO %s\r\n", c->helo_name);
+			c->st = C_HELO;
+			arm(c, c->t_helo);
+			return;
+		}
+		/* LMTP has no HELO */
+		/* fall through */
+	case C_HELO:
+		if (cls == 2) {
+			c->ext = 0;
+			c->reached = 1;
+			start_mail(c);
+			return;
+		}
+		set_err(c, 0, dsn, "host %s refused to talk to me: %s (in reply to %s command)", c->peer, c->rep.text,
+		    c->st == C_HELO ? "HELO" : c->lmtp ? "LHLO" : "EHLO");
+		log_info(j->route.transport, "%s: %s", j->queue_id, c->err);
+		close_conn(c);
+		c->relay[0] = '\0';
+		c->ai++;
+		next_address(c);
+		return;
+	case C_MAIL:
+		if (cls != 2) {
+			for (i = 0; i < j->n; i++)
+				reply_text_settle(c, i, "MAIL FROM");
+			/* the pipelined RCPTs are still owed their replies */
+			c->owed = c->rcpt_sent;
+			quit(c);
+			return;
+		}
+		c->st = C_RCPT;
+		arm(c, c->t_rcpt);
+		if (!c->pipelined)
+			send_rcpt(c, 0);
+		return;
+	case C_RCPT:
+		i = c->rcpt_i++;
+		if (cls == 2) {
+			c->accepted[i] = 1;
+			c->naccepted++;
+		} else
+			reply_text_settle(c, i, "RCPT TO");
+		if (c->rcpt_i >= j->n) {
+			begin_data(c);
+			return;
+		}
+		if (!c->pipelined)
+			send_rcpt(c, c->rcpt_i);
+		arm(c, c->t_rcpt);
+		return;
+	case C_DATA:
+		if (cls != 3) {
+			for (i = 0; i < j->n; i++)
+				if (c->accepted[i])
+					reply_text_settle(c, i, "DATA");
+			quit(c);
+			return;
+		}
+		c->st = C_BODY;
+		c->data_off = 0;
+		c->bol = 1;
+		arm(c, c->t_xfer);
+		return;
+	case C_DOT:
+		if (!c->lmtp) {
+			for (i = 0; i < j->n; i++)
+				if (c->accepted[i])
+					reply_text_settle(c, i, "end of DATA");
+			quit(c);
+			return;
+		}
+		/* RFC 2033 4.2: one reply per accepted recipient, in RCPT order */
+		while (c->dot_i < j->n && !c->accepted[c->dot_i])
+			c->dot_i++;
+		if (c->dot_i < j->n)
+			reply_text_settle(c, c->dot_i++, "end of DATA");
+		while (c->dot_i < j->n && !c->accepted[c->dot_i])
+			c->dot_i++;
+		if (c->dot_i >= j->n)
+			quit(c);
+		return;
+	default:
+		conv_failed(c, "unexpected reply from %s: %s", c->peer, c->rep.text);
+		return;
+	}
+}
+
+/* Replies in the input buffer, line by line; several may wait (pipelining). */
+static void parse_input(struct smtpc *c)
+{
+	size_t start = 0, k;
+	unsigned gen = c->gen;
+
+	while (c->st != C_CLOSED && c->gen == gen) {
+		char *nl = memchr(c->in + start, '\n', c->inlen - start);
+		int rc;
+
+		if (nl == NULL)
+			break;
+		k = (size_t)(nl - (c->in + start));
+		if (k > 0 && c->in[start + k - 1] == '\r')
+			k--;
+		rc = smtp_reply_line(&c->rep, c->in + start, k);
+		start = (size_t)(nl - c->in) + 1;
+		if (rc < 0) {
+			conv_failed(c, "malformed reply from %s while %s", c->peer, doing(c));
+			return;
+		}
+		if (rc == 1) {
+			handle_reply(c);
+			smtp_reply_init(&c->rep, c->st == C_EHLO);
+		}
+	}
+	if (c->gen != gen || c->st == C_CLOSED)
+		return;
+	memmove(c->in, c->in + start, c->inlen - start);
+	c->inlen -= start;
+	if (c->inlen == sizeof c->in)
+		conv_failed(c, "malformed reply from %s: line too long while %s", c->peer, doing(c));
+}
+
+/* ---- the socket ----------------------------------------------------------------- */
+
+static void do_write(struct smtpc *c)
+{
+	while (c->tr.fd >= 0) {
+		ssize_t n;
+
+		if (c->st == C_BODY && c->outoff == c->outlen && c->dot_added) {
+			c->st = C_DOT;
+			c->dot_i = 0;
+			arm(c, c->t_done);
+			return;
+		}
+		if (c->st == C_BODY && fill_body(c) < 0) {
+			/* never finish the message: the peer discards what it got without its dot */
+			set_err(c, 0, "4.3.0", "cannot read queue file: %s", strerror(errno));
+			log_warning(c->j->route.transport, "%s: %s", c->j->queue_id, c->err);
+			finish(c);
+			c->st = C_CLOSED;
+			return;
+		}
+		if (c->outoff == c->outlen)
+			return;
+		n = transport_write(&c->tr, c->out + c->outoff, c->outlen - c->outoff);
+		if (n < 0) {
+			if (errno == EAGAIN)
+				return;
+			conv_failed(c, "lost connection with %s while %s", c->peer, doing(c));
+			return;
+		}
+		c->outoff += (size_t)n;
+		if (c->st == C_BODY)
+			arm(c, c->t_xfer);   /* smtp_data_xfer_timeout: per write that progressed */
+	}
+}
+
+static void do_read(struct smtpc *c)
+{
+	ssize_t n = transport_read(&c->tr, c->in + c->inlen, sizeof c->in - c->inlen);
+
+	if (n < 0 && errno == EAGAIN)
+		return;
+	if (n <= 0) {
+		if (c->st == C_QUIT) {
+			c->st = C_CLOSED;
+			return;
+		}
+		conv_failed(c, "lost connection with %s while %s", c->peer, doing(c));
+		return;
+	}
+	c->inlen += (size_t)n;
+	parse_input(c);
+}
+
+static void connected(struct smtpc *c)
+{
+	int one = 1;
+	const struct smtpc_addr *a = &c->addrs[c->ai];
+
+	if (a->sa.ss_family != AF_UNIX)
+		(void)setsockopt(c->tr.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (a->sa.ss_family == AF_UNIX)
+		snprintf(c->relay, sizeof c->relay, "%s", c->peer);
+	else
+		snprintf(c->relay, sizeof c->relay, "%s:%d", c->peer, c->port);
+	c->st = C_GREETING;
+	smtp_reply_init(&c->rep, 0);
+	arm(c, c->t_helo);
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct smtpc *c = (struct smtpc *)((char *)w - offsetof(struct smtpc, io));
+
+	if (c->st == C_CONNECT) {
+		int err = 0;
+		socklen_t len = sizeof err;
+
+		if (getsockopt(c->tr.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err) {
+			char why[600];
+			snprintf(why, sizeof why, "connect to %s:%d: %s", c->peer, c->port, strerror(err));
+			if (c->addrs[c->ai].sa.ss_family == AF_UNIX)
+				snprintf(why, sizeof why, "connect to %s: %s", c->unix_path, strerror(err));
+			log_info(c->j->route.transport, "%s: %s", c->j->queue_id, why);
+			set_err(c, 0, "4.4.1", "%s", why);
+			close_conn(c);
+			c->ai++;
+			next_address(c);
+		} else
+			connected(c);
+	} else {
+		if (revents & EV_READ)
+			do_read(c);
+		if (c->st != C_CLOSED && c->tr.fd >= 0 && (revents & EV_WRITE))
+			do_write(c);
+	}
+	if (c->st != C_CLOSED && c->tr.fd >= 0) {
+		do_write(c);
+		if (c->st != C_CLOSED && c->tr.fd >= 0)
+			watch(c);
+	}
+	reap(c);
+}
+
+static void tmr_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct smtpc *c = (struct smtpc *)((char *)w - offsetof(struct smtpc, tmr));
+
+	if (c->st == C_CONNECT) {
+		char why[600];
+		snprintf(why, sizeof why, "connect to %s:%d: Connection timed out", c->peer, c->port);
+		log_info(c->j->route.transport, "%s: %s", c->j->queue_id, why);
+		set_err(c, 0, "4.4.1", "%s", why);
+		close_conn(c);
+		c->ai++;
+		next_address(c);
+	} else if (c->st == C_QUIT)
+		c->st = C_CLOSED;
+	else
+		conv_failed(c, "conversation with %s timed out while %s", c->peer, doing(c));
+	if (c->st != C_CLOSED && c->tr.fd >= 0) {
+		do_write(c);
+		if (c->st != C_CLOSED && c->tr.fd >= 0)
+			watch(c);
+	}
+	reap(c);
+}
+
+/* Try addrs[ai]: 0 started (or failed over to the next), -1 local resource failure (job finished). */
+static void try_connect(struct smtpc *c)
+{
+	const struct smtpc_addr *a = &c->addrs[c->ai];
+	int fd, e;
+
+	c->tried++;
+	if (a->sa.ss_family == AF_UNIX)
+		snprintf(c->peer, sizeof c->peer, "%s[%s]", c->myhostname, c->unix_path);
+	else
+		snprintf(c->peer, sizeof c->peer, "%s[%s]", c->hosts[c->hi].name, a->text);
+	fd = fd_socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		e = errno;
+		/* our shortage, not the destination's: the batch waits (no slow-start penalty) */
+		log_warning(c->j->route.transport, "%s: cannot make a %s socket for %s: %s: delivery deferred",
+		    c->j->queue_id, a->sa.ss_family == AF_UNIX ? "unix (numothersock)" : "TCP (numtcpsock)",
+		    c->peer, strerror(e));
+		set_err(c, 0, "4.3.0", "local resource shortage: socket: %s", strerror(e));
+		finish(c);
+		c->st = C_CLOSED;
+		return;
+	}
+	transport_init(&c->tr, fd);
+	if (connect(fd, (const struct sockaddr *)&a->sa, a->len) < 0 && errno != EINPROGRESS) {
+		e = errno;
+		if (e == ENOMEM || e == ENOBUFS || e == EMFILE || e == ENFILE || e == EAGAIN) {
+			log_warning(c->j->route.transport, "%s: connect to %s: %s: delivery deferred",
+			    c->j->queue_id, c->peer, strerror(e));
+			set_err(c, 0, "4.3.0", "local resource shortage: connect: %s", strerror(e));
+			close_conn(c);
+			finish(c);
+			c->st = C_CLOSED;
+			return;
+		}
+		if (a->sa.ss_family == AF_UNIX)
+			set_err(c, 0, "4.4.1", "connect to %s: %s", c->unix_path, strerror(e));
+		else
+			set_err(c, 0, "4.4.1", "connect to %s:%d: %s", c->peer, c->port, strerror(e));
+		log_info(c->j->route.transport, "%s: %s", c->j->queue_id, c->err);
+		close_conn(c);
+		c->ai++;
+		next_address(c);
+		return;
+	}
+	c->st = C_CONNECT;
+	arm(c, c->t_connect);
+	watch(c);
+}
+
+/* ---- resolving ------------------------------------------------------------------- */
+
+static void lookup(struct smtpc *c, const char *name, enum dns_type t);
+
+static int add_literal(struct smtpc *c, const char *text)
+{
+	struct smtpc_addr *a = &c->addrs[0];
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&a->sa;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->sa;
+
+	memset(a, 0, sizeof *a);
+	if (strncasecmp(text, "ipv6:", 5) == 0)
+		text += 5;
+	if (inet_pton(AF_INET, text, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)c->port);
+		a->len = sizeof *s4;
+	} else if (inet_pton(AF_INET6, text, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)c->port);
+		a->len = sizeof *s6;
+	} else
+		return -1;
+	inet_ntop(a->sa.ss_family, a->sa.ss_family == AF_INET ? (void *)&s4->sin_addr : (void *)&s6->sin6_addr,
+	    a->text, sizeof a->text);
+	c->naddrs = 1;
+	c->ai = 0;
+	return 0;
+}
+
+/* The next host of the list: its addresses, A then AAAA. */
+static void next_host(struct smtpc *c)
+{
+	c->naddrs = c->ai = 0;
+	if (c->hi >= c->nhosts || c->tried >= c->addr_limit) {
+		give_up(c);
+		return;
+	}
+	if (add_literal(c, c->hosts[c->hi].name) == 0) {
+		next_address(c);
+		return;
+	}
+	c->a_status = c->aaaa_status = -1;
+	lookup(c, c->hosts[c->hi].name, DNS_A);
+}
+
+static void next_address(struct smtpc *c)
+{
+	if (c->j == NULL) {
+		c->st = C_CLOSED;
+		return;
+	}
+	if (c->ai < c->naddrs && c->tried < c->addr_limit) {
+		try_connect(c);
+		return;
+	}
+	c->hi++;
+	next_host(c);
+}
+
+static void add_addrs(struct smtpc *c, const struct dns_answer *a)
+{
+	int i;
+
+	for (i = 0; i < a->n && c->naddrs < SMTPC_ADDRS; i++) {
+		struct smtpc_addr *x = &c->addrs[c->naddrs];
+		memset(x, 0, sizeof *x);
+		if (a->rr[i].family == AF_INET) {
+			struct sockaddr_in *s = (struct sockaddr_in *)&x->sa;
+			s->sin_family = AF_INET;
+			s->sin_port = htons((uint16_t)c->port);
+			memcpy(&s->sin_addr, a->rr[i].addr, 4);
+			x->len = sizeof *s;
+		} else if (a->rr[i].family == AF_INET6) {
+			struct sockaddr_in6 *s = (struct sockaddr_in6 *)&x->sa;
+			s->sin6_family = AF_INET6;
+			s->sin6_port = htons((uint16_t)c->port);
+			memcpy(&s->sin6_addr, a->rr[i].addr, 16);
+			x->len = sizeof *s;
+		} else
+			continue;
+		inet_ntop(a->rr[i].family, a->rr[i].addr, x->text, sizeof x->text);
+		c->naddrs++;
+	}
+}
+
+static int mx_cmp(const void *x, const void *y)
+{
+	const struct smtpc_host *a = x, *b = y;
+	return a->pref < b->pref ? -1 : a->pref > b->pref;
+}
+
+static void mx_answer(struct smtpc *c, const struct dns_answer *a)
+{
+	int i, k;
+
+	if (a->status == DNS_NXDOMAIN) {
+		set_err(c, 1, "5.4.4", "Host or domain name not found. Name service error for name=%s type=MX: "
+		    "Host not found", c->domain);
+		give_up(c);
+		return;
+	}
+	if (a->status == DNS_TEMPFAIL) {
+		set_err(c, 0, "4.4.3", "Host or domain name not found. Name service error for name=%s type=MX: "
+		    "Host not found, try again", c->domain);
+		give_up(c);
+		return;
+	}
+	c->nhosts = c->hi = 0;
+	if (a->status == DNS_FOUND) {
+		/* RFC 7505: a single MX whose exchange is the root: the domain takes no mail */
+		if (a->n == 1 && (a->rr[0].text[0] == '\0' || strcmp(a->rr[0].text, ".") == 0)) {
+			set_err(c, 1, "5.1.10", "Domain %s does not accept mail (nullMX)", c->domain);
+			give_up(c);
+			return;
+		}
+		for (i = 0; i < a->n && c->nhosts < SMTPC_HOSTS; i++) {
+			if (a->rr[i].text[0] == '\0' || strlen(a->rr[i].text) > DNS_NAME_MAX)
+				continue;
+			snprintf(c->hosts[c->nhosts].name, sizeof c->hosts[0].name, "%s", a->rr[i].text);
+			c->hosts[c->nhosts].pref = a->rr[i].pref;
+			c->nhosts++;
+		}
+		qsort(c->hosts, (size_t)c->nhosts, sizeof c->hosts[0], mx_cmp);
+		/* equal preferences in random order (RFC 5321 5.1), so load spreads */
+		for (i = 0; i < c->nhosts; i = k) {
+			int m;
+			for (k = i + 1; k < c->nhosts && c->hosts[k].pref == c->hosts[i].pref; k++)
+				;
+			for (m = k - 1; m > i; m--) {
+				int r = i + (int)(random() % (m - i + 1));
+				struct smtpc_host tmp = c->hosts[m];
+				c->hosts[m] = c->hosts[r];
+				c->hosts[r] = tmp;
+			}
+		}
+	}
+	if (c->nhosts == 0) {
+		/* no MX: the domain itself, RFC 5321 5.1 (implicit MX) */
+		snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", c->domain);
+		c->nhosts = 1;
+	}
+	next_host(c);
+}
+
+static void dns_cb_fn(void *arg, const struct dns_answer *a)
+{
+	struct smtpc *c = arg;
+
+	c->q = NULL;
+	if (c->j == NULL) {
+		c->st = C_CLOSED;
+		reap(c);
+		return;
+	}
+	if (c->qtype == DNS_MX)
+		mx_answer(c, a);
+	else if (c->qtype == DNS_A) {
+		c->a_status = a->status;
+		if (a->status == DNS_FOUND)
+			add_addrs(c, a);
+		lookup(c, c->hosts[c->hi].name, DNS_AAAA);
+	} else {
+		c->aaaa_status = a->status;
+		if (a->status == DNS_FOUND)
+			add_addrs(c, a);
+		if (c->naddrs == 0) {
+			int temp = c->a_status == DNS_TEMPFAIL || c->aaaa_status == DNS_TEMPFAIL;
+			/*
+			 * A name without addresses is final only when it is the destination itself
+			 * ([host], or the implicit MX); an MX host without one defers, and an earlier
+			 * host's connection error stays the reason (it says more).
+			 */
+			int self = !c->use_mx || (c->nhosts == 1 && strcasecmp(c->hosts[0].name, c->domain) == 0);
+			int perm = !temp && self && c->tried == 0;
+
+			if (perm || !*c->err)
+				set_err(c, perm, perm ? "5.4.4" : "4.4.3", "Host or domain name not found. "
+				    "Name service error for name=%s type=A: Host not found%s",
+				    c->hosts[c->hi].name, temp ? ", try again" : "");
+		}
+		c->ai = 0;
+		next_address(c);
+	}
+	reap(c);
+}
+
+static void lookup(struct smtpc *c, const char *name, enum dns_type t)
+{
+	c->st = C_RESOLVE;
+	c->qtype = t;
+	if (the_dns == NULL || (c->q = dns_lookup(the_dns, name, t, dns_cb_fn, c)) == NULL) {
+		set_err(c, 0, "4.4.3", "Host or domain name not found. Name service error for name=%s type=%s: "
+		    "Host not found, try again", name, t == DNS_MX ? "MX" : t == DNS_A ? "A" : "AAAA");
+		give_up(c);
+	}
+}
+
+/* ---- the agent ---------------------------------------------------------------------- */
+
+static int parse_port(const char *s, int *port)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (*s == '\0' || *end != '\0' || v <= 0 || v > 65535)
+		return -1;
+	*port = (int)v;
+	return 0;
+}
+
+/*
+ * The next hop, Postfix's forms: smtp/relay "domain", "domain:port" (MX
+ * lookup), "[host]", "[host]:port" (no MX); lmtp "unix:/path",
+ * "inet:host:port", "inet:[host]:port" (never MX). 0, or -1 (bad syntax).
+ */
+static int parse_nexthop(struct smtpc *c, const char *hop)
+{
+	const char *p = hop, *colon;
+	size_t n;
+
+	c->port = c->lmtp ? 24 : 25;
+	c->use_mx = !c->lmtp;
+	if (c->lmtp) {
+		if (strncasecmp(p, "unix:", 5) == 0) {
+			struct sockaddr_un *u = (struct sockaddr_un *)&c->addrs[0].sa;
+			p += 5;
+			if (*p == '\0' || strlen(p) >= sizeof u->sun_path)
+				return -1;
+			snprintf(c->unix_path, sizeof c->unix_path, "%s", p);
+			u->sun_family = AF_UNIX;
+			memcpy(u->sun_path, p, strlen(p) + 1);
+			c->addrs[0].len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(p) + 1);
+			snprintf(c->addrs[0].text, sizeof c->addrs[0].text, "unix");
+			return 0;
+		}
+		if (strncasecmp(p, "inet:", 5) == 0)
+			p += 5;
+	}
+	if (*p == '[') {
+		const char *close = strchr(p, ']');
+		if (close == NULL || close == p + 1 || (size_t)(close - p - 1) > DNS_NAME_MAX)
+			return -1;
+		n = (size_t)(close - p - 1);
+		memcpy(c->domain, p + 1, n);
+		c->domain[n] = '\0';
+		c->use_mx = 0;
+		p = close + 1;
+		if (*p == ':' && parse_port(p + 1, &c->port) < 0)
+			return -1;
+		if (*p != ':' && *p != '\0')
+			return -1;
+		return 0;
+	}
+	colon = strrchr(p, ':');
+	n = colon ? (size_t)(colon - p) : strlen(p);
+	if (n == 0 || n > DNS_NAME_MAX)
+		return -1;
+	memcpy(c->domain, p, n);
+	c->domain[n] = '\0';
+	if (colon && parse_port(colon + 1, &c->port) < 0)
+		return -1;
+	return 0;
+}
+
+static double tparam(const struct conf *cf, const char *name, double def)
+{
+	long long v = cf ? conf_time(cf, name, 0) : -1;
+	return v > 0 ? (double)v : def;
+}
+
+void smtpc_deliver(struct agent_job *j)
+{
+	struct smtpc *c;
+	const struct conf *cf = j->conf;
+	const char *v;
+	int i;
+
+	j->t_start = now_f();
+	j->relay = "none";
+	if ((c = mem_calloc(1, sizeof *c)) == NULL || (c->out = mem_alloc(SMTPC_OUT)) == NULL ||
+	    (c->settled = mem_calloc((size_t)j->n, 1)) == NULL || (c->accepted = mem_calloc((size_t)j->n, 1)) == NULL) {
+		if (c) {
+			mem_free(c->out);
+			mem_free(c->settled);
+			mem_free(c);
+		}
+		log_warning(j->route.transport, "%s: out of memory: delivery deferred", j->queue_id);
+		for (i = 0; i < j->n; i++) {
+			j->t[i]->kind = TGT_DEFER;
+			snprintf(j->t[i]->dsn, sizeof j->t[i]->dsn, "4.3.0");
+			snprintf(j->t[i]->reason, sizeof j->t[i]->reason, "local resource shortage: out of memory");
+		}
+		j->t_done = now_f();
+		j->done(j);
+		return;
+	}
+	c->j = j;
+	c->loop = EV_DEFAULT;
+	c->tr.fd = -1;
+	c->lmtp = strcasecmp(j->route.transport, "lmtp") == 0;
+	ev_init(&c->io, io_cb);
+	ev_init(&c->tmr, tmr_cb);
+	if ((c->next = live) != NULL)
+		live->prev = c;
+	live = c;
+	c->t_connect = tparam(cf, "smtp_connect_timeout", 30);
+	c->t_helo = tparam(cf, "smtp_helo_timeout", 300);
+	c->t_mail = tparam(cf, "smtp_mail_timeout", 300);
+	c->t_rcpt = tparam(cf, "smtp_rcpt_timeout", 300);
+	c->t_data_init = tparam(cf, "smtp_data_init_timeout", 120);
+	c->t_xfer = tparam(cf, "smtp_data_xfer_timeout", 180);
+	c->t_done = tparam(cf, "smtp_data_done_timeout", 600);
+	c->t_quit = tparam(cf, "smtp_quit_timeout", 300);
+	c->addr_limit = cf ? (int)conf_int(cf, "smtp_mx_address_limit", 0) : 5;
+	if (c->addr_limit <= 0)
+		c->addr_limit = 1 << 30;   /* Postfix: 0 is no limit */
+	v = cf ? conf_str(cf, "myhostname", 0) : "localhost";
+	snprintf(c->myhostname, sizeof c->myhostname, "%s", v && *v ? v : "localhost");
+	v = cf ? conf_str(cf, "smtp_helo_name", 0) : NULL;
+	snprintf(c->helo_name, sizeof c->helo_name, "%s", v && *v ? v : c->myhostname);
+
+	if (parse_nexthop(c, j->route.nexthop) < 0) {
+		set_err(c, 0, "4.3.5", "bad next-hop destination \"%s\" for transport %s", j->route.nexthop,
+		    j->route.transport);
+		log_warning(j->route.transport, "%s: %s", j->queue_id, c->err);
+		finish(c);
+		c->st = C_CLOSED;
+	} else if (c->unix_path[0]) {
+		c->naddrs = 1;
+		c->nhosts = 1;
+		snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", c->myhostname);
+		next_address(c);
+	} else if (c->use_mx && add_literal(c, c->domain) < 0) {
+		lookup(c, c->domain, DNS_MX);
+	} else {
+		snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", c->domain);
+		c->nhosts = 1;
+		c->hi = 0;
+		next_host(c);
+	}
+	reap(c);
+}
+
+void smtpc_stop_all(void)
+{
+	struct smtpc *c;
+
+	while ((c = live) != NULL) {
+		if (c->j)
+			set_err(c, 0, "4.3.0", "delivery interrupted by shutdown%s%s", *c->peer ? ": " : "", c->peer);
+		finish(c);
+		c->st = C_CLOSED;
+		reap(c);
+	}
+}

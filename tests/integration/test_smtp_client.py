@@ -1,0 +1,346 @@
+"""tests/integration/test_smtp_client.py: the SMTP and LMTP client agents
+(queue/smtpc.c) against real peers on loopback: Postfix's smtp-sink, and a
+small Python SMTP/LMTP sink written here where a test needs per-recipient
+answers or a connection cut mid-DATA (smtp-sink answers every RCPT alike).
+Names come from the test's own DNS server (dnsserver.py): MX order and
+fallback (refused, silent), null MX, [host]:port through transport_maps,
+relayhost, 4xx then success on retry, 5xx for one recipient, a drop
+mid-DATA, LMTP over a unix socket with per-recipient replies. Every message
+is counted at its sink: it arrives exactly once.
+"""
+import email
+import glob
+import os
+import re
+import shutil
+import smtplib
+import socket
+import socketserver
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+from dnsserver import DNSServer
+from harness import Daemon, wait_for, free_port, SLOW
+
+SINK = "/usr/sbin/smtp-sink"
+
+RECORDS = {
+    # mx.test: two MX hosts; the preferred one refuses (nothing listens on 127.0.0.2)
+    "mx.test": [("MX", (10, "mx1.mx.test")), ("MX", (20, "mx2.mx.test"))],
+    "mx1.mx.test": [("A", "127.0.0.2")],
+    "mx2.mx.test": [("A", "127.0.0.3")],
+    # silent.test: the preferred host accepts the connection and never speaks
+    "silent.test": [("MX", (10, "mx1.silent.test")), ("MX", (20, "mx2.silent.test"))],
+    "mx1.silent.test": [("A", "127.0.0.4")],
+    "mx2.silent.test": [("A", "127.0.0.5")],
+    # RFC 7505
+    "nullmx.test": [("MX", (0, ""))],
+}
+
+
+class PySink:
+    """A small threaded SMTP/LMTP server: per-recipient replies, optional cut in DATA."""
+
+    def __init__(self, addr, lmtp=False, rcpt_reply=None, drop_in_data=False):
+        self.lmtp = lmtp
+        self.rcpt_reply = rcpt_reply or {}
+        self.drop_in_data = drop_in_data
+        self.messages = []          # (mail_from, [rcpts], data) of every message answered 250
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                sink.session(self.rfile, self.wfile)
+
+        if isinstance(addr, str):
+            class Srv(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+                daemon_threads = True
+        else:
+            class Srv(socketserver.ThreadingMixIn, socketserver.TCPServer):
+                daemon_threads = True
+                allow_reuse_address = True
+        self.srv = Srv(addr, Handler)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+    def session(self, r, w):
+        def say(s):
+            w.write(s.encode() + b"\r\n")
+            w.flush()
+        say("220 pysink ESMTP")
+        mail, rcpts = None, []
+        while True:
+            line = r.readline()
+            if not line:
+                return
+            cmd = line.decode("utf-8", "replace").rstrip("\r\n")
+            verb = cmd[:4].upper()
+            if verb in ("EHLO", "LHLO"):
+                say("250-pysink\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n250-DSN\r\n"
+                    "250 ENHANCEDSTATUSCODES")
+            elif verb == "HELO":
+                say("250 pysink")
+            elif verb == "MAIL":
+                mail, rcpts = cmd, []
+                say("250 2.1.0 Ok")
+            elif verb == "RCPT":
+                addr = cmd[cmd.index("<") + 1:cmd.index(">")]
+                rep = self.rcpt_reply.get(addr, "250 2.1.5 Ok")
+                if rep.startswith("250"):
+                    rcpts.append(addr)
+                say(rep)
+            elif verb == "DATA":
+                if not rcpts:
+                    say("554 5.5.1 Error: no valid recipients")
+                    continue
+                say("354 End data with <CR><LF>.<CR><LF>")
+                data = b""
+                while True:
+                    l = r.readline()
+                    if not l:
+                        return
+                    if self.drop_in_data:
+                        return          # the connection drops with the message half sent
+                    if l == b".\r\n":
+                        break
+                    data += l[1:] if l.startswith(b".") else l
+                with self.lock:
+                    self.messages.append((mail, list(rcpts), data))
+                if self.lmtp:
+                    for a in rcpts:
+                        say(f"250 2.0.0 <{a}> Saved" if "full" not in a else
+                            f"452 4.2.2 <{a}> Mailbox is full")
+                else:
+                    say("250 2.0.0 Ok: queued as PYSINK1")
+            elif verb == "RSET":
+                say("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                say("221 2.0.0 Bye")
+                return
+            else:
+                say("502 5.5.2 Error: command not recognized")
+
+
+class SmtpSink:
+    """Postfix's smtp-sink on addr:port, each message dumped to its own file."""
+
+    def __init__(self, host, port, *opts):
+        self.dir = tempfile.mkdtemp(prefix="frugal-sink-")
+        os.chmod(self.dir, 0o777)
+        args = [SINK, "-u", "nobody", "-d", os.path.join(self.dir, "msg."), *opts, f"{host}:{port}", "10"]
+        self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: self._listening(host, port), what="smtp-sink listening")
+
+    @staticmethod
+    def _listening(host, port):
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def count(self):
+        return len(glob.glob(os.path.join(self.dir, "msg.*")))
+
+    def files(self):
+        out = []
+        for f in sorted(glob.glob(os.path.join(self.dir, "msg.*"))):
+            with open(f, "rb") as fh:
+                out.append(fh.read())
+        return out
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait(timeout=10)
+        self.p.stderr.close()
+
+    def cleanup(self):
+        if self.p.poll() is None:
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+MSG = b"From: a@example.test\r\nSubject: client test\r\n\r\nline one\r\n.leading dot\r\nlast\r\n"
+
+
+@unittest.skipUnless(os.path.exists(SINK), "smtp-sink not installed")
+class SmtpClient(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = DNSServer(RECORDS).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dns.stop()
+
+    def daemon(self, extra):
+        d = Daemon("relay_domains = relay.test, mx.test, silent.test, nullmx.test, lmtp.test\n"
+                   "smtp_helo_timeout = 3s\nsmtp_connect_timeout = 3s\n" + extra, dns=self.dns).start()
+        self.addCleanup(d.cleanup)
+        return d
+
+    def sink(self, host, port, *opts):
+        s = SmtpSink(host, port, *opts)
+        self.addCleanup(s.cleanup)
+        return s
+
+    def pysink(self, addr, **kw):
+        s = PySink(addr, **kw)
+        self.addCleanup(s.stop)
+        return s
+
+    def send(self, d, sender, rcpts, msg=MSG):
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=20 * SLOW) as c:
+            c.sendmail(sender, rcpts, msg)
+
+    def test_delivered_to_bracketed_host_port(self):
+        port = free_port()
+        s = self.sink("127.0.0.1", port)
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n")
+        self.send(d, "alice@example.test", ["u1@relay.test", "u2@relay.test"])
+        d.wait_log("status=sent", timeout=15)
+        wait_for(lambda: d.log_has("u2@relay.test") and s.count() == 1, what="one message at the sink")
+        log = d.output()
+        self.assertRegex(log, r"frugal/smtp\[\d+\]: [0-9A-F]+: to=<u1@relay\.test>, "
+                         rf"relay=127\.0\.0\.1\[127\.0\.0\.1\]:{port}, delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+, "
+                         r"dsn=2\.0\.0, status=sent \(250 2\.0\.0 Ok\)")
+        self.assertEqual(log.count("status=sent"), 2)
+        body = s.files()[0]
+        # one transaction for both recipients, the dot-stuffing undone by the sink, CRLF on the wire
+        self.assertIn(b"u1@relay.test", body)
+        self.assertIn(b"u2@relay.test", body)
+        self.assertIn(b"leading dot", body)
+        wait_for(lambda: not os.listdir(os.path.join(d.queue, "committed")), what="queue empty")
+        self.assertEqual(s.count(), 1)
+
+    def test_mx_order_fallback_when_first_refuses(self):
+        port = free_port()
+        s = self.sink("127.0.0.3", port)
+        d = self.daemon(f"transport_maps = inline:{{ mx.test=smtp:mx.test:{port} }}\n")
+        self.send(d, "alice@example.test", ["u@mx.test"])
+        d.wait_log("status=sent", timeout=15)
+        log = d.output()
+        self.assertIn(f"connect to mx1.mx.test[127.0.0.2]:{port}: Connection refused", log)
+        self.assertIn(f"relay=mx2.mx.test[127.0.0.3]:{port}", log)
+        self.assertLess(log.index("Connection refused"), log.index("status=sent"))
+        self.assertEqual(s.count(), 1)
+
+    def test_mx_fallback_when_first_never_answers(self):
+        port = free_port()
+        silent = socket.socket()
+        silent.bind(("127.0.0.4", port))
+        silent.listen(5)            # the kernel completes the handshake; nobody ever speaks
+        self.addCleanup(silent.close)
+        s = self.sink("127.0.0.5", port)
+        d = self.daemon(f"transport_maps = inline:{{ silent.test=smtp:silent.test:{port} }}\n")
+        t0 = time.monotonic()
+        self.send(d, "alice@example.test", ["u@silent.test"])
+        d.wait_log("status=sent", timeout=20)
+        self.assertGreater(time.monotonic() - t0, 2.5)     # smtp_helo_timeout = 3s was waited
+        log = d.output()
+        self.assertIn("conversation with mx1.silent.test[127.0.0.4] timed out while receiving the initial "
+                      "server greeting", log)
+        self.assertIn(f"relay=mx2.silent.test[127.0.0.5]:{port}", log)
+        self.assertEqual(s.count(), 1)
+
+    def test_null_mx_bounces_to_sender(self):
+        d = self.daemon("")
+        self.send(d, "alice@example.test", ["u@nullmx.test"])
+        d.wait_log("status=bounced", timeout=15)
+        self.assertRegex(d.output(), r"to=<u@nullmx\.test>, relay=none, .*dsn=5\.1\.10, status=bounced "
+                         r"\(Domain nullmx\.test does not accept mail \(nullMX\)\)")
+        msgs = d.wait_messages(d.maildir("alice"), 1)
+        m = email.message_from_bytes(msgs[0] if isinstance(msgs[0], bytes) else msgs[0].encode())
+        self.assertEqual(m.get_content_type(), "multipart/report")
+        self.assertIn("5.1.10", m.as_string())
+
+    def test_4xx_at_rcpt_defers_then_retry_succeeds(self):
+        port = free_port()
+        s = self.sink("127.0.0.1", port, "-r", "RCPT")
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n")
+        self.send(d, "alice@example.test", ["u@relay.test"])
+        d.wait_log("status=deferred", timeout=15)
+        self.assertRegex(d.output(), r"to=<u@relay\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*dsn=4\.3\.0, "
+                         r"status=deferred \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 450 4\.3\.0 Error: command failed "
+                         r"\(in reply to RCPT TO command\)\)")
+        self.assertEqual(s.count(), 0)
+        s.stop()
+        s2 = self.sink("127.0.0.1", port)
+        d.wait_log("status=sent", timeout=20)
+        wait_for(lambda: s2.count() == 1, what="delivered on retry")
+        wait_for(lambda: not os.listdir(os.path.join(d.queue, "committed")), what="queue empty")
+        self.assertEqual(s2.count(), 1)
+
+    def test_5xx_at_rcpt_bounces_that_recipient_only(self):
+        port = free_port()
+        ps = self.pysink(("127.0.0.1", port),
+                         rcpt_reply={"bad@relay.test": "550 5.1.1 <bad@relay.test>: Recipient address rejected: "
+                                     "User unknown"})
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n")
+        self.send(d, "alice@example.test", ["good@relay.test", "bad@relay.test", "good2@relay.test"])
+        d.wait_log("status=bounced", timeout=15)
+        wait_for(lambda: len(re.findall(r"good2?@relay\.test>.*status=sent", d.output())) == 2, what="two sent")
+        self.assertIn("to=<bad@relay.test>, relay=127.0.0.1[127.0.0.1]:%d" % port, d.output())
+        self.assertIn("dsn=5.1.1, status=bounced (host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <bad@relay.test>: "
+                      "Recipient address rejected: User unknown (in reply to RCPT TO command))", d.output())
+        self.assertEqual(len(ps.messages), 1)
+        self.assertEqual(ps.messages[0][1], ["good@relay.test", "good2@relay.test"])
+        msgs = d.wait_messages(d.maildir("alice"), 1)
+        report = msgs[0] if isinstance(msgs[0], str) else msgs[0].decode("utf-8", "replace")
+        self.assertIn("bad@relay.test", report)
+        self.assertNotIn("Final-Recipient: rfc822; good@relay.test", report)
+
+    def test_drop_mid_data_defers_then_delivered_once(self):
+        port = free_port()
+        ps = self.pysink(("127.0.0.1", port), drop_in_data=True)
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n")
+        self.send(d, "alice@example.test", ["a@relay.test", "b@relay.test"], MSG + (b"x" * 998 + b"\r\n") * 200)
+        d.wait_log("status=deferred", timeout=15)
+        wait_for(lambda: d.output().count("status=deferred") >= 2, what="both deferred")
+        self.assertRegex(d.output(), r"dsn=4\.4\.2, status=deferred \(lost connection with "
+                         r"127\.0\.0\.1\[127\.0\.0\.1\] while sending (message body|end of data)")
+        self.assertEqual(ps.messages, [])
+        ps.drop_in_data = False
+        wait_for(lambda: len(re.findall(r"@relay\.test>.*status=sent", d.output())) == 2, timeout=20,
+                 what="sent on retry")
+        self.assertEqual(len(ps.messages), 1)
+        data = ps.messages[0][2]
+        self.assertTrue(data.endswith(b"\r\n\r\nline one\r\n.leading dot\r\nlast\r\n" + (b"x" * 998 + b"\r\n") * 200))
+
+    def test_relayhost(self):
+        port = free_port()
+        s = self.sink("127.0.0.1", port)
+        d = self.daemon(f"relayhost = [127.0.0.1]:{port}\nmynetworks = 127.0.0.0/8\n")
+        self.send(d, "alice@example.test", ["someone@elsewhere.test"])
+        d.wait_log("status=sent", timeout=15)
+        self.assertRegex(d.output(), rf"frugal/smtp\[\d+\]: \w+: to=<someone@elsewhere\.test>, "
+                         rf"relay=127\.0\.0\.1\[127\.0\.0\.1\]:{port}, .*status=sent \(250 ")
+        self.assertEqual(s.count(), 1)
+
+    def test_lmtp_unix_per_recipient(self):
+        tmp = tempfile.mkdtemp(prefix="frugal-lmtp-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "lmtp")
+        ps = self.pysink(path, lmtp=True)
+        d = self.daemon(f"transport_maps = inline:{{ lmtp.test=lmtp:unix:{path} }}\n")
+        self.send(d, "alice@example.test", ["ok@lmtp.test", "full@lmtp.test"])
+        d.wait_log("status=deferred", timeout=15)
+        wait_for(lambda: d.log_has("status=sent"), what="one sent")
+        log = d.output()
+        self.assertRegex(log, rf"frugal/lmtp\[\d+\]: \w+: to=<ok@lmtp\.test>, relay=mx\.example\.test\[{path}\], "
+                         r".*status=sent \(250 2\.0\.0 <ok@lmtp\.test> Saved\)")
+        self.assertIn("to=<full@lmtp.test>", log)
+        self.assertIn("dsn=4.2.2, status=deferred (host mx.example.test[%s] said: 452 4.2.2 <full@lmtp.test> "
+                      "Mailbox is full (in reply to end of DATA command))" % path, log)
+        self.assertEqual(len(ps.messages), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
