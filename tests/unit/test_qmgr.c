@@ -68,7 +68,7 @@ static struct conf *make_conf(const char *extra)
 	    "virtual_mailbox_maps = inline:{ s@virt.example=s/ }\n"
 	    "virtual_mailbox_base = %s/mail\n"
 	    "transport_maps = inline:{ far.example=discard:gone, other.example=discard:, "
-	    "{ err.example = error:5.1.1 no such domain here }, hold.example=smtp:[127.0.0.1], "
+	    "{ err.example = error:5.1.1 no such domain here }, hold.example=smtp:[127.0.0.1]:9, "
 	    "wait.example=smtp: }\n"
 	    "delivery_concurrency_limit = 4\n"
 	    "%s", dir, dir, extra);
