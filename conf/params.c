@@ -58,7 +58,7 @@ const struct conf_param conf_param_table[] = {
 	S("virtual_mailbox_base", "/var/mail/vhosts", "directory prefix of virtual mailboxes"),
 	S("virtual_mailbox_owner", "vmail", "the user that owns virtual mailboxes"),
 	S("home_mailbox", "Maildir/", "mailbox path relative to a local user's home; a trailing / means Maildir"),
-	SX("mailbox_transport", "", "deliver local mail through this transport instead, e.g. lmtp:unix:/run/dovecot/lmtp"),
+	S("mailbox_transport", "", "deliver local mail through this transport instead, e.g. lmtp:unix:/run/dovecot/lmtp"),
 	/* smtpd */
 	T("smtpd_timeout", "${stress?{10}:{300}}s", "time to wait for an SMTP client command or data"),
 	T("smtpd_starttls_timeout", "${stress?{10}:{300}}s", "time for the TLS handshake after STARTTLS (or on smtps_listen)"),
@@ -150,7 +150,7 @@ const struct conf_param conf_param_table[] = {
 	SX("smtp_bind_address6", "", "local IPv6 address of outbound connections"),
 	S("smtp_helo_name", "$myhostname", "host name sent in the outbound EHLO"),
 	IX("queue_minfree", "0", "free bytes the queue file system keeps; at least 1.5 x $message_size_limit is always kept"),
-	SX("virtual_transport", "virtual", "transport of virtual mailbox domains"),
+	S("virtual_transport", "virtual", "transport of virtual mailbox domains"),
 	S("dns_servers", "", "DNS servers (ip or ip:port, list); empty: /etc/resolv.conf"),
 	/* limits */
 	{ "limits_source", CT_ENUM, CF_MULTI, "auto", "auto|beancounters|cgroup|rlimit|manual",

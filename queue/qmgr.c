@@ -1258,7 +1258,7 @@ static const char *domain_of(const char *addr)
 static int route_target(struct qmgr *q, struct qmsg *m, struct target *t, struct route *rt)
 {
 	const char *def_tr, *def_hop;
-	char hop[256];
+	char hop[256], tr_buf[32];
 	int mailbox = t->kind == TGT_MAILDIR || t->kind == TGT_MBOX;
 	int remote = t->kind == TGT_DEFER && t->never_expire;
 	int rc;
@@ -1276,6 +1276,18 @@ static int route_target(struct qmgr *q, struct qmsg *m, struct target *t, struct
 		def_tr = rr.cls == RESOLVE_RELAY ? "relay" : "smtp";
 		snprintf(hop, sizeof hop, "%s", *router_relayhost(q->rt) ? router_relayhost(q->rt) : domain_of(t->addr));
 		def_hop = hop;
+	}
+	if (mailbox) {
+		/* mailbox_transport / virtual_transport (Dovecot's LMTP, typically), then transport_maps */
+		struct route mb;
+		snprintf(mb.transport, sizeof mb.transport, "%s", def_tr);
+		snprintf(mb.nexthop, sizeof mb.nexthop, "%s", def_hop);
+		if (router_mailbox(q->rt, strcmp(def_tr, "virtual") == 0, &mb)) {
+			snprintf(tr_buf, sizeof tr_buf, "%s", mb.transport);
+			snprintf(hop, sizeof hop, "%s", mb.nexthop);
+			def_tr = tr_buf;
+			def_hop = hop;
+		}
 	}
 	if ((rc = router_lookup(q->rt, t->addr, def_tr, def_hop, rt)) < 0) {
 		t->kind = TGT_DEFER;

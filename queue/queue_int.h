@@ -279,6 +279,12 @@ void router_free(struct router *rt);
 int  router_lookup(struct router *rt, const char *addr, const char *def_transport,
     const char *def_nexthop, struct route *out);
 int  router_deferred(const struct router *rt, const char *transport);   /* in defer_transports */
+/*
+ * A mailbox's transport when mailbox_transport (local) or virtual_transport
+ * (virtual) names another one, e.g. lmtp:unix:/run/dovecot/lmtp: 1 and out
+ * set (an empty next hop keeps out's), 0 when the mailbox is written here.
+ */
+int  router_mailbox(const struct router *rt, int is_virtual, struct route *out);
 const char *router_relayhost(const struct router *rt);                   /* "" when unset */
 
 /* ---- delivery agents (agent.c): the one interface --------------------------- */

@@ -28,6 +28,8 @@ struct router {
 	char **defer;            /* defer_transports, owned */
 	char  *relayhost;        /* owned; "" when unset */
 	char  *delim;            /* recipient_delimiter, owned */
+	char  *mailbox_tr;       /* mailbox_transport, owned ("" unset) */
+	char  *virtual_tr;       /* virtual_transport, owned ("virtual" by default) */
 };
 
 struct router *router_new(const struct conf *c, char *err, size_t errlen)
@@ -50,6 +52,12 @@ struct router *router_new(const struct conf *c, char *err, size_t errlen)
 		goto nomem;
 	if ((rt->defer = conf_list(c, "defer_transports", 0)) == NULL)
 		goto nomem;
+	v = conf_str(c, "mailbox_transport", 0);
+	if ((rt->mailbox_tr = mem_strdup(v ? v : "")) == NULL)
+		goto nomem;
+	v = conf_str(c, "virtual_transport", 0);
+	if ((rt->virtual_tr = mem_strdup(v && *v ? v : "virtual")) == NULL)
+		goto nomem;
 	return rt;
 nomem:
 	snprintf(err, errlen, "out of memory");
@@ -66,6 +74,8 @@ void router_free(struct router *rt)
 	conf_list_free(rt->defer);
 	mem_free(rt->relayhost);
 	mem_free(rt->delim);
+	mem_free(rt->mailbox_tr);
+	mem_free(rt->virtual_tr);
 	mem_free(rt);
 }
 
@@ -114,19 +124,11 @@ static int lookup(struct router *rt, const char *addr, char **v)
 	return map_list_lookup(rt->maps, "*", v);
 }
 
-int router_lookup(struct router *rt, const char *addr, const char *def_transport,
-    const char *def_nexthop, struct route *out)
+/* "transport:nexthop" into out; an empty part keeps what out holds. */
+static void split_value(char *v, struct route *out)
 {
-	char *v = NULL, *colon;
-	int rc;
+	char *colon = strchr(v, ':');
 
-	snprintf(out->transport, sizeof out->transport, "%s", def_transport);
-	snprintf(out->nexthop, sizeof out->nexthop, "%s", def_nexthop);
-	if (map_list_empty(rt->maps))
-		return 0;
-	if ((rc = lookup(rt, addr, &v)) <= 0)
-		return rc;
-	colon = strchr(v, ':');
 	if (colon)
 		*colon = '\0';
 	if (*v)
@@ -135,6 +137,33 @@ int router_lookup(struct router *rt, const char *addr, const char *def_transport
 		snprintf(out->nexthop, sizeof out->nexthop, "%s", colon + 1);
 	else if (*v && (strcasecmp(v, "error") == 0 || strcasecmp(v, "discard") == 0))
 		out->nexthop[0] = '\0';
+}
+
+int router_mailbox(const struct router *rt, int is_virtual, struct route *out)
+{
+	const char *v = is_virtual ? rt->virtual_tr : rt->mailbox_tr;
+	char buf[sizeof out->transport + sizeof out->nexthop + 2];
+
+	if (*v == '\0' || strcasecmp(v, is_virtual ? "virtual" : "local") == 0)
+		return 0;
+	snprintf(buf, sizeof buf, "%s", v);
+	split_value(buf, out);
+	return 1;
+}
+
+int router_lookup(struct router *rt, const char *addr, const char *def_transport,
+    const char *def_nexthop, struct route *out)
+{
+	char *v = NULL;
+	int rc;
+
+	snprintf(out->transport, sizeof out->transport, "%s", def_transport);
+	snprintf(out->nexthop, sizeof out->nexthop, "%s", def_nexthop);
+	if (map_list_empty(rt->maps))
+		return 0;
+	if ((rc = lookup(rt, addr, &v)) <= 0)
+		return rc;
+	split_value(v, out);
 	mem_free(v);
 	return 1;
 }

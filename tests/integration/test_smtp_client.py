@@ -341,6 +341,25 @@ class SmtpClient(unittest.TestCase):
                       "Mailbox is full (in reply to end of DATA command))" % path, log)
         self.assertEqual(len(ps.messages), 1)
 
+    def test_mailbox_and_virtual_transport_to_lmtp(self):
+        # Dovecot's set-up: aliases resolved here, the mailboxes written by the LMTP server
+        tmp = tempfile.mkdtemp(prefix="frugal-lmtp-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "lmtp")
+        ps = self.pysink(path, lmtp=True)
+        d = self.daemon(f"mailbox_transport = lmtp:unix:{path}\nvirtual_transport = lmtp:unix:{path}\n")
+        self.send(d, "bob@example.test", ["sales@example.test", "carol@virt.test"])
+        wait_for(lambda: sum(len(m[1]) for m in ps.messages) >= 3, 15, "three recipients at the LMTP server")
+        got = sorted(r for m in ps.messages for r in m[1])
+        # alias results are qualified with $myorigin, as Postfix's local(8) does
+        self.assertEqual(got, ["alice@mx.example.test", "bob@mx.example.test", "carol@virt.test"])
+        wait_for(lambda: len(re.findall(r"frugal/lmtp\[\d+\]: \w+: to=<[^>]+>.*status=sent", d.output())) >= 3,
+                 15, "three lmtp log lines")
+        self.assertRegex(d.output(), r"to=<alice@mx.example.test>, orig_to=<sales@example.test>, relay=mx\.example\.test\[")
+        # nothing was written to the Maildirs: the LMTP server owns the mailboxes
+        self.assertEqual(d.messages(d.maildir("alice")), [])
+        self.assertEqual(d.messages(d.vmaildir("virt.test/carol")), [])
+
 
 if __name__ == "__main__":
     unittest.main()
