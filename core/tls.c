@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -294,4 +295,123 @@ void tls_ctx_describe(const struct tls_ctx *c, char *buf, size_t len)
 	snprintf(buf, len, "CN=%s, %s %d bits, valid until %04d-%02d-%02d%s", cn, type, EVP_PKEY_get_bits(k),
 	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
 	    X509_cmp_current_time(X509_get0_notAfter(x)) < 0 ? " (EXPIRED)" : "");
+}
+
+const char *tls_default_ca_file(void)
+{
+	return X509_get_default_cert_file();
+}
+
+/* Every certificate in a PEM file, into the context's store. */
+static int load_anchors(SSL_CTX *ctx, const char *path, const char *data, size_t len, char *err, size_t errlen)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	BIO *bio = BIO_new_mem_buf(data, (int)len);
+	X509 *x;
+	char e[256];
+	int n = 0;
+
+	if (bio == NULL) {
+		snprintf(err, errlen, "smtp_tls_CAfile %s: out of memory", path);
+		return -1;
+	}
+	ERR_clear_error();
+	while ((x = PEM_read_bio_X509_AUX(bio, NULL, no_passphrase, NULL)) != NULL) {
+		/* a bundle may list one anchor twice: OpenSSL 3 accepts the duplicate */
+		if (X509_STORE_add_cert(store, x) != 1) {
+			X509_free(x);
+			BIO_free(bio);
+			snprintf(err, errlen, "smtp_tls_CAfile %s: certificate %d not usable: %s", path, n + 1,
+			    tls_error_text(e, sizeof e));
+			return -1;
+		}
+		X509_free(x);
+		n++;
+	}
+	BIO_free(bio);
+	if (ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE && n > 0) {
+		ERR_clear_error();
+		return 0;
+	}
+	snprintf(err, errlen, "smtp_tls_CAfile %s: %s", path,
+	    n == 0 ? "no PEM certificate found" : tls_error_text(e, sizeof e));
+	ERR_clear_error();
+	return -1;
+}
+
+struct tls_ctx *tls_client_new(const char *ca_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+	char *ca = NULL, e[256];
+	size_t calen = 0;
+
+	if (tls_init() < 0) {
+		snprintf(err, errlen, "cannot initialise OpenSSL");
+		return NULL;
+	}
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		snprintf(err, errlen, "cannot make a TLS client context: %s", tls_error_text(e, sizeof e));
+		return NULL;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+	    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+	    SSL_CTX_set1_groups_list(ctx, GROUPS) != 1) {
+		snprintf(err, errlen, "cannot set the TLS client policy: %s", tls_error_text(e, sizeof e));
+		goto fail;
+	}
+	/* no tickets asked for: nothing keeps sessions to resume, so they would be memory for nothing */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF |
+	    SSL_OP_NO_TICKET);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	/* the chain is checked (for "Trusted" in the log) but never fails a handshake unless a connection asks */
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	if (ca_file && *ca_file) {
+		if ((ca = slurp("smtp_tls_CAfile", ca_file, -1, &calen, err, errlen)) == NULL)
+			goto fail;
+		if (load_anchors(ctx, ca_file, ca, calen, err, errlen) < 0)
+			goto fail;
+		mem_free(ca);
+	}
+	return (struct tls_ctx *)(void *)ctx;
+fail:
+	mem_free(ca);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+static const char *const level_names[] = { "none", "may", "encrypt", "verify", "secure" };
+
+int tls_level_parse(const char *s)
+{
+	size_t i;
+
+	if (strcasecmp(s, "dane") == 0)   /* no DNSSEC here: Postfix's own downgrade */
+		return TLS_LEVEL_MAY;
+	for (i = 0; i < sizeof level_names / sizeof level_names[0]; i++)
+		if (strcasecmp(s, level_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *tls_level_name(int level)
+{
+	return level >= 0 && level <= TLS_LEVEL_SECURE ? level_names[level] : "unknown";
+}
+
+int tls_level_required(int level)
+{
+	return level >= TLS_LEVEL_ENCRYPT;
+}
+
+int tls_level_verifies(int level)
+{
+	return level >= TLS_LEVEL_VERIFY;
+}
+
+int tls_plaintext_fallback_ok(int level, long long queued_seconds, long long minimal_backoff_seconds,
+    int have_sasl_credentials)
+{
+	return level == TLS_LEVEL_MAY && queued_seconds >= minimal_backoff_seconds && !have_sasl_credentials;
 }

@@ -9,10 +9,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "core/buf.h"
 #include "core/fd.h"
@@ -46,6 +48,49 @@ int transport_tls_prepare(struct transport *t, struct tls_ctx *ctx)
 	SSL_set_accept_state(ssl);
 	t->next = ssl;
 	return 0;
+}
+
+/* An address literal is not a server name (RFC 6066 section 3) */
+static int is_address(const char *s)
+{
+	unsigned char b[16];
+
+	return inet_pton(AF_INET, s, b) == 1 || inet_pton(AF_INET6, s, b) == 1 || *s == '[';
+}
+
+int transport_tls_client(struct transport *t, struct tls_ctx *ctx, const char *sni, const char *verify_name)
+{
+	SSL *ssl;
+
+	if (t->ssl || t->next) {
+		errno = EALREADY;
+		return -1;
+	}
+	if ((ssl = SSL_new((SSL_CTX *)(void *)ctx)) == NULL)
+		goto nomem;
+	if (SSL_set_fd(ssl, t->fd) != 1)
+		goto nomem_ssl;
+	if (sni && *sni && !is_address(sni) && SSL_set_tlsext_host_name(ssl, sni) != 1)
+		goto nomem_ssl;
+	if (verify_name) {
+		/* the name check is part of the chain's verification: a mismatch fails like an unknown issuer */
+		if (SSL_set1_host(ssl, verify_name) != 1)
+			goto nomem_ssl;
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+	}
+	SSL_set_connect_state(ssl);
+	t->ssl = ssl;
+	t->handshaking = 1;
+	t->verify = verify_name != NULL;
+	t->want = TRANSPORT_WANT_WRITE;   /* a client speaks first */
+	return 0;
+nomem_ssl:
+	SSL_free(ssl);
+nomem:
+	ERR_clear_error();
+	errno = ENOMEM;
+	return -1;
 }
 
 void transport_tls_begin(struct transport *t)
@@ -118,7 +163,17 @@ int transport_handshake(struct transport *t, char *why, size_t whylen)
 		snprintf(why, whylen, "lost connection");
 		break;
 	default:
-		tls_error_text(why, whylen);
+		if (t->verify && SSL_get_verify_result(t->ssl) != X509_V_OK) {
+			const char *name = SSL_get0_peername(t->ssl);
+			X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
+			char *host = name ? NULL : X509_VERIFY_PARAM_get0_host(vp, 0);
+
+			snprintf(why, whylen, "certificate verification failed for %s: %s",
+			    name ? name : host ? host : "the server",
+			    X509_verify_cert_error_string(SSL_get_verify_result(t->ssl)));
+		} else {
+			tls_error_text(why, whylen);
+		}
 		break;
 	}
 	ERR_clear_error();
@@ -250,6 +305,35 @@ void transport_describe(const struct transport *t, char *buf, size_t len)
 	bits = SSL_CIPHER_get_bits(c, &alg);
 	snprintf(buf, len, "%s with cipher %s (%d/%d bits)", SSL_get_version(t->ssl), SSL_CIPHER_get_name(c),
 	    bits, alg);
+}
+
+int transport_peer_trust(const struct transport *t)
+{
+	if (!transport_is_tls(t) || SSL_get0_peer_certificate(t->ssl) == NULL)
+		return TRANSPORT_ANONYMOUS;
+	if (SSL_get_verify_result(t->ssl) != X509_V_OK)
+		return TRANSPORT_UNTRUSTED;
+	return t->verify ? TRANSPORT_VERIFIED : TRANSPORT_TRUSTED;
+}
+
+const char *transport_trust_name(int trust)
+{
+	switch (trust) {
+	case TRANSPORT_UNTRUSTED: return "Untrusted";
+	case TRANSPORT_TRUSTED: return "Trusted";
+	case TRANSPORT_VERIFIED: return "Verified";
+	default: return "Anonymous";
+	}
+}
+
+void transport_describe_peer(const struct transport *t, const char *host, const char *addr, unsigned port,
+    char *buf, size_t len)
+{
+	char what[160];
+
+	transport_describe(t, what, sizeof what);
+	snprintf(buf, len, "%s TLS connection established to %s[%s]:%u: %s",
+	    transport_trust_name(transport_peer_trust(t)), host, addr, port, what);
 }
 
 int transport_resumed(const struct transport *t)

@@ -30,6 +30,7 @@ struct transport {
 	struct ssl_st *next;     /* owned; made by transport_tls_prepare, in use from transport_tls_begin */
 	unsigned char want;      /* TRANSPORT_WANT_*: what the last EAGAIN waits for */
 	unsigned char handshaking;
+	unsigned char verify;    /* client: the handshake fails unless the peer's certificate verifies */
 };
 
 void transport_init(struct transport *t, int fd);
@@ -41,6 +42,20 @@ void transport_init(struct transport *t, int fd);
  */
 int  transport_tls_prepare(struct transport *t, struct tls_ctx *ctx);
 void transport_tls_begin(struct transport *t);
+/*
+ * Client TLS (the SMTP client, after the 220 reply to STARTTLS, or at
+ * once for implicit TLS): makes the connection state and starts the
+ * handshake, driven by transport_handshake() as on the server side (the
+ * first want is WRITE: the ClientHello). `sni`: the server name sent
+ * (the MX host name; NULL, empty or an address literal sends none).
+ * `verify_name`: NULL for may and encrypt (nothing about the certificate
+ * fails the handshake); else the chain must verify against the context's
+ * CA file and the certificate match this name (verify, secure), and a
+ * failed check fails the handshake with "certificate verification failed
+ * for NAME: REASON" as why. 0, or -1 with errno (ENOMEM, EALREADY).
+ */
+int  transport_tls_client(struct transport *t, struct tls_ctx *ctx, const char *sni, const char *verify_name);
+
 /* 1 done, 0 call again when t->want is ready, -1 failed (why: OpenSSL's reason, for the log). */
 int  transport_handshake(struct transport *t, char *why, size_t whylen);
 
@@ -72,6 +87,23 @@ void transport_close(struct transport *t);
 int  transport_is_tls(const struct transport *t);
 /* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)", Postfix's wording. */
 void transport_describe(const struct transport *t, char *buf, size_t len);
+/*
+ * What a client knows of its peer after the handshake, in Postfix's words:
+ * Anonymous (no certificate), Untrusted (the chain did not verify against
+ * the CA file, or none is loaded), Trusted (it did, name not checked),
+ * Verified (it did and the name matched: verify_name was given).
+ */
+enum transport_trust { TRANSPORT_ANONYMOUS, TRANSPORT_UNTRUSTED, TRANSPORT_TRUSTED, TRANSPORT_VERIFIED };
+int  transport_peer_trust(const struct transport *t);
+const char *transport_trust_name(int trust);   /* "Anonymous", "Untrusted", "Trusted", "Verified" */
+/*
+ * Postfix's client log line after a handshake:
+ * "Untrusted TLS connection established to mx.example.com[192.0.2.1]:25:
+ * TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)".
+ */
+void transport_describe_peer(const struct transport *t, const char *host, const char *addr, unsigned port,
+    char *buf, size_t len);
+
 /* Did this handshake resume an earlier session (a ticket)? */
 int  transport_resumed(const struct transport *t);
 
