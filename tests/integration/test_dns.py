@@ -162,7 +162,7 @@ class DNS(unittest.TestCase):
     def test_suspended_rcpt_keeps_its_dsn_parameters(self):
         # the RCPT waits for the sender domain's answer; its NOTIFY and ORCPT must survive the wait
         d = self.daemon("smtpd_sender_restrictions = reject_unknown_sender_domain\n"
-                        "defer_transports = smtp\nrelay_domains = far.test\n")
+                        "defer_transports = smtp, relay\nrelay_domains = far.test\n")
         c = self.smtp(d, "127.0.0.2")
         c.ehlo("client.example.test")
         self.assertEqual(c.mail("a@slow.test", ["ENVID=env-1"])[0], 250)
