@@ -1521,6 +1521,7 @@ static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		q->st.targets += j->n;
 		j->dest = dest;
 		j->conf = q->c;
+		j->stopping = q->stopping;
 		j->agent->deliver(j);
 	}
 }

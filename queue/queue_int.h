@@ -323,6 +323,7 @@ struct agent_job {
 	const char *relay;           /* the log's relay= ("local", "virtual", "none", a host) */
 	double t_start, t_done;
 	const struct conf *conf;     /* qmgr's current generation, valid during deliver() only */
+	int    stopping;             /* dispatched while qmgr_free drains: network agents start nothing */
 	/* the envelope's DSN facts, read-only (the network agents pass them on) */
 	int    dsn_ret;              /* DSN_RET_*, 0 absent */
 	const char *envid;           /* NULL absent */

@@ -268,10 +268,14 @@ static void set_err(struct smtpc *c, int perm, const char *dsn, const char *fmt,
 	c->err_perm = perm;
 }
 
-/* No address left: the job ends with the last failure; a destination failure unless a host talked. */
+/*
+ * No address left: the job ends with the last failure. A destination failure (slow start, dead
+ * destinations) only when some address was tried and none held a conversation: a resolver
+ * failure (TEMPFAIL, no resolver, no memory for the query) is not the destination's fault.
+ */
 static void give_up(struct smtpc *c)
 {
-	if (c->j && !c->reached && !c->err_perm) {
+	if (c->j && c->tried > 0 && !c->reached && !c->err_perm) {
 		c->j->dest_failed = 1;
 		snprintf(c->j->dest_reason, sizeof c->j->dest_reason, "%s", c->err);
 	}
@@ -281,14 +285,23 @@ static void give_up(struct smtpc *c)
 
 /* ---- output ------------------------------------------------------------------ */
 
+/* What the peer has taken leaves the buffer: commands always append at the front's free room. */
+static void out_compact(struct smtpc *c)
+{
+	if (c->outoff == 0)
+		return;
+	memmove(c->out, c->out + c->outoff, c->outlen - c->outoff);
+	c->outlen -= c->outoff;
+	c->outoff = 0;
+}
+
 static int out_printf(struct smtpc *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int out_printf(struct smtpc *c, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
 
-	if (c->outoff == c->outlen)
-		c->outoff = c->outlen = 0;
+	out_compact(c);
 	va_start(ap, fmt);
 	n = vsnprintf(c->out + c->outlen, SMTPC_OUT - c->outlen, fmt, ap);
 	va_end(ap);
@@ -414,11 +427,21 @@ static void quit(struct smtpc *c)
 	arm(c, c->t_quit);
 }
 
-static void send_rcpt(struct smtpc *c, int i)
+/*
+ * RCPT for target i into the output buffer: 0 queued, 1 no room now (nothing queued: more
+ * room comes as the peer takes what is queued), -1 it cannot fit even in an empty buffer
+ * (the conversation failed).
+ */
+static int send_rcpt(struct smtpc *c, int i)
 {
 	struct agent_job *j = c->j;
 	const struct spool_rcpt *r = j->env_rcpt ? &j->env_rcpt[j->rcpt[i]] : NULL;
-	int rc = out_printf(c, "RCPT TO:<%s>", j->t[i]->addr);
+	size_t mark;
+	int rc;
+
+	out_compact(c);
+	mark = c->outlen;
+	rc = out_printf(c, "RCPT TO:<%s>", j->t[i]->addr);
 
 	if (c->lmtp == 0 && (c->ext & SMTP_EXT_DSN) && r) {
 		if (r->notify & DSN_NOTIFY_NEVER)
@@ -437,9 +460,27 @@ static void send_rcpt(struct smtpc *c, int i)
 		}
 	}
 	rc |= out_printf(c, "\r\n");
-	if (rc < 0)     /* the buffer holds 32 KiB: 50 recipients of 300 bytes do not fill it */
-		conv_failed(c, "local problem: command buffer full");
+	if (rc < 0) {
+		c->outlen = mark;
+		if (mark > 0)
+			return 1;
+		conv_failed(c, "local problem: RCPT command longer than the command buffer");
+		return -1;
+	}
 	c->rcpt_sent++;
+	return 0;
+}
+
+/*
+ * PIPELINING (RFC 2920): the RCPTs go out in windows, as many as the output buffer holds;
+ * more as the peer takes them (do_write) and as replies come (handle_reply). A batch of any
+ * size fits, one window after another; the replies are matched in order all the same.
+ */
+static void rcpt_more(struct smtpc *c)
+{
+	while (c->pipelined && c->j && (c->st == C_MAIL || c->st == C_RCPT) && c->rcpt_sent < c->j->n)
+		if (send_rcpt(c, c->rcpt_sent) != 0)
+			return;
 }
 
 static int needs_utf8(const struct agent_job *j)
@@ -505,10 +546,8 @@ static void start_mail(struct smtpc *c)
 	}
 	c->st = C_MAIL;
 	c->pipelined = (c->ext & SMTP_EXT_PIPELINING) != 0;
-	if (c->pipelined)   /* RFC 2920: MAIL and every RCPT in one write; DATA once they are answered */
-		for (i = 0; i < j->n && c->st == C_MAIL; i++)
-			send_rcpt(c, i);
 	arm(c, c->t_mail);
+	rcpt_more(c);       /* RFC 2920: MAIL and the RCPTs that fit in one write; DATA once all are answered */
 }
 
 static void begin_data(struct smtpc *c)
@@ -522,16 +561,27 @@ static void begin_data(struct smtpc *c)
 	arm(c, c->t_data_init);
 }
 
-static void reply_text_settle(struct smtpc *c, int i, const char *cmd)
+/* The reply the command hoped for (2xx to RCPT or the end of data): the target is sent. */
+static void reply_sent(struct smtpc *c, int i)
 {
 	char dsn[8];
 
 	smtp_reply_dsn(&c->rep, dsn, sizeof dsn);
-	if (c->rep.code / 100 == 2)
-		settle(c, i, '2', dsn, "%s", c->rep.text);
-	else
-		settle(c, i, c->rep.code / 100 == 5 ? '5' : '4', dsn, "host %s said: %s (in reply to %s command)",
-		    c->peer, c->rep.text, cmd);
+	settle(c, i, '2', dsn, "%s", c->rep.text);
+}
+
+/*
+ * Any other reply: 5xx bounces; 4xx, and every class the command does not expect (a 2xx to
+ * DATA, a 3xx to MAIL or RCPT or the end of data), defers -- never a delivery. Postfix's
+ * smtp_check_code treats an unexpected code as a protocol error, a soft one.
+ */
+static void reply_failed(struct smtpc *c, int i, const char *cmd)
+{
+	char dsn[8];
+
+	smtp_reply_dsn(&c->rep, dsn, sizeof dsn);
+	settle(c, i, c->rep.code / 100 == 5 ? '5' : '4', dsn, "host %s said: %s (in reply to %s command)",
+	    c->peer, c->rep.text, cmd);
 }
 
 static void handle_reply(struct smtpc *c)
@@ -597,7 +647,7 @@ static void handle_reply(struct smtpc *c)
 	case C_MAIL:
 		if (cls != 2) {
 			for (i = 0; i < j->n; i++)
-				reply_text_settle(c, i, "MAIL FROM");
+				reply_failed(c, i, "MAIL FROM");
 			/* the pipelined RCPTs are still owed their replies */
 			c->owed = c->rcpt_sent;
 			quit(c);
@@ -606,7 +656,9 @@ static void handle_reply(struct smtpc *c)
 		c->st = C_RCPT;
 		arm(c, c->t_rcpt);
 		if (!c->pipelined)
-			send_rcpt(c, 0);
+			(void)send_rcpt(c, 0);
+		else
+			rcpt_more(c);
 		return;
 	case C_RCPT:
 		i = c->rcpt_i++;
@@ -614,20 +666,22 @@ static void handle_reply(struct smtpc *c)
 			c->accepted[i] = 1;
 			c->naccepted++;
 		} else
-			reply_text_settle(c, i, "RCPT TO");
+			reply_failed(c, i, "RCPT TO");
 		if (c->rcpt_i >= j->n) {
 			begin_data(c);
 			return;
 		}
-		if (!c->pipelined)
-			send_rcpt(c, c->rcpt_i);
 		arm(c, c->t_rcpt);
+		if (!c->pipelined)
+			(void)send_rcpt(c, c->rcpt_i);
+		else
+			rcpt_more(c);
 		return;
 	case C_DATA:
 		if (cls != 3) {
 			for (i = 0; i < j->n; i++)
 				if (c->accepted[i])
-					reply_text_settle(c, i, "DATA");
+					reply_failed(c, i, "DATA");
 			quit(c);
 			return;
 		}
@@ -639,16 +693,25 @@ static void handle_reply(struct smtpc *c)
 	case C_DOT:
 		if (!c->lmtp) {
 			for (i = 0; i < j->n; i++)
-				if (c->accepted[i])
-					reply_text_settle(c, i, "end of DATA");
+				if (c->accepted[i]) {
+					if (cls == 2)
+						reply_sent(c, i);
+					else
+						reply_failed(c, i, "end of DATA");
+				}
 			quit(c);
 			return;
 		}
 		/* RFC 2033 4.2: one reply per accepted recipient, in RCPT order */
 		while (c->dot_i < j->n && !c->accepted[c->dot_i])
 			c->dot_i++;
-		if (c->dot_i < j->n)
-			reply_text_settle(c, c->dot_i++, "end of DATA");
+		if (c->dot_i < j->n) {
+			if (cls == 2)
+				reply_sent(c, c->dot_i);
+			else
+				reply_failed(c, c->dot_i, "end of DATA");
+			c->dot_i++;
+		}
 		while (c->dot_i < j->n && !c->accepted[c->dot_i])
 			c->dot_i++;
 		if (c->dot_i >= j->n)
@@ -727,6 +790,11 @@ static void do_write(struct smtpc *c)
 		c->outoff += (size_t)n;
 		if (c->st == C_BODY)
 			arm(c, c->t_xfer);   /* smtp_data_xfer_timeout: per write that progressed */
+		else if (c->st == C_MAIL || c->st == C_RCPT) {
+			rcpt_more(c);        /* the room the peer made takes the next window of RCPTs */
+			if (c->st == C_CLOSED)
+				return;
+		}
 	}
 }
 
@@ -850,7 +918,12 @@ static void try_connect(struct smtpc *c)
 	transport_init(&c->tr, fd);
 	if (connect(fd, (const struct sockaddr *)&a->sa, a->len) < 0 && errno != EINPROGRESS) {
 		e = errno;
-		if (e == ENOMEM || e == ENOBUFS || e == EMFILE || e == ENFILE || e == EAGAIN) {
+		/*
+		 * EAGAIN: for TCP no local port is free (ours); for a unix socket the listener's
+		 * backlog is full (the destination's: a connection failure like a refusal).
+		 */
+		if (e == ENOMEM || e == ENOBUFS || e == EMFILE || e == ENFILE ||
+		    (e == EAGAIN && a->sa.ss_family != AF_UNIX)) {
 			log_warning(c->j->route.transport, "%s: connect to %s: %s: delivery deferred",
 			    c->j->queue_id, c->peer, strerror(e));
 			set_err(c, 0, "4.3.0", "local resource shortage: connect: %s", strerror(e));
@@ -990,12 +1063,24 @@ static void mx_answer(struct smtpc *c, const struct dns_answer *a)
 			give_up(c);
 			return;
 		}
-		for (i = 0; i < a->n && c->nhosts < SMTPC_HOSTS; i++) {
+		/*
+		 * The SMTPC_HOSTS most preferred of the whole answer (not its first ones): a full list
+		 * gives its least preferred slot to a better record, so the sort below sees the best.
+		 */
+		for (i = 0; i < a->n; i++) {
+			int slot = c->nhosts;
 			if (a->rr[i].text[0] == '\0' || strlen(a->rr[i].text) > DNS_NAME_MAX)
 				continue;
-			snprintf(c->hosts[c->nhosts].name, sizeof c->hosts[0].name, "%s", a->rr[i].text);
-			c->hosts[c->nhosts].pref = a->rr[i].pref;
-			c->nhosts++;
+			if (c->nhosts == SMTPC_HOSTS) {
+				for (slot = 0, k = 1; k < c->nhosts; k++)
+					if (c->hosts[k].pref > c->hosts[slot].pref)
+						slot = k;
+				if (a->rr[i].pref >= c->hosts[slot].pref)
+					continue;
+			} else
+				c->nhosts++;
+			snprintf(c->hosts[slot].name, sizeof c->hosts[0].name, "%s", a->rr[i].text);
+			c->hosts[slot].pref = a->rr[i].pref;
 		}
 		qsort(c->hosts, (size_t)c->nhosts, sizeof c->hosts[0], mx_cmp);
 		/* equal preferences in random order (RFC 5321 5.1), so load spreads */
@@ -1154,6 +1239,17 @@ void smtpc_deliver(struct agent_job *j)
 
 	j->t_start = now_f();
 	j->relay = "none";
+	if (j->stopping) {
+		/* dispatched while qmgr_free drains: no conversation is started (it could take minutes) */
+		for (i = 0; i < j->n; i++) {
+			j->t[i]->kind = TGT_DEFER;
+			snprintf(j->t[i]->dsn, sizeof j->t[i]->dsn, "4.3.0");
+			snprintf(j->t[i]->reason, sizeof j->t[i]->reason, "delivery interrupted by shutdown");
+		}
+		j->t_done = now_f();
+		j->done(j);
+		return;
+	}
 	if ((c = mem_calloc(1, sizeof *c)) == NULL || (c->out = mem_alloc(SMTPC_OUT)) == NULL ||
 	    (c->settled = mem_calloc((size_t)j->n, 1)) == NULL || (c->accepted = mem_calloc((size_t)j->n, 1)) == NULL) {
 		if (c) {

@@ -38,14 +38,20 @@ RECORDS = {
     "mx2.silent.test": [("A", "127.0.0.5")],
     # RFC 7505
     "nullmx.test": [("MX", (0, ""))],
+    # many.test: 16 MX hosts at preference 20 that refuse, listed before the one at 10 that takes mail
+    "many.test": [("MX", (20, "far%d.many.test" % i)) for i in range(16)] + [("MX", (10, "near.many.test"))],
+    "near.many.test": [("A", "127.0.0.1")],
+    **{"far%d.many.test" % i: [("A", "127.0.0.2")] for i in range(16)},
 }
+SERVFAIL = ("tempfail.test",)
 
 
 class PySink:
     """A small threaded SMTP/LMTP server: per-recipient replies, optional cut in DATA."""
 
-    def __init__(self, addr, lmtp=False, rcpt_reply=None, drop_in_data=False):
+    def __init__(self, addr, lmtp=False, rcpt_reply=None, drop_in_data=False, data_reply=None):
         self.lmtp = lmtp
+        self.data_reply = data_reply    # what DATA is answered instead of 354 (then no message follows)
         self.rcpt_reply = rcpt_reply or {}
         self.drop_in_data = drop_in_data
         self.messages = []          # (mail_from, [rcpts], data) of every message answered 250
@@ -99,6 +105,9 @@ class PySink:
             elif verb == "DATA":
                 if not rcpts:
                     say("554 5.5.1 Error: no valid recipients")
+                    continue
+                if self.data_reply:
+                    say(self.data_reply)
                     continue
                 say("354 End data with <CR><LF>.<CR><LF>")
                 data = b""
@@ -174,14 +183,15 @@ MSG = b"From: a@example.test\r\nSubject: client test\r\n\r\nline one\r\n.leading
 class SmtpClient(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dns = DNSServer(RECORDS).start()
+        cls.dns = DNSServer(RECORDS, servfail=SERVFAIL).start()
 
     @classmethod
     def tearDownClass(cls):
         cls.dns.stop()
 
     def daemon(self, extra):
-        d = Daemon("relay_domains = relay.test, mx.test, silent.test, nullmx.test, lmtp.test\n"
+        d = Daemon("relay_domains = relay.test, mx.test, silent.test, nullmx.test, lmtp.test, many.test, "
+                   "tempfail.test\n"
                    "smtp_helo_timeout = 3s\nsmtp_connect_timeout = 3s\n" + extra, dns=self.dns).start()
         self.addCleanup(d.cleanup)
         return d
@@ -359,6 +369,111 @@ class SmtpClient(unittest.TestCase):
         # nothing was written to the Maildirs: the LMTP server owns the mailboxes
         self.assertEqual(d.messages(d.maildir("alice")), [])
         self.assertEqual(d.messages(d.vmaildir("virt.test/carol")), [])
+
+    # ---- review findings (each failed before its fix) ----
+
+    def test_2xx_reply_to_data_defers(self):
+        # a 250 where 354 belongs is a protocol error, never a delivery (Postfix's smtp_check_code)
+        port = free_port()
+        ps = self.pysink(("127.0.0.1", port), data_reply="250 2.0.0 Ok: queued as NOTHING")
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n")
+        self.send(d, "alice@example.test", ["u@relay.test"])
+        d.wait_log("to=<u@relay.test>", timeout=15)
+        log = d.output()
+        self.assertNotIn("status=sent", log)
+        self.assertIn("dsn=4.0.0, status=deferred (host 127.0.0.1[127.0.0.1] said: 250 2.0.0 Ok: queued as "
+                      "NOTHING (in reply to DATA command))", log)
+        self.assertEqual(ps.messages, [])
+
+    def test_pipelined_recipients_beyond_the_command_buffer(self):
+        # 450 RCPT commands of ~85 bytes: more than the 32 KiB buffer holds at once
+        port = free_port()
+        ps = self.pysink(("127.0.0.1", port))
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "smtp_destination_recipient_limit = 1000\n")
+        rcpts = ["u%03d%s@relay.test" % (i, "x" * 56) for i in range(450)]
+        self.send(d, "alice@example.test", rcpts)
+        wait_for(lambda: d.output().count("status=sent") == 450 or "status=deferred" in d.output(), timeout=30,
+                 what="all recipients settled")
+        self.assertEqual(d.output().count("command buffer"), 0)
+        self.assertEqual(d.output().count("status=sent"), 450)
+        self.assertEqual(len(ps.messages), 1)
+        self.assertEqual(sorted(ps.messages[0][1]), sorted(rcpts))
+
+    def test_shutdown_defers_jobs_still_waiting(self):
+        # one conversation in flight with a peer that never speaks, two more jobs waiting for
+        # the destination's only slot: a stop defers all three at once, starting nothing new
+        port = free_port()
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", port))
+        silent.listen(16)
+        self.addCleanup(silent.close)
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "smtp_helo_timeout = 300s\ninitial_destination_concurrency = 1\n"
+                        "smtp_destination_concurrency_limit = 1\n")
+        for i in range(3):
+            self.send(d, "alice@example.test", ["u%d@relay.test" % i])
+        silent.settimeout(10)
+        conn, _ = silent.accept()
+        self.addCleanup(conn.close)
+        t0 = time.monotonic()
+        d.stop()
+        self.assertLess(time.monotonic() - t0, 10)
+        log = d.output()
+        self.assertEqual(log.count("status=deferred (delivery interrupted by shutdown"), 3, log)
+        silent.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            silent.accept()         # nobody else connected
+
+    def test_dns_tempfail_does_not_suspend_the_destination(self):
+        # a resolver failure is not the destination's: no slow-start penalty, no dead destination
+        d = self.daemon("initial_destination_concurrency = 1\n")
+        self.send(d, "alice@example.test", ["u1@tempfail.test"])
+        d.wait_log("status=deferred", timeout=30)
+        self.send(d, "alice@example.test", ["u2@tempfail.test"])
+        wait_for(lambda: "to=<u2@tempfail.test>" in d.output(), timeout=30, what="second deferred")
+        log = d.output()
+        self.assertNotIn("delivery temporarily suspended", log)
+        self.assertIn("to=<u2@tempfail.test>, relay=none, ", log)
+        self.assertRegex(log, r"to=<u2@tempfail\.test>.*dsn=4\.4\.3, status=deferred \(Host or domain name not "
+                         r"found. Name service error for name=tempfail\.test type=MX")
+
+    def test_mx_sorted_before_the_host_limit(self):
+        # the preferred MX is the 17th record of the answer
+        port = free_port()
+        s = self.sink("127.0.0.1", port)
+        d = self.daemon(f"transport_maps = inline:{{ many.test=smtp:many.test:{port} }}\n")
+        self.send(d, "alice@example.test", ["u@many.test"])
+        d.wait_log("to=<u@many.test>", timeout=15)
+        self.assertIn(f"relay=near.many.test[127.0.0.1]:{port}", d.output())
+        self.assertNotIn("far", d.output())
+        self.assertEqual(s.count(), 1)
+
+    def test_lmtp_backlog_full_is_a_connection_failure(self):
+        # a unix listener whose backlog is full answers EAGAIN: the server's trouble, not ours
+        tmp = tempfile.mkdtemp(prefix="frugal-lmtp-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "lmtp")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(0)
+        self.addCleanup(srv.close)
+        fillers = []
+        while True:
+            f = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            f.setblocking(False)
+            fillers.append(f)
+            self.addCleanup(f.close)
+            try:
+                f.connect(path)
+            except BlockingIOError:
+                break
+        d = self.daemon(f"transport_maps = inline:{{ lmtp.test=lmtp:unix:{path} }}\n")
+        self.send(d, "alice@example.test", ["u@lmtp.test"])
+        d.wait_log("to=<u@lmtp.test>", timeout=15)
+        log = d.output()
+        self.assertNotIn("local resource shortage", log)
+        self.assertIn(f"dsn=4.4.1, status=deferred (connect to {path}: Resource temporarily unavailable)", log)
 
 
 if __name__ == "__main__":
