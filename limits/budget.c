@@ -135,7 +135,7 @@ void limits_compute(const struct limits_params *p, const struct limits_snapshot 
 		{ LR_AS, 1 },
 	};
 	long long own_of[LR_COUNT] = { 0 };
-	long long tcp, fd, mem, d, sess, snd_charge, rcv_charge, per;
+	long long tcp, fd, mem, d, sess, snd_charge, rcv_charge, per, dmem;
 	const char *by;
 	size_t i;
 	int k;
@@ -188,6 +188,7 @@ void limits_compute(const struct limits_params *p, const struct limits_snapshot 
 	fd = avail(b->pool[LP_FD], LIMITS_FIXED_FDS);
 	mem = avail(b->pool[LP_MEM], own->mem_fixed > 0 ? own->mem_fixed : LIMITS_FIXED_MEM);
 
+	dmem = p->delivery_mem > 0 ? p->delivery_mem : LIMITS_DELIVERY_MEM;
 	/* deliveries: a quarter of each pool, never past LIMITS_DELIVERY_MAX */
 	if (p->delivery_concurrency > 0) {
 		d = p->delivery_concurrency;
@@ -200,7 +201,7 @@ void limits_compute(const struct limits_params *p, const struct limits_snapshot 
 		if (tcp != LIMITS_UNLIMITED)
 			bound(&d, &by, tcp / 4, limits_res_name[LR_NUMTCPSOCK]);
 		if (mem != LIMITS_UNLIMITED)
-			bound(&d, &by, mem / 4 / LIMITS_DELIVERY_MEM, limits_res_name[b->pool_by[LP_MEM]]);
+			bound(&d, &by, mem / 4 / dmem, limits_res_name[b->pool_by[LP_MEM]]);
 		if (d < 1)
 			d = 1;
 		b->deliveries_by = by;
@@ -234,7 +235,7 @@ void limits_compute(const struct limits_params *p, const struct limits_snapshot 
 	snd_charge = b->sndbuf ? 2LL * b->sndbuf : LIMITS_KERNEL_SNDBUF;
 	rcv_charge = b->rcvbuf ? 2LL * b->rcvbuf : LIMITS_KERNEL_RCVBUF;
 	if (mem != LIMITS_UNLIMITED && p->smtpd_concurrency <= 0) {
-		long long m = mem - d * LIMITS_DELIVERY_MEM;
+		long long m = mem - d * dmem;
 		bound(&sess, &by, (m > 0 ? m : 0) / (p->session_mem + snd_charge + rcv_charge),
 		    limits_res_name[b->pool_by[LP_MEM]]);
 	}

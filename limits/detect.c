@@ -96,6 +96,7 @@ void limits_params_default(struct limits_params *p)
 	p->stress_threshold = 80;
 	p->listeners = 1;
 	p->session_mem = LIMITS_SESSION_MEM;
+	p->delivery_mem = LIMITS_DELIVERY_MEM;
 }
 
 static int parse_sources(const char *v)
@@ -204,6 +205,10 @@ void limits_params_from_conf(const struct conf *c, struct limits_params *p)
 	if ((*conf_str(c, "smtpd_tls_cert_file", 0) && strcmp(conf_str(c, "smtpd_tls_security_level", 0), "none") != 0)
 	    || *conf_str(c, "smtps_listen", 0))
 		p->session_mem += LIMITS_TLS_SESSION_MEM;
+	/* likewise every delivery where the SMTP client may start TLS (any of them may be an SMTP one) */
+	p->delivery_mem = LIMITS_DELIVERY_MEM;
+	if (strcmp(conf_str(c, "smtp_tls_security_level", 0), "none") != 0)
+		p->delivery_mem += LIMITS_TLS_CLIENT_MEM;
 }
 
 long long limits_disk_need_bytes(const struct limits_params *p)

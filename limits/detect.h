@@ -149,6 +149,9 @@ struct limits_params {
 	long long message_size_limit;  /* bytes; 0 = none */
 	long long session_mem;         /* one session's memory: LIMITS_SESSION_MEM, plus
 	                                * LIMITS_TLS_SESSION_MEM where TLS is offered */
+	long long delivery_mem;        /* one delivery's memory: LIMITS_DELIVERY_MEM, plus
+	                                * LIMITS_TLS_CLIENT_MEM where the SMTP client may
+	                                * use TLS (0: LIMITS_DELIVERY_MEM) */
 };
 
 /*
@@ -224,6 +227,13 @@ struct limits_own {
 #define LIMITS_TLS_SESSION_MEM (32LL << 10)
 #define LIMITS_DELIVERY_FDS   2             /* a spool file and a Maildir file or a socket */
 #define LIMITS_DELIVERY_MEM   (64LL << 10)
+/*
+ * What TLS adds to an outbound connection: 32.0 KB held by an idle TLS 1.3
+ * client connection (OpenSSL 3.0, tests/unit/test_tls_client.c: the
+ * server's certificate and session are kept), plus one 16.7 KiB record
+ * buffer while it reads or writes.
+ */
+#define LIMITS_TLS_CLIENT_MEM (48LL << 10)
 #define LIMITS_DELIVERY_MAX   20            /* auto never goes past this */
 #define LIMITS_SESSIONS_MAX   10000         /* auto when nothing at all bounds sessions */
 #define LIMITS_USEFUL_SESSIONS 10           /* below this the report warns */

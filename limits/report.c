@@ -307,9 +307,10 @@ static void print_text(const struct report *r, FILE *f)
 	else
 		fprintf(f, "stress mode: off (daemon not running)\n");
 	fprintf(f, "\nhow: sessions = min(numtcpsock budget - listeners - deliveries, descriptor budget - %d - 2 x deliveries,\n"
-	    "      socket buffer budgets / (2 x %d), (memory budget - 4M - deliveries x 64K) / (%lldK%s + buffers));\n"
+	    "      socket buffer budgets / (2 x %d), (memory budget - 4M - deliveries x %lldK) / (%lldK%s + buffers));\n"
 	    "      budget = min(%d%% of the limit, limit - %d%% - what the rest of the container holds)\n",
-	    LIMITS_FIXED_FDS, LIMITS_BUF_MIN, r->p.session_mem >> 10,
+	    LIMITS_FIXED_FDS, LIMITS_BUF_MIN, (r->p.delivery_mem > 0 ? r->p.delivery_mem : LIMITS_DELIVERY_MEM) >> 10,
+	    r->p.session_mem >> 10,
 	    r->p.session_mem > LIMITS_SESSION_MEM ? " with TLS" : "", r->p.share, r->p.reserve);
 	if (r->nwarn) {
 		fprintf(f, "\nwarnings:\n");

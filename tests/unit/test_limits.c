@@ -846,6 +846,15 @@ START_TEST(params_from_conf)
 	ck_assert_ptr_nonnull(c);
 	limits_params_from_conf(c, &p);
 	ck_assert_int_eq((int)p.session_mem, LIMITS_SESSION_MEM);
+	/* outbound TLS at the default level may: every delivery costs a TLS client connection */
+	ck_assert_int_eq((int)p.delivery_mem, LIMITS_DELIVERY_MEM + LIMITS_TLS_CLIENT_MEM);
+	conf_unref(c);
+	conf_diags_free(&d);
+	memset(&d, 0, sizeof d);
+	c = conf_load_text("smtp_tls_security_level = none\n", "test.conf", &d);
+	ck_assert_ptr_nonnull(c);
+	limits_params_from_conf(c, &p);
+	ck_assert_int_eq((int)p.delivery_mem, LIMITS_DELIVERY_MEM);
 	conf_unref(c);
 	conf_diags_free(&d);
 }
