@@ -1356,6 +1356,7 @@ static int make_jobs(struct qmgr *q, struct lmsg *d)
 				j->src.sender = d->env.sender;
 				j->hop_limit = q->hop_limit;
 				j->dsn_ret = d->env.dsn_ret;
+				j->arrival = d->env.arrival;
 				j->envid = d->env.envid;
 				j->env_rcpt = d->env.rcpt;
 				n = sp.rcpt_limit < cap ? sp.rcpt_limit : cap;

@@ -324,6 +324,7 @@ struct agent_job {
 	double t_start, t_done;
 	const struct conf *conf;     /* qmgr's current generation, valid during deliver() only */
 	int    stopping;             /* dispatched while qmgr_free drains: network agents start nothing */
+	time_t arrival;              /* the message's arrival (the SMTP client's plain-text fallback) */
 	/* the envelope's DSN facts, read-only (the network agents pass them on) */
 	int    dsn_ret;              /* DSN_RET_*, 0 absent */
 	const char *envid;           /* NULL absent */

@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -37,6 +38,7 @@
 #include "core/fd.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/tls.h"
 #include "core/transport.h"
 
 #define SMTPC_HOSTS   16           /* MX hosts kept from one answer (Postfix keeps them all; 16 is plenty) */
@@ -51,6 +53,8 @@ enum smtpc_state {
 	C_GREETING,
 	C_EHLO,        /* EHLO or LHLO sent */
 	C_HELO,
+	C_STARTTLS,    /* STARTTLS sent, waiting for its 220 */
+	C_TLS,         /* the TLS handshake, driven by transport_handshake on every event */
 	C_MAIL,        /* MAIL sent (and the RCPTs, when pipelining) */
 	C_RCPT,
 	C_DATA,
@@ -118,10 +122,18 @@ struct smtpc {
 	double   t_connect, t_helo, t_mail, t_rcpt, t_data_init, t_xfer, t_done, t_quit;
 	char     helo_name[256];
 	char     myhostname[256];
+	int      tls_level;                  /* TLS_LEVEL_*: smtp_tls_security_level (never for LMTP) */
+	struct tls_ctx *tls;                 /* a reference to the generation's client context, or NULL */
+	int      tls_on;                     /* this connection is TLS (EHLO was said again inside it) */
+	int      plain_hi, plain_ai;         /* the address retried without STARTTLS after it failed, or -1 */
+	long long min_backoff;               /* minimal_backoff_time: the plain-text fallback's wait */
 };
 
 static struct dns *the_dns;
 static struct smtpc *live;
+/* The client TLS context of one configuration generation (and CA file), made when first needed. */
+static struct tls_ctx *tls_cache;
+static const struct conf *tls_cache_conf;
 
 void agent_set_dns(struct dns *d)
 {
@@ -151,6 +163,7 @@ static void close_conn(struct smtpc *c)
 		transport_close(&c->tr);
 	c->tr.fd = -1;
 	c->inlen = c->outlen = c->outoff = 0;
+	c->tls_on = 0;
 	c->gen++;
 }
 
@@ -167,6 +180,7 @@ static void reap(struct smtpc *c)
 		live = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	tls_ctx_unref(c->tls);
 	mem_free(c->settled);
 	mem_free(c->accepted);
 	mem_free(c->out);
@@ -189,6 +203,8 @@ static void watch(struct smtpc *c)
 		return;
 	if (c->st == C_CONNECT)
 		ev = EV_WRITE;
+	else if (c->st == C_TLS)
+		ev = c->tr.want == TRANSPORT_WANT_READ ? EV_READ : EV_WRITE;
 	else {
 		if (c->outoff < c->outlen || c->st == C_BODY)
 			ev |= EV_WRITE;
@@ -196,6 +212,8 @@ static void watch(struct smtpc *c)
 			ev |= EV_READ;
 		if (c->tr.want == TRANSPORT_WANT_READ && (ev & EV_WRITE))
 			ev |= EV_READ;
+		if (c->tr.want == TRANSPORT_WANT_WRITE && (ev & EV_READ))
+			ev |= EV_WRITE;   /* a TLS read that needs a write */
 	}
 	if (ev_is_active(&c->io) && c->io.fd == c->tr.fd && (c->io.events & (EV_READ | EV_WRITE)) == ev)
 		return;
@@ -376,6 +394,8 @@ static const char *doing(const struct smtpc *c)
 	case C_GREETING: return "receiving the initial server greeting";
 	case C_EHLO:     return c->lmtp ? "performing the LHLO handshake" : "performing the EHLO handshake";
 	case C_HELO:     return "performing the HELO handshake";
+	case C_STARTTLS: return "sending STARTTLS";
+	case C_TLS:      return "performing the TLS handshake";
 	case C_MAIL:     return "sending MAIL FROM";
 	case C_RCPT:     return "sending RCPT TO";
 	case C_DATA:     return "sending DATA command";
@@ -399,7 +419,7 @@ static void conv_failed(struct smtpc *c, const char *fmt, ...)
 		c->st = C_CLOSED;
 		return;
 	}
-	if (c->st <= C_HELO) {
+	if (c->st <= C_TLS) {
 		log_info(c->j->route.transport, "%s: %s", c->j->queue_id, why);
 		set_err(c, 0, "4.4.2", "%s", why);
 		close_conn(c);
@@ -584,6 +604,98 @@ static void reply_failed(struct smtpc *c, int i, const char *cmd)
 	    c->peer, c->rep.text, cmd);
 }
 
+/* This server will not do (no STARTTLS where TLS is required, TLS failed): next address, else defer. */
+static void host_failed(struct smtpc *c, const char *dsn, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void host_failed(struct smtpc *c, const char *dsn, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof c->err, fmt, ap);
+	va_end(ap);
+	snprintf(c->err_dsn, sizeof c->err_dsn, "%s", dsn);
+	c->err_perm = 0;
+	log_info(c->j->route.transport, "%s: %s", c->j->queue_id, c->err);
+	close_conn(c);
+	c->relay[0] = '\0';
+	c->ai++;
+	next_address(c);
+}
+
+/*
+ * STARTTLS failed with this server (refused, or the handshake): Postfix's rule
+ * (tls_plaintext_fallback_ok): at may, for a message that has waited minimal_backoff_time,
+ * the same address again in plain text; else this server failed, 4.7.5.
+ */
+static void tls_failed(struct smtpc *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tls_failed(struct smtpc *c, const char *fmt, ...)
+{
+	va_list ap;
+	char why[300];
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof why, fmt, ap);
+	va_end(ap);
+	if (tls_plaintext_fallback_ok(c->tls_level, (long long)(time(NULL) - c->j->arrival), c->min_backoff, 0)) {
+		log_info(c->j->route.transport, "%s: %s: trying %s again without STARTTLS", c->j->queue_id, why, c->peer);
+		set_err(c, 0, "4.7.5", "%s", why);
+		close_conn(c);
+		c->relay[0] = '\0';
+		c->plain_hi = c->hi;
+		c->plain_ai = c->ai;
+		next_address(c);
+		return;
+	}
+	host_failed(c, "4.7.5", "%s", why);
+}
+
+/*
+ * After the 220 to STARTTLS: the client side of TLS on the same socket. SNI is the MX host
+ * name (the transport sends none for an address literal); the certificate is checked only at
+ * verify (that name) and secure (the next-hop domain), as the library defines the levels.
+ */
+static void start_tls(struct smtpc *c)
+{
+	const char *verify = NULL;
+
+	if (c->tls_level == TLS_LEVEL_VERIFY)
+		verify = c->hosts[c->hi].name;
+	else if (c->tls_level == TLS_LEVEL_SECURE)
+		verify = c->domain;
+	if (c->tls == NULL || transport_tls_client(&c->tr, c->tls, c->hosts[c->hi].name, verify) < 0) {
+		/* our shortage (no context, no memory): like a failed handshake, for this server */
+		tls_failed(c, "Cannot start TLS: handshake failure (%s)",
+		    c->tls == NULL ? "no client TLS context" : strerror(errno));
+		return;
+	}
+	c->st = C_TLS;
+	arm(c, c->t_helo);
+}
+
+/* One step of the handshake; done: Postfix's log line, then EHLO again inside TLS (RFC 3207 4.2). */
+static void tls_step(struct smtpc *c)
+{
+	char why[256], line[600];
+	int rc = transport_handshake(&c->tr, why, sizeof why);
+	const struct smtpc_addr *a = &c->addrs[c->ai];
+
+	if (rc == 0)
+		return;
+	if (rc < 0) {
+		log_info(c->j->route.transport, "%s: TLS handshake with %s failed: %s", c->j->queue_id, c->peer, why);
+		tls_failed(c, "Cannot start TLS: handshake failure");
+		return;
+	}
+	transport_describe_peer(&c->tr, c->hosts[c->hi].name, a->text, (unsigned)c->port, line, sizeof line);
+	log_info(c->j->route.transport, "%s", line);
+	c->tls_on = 1;
+	c->ext = 0;
+	(void)out_printf(c, "EHLO %s\r\n", c->helo_name);
+	c->st = C_EHLO;
+	smtp_reply_init(&c->rep, 1);
+	arm(c, c->t_helo);
+}
+
 static void handle_reply(struct smtpc *c)
 {
 	struct agent_job *j = c->j;
@@ -618,6 +730,18 @@ static void handle_reply(struct smtpc *c)
 			c->ext = c->rep.ext;
 			c->peer_size = c->rep.size;
 			c->reached = 1;
+			if (!c->tls_on && c->tls_level >= TLS_LEVEL_MAY && (c->ext & SMTP_EXT_STARTTLS) &&
+			    !(c->hi == c->plain_hi && c->ai == c->plain_ai)) {
+				(void)out_printf(c, "STARTTLS\r\n");
+				c->st = C_STARTTLS;
+				arm(c, c->t_helo);
+				return;
+			}
+			if (!c->tls_on && tls_level_required(c->tls_level)) {
+				/* Postfix's words; this server fails, the next one may offer it */
+				host_failed(c, "4.7.4", "TLS is required, but was not offered by host %s", c->peer);
+				return;
+			}
 			start_mail(c);
 			return;
 		}
@@ -643,6 +767,16 @@ static void handle_reply(struct smtpc *c)
 		c->relay[0] = '\0';
 		c->ai++;
 		next_address(c);
+		return;
+	case C_STARTTLS:
+		if (cls != 2) {
+			tls_failed(c, "Cannot start TLS: handshake failure (host %s said: %s)", c->peer, c->rep.text);
+			return;
+		}
+		/* nothing the server sent after its 220 may be read as said under TLS (CVE-2011-0411) */
+		c->inlen = 0;
+		c->gen++;
+		start_tls(c);
 		return;
 	case C_MAIL:
 		if (cls != 2) {
@@ -800,20 +934,26 @@ static void do_write(struct smtpc *c)
 
 static void do_read(struct smtpc *c)
 {
-	ssize_t n = transport_read(&c->tr, c->in + c->inlen, sizeof c->in - c->inlen);
+	unsigned gen = c->gen;
 
-	if (n < 0 && errno == EAGAIN)
-		return;
-	if (n <= 0) {
-		if (c->st == C_QUIT) {
-			c->st = C_CLOSED;
+	do {
+		ssize_t n = transport_read(&c->tr, c->in + c->inlen, sizeof c->in - c->inlen);
+
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			if (c->st == C_QUIT) {
+				c->st = C_CLOSED;
+				return;
+			}
+			conv_failed(c, "lost connection with %s while %s", c->peer, doing(c));
 			return;
 		}
-		conv_failed(c, "lost connection with %s while %s", c->peer, doing(c));
-		return;
-	}
-	c->inlen += (size_t)n;
-	parse_input(c);
+		c->inlen += (size_t)n;
+		parse_input(c);
+		/* decrypted bytes TLS holds are not a readable socket: take them now */
+	} while (c->st != C_CLOSED && c->st != C_TLS && c->gen == gen && c->tr.fd >= 0 &&
+	    transport_pending(&c->tr) > 0);
 }
 
 static void connected(struct smtpc *c)
@@ -854,6 +994,8 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			next_address(c);
 		} else
 			connected(c);
+	} else if (c->st == C_TLS) {
+		tls_step(c);
 	} else {
 		if (revents & EV_READ)
 			do_read(c);
@@ -1291,6 +1433,30 @@ void smtpc_deliver(struct agent_job *j)
 	snprintf(c->myhostname, sizeof c->myhostname, "%s", v && *v ? v : "localhost");
 	v = cf ? conf_str(cf, "smtp_helo_name", 0) : NULL;
 	snprintf(c->helo_name, sizeof c->helo_name, "%s", v && *v ? v : c->myhostname);
+	c->plain_hi = c->plain_ai = -1;
+	c->min_backoff = cf ? conf_time(cf, "minimal_backoff_time", 0) : 300;
+	v = cf ? conf_str(cf, "smtp_tls_security_level", 0) : NULL;
+	c->tls_level = v && *v && !c->lmtp && tls_level_parse(v) > 0 ? tls_level_parse(v) : TLS_LEVEL_NONE;
+	if (c->tls_level > TLS_LEVEL_NONE) {
+		if (tls_cache == NULL || tls_cache_conf != cf) {
+			/* one context per configuration generation: the CA file is read once for it */
+			char err[256];
+			const char *ca = conf_str(cf, "smtp_tls_CAfile", 0);
+			struct tls_ctx *x = tls_client_new(ca, err, sizeof err);
+
+			if (x == NULL)
+				log_warning(j->route.transport, "cannot make the client TLS context: %s", err);
+			else {
+				tls_ctx_unref(tls_cache);
+				tls_cache = x;
+				tls_cache_conf = cf;
+			}
+		}
+		if (tls_cache && tls_cache_conf == cf) {
+			tls_ctx_ref(tls_cache);
+			c->tls = tls_cache;
+		}
+	}
 
 	if (parse_nexthop(c, j->route.nexthop) < 0) {
 		set_err(c, 0, "4.3.5", "bad next-hop destination \"%s\" for transport %s", j->route.nexthop,
@@ -1325,4 +1491,7 @@ void smtpc_stop_all(void)
 		c->st = C_CLOSED;
 		reap(c);
 	}
+	tls_ctx_unref(tls_cache);
+	tls_cache = NULL;
+	tls_cache_conf = NULL;
 }

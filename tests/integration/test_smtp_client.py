@@ -16,6 +16,7 @@ import shutil
 import smtplib
 import socket
 import socketserver
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -23,7 +24,7 @@ import time
 import unittest
 
 from dnsserver import DNSServer
-from harness import Daemon, wait_for, free_port, SLOW
+from harness import Daemon, wait_for, free_port, make_cert, SLOW
 
 SINK = "/usr/sbin/smtp-sink"
 
@@ -49,8 +50,14 @@ SERVFAIL = ("tempfail.test",)
 class PySink:
     """A small threaded SMTP/LMTP server: per-recipient replies, optional cut in DATA."""
 
-    def __init__(self, addr, lmtp=False, rcpt_reply=None, drop_in_data=False, data_reply=None):
+    def __init__(self, addr, lmtp=False, rcpt_reply=None, drop_in_data=False, data_reply=None, tls=None,
+                 starttls_reply=None):
         self.lmtp = lmtp
+        # tls: (cert, key) offers STARTTLS; starttls_reply answers it without TLS ("220 ..." then
+        # garbage for a broken handshake, or a 454)
+        self.tls = tls
+        self.starttls_reply = starttls_reply
+        self.tls_messages = 0       # messages that came inside TLS
         self.data_reply = data_reply    # what DATA is answered instead of 354 (then no message follows)
         self.rcpt_reply = rcpt_reply or {}
         self.drop_in_data = drop_in_data
@@ -60,7 +67,11 @@ class PySink:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
-                sink.session(self.rfile, self.wfile)
+                try:
+                    sink.session(self.rfile, self.wfile, self)
+                finally:
+                    if getattr(self, "tls_conn", None):
+                        self.tls_conn.close()
 
         if isinstance(addr, str):
             class Srv(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -76,12 +87,13 @@ class PySink:
         self.srv.shutdown()
         self.srv.server_close()
 
-    def session(self, r, w):
+    def session(self, r, w, handler):
         def say(s):
             w.write(s.encode() + b"\r\n")
             w.flush()
         say("220 pysink ESMTP")
         mail, rcpts = None, []
+        in_tls = False
         while True:
             line = r.readline()
             if not line:
@@ -89,8 +101,23 @@ class PySink:
             cmd = line.decode("utf-8", "replace").rstrip("\r\n")
             verb = cmd[:4].upper()
             if verb in ("EHLO", "LHLO"):
-                say("250-pysink\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n250-DSN\r\n"
+                say("250-pysink\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n250-DSN\r\n" +
+                    ("250-STARTTLS\r\n" if (self.tls or self.starttls_reply) and not in_tls else "") +
                     "250 ENHANCEDSTATUSCODES")
+            elif verb == "STAR" and cmd.upper() == "STARTTLS" and not in_tls:
+                if self.starttls_reply:
+                    say(self.starttls_reply)
+                    if self.starttls_reply.startswith("220"):
+                        w.write(b"this is not a TLS server hello\r\n" * 4)
+                        w.flush()
+                        return
+                    continue
+                say("220 2.0.0 Ready to start TLS")
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.load_cert_chain(*self.tls)
+                conn = handler.tls_conn = ctx.wrap_socket(handler.connection, server_side=True)
+                r, w = conn.makefile("rb"), conn.makefile("wb")
+                in_tls, mail, rcpts = True, None, []
             elif verb == "HELO":
                 say("250 pysink")
             elif verb == "MAIL":
@@ -122,6 +149,7 @@ class PySink:
                     data += l[1:] if l.startswith(b".") else l
                 with self.lock:
                     self.messages.append((mail, list(rcpts), data))
+                    self.tls_messages += in_tls
                 if self.lmtp:
                     for a in rcpts:
                         say(f"250 2.0.0 <{a}> Saved" if "full" not in a else
@@ -474,6 +502,94 @@ class SmtpClient(unittest.TestCase):
         log = d.output()
         self.assertNotIn("local resource shortage", log)
         self.assertIn(f"dsn=4.4.1, status=deferred (connect to {path}: Resource temporarily unavailable)", log)
+
+    # ---- STARTTLS (smtp_tls_security_level) ----
+
+    def tls_sink(self, **kw):
+        tmp = tempfile.mkdtemp(prefix="frugal-tls-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        port = free_port()
+        return self.pysink(("127.0.0.1", port), tls=make_cert(tmp, "sink"), **kw), port
+
+    def test_starttls_may(self):
+        # may is frugal's default (doc/PRODUCT.md)
+        ps, port = self.tls_sink()
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n")
+        self.send(d, "alice@example.test", ["u@relay.test", "v@relay.test"])
+        wait_for(lambda: d.output().count("status=sent") == 2, timeout=15, what="both sent")
+        self.assertRegex(d.output(), r"frugal/smtp\[\d+\]: Untrusted TLS connection established to "
+                         rf"127\.0\.0\.1\[127\.0\.0\.1\]:{port}: TLSv1\.[23] with cipher \S+ \(\d+/\d+ bits\)")
+        self.assertEqual(len(ps.messages), 1)
+        self.assertEqual(ps.tls_messages, 1)
+        self.assertEqual(ps.messages[0][1], ["u@relay.test", "v@relay.test"])
+
+    def test_starttls_none_stays_plain(self):
+        # Postfix's default: no STARTTLS although offered
+        ps, port = self.tls_sink()
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "smtp_tls_security_level = none\n")
+        self.send(d, "alice@example.test", ["u@relay.test"])
+        d.wait_log("status=sent", timeout=15)
+        self.assertNotIn("TLS connection established", d.output())
+        self.assertEqual((len(ps.messages), ps.tls_messages), (1, 0))
+
+    def test_encrypt_without_starttls_defers(self):
+        port = free_port()
+        ps = self.pysink(("127.0.0.1", port))
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "smtp_tls_security_level = encrypt\n")
+        self.send(d, "alice@example.test", ["u@relay.test"])
+        d.wait_log("status=deferred", timeout=15)
+        self.assertIn("dsn=4.7.4, status=deferred (TLS is required, but was not offered by host "
+                      "127.0.0.1[127.0.0.1])", d.output())
+        self.assertEqual(ps.messages, [])
+
+    def test_starttls_handshake_failure_tries_next_mx(self):
+        # the preferred MX answers 220 to STARTTLS and then no TLS: 4.7.5 for it, the next MX takes the mail
+        bad_port = free_port()
+        bad = PySink(("127.0.0.2", bad_port), starttls_reply="220 2.0.0 Ready to start TLS")
+        self.addCleanup(bad.stop)
+        tmp = tempfile.mkdtemp(prefix="frugal-tls-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        good = PySink(("127.0.0.3", bad_port), tls=make_cert(tmp, "sink"))
+        self.addCleanup(good.stop)
+        d = self.daemon(f"transport_maps = inline:{{ mx.test=smtp:mx.test:{bad_port} }}\n"
+                        "smtp_tls_security_level = may\n")
+        self.send(d, "alice@example.test", ["u@mx.test"])
+        d.wait_log("status=sent", timeout=15)
+        log = d.output()
+        self.assertIn("Cannot start TLS: handshake failure", log)
+        self.assertIn(f"relay=mx2.mx.test[127.0.0.3]:{bad_port}", log)
+        self.assertIn(f"Untrusted TLS connection established to mx2.mx.test[127.0.0.3]:{bad_port}", log)
+        self.assertEqual((len(bad.messages), len(good.messages), good.tls_messages), (0, 1, 1))
+
+    def test_starttls_failure_plain_fallback_after_backoff(self):
+        # Postfix's rule: a first attempt defers 4.7.5; once the message has waited
+        # minimal_backoff_time, the same server again in plain text (at may only)
+        port = free_port()
+        ps = self.pysink(("127.0.0.1", port), starttls_reply="220 2.0.0 Ready to start TLS")
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "minimal_backoff_time = 1s\nmaximal_backoff_time = 2s\nqueue_run_delay = 1s\n")
+        self.send(d, "alice@example.test", ["u@relay.test"])
+        d.wait_log("status=deferred", timeout=15)
+        self.assertIn("dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure)", d.output())
+        d.wait_log("status=sent", timeout=20)
+        self.assertIn("Cannot start TLS: handshake failure: trying 127.0.0.1[127.0.0.1] again without STARTTLS",
+                      d.output())
+        self.assertEqual((len(ps.messages), ps.tls_messages), (1, 0))
+
+    def test_encrypt_starttls_failure_never_plain(self):
+        port = free_port()
+        ps = self.pysink(("127.0.0.1", port), starttls_reply="454 4.7.0 TLS not available due to local problem")
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "smtp_tls_security_level = encrypt\nminimal_backoff_time = 1s\n"
+                        "maximal_backoff_time = 2s\nqueue_run_delay = 1s\n")
+        self.send(d, "alice@example.test", ["u@relay.test"])
+        wait_for(lambda: d.output().count("status=deferred") >= 2, timeout=20, what="deferred twice")
+        self.assertIn("dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure (host 127.0.0.1[127.0.0.1] "
+                      "said: 454 4.7.0 TLS not available due to local problem))", d.output())
+        self.assertNotIn("without STARTTLS", d.output())
+        self.assertEqual(ps.messages, [])
 
 
 if __name__ == "__main__":
