@@ -361,6 +361,7 @@ struct smtp_reply {
 	int      ehlo;          /* in: collect EHLO keywords from the lines after the first */
 	unsigned ext;           /* out: SMTP_EXT_* offered */
 	unsigned long long size;/* out: the SIZE limit offered, 0 none */
+	char     auth[256];     /* out: the AUTH mechanisms offered, space-separated (truncated) */
 	size_t   len;
 	char     text[SMTP_REPLY_TEXT]; /* the lines joined by a space, sanitized, truncated */
 };

@@ -51,6 +51,16 @@ static void ehlo_keyword(struct smtp_reply *r, const char *p, size_t n)
 		if (strlen(kws[i].kw) != k || strncasecmp(p, kws[i].kw, k) != 0)
 			continue;
 		r->ext |= kws[i].bit;
+		if (kws[i].bit == SMTP_EXT_AUTH && k < n) {
+			/* "AUTH PLAIN LOGIN" and the old "AUTH=PLAIN LOGIN": the list, printable only */
+			size_t have = strlen(r->auth), d;
+
+			if (have > 0 && have + 1 < sizeof r->auth)
+				r->auth[have++] = ' ';
+			for (d = k + 1; d < n && have + 1 < sizeof r->auth; d++)
+				r->auth[have++] = (p[d] > ' ' && p[d] < 127) ? p[d] : ' ';
+			r->auth[have] = '\0';
+		}
 		if (kws[i].bit == SMTP_EXT_SIZE) {
 			/* "SIZE" alone or "SIZE 0": no fixed limit; an absurd number: none either */
 			unsigned long long v = 0;

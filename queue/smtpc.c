@@ -40,6 +40,8 @@
 #include "core/mem.h"
 #include "core/tls.h"
 #include "core/transport.h"
+#include "conf/map.h"
+#include "queue/smtp_sasl.h"
 
 #define SMTPC_HOSTS   16           /* MX hosts kept from one answer (Postfix keeps them all; 16 is plenty) */
 #define SMTPC_ADDRS   16           /* addresses of one host */
@@ -55,6 +57,7 @@ enum smtpc_state {
 	C_HELO,
 	C_STARTTLS,    /* STARTTLS sent, waiting for its 220 */
 	C_TLS,         /* the TLS handshake, driven by transport_handshake on every event */
+	C_AUTH,        /* AUTH sent (and LOGIN's steps) */
 	C_MAIL,        /* MAIL sent (and the RCPTs, when pipelining) */
 	C_RCPT,
 	C_DATA,
@@ -127,6 +130,9 @@ struct smtpc {
 	int      tls_on;                     /* this connection is TLS (EHLO was said again inside it) */
 	int      plain_hi, plain_ai;         /* the address retried without STARTTLS after it failed, or -1 */
 	long long min_backoff;               /* minimal_backoff_time: the plain-text fallback's wait */
+	int      sasl_on;                    /* smtp_sasl_auth_enable and the maps opened (sasl_cache) */
+	unsigned sasl_opts, sasl_tls_opts;   /* smtp_sasl_security_options, smtp_sasl_tls_security_options */
+	struct smtp_sasl sasl;               /* the password while AUTH runs; zeroed after */
 };
 
 static struct dns *the_dns;
@@ -134,6 +140,12 @@ static struct smtpc *live;
 /* The client TLS context of one configuration generation (and CA file), made when first needed. */
 static struct tls_ctx *tls_cache;
 static const struct conf *tls_cache_conf;
+/*
+ * smtp_sasl_password_maps of the newest generation that enabled AUTH, opened when first needed.
+ * A session looks it up when it authenticates (not a pointer kept: a reload replaces the list).
+ */
+static struct map_list *sasl_cache;
+static const struct conf *sasl_cache_conf;
 
 void agent_set_dns(struct dns *d)
 {
@@ -181,6 +193,7 @@ static void reap(struct smtpc *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	tls_ctx_unref(c->tls);
+	smtp_sasl_clear(&c->sasl);
 	mem_free(c->settled);
 	mem_free(c->accepted);
 	mem_free(c->out);
@@ -396,6 +409,7 @@ static const char *doing(const struct smtpc *c)
 	case C_HELO:     return "performing the HELO handshake";
 	case C_STARTTLS: return "sending STARTTLS";
 	case C_TLS:      return "performing the TLS handshake";
+	case C_AUTH:     return "authenticating";
 	case C_MAIL:     return "sending MAIL FROM";
 	case C_RCPT:     return "sending RCPT TO";
 	case C_DATA:     return "sending DATA command";
@@ -419,7 +433,7 @@ static void conv_failed(struct smtpc *c, const char *fmt, ...)
 		c->st = C_CLOSED;
 		return;
 	}
-	if (c->st <= C_TLS) {
+	if (c->st < C_MAIL) {
 		log_info(c->j->route.transport, "%s: %s", c->j->queue_id, why);
 		set_err(c, 0, "4.4.2", "%s", why);
 		close_conn(c);
@@ -622,6 +636,55 @@ static void host_failed(struct smtpc *c, const char *dsn, const char *fmt, ...)
 	next_address(c);
 }
 
+static void smtp_sasl_clear_line(char *line, size_t n)
+{
+	volatile char *p = line;
+
+	while (n--)
+		*p++ = 0;
+}
+
+/*
+ * AUTH when smtp_sasl_auth_enable and the server offers it and credentials exist for it
+ * (Postfix's rules, queue/smtp_sasl.h); else straight to MAIL. The options in force are the
+ * TLS set inside TLS.
+ */
+static void start_auth(struct smtpc *c)
+{
+	char user[SMTP_SASL_FIELD_MAX + 1], pass[SMTP_SASL_FIELD_MAX + 1], line[SMTP_SASL_LINE_MAX];
+	int rc, mech;
+
+	if (!c->sasl_on || sasl_cache == NULL || !(c->ext & SMTP_EXT_AUTH)) {
+		start_mail(c);
+		return;
+	}
+	rc = smtp_sasl_lookup(sasl_cache, c->hosts[c->hi].name, c->j->route.nexthop, user, pass);
+	if (rc == 0) {
+		start_mail(c);
+		return;
+	}
+	if (rc < 0) {
+		set_err(c, 0, "4.3.0", "smtp_sasl_password_maps: lookup error for %s", c->hosts[c->hi].name);
+		log_warning(c->j->route.transport, "%s: %s", c->j->queue_id, c->err);
+		smtp_sasl_clear_line(pass, sizeof pass);
+		quit(c);
+		return;
+	}
+	mech = smtp_sasl_choose(c->rep.auth, strlen(c->rep.auth), c->tls_on ? c->sasl_tls_opts : c->sasl_opts);
+	if (mech == SMTP_SASL_MECH_NONE || smtp_sasl_start(&c->sasl, mech, user, pass, line, sizeof line) < 0) {
+		smtp_sasl_clear_line(pass, sizeof pass);
+		smtp_sasl_clear(&c->sasl);
+		host_failed(c, "4.7.0", "SASL authentication failed; cannot authenticate to server %s: no mechanism "
+		    "available", c->peer);
+		return;
+	}
+	smtp_sasl_clear_line(pass, sizeof pass);
+	(void)out_printf(c, "%s", line);
+	smtp_sasl_clear_line(line, sizeof line);
+	c->st = C_AUTH;
+	arm(c, c->t_helo);
+}
+
 /*
  * STARTTLS failed with this server (refused, or the handshake): Postfix's rule
  * (tls_plaintext_fallback_ok): at may, for a message that has waited minimal_backoff_time,
@@ -742,7 +805,7 @@ static void handle_reply(struct smtpc *c)
 				host_failed(c, "4.7.4", "TLS is required, but was not offered by host %s", c->peer);
 				return;
 			}
-			start_mail(c);
+			start_auth(c);
 			return;
 		}
 		if (!c->lmtp) {
@@ -778,6 +841,32 @@ static void handle_reply(struct smtpc *c)
 		c->gen++;
 		start_tls(c);
 		return;
+	case C_AUTH: {
+		char line[SMTP_SASL_LINE_MAX];
+		const char *text = strlen(c->rep.text) >= 4 ? c->rep.text + 4 : "";
+		int rc = smtp_sasl_reply(&c->sasl, c->rep.code, text, strlen(text), line, sizeof line);
+
+		if (rc == SMTP_SASL_SEND) {
+			(void)out_printf(c, "%s", line);
+			smtp_sasl_clear_line(line, sizeof line);
+			arm(c, c->t_helo);
+			return;
+		}
+		smtp_sasl_clear(&c->sasl);
+		if (rc == SMTP_SASL_OK) {
+			start_mail(c);
+			return;
+		}
+		if (rc == SMTP_SASL_REFUSED) {
+			/* smtp_sasl_auth_soft_bounce = yes: the mail waits, whatever the code */
+			set_err(c, 0, "4.7.0", "SASL authentication failed; server %s said: %s", c->peer, c->rep.text);
+			quit(c);
+			return;
+		}
+		host_failed(c, "4.7.0", "SASL authentication failed; unexpected reply from %s: %s", c->peer,
+		    c->rep.text);
+		return;
+	}
 	case C_MAIL:
 		if (cls != 2) {
 			for (i = 0; i < j->n; i++)
@@ -1434,6 +1523,27 @@ void smtpc_deliver(struct agent_job *j)
 	v = cf ? conf_str(cf, "smtp_helo_name", 0) : NULL;
 	snprintf(c->helo_name, sizeof c->helo_name, "%s", v && *v ? v : c->myhostname);
 	c->plain_hi = c->plain_ai = -1;
+	if (cf && conf_bool(cf, "smtp_sasl_auth_enable", 0) && !c->lmtp) {
+		if (sasl_cache == NULL || sasl_cache_conf != cf) {
+			char err[256];
+			struct map_list *m = map_list_open(conf_str(cf, "smtp_sasl_password_maps", 0), err, sizeof err);
+
+			if (m == NULL)
+				log_warning(j->route.transport, "smtp_sasl_password_maps: %s", err);
+			else {
+				map_list_close(sasl_cache);
+				sasl_cache = m;
+				sasl_cache_conf = cf;
+			}
+		}
+		if (sasl_cache && sasl_cache_conf == cf) {
+			c->sasl_on = 1;
+			if (smtp_sasl_options_parse(conf_str(cf, "smtp_sasl_security_options", 0), &c->sasl_opts) < 0)
+				c->sasl_opts = SMTP_SASL_NOPLAINTEXT | SMTP_SASL_NOANONYMOUS;
+			if (smtp_sasl_options_parse(conf_str(cf, "smtp_sasl_tls_security_options", 0), &c->sasl_tls_opts) < 0)
+				c->sasl_tls_opts = c->sasl_opts;
+		}
+	}
 	c->min_backoff = cf ? conf_time(cf, "minimal_backoff_time", 0) : 300;
 	v = cf ? conf_str(cf, "smtp_tls_security_level", 0) : NULL;
 	c->tls_level = v && *v && !c->lmtp && tls_level_parse(v) > 0 ? tls_level_parse(v) : TLS_LEVEL_NONE;
@@ -1494,4 +1604,7 @@ void smtpc_stop_all(void)
 	tls_ctx_unref(tls_cache);
 	tls_cache = NULL;
 	tls_cache_conf = NULL;
+	map_list_close(sasl_cache);
+	sasl_cache = NULL;
+	sasl_cache_conf = NULL;
 }

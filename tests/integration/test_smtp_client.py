@@ -8,6 +8,7 @@ relayhost, 4xx then success on retry, 5xx for one recipient, a drop
 mid-DATA, LMTP over a unix socket with per-recipient replies. Every message
 is counted at its sink: it arrives exactly once.
 """
+import base64
 import email
 import glob
 import os
@@ -51,8 +52,10 @@ class PySink:
     """A small threaded SMTP/LMTP server: per-recipient replies, optional cut in DATA."""
 
     def __init__(self, addr, lmtp=False, rcpt_reply=None, drop_in_data=False, data_reply=None, tls=None,
-                 starttls_reply=None):
+                 starttls_reply=None, auth=None):
         self.lmtp = lmtp
+        self.auth = auth            # (user, password): AUTH PLAIN LOGIN offered, only inside TLS when tls is set
+        self.auth_ok = 0            # successful AUTH commands
         # tls: (cert, key) offers STARTTLS; starttls_reply answers it without TLS ("220 ..." then
         # garbage for a broken handshake, or a 454)
         self.tls = tls
@@ -103,6 +106,7 @@ class PySink:
             if verb in ("EHLO", "LHLO"):
                 say("250-pysink\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n250-DSN\r\n" +
                     ("250-STARTTLS\r\n" if (self.tls or self.starttls_reply) and not in_tls else "") +
+                    ("250-AUTH PLAIN LOGIN\r\n" if self.auth and (in_tls or not self.tls) else "") +
                     "250 ENHANCEDSTATUSCODES")
             elif verb == "STAR" and cmd.upper() == "STARTTLS" and not in_tls:
                 if self.starttls_reply:
@@ -156,6 +160,22 @@ class PySink:
                             f"452 4.2.2 <{a}> Mailbox is full")
                 else:
                     say("250 2.0.0 Ok: queued as PYSINK1")
+            elif verb == "AUTH" and self.auth:
+                parts = cmd.split()
+                user = pw = None
+                if parts[1].upper() == "PLAIN" and len(parts) == 3:
+                    _, user, pw = base64.b64decode(parts[2]).decode().split("\0")
+                elif parts[1].upper() == "LOGIN":
+                    say("334 VXNlcm5hbWU6")
+                    user = base64.b64decode(r.readline().strip()).decode()
+                    say("334 UGFzc3dvcmQ6")
+                    pw = base64.b64decode(r.readline().strip()).decode()
+                if (user, pw) == tuple(self.auth):
+                    with self.lock:
+                        self.auth_ok += 1
+                    say("235 2.7.0 Authentication successful")
+                else:
+                    say("535 5.7.8 Error: authentication failed: bad credentials")
             elif verb == "RSET":
                 say("250 2.0.0 Ok")
             elif verb == "QUIT":
@@ -589,6 +609,40 @@ class SmtpClient(unittest.TestCase):
         self.assertIn("dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure (host 127.0.0.1[127.0.0.1] "
                       "said: 454 4.7.0 TLS not available due to local problem))", d.output())
         self.assertNotIn("without STARTTLS", d.output())
+        self.assertEqual(ps.messages, [])
+
+    # ---- AUTH (smtp_sasl_*) ----
+
+    def test_auth_plain_inside_tls(self):
+        ps, port = self.tls_sink(auth=("relayuser", "s3cret"))
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = inline:{ 127.0.0.1=relayuser:s3cret }\n"
+                        "smtp_sasl_tls_security_options = noanonymous\n")
+        self.send(d, "alice@example.test", ["u@relay.test"])
+        d.wait_log("status=sent", timeout=15)
+        self.assertEqual((ps.auth_ok, len(ps.messages), ps.tls_messages), (1, 1, 1))
+        self.assertNotIn("s3cret", d.output())
+
+    def test_auth_refused_defers(self):
+        ps, port = self.tls_sink(auth=("relayuser", "right"))
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = inline:{ 127.0.0.1=relayuser:wrong }\n"
+                        "smtp_sasl_tls_security_options = noanonymous\n")
+        self.send(d, "alice@example.test", ["u@relay.test"])
+        d.wait_log("status=deferred", timeout=15)
+        self.assertIn("dsn=4.7.0, status=deferred (SASL authentication failed; server 127.0.0.1[127.0.0.1] said: "
+                      "535 5.7.8 Error: authentication failed: bad credentials)", d.output())
+        self.assertEqual((ps.auth_ok, ps.messages), (0, []))
+
+    def test_auth_default_options_refuse_plaintext_mechanisms(self):
+        # Postfix's defaults (noplaintext): PLAIN and LOGIN are not allowed, even inside TLS
+        ps, port = self.tls_sink(auth=("relayuser", "s3cret"))
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = inline:{ 127.0.0.1=relayuser:s3cret }\n")
+        self.send(d, "alice@example.test", ["u@relay.test"])
+        d.wait_log("status=deferred", timeout=15)
+        self.assertIn("dsn=4.7.0, status=deferred (SASL authentication failed; cannot authenticate to server "
+                      "127.0.0.1[127.0.0.1]: no mechanism available)", d.output())
         self.assertEqual(ps.messages, [])
 
 
