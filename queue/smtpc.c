@@ -694,12 +694,18 @@ static void tls_failed(struct smtpc *c, const char *fmt, ...) __attribute__((for
 static void tls_failed(struct smtpc *c, const char *fmt, ...)
 {
 	va_list ap;
-	char why[300];
+	char why[300], user[SMTP_SASL_FIELD_MAX + 1], pass[SMTP_SASL_FIELD_MAX + 1];
+	int creds = 0;
 
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof why, fmt, ap);
 	va_end(ap);
-	if (tls_plaintext_fallback_ok(c->tls_level, (long long)(time(NULL) - c->j->arrival), c->min_backoff, 0)) {
+	if (c->sasl_on && sasl_cache) {
+		/* never a password in clear: credentials for this server (or a lookup error) forbid the fallback */
+		creds = smtp_sasl_lookup(sasl_cache, c->hosts[c->hi].name, c->j->route.nexthop, user, pass) != 0;
+		smtp_sasl_clear_line(pass, sizeof pass);
+	}
+	if (tls_plaintext_fallback_ok(c->tls_level, (long long)(time(NULL) - c->j->arrival), c->min_backoff, creds)) {
 		log_info(c->j->route.transport, "%s: %s: trying %s again without STARTTLS", c->j->queue_id, why, c->peer);
 		set_err(c, 0, "4.7.5", "%s", why);
 		close_conn(c);
