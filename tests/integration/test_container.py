@@ -86,6 +86,34 @@ def limits_json(d):
     return j
 
 
+def nontcp_sockets(pid):
+    """Non-TCP sockets held by process PID and its children, as the kernel
+    sees them: socket inodes not listed in /proc/net/tcp or tcp6 (OpenVZ
+    charges every other socket, UDP and UNIX, to numothersock)."""
+    tcp = set()
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(f) as fh:
+                next(fh)
+                tcp.update(line.split()[9] for line in fh)
+        except OSError:
+            pass
+    pids, seen = [pid], set()
+    while pids:
+        p = pids.pop()
+        try:
+            with open("/proc/%d/task/%d/children" % (p, p)) as fh:
+                pids.extend(int(x) for x in fh.read().split())
+            for fd in os.listdir("/proc/%d/fd" % p):
+                link = os.readlink("/proc/%d/fd/%s" % (p, fd))
+                m = re.match(r"socket:\[(\d+)\]$", link)
+                if m and m.group(1) not in tcp:
+                    seen.add(m.group(1))
+        except OSError:
+            pass
+    return len(seen)
+
+
 def banner(port, timeout=10):
     """Connect and read the first reply: (code, text); code None = closed without one."""
     r = Raw(port, timeout=timeout)
@@ -575,9 +603,16 @@ class ContainerTest(unittest.TestCase):
         ct = self.container(numothersock=40, numtcpsock=80)
         d = self.daemon(ct.conf(), env=ct.env)
         ct.hog("try:\n    while True: held.extend(socket.socketpair())\nexcept OSError: pass\n")
+        before = nontcp_sockets(d.proc.pid)
         j = limits_json(d)
-        # frugal's own: none, or the master's control socketpair when started as root
-        self.assertEqual(j["rows"]["numothersock"]["frugal"], 2 if os.geteuid() == 0 else 0)
+        after = nontcp_sockets(d.proc.pid)
+        # frugal's own is what the kernel sees its processes hold (the ledger is
+        # not a guess): the master's control socketpair when started as root,
+        # and the resolver's UDP socket while a lookup (the harness's probe
+        # connection's PTR) is in flight; a few, constant, far below the limit
+        own = j["rows"]["numothersock"]["frugal"]
+        self.assertIn(own, (before, after), "the report against the kernel's count")
+        self.assertLessEqual(own, 3 if os.geteuid() == 0 else 1)
         mine = [w for w in j["warnings"] if w.startswith("failcnt for numothersock rose")]
         self.assertEqual(len(mine), 1, j["warnings"])
         self.assertIn("another process in this container is exhausting non-TCP sockets", mine[0])
