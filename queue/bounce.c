@@ -99,13 +99,48 @@ static void status_of(enum bounce_kind k, const char *dsn, char *out, size_t n)
 		snprintf(out, n, "%s", dsn);
 }
 
-/* Postfix: "smtp; 550 ..." for a remote server's reply, its own name for a local reason */
-static const char *diag_type(const char *reason)
+/*
+ * Postfix: "smtp; 550 ..." for a remote server's reply, its own name for a
+ * local reason. The SMTP/LMTP client words a peer's refusal "host H[A] said:
+ * 550 ... (in reply to RCPT TO command)" (smtpc.c, Postfix's text for the
+ * human part); the machine-readable part wants the reply alone, with
+ * Remote-MTA naming H, as Postfix's bounce writes them.
+ */
+static int is_reply(const char *r)
 {
-	if (reason && reason[0] >= '2' && reason[0] <= '5' && reason[1] >= '0' && reason[1] <= '9' &&
-	    reason[2] >= '0' && reason[2] <= '9' && (reason[3] == ' ' || reason[3] == '-'))
-		return "smtp";
-	return "X-Frugal";
+	return r[0] >= '2' && r[0] <= '5' && r[1] >= '0' && r[1] <= '9' && r[2] >= '0' && r[2] <= '9' &&
+	    (r[3] == ' ' || r[3] == '-' || r[3] == '\0');
+}
+
+/* "host H[A] said: REPLY (in reply to ...)": H and REPLY's bounds, else 0 */
+static int remote_said(const char *reason, const char **host, size_t *hlen, const char **reply, size_t *rlen)
+{
+	const char *h, *e, *said, *end;
+
+	if (strncmp(reason, "host ", 5) != 0 || (said = strstr(reason, " said: ")) == NULL)
+		return 0;
+	h = reason + 5;
+	for (e = h; e < said && *e != '[' && *e != ' '; e++)
+		;
+	if (e == h || !is_reply(said + 7))
+		return 0;
+	*host = h;
+	*hlen = (size_t)(e - h);
+	*reply = said + 7;
+	end = strstr(*reply, " (in reply to ");
+	*rlen = end ? (size_t)(end - *reply) : strlen(*reply);
+	return 1;
+}
+
+static int diagnostic(struct buf *b, const char *reason)
+{
+	const char *host, *reply;
+	size_t hlen, rlen;
+
+	if (remote_said(reason, &host, &hlen, &reply, &rlen))
+		return buf_printf(b, "Remote-MTA: dns; %.*s\nDiagnostic-Code: smtp; %.*s\n",
+		    (int)hlen, host, (int)rlen, reply);
+	return buf_printf(b, "Diagnostic-Code: %s; %s\n", is_reply(reason) ? "smtp" : "X-Frugal", reason);
 }
 
 static int human_text(struct buf *b, const struct report *r)
@@ -236,7 +271,7 @@ static int build_report(struct buf *b, const struct report *r)
 		rc |= buf_printf(b, "Action: %s\nStatus: %s\n", it->action ? it->action : default_action(r->kind),
 		    status);
 		if (it->reason && *it->reason)
-			rc |= buf_printf(b, "Diagnostic-Code: %s; %s\n", diag_type(it->reason), it->reason);
+			rc |= diagnostic(b, it->reason);
 		if (r->kind == BOUNCE_DELAY) {
 			rfc2822_date(until, sizeof until, r->retry_until);
 			rc |= buf_printf(b, "Will-Retry-Until: %s\n", until);

@@ -354,6 +354,9 @@ class SmtpClient(unittest.TestCase):
         report = msgs[0] if isinstance(msgs[0], str) else msgs[0].decode("utf-8", "replace")
         self.assertIn("bad@relay.test", report)
         self.assertNotIn("Final-Recipient: rfc822; good@relay.test", report)
+        # the delivery-status part as Postfix writes it: who refused, and the reply alone
+        self.assertIn("Remote-MTA: dns; 127.0.0.1\nDiagnostic-Code: smtp; 550 5.1.1 <bad@relay.test>: "
+                      "Recipient address rejected: User unknown\n", report.replace("\r\n", "\n"))
 
     def test_drop_mid_data_defers_then_delivered_once(self):
         port = free_port()

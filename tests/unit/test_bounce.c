@@ -186,7 +186,8 @@ START_TEST(failure_dsn)
 		{ "c@example.org", DSN_NOTIFY_SUCCESS, NULL },
 	};
 	struct bounce_item it[] = {
-		{ "a@example.org", NULL, 0, "5.1.1", "550 5.1.1 no such user", NULL },
+		{ "a@example.org", NULL, 0, "5.1.1", "host mx.example.org[192.0.2.1] said: 550 5.1.1 no such user "
+		  "(in reply to RCPT TO command)", NULL },
 		{ "b@example.org", NULL, 1, "5.1.1", "unknown user", NULL },
 		{ "c@example.org", NULL, 2, "4.4.7", "expired", NULL },
 	};
@@ -199,7 +200,9 @@ START_TEST(failure_dsn)
 	t = report(res.id, "failure_hdrs", &re);
 	HAS(t, "Original-Envelope-Id: ENV-42 x\nReporting-MTA: dns; mx.example.net\n");
 	HAS(t, "Final-Recipient: rfc822; a@example.org\nOriginal-Recipient: rfc822;A+B@Example.ORG\n");
-	HAS(t, "Diagnostic-Code: smtp; 550 5.1.1 no such user\n");
+	/* the peer's reply alone, and who said it (Postfix's shape); the human part keeps the whole text */
+	HAS(t, "Status: 5.1.1\nRemote-MTA: dns; mx.example.org\nDiagnostic-Code: smtp; 550 5.1.1 no such user\n");
+	HAS(t, "host mx.example.org[192.0.2.1] said: 550 5.1.1 no such user (in reply to RCPT TO command)");
 	HAS(t, "Content-Type: text/rfc822-headers\n");
 	HAS(t, "Subject: hello there\n");
 	HASNT(t, "the body line");
