@@ -16,7 +16,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Daemon, wait_for, free_port, SLOW
+from harness import Daemon, wait_for, free_port, make_cert, SLOW
 from test_smtp_client import PySink
 
 MSG = "From: a@example.test\r\nSubject: reuse %d\r\n\r\nbody of message %d\r\n"
@@ -204,6 +204,21 @@ class SmtpReuse(unittest.TestCase):
         self.assertEqual(len(s.messages), 4)
         self.assertRegex(d.output(), rf"frugal/lmtp\[\d+\]: \w+: to=<ok@lmtp\.test>, relay=mx\.example\.test\[{path}\], "
                          r"conn_use=4, ")
+
+    def test_tls_connection_reused(self):
+        # STARTTLS once, then every message inside that TLS connection (the key holds the level)
+        tmp = tempfile.mkdtemp(prefix="frugal-tls-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        port = free_port()
+        s = self.sink(("127.0.0.1", port), tls=make_cert(tmp, "sink", "ec"))
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "smtp_destination_concurrency_limit = 1\nsmtp_connection_cache_time_limit = 10s\n"
+                        "smtp_tls_security_level = may\n")
+        self.send(d, ["u@relay.test"], n=4)
+        wait_for(lambda: self.sent(d) == 4, 30, "4 deliveries logged")
+        self.assertEqual((s.connections, len(s.messages), s.tls_messages), (1, 4, 4))
+        self.assertEqual(d.output().count("TLS connection established to"), 1)
+        self.assert_no_deferral(d)
 
     # (2) a cached connection that died
     def two_messages_with(self, attr, value, want_retry_line):
