@@ -251,7 +251,7 @@ class SmtpReuse(unittest.TestCase):
         self.two_messages_with("on_reused_mail", "drop", True)
 
     def test_peer_answers_421_to_mail_after_idle(self):
-        d, retry = self.two_messages_with("on_reused_mail", "421 4.4.2 pysink: idle too long", True)
+        self.two_messages_with("on_reused_mail", "421 4.4.2 pysink: idle too long", True)
 
     def test_peer_closes_idle_connection(self):
         # the idle session sees the EOF and is dropped at once: the next job never tries it
