@@ -1071,7 +1071,7 @@ static void log_target(struct lmsg *d, int i, const struct target *t, const stru
     const char *status)
 {
 	const struct spool_rcpt *r = &d->env.rcpt[i];
-	char delay[32], a[16], b[16], dd[16], orig[1100];
+	char delay[32], a[16], b[16], dd[16], orig[1100], conn_use[24];
 	double arrival = (double)d->env.arrival + (double)d->env.arrival_usec / 1e6;
 	double seen = d->m->seen_at > arrival ? d->m->seen_at : arrival;
 	double start = j ? j->t_start : d->t_load, done = j ? j->t_done : d->t_load;
@@ -1087,9 +1087,13 @@ static void log_target(struct lmsg *d, int i, const struct target *t, const stru
 	orig[0] = '\0';
 	if (strcasecmp(t->addr, r->orig) != 0)
 		snprintf(orig, sizeof orig, ", orig_to=<%s>", r->orig);
+	/* Postfix's conn_use=N: the Nth transaction of a reused connection (smtpc's cache) */
+	conn_use[0] = '\0';
+	if (j && j->conn_use > 1)
+		snprintf(conn_use, sizeof conn_use, ", conn_use=%d", j->conn_use);
 	log_info(j ? j->route.transport : (t->service ? t->service : "local"),
-	    "%s: to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/0/%s, dsn=%s, status=%s",
-	    d->env.id, t->addr, orig, j && j->relay ? j->relay : "none",
+	    "%s: to=<%s>%s, relay=%s%s, delay=%s, delays=%s/%s/0/%s, dsn=%s, status=%s",
+	    d->env.id, t->addr, orig, j && j->relay ? j->relay : "none", conn_use,
 	    delay, a, b, dd, t->sent ? "2.0.0" : t->dsn, status);
 }
 
@@ -1525,6 +1529,11 @@ static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		j->stopping = q->stopping;
 		j->agent->deliver(j);
 	}
+	/*
+	 * Idle SMTP/LMTP connections kept for reuse hold a socket and a session's memory that a
+	 * delivery slot was sized for: at most the slots no job holds now.
+	 */
+	smtpc_idle_trim(q->limit - q->inflight);
 }
 
 void qmgr_free(struct qmgr *q)

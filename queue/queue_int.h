@@ -325,6 +325,7 @@ struct agent_job {
 	const struct conf *conf;     /* qmgr's current generation, valid during deliver() only */
 	int    stopping;             /* dispatched while qmgr_free drains: network agents start nothing */
 	time_t arrival;              /* the message's arrival (the SMTP client's plain-text fallback) */
+	int    conn_use;             /* the network agents: this job's transaction on its connection (1 new, 2.. reused) */
 	/* the envelope's DSN facts, read-only (the network agents pass them on) */
 	int    dsn_ret;              /* DSN_RET_*, 0 absent */
 	const char *envid;           /* NULL absent */
@@ -342,8 +343,11 @@ const struct agent *agent_find(const char *transport);   /* an agent that does n
 
 /* smtp, relay and lmtp: sessions on the loop, no worker (DESIGN.md "The SMTP and LMTP clients") */
 void smtpc_deliver(struct agent_job *j);
-/* Shutdown: every session ends now, what it carried is deferred, done() runs for each job. */
+/* Shutdown: every session ends now, what it carried is deferred, done() runs for each job;
+ * idle cached connections are closed (QUIT written if the socket takes it, never waited for). */
 void smtpc_stop_all(void);
+/* Close the oldest idle cached connections until at most `room` remain (qmgr: its free slots). */
+void smtpc_idle_trim(int room);
 
 /* The reply parser (smtp_reply.c): pure, bounded, fuzzed. */
 #define SMTP_EXT_PIPELINING 0x01

@@ -9,9 +9,16 @@
  * their sockets (through core/fd: TCP as numtcpsock, LMTP's unix socket as
  * numothersock); never blocks the loop, never holds the whole message.
  *
- * A session outlives its job only to say QUIT: done() runs as soon as every
- * target is settled. Sessions are freed only at the top of a callback
- * (reap), never inside the chain that ended them.
+ * A session outlives its job to say QUIT, or to be reused: a healthy
+ * connection (the transaction went through the end of data, or every RCPT
+ * was refused) is reset (RSET) and waits idle, for at most
+ * smtp_connection_cache_time_limit, for the next job with the same key
+ * (transport, next hop as written, configuration generation), which starts
+ * at MAIL (Postfix's connection cache, kept in this process). done() runs
+ * as soon as every target is settled and, for a connection being kept,
+ * once the RSET is answered, so the job the scheduler dispatches next for
+ * that destination finds it idle. Sessions are freed only at the top of a
+ * callback (reap), never inside the chain that ended them.
  */
 #include "queue/queue_int.h"
 
@@ -48,6 +55,7 @@
 #define SMTPC_IN      4096         /* reply bytes buffered: a line longer than this is malformed */
 #define SMTPC_OUT     (32 * 1024)  /* commands, or message data being sent */
 #define SMTPC_CHUNK   (8 * 1024)   /* queue file bytes read at once (at most 2x on the wire) */
+#define SMTPC_IDLE_MAX 8           /* idle connections kept at most (qmgr trims to its free slots too) */
 
 enum smtpc_state {
 	C_RESOLVE,     /* a DNS query is out */
@@ -63,6 +71,8 @@ enum smtpc_state {
 	C_DATA,
 	C_BODY,        /* streaming the message */
 	C_DOT,         /* end of data sent: one reply (SMTP) or one per accepted recipient (LMTP) */
+	C_RSET,        /* transaction over, connection to be kept: RSET sent; done() on its reply */
+	C_IDLE,        /* no job: waiting in the cache for the next one with the same key */
 	C_QUIT,        /* job done; waiting for the replies still owed, then the 221 */
 	C_CLOSED,      /* to be reaped */
 };
@@ -133,6 +143,21 @@ struct smtpc {
 	int      sasl_on;                    /* smtp_sasl_auth_enable and the maps opened (sasl_cache) */
 	unsigned sasl_opts, sasl_tls_opts;   /* smtp_sasl_security_options, smtp_sasl_tls_security_options */
 	struct smtp_sasl sasl;               /* the password while AUTH runs; zeroed after */
+	/*
+	 * Reuse. The key: transport, next hop as the job wrote it, configuration generation. The TLS
+	 * level, the SASL maps and options all come from that generation and the credentials from the
+	 * next hop (and the host, which the connection fixes), so equal keys mean equal security.
+	 */
+	char     key_transport[32];
+	char     key_hop[256];
+	const struct conf *key_conf;         /* a reference (conf_ref) held while the session lives */
+	int      cache_on;                   /* smtp_connection_cache_on_demand */
+	double   t_rset, t_cache, t_reuse;   /* smtp_rset_timeout, ..._cache_time_limit, ..._reuse_time_limit */
+	long long reuse_count;               /* smtp_connection_reuse_count_limit (0: none) */
+	double   born;                       /* when this connection was made */
+	double   idle_since;
+	int      uses;                       /* transactions started on this connection */
+	int      reused;                     /* this job took a cached connection: dead at MAIL, retry fresh */
 };
 
 static struct dns *the_dns;
@@ -164,6 +189,7 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void tmr_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void next_address(struct smtpc *c);
 static void start_mail(struct smtpc *c);
+static void start_route(struct smtpc *c);
 
 /* ---- life --------------------------------------------------------------------- */
 
@@ -193,6 +219,7 @@ static void reap(struct smtpc *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	tls_ctx_unref(c->tls);
+	conf_unref((struct conf *)c->key_conf);
 	smtp_sasl_clear(&c->sasl);
 	mem_free(c->settled);
 	mem_free(c->accepted);
@@ -205,6 +232,61 @@ static void arm(struct smtpc *c, double secs)
 	ev_timer_stop(c->loop, &c->tmr);
 	ev_timer_set(&c->tmr, secs > 0 ? secs : 1, 0);
 	ev_timer_start(c->loop, &c->tmr);
+}
+
+/* ---- the connection cache ------------------------------------------------------- */
+
+static int n_idle(void)
+{
+	const struct smtpc *c;
+	int n = 0;
+
+	for (c = live; c; c = c->next)
+		n += c->st == C_IDLE;
+	return n;
+}
+
+static struct smtpc *oldest_idle(void)
+{
+	struct smtpc *c, *o = NULL;
+
+	for (c = live; c; c = c->next)
+		if (c->st == C_IDLE && (o == NULL || c->idle_since < o->idle_since))
+			o = c;
+	return o;
+}
+
+/* Closed now: QUIT if the socket takes it, nothing waited for. Never c's own callback chain. */
+static void drop_idle(struct smtpc *c)
+{
+	if (c->tr.fd >= 0)
+		(void)transport_write(&c->tr, "QUIT\r\n", 6);
+	c->st = C_CLOSED;
+	reap(c);
+}
+
+void smtpc_idle_trim(int room)
+{
+	struct smtpc *o;
+
+	if (room < 0)
+		room = 0;
+	while (n_idle() > room && (o = oldest_idle()) != NULL)
+		drop_idle(o);
+}
+
+/* An idle connection for this job's key (the one idle the shortest: the others age out), or NULL. */
+static struct smtpc *cache_find(const struct agent_job *j)
+{
+	struct smtpc *c, *best = NULL;
+	double now = now_f();
+
+	for (c = live; c; c = c->next)
+		if (c->st == C_IDLE && c->key_conf == j->conf && now - c->born < c->t_reuse &&
+		    strcmp(c->key_transport, j->route.transport) == 0 && strcmp(c->key_hop, j->route.nexthop) == 0 &&
+		    (best == NULL || c->idle_since > best->idle_since))
+			best = c;
+	return best;
 }
 
 /* What the io watcher waits for: the connect, pending output, replies. */
@@ -415,6 +497,7 @@ static const char *doing(const struct smtpc *c)
 	case C_DATA:     return "sending DATA command";
 	case C_BODY:     return "sending message body";
 	case C_DOT:      return "sending end of data -- message may be sent more than once";
+	case C_RSET:     return "sending RSET";
 	default:         return "talking";
 	}
 }
@@ -459,6 +542,89 @@ static void quit(struct smtpc *c)
 	c->owed++;
 	c->st = C_QUIT;
 	arm(c, c->t_quit);
+}
+
+/*
+ * The transaction is over and the connection is healthy: keep it for the next job (RSET, then
+ * idle) unless caching is off, the connection is too old or used up (Postfix's
+ * smtp_connection_reuse_time_limit and _count_limit: the count is of reuses), the peer said 421,
+ * or it is a plain-text retry after a failed STARTTLS (that is allowed per message, by its age:
+ * another message must not inherit it).
+ */
+static void txn_end(struct smtpc *c)
+{
+	if (!c->cache_on || c->j == NULL || c->tr.fd < 0 || c->plain_hi >= 0 || c->rep.code == 421 ||
+	    now_f() - c->born >= c->t_reuse || (c->reuse_count > 0 && c->uses > c->reuse_count) ||
+	    out_printf(c, "RSET\r\n") < 0) {
+		quit(c);
+		return;
+	}
+	c->st = C_RSET;
+	arm(c, c->t_rset);
+}
+
+/* RSET answered 250: idle in the cache, then the job goes back (the next one may take this). */
+static void go_idle(struct smtpc *c)
+{
+	struct smtpc *o;
+
+	c->st = C_IDLE;
+	c->idle_since = now_f();
+	arm(c, c->t_cache);
+	finish(c);
+	while (n_idle() > SMTPC_IDLE_MAX && (o = oldest_idle()) != NULL && o != c)
+		drop_idle(o);
+}
+
+/* The connection's facts and the job's progress, for a job on a new connection. */
+static void conn_reset(struct smtpc *c)
+{
+	c->peer[0] = c->relay[0] = c->err[0] = c->err_dsn[0] = '\0';
+	c->err_perm = 0;
+	c->ext = 0;
+	c->peer_size = 0;
+	c->reached = c->tried = 0;
+	c->hi = c->ai = c->nhosts = c->naddrs = 0;
+	c->plain_hi = c->plain_ai = -1;
+	c->unix_path[0] = c->domain[0] = '\0';
+	c->uses = 0;
+	c->reused = 0;
+}
+
+static void job_reset(struct smtpc *c)
+{
+	c->rcpt_sent = c->rcpt_i = c->naccepted = c->dot_i = c->owed = 0;
+	c->pipelined = 0;
+	c->data_off = 0;
+	c->bol = c->dot_added = 0;
+	c->err[0] = c->err_dsn[0] = '\0';
+	c->err_perm = 0;
+}
+
+/*
+ * A cached connection that is dead when the job speaks (lost before any reply to MAIL, or 421):
+ * the peer closed it while idle, which says nothing about the destination (Postfix does not count
+ * it either). The job starts over on a new connection, once: that one is an ordinary attempt.
+ */
+static void retry_fresh(struct smtpc *c, const char *why)
+{
+	log_info(c->j->route.transport, "%s: cached connection to %s: %s: trying a new connection", c->j->queue_id,
+	    c->peer, why);
+	close_conn(c);
+	conn_reset(c);
+	job_reset(c);
+	memset(c->settled, 0, (size_t)c->j->n);
+	memset(c->accepted, 0, (size_t)c->j->n);
+	start_route(c);
+}
+
+static void lost_conn(struct smtpc *c)
+{
+	if (c->reused && c->st == C_MAIL && c->j) {
+		retry_fresh(c, "lost connection");
+		return;
+	}
+	conv_failed(c, "lost connection with %s while %s", c->peer, doing(c));
 }
 
 /*
@@ -537,6 +703,7 @@ static void start_mail(struct smtpc *c)
 	struct agent_job *j = c->j;
 	int rc, i, utf8 = needs_utf8(j);
 
+	j->conn_use = ++c->uses;
 	if ((c->ext & SMTP_EXT_SIZE) && c->peer_size > 0 && (unsigned long long)j->src.size > c->peer_size) {
 		/* Postfix's words (smtp_proto.c); a permanent failure, before any envelope goes out */
 		settle_rest(c, '5', "5.3.4", "");
@@ -544,13 +711,13 @@ static void start_mail(struct smtpc *c)
 			snprintf(j->t[i]->reason, sizeof j->t[i]->reason,
 			    "message size %lld exceeds size limit %llu of server %.150s",
 			    (long long)j->src.size, c->peer_size, c->peer);
-		quit(c);
+		txn_end(c);
 		return;
 	}
 	if (utf8 && !(c->ext & SMTP_EXT_SMTPUTF8)) {
 		for (i = 0; i < j->n; i++)
 			settle(c, i, '5', "5.6.7", "SMTPUTF8 is required, but was not offered by host %s", c->peer);
-		quit(c);
+		txn_end(c);
 		return;
 	}
 	/*
@@ -587,7 +754,7 @@ static void start_mail(struct smtpc *c)
 static void begin_data(struct smtpc *c)
 {
 	if (c->naccepted == 0) {
-		quit(c);
+		txn_end(c);    /* every RCPT refused: the connection is as good as before */
 		return;
 	}
 	(void)out_printf(c, "DATA\r\n");
@@ -874,6 +1041,10 @@ static void handle_reply(struct smtpc *c)
 		return;
 	}
 	case C_MAIL:
+		if (c->reused && c->rep.code == 421) {
+			retry_fresh(c, c->rep.text);
+			return;
+		}
 		if (cls != 2) {
 			for (i = 0; i < j->n; i++)
 				reply_failed(c, i, "MAIL FROM");
@@ -928,7 +1099,7 @@ static void handle_reply(struct smtpc *c)
 					else
 						reply_failed(c, i, "end of DATA");
 				}
-			quit(c);
+			txn_end(c);
 			return;
 		}
 		/* RFC 2033 4.2: one reply per accepted recipient, in RCPT order */
@@ -944,7 +1115,13 @@ static void handle_reply(struct smtpc *c)
 		while (c->dot_i < j->n && !c->accepted[c->dot_i])
 			c->dot_i++;
 		if (c->dot_i >= j->n)
-			quit(c);
+			txn_end(c);
+		return;
+	case C_RSET:
+		if (cls == 2)
+			go_idle(c);
+		else
+			quit(c);   /* refused (or 421): this connection is not kept */
 		return;
 	default:
 		conv_failed(c, "unexpected reply from %s: %s", c->peer, c->rep.text);
@@ -1013,7 +1190,7 @@ static void do_write(struct smtpc *c)
 		if (n < 0) {
 			if (errno == EAGAIN)
 				return;
-			conv_failed(c, "lost connection with %s while %s", c->peer, doing(c));
+			lost_conn(c);
 			return;
 		}
 		c->outoff += (size_t)n;
@@ -1041,7 +1218,7 @@ static void do_read(struct smtpc *c)
 				c->st = C_CLOSED;
 				return;
 			}
-			conv_failed(c, "lost connection with %s while %s", c->peer, doing(c));
+			lost_conn(c);
 			return;
 		}
 		c->inlen += (size_t)n;
@@ -1063,6 +1240,8 @@ static void connected(struct smtpc *c)
 	else
 		snprintf(c->relay, sizeof c->relay, "%s:%d", c->peer, c->port);
 	c->st = C_GREETING;
+	c->born = now_f();
+	c->uses = 0;
 	smtp_reply_init(&c->rep, 0);
 	arm(c, c->t_helo);
 }
@@ -1119,6 +1298,8 @@ static void tmr_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		next_address(c);
 	} else if (c->st == C_QUIT)
 		c->st = C_CLOSED;
+	else if (c->st == C_IDLE)
+		quit(c);   /* smtp_connection_cache_time_limit without a job */
 	else
 		conv_failed(c, "conversation with %s timed out while %s", c->peer, doing(c));
 	if (c->st != C_CLOSED && c->tr.fd >= 0) {
@@ -1133,9 +1314,13 @@ static void tmr_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void try_connect(struct smtpc *c)
 {
 	const struct smtpc_addr *a = &c->addrs[c->ai];
+	struct smtpc *o;
 	int fd, e;
 
 	c->tried++;
+	/* a socket kept idle gives way to a delivery that needs one (the cap is the budget's) */
+	if (!fd_room(a->sa.ss_family == AF_UNIX ? FD_SOCK : FD_TCP, 1) && (o = oldest_idle()) != NULL)
+		drop_idle(o);
 	if (a->sa.ss_family == AF_UNIX)
 		snprintf(c->peer, sizeof c->peer, "%s[%s]", c->myhostname, c->unix_path);
 	else
@@ -1467,26 +1652,92 @@ static double tparam(const struct conf *cf, const char *name, double def)
 	return v > 0 ? (double)v : def;
 }
 
+/* Every target of a job that gets no session deferred with reason (4.3.0). */
+static void defer_job(struct agent_job *j, const char *reason)
+{
+	int i;
+
+	for (i = 0; i < j->n; i++) {
+		j->t[i]->kind = TGT_DEFER;
+		snprintf(j->t[i]->dsn, sizeof j->t[i]->dsn, "4.3.0");
+		snprintf(j->t[i]->reason, sizeof j->t[i]->reason, "%s", reason);
+	}
+	j->t_done = now_f();
+	j->done(j);
+}
+
+/* The next hop as the job wrote it: an address, a lookup, or the unix socket. */
+static void start_route(struct smtpc *c)
+{
+	struct agent_job *j = c->j;
+
+	if (parse_nexthop(c, j->route.nexthop) < 0) {
+		set_err(c, 0, "4.3.5", "bad next-hop destination \"%s\" for transport %s", j->route.nexthop,
+		    j->route.transport);
+		log_warning(j->route.transport, "%s: %s", j->queue_id, c->err);
+		finish(c);
+		c->st = C_CLOSED;
+	} else if (c->unix_path[0]) {
+		c->naddrs = 1;
+		c->nhosts = 1;
+		snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", c->myhostname);
+		next_address(c);
+	} else if (c->use_mx && add_literal(c, c->domain) < 0) {
+		lookup(c, c->domain, DNS_MX);
+	} else {
+		snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", c->domain);
+		c->nhosts = 1;
+		c->hi = 0;
+		next_host(c);
+	}
+}
+
+/*
+ * A cached connection for the job: its per-target arrays, then MAIL at once. 0 taken (the
+ * session runs), -1 no memory for the arrays (the connection stays idle; the caller defers).
+ */
+static int take_cached(struct smtpc *c, struct agent_job *j)
+{
+	char *settled = mem_calloc((size_t)j->n, 1), *accepted = mem_calloc((size_t)j->n, 1);
+
+	if (settled == NULL || accepted == NULL) {
+		mem_free(settled);
+		mem_free(accepted);
+		return -1;
+	}
+	mem_free(c->settled);
+	mem_free(c->accepted);
+	c->settled = settled;
+	c->accepted = accepted;
+	job_reset(c);
+	c->j = j;
+	c->reused = 1;
+	start_mail(c);     /* arms smtp_mail_timeout in place of the idle timer */
+	if (c->st != C_CLOSED && c->tr.fd >= 0) {
+		do_write(c);
+		if (c->st != C_CLOSED && c->tr.fd >= 0)
+			watch(c);
+	}
+	reap(c);
+	return 0;
+}
+
 void smtpc_deliver(struct agent_job *j)
 {
 	struct smtpc *c;
 	const struct conf *cf = j->conf;
 	const char *v;
-	int i;
 
 	j->t_start = now_f();
 	j->relay = "none";
+	j->conn_use = 0;
 	if (j->stopping) {
 		/* dispatched while qmgr_free drains: no conversation is started (it could take minutes) */
-		for (i = 0; i < j->n; i++) {
-			j->t[i]->kind = TGT_DEFER;
-			snprintf(j->t[i]->dsn, sizeof j->t[i]->dsn, "4.3.0");
-			snprintf(j->t[i]->reason, sizeof j->t[i]->reason, "delivery interrupted by shutdown");
-		}
-		j->t_done = now_f();
-		j->done(j);
+		defer_job(j, "delivery interrupted by shutdown");
 		return;
 	}
+	if ((c = cache_find(j)) != NULL && take_cached(c, j) == 0)
+		return;
 	if ((c = mem_calloc(1, sizeof *c)) == NULL || (c->out = mem_alloc(SMTPC_OUT)) == NULL ||
 	    (c->settled = mem_calloc((size_t)j->n, 1)) == NULL || (c->accepted = mem_calloc((size_t)j->n, 1)) == NULL) {
 		if (c) {
@@ -1495,13 +1746,7 @@ void smtpc_deliver(struct agent_job *j)
 			mem_free(c);
 		}
 		log_warning(j->route.transport, "%s: out of memory: delivery deferred", j->queue_id);
-		for (i = 0; i < j->n; i++) {
-			j->t[i]->kind = TGT_DEFER;
-			snprintf(j->t[i]->dsn, sizeof j->t[i]->dsn, "4.3.0");
-			snprintf(j->t[i]->reason, sizeof j->t[i]->reason, "local resource shortage: out of memory");
-		}
-		j->t_done = now_f();
-		j->done(j);
+		defer_job(j, "local resource shortage: out of memory");
 		return;
 	}
 	c->j = j;
@@ -1521,6 +1766,15 @@ void smtpc_deliver(struct agent_job *j)
 	c->t_xfer = tparam(cf, "smtp_data_xfer_timeout", 180);
 	c->t_done = tparam(cf, "smtp_data_done_timeout", 600);
 	c->t_quit = tparam(cf, "smtp_quit_timeout", 300);
+	/* reuse: the key, and Postfix's cache parameters (LMTP reads the smtp_ names, like the timeouts) */
+	snprintf(c->key_transport, sizeof c->key_transport, "%s", j->route.transport);
+	snprintf(c->key_hop, sizeof c->key_hop, "%s", j->route.nexthop);
+	c->key_conf = conf_ref((struct conf *)cf);   /* the count is the object's, not its contents */
+	c->cache_on = cf ? conf_bool(cf, "smtp_connection_cache_on_demand", 0) : 0;
+	c->t_rset = tparam(cf, "smtp_rset_timeout", 20);
+	c->t_cache = tparam(cf, "smtp_connection_cache_time_limit", 2);
+	c->t_reuse = tparam(cf, "smtp_connection_reuse_time_limit", 300);
+	c->reuse_count = cf ? conf_int(cf, "smtp_connection_reuse_count_limit", 0) : 0;
 	c->addr_limit = cf ? (int)conf_int(cf, "smtp_mx_address_limit", 0) : 5;
 	if (c->addr_limit <= 0)
 		c->addr_limit = 1 << 30;   /* Postfix: 0 is no limit */
@@ -1574,25 +1828,7 @@ void smtpc_deliver(struct agent_job *j)
 		}
 	}
 
-	if (parse_nexthop(c, j->route.nexthop) < 0) {
-		set_err(c, 0, "4.3.5", "bad next-hop destination \"%s\" for transport %s", j->route.nexthop,
-		    j->route.transport);
-		log_warning(j->route.transport, "%s: %s", j->queue_id, c->err);
-		finish(c);
-		c->st = C_CLOSED;
-	} else if (c->unix_path[0]) {
-		c->naddrs = 1;
-		c->nhosts = 1;
-		snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", c->myhostname);
-		next_address(c);
-	} else if (c->use_mx && add_literal(c, c->domain) < 0) {
-		lookup(c, c->domain, DNS_MX);
-	} else {
-		snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", c->domain);
-		c->nhosts = 1;
-		c->hi = 0;
-		next_host(c);
-	}
+	start_route(c);
 	reap(c);
 }
 
@@ -1603,6 +1839,8 @@ void smtpc_stop_all(void)
 	while ((c = live) != NULL) {
 		if (c->j)
 			set_err(c, 0, "4.3.0", "delivery interrupted by shutdown%s%s", *c->peer ? ": " : "", c->peer);
+		else if (c->st == C_IDLE && c->tr.fd >= 0)
+			(void)transport_write(&c->tr, "QUIT\r\n", 6);   /* best effort: never waited for */
 		finish(c);
 		c->st = C_CLOSED;
 		reap(c);
