@@ -185,6 +185,14 @@ static int replace(char **dst, const char *src)
  * Build a conf from the file's assignments plus `over` (name, value pairs,
  * NULL-terminated; the embedded default), then expand and check.
  */
+/* every configuration object made by this process gets the next number */
+static unsigned long long serial_next;
+
+unsigned long long conf_serial(const struct conf *c)
+{
+	return c ? c->serial : 0;
+}
+
 static struct conf *build(const char *text, const char *file, const char *const *over,
     struct conf_diags *d)
 {
@@ -196,6 +204,7 @@ static struct conf *build(const char *text, const char *file, const char *const 
 	if ((c = mem_calloc(1, sizeof *c)) == NULL)
 		goto nomem;
 	c->refs = 1;
+	c->serial = __atomic_add_fetch(&serial_next, 1, __ATOMIC_RELAXED);
 	if ((c->file = mem_strdup(file)) == NULL || (c->dir = mem_strdup("")) == NULL)
 		goto nomem;
 	if (conf_lex(text, file, d, collect, &l) < 0)

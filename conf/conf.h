@@ -53,6 +53,12 @@ const char *conf_dir(const struct conf *c);   /* directory it came from ("" when
 
 struct conf *conf_ref(struct conf *c);
 void conf_unref(struct conf *c);              /* frees on the last reference */
+/*
+ * A number no other configuration object of this process had or will have
+ * (0 for NULL): a cache keyed on a generation compares this, never the
+ * pointer, which a later generation may get again once this one is freed.
+ */
+unsigned long long conf_serial(const struct conf *c);
 
 /*
  * The loaders initialize *d (it may be NULL); free it with conf_diags_free().

@@ -61,6 +61,7 @@ struct conf_entry {
 
 struct conf {
 	int    refs;              /* atomic */
+	unsigned long long serial; /* conf_serial() */
 	int    embedded;
 	char  *dir;               /* "" when embedded */
 	char  *file;              /* name used in diagnostics */

@@ -164,13 +164,13 @@ static struct dns *the_dns;
 static struct smtpc *live;
 /* The client TLS context of one configuration generation (and CA file), made when first needed. */
 static struct tls_ctx *tls_cache;
-static const struct conf *tls_cache_conf;
+static unsigned long long tls_cache_conf;    /* conf_serial() of its generation */
 /*
  * smtp_sasl_password_maps of the newest generation that enabled AUTH, opened when first needed.
  * A session looks it up when it authenticates (not a pointer kept: a reload replaces the list).
  */
 static struct map_list *sasl_cache;
-static const struct conf *sasl_cache_conf;
+static unsigned long long sasl_cache_conf;   /* conf_serial() of its generation */
 
 void agent_set_dns(struct dns *d)
 {
@@ -1784,7 +1784,7 @@ void smtpc_deliver(struct agent_job *j)
 	snprintf(c->helo_name, sizeof c->helo_name, "%s", v && *v ? v : c->myhostname);
 	c->plain_hi = c->plain_ai = -1;
 	if (cf && conf_bool(cf, "smtp_sasl_auth_enable", 0) && !c->lmtp) {
-		if (sasl_cache == NULL || sasl_cache_conf != cf) {
+		if (sasl_cache == NULL || sasl_cache_conf != conf_serial(cf)) {
 			char err[256];
 			struct map_list *m = map_list_open(conf_str(cf, "smtp_sasl_password_maps", 0), err, sizeof err);
 
@@ -1793,10 +1793,10 @@ void smtpc_deliver(struct agent_job *j)
 			else {
 				map_list_close(sasl_cache);
 				sasl_cache = m;
-				sasl_cache_conf = cf;
+				sasl_cache_conf = conf_serial(cf);
 			}
 		}
-		if (sasl_cache && sasl_cache_conf == cf) {
+		if (sasl_cache && sasl_cache_conf == conf_serial(cf)) {
 			c->sasl_on = 1;
 			if (smtp_sasl_options_parse(conf_str(cf, "smtp_sasl_security_options", 0), &c->sasl_opts) < 0)
 				c->sasl_opts = SMTP_SASL_NOPLAINTEXT | SMTP_SASL_NOANONYMOUS;
@@ -1808,7 +1808,7 @@ void smtpc_deliver(struct agent_job *j)
 	v = cf ? conf_str(cf, "smtp_tls_security_level", 0) : NULL;
 	c->tls_level = v && *v && !c->lmtp && tls_level_parse(v) > 0 ? tls_level_parse(v) : TLS_LEVEL_NONE;
 	if (c->tls_level > TLS_LEVEL_NONE) {
-		if (tls_cache == NULL || tls_cache_conf != cf) {
+		if (tls_cache == NULL || tls_cache_conf != conf_serial(cf)) {
 			/* one context per configuration generation: the CA file is read once for it */
 			char err[256];
 			const char *ca = conf_str(cf, "smtp_tls_CAfile", 0);
@@ -1819,10 +1819,10 @@ void smtpc_deliver(struct agent_job *j)
 			else {
 				tls_ctx_unref(tls_cache);
 				tls_cache = x;
-				tls_cache_conf = cf;
+				tls_cache_conf = conf_serial(cf);
 			}
 		}
-		if (tls_cache && tls_cache_conf == cf) {
+		if (tls_cache && tls_cache_conf == conf_serial(cf)) {
 			tls_ctx_ref(tls_cache);
 			c->tls = tls_cache;
 		}
@@ -1847,8 +1847,8 @@ void smtpc_stop_all(void)
 	}
 	tls_ctx_unref(tls_cache);
 	tls_cache = NULL;
-	tls_cache_conf = NULL;
+	tls_cache_conf = 0;
 	map_list_close(sasl_cache);
 	sasl_cache = NULL;
-	sasl_cache_conf = NULL;
+	sasl_cache_conf = 0;
 }
