@@ -148,6 +148,7 @@ enum sdom_state { SDOM_UNASKED, SDOM_OK, SDOM_NOTFOUND, SDOM_TEMP };
 struct smtp_tx {
 	char sender[SMTPD_ADDR_MAX + 1];
 	int  dsn_ret;               /* MAIL RET= (RFC 3461): 0 or SMTPD_DSN_RET_* */
+	int  smtputf8;              /* MAIL SMTPUTF8 (RFC 6531): the trace says UTF8SMTP */
 	int  has_envid;             /* MAIL ENVID= given */
 	char dsn_envid[SMTPD_ENVID_MAX + 1]; /* decoded */
 	int  nrcpt;                 /* accepted recipients */
