@@ -28,7 +28,14 @@ ASAN_OBJ = $(SRCS:%.c=$(B)/asan/%.o)
 
 .PHONY: all check check-unit check-integration check-asan run bench fuzz powerloss install clean deps
 BIN      = $(if $(filter build,$(B)),frugal,$(B)/frugal)
-all: $(BIN) $(B)/tests
+POSTDROP = $(if $(filter build,$(B)),frugal-postdrop,$(B)/frugal-postdrop)
+all: $(BIN) $(POSTDROP) $(B)/tests
+
+# the set-group-ID drop helper of sendmail (postdrop.c): the parser and nothing else of the rooms
+$(POSTDROP): $(B)/obj/postdrop.o $(B)/obj/queue/drop.o
+	$(CC) $(CFLAGS) -o $@ $^
+$(B)/asan/frugal-postdrop: $(B)/asan/postdrop.o $(B)/asan/queue/drop.o
+	$(CC) -O1 -g $(SAN) -o $@ $^
 
 $(BIN): $(B)/obj/main.o $(B)/libfrugal.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
@@ -49,8 +56,8 @@ $(B)/asan/libfrugal.a: $(ASAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/asan/frugal: $(B)/asan/main.o $(B)/asan/libfrugal.a
-	$(CC) -O1 -g $(SAN) -o $@ $^ $(LIBS)
+$(B)/asan/frugal: $(B)/asan/main.o $(B)/asan/libfrugal.a $(B)/asan/frugal-postdrop
+	$(CC) -O1 -g $(SAN) -o $@ $(B)/asan/main.o $(B)/asan/libfrugal.a $(LIBS)
 
 # The power-loss test's negative control: the same daemon with every sync
 # skipped (core/sync.c under FRUGAL_TEST_NO_SYNC). A test binary, never installed.
@@ -128,11 +135,21 @@ fuzz:
 	  $(B)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(B)/fuzz/corpus-$$f tests/fuzz/corpus/$$f; \
 	done
 
-install: frugal
+# sendmail, mailq and newaliases are links to frugal (argv[0] picks the command);
+# frugal-postdrop is set-group-ID setgid_group (frugal-drop), mode 2755, when
+# installed by root and the group exists (otherwise installed plain, with a note).
+SETGID_GROUP ?= frugal-drop
+install: frugal frugal-postdrop
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/frugal
 	install -m 755 frugal $(DESTDIR)$(PREFIX)/sbin/frugal
 	ln -sf frugal $(DESTDIR)$(PREFIX)/sbin/sendmail.frugal
+	for l in sendmail mailq newaliases; do ln -sf frugal $(DESTDIR)$(PREFIX)/sbin/$$l; done
+	install -m 755 frugal-postdrop $(DESTDIR)$(PREFIX)/sbin/frugal-postdrop
+	@if [ "$$(id -u)" = 0 ] && getent group $(SETGID_GROUP) >/dev/null; then \
+	  chgrp $(SETGID_GROUP) $(DESTDIR)$(PREFIX)/sbin/frugal-postdrop && \
+	  chmod 2755 $(DESTDIR)$(PREFIX)/sbin/frugal-postdrop; \
+	else echo "install: frugal-postdrop is not set-group-ID $(SETGID_GROUP) (needs root and the group: groupadd --system $(SETGID_GROUP)); sendmail works for root and mail_owner only"; fi
 	install -m 644 contrib/frugal.conf.sample $(DESTDIR)/etc/frugal/frugal.conf.sample
 
 clean:
-	rm -rf build build-* frugal frugal-data
+	rm -rf build build-* frugal frugal-postdrop frugal-data

@@ -29,6 +29,7 @@ static const struct command {
 	{ "map",    conf_cmd_map,    "map [-q KEY] FILE" },
 	{ "passwd", smtpd_cmd_passwd, "passwd [-c DIR] ADDRESS" },
 	{ "queue",  queue_cmd,       "queue [-c DIR] [list|show ID|delete ID|flush]" },
+	{ "sendmail", queue_cmd_sendmail, "sendmail [-t] [-i] [-f FROM] [-F NAME] [-bp|-bs|-bi] [-C DIR] [RCPT...]" },
 	{ "reload", cmd_reload,      "reload [-c DIR]" },
 	{ "stop",   cmd_stop,        "stop [-c DIR]" },
 	{ "status", cmd_status,      "status [-c DIR]" },
@@ -36,7 +37,7 @@ static const struct command {
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 /* Commands of the contract that later work will add (PRODUCT.md section 1). */
-static const char *const later[] = { "wizard", "sendmail", NULL };
+static const char *const later[] = { "wizard", NULL };
 
 static int usage(FILE *f)
 {
@@ -56,10 +57,9 @@ int main(int argc, char **argv)
 	/* before any library allocates: libev's and OpenSSL's memory is frugal's, counted (core/mem.h) */
 	mem_install_hooks();
 
-	if (strcmp(self, "mailq") == 0) {
-		char *qargv[] = { "queue", "list", NULL };
-		return queue_cmd(2, qargv);
-	}
+	/* Sendmail's names (PHP's mail(), cron, Git call /usr/sbin/sendmail -t -i) */
+	if (strcmp(self, "sendmail") == 0 || strcmp(self, "mailq") == 0 || strcmp(self, "newaliases") == 0)
+		return queue_cmd_sendmail(argc, argv);
 	if (argc < 2)
 		return usage(stderr);
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)

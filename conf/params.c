@@ -116,6 +116,8 @@ const struct conf_param conf_param_table[] = {
 	/* queue and delivery */
 	S("queue_directory", "/var/spool/frugal", "the mail queue"),
 	S("mail_owner", "frugal", "the user frugal runs as after binding its ports"),
+	S("setgid_group", "frugal-drop", "the group of frugal-postdrop (set-group-ID) and of queue_directory/maildrop, as Postfix's postdrop"),
+	S("command_directory", "", "where sendmail finds frugal-postdrop (empty: beside the running binary)"),
 	T("queue_run_delay", "300s", "how often deferred mail is scanned"),
 	T("minimal_backoff_time", "300s", "least time between delivery attempts of deferred mail"),
 	T("maximal_backoff_time", "4000s", "most time between delivery attempts of deferred mail"),

@@ -192,6 +192,26 @@ int  helperd_run(enum helper_which w, int sock, struct conf *c, const char *conf
 /* A domain as ETRN and `frugal queue flush DOMAIN` take it (".dom": subdomains too). */
 int queue_flush_domain_valid(const char *domain);
 
+/*
+ * Local submission (queue/pickup.c): the daemon moves what frugal-postdrop
+ * stored in $queue_directory/maildrop into the spool, within a second
+ * (inotify, and a one-second scan as fallback). NULL when the maildrop
+ * cannot be opened (logged; the daemon runs without it).
+ */
+struct pickup;
+struct pickup *pickup_new(struct ev_loop *loop, struct spool *s, struct conf *c); /* takes a conf ref */
+void pickup_set_conf(struct pickup *p, struct conf *c);   /* reload */
+void pickup_free(struct pickup *p);                       /* waits for its commit in flight */
+/*
+ * Started as root: the maildrop for a daemon running as uid, writable by
+ * group drop_gid (frugal-postdrop is set-group-ID to it), mode 1730 as
+ * Postfix's. 0 or -1 + err.
+ */
+int spool_prepare_maildrop(const char *queue_dir, uid_t uid, gid_t drop_gid, char *err, size_t errlen);
+
+/* `frugal sendmail` and the binary invoked as sendmail, mailq, newaliases; an exit code (sysexits). */
+int queue_cmd_sendmail(int argc, char **argv);
+
 /* `frugal queue ...` and `mailq`; returns an exit code. */
 int queue_cmd(int argc, char **argv);
 

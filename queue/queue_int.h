@@ -20,6 +20,7 @@
 #define SPOOL_FREE      "free"       /* emptied files of delivered messages, for reuse */
 #define SPOOL_PID       "pid"        /* the daemon's pid file (frugal.pid); root's when started as root */
 #define SPOOL_STATUS    "status"     /* what the daemon publishes for `frugal limits` (limits.status) */
+#define SPOOL_MAILDROP  "maildrop"   /* local submission (sendmail): mode 1730, group setgid_group */
 #define SPOOL_CORRUPT   "corrupt"    /* committed files whose checksum failed at recovery, kept aside */
 
 #define QUEUE_ID_MAX 24

@@ -213,6 +213,17 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 			return NULL;
 		}
 	}
+	/*
+	 * The maildrop (queue/pickup.c). Unprivileged there is one user: its
+	 * own group writes it. Started as root, spool_prepare_maildrop set it up.
+	 */
+	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_MAILDROP);
+	if (mkdir(path, 0700) == 0)
+		chmod(path, 01730);
+	else if (errno != EEXIST) {
+		snprintf(err, errlen, "create %s: %s", path, strerror(errno));
+		return NULL;
+	}
 	if ((s = mem_calloc(1, sizeof *s)) == NULL || (s->dir = mem_strdup(queue_dir)) == NULL) {
 		mem_free(s);
 		snprintf(err, errlen, "out of memory");
@@ -311,6 +322,22 @@ int spool_prepare(const char *queue_dir, uid_t uid, gid_t gid, char *err, size_t
 		    sub[i].daemons ? gid : 0, e, sizeof e)) < 0)
 			snprintf(err, errlen, "%s/%s", queue_dir, e);
 	}
+	fd_close(qfd);
+	return rc;
+}
+
+int spool_prepare_maildrop(const char *queue_dir, uid_t uid, gid_t drop_gid, char *err, size_t errlen)
+{
+	int qfd, rc;
+	char e[300];
+
+	if ((qfd = fd_open(queue_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		snprintf(err, errlen, "%s: %s", queue_dir, strerror(errno));
+		return -1;
+	}
+	/* sticky: a user may remove only its own files; no read: nobody lists the others' */
+	if ((rc = ensure_dir(qfd, SPOOL_MAILDROP, 01730, uid, drop_gid, e, sizeof e)) < 0)
+		snprintf(err, errlen, "%s/%s", queue_dir, e);
 	fd_close(qfd);
 	return rc;
 }

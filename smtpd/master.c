@@ -498,6 +498,20 @@ int master_run(struct conf *c, const char *conf_dir)
 		log_warning("master", "queue_directory: %s", err);
 		return 1;
 	}
+	{
+		/* local submission: only frugal-postdrop (set-group-ID setgid_group) writes the maildrop */
+		const char *gname = conf_str(c, "setgid_group", 0);
+		struct group *gr = getgrnam(gname);
+
+		if (gr == NULL)
+			log_warning("master", "setgid_group %s: no such group: the maildrop is writable by "
+			    "root alone (sendmail fails for other users)", gname);
+		if (spool_prepare_maildrop(conf_str(c, "queue_directory", 0), M.uid, gr ? gr->gr_gid : M.gid,
+		    err, sizeof err) < 0) {
+			log_warning("master", "queue_directory: %s", err);
+			return 1;
+		}
+	}
 	if ((pidpath = mem_printf("%s/pid/frugal.pid", conf_str(c, "queue_directory", 0))) == NULL)
 		return 75;
 	if ((pidfd = daemon_pidfile_lock(pidpath, &running)) < 0) {

@@ -43,6 +43,7 @@ static ev_timer stop_timer;
 static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 static char conf_dir_opt[4096];
 static int have_conf_dir;
+static struct pickup *pickup;   /* local submission: the maildrop into the spool (queue/pickup.c) */
 
 /* ---- signals ------------------------------------------------------------- */
 
@@ -124,6 +125,8 @@ static void reload(const struct smtpd_tls_files *tf)
 	server.gen = g;
 	if (server.qmgr)
 		qmgr_set_conf(server.qmgr, c);
+	if (pickup)
+		pickup_set_conf(pickup, c);
 	limits_reconfigure(c);
 	if (server.qmgr)
 		qmgr_set_delivery_limit(server.qmgr, limits_delivery_concurrency());
@@ -434,6 +437,8 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	found = qmgr_recover(server.qmgr);
 	if (found > 0)
 		log_info("qmgr", "recovered %d queued messages", found);
+	/* after recovery: what sendmail dropped while we were down is queued next */
+	pickup = pickup_new(server.loop, server.spool, c);
 	limits_on_stress(stress_cb, &server);
 	/*
 	 * Start-up is over: what libraries opened for good (libev's epoll and
@@ -459,6 +464,8 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	 * 451 they are owed, and no callback may outlive its session), then
 	 * deliveries in flight, then the workers.
 	 */
+	pickup_free(pickup);   /* its commit in flight first: it calls back into the spool */
+	pickup = NULL;
 	while (server.commits > 0)
 		ev_run(server.loop, EVRUN_ONCE);
 	qmgr_free(server.qmgr);
