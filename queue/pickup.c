@@ -273,6 +273,7 @@ static void refill(struct pickup *p)
 		fd_close(dfd);
 		return;
 	}
+	rewinddir(d);   /* a dup shares the offset the last scan left at the end */
 	while ((de = readdir(d)) != NULL && p->nnames < PICKUP_BATCH) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;

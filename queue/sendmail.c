@@ -259,6 +259,7 @@ struct input {
 	int    smtp;      /* SMTP DATA: "." ends, ".." is unstuffed */
 	int    dots;      /* sendmail without -i: a lone "." ends */
 	int    eof;
+	int    ended;     /* the terminating "." was read */
 };
 
 /* the next line without its line end (CRLF or LF); -1 at the end of the message */
@@ -275,8 +276,10 @@ static ssize_t next_line(struct input *in)
 	if (n > 0 && in->line[n - 1] == '\r')
 		n--;
 	in->line[n] = '\0';
-	if ((in->smtp || in->dots) && n == 1 && in->line[0] == '.')
+	if ((in->smtp || in->dots) && n == 1 && in->line[0] == '.') {
+		in->ended = 1;
 		return -1;
+	}
 	if (in->smtp && n > 0 && in->line[0] == '.') {
 		memmove(in->line, in->line + 1, (size_t)n);
 		n--;
@@ -565,15 +568,15 @@ static int smtp_session(struct sm *m)
 			}
 			reply("354 End data with <CR><LF>.<CR><LF>%s", "");
 			in.smtp = 1;
+			in.ended = 0;
 			m->size = 0;
 			m->failed = 0;
 			m->extract = 0;
 			rc = submit(m, &in);
 			/* the rest of DATA when submit stopped early (size limit) */
-			while (!in.eof && next_line(&in) >= 0)
+			while (!in.ended && !in.eof && next_line(&in) >= 0)
 				;
 			in.smtp = 0;
-			in.eof = feof(stdin);
 			if (rc == EX_OK) {
 				reply("250 2.0.0 Ok: queued%s", "");
 			} else {
