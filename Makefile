@@ -64,8 +64,11 @@ $(B)/asan/frugal: $(B)/asan/main.o $(B)/asan/libfrugal.a $(B)/asan/frugal-postdr
 $(B)/nosync/sync.o: core/sync.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -DFRUGAL_TEST_NO_SYNC $(CFLAGS) $(WARN) -c -o $@ $<
-$(B)/nosync/frugal: $(B)/obj/main.o $(B)/nosync/sync.o $(B)/libfrugal.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+$(B)/nosync/frugal: $(B)/obj/main.o $(B)/nosync/sync.o $(B)/libfrugal.a $(B)/nosync/frugal-postdrop
+	$(CC) $(CFLAGS) -o $@ $(B)/obj/main.o $(B)/nosync/sync.o $(B)/libfrugal.a $(LIBS)
+$(B)/nosync/frugal-postdrop: postdrop.c $(B)/obj/queue/drop.o $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DFRUGAL_TEST_NO_SYNC $(CFLAGS) $(WARN) -o $@ postdrop.c $(B)/obj/queue/drop.o
 
 # unit tests (Check): tests/unit/test_X.c -> $(B)/tests/test_X
 $(B)/tests: $(UNIT:%=$(B)/tests/%) $(PRELOAD:tests/emul/%.c=$(B)/tests/%.so)
