@@ -28,7 +28,7 @@ static const struct command {
 	{ "check",  smtpd_cmd_check, "check [-c DIR]" },
 	{ "map",    conf_cmd_map,    "map [-q KEY] FILE" },
 	{ "passwd", smtpd_cmd_passwd, "passwd [-c DIR] ADDRESS" },
-	{ "queue",  queue_cmd,       "queue [-c DIR] [list|show ID|delete ID|flush]" },
+	{ "queue",  queue_cmd,       "queue [-c DIR] [list|show ID|delete ID|hold ID|release ID|flush]" },
 	{ "sendmail", queue_cmd_sendmail, "sendmail [-t] [-i] [-f FROM] [-F NAME] [-bp|-bs|-bi] [-C DIR] [RCPT...]" },
 	{ "reload", cmd_reload,      "reload [-c DIR]" },
 	{ "stop",   cmd_stop,        "stop [-c DIR]" },

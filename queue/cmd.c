@@ -1,5 +1,5 @@
 /*
- * queue/cmd.c: `frugal queue [-c DIR] list|show ID|delete ID|flush [DOMAIN]` and
+ * queue/cmd.c: `frugal queue [-c DIR] list|show ID|delete ID|hold ID|release ID|flush [DOMAIN]` and
  * `mailq`. Reads the spool directly (works with or without the daemon, no
  * IPC); flush signals the daemon (SIGUSR1 to the pid in
  * $queue_directory/pid/frugal.pid). A short-lived tool: may exit on
@@ -9,6 +9,7 @@
 #include "queue/queue_int.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -50,14 +51,40 @@ static void idlist_free(struct idlist *l)
 	mem_free(l->v);
 }
 
-/* Postfix's mailq layout, so scripts that parse it keep working */
+/* the held messages' IDs (hold/), sorted like the scan's */
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void collect_held(const char *qdir, struct idlist *l)
+{
+	char path[4096];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof path, "%s/%s", qdir, SPOOL_HOLD);
+	if ((d = opendir(path)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			collect(l, de->d_name);
+	closedir(d);
+	qsort(l->v, (size_t)l->n, sizeof *l->v, cmp_str);
+}
+
+/*
+ * Postfix's mailq layout, so scripts that parse it keep working: a '!'
+ * after the queue ID marks a held message (Postfix's mark; its '*' for the
+ * active queue is not shown: the scheduler's memory is not visible here).
+ */
 static int cmd_list(const char *qdir)
 {
-	struct idlist l = { 0 };
+	struct idlist l = { 0 }, held = { 0 };
 	struct spool_env e;
 	long long total = 0;
-	int i, k, shown = 0;
-	char when[32];
+	int i, k, shown = 0, nheld;
+	char when[32], idm[QUEUE_ID_MAX + 2];
 	struct tm tm;
 
 	if (spool_scan(qdir, 0, collect, &l) < 0 && errno != ENOENT) {
@@ -65,14 +92,21 @@ static int cmd_list(const char *qdir)
 		    strerror(errno));
 		return EX_TEMPFAIL;
 	}
+	collect_held(qdir, &held);
+	nheld = held.n;
+	for (i = 0; i < held.n; i++)   /* held first would reorder; append them after the rest */
+		collect(&l, held.v[i]);
 	for (i = 0; i < l.n; i++) {
-		if (spool_env_load(qdir, l.v[i], &e, NULL) < 0)
+		int is_held = i >= l.n - nheld;
+
+		if ((is_held ? spool_env_load_held(qdir, l.v[i], &e) : spool_env_load(qdir, l.v[i], &e, NULL)) < 0)
 			continue;   /* delivered and removed while we looked */
 		if (shown++ == 0)
 			printf("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
 		localtime_r(&e.arrival, &tm);
 		strftime(when, sizeof when, "%a %b %e %H:%M:%S", &tm);
-		printf("%-11s %8lld %20.20s  %s\n", e.id, (long long)e.size, when,
+		snprintf(idm, sizeof idm, "%s%s", e.id, is_held ? "!" : "");
+		printf("%-11s %8lld %20.20s  %s\n", idm, (long long)e.size, when,
 		    *e.sender ? e.sender : "MAILER-DAEMON");
 		for (k = 0; k < e.nrcpt; k++)
 			if (e.rcpt[k].status == RCPT_TODO)
@@ -82,6 +116,7 @@ static int cmd_list(const char *qdir)
 		spool_env_free(&e);
 	}
 	idlist_free(&l);
+	idlist_free(&held);
 	if (shown == 0)
 		printf("Mail queue is empty\n");
 	else
@@ -157,6 +192,52 @@ static int cmd_delete(const char *qdir, const char *id)
 	return 0;
 }
 
+/* Tell a running daemon (the flush file and SIGUSR1); 1 when none runs. */
+static int tell_daemon(const char *qdir, const char *line)
+{
+	char path[4096], req[4096];
+	long pid;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/%s/frugal.pid", qdir, SPOOL_PID);
+	if ((pid = daemon_pidfile_read(path)) < 0)
+		return 1;
+	snprintf(req, sizeof req, "%s/%s/flush", qdir, SPOOL_STATUS);
+	if ((fd = open(req, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644)) < 0 ||
+	    dprintf(fd, "%s\n", line) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return kill((pid_t)pid, SIGUSR1) < 0 ? -1 : 0;
+}
+
+/*
+ * hold: committed/ -> hold/ (the scheduler forgets it at its next look:
+ * the file is gone; a delivery in flight finishes first, as in Postfix).
+ * release: back, and a running daemon rescans committed/ (no flush).
+ */
+static int cmd_hold(const char *qdir, const char *id, int hold)
+{
+	int r;
+
+	if (spool_hold(qdir, id, hold) < 0) {
+		fprintf(stderr, "frugal queue: %s: %s\n", id, errno == ENOENT || errno == EINVAL ?
+		    (hold ? "no such message in the queue (or held already)" : "no such held message") :
+		    strerror(errno));
+		return EX_USAGE_ERR;
+	}
+	if (hold) {
+		printf("%s: placed on hold\n", id);
+		return 0;
+	}
+	r = tell_daemon(qdir, "+rescan");
+	printf("%s: released from hold%s\n", id, r == 1 ? " (delivered when the mail system starts)" :
+	    r < 0 ? " (the mail system takes it at its next queue run)" : "");
+	return 0;
+}
+
 /*
  * The request goes through a file the daemon reads on SIGUSR1
  * ($queue_directory/status/flush: one line per request, "*" for
@@ -203,7 +284,7 @@ static int cmd_flush(const char *qdir, const char *domain)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: frugal queue [-c DIR] [list | show ID | delete ID | flush [DOMAIN]]\n");
+	fprintf(stderr, "usage: frugal queue [-c DIR] [list | show ID | delete ID | hold ID | release ID | flush [DOMAIN]]\n");
 	return EX_USAGE_ERR;
 }
 
@@ -252,6 +333,10 @@ int queue_cmd(int argc, char **argv)
 		rc = cmd_delete(qdir, id);
 	else if (strcmp(sub, "flush") == 0)
 		rc = cmd_flush(qdir, id);
+	else if (strcmp(sub, "hold") == 0 && id)
+		rc = cmd_hold(qdir, id, 1);
+	else if (strcmp(sub, "release") == 0 && id)
+		rc = cmd_hold(qdir, id, 0);
 	else
 		rc = usage();
 	conf_unref(c);

@@ -550,6 +550,13 @@ static void flush_all_deferred(struct qmgr *q, int probe)
 	scan_soon(q);
 }
 
+/* `frugal queue release`: a message came back into committed/; take it without flushing the rest */
+void qmgr_rescan(struct qmgr *q)
+{
+	q->full_rescan = 1;
+	scan(q, 1, 0);
+}
+
 void qmgr_flush(struct qmgr *q)
 {
 	struct qmsg *m;

@@ -155,6 +155,7 @@ void qmgr_set_conf(struct qmgr *q, struct conf *c);  /* reload: takes a new ref,
 int  qmgr_recover(struct qmgr *q);     /* scan the spool at start-up; returns messages found */
 void qmgr_enqueue(struct qmgr *q, const char *queue_id); /* a freshly committed message */
 void qmgr_flush(struct qmgr *q);       /* retry deferred mail now (defer_transports too) */
+void qmgr_rescan(struct qmgr *q);      /* look at committed/ now (a released message); no flush */
 /*
  * Retry now the deferred mail with a recipient in DOMAIN (".example.com":
  * the domain and its subdomains): ETRN and `frugal queue flush DOMAIN`.

@@ -20,6 +20,7 @@
 #define SPOOL_FREE      "free"       /* emptied files of delivered messages, for reuse */
 #define SPOOL_PID       "pid"        /* the daemon's pid file (frugal.pid); root's when started as root */
 #define SPOOL_STATUS    "status"     /* what the daemon publishes for `frugal limits` (limits.status) */
+#define SPOOL_HOLD      "hold"       /* frugal queue hold: kept, never scheduled, until released */
 #define SPOOL_MAILDROP  "maildrop"   /* local submission (sendmail): mode 1730, group setgid_group */
 #define SPOOL_CORRUPT   "corrupt"    /* committed files whose checksum failed at recovery, kept aside */
 
@@ -80,6 +81,9 @@ int  spool_env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize);
  * (ENOENT: gone; EINVAL: not a frugal queue file; ENOMEM).
  */
 int  spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, int *fdp);
+int  spool_env_load_held(const char *queue_dir, const char *id, struct spool_env *e);  /* hold/ID */
+/* `frugal queue hold|release`: committed/ID -> hold/ID (hold 1) or back (0), synced. 0 or -1 + errno. */
+int  spool_hold(const char *queue_dir, const char *id, int hold);
 void spool_env_free(struct spool_env *e);
 /* Rewrite one recipient's state byte (not synced: the caller fdatasyncs). */
 int  spool_env_mark(int fd, const struct spool_rcpt *r, char status);

@@ -190,7 +190,7 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 {
 	struct spool *s;
 	char path[4096];
-	static const char *const sub[] = { SPOOL_INCOMING, SPOOL_COMMITTED, SPOOL_FREE, SPOOL_PID, SPOOL_STATUS };
+	static const char *const sub[] = { SPOOL_INCOMING, SPOOL_COMMITTED, SPOOL_FREE, SPOOL_PID, SPOOL_STATUS, SPOOL_HOLD };
 	DIR *d = NULL;
 	struct dirent *de;
 	size_t i;
@@ -297,7 +297,7 @@ int spool_prepare(const char *queue_dir, uid_t uid, gid_t gid, char *err, size_t
 {
 	static const struct { const char *name; mode_t mode; int daemons; } sub[] = {
 		{ SPOOL_INCOMING, 0700, 1 }, { SPOOL_COMMITTED, 0700, 1 }, { SPOOL_FREE, 0700, 1 },
-		{ SPOOL_STATUS, 0755, 1 }, { SPOOL_PID, 0755, 0 },
+		{ SPOOL_STATUS, 0755, 1 }, { SPOOL_PID, 0755, 0 }, { SPOOL_HOLD, 0700, 1 },
 	};
 	struct stat st;
 	size_t i;
@@ -976,7 +976,7 @@ int spool_env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 	return rc;
 }
 
-int spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, int *fdp)
+static int env_load_in(const char *queue_dir, const char *sub, const char *id, struct spool_env *e, int *fdp)
 {
 	char path[4096];
 	char *buf = NULL, *nb;
@@ -989,7 +989,7 @@ int spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, i
 	if (!spool_id_valid(id))
 		return errno = EINVAL, -1;
 	snprintf(e->id, sizeof e->id, "%s", id);
-	snprintf(path, sizeof path, "%s/%s/%s", queue_dir, SPOOL_COMMITTED, id);
+	snprintf(path, sizeof path, "%s/%s/%s", queue_dir, sub, id);
 	if ((fd = fd_open(path, (fdp ? O_RDWR : O_RDONLY) | O_CLOEXEC)) < 0)
 		return -1;
 	if (fstat(fd, &st) < 0)
@@ -1053,6 +1053,59 @@ out:
 	else
 		fd_close(fd);
 	return 0;
+}
+
+int spool_env_load(const char *queue_dir, const char *id, struct spool_env *e, int *fdp)
+{
+	return env_load_in(queue_dir, SPOOL_COMMITTED, id, e, fdp);
+}
+
+int spool_env_load_held(const char *queue_dir, const char *id, struct spool_env *e)
+{
+	return env_load_in(queue_dir, SPOOL_HOLD, id, e, NULL);
+}
+
+/*
+ * committed/ID <-> hold/ID, both directories synced: a hold survives a
+ * restart (recovery and the scheduler look at committed/ only). A released
+ * message gets its mtime set to now: the scheduler takes a file whose
+ * mtime has come as due.
+ */
+int spool_hold(const char *queue_dir, const char *id, int hold)
+{
+	char path[4096];
+	int cfd = -1, hfd = -1, rc = -1, from, to;
+
+	if (!spool_id_valid(id))
+		return errno = EINVAL, -1;
+	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_COMMITTED);
+	if ((cfd = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -1;
+	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_HOLD);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		goto out;
+	if ((hfd = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		goto out;
+	from = hold ? cfd : hfd;
+	to = hold ? hfd : cfd;
+	if (renameat2(from, id, to, id, RENAME_NOREPLACE) < 0)
+		goto out;
+	if (!hold)
+		utimensat(to, id, NULL, 0);
+	if (fsync(to) < 0 || fsync(from) < 0)
+		goto out;
+	rc = 0;
+out:
+	{
+		int e = errno;
+
+		if (cfd >= 0)
+			fd_close(cfd);
+		if (hfd >= 0)
+			fd_close(hfd);
+		errno = e;
+	}
+	return rc;
 }
 
 int spool_verify(int fd, const struct spool_env *e, off_t fsize)

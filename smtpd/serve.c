@@ -215,6 +215,8 @@ static void usr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 			any = 1;
 			if (strcmp(line, "*") == 0)
 				all = 1;
+			else if (strcmp(line, "+rescan") == 0)
+				qmgr_rescan(server.qmgr);   /* frugal queue release: not a flush */
 			else if (qmgr_flush_domain(server.qmgr, line) < 0)
 				all = 1;   /* too many at once: everything, rather than drop one */
 		}

@@ -276,6 +276,59 @@ class Running(Base):
         self.assertIn(b"not a maildrop directory", r.stderr)
 
 
+class HoldRelease(Base):
+    # local mail waits for a flush: what is held must then stay, what is not must go
+    extra = "defer_transports = local\n"
+
+    def setUp(self):
+        super().setUp()
+        self.d.start()
+
+    def queue(self, *args):
+        return subprocess.run([FRUGAL, "queue", "-c", self.d.dir] + list(args), capture_output=True,
+                              text=True, timeout=20 * SLOW)
+
+    def flush_and_deliver(self, box, n):
+        r = self.queue("flush")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return self.d.wait_messages(self.d.maildir(box), n)
+
+    def test_hold_survives_restart_until_release(self):
+        for who in ("alice", "bob"):
+            r = self.sendmail("%s@localhost" % who, input=b"Subject: %s\n\nx\n" % who.encode())
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.d.wait_log("status=deferred")
+        ids = wait_for(lambda: (lambda out: len(out) == 2 and out)(
+            re.findall(r"(?m)^([0-9A-F]{10,})\s.*\n\s+(\S+)$", self.queue("list").stdout)), 10, "two queued")
+        held = [qid for qid, rcpt in ids if rcpt.startswith("alice@")][0]
+        r = self.queue("hold", held)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("placed on hold", r.stdout)
+        out = self.queue("list").stdout
+        self.assertRegex(out, r"(?m)^%s!\s" % held)        # Postfix's mark for held mail
+        self.assertRegex(out, r"-- \d+ Kbytes in 2 Requests\.")
+        # control: bob's message, not held, goes at the flush; alice's stays
+        self.flush_and_deliver("bob", 1)
+        self.assertEqual(self.d.messages(self.d.maildir("alice")), [])
+        # a restart does not release it
+        self.d.stop()
+        self.d.start()
+        r = self.sendmail("bob@localhost", input=b"Subject: bob2\n\nx\n")   # the control again
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_for(lambda: len(re.findall(r"(?m)^[0-9A-F]{10,} ", self.queue("list").stdout)) == 1,
+                 10, "bob's second message queued")
+        self.flush_and_deliver("bob", 2)
+        self.assertEqual(self.d.messages(self.d.maildir("alice")), [])
+        self.assertRegex(self.queue("list").stdout, r"(?m)^%s!\s" % held)
+        r = self.queue("release", held)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("released", r.stdout)
+        self.assertNotIn("!", self.queue("list").stdout)
+        self.flush_and_deliver("alice", 1)
+        self.assertEqual(self.queue("hold", "NOSUCHID").returncode, 1)
+        self.assertEqual(self.queue("release", held).returncode, 1)
+
+
 class Stopped(Base):
     def setUp(self):
         super().setUp()
