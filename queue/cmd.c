@@ -70,7 +70,8 @@ static void collect_held(const char *qdir, struct idlist *l)
 		if (de->d_name[0] != '.')
 			collect(l, de->d_name);
 	closedir(d);
-	qsort(l->v, (size_t)l->n, sizeof *l->v, cmp_str);
+	if (l->n > 1)
+		qsort(l->v, (size_t)l->n, sizeof *l->v, cmp_str);
 }
 
 /*
