@@ -366,9 +366,13 @@ class Stopped(Base):
                      "the helper to write the first chunk")
             os.kill(helper, signal.SIGKILL)
             p.stdin.write(b"more\n" * 20000)   # sendmail goes on reading, its writes fail
-            p.stdin.close()
         except BrokenPipeError:
             pass
+        finally:
+            try:
+                p.stdin.close()
+            except BrokenPipeError:
+                pass
         rc = p.wait(timeout=20 * SLOW)
         err = p.stderr.read()
         p.stderr.close()
