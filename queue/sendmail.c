@@ -376,9 +376,16 @@ static int submit(struct sm *m, struct input *in)
 			continue;
 		}
 		first = 0;
-		if (n > 0 && (l[0] == ' ' || l[0] == '\t') && hn > 0) {
-			if (in_bcc)
+		if (n > 0 && (l[0] == ' ' || l[0] == '\t') && (hn > 0 || in_bcc)) {
+			if (in_bcc) {
+				/* a folded Bcc: its addresses count, its text goes */
+				if (m->extract) {
+					struct scan_arg sa = { m, l };
+
+					cleanup_addr_scan(l, (size_t)n, scan_one, &sa);
+				}
 				continue;
+			}
 		} else if (n > 0 && is_header_start(l, (size_t)n)) {
 			/* the previous header is whole: look at it */
 			if (hn > start && m->extract)

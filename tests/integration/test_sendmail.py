@@ -88,15 +88,17 @@ class Running(Base):
         self.d.start()
 
     def test_t_to_cc_bcc(self):
-        msg = (b"To: Alice <alice@localhost>\nCc: bob\nBcc: carol@virt.test\n"
+        msg = (b"To: Alice <alice@localhost>\nCc: bob\nBcc: carol@virt.test,\n dave@virt.test\n"
                b"Subject: t\n\nhello\n")
         r = self.sendmail("-t", "-i", input=msg)
         self.assertEqual(r.returncode, 0, r.stderr)
         a = self.d.wait_messages(self.d.maildir("alice"), 1)[0]
         b = self.d.wait_messages(self.d.maildir("bob"), 1)[0]
         c = self.d.wait_messages(self.d.vmaildir("virt.test/carol/"), 1)[0]
-        for m in (a, b, c):
-            self.assertNotIn(b"Bcc:", m)           # removed, though carol got it
+        e = self.d.wait_messages(self.d.vmaildir("virt.test/dave/"), 1)[0]   # on the folded line
+        for m in (a, b, c, e):
+            self.assertNotIn(b"Bcc:", m)           # removed, though carol and dave got it
+            self.assertNotIn(b"\n dave@virt.test", m)   # nor its folded line
             self.assertIn(b"\nCc: bob\n", m)
             self.assertRegex(m, rb"\nMessage-ID: <\d{14}\.[0-9A-F]+@mx\.example\.test>\n")
             self.assertRegex(m, rb"\nDate: \w{3}, [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}")
