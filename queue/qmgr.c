@@ -675,14 +675,19 @@ static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void defer_msg(struct qmgr *q, struct qmsg *m, int backoff, int fd)
 {
 	m->busy = 0;
-	m->force = 0;
-	if (m->probe) {
-		m->probe = 0;
-		q->nprobe--;
-	}
 	if (backoff) {
 		struct timespec ts[2];
 
+		/*
+		 * Only an attempt ends a flush. A postponement (below: no descriptors or memory to
+		 * load it now) keeps force and probe, or the flushed message would come back held by
+		 * defer_transports ("deferred transport") and wait for the next flush or queue run.
+		 */
+		m->force = 0;
+		if (m->probe) {
+			m->probe = 0;
+			q->nprobe--;
+		}
 		m->backoff = (int)sched_backoff(m->backoff, q->min_backoff, q->max_backoff);
 		push_deferred(q, m, time(NULL) + m->backoff);
 		/* the file's mtime is its next try, for a scan that finds it on disk (as Postfix) */
