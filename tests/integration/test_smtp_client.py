@@ -179,7 +179,10 @@ class PySink:
             elif verb == "RSET":
                 say("250 2.0.0 Ok")
             elif verb == "QUIT":
-                say("221 2.0.0 Bye")
+                try:
+                    say("221 2.0.0 Bye")
+                except OSError:
+                    pass        # frugal closes after QUIT without waiting for the 221
                 return
             else:
                 say("502 5.5.2 Error: command not recognized")

