@@ -215,3 +215,34 @@ class SmtpFire(unittest.TestCase):
         self.assertLessEqual(sum(len(v) - 1 for v in dups.values()), bound)
         print("\n  sigkill: %d recipients, %d kills, %d delivered twice (bound %d), 0 lost"
               % (len(expected), len(kills), sum(len(v) - 1 for v in dups.values()), bound))
+
+    # (4) QUIT without waiting for the 221
+    def test_quit_not_waited_for(self):
+        """A peer that never answers QUIT (it holds the 221 for 5 s): each connection that is not
+        kept is closed right after QUIT (Postfix's smtp_skip_quit_response = yes), so sockets
+        of finished deliveries do not pile up: at most delivery_concurrency_limit connections are
+        open at the sink at any time. Waiting for the 221 held each socket 5 s more, past the
+        budget, while new deliveries opened others."""
+        port = free_port()
+        hold = 5.0
+        sink = self.sink(port, quit_hold=hold)
+        conc, n = 3, 12
+        d = self.daemon("transport_maps = inline:{ relay.test=smtp:[127.0.0.1]:%d }\n"
+                        "delivery_concurrency_limit = %d\nsmtp_connection_cache_on_demand = no\n"
+                        % (port, conc)).start()
+        tokens = ["q-%d" % i for i in range(n)]
+        t0 = time.monotonic()
+        self.send(d, lambda t: ["%s@relay.test" % t], tokens)
+        wait_for(lambda: len(sink.pairs()) >= n and self.queue_empty(d), 30, "every message delivered")
+        took = time.monotonic() - t0
+        wait_for(lambda: sink.open == 0 and len(sink.quit_to_eof) == sink.connections, 10,
+                 "every connection closed")
+        self.assertEqual(sorted(p[0] for p in sink.pairs()), sorted(tokens))
+        self.assertEqual(sink.connections, n)
+        self.assertNotIn(None, sink.quit_to_eof, "a connection stayed open after QUIT")
+        self.assertLess(max(sink.quit_to_eof), 1.0 * SLOW)
+        self.assertLessEqual(sink.peak, conc)
+        # 12 messages over 3 slots could not have been done in well under 5 s had each waited for its 221
+        self.assertLess(took, hold)
+        print("\n  quit: %d connections, peak %d open (limit %d), QUIT to close max %.3f s, all in %.2f s"
+              % (sink.connections, sink.peak, conc, max(sink.quit_to_eof), took))
