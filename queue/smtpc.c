@@ -49,6 +49,7 @@
 #include "core/tls.h"
 #include "core/transport.h"
 #include "conf/map.h"
+#include "limits/limits.h"
 #include "queue/smtp_sasl.h"
 
 #define SMTPC_HOSTS   16           /* MX hosts kept from one answer (Postfix keeps them all; 16 is plenty) */
@@ -1300,6 +1301,22 @@ static void tmr_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	reap(c);
 }
 
+/*
+ * The resource a refused socket()/connect() ran out of, for the warning and the ledger's failure
+ * count: EMFILE is the process's descriptor limit, ENFILE the file table (OpenVZ's numfile), and
+ * ENOMEM/ENOBUFS the socket objects (OpenVZ refuses numtcpsock/numothersock with ENOMEM).
+ */
+static const char *shortage_of(int e, int is_unix)
+{
+	if (e == EMFILE)
+		return "RLIMIT_NOFILE";
+	if (e == ENFILE)
+		return "numfile";
+	if (e == EAGAIN)
+		return "local ports";
+	return is_unix ? "numothersock" : "numtcpsock";
+}
+
 /* Try addrs[ai]: 0 started (or failed over to the next), -1 local resource failure (job finished). */
 static void try_connect(struct smtpc *c)
 {
@@ -1319,9 +1336,10 @@ static void try_connect(struct smtpc *c)
 	if (fd < 0) {
 		e = errno;
 		/* our shortage, not the destination's: the batch waits (no slow-start penalty) */
-		log_warning(c->j->route.transport, "%s: cannot make a %s socket for %s: %s: delivery deferred",
-		    c->j->queue_id, a->sa.ss_family == AF_UNIX ? "unix (numothersock)" : "TCP (numtcpsock)",
-		    c->peer, strerror(e));
+		log_warning(c->j->route.transport, "%s: %s exhausted: cannot make a %s socket for %s: %s: "
+		    "delivery deferred", c->j->queue_id, shortage_of(e, a->sa.ss_family == AF_UNIX),
+		    a->sa.ss_family == AF_UNIX ? "unix" : "TCP", c->peer, strerror(e));
+		limits_note_failure(shortage_of(e, a->sa.ss_family == AF_UNIX), e);
 		set_err(c, 0, "4.3.0", "local resource shortage: socket: %s", strerror(e));
 		finish(c);
 		c->st = C_CLOSED;
@@ -1336,8 +1354,9 @@ static void try_connect(struct smtpc *c)
 		 */
 		if (e == ENOMEM || e == ENOBUFS || e == EMFILE || e == ENFILE ||
 		    (e == EAGAIN && a->sa.ss_family != AF_UNIX)) {
-			log_warning(c->j->route.transport, "%s: connect to %s: %s: delivery deferred",
-			    c->j->queue_id, c->peer, strerror(e));
+			log_warning(c->j->route.transport, "%s: %s exhausted: connect to %s: %s: delivery deferred",
+			    c->j->queue_id, shortage_of(e, a->sa.ss_family == AF_UNIX), c->peer, strerror(e));
+			limits_note_failure(shortage_of(e, a->sa.ss_family == AF_UNIX), e);
 			set_err(c, 0, "4.3.0", "local resource shortage: connect: %s", strerror(e));
 			close_conn(c);
 			finish(c);

@@ -246,3 +246,45 @@ class SmtpFire(unittest.TestCase):
         self.assertLess(took, hold)
         print("\n  quit: %d connections, peak %d open (limit %d), QUIT to close max %.3f s, all in %.2f s"
               % (sink.connections, sink.peak, conc, max(sink.quit_to_eof), took))
+
+    def flush(self, d):
+        r = run_frugal("queue", "-c", d.dir, "flush")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def warnings(self, d, *words):
+        return [l for l in d.output().splitlines() if "warning:" in l and any(w in l for w in words)]
+
+    # (3) descriptor exhaustion at socket(): RLIMIT_NOFILE lowered under the running daemon
+    def test_emfile_while_delivering(self):
+        """Mail held by defer_transports; the daemon's RLIMIT_NOFILE is lowered (prlimit) to what it
+        holds plus one, then the mail is flushed: the queue file takes the last descriptor and
+        socket() gets EMFILE. The batch is deferred with a warning naming the resource, nothing
+        bounces or is lost, the daemon lives; with the limit back, a flush delivers every
+        recipient once."""
+        port = free_port()
+        sink = self.sink(port)
+        d = self.daemon("transport_maps = inline:{ relay.test=smtp:[127.0.0.1]:%d }\n"
+                        "defer_transports = smtp\n" % port).start()
+        tokens = ["e-%d" % i for i in range(5)]
+        self.send(d, lambda t: ["%s-1@relay.test" % t, "%s-2@relay.test" % t], tokens)
+        wait_for(lambda: d.output().count("status=deferred (deferred transport)") >= 10, 10, "mail held")
+        pid = d.smtpd_pid()
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        held = len(os.listdir("/proc/%d/fd" % pid))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (held + 1, hard))
+        self.flush(d)
+        wait_for(lambda: self.warnings(d, "RLIMIT_NOFILE", "descriptor"), 10, "a warning naming the resource")
+        # a few rounds under pressure (backoff 1-2 s in the harness, the retry timer 1 s)
+        wait_for(lambda: d.output().count("Too many open files") + d.output().count("postponed") >= 3, 15,
+                 "attempts under pressure")
+        self.assertEqual(sink.pairs(), [], "delivered while no socket could be made")
+        self.assertIsNone(d.proc.poll(), "frugal died")
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        self.flush(d)
+        wait_for(lambda: len(sink.pairs()) >= 10 and self.queue_empty(d), 20, "every recipient delivered")
+        got = sorted((p[0], p[1]) for p in sink.pairs())
+        self.assertEqual(got, sorted((t, "%s-%d@relay.test" % (t, k)) for t in tokens for k in (1, 2)))
+        self.assertNotIn("status=bounced", d.output())
+        self.assertEqual(d.smtpd_pid(), pid)
+        w = self.warnings(d, "RLIMIT_NOFILE", "descriptor")
+        print("\n  emfile: %d warnings, first: %s" % (len(w), w[0].split("warning: ", 1)[1][:160]))
