@@ -16,7 +16,6 @@ import re
 import resource
 import smtplib
 import socketserver
-import subprocess
 import threading
 import time
 import unittest
@@ -138,6 +137,53 @@ class FireSink:
     def pairs(self):
         with self.lock:
             return [tuple(x) for x in self.got]
+
+
+def sockets_to(pid, port):
+    """TCP sockets process pid holds whose remote port is port (its outbound connections there)."""
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fl = row.split()
+            if int(fl[2].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fl[9])
+    n = 0
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                n += 1
+    except OSError:
+        pass
+    return n
+
+
+class PeakSampler:
+    """Samples sockets_to(pid, port) every few milliseconds in a thread: the peak it saw."""
+
+    def __init__(self, pid, port):
+        self.peak, self.samples, self.stop_ev = 0, 0, threading.Event()
+        self.t = threading.Thread(target=self.run, args=(pid, port), daemon=True)
+        self.t.start()
+
+    def run(self, pid, port):
+        while not self.stop_ev.is_set():
+            self.peak = max(self.peak, sockets_to(pid, port))
+            self.samples += 1
+            self.stop_ev.wait(0.002)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join()
+        return self.peak
 
 
 def msg(token, n=0):
@@ -288,3 +334,54 @@ class SmtpFire(unittest.TestCase):
         self.assertEqual(d.smtpd_pid(), pid)
         w = self.warnings(d, "RLIMIT_NOFILE", "descriptor")
         print("\n  emfile: %d warnings, first: %s" % (len(w), w[0].split("warning: ", 1)[1][:160]))
+
+    # (3) the container emulator: numtcpsock, numothersock and numfile capped
+    def test_container_sockets_while_delivering(self):
+        """frugal in an emulated OpenVZ container (tests/emul/vzemul.c) with numtcpsock 40,
+        numothersock 60 and numfile 400. 30 messages to a sink that takes 0.3 s per message:
+        the connections open at once at the sink never pass the deliveries the budget allows
+        (`frugal limits`). Then another process of the container takes every TCP socket left
+        and held mail is flushed: socket() fails (ENOMEM, as OpenVZ), the batch is deferred
+        with a warning naming numtcpsock, the budget shrinks, nothing is lost, the daemon lives;
+        once the hog is gone a flush delivers every recipient once."""
+        from test_container import Container, need_emulator, limits_json
+        need_emulator(self)
+        ct = Container(numtcpsock=40, numothersock=60, numfile=400)
+        self.addCleanup(ct.cleanup)
+        port = free_port()
+        sink = self.sink(port, slow_dot=0.3)
+        d = self.daemon(ct.conf() + "transport_maps = inline:{ relay.test=smtp:[127.0.0.1]:%d }\n"
+                        "smtp_connection_cache_on_demand = no\n" % port, env=ct.env).start()
+        budget = limits_json(d)["deliveries"]["limit"]
+        tokens = ["c-%d" % i for i in range(30)]
+        sampler = PeakSampler(d.smtpd_pid(), port)
+        self.send(d, lambda t: ["%s-slowdot@relay.test" % t], tokens)
+        wait_for(lambda: len(sink.pairs()) >= 30 and self.queue_empty(d), 60, "30 messages delivered")
+        peak = sampler.stop()
+        self.assertLessEqual(peak, budget, "outbound sockets held at once past the delivery budget")
+        self.assertGreaterEqual(peak, 2, "deliveries ran in parallel (the measure can see a breach)")
+        # phase 2: no TCP socket left in the container
+        with open(os.path.join(d.dir, "frugal.conf"), "a") as f:
+            f.write("defer_transports = smtp\n")
+        self.assertEqual(run_frugal("reload", "-c", d.dir).returncode, 0)
+        d.wait_log("reload", timeout=10)
+        held_tokens = ["h-%d" % i for i in range(4)]
+        self.send(d, lambda t: ["%s-1@relay.test" % t, "%s-2@relay.test" % t], held_tokens)
+        wait_for(lambda: d.output().count("status=deferred (deferred transport)") >= 8, 10, "mail held")
+        hog, n = ct.hog("try:\n    while True: held.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))\n"
+                        "except OSError: pass\n")
+        self.flush(d)
+        wait_for(lambda: self.warnings(d, "numtcpsock exhausted"), 15, "a warning naming numtcpsock")
+        squeezed = limits_json(d)["deliveries"]["limit"]
+        self.assertEqual(len(sink.pairs()), 30, "nothing delivered without a socket")
+        self.assertIsNone(d.proc.poll(), "frugal died")
+        Container.release(hog)
+        self.flush(d)
+        wait_for(lambda: len(sink.pairs()) >= 38 and self.queue_empty(d), 30, "held mail delivered")
+        got = sorted((p[0], p[1]) for p in sink.pairs() if p[0].startswith("h-"))
+        self.assertEqual(got, sorted((t, "%s-%d@relay.test" % (t, k)) for t in held_tokens for k in (1, 2)))
+        self.assertNotIn("status=bounced", d.output())
+        w = self.warnings(d, "numtcpsock exhausted")
+        print("\n  container: deliveries budget %d, peak %d outbound sockets (%d samples; the sink saw %d "
+              "at once) for 30 messages; hog took %d TCP sockets: budget %d, %d warnings (%s)"
+              % (budget, peak, sampler.samples, sink.peak, n, squeezed, len(w), w[0].split("warning: ", 1)[1][:120]))
