@@ -385,3 +385,28 @@ class SmtpFire(unittest.TestCase):
         print("\n  container: deliveries budget %d, peak %d outbound sockets (%d samples; the sink saw %d "
               "at once) for 30 messages; hog took %d TCP sockets: budget %d, %d warnings (%s)"
               % (budget, peak, sampler.samples, sink.peak, n, squeezed, len(w), w[0].split("warning: ", 1)[1][:120]))
+
+    # qmgr.c defer_msg: a postponement (no backoff) must not end a flush
+    def test_flush_survives_postponement(self):
+        """40 messages held by defer_transports in a daemon whose RLIMIT_NOFILE (64) lets only a
+        few be loaded at once, then flushed: the ones that find the descriptor budget exhausted
+        are postponed ("delivery postponed", no backoff) and loaded again a second later, still
+        as part of the flush. Dropping the flush flag at that postponement held them again as
+        "deferred transport" until the next flush: they were never delivered."""
+        port = free_port()
+        sink = self.sink(port)
+        d = self.daemon("transport_maps = inline:{ relay.test=smtp:[127.0.0.1]:%d }\n"
+                        "defer_transports = smtp\n" % port)
+
+        def small():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        d.start(preexec_fn=small)
+        tokens = ["f-%d" % i for i in range(40)]
+        self.send(d, lambda t: ["%s@relay.test" % t], tokens)
+        wait_for(lambda: d.output().count("status=deferred (deferred transport)") >= 40, 20, "mail held")
+        self.flush(d)
+        wait_for(lambda: len(sink.pairs()) >= 40 and self.queue_empty(d), 20, "every flushed message delivered")
+        self.assertEqual(sorted(p[0] for p in sink.pairs()), sorted(tokens))
+        postponed = d.output().count("descriptor budget exhausted: delivery postponed")
+        self.assertGreater(postponed, 0, "the flush never met a postponement: the test proves nothing")
+        print("\n  flush: 40 delivered, %d postponements on the way" % postponed)
