@@ -30,7 +30,10 @@ class FireSink:
     slow_dot: seconds the reply to the dot waits when a recipient contains "slowdot"; quit_hold:
     seconds the 221 waits (the connection is held open meanwhile, as a slow peer does)."""
 
-    def __init__(self, port, slow_rcpt=0, slow_dot=0, quit_hold=0):
+    def __init__(self, port, slow_rcpt=0, slow_dot=0, quit_hold=0, lmtp=False):
+        """port: a TCP port on 127.0.0.1, or a path (a unix socket); lmtp: one reply per
+        recipient after the dot (RFC 2033)."""
+        self.lmtp = lmtp
         self.slow_rcpt, self.slow_dot, self.quit_hold = slow_rcpt, slow_dot, quit_hold
         self.lock = threading.Lock()
         self.got = []            # (token, rcpt, t_data, t_ack or None)
@@ -54,12 +57,17 @@ class FireSink:
                     with sink.lock:
                         sink.open -= 1
 
-        class Srv(socketserver.ThreadingMixIn, socketserver.TCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-            request_queue_size = 64
-
-        self.srv = Srv(("127.0.0.1", port), Handler)
+        if isinstance(port, str):
+            class Srv(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+                daemon_threads = True
+                request_queue_size = 64
+            self.srv = Srv(port, Handler)
+        else:
+            class Srv(socketserver.ThreadingMixIn, socketserver.TCPServer):
+                daemon_threads = True
+                allow_reuse_address = True
+                request_queue_size = 64
+            self.srv = Srv(("127.0.0.1", port), Handler)
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
     def stop(self):
@@ -78,8 +86,8 @@ class FireSink:
                 return
             cmd = line.decode("utf-8", "replace").rstrip("\r\n")
             verb = cmd[:4].upper()
-            if verb in ("EHLO", "HELO"):
-                say("250-firesink\r\n250-PIPELINING\r\n250 8BITMIME" if verb == "EHLO" else "250 firesink")
+            if verb in ("EHLO", "HELO", "LHLO"):
+                say("250 firesink" if verb == "HELO" else "250-firesink\r\n250-PIPELINING\r\n250 8BITMIME")
             elif verb == "MAIL":
                 rcpts = []
                 say("250 2.1.0 Ok")
@@ -107,7 +115,8 @@ class FireSink:
                     self.got.extend([token, a, t_data, None] for a in rcpts)
                 if self.slow_dot and any("slowdot" in a for a in rcpts):
                     time.sleep(self.slow_dot)
-                say("250 2.0.0 Ok: queued")
+                for _ in (rcpts if self.lmtp else [None]):
+                    say("250 2.0.0 Ok: queued")
                 t_ack = time.monotonic()
                 with self.lock:
                     for k in range(idx, idx + len(rcpts)):
@@ -410,3 +419,58 @@ class SmtpFire(unittest.TestCase):
         postponed = d.output().count("descriptor budget exhausted: delivery postponed")
         self.assertGreater(postponed, 0, "the flush never met a postponement: the test proves nothing")
         print("\n  flush: 40 delivered, %d postponements on the way" % postponed)
+
+    def held_then_hog(self, ct, d, sink, transport, hog_code, words, n_before=0):
+        """Mail held (defer_transports), a hog takes a resource of the container, a flush: a warning
+        naming the resource, nothing delivered, frugal alive; the hog leaves, a flush: every
+        recipient once. Returns (warnings, objects the hog held)."""
+        from test_container import Container
+        tokens = ["%s-%d" % (transport, i) for i in range(4)]
+        self.send(d, lambda t: ["%s-1@relay.test" % t, "%s-2@relay.test" % t], tokens)
+        wait_for(lambda: d.output().count("status=deferred (deferred transport)") >= 8, 10, "mail held")
+        hog, n = ct.hog(hog_code)
+        self.flush(d)
+        wait_for(lambda: self.warnings(d, *words), 15, "a warning naming %s" % (words,))
+        self.assertEqual(len(sink.pairs()), n_before, "delivered without the resource")
+        self.assertIsNone(d.proc.poll(), "frugal died")
+        Container.release(hog)
+        self.flush(d)
+        wait_for(lambda: len(sink.pairs()) >= n_before + 8 and self.queue_empty(d), 30, "held mail delivered")
+        got = sorted((p[0], p[1]) for p in sink.pairs()[n_before:])
+        self.assertEqual(got, sorted((t, "%s-%d@relay.test" % (t, k)) for t in tokens for k in (1, 2)))
+        self.assertNotIn("status=bounced", d.output())
+        return self.warnings(d, *words), n
+
+    def test_container_numothersock_lmtp(self):
+        """LMTP over a unix socket (numothersock: two objects a connection) while another process
+        holds every non-TCP socket of the container: deferred with a warning naming numothersock,
+        then delivered once."""
+        from test_container import Container, need_emulator
+        need_emulator(self)
+        ct = Container(numtcpsock=40, numothersock=60, numfile=400)
+        self.addCleanup(ct.cleanup)
+        path = os.path.join(ct.dir, "lmtp.sock")
+        sink = self.sink(path, lmtp=True)
+        d = self.daemon(ct.conf() + "transport_maps = inline:{ relay.test=lmtp:unix:%s }\n"
+                        "defer_transports = lmtp\n" % path, env=ct.env).start()
+        w, n = self.held_then_hog(ct, d, sink, "lmtp",
+                                  "try:\n    while True: held.extend(socket.socketpair())\nexcept OSError: pass\n"
+                                  "try:\n    while True: held.append(socket.socket(socket.AF_UNIX))\n"
+                                  "except OSError: pass\n", ("numothersock exhausted",))
+        print("\n  numothersock: hog took %d, %d warnings (%s)" % (n, len(w), w[0].split("warning: ", 1)[1][:120]))
+
+    def test_container_numfile(self):
+        """Another process holds every file of the container (numfile, ENFILE): the flushed batch is
+        postponed or deferred with a warning naming numfile, then delivered once."""
+        from test_container import Container, need_emulator
+        need_emulator(self)
+        ct = Container(numtcpsock=40, numothersock=60, numfile=400)
+        self.addCleanup(ct.cleanup)
+        port = free_port()
+        sink = self.sink(port)
+        d = self.daemon(ct.conf() + "transport_maps = inline:{ relay.test=smtp:[127.0.0.1]:%d }\n"
+                        "defer_transports = smtp\n" % port, env=ct.env).start()
+        w, n = self.held_then_hog(ct, d, sink, "smtp",
+                                  "try:\n    while True: held.append(open('/dev/null'))\nexcept OSError: pass\n",
+                                  ("numfile",))
+        print("\n  numfile: hog took %d, %d warnings (%s)" % (n, len(w), w[0].split("warning: ", 1)[1][:120]))
