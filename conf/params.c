@@ -147,7 +147,7 @@ const struct conf_param conf_param_table[] = {
 	T("smtp_data_init_timeout", "120s", "time to wait for the reply to DATA"),
 	T("smtp_data_xfer_timeout", "180s", "time a write of message data may take to progress"),
 	T("smtp_data_done_timeout", "600s", "time to wait for the reply to the end of data"),
-	T("smtp_quit_timeout", "300s", "time to wait for the reply to QUIT"),
+	TX("smtp_quit_timeout", "300s", "time to wait for the reply to QUIT (never waited for: smtp_skip_quit_response = yes)"),
 	I("smtp_mx_address_limit", "5", "most addresses of the MX hosts tried per delivery (0: no limit)"),
 	T("smtp_rset_timeout", "20s", "time to wait for the reply to RSET (a connection kept for reuse)"),
 	B("smtp_connection_cache_on_demand", "yes", "keep an SMTP/LMTP connection open after a delivery for the next message to the same destination"),
