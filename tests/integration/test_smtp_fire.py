@@ -464,6 +464,25 @@ class SmtpFire(unittest.TestCase):
                                   "except OSError: pass\n", ("numothersock exhausted",))
         print("\n  numothersock: hog took %d, %d warnings (%s)" % (n, len(w), w[0].split("warning: ", 1)[1][:120]))
 
+    def test_container_numothersock_at_connect(self):
+        """The hog leaves one non-TCP socket free: frugal's unix socket is made, and its connect()
+        (the server's end is a second object) fails with ENOMEM: deferred with a warning naming
+        numothersock at connect, then delivered once."""
+        from test_container import Container, need_emulator
+        need_emulator(self)
+        ct = Container(numtcpsock=40, numothersock=60, numfile=400)
+        self.addCleanup(ct.cleanup)
+        path = os.path.join(ct.dir, "lmtp.sock")
+        sink = self.sink(path, lmtp=True)
+        d = self.daemon(ct.conf() + "transport_maps = inline:{ relay.test=lmtp:unix:%s }\n"
+                        "defer_transports = lmtp\n" % path, env=ct.env).start()
+        w, n = self.held_then_hog(ct, d, sink, "lmtp",
+                                  "try:\n    while True: held.append(socket.socket(socket.AF_UNIX))\n"
+                                  "except OSError: pass\nheld.pop().close()\n",
+                                  ("numothersock exhausted: connect to",))
+        print("\n  numothersock at connect: hog holds %d, %d warnings (%s)"
+              % (n, len(w), w[0].split("warning: ", 1)[1][:140]))
+
     def test_container_numfile(self):
         """Another process holds every file of the container (numfile, ENFILE): the flushed batch is
         postponed or deferred with a warning naming numfile, then delivered once."""
