@@ -255,16 +255,56 @@ def socket_inodes(pids):
     return out
 
 
+def socket_protos(pids):
+    """{inode: protocol name or None} of the sockets the pids hold. The name is the kernel's
+    own (the system.sockprotoname attribute of the /proc fd link, as lsof reads it: "TCP",
+    "TCPv6", "UNIX-STREAM", "UDP", ...), asked right after the link is read: the tables of
+    /proc/net list no TCP socket in state CLOSE (before connect(), after an RST or both FINs
+    until the owner closes it) and, read a few ms apart under heavy connection churn (the
+    relay section), miss sockets born and gone in between. None: the attribute is not
+    available (the tables decide); a descriptor closed and reused meanwhile is left out."""
+    out = {}
+    for pid in pids:
+        d = "/proc/%d/fd" % pid
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in names:
+            path = os.path.join(d, n)
+            try:
+                t = os.readlink(path)
+            except OSError:
+                continue
+            if not t.startswith("socket:["):
+                continue
+            ino = t[8:-1]
+            try:
+                out[ino] = os.getxattr(path, "system.sockprotoname").rstrip(b"\0").decode()
+            except OSError:
+                try:
+                    if os.readlink(path) == t:
+                        out.setdefault(ino, None)   # still that socket: no attribute here
+                except OSError:
+                    pass                            # closed meanwhile
+    return out
+
+
 def socket_census(pids):
     """(all sockets, tcp, non-tcp, non-tcp that are unix) for a set of pids."""
-    # read the TCP table before and after the descriptors: a connection closing while we
-    # look must not pass for a non-TCP socket
+    # sockets the kernel does not name: the TCP table read before and after the
+    # descriptors, so a connection closing while we look does not pass for a non-TCP socket
     tcp = tcp_inodes()
-    socks = socket_inodes(pids)
+    protos = socket_protos(pids)
     tcp |= tcp_inodes()
-    non_tcp = socks - tcp
-    unix = non_tcp & unix_inodes()
-    return len(socks), len(socks & tcp), len(non_tcp), len(unix)
+    socks = set(protos)
+    unknown = {i for i, p in protos.items() if p is None}
+    tcp_s = {i for i, p in protos.items() if p and p.startswith("TCP")} | (unknown & tcp)
+    non_tcp = socks - tcp_s
+    unix = {i for i in non_tcp if protos[i] and protos[i].startswith("UNIX")}
+    if unknown:
+        unix |= non_tcp & unknown & unix_inodes()
+    return len(socks), len(tcp_s), len(non_tcp), len(unix)
 
 
 def children_of(pid):
