@@ -111,7 +111,7 @@ const struct conf_param conf_param_table[] = {
 	S("smtp_sasl_tls_security_options", "$smtp_sasl_security_options",
 	  "outbound SASL mechanisms refused on TLS sessions (a relayhost set-up says noanonymous)"),
 	S("smtp_tls_CAfile", "", "PEM trust anchors for outbound TLS (empty: no peer is Trusted; verify/secure fail)"),
-	BX("disable_mime_output_conversion", "no",
+	B("disable_mime_output_conversion", "no",
 	  "send 8-bit mail as is to a peer without 8BITMIME instead of converting it to quoted-printable"),
 	/* queue and delivery */
 	S("queue_directory", "/var/spool/frugal", "the mail queue"),

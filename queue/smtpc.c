@@ -49,12 +49,13 @@
 #include "core/transport.h"
 #include "conf/map.h"
 #include "queue/smtp_sasl.h"
+#include "queue/smtpc_body.h"
 
 #define SMTPC_HOSTS   16           /* MX hosts kept from one answer (Postfix keeps them all; 16 is plenty) */
 #define SMTPC_ADDRS   16           /* addresses of one host */
 #define SMTPC_IN      4096         /* reply bytes buffered: a line longer than this is malformed */
 #define SMTPC_OUT     (32 * 1024)  /* commands, or message data being sent */
-#define SMTPC_CHUNK   (8 * 1024)   /* queue file bytes read at once (at most 2x on the wire) */
+#define SMTPC_SCAN    (64 * 1024)  /* queue file bytes scanned per loop iteration (8BITMIME) */
 #define SMTPC_IDLE_MAX 8           /* idle connections kept at most (qmgr trims to its free slots too) */
 
 enum smtpc_state {
@@ -66,6 +67,7 @@ enum smtpc_state {
 	C_STARTTLS,    /* STARTTLS sent, waiting for its 220 */
 	C_TLS,         /* the TLS handshake, driven by transport_handshake on every event */
 	C_AUTH,        /* AUTH sent (and LOGIN's steps) */
+	C_SCAN,        /* ready for MAIL, waiting for the body scan (is it 8-bit) */
 	C_MAIL,        /* MAIL sent (and the RCPTs, when pipelining) */
 	C_RCPT,
 	C_DATA,
@@ -124,8 +126,10 @@ struct smtpc {
 	int      rcpt_sent, rcpt_i, naccepted, dot_i, owed;
 	char    *settled;                    /* per target: 0 open, 1 outcome set */
 	char    *accepted;                   /* per target: RCPT answered 2xx */
-	off_t    data_off;
-	int      bol, dot_added;
+	struct smtpc_body body;              /* the scan (per job) and the stream (per transaction) */
+	ev_timer scan_w;                     /* the scan's next slice, one per loop iteration */
+	int      no_conv;                    /* disable_mime_output_conversion */
+	int      body_qp;                    /* this transaction converts the body to quoted-printable */
 	int      reached;                    /* some address held a conversation */
 	/* the last failure, for the targets if nothing better comes */
 	char     err[256];
@@ -189,6 +193,7 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void tmr_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void next_address(struct smtpc *c);
 static void start_mail(struct smtpc *c);
+static void do_write(struct smtpc *c);
 static void start_route(struct smtpc *c);
 
 /* ---- life --------------------------------------------------------------------- */
@@ -210,6 +215,7 @@ static void reap(struct smtpc *c)
 	if (c->st != C_CLOSED)
 		return;
 	close_conn(c);
+	ev_timer_stop(c->loop, &c->scan_w);
 	if (c->q)
 		dns_cancel(c->q);
 	if (c->prev)
@@ -438,47 +444,12 @@ static int out_xtext(struct smtpc *c, const char *s)
 	return 0;
 }
 
-/* The message, queue file LF to CRLF with dot-stuffing (RFC 5321 4.5.2), into free room. */
+/* The message into the output buffer's free room (queue/smtpc_body.c). */
 static int fill_body(struct smtpc *c)
 {
-	struct agent_job *j = c->j;
-	unsigned char tmp[SMTPC_CHUNK];
-
 	if (c->outoff == c->outlen)
 		c->outoff = c->outlen = 0;
-	while (!c->dot_added && c->outlen + 2 * SMTPC_CHUNK + 8 <= SMTPC_OUT) {
-		off_t left = j->src.size - c->data_off;
-		ssize_t n, k;
-
-		if (left <= 0) {
-			if (!c->bol) {
-				memcpy(c->out + c->outlen, "\r\n", 2);
-				c->outlen += 2;
-			}
-			memcpy(c->out + c->outlen, ".\r\n", 3);
-			c->outlen += 3;
-			c->dot_added = 1;
-			break;
-		}
-		n = pread(j->src.fd, tmp, left < SMTPC_CHUNK ? (size_t)left : SMTPC_CHUNK, j->src.off + c->data_off);
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			return -1;
-		}
-		for (k = 0; k < n; k++) {
-			if (c->bol && tmp[k] == '.')
-				c->out[c->outlen++] = '.';
-			if (tmp[k] == '\n') {
-				c->out[c->outlen++] = '\r';
-				c->bol = 1;
-			} else
-				c->bol = 0;
-			c->out[c->outlen++] = (char)tmp[k];
-		}
-		c->data_off += n;
-	}
-	return 0;
+	return smtpc_body_fill(&c->body, &c->j->src, c->out, &c->outlen, SMTPC_OUT);
 }
 
 /* ---- failures of the conversation ---------------------------------------------- */
@@ -492,6 +463,7 @@ static const char *doing(const struct smtpc *c)
 	case C_STARTTLS: return "sending STARTTLS";
 	case C_TLS:      return "performing the TLS handshake";
 	case C_AUTH:     return "authenticating";
+	case C_SCAN:     return "reading the message";
 	case C_MAIL:     return "sending MAIL FROM";
 	case C_RCPT:     return "sending RCPT TO";
 	case C_DATA:     return "sending DATA command";
@@ -595,8 +567,6 @@ static void job_reset(struct smtpc *c)
 {
 	c->rcpt_sent = c->rcpt_i = c->naccepted = c->dot_i = c->owed = 0;
 	c->pipelined = 0;
-	c->data_off = 0;
-	c->bol = c->dot_added = 0;
 	c->err[0] = c->err_dsn[0] = '\0';
 	c->err_perm = 0;
 }
@@ -620,7 +590,7 @@ static void retry_fresh(struct smtpc *c, const char *why)
 
 static void lost_conn(struct smtpc *c)
 {
-	if (c->reused && c->st == C_MAIL && c->j) {
+	if (c->reused && (c->st == C_MAIL || c->st == C_SCAN) && c->j) {
 		retry_fresh(c, "lost connection");
 		return;
 	}
@@ -698,11 +668,88 @@ static int needs_utf8(const struct agent_job *j)
 	return 0;
 }
 
+/*
+ * The next slice of the body scan (is the message 8-bit; can it be converted), at most
+ * SMTPC_SCAN bytes per loop iteration; it runs from the job's start, beside the DNS lookups
+ * and the handshakes. Done: a session waiting at C_SCAN sends MAIL. A read error defers the job.
+ */
+static void scan_step(struct smtpc *c)
+{
+	int rc;
+
+	if (c->j == NULL || c->body.scan_done)
+		return;
+	rc = smtpc_body_scan(&c->body, &c->j->src, SMTPC_SCAN);
+	if (rc < 0) {
+		set_err(c, 0, "4.3.0", "cannot read queue file: %s", strerror(errno));
+		log_warning(c->j->route.transport, "%s: %s", c->j->queue_id, c->err);
+		finish(c);
+		if (c->st == C_SCAN)
+			quit(c);
+		else if (c->st < C_MAIL)
+			c->st = C_CLOSED;   /* a connect or lookup in flight needs its job */
+		return;
+	}
+	if (rc == 0) {
+		ev_timer_set(&c->scan_w, 0., 0.);
+		ev_timer_start(c->loop, &c->scan_w);
+		return;
+	}
+	if (c->st == C_SCAN)
+		start_mail(c);
+}
+
+static void scan_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct smtpc *c = (struct smtpc *)((char *)w - offsetof(struct smtpc, scan_w));
+
+	(void)loop;
+	(void)revents;
+	scan_step(c);
+	if (c->st != C_CLOSED && c->tr.fd >= 0) {
+		do_write(c);
+		if (c->st != C_CLOSED && c->tr.fd >= 0)
+			watch(c);
+	}
+	reap(c);
+}
+
+/* A new job on this session: its scan starts (the first slice now). */
+static void scan_start(struct smtpc *c)
+{
+	ev_timer_stop(c->loop, &c->scan_w);
+	smtpc_body_scan_init(&c->body);
+	scan_step(c);
+}
+
+/*
+ * 8BITMIME (RFC 6152): BODY=8BITMIME only for 8-bit mail (a byte >= 0x80 anywhere) to a peer
+ * that offers it. To a peer without it, an 8-bit body is converted to quoted-printable, as
+ * Postfix does, unless disable_mime_output_conversion; 8-bit bytes in headers only, and bodies
+ * this version cannot convert (multipart, message/..., encoded), go as they are.
+ */
+static void choose_body(struct smtpc *c)
+{
+	c->body_qp = 0;
+	if (!c->body.any8 || (c->ext & SMTP_EXT_8BITMIME) || c->no_conv)
+		return;
+	if (c->body.verdict == MIME_DG_CONVERT)
+		c->body_qp = 1;
+	else if (c->body.verdict == MIME_DG_CANNOT)
+		log_info(c->j->route.transport, "%s: host %s does not offer 8BITMIME and this version cannot "
+		    "convert this MIME body (multipart or encoded): sent as is", c->j->queue_id, c->peer);
+}
+
 static void start_mail(struct smtpc *c)
 {
 	struct agent_job *j = c->j;
 	int rc, i, utf8 = needs_utf8(j);
 
+	if (!c->body.scan_done) {
+		c->st = C_SCAN;     /* scan_step sends MAIL once it knows the body */
+		arm(c, c->t_mail);
+		return;
+	}
 	j->conn_use = ++c->uses;
 	if ((c->ext & SMTP_EXT_SIZE) && c->peer_size > 0 && (unsigned long long)j->src.size > c->peer_size) {
 		/* Postfix's words (smtp_proto.c); a permanent failure, before any envelope goes out */
@@ -720,15 +767,11 @@ static void start_mail(struct smtpc *c)
 		txn_end(c);
 		return;
 	}
-	/*
-	 * TODO(8BITMIME): a peer without 8BITMIME should get 8-bit mail converted to
-	 * quoted-printable (Postfix's smtp_mime... conversion). Not done: the body goes
-	 * as it is, undeclared. Hook: here, before MAIL, and in fill_body().
-	 */
+	choose_body(c);
 	rc = out_printf(c, "MAIL FROM:<%s>", j->src.sender ? j->src.sender : "");
 	if (c->ext & SMTP_EXT_SIZE)
 		rc |= out_printf(c, " SIZE=%lld", (long long)j->src.size);
-	if (c->ext & SMTP_EXT_8BITMIME)
+	if ((c->ext & SMTP_EXT_8BITMIME) && c->body.any8)
 		rc |= out_printf(c, " BODY=8BITMIME");
 	if (utf8)
 		rc |= out_printf(c, " SMTPUTF8");
@@ -1086,8 +1129,7 @@ static void handle_reply(struct smtpc *c)
 			return;
 		}
 		c->st = C_BODY;
-		c->data_off = 0;
-		c->bol = 1;
+		smtpc_body_begin(&c->body, c->body_qp, NULL, NULL);
 		arm(c, c->t_xfer);
 		return;
 	case C_DOT:
@@ -1170,7 +1212,7 @@ static void do_write(struct smtpc *c)
 	while (c->tr.fd >= 0) {
 		ssize_t n;
 
-		if (c->st == C_BODY && c->outoff == c->outlen && c->dot_added) {
+		if (c->st == C_BODY && c->outoff == c->outlen && c->body.dot_added) {
 			c->st = C_DOT;
 			c->dot_i = 0;
 			arm(c, c->t_done);
@@ -1712,6 +1754,9 @@ static int take_cached(struct smtpc *c, struct agent_job *j)
 	job_reset(c);
 	c->j = j;
 	c->reused = 1;
+	scan_start(c);
+	if (c->j == NULL)
+		return 0;      /* the queue file could not be read: deferred, the connection stays idle */
 	start_mail(c);     /* arms smtp_mail_timeout in place of the idle timer */
 	if (c->st != C_CLOSED && c->tr.fd >= 0) {
 		do_write(c);
@@ -1755,6 +1800,7 @@ void smtpc_deliver(struct agent_job *j)
 	c->lmtp = strcasecmp(j->route.transport, "lmtp") == 0;
 	ev_init(&c->io, io_cb);
 	ev_init(&c->tmr, tmr_cb);
+	ev_init(&c->scan_w, scan_cb);
 	if ((c->next = live) != NULL)
 		live->prev = c;
 	live = c;
@@ -1775,6 +1821,7 @@ void smtpc_deliver(struct agent_job *j)
 	c->t_cache = tparam(cf, "smtp_connection_cache_time_limit", 2);
 	c->t_reuse = tparam(cf, "smtp_connection_reuse_time_limit", 300);
 	c->reuse_count = cf ? conf_int(cf, "smtp_connection_reuse_count_limit", 0) : 0;
+	c->no_conv = cf ? conf_bool(cf, "disable_mime_output_conversion", 0) : 0;
 	c->addr_limit = cf ? (int)conf_int(cf, "smtp_mx_address_limit", 0) : 5;
 	if (c->addr_limit <= 0)
 		c->addr_limit = 1 << 30;   /* Postfix: 0 is no limit */
@@ -1828,7 +1875,9 @@ void smtpc_deliver(struct agent_job *j)
 		}
 	}
 
-	start_route(c);
+	scan_start(c);
+	if (c->st != C_CLOSED)
+		start_route(c);
 	reap(c);
 }
 

@@ -1,0 +1,246 @@
+"""tests/integration/test_smtp_wire.py: what the SMTP and LMTP client puts on
+the wire (queue/smtpc.c, queue/smtpc_body.c): 8BITMIME (BODY=8BITMIME only for
+8-bit mail to a peer that offers it; quoted-printable for a peer that does not,
+decoded back to the original text here; disable_mime_output_conversion),
+inet_protocols and smtp_address_preference, smtp_bind_address (the peer's view
+of the client's address; a bind failure defers and a fixed parameter delivers
+after reload), smtp_generic_maps (envelope and headers). The peers are small
+Python sinks on loopback that record every connection's client address, the
+MAIL and RCPT lines and the message bytes as received.
+"""
+import email
+import email.policy
+import os
+import shutil
+import smtplib
+import socket
+import socketserver
+import tempfile
+import threading
+import unittest
+
+from dnsserver import DNSServer
+from harness import Daemon, wait_for, free_port, run_frugal, SLOW
+
+
+def have_ipv6_loopback():
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+class WireSink:
+    """SMTP (or LMTP) sink: offers 8BITMIME or not; records (client addr, MAIL line, rcpts, data)."""
+
+    def __init__(self, addr, eightbit=True, lmtp=False, family=socket.AF_INET):
+        self.eightbit, self.lmtp = eightbit, lmtp
+        self.messages = []
+        self.clients = []           # the client address of every connection
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                sink.session(self.rfile, self.wfile, self.client_address)
+
+        if isinstance(addr, str):
+            class Srv(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+                daemon_threads = True
+        else:
+            class Srv(socketserver.ThreadingMixIn, socketserver.TCPServer):
+                daemon_threads = True
+                allow_reuse_address = True
+                address_family = family
+        self.srv = Srv(addr, Handler)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+    def session(self, r, w, client):
+        def say(s):
+            try:
+                w.write(s.encode() + b"\r\n")
+                w.flush()
+            except OSError:
+                pass            # the client closed first (after QUIT)
+        with self.lock:
+            self.clients.append(client[0] if isinstance(client, tuple) else "unix")
+        say("220 wiresink ESMTP")
+        mail, rcpts = None, []
+        while True:
+            line = r.readline()
+            if not line:
+                return
+            cmd = line.decode("utf-8", "replace").rstrip("\r\n")
+            verb = cmd[:4].upper()
+            if verb in ("EHLO", "LHLO"):
+                say("250-wiresink\r\n250-PIPELINING\r\n" + ("250-8BITMIME\r\n" if self.eightbit else "") +
+                    "250 ENHANCEDSTATUSCODES")
+            elif verb == "MAIL":
+                mail, rcpts = cmd, []
+                say("250 2.1.0 Ok")
+            elif verb == "RCPT":
+                rcpts.append(cmd[cmd.index("<") + 1:cmd.rindex(">")])
+                say("250 2.1.5 Ok")
+            elif verb == "DATA":
+                say("354 go on")
+                data = b""
+                while True:
+                    l = r.readline()
+                    if not l:
+                        return
+                    if l == b".\r\n":
+                        break
+                    data += l[1:] if l.startswith(b".") else l
+                with self.lock:
+                    self.messages.append((mail, list(rcpts), data))
+                for _ in (rcpts if self.lmtp else [0]):
+                    say("250 2.0.0 Ok")
+            elif verb == "RSET":
+                mail, rcpts = None, []
+                say("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                say("221 2.0.0 Bye")
+                return
+            else:
+                say("502 5.5.2 what")
+
+    def wait(self, n=1, timeout=20):
+        wait_for(lambda: len(self.messages) >= n, timeout * SLOW, f"{n} message(s) at the sink")
+        return self.messages[n - 1]
+
+
+BODY8 = "Grüße aus Köln, = Gleichheit,  \ndernière ligne avec espace \n.Punkt am Anfang\n" + "é" * 100 + "\n"
+MSG8 = ("From: a@example.test\r\nTo: u@relay.test\r\nSubject: 8bit\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+        BODY8.replace("\n", "\r\n")).encode()
+MSG7 = b"From: a@example.test\r\nTo: u@relay.test\r\nSubject: 7bit\r\n\r\nplain ascii\r\n"
+
+
+class Wire(unittest.TestCase):
+    def daemon(self, extra, dns=None):
+        d = Daemon("smtp_helo_timeout = 5s\nsmtp_connect_timeout = 5s\n" + extra, dns=dns).start()
+        self.addCleanup(d.cleanup)
+        return d
+
+    def sink(self, addr, **kw):
+        s = WireSink(addr, **kw)
+        self.addCleanup(s.stop)
+        return s
+
+    def send(self, d, msg, sender="a@example.test", rcpts=("u@relay.test",)):
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=20 * SLOW) as c:
+            c.sendmail(sender, list(rcpts), msg, mail_options=["BODY=8BITMIME"] if any(b > 127 for b in msg) else [])
+
+    def relay(self, port, extra=""):
+        return self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n" + extra)
+
+    def decoded_body(self, data):
+        m = email.message_from_bytes(data, policy=email.policy.compat32)
+        return m, m.get_payload(decode=True).decode("utf-8").replace("\r\n", "\n")
+
+    # ---- 8BITMIME ----
+
+    def test_8bit_to_peer_with_8bitmime_declared_and_unchanged(self):
+        port = free_port()
+        s = self.sink(("127.0.0.1", port), eightbit=True)
+        d = self.relay(port)
+        self.send(d, MSG8)
+        mail, rcpts, data = s.wait()
+        self.assertIn("BODY=8BITMIME", mail)
+        self.assertEqual(data.split(b"\r\n\r\n", 1)[1], MSG8.split(b"\r\n\r\n", 1)[1])
+
+    def test_7bit_mail_not_declared(self):
+        port = free_port()
+        s = self.sink(("127.0.0.1", port), eightbit=True)
+        d = self.relay(port)
+        self.send(d, MSG7)
+        mail, rcpts, data = s.wait()
+        self.assertNotIn("BODY=", mail)
+        self.assertTrue(data.endswith(b"plain ascii\r\n"))
+
+    def test_8bit_to_peer_without_8bitmime_converted(self):
+        port = free_port()
+        s = self.sink(("127.0.0.1", port), eightbit=False)
+        d = self.relay(port)
+        self.send(d, MSG8)
+        mail, rcpts, data = s.wait()
+        self.assertNotIn("BODY=", mail)
+        self.assertTrue(all(b < 128 for b in data), "8-bit byte sent to a 7-bit peer")
+        self.assertTrue(all(len(l) <= 76 for l in data.split(b"\r\n")))
+        m, body = self.decoded_body(data)
+        self.assertEqual(m["Content-Transfer-Encoding"], "quoted-printable")
+        self.assertEqual(len(m.get_all("Content-Transfer-Encoding")), 1)
+        self.assertEqual(body, BODY8)
+        d.wait_log("status=sent")
+
+    def test_disable_mime_output_conversion_sends_as_is(self):
+        port = free_port()
+        s = self.sink(("127.0.0.1", port), eightbit=False)
+        d = self.relay(port, "disable_mime_output_conversion = yes\n")
+        self.send(d, MSG8)
+        mail, rcpts, data = s.wait()
+        self.assertNotIn("BODY=", mail)
+        self.assertEqual(data.split(b"\r\n\r\n", 1)[1], MSG8.split(b"\r\n\r\n", 1)[1])
+        r = run_frugal("check", "-c", d.dir)
+        self.assertNotIn("disable_mime_output_conversion", r.stdout + r.stderr)
+
+    def test_large_8bit_converted_in_slices(self):
+        # several scan slices (64 KiB) and many refills of the output buffer
+        port = free_port()
+        s = self.sink(("127.0.0.1", port), eightbit=False)
+        d = self.relay(port)
+        body = "".join(f"Zeile {i}: {'ä' * (i % 90)} = x\t\n" for i in range(6000))
+        msg = ("From: a@example.test\r\nSubject: big\r\n\r\n" + body.replace("\n", "\r\n")).encode()
+        self.assertGreater(len(msg), 300000)
+        self.send(d, msg)
+        mail, rcpts, data = s.wait(timeout=40)
+        self.assertTrue(all(b < 128 for b in data))
+        m, got = self.decoded_body(data)
+        self.assertEqual(m["MIME-Version"], "1.0")
+        self.assertEqual(got, body)
+
+    def test_multipart_8bit_sent_as_is(self):
+        port = free_port()
+        s = self.sink(("127.0.0.1", port), eightbit=False)
+        d = self.relay(port)
+        msg = ("From: a@example.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+               "--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               "Grüße\r\n--b--\r\n").encode()
+        self.send(d, msg)
+        mail, rcpts, data = s.wait()
+        self.assertIn("Grüße".encode(), data)
+        d.wait_log("cannot convert this MIME body")
+
+    def test_lmtp_without_8bitmime_converted(self):
+        tmp = tempfile.mkdtemp(prefix="frugal-wire-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "lmtp")
+        s = self.sink(path, eightbit=False, lmtp=True)
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=lmtp:unix:{path} }}\n")
+        self.send(d, MSG8)
+        mail, rcpts, data = s.wait()
+        self.assertNotIn("BODY=", mail)
+        self.assertTrue(all(b < 128 for b in data))
+        self.assertEqual(self.decoded_body(data)[1], BODY8)
+
+    def test_lmtp_with_8bitmime_declared(self):
+        tmp = tempfile.mkdtemp(prefix="frugal-wire-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "lmtp")
+        s = self.sink(path, eightbit=True, lmtp=True)
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=lmtp:unix:{path} }}\n")
+        self.send(d, MSG8)
+        mail, rcpts, data = s.wait()
+        self.assertIn("BODY=8BITMIME", mail)
+        self.assertIn("Grüße".encode(), data)
+
+
+if __name__ == "__main__":
+    unittest.main()
