@@ -130,6 +130,10 @@ struct smtpc {
 	ev_timer scan_w;                     /* the scan's next slice, one per loop iteration */
 	int      no_conv;                    /* disable_mime_output_conversion */
 	int      body_qp;                    /* this transaction converts the body to quoted-printable */
+	/* addresses: inet_protocols, smtp_address_preference, smtp_bind_address(6) */
+	int      inet4, inet6;               /* families connected to */
+	int      addr_pref;                  /* 0 any, AF_INET, AF_INET6 */
+	struct smtpc_addr bind4, bind6;      /* len 0: not set */
 	int      reached;                    /* some address held a conversation */
 	/* the last failure, for the targets if nothing better comes */
 	char     err[256];
@@ -1355,7 +1359,7 @@ static void tmr_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* Try addrs[ai]: 0 started (or failed over to the next), -1 local resource failure (job finished). */
 static void try_connect(struct smtpc *c)
 {
-	const struct smtpc_addr *a = &c->addrs[c->ai];
+	const struct smtpc_addr *a = &c->addrs[c->ai], *b;
 	struct smtpc *o;
 	int fd, e;
 
@@ -1380,6 +1384,18 @@ static void try_connect(struct smtpc *c)
 		return;
 	}
 	transport_init(&c->tr, fd);
+	if ((b = a->sa.ss_family == AF_INET ? &c->bind4 : a->sa.ss_family == AF_INET6 ? &c->bind6 : NULL) != NULL &&
+	    b->len > 0 && bind(fd, (const struct sockaddr *)&b->sa, b->len) < 0) {
+		e = errno;
+		/* ours, not the destination's: the batch waits for the parameter to be fixed */
+		log_warning(c->j->route.transport, "%s: cannot bind to %s %s: %s: delivery deferred", c->j->queue_id,
+		    a->sa.ss_family == AF_INET ? "smtp_bind_address" : "smtp_bind_address6", b->text, strerror(e));
+		set_err(c, 0, "4.3.0", "local configuration error: cannot bind to %s: %s", b->text, strerror(e));
+		close_conn(c);
+		finish(c);
+		c->st = C_CLOSED;
+		return;
+	}
 	if (connect(fd, (const struct sockaddr *)&a->sa, a->len) < 0 && errno != EINPROGRESS) {
 		e = errno;
 		/*
@@ -1454,7 +1470,13 @@ static void next_host(struct smtpc *c)
 		return;
 	}
 	c->a_status = c->aaaa_status = -1;
-	lookup(c, c->hosts[c->hi].name, DNS_A);
+	/* inet_protocols: only the record types of the families in use are asked for */
+	lookup(c, c->hosts[c->hi].name, c->inet4 ? DNS_A : DNS_AAAA);
+}
+
+static int family_ok(const struct smtpc *c, int family)
+{
+	return family == AF_UNIX || (family == AF_INET && c->inet4) || (family == AF_INET6 && c->inet6);
 }
 
 static void next_address(struct smtpc *c)
@@ -1462,6 +1484,12 @@ static void next_address(struct smtpc *c)
 	if (c->j == NULL) {
 		c->st = C_CLOSED;
 		return;
+	}
+	while (c->ai < c->naddrs && !family_ok(c, c->addrs[c->ai].sa.ss_family)) {
+		/* an address literal of a family inet_protocols leaves out */
+		set_err(c, 0, "4.4.1", "connect to %s[%s]:%d: Address family not supported by inet_protocols",
+		    c->hosts[c->hi].name, c->addrs[c->ai].text, c->port);
+		c->ai++;
 	}
 	if (c->ai < c->naddrs && c->tried < c->addr_limit) {
 		try_connect(c);
@@ -1494,6 +1522,42 @@ static void add_addrs(struct smtpc *c, const struct dns_answer *a)
 			continue;
 		inet_ntop(a->rr[i].family, a->rr[i].addr, x->text, sizeof x->text);
 		c->naddrs++;
+	}
+}
+
+/*
+ * smtp_address_preference over one host's addresses: ipv4 or ipv6 puts that family first (each
+ * family in DNS order); any starts with a family chosen at random and alternates them, so both
+ * are tried before smtp_mx_address_limit runs out (Postfix's smtp_balance_inet_protocols).
+ */
+static void order_addrs(struct smtpc *c)
+{
+	struct smtpc_addr v4[SMTPC_ADDRS], v6[SMTPC_ADDRS];
+	int n4 = 0, n6 = 0, i, k = 0, first;
+
+	for (i = 0; i < c->naddrs; i++) {
+		if (c->addrs[i].sa.ss_family == AF_INET)
+			v4[n4++] = c->addrs[i];
+		else
+			v6[n6++] = c->addrs[i];
+	}
+	if (n4 == 0 || n6 == 0)
+		return;
+	first = c->addr_pref ? c->addr_pref : (random() & 1) ? AF_INET6 : AF_INET;
+	if (c->addr_pref) {
+		for (i = 0; i < (first == AF_INET ? n4 : n6); i++)
+			c->addrs[k++] = first == AF_INET ? v4[i] : v6[i];
+		for (i = 0; i < (first == AF_INET ? n6 : n4); i++)
+			c->addrs[k++] = first == AF_INET ? v6[i] : v4[i];
+		return;
+	}
+	for (i = 0; i < n4 || i < n6; i++) {
+		if (first == AF_INET && i < n4)
+			c->addrs[k++] = v4[i];
+		if (i < n6)
+			c->addrs[k++] = v6[i];
+		if (first == AF_INET6 && i < n4)
+			c->addrs[k++] = v4[i];
 	}
 }
 
@@ -1580,15 +1644,19 @@ static void dns_cb_fn(void *arg, const struct dns_answer *a)
 	}
 	if (c->qtype == DNS_MX)
 		mx_answer(c, a);
-	else if (c->qtype == DNS_A) {
+	else if (c->qtype == DNS_A && c->inet6) {
 		c->a_status = a->status;
 		if (a->status == DNS_FOUND)
 			add_addrs(c, a);
 		lookup(c, c->hosts[c->hi].name, DNS_AAAA);
 	} else {
-		c->aaaa_status = a->status;
+		if (c->qtype == DNS_A)
+			c->a_status = a->status;   /* no AAAA asked (ipv4 only): its status stays -1 */
+		else
+			c->aaaa_status = a->status;
 		if (a->status == DNS_FOUND)
 			add_addrs(c, a);
+		order_addrs(c);
 		if (c->naddrs == 0) {
 			int temp = c->a_status == DNS_TEMPFAIL || c->aaaa_status == DNS_TEMPFAIL;
 			/*
@@ -1601,8 +1669,8 @@ static void dns_cb_fn(void *arg, const struct dns_answer *a)
 
 			if (perm || !*c->err)
 				set_err(c, perm, perm ? "5.4.4" : "4.4.3", "Host or domain name not found. "
-				    "Name service error for name=%s type=A: Host not found%s",
-				    c->hosts[c->hi].name, temp ? ", try again" : "");
+				    "Name service error for name=%s type=%s: Host not found%s",
+				    c->hosts[c->hi].name, c->inet4 ? "A" : "AAAA", temp ? ", try again" : "");
 		}
 		c->ai = 0;
 		next_address(c);
@@ -1692,6 +1760,98 @@ static double tparam(const struct conf *cf, const char *name, double def)
 {
 	long long v = cf ? conf_time(cf, name, 0) : -1;
 	return v > 0 ? (double)v : def;
+}
+
+/* inet_protocols: "all", or a list of ipv4 and ipv6. 0, or -1 (an unknown word) */
+static int parse_inet_protocols(const char *v, int *inet4, int *inet6)
+{
+	char w[16];
+	size_t n;
+
+	*inet4 = *inet6 = 0;
+	while (v && *v) {
+		v += strspn(v, " \t,");
+		if ((n = strcspn(v, " \t,")) == 0)
+			break;
+		if (n >= sizeof w)
+			return -1;
+		memcpy(w, v, n);
+		w[n] = '\0';
+		v += n;
+		if (strcasecmp(w, "all") == 0)
+			*inet4 = *inet6 = 1;
+		else if (strcasecmp(w, "ipv4") == 0)
+			*inet4 = 1;
+		else if (strcasecmp(w, "ipv6") == 0)
+			*inet6 = 1;
+		else
+			return -1;
+	}
+	return *inet4 || *inet6 ? 0 : -1;
+}
+
+/* A numeric address of the family into a (port 0): 0, or -1 */
+static int parse_bind(const char *v, int family, struct smtpc_addr *a)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&a->sa;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->sa;
+
+	memset(a, 0, sizeof *a);
+	if (v == NULL || *v == '\0')
+		return 0;
+	if (family == AF_INET && inet_pton(AF_INET, v, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		a->len = sizeof *s4;
+	} else if (family == AF_INET6 && inet_pton(AF_INET6, v, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		a->len = sizeof *s6;
+	} else
+		return -1;
+	snprintf(a->text, sizeof a->text, "%s", v);
+	return 0;
+}
+
+int smtpc_check_conf(const struct conf *cf, char *err, size_t errlen)
+{
+	static const char *const bind_name[2] = { "smtp_bind_address", "smtp_bind_address6" };
+	struct smtpc_addr a;
+	char loc[600];
+	int i4, i6, k;
+
+	if (parse_inet_protocols(conf_str(cf, "inet_protocols", 0), &i4, &i6) < 0) {
+		conf_where(cf, "inet_protocols", loc, sizeof loc);
+		snprintf(err, errlen, "%s: inet_protocols: \"%s\": expected all, ipv4, ipv6 or \"ipv4, ipv6\"", loc,
+		    conf_str(cf, "inet_protocols", 0));
+		return -1;
+	}
+	for (k = 0; k < 2; k++) {
+		const char *v = conf_str(cf, bind_name[k], 0);
+
+		if (parse_bind(v, k ? AF_INET6 : AF_INET, &a) < 0) {
+			conf_where(cf, bind_name[k], loc, sizeof loc);
+			snprintf(err, errlen, "%s: %s: \"%s\" is not a numeric %s address", loc, bind_name[k], v,
+			    k ? "IPv6" : "IPv4");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* the address parameters of the job's generation (checked when it was loaded) */
+static void read_addr_conf(struct smtpc *c, const struct conf *cf)
+{
+	const char *v;
+
+	c->inet4 = c->inet6 = 1;
+	c->addr_pref = 0;
+	if (cf == NULL)
+		return;
+	if (parse_inet_protocols(conf_str(cf, "inet_protocols", 0), &c->inet4, &c->inet6) < 0)
+		c->inet4 = c->inet6 = 1;
+	v = conf_str(cf, "smtp_address_preference", 0);
+	c->addr_pref = v && strcasecmp(v, "ipv4") == 0 ? AF_INET : v && strcasecmp(v, "ipv6") == 0 ? AF_INET6 : 0;
+	(void)parse_bind(conf_str(cf, "smtp_bind_address", 0), AF_INET, &c->bind4);
+	(void)parse_bind(conf_str(cf, "smtp_bind_address6", 0), AF_INET6, &c->bind6);
 }
 
 /* Every target of a job that gets no session deferred with reason (4.3.0). */
@@ -1822,6 +1982,7 @@ void smtpc_deliver(struct agent_job *j)
 	c->t_reuse = tparam(cf, "smtp_connection_reuse_time_limit", 300);
 	c->reuse_count = cf ? conf_int(cf, "smtp_connection_reuse_count_limit", 0) : 0;
 	c->no_conv = cf ? conf_bool(cf, "disable_mime_output_conversion", 0) : 0;
+	read_addr_conf(c, cf);
 	c->addr_limit = cf ? (int)conf_int(cf, "smtp_mx_address_limit", 0) : 5;
 	if (c->addr_limit <= 0)
 		c->addr_limit = 1 << 30;   /* Postfix: 0 is no limit */

@@ -241,6 +241,110 @@ class Wire(unittest.TestCase):
         self.assertIn("BODY=8BITMIME", mail)
         self.assertIn("Grüße".encode(), data)
 
+    # ---- inet_protocols, smtp_address_preference, smtp_bind_address ----
+
+    def dual(self, extra, v6_sink=False):
+        """dual.wire.test has A 127.0.0.1 and AAAA ::1; a sink on 127.0.0.1 (and one on ::1 when asked)."""
+        port = free_port()
+        s4 = self.sink(("127.0.0.1", port))
+        s6 = self.sink(("::1", port), family=socket.AF_INET6) if v6_sink else None
+        dns = DNSServer({"dual.wire.test": [("A", "127.0.0.1"), ("AAAA", "::1")]}).start()
+        self.addCleanup(dns.stop)
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[dual.wire.test]:{port} }}\n" + extra, dns=dns)
+        return d, s4, s6
+
+    def test_inet_protocols_ipv4_never_tries_ipv6(self):
+        d, s4, _ = self.dual("inet_protocols = ipv4\nsmtp_address_preference = ipv6\n")
+        self.send(d, MSG7)
+        s4.wait()
+        d.wait_log("status=sent")
+        self.assertNotIn("[::1]", d.output())
+
+    def test_address_preference_ipv6_tries_ipv6_first(self):
+        # the control of the test above: with all, ::1 is tried first (delivered there, or refused
+        # or unreachable when the machine has no IPv6 loopback, then 127.0.0.1)
+        v6 = have_ipv6_loopback()
+        d, s4, s6 = self.dual("inet_protocols = all\nsmtp_address_preference = ipv6\n", v6_sink=v6)
+        self.send(d, MSG7)
+        d.wait_log("status=sent")
+        self.assertIn("[::1]", d.output())
+        if v6:
+            self.assertEqual(len(s6.messages), 1)
+            self.assertEqual(s4.messages, [])
+
+    def test_address_preference_ipv4_first(self):
+        if not have_ipv6_loopback():
+            self.skipTest("no IPv6 loopback on this machine")
+        d, s4, s6 = self.dual("smtp_address_preference = ipv4\n", v6_sink=True)
+        for _ in range(3):
+            self.send(d, MSG7)
+        wait_for(lambda: len(s4.messages) == 3, 20 * SLOW, "three messages over IPv4")
+        self.assertEqual(s6.messages, [])
+
+    def test_inet_protocols_ipv6_only(self):
+        if not have_ipv6_loopback():
+            self.skipTest("no IPv6 loopback on this machine")
+        d, s4, s6 = self.dual("inet_protocols = ipv6\nsmtp_address_preference = ipv4\n", v6_sink=True)
+        self.send(d, MSG7)
+        s6.wait()
+        self.assertEqual(s4.messages, [])
+        self.assertEqual(s6.clients, ["::1"])
+
+    def test_bind_address_is_the_peers_view(self):
+        port = free_port()
+        s = self.sink(("127.0.0.1", port))
+        d = self.relay(port, "smtp_bind_address = 127.0.0.2\n")
+        self.send(d, MSG7)
+        s.wait()
+        self.assertEqual(s.clients, ["127.0.0.2"])
+
+    def test_bind_failure_defers_then_reload_delivers(self):
+        port = free_port()
+        s = self.sink(("127.0.0.1", port))
+        d = self.relay(port, "smtp_bind_address = 192.0.2.1\n")   # TEST-NET-1: not an address of this host
+        self.send(d, MSG7)
+        d.wait_log("status=deferred", timeout=15 * SLOW)
+        log = d.output()
+        self.assertIn("cannot bind to smtp_bind_address 192.0.2.1: Cannot assign requested address: "
+                      "delivery deferred", log)
+        self.assertIn("dsn=4.3.0, status=deferred (local configuration error: cannot bind to 192.0.2.1", log)
+        self.assertEqual(s.messages, [])
+        conf = os.path.join(d.dir, "frugal.conf")
+        with open(conf) as f:
+            text = f.read()
+        with open(conf, "w") as f:
+            f.write(text.replace("smtp_bind_address = 192.0.2.1", "smtp_bind_address = 127.0.0.3"))
+        r = run_frugal("reload", "-c", d.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        s.wait(timeout=30)
+        self.assertEqual(s.clients[-1], "127.0.0.3")
+        d.wait_log("status=sent")
+        self.assertEqual(len(s.messages), 1)
+
+    def check(self, conf):
+        d = Daemon(conf)
+        self.addCleanup(d.cleanup)
+        return run_frugal("check", "-c", d.dir)
+
+    def test_check_refuses_bind_address_of_wrong_family(self):
+        r = self.check("smtp_bind_address = ::1\n")
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, r'frugal\.conf:\d+: smtp_bind_address: "::1" is not a numeric IPv4 address')
+        r = self.check("smtp_bind_address6 = 127.0.0.1\n")
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, r'frugal\.conf:\d+: smtp_bind_address6: "127\.0\.0\.1" is not a numeric IPv6 address')
+        r = self.check("smtp_bind_address = mail.example.com\n")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("is not a numeric IPv4 address", r.stderr)
+        r = self.check("inet_protocols = ipv5\n")
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, r'frugal\.conf:\d+: inet_protocols: "ipv5"')
+        # the control: good values pass, and are no longer "not acted on"
+        r = self.check("smtp_bind_address = 127.0.0.2\nsmtp_bind_address6 = ::1\ninet_protocols = ipv4, ipv6\n"
+                       "smtp_address_preference = ipv4\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("does not act on", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
