@@ -156,7 +156,7 @@ const struct conf_param conf_param_table[] = {
 	I("smtp_connection_reuse_count_limit", "0", "times a connection may be reused (0: no limit)"),
 	L("sender_canonical_maps", "", "tables rewriting the envelope sender and sender headers (From:, Sender:, Reply-To: ...)"),
 	L("recipient_canonical_maps", "", "tables rewriting envelope recipients and recipient headers (To:, Cc: ...)"),
-	LX("smtp_generic_maps", "", "tables rewriting addresses of mail sent out over SMTP"),
+	L("smtp_generic_maps", "", "tables rewriting addresses of mail sent out over SMTP"),
 	L("masquerade_domains", "", "domains whose subdomains are stripped from the envelope sender and header addresses"),
 	S("inet_protocols", "all", "address families of outbound connections: all, ipv4 or ipv6"),
 	E("smtp_address_preference", "any", "any|ipv4|ipv6", "address family tried first when a host has both"),

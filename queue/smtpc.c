@@ -50,6 +50,7 @@
 #include "conf/map.h"
 #include "queue/smtp_sasl.h"
 #include "queue/smtpc_body.h"
+#include "queue/smtp_generic.h"
 
 #define SMTPC_HOSTS   16           /* MX hosts kept from one answer (Postfix keeps them all; 16 is plenty) */
 #define SMTPC_ADDRS   16           /* addresses of one host */
@@ -134,6 +135,8 @@ struct smtpc {
 	int      inet4, inet6;               /* families connected to */
 	int      addr_pref;                  /* 0 any, AF_INET, AF_INET6 */
 	struct smtpc_addr bind4, bind6;      /* len 0: not set */
+	struct smtp_generic *generic;        /* smtp_generic_maps (a reference), NULL: none (and for LMTP) */
+	char     gen_sender[1024];           /* the envelope sender as rewritten */
 	int      reached;                    /* some address held a conversation */
 	/* the last failure, for the targets if nothing better comes */
 	char     err[256];
@@ -179,6 +182,9 @@ static unsigned long long tls_cache_conf;    /* conf_serial() of its generation 
  */
 static struct map_list *sasl_cache;
 static unsigned long long sasl_cache_conf;   /* conf_serial() of its generation */
+/* smtp_generic_maps of the newest generation that has them; sessions hold references */
+static struct smtp_generic *generic_cache;
+static unsigned long long generic_cache_conf;
 
 void agent_set_dns(struct dns *d)
 {
@@ -230,6 +236,7 @@ static void reap(struct smtpc *c)
 		c->next->prev = c->prev;
 	tls_ctx_unref(c->tls);
 	conf_unref((struct conf *)c->key_conf);
+	smtp_generic_unref(c->generic);
 	smtp_sasl_clear(&c->sasl);
 	mem_free(c->settled);
 	mem_free(c->accepted);
@@ -456,6 +463,14 @@ static int fill_body(struct smtpc *c)
 	return smtpc_body_fill(&c->body, &c->j->src, c->out, &c->outlen, SMTPC_OUT);
 }
 
+/* smtp_generic_maps on the address headers, one whole header at a time (smtpc_body.c) */
+static int generic_header(void *arg, const char *hdr, size_t len, char *out, size_t cap, size_t *outlen)
+{
+	struct smtpc *c = arg;
+
+	return smtp_generic_header(c->generic, hdr, len, out, cap, outlen);
+}
+
 /* ---- failures of the conversation ---------------------------------------------- */
 
 static const char *doing(const struct smtpc *c)
@@ -610,12 +625,21 @@ static int send_rcpt(struct smtpc *c, int i)
 {
 	struct agent_job *j = c->j;
 	const struct spool_rcpt *r = j->env_rcpt ? &j->env_rcpt[j->rcpt[i]] : NULL;
+	const char *addr = j->t[i]->addr;
+	char gen[1024];
 	size_t mark;
 	int rc;
 
+	if (c->generic && (rc = smtp_generic_addr(c->generic, addr, gen, sizeof gen)) != 0) {
+		if (rc < 0) {
+			conv_failed(c, "local problem: smtp_generic_maps lookup error for %s", addr);
+			return -1;
+		}
+		addr = gen;
+	}
 	out_compact(c);
 	mark = c->outlen;
-	rc = out_printf(c, "RCPT TO:<%s>", j->t[i]->addr);
+	rc = out_printf(c, "RCPT TO:<%s>", addr);
 
 	if (c->lmtp == 0 && (c->ext & SMTP_EXT_DSN) && r) {
 		if (r->notify & DSN_NOTIFY_NEVER)
@@ -744,9 +768,32 @@ static void choose_body(struct smtpc *c)
 		    "convert this MIME body (multipart or encoded): sent as is", c->j->queue_id, c->peer);
 }
 
+/*
+ * smtp_generic_maps on the envelope: the sender rewritten into c's buffer, every recipient
+ * looked up once now, so a table error defers the whole message before MAIL (send_rcpt
+ * rewrites them again as they go out). 0, or -1 (deferred, QUIT said).
+ */
+static int generic_envelope(struct smtpc *c, const char **sender)
+{
+	char tmp[1024];
+	int i, rc = smtp_generic_addr(c->generic, *sender, c->gen_sender, sizeof c->gen_sender);
+
+	if (rc == 1)
+		*sender = c->gen_sender;
+	for (i = 0; rc >= 0 && i < c->j->n; i++)
+		rc = smtp_generic_addr(c->generic, c->j->t[i]->addr, tmp, sizeof tmp);
+	if (rc >= 0)
+		return 0;
+	set_err(c, 0, "4.3.0", "smtp_generic_maps: table lookup error");
+	log_warning(c->j->route.transport, "%s: %s", c->j->queue_id, c->err);
+	quit(c);
+	return -1;
+}
+
 static void start_mail(struct smtpc *c)
 {
 	struct agent_job *j = c->j;
+	const char *sender = j->src.sender ? j->src.sender : "";
 	int rc, i, utf8 = needs_utf8(j);
 
 	if (!c->body.scan_done) {
@@ -771,8 +818,10 @@ static void start_mail(struct smtpc *c)
 		txn_end(c);
 		return;
 	}
+	if (c->generic && generic_envelope(c, &sender) < 0)
+		return;
 	choose_body(c);
-	rc = out_printf(c, "MAIL FROM:<%s>", j->src.sender ? j->src.sender : "");
+	rc = out_printf(c, "MAIL FROM:<%s>", sender);
 	if (c->ext & SMTP_EXT_SIZE)
 		rc |= out_printf(c, " SIZE=%lld", (long long)j->src.size);
 	if ((c->ext & SMTP_EXT_8BITMIME) && c->body.any8)
@@ -1133,7 +1182,7 @@ static void handle_reply(struct smtpc *c)
 			return;
 		}
 		c->st = C_BODY;
-		smtpc_body_begin(&c->body, c->body_qp, NULL, NULL);
+		smtpc_body_begin(&c->body, c->body_qp, c->generic ? generic_header : NULL, c);
 		arm(c, c->t_xfer);
 		return;
 	case C_DOT:
@@ -1854,6 +1903,34 @@ static void read_addr_conf(struct smtpc *c, const struct conf *cf)
 	(void)parse_bind(conf_str(cf, "smtp_bind_address6", 0), AF_INET6, &c->bind6);
 }
 
+/*
+ * smtp_generic_maps for an SMTP session (LMTP has its own lmtp_generic_maps in Postfix; not
+ * here): one set of tables per generation, opened when first needed, referenced by each
+ * session. 0, or -1 when they cannot be opened: the mail waits rather than leave unrewritten.
+ */
+static int open_generic(struct smtpc *c, const struct conf *cf)
+{
+	const char *v = cf ? conf_str(cf, "smtp_generic_maps", 0) : NULL;
+
+	if (c->lmtp || v == NULL || *v == '\0')
+		return 0;
+	if (generic_cache == NULL || generic_cache_conf != conf_serial(cf)) {
+		char err[256];
+		struct smtp_generic *g = smtp_generic_open(cf, err, sizeof err);
+
+		if (g == NULL) {
+			set_err(c, 0, "4.3.0", "smtp_generic_maps: %s", err);
+			log_warning(c->j->route.transport, "%s: %s", c->j->queue_id, c->err);
+			return -1;
+		}
+		smtp_generic_unref(generic_cache);
+		generic_cache = g;
+		generic_cache_conf = conf_serial(cf);
+	}
+	c->generic = smtp_generic_ref(generic_cache);
+	return 0;
+}
+
 /* Every target of a job that gets no session deferred with reason (4.3.0). */
 static void defer_job(struct agent_job *j, const char *reason)
 {
@@ -2036,7 +2113,11 @@ void smtpc_deliver(struct agent_job *j)
 		}
 	}
 
-	scan_start(c);
+	if (open_generic(c, cf) < 0) {
+		finish(c);
+		c->st = C_CLOSED;
+	} else
+		scan_start(c);
 	if (c->st != C_CLOSED)
 		start_route(c);
 	reap(c);
@@ -2061,4 +2142,7 @@ void smtpc_stop_all(void)
 	map_list_close(sasl_cache);
 	sasl_cache = NULL;
 	sasl_cache_conf = 0;
+	smtp_generic_unref(generic_cache);
+	generic_cache = NULL;
+	generic_cache_conf = 0;
 }

@@ -345,6 +345,64 @@ class Wire(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotIn("does not act on", r.stderr)
 
+    # ---- smtp_generic_maps ----
+
+    GENERIC = ("smtp_generic_maps = inline:{ alice@mx.example.test=alice.smith@public.test, "
+               "@internal.test=@public.test, bob=robert@public.test, joe@relay.test=joseph@relay.test }\n")
+    GMSG = ("From: Alice <alice@mx.example.test>\r\nTo: joe@relay.test, \"U\" <u@relay.test>\r\n"
+            "Cc: (team)\r\n bob@mx.example.test\r\nReply-To: dev@internal.test\r\n"
+            "Subject: from alice@mx.example.test\r\n\r\nwritten by alice@mx.example.test\r\n")
+
+    def test_generic_maps_envelope_and_headers(self):
+        port = free_port()
+        s = self.sink(("127.0.0.1", port))
+        d = self.relay(port, self.GENERIC)
+        self.send(d, self.GMSG.encode(), sender="alice@mx.example.test", rcpts=("joe@relay.test", "u@relay.test"))
+        mail, rcpts, data = s.wait()
+        self.assertIn("MAIL FROM:<alice.smith@public.test>", mail)
+        self.assertEqual(rcpts, ["joseph@relay.test", "u@relay.test"])
+        m = email.message_from_bytes(data, policy=email.policy.compat32)
+        self.assertEqual(m["From"], "Alice <alice.smith@public.test>")
+        self.assertEqual(m["To"], 'joseph@relay.test, "U" <u@relay.test>')
+        self.assertEqual(m["Cc"].replace("\r\n", "\n"), "(team)\n robert@public.test")
+        self.assertEqual(m["Reply-To"], "dev@public.test")
+        # not an address header, and not the body: as they were
+        self.assertEqual(m["Subject"], "from alice@mx.example.test")
+        self.assertTrue(data.endswith(b"\r\n\r\nwritten by alice@mx.example.test\r\n"))
+        # the log keeps the addresses as queued (Postfix)
+        d.wait_log("status=sent")
+        self.assertIn("to=<joe@relay.test>", d.output())
+        r = run_frugal("check", "-c", d.dir)
+        self.assertNotIn("smtp_generic_maps", r.stdout + r.stderr)
+
+    def test_generic_maps_with_quoted_printable(self):
+        # the two stages together: rewritten headers, then the conversion for a 7-bit peer
+        port = free_port()
+        s = self.sink(("127.0.0.1", port), eightbit=False)
+        d = self.relay(port, self.GENERIC)
+        msg = self.GMSG.replace("Subject:", "Content-Type: text/plain; charset=utf-8\r\nSubject:") + \
+            BODY8.replace("\n", "\r\n")
+        self.send(d, msg.encode(), sender="alice@mx.example.test", rcpts=("joe@relay.test",))
+        mail, rcpts, data = s.wait()
+        self.assertIn("MAIL FROM:<alice.smith@public.test>", mail)
+        self.assertTrue(all(b < 128 for b in data))
+        m, body = self.decoded_body(data)
+        self.assertEqual(m["From"], "Alice <alice.smith@public.test>")
+        self.assertEqual(m["Content-Transfer-Encoding"], "quoted-printable")
+        self.assertEqual(body, "written by alice@mx.example.test\n" + BODY8)
+
+    def test_generic_maps_not_for_lmtp(self):
+        tmp = tempfile.mkdtemp(prefix="frugal-wire-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "lmtp")
+        s = self.sink(path, lmtp=True)
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=lmtp:unix:{path} }}\n" + self.GENERIC)
+        self.send(d, self.GMSG.encode(), sender="alice@mx.example.test", rcpts=("joe@relay.test",))
+        mail, rcpts, data = s.wait()
+        self.assertIn("MAIL FROM:<alice@mx.example.test>", mail)
+        self.assertEqual(rcpts, ["joe@relay.test"])
+        self.assertIn(b"From: Alice <alice@mx.example.test>", data)
+
 
 if __name__ == "__main__":
     unittest.main()
