@@ -17,8 +17,11 @@
 
 struct msg_src;
 
-#define SMTPC_BODY_CHUNK (8 * 1024)   /* queue file bytes read at once; the stream needs 2x free room */
-#define SMTPC_BODY_HDR   (8 * 1024)   /* a header longer than this (folded lines and all) is sent as it is */
+/*
+ * Queue file bytes read at once; the stream needs about 2x free room. A
+ * header longer than this (folded lines and all) is sent as it is.
+ */
+#define SMTPC_BODY_CHUNK (8 * 1024)
 
 /*
  * Rewrites one whole header ("Name: value\n", folded lines included) into out:
