@@ -51,6 +51,7 @@
 #include "queue/smtp_sasl.h"
 #include "queue/smtpc_body.h"
 #include "queue/smtp_generic.h"
+#include "queue/smtpc_addr.h"
 
 #define SMTPC_HOSTS   16           /* MX hosts kept from one answer (Postfix keeps them all; 16 is plenty) */
 #define SMTPC_ADDRS   16           /* addresses of one host */
@@ -83,12 +84,6 @@ enum smtpc_state {
 struct smtpc_host {
 	char name[DNS_NAME_MAX + 1];
 	int  pref;
-};
-
-struct smtpc_addr {
-	struct sockaddr_storage sa;
-	socklen_t len;
-	char text[INET6_ADDRSTRLEN];
 };
 
 struct smtpc {
@@ -1574,42 +1569,6 @@ static void add_addrs(struct smtpc *c, const struct dns_answer *a)
 	}
 }
 
-/*
- * smtp_address_preference over one host's addresses: ipv4 or ipv6 puts that family first (each
- * family in DNS order); any starts with a family chosen at random and alternates them, so both
- * are tried before smtp_mx_address_limit runs out (Postfix's smtp_balance_inet_protocols).
- */
-static void order_addrs(struct smtpc *c)
-{
-	struct smtpc_addr v4[SMTPC_ADDRS], v6[SMTPC_ADDRS];
-	int n4 = 0, n6 = 0, i, k = 0, first;
-
-	for (i = 0; i < c->naddrs; i++) {
-		if (c->addrs[i].sa.ss_family == AF_INET)
-			v4[n4++] = c->addrs[i];
-		else
-			v6[n6++] = c->addrs[i];
-	}
-	if (n4 == 0 || n6 == 0)
-		return;
-	first = c->addr_pref ? c->addr_pref : (random() & 1) ? AF_INET6 : AF_INET;
-	if (c->addr_pref) {
-		for (i = 0; i < (first == AF_INET ? n4 : n6); i++)
-			c->addrs[k++] = first == AF_INET ? v4[i] : v6[i];
-		for (i = 0; i < (first == AF_INET ? n6 : n4); i++)
-			c->addrs[k++] = first == AF_INET ? v6[i] : v4[i];
-		return;
-	}
-	for (i = 0; i < n4 || i < n6; i++) {
-		if (first == AF_INET && i < n4)
-			c->addrs[k++] = v4[i];
-		if (i < n6)
-			c->addrs[k++] = v6[i];
-		if (first == AF_INET6 && i < n4)
-			c->addrs[k++] = v4[i];
-	}
-}
-
 static int mx_cmp(const void *x, const void *y)
 {
 	const struct smtpc_host *a = x, *b = y;
@@ -1705,7 +1664,7 @@ static void dns_cb_fn(void *arg, const struct dns_answer *a)
 			c->aaaa_status = a->status;
 		if (a->status == DNS_FOUND)
 			add_addrs(c, a);
-		order_addrs(c);
+		smtpc_order_addrs(c->addrs, c->naddrs, c->addr_pref, (int)(random() & 1));
 		if (c->naddrs == 0) {
 			int temp = c->a_status == DNS_TEMPFAIL || c->aaaa_status == DNS_TEMPFAIL;
 			/*
@@ -1811,81 +1770,6 @@ static double tparam(const struct conf *cf, const char *name, double def)
 	return v > 0 ? (double)v : def;
 }
 
-/* inet_protocols: "all", or a list of ipv4 and ipv6. 0, or -1 (an unknown word) */
-static int parse_inet_protocols(const char *v, int *inet4, int *inet6)
-{
-	char w[16];
-	size_t n;
-
-	*inet4 = *inet6 = 0;
-	while (v && *v) {
-		v += strspn(v, " \t,");
-		if ((n = strcspn(v, " \t,")) == 0)
-			break;
-		if (n >= sizeof w)
-			return -1;
-		memcpy(w, v, n);
-		w[n] = '\0';
-		v += n;
-		if (strcasecmp(w, "all") == 0)
-			*inet4 = *inet6 = 1;
-		else if (strcasecmp(w, "ipv4") == 0)
-			*inet4 = 1;
-		else if (strcasecmp(w, "ipv6") == 0)
-			*inet6 = 1;
-		else
-			return -1;
-	}
-	return *inet4 || *inet6 ? 0 : -1;
-}
-
-/* A numeric address of the family into a (port 0): 0, or -1 */
-static int parse_bind(const char *v, int family, struct smtpc_addr *a)
-{
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&a->sa;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->sa;
-
-	memset(a, 0, sizeof *a);
-	if (v == NULL || *v == '\0')
-		return 0;
-	if (family == AF_INET && inet_pton(AF_INET, v, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		a->len = sizeof *s4;
-	} else if (family == AF_INET6 && inet_pton(AF_INET6, v, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		a->len = sizeof *s6;
-	} else
-		return -1;
-	snprintf(a->text, sizeof a->text, "%s", v);
-	return 0;
-}
-
-int smtpc_check_conf(const struct conf *cf, char *err, size_t errlen)
-{
-	static const char *const bind_name[2] = { "smtp_bind_address", "smtp_bind_address6" };
-	struct smtpc_addr a;
-	char loc[600];
-	int i4, i6, k;
-
-	if (parse_inet_protocols(conf_str(cf, "inet_protocols", 0), &i4, &i6) < 0) {
-		conf_where(cf, "inet_protocols", loc, sizeof loc);
-		snprintf(err, errlen, "%s: inet_protocols: \"%s\": expected all, ipv4, ipv6 or \"ipv4, ipv6\"", loc,
-		    conf_str(cf, "inet_protocols", 0));
-		return -1;
-	}
-	for (k = 0; k < 2; k++) {
-		const char *v = conf_str(cf, bind_name[k], 0);
-
-		if (parse_bind(v, k ? AF_INET6 : AF_INET, &a) < 0) {
-			conf_where(cf, bind_name[k], loc, sizeof loc);
-			snprintf(err, errlen, "%s: %s: \"%s\" is not a numeric %s address", loc, bind_name[k], v,
-			    k ? "IPv6" : "IPv4");
-			return -1;
-		}
-	}
-	return 0;
-}
-
 /* the address parameters of the job's generation (checked when it was loaded) */
 static void read_addr_conf(struct smtpc *c, const struct conf *cf)
 {
@@ -1895,12 +1779,12 @@ static void read_addr_conf(struct smtpc *c, const struct conf *cf)
 	c->addr_pref = 0;
 	if (cf == NULL)
 		return;
-	if (parse_inet_protocols(conf_str(cf, "inet_protocols", 0), &c->inet4, &c->inet6) < 0)
+	if (smtpc_parse_inet_protocols(conf_str(cf, "inet_protocols", 0), &c->inet4, &c->inet6) < 0)
 		c->inet4 = c->inet6 = 1;
 	v = conf_str(cf, "smtp_address_preference", 0);
 	c->addr_pref = v && strcasecmp(v, "ipv4") == 0 ? AF_INET : v && strcasecmp(v, "ipv6") == 0 ? AF_INET6 : 0;
-	(void)parse_bind(conf_str(cf, "smtp_bind_address", 0), AF_INET, &c->bind4);
-	(void)parse_bind(conf_str(cf, "smtp_bind_address6", 0), AF_INET6, &c->bind6);
+	(void)smtpc_parse_bind(conf_str(cf, "smtp_bind_address", 0), AF_INET, &c->bind4);
+	(void)smtpc_parse_bind(conf_str(cf, "smtp_bind_address6", 0), AF_INET6, &c->bind6);
 }
 
 /*
