@@ -245,9 +245,17 @@ class Wire(unittest.TestCase):
 
     def dual(self, extra, v6_sink=False):
         """dual.wire.test has A 127.0.0.1 and AAAA ::1; a sink on 127.0.0.1 (and one on ::1 when asked)."""
-        port = free_port()
-        s4 = self.sink(("127.0.0.1", port))
-        s6 = self.sink(("::1", port), family=socket.AF_INET6) if v6_sink else None
+        for _ in range(20):         # a port free on 127.0.0.1 may be taken on ::1
+            port = free_port()
+            s4 = WireSink(("127.0.0.1", port))
+            try:
+                s6 = WireSink(("::1", port), family=socket.AF_INET6) if v6_sink else None
+                break
+            except OSError:
+                s4.stop()
+        self.addCleanup(s4.stop)
+        if s6:
+            self.addCleanup(s6.stop)
         dns = DNSServer({"dual.wire.test": [("A", "127.0.0.1"), ("AAAA", "::1")]}).start()
         self.addCleanup(dns.stop)
         d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[dual.wire.test]:{port} }}\n" + extra, dns=dns)
