@@ -124,6 +124,15 @@ MSG7 = b"From: a@example.test\r\nTo: u@relay.test\r\nSubject: 7bit\r\n\r\nplain 
 
 
 class Wire(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # started before any sink: its TCP port is taken from the free UDP one, and could be a sink's
+        cls.dns = DNSServer({"dual.wire.test": [("A", "127.0.0.1"), ("AAAA", "::1")]}).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dns.stop()
+
     def daemon(self, extra, dns=None):
         d = Daemon("smtp_helo_timeout = 5s\nsmtp_connect_timeout = 5s\n" + extra, dns=dns).start()
         self.addCleanup(d.cleanup)
@@ -206,6 +215,26 @@ class Wire(unittest.TestCase):
         self.assertEqual(m["MIME-Version"], "1.0")
         self.assertEqual(got, body)
 
+    def test_large_8bit_on_a_reused_connection_waits_for_the_scan(self):
+        # a cached connection is ready for MAIL at once: the session waits (C_SCAN) for the
+        # slices of the scan, then sends MAIL on the same connection
+        port = free_port()
+        s = self.sink(("127.0.0.1", port), eightbit=False)
+        d = self.relay(port, "smtp_connection_cache_time_limit = 30s\n")
+        self.send(d, MSG7)
+        s.wait()
+        d.wait_log("status=sent")
+        # 7-bit but for its last line: the scan reads it all, in several slices, before it knows
+        body = "".join(f"{i} {'o' * (i % 70)}\n" for i in range(8000)) + "schön\n"
+        msg = ("From: a@example.test\r\nSubject: big\r\n\r\n" + body.replace("\n", "\r\n")).encode()
+        self.assertGreater(len(msg), 4 * 64 * 1024)
+        self.send(d, msg)
+        mail, rcpts, data = s.wait(2, timeout=40)
+        self.assertEqual(s.clients, ["127.0.0.1"])      # one connection for both
+        d.wait_log("conn_use=2")
+        self.assertTrue(all(b < 128 for b in data), "8-bit byte sent to a 7-bit peer")
+        self.assertEqual(self.decoded_body(data)[1], body)
+
     def test_multipart_8bit_sent_as_is(self):
         port = free_port()
         s = self.sink(("127.0.0.1", port), eightbit=False)
@@ -256,9 +285,8 @@ class Wire(unittest.TestCase):
         self.addCleanup(s4.stop)
         if s6:
             self.addCleanup(s6.stop)
-        dns = DNSServer({"dual.wire.test": [("A", "127.0.0.1"), ("AAAA", "::1")]}).start()
-        self.addCleanup(dns.stop)
-        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[dual.wire.test]:{port} }}\n" + extra, dns=dns)
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[dual.wire.test]:{port} }}\n" + extra,
+                        dns=self.dns)
         return d, s4, s6
 
     def test_inet_protocols_ipv4_never_tries_ipv6(self):
@@ -398,6 +426,16 @@ class Wire(unittest.TestCase):
         self.assertEqual(m["From"], "Alice <alice.smith@public.test>")
         self.assertEqual(m["Content-Transfer-Encoding"], "quoted-printable")
         self.assertEqual(body, "written by alice@mx.example.test\n" + BODY8)
+
+    def test_generic_maps_that_cannot_open_defer(self):
+        # never out unrewritten: a table that cannot be opened keeps the mail
+        port = free_port()
+        s = self.sink(("127.0.0.1", port))
+        d = self.relay(port, "smtp_generic_maps = cdb:/nonexistent/frugal-wire/generic\n")
+        self.send(d, self.GMSG.encode(), sender="alice@mx.example.test", rcpts=("joe@relay.test",))
+        d.wait_log("status=deferred", timeout=15 * SLOW)
+        self.assertRegex(d.output(), r"dsn=4\.3\.0, status=deferred \(smtp_generic_maps: ")
+        self.assertEqual(s.clients, [])
 
     def test_generic_maps_not_for_lmtp(self):
         tmp = tempfile.mkdtemp(prefix="frugal-wire-")
