@@ -104,7 +104,7 @@ static void on_interrupt(int sig)
 	static const char msg[] = "\nfrugal wizard: interrupted: nothing written\n";
 
 	if (echo_off)
-		(void)tcsetattr(0, TCSAFLUSH, &saved_tty);
+		(void)tcsetattr(0, TCSANOW, &saved_tty);
 	(void)!write(2, msg, sizeof msg - 1);
 	_exit(128 + sig);
 }
@@ -115,23 +115,33 @@ static void abort_wizard(const char *why)
 	exit(1);
 }
 
-/* One line from stdin without its end; echo off for secrets on a terminal. 0, or -1 at end of input. */
-static int read_line(char *out, size_t len, int secret)
+/*
+ * Echo off (for a secret) before its prompt is shown, so nothing typed
+ * after the prompt can be echoed; TCSADRAIN, not TCSAFLUSH, so nothing
+ * typed ahead is thrown away.
+ */
+static void echo_quiet(void)
 {
 	struct termios quiet;
+
+	if (tcgetattr(0, &saved_tty) == 0) {
+		quiet = saved_tty;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		echo_off = tcsetattr(0, TCSADRAIN, &quiet) == 0;
+	}
+}
+
+/* One line from stdin without its end (echo already off for a secret). 0, or -1 at end of input. */
+static int read_line(char *out, size_t len)
+{
 	int r = 0;
 	size_t n;
 
 	fflush(stdout);
-	if (secret && tcgetattr(0, &saved_tty) == 0) {
-		quiet = saved_tty;
-		quiet.c_lflag &= ~(tcflag_t)ECHO;
-		echo_off = tcsetattr(0, TCSAFLUSH, &quiet) == 0;
-	}
 	if (fgets(out, (int)len, stdin) == NULL)
 		r = -1;
 	if (echo_off) {
-		(void)tcsetattr(0, TCSAFLUSH, &saved_tty);
+		(void)tcsetattr(0, TCSADRAIN, &saved_tty);
 		echo_off = 0;
 		printf("\n");
 	}
@@ -143,7 +153,6 @@ static int read_line(char *out, size_t len, int secret)
 
 		while ((ch = getchar()) != EOF && ch != '\n')
 			;
-		out[0] = '\0';
 		snprintf(out, len, "%c", 1);   /* too long: a value no validator takes */
 		return 0;
 	}
@@ -549,8 +558,10 @@ static void ask(struct wiz *w, const char *key, const char *question, const char
 			    def && !secret ? def : "", def && *def && !secret ? "]" : "",
 			    secret ? "(hidden)" : line);
 		} else {
+			if (secret && w->tty)
+				echo_quiet();
 			printf("%s%s%s%s: ", question, def && *def ? " [" : "", def ? def : "", def && *def ? "]" : "");
-			if (read_line(line, sizeof line, secret && w->tty) < 0)
+			if (read_line(line, sizeof line) < 0)
 				abort_wizard("end of input");
 			trim(line);
 			if (line[0] == '\0' && def)
