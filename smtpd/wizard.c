@@ -240,7 +240,7 @@ static const char *v_domains(struct wiz *w, char *v)
 	const char *e;
 
 	lower(v);
-	snprintf(copy, sizeof copy, "%s", v);
+	scopy(copy, sizeof copy, v);
 	for (tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
 		if ((e = check_domain_name(tok)) != NULL) {
 			snprintf(why, sizeof why, "%s: %s", tok, e);
@@ -260,7 +260,7 @@ static int in_domains(const struct wiz *w, const char *dom)
 {
 	char copy[W_LINE], *tok, *save = NULL;
 
-	snprintf(copy, sizeof copy, "%s", w->domains);
+	scopy(copy, sizeof copy, w->domains);
 	for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
 		if (strcmp(tok, dom) == 0)
 			return 1;
@@ -552,7 +552,7 @@ static void ask(struct wiz *w, const char *key, const char *question, const char
 		if (w->unattended) {
 			const char *a = next_answer(w, key);
 
-			snprintf(line, sizeof line, "%s", a ? a : def ? def : "");
+			scopy(line, sizeof line, a ? a : def ? def : "");
 			trim(line);
 			printf("%s%s%s%s: %s\n", question, def && *def && !secret ? " [" : "",
 			    def && !secret ? def : "", def && *def && !secret ? "]" : "",
@@ -565,7 +565,7 @@ static void ask(struct wiz *w, const char *key, const char *question, const char
 				abort_wizard("end of input");
 			trim(line);
 			if (line[0] == '\0' && def)
-				snprintf(line, sizeof line, "%s", def);
+				scopy(line, sizeof line, def);
 		}
 		if ((why = valid(w, line)) == NULL)
 			break;
@@ -577,7 +577,7 @@ static void ask(struct wiz *w, const char *key, const char *question, const char
 	}
 	if (strlen(line) >= outlen)
 		abort_wizard("an answer too long");
-	snprintf(out, outlen, "%s", line);
+	scopy(out, outlen, line);
 	OPENSSL_cleanse(line, sizeof line);
 }
 
@@ -595,12 +595,12 @@ static void detect_host(char *out, size_t len)
 		hints.ai_flags = AI_CANONNAME;
 		if (getaddrinfo(name, NULL, &hints, &ai) == 0 && ai && ai->ai_canonname &&
 		    strchr(ai->ai_canonname, '.'))
-			snprintf(name, sizeof name, "%s", ai->ai_canonname);
+			scopy(name, sizeof name, ai->ai_canonname);
 		if (ai)
 			freeaddrinfo(ai);
 	}
 	lower(name);
-	snprintf(out, len, "%s", name);
+	scopy(out, len, name);
 }
 
 /* the path of a "cdb:PATH" parameter's first table, or "" */
@@ -629,7 +629,7 @@ static void keep_users(struct wiz *w, const char *path)
 		trim(sp);
 		if (strlen(line) > SASL_FIELD_MAX || check_address(line))
 			continue;
-		snprintf(w->mb[w->nmb].addr, sizeof w->mb[w->nmb].addr, "%s", line);
+		scopy(w->mb[w->nmb].addr, sizeof w->mb[w->nmb].addr, line);
 		w->mb[w->nmb++].hash = xstrdup(sp);
 	}
 	fclose(f);
@@ -675,27 +675,27 @@ static int load_defaults(struct wiz *w, char *host, size_t hlen, char *domains, 
 		printf("%s does not load (frugal check says why): its values are not offered as defaults.\n", path);
 		return 0;
 	}
-	snprintf(host, hlen, "%s", conf_str(c, "myhostname", 0));
+	scopy(host, hlen, conf_str(c, "myhostname", 0));
 	v = conf_str(c, "virtual_mailbox_domains", 0);
 	if (*v)
-		snprintf(domains, dlen, "%s", v);
+		scopy(domains, dlen, v);
 	else
-		snprintf(domains, dlen, "%s", conf_str(c, "mydomain", 0));
+		scopy(domains, dlen, conf_str(c, "mydomain", 0));
 	w->delivery = *v ? (strncmp(conf_str(c, "virtual_transport", 0), "lmtp:", 5) == 0 ? D_LMTP : D_VIRTUAL) : D_LOCAL;
 	if (w->delivery == D_LMTP)
-		snprintf(w->lmtp, sizeof w->lmtp, "%s", conf_str(c, "virtual_transport", 0) + 5);
-	snprintf(w->mailbox_base, sizeof w->mailbox_base, "%s", conf_str(c, "virtual_mailbox_base", 0));
-	snprintf(w->queue_dir, sizeof w->queue_dir, "%s", conf_str(c, "queue_directory", 0));
-	snprintf(w->owner, sizeof w->owner, "%s", conf_str(c, "mail_owner", 0));
-	snprintf(w->vowner, sizeof w->vowner, "%s", conf_str(c, "virtual_mailbox_owner", 0));
-	snprintf(w->relayhost, sizeof w->relayhost, "%s", conf_str(c, "relayhost", 0));
-	snprintf(w->cert, sizeof w->cert, "%s", conf_str(c, "smtpd_tls_cert_file", 0));
-	snprintf(w->key, sizeof w->key, "%s", conf_str(c, "smtpd_tls_key_file", 0));
+		scopy(w->lmtp, sizeof w->lmtp, conf_str(c, "virtual_transport", 0) + 5);
+	scopy(w->mailbox_base, sizeof w->mailbox_base, conf_str(c, "virtual_mailbox_base", 0));
+	scopy(w->queue_dir, sizeof w->queue_dir, conf_str(c, "queue_directory", 0));
+	scopy(w->owner, sizeof w->owner, conf_str(c, "mail_owner", 0));
+	scopy(w->vowner, sizeof w->vowner, conf_str(c, "virtual_mailbox_owner", 0));
+	scopy(w->relayhost, sizeof w->relayhost, conf_str(c, "relayhost", 0));
+	scopy(w->cert, sizeof w->cert, conf_str(c, "smtpd_tls_cert_file", 0));
+	scopy(w->key, sizeof w->key, conf_str(c, "smtpd_tls_key_file", 0));
 	if (w->cert[0] == '\0')
 		snprintf(w->cert, sizeof w->cert, "none");
-	snprintf(w->listen, sizeof w->listen, "%s", conf_str(c, "smtpd_listen", 0));
-	snprintf(w->sub_listen, sizeof w->sub_listen, "%s", conf_str(c, "submission_listen", 0));
-	snprintf(w->smtps_listen, sizeof w->smtps_listen, "%s", conf_str(c, "smtps_listen", 0));
+	scopy(w->listen, sizeof w->listen, conf_str(c, "smtpd_listen", 0));
+	scopy(w->sub_listen, sizeof w->sub_listen, conf_str(c, "submission_listen", 0));
+	scopy(w->smtps_listen, sizeof w->smtps_listen, conf_str(c, "smtps_listen", 0));
 	w->submission = w->sub_listen[0] || w->smtps_listen[0];
 	table_path(c, "smtpd_sasl_users", p2, sizeof p2);
 	if (p2[0])
@@ -726,7 +726,7 @@ static void ask_mailboxes(struct wiz *w)
 
 			if (a == NULL)
 				break;
-			snprintf(line, sizeof line, "%s", a);
+			scopy(line, sizeof line, a);
 			trim(line);
 			if ((sp = strpbrk(line, " \t")) == NULL) {
 				fprintf(stderr, "frugal wizard: --answers mailbox = %s: write ADDRESS PASSWORD\n", line);
@@ -735,7 +735,7 @@ static void ask_mailboxes(struct wiz *w)
 			*sp++ = '\0';
 			trim(sp);
 			scopy(addr, sizeof addr, line);
-			snprintf(pass, sizeof pass, "%s", sp);
+			scopy(pass, sizeof pass, sp);
 			OPENSSL_cleanse(line, sizeof line);
 			if ((why = v_mailbox_addr(w, addr)) != NULL || (why = v_password(w, pass)) != NULL || !addr[0]) {
 				fprintf(stderr, "frugal wizard: --answers mailbox = %s: %s\n", addr, why ? why : "empty");
@@ -768,7 +768,7 @@ static void ask_mailboxes(struct wiz *w)
 		if (i == W_MAX_MAILBOXES)
 			abort_wizard("too many mailboxes");
 		if (i == w->nmb)
-			snprintf(w->mb[w->nmb++].addr, sizeof w->mb[0].addr, "%s", addr);
+			scopy(w->mb[w->nmb++].addr, sizeof w->mb[0].addr, addr);
 		mem_free(w->mb[i].hash);
 		if ((w->mb[i].hash = smtpd_passwd_hash(w->base, pass, err, sizeof err)) == NULL)
 			abort_wizard(err);
@@ -792,13 +792,13 @@ static void ask_all(struct wiz *w)
 	if (!existing) {
 		detect_host(host, sizeof host);
 		dot = strchr(host, '.');
-		snprintf(domains, sizeof domains, "%s", dot && strchr(dot + 1, '.') ? dot + 1 : host);
+		scopy(domains, sizeof domains, dot && strchr(dot + 1, '.') ? dot + 1 : host);
 		snprintf(w->lmtp, sizeof w->lmtp, "unix:/run/dovecot/lmtp");
 		snprintf(w->mailbox_base, sizeof w->mailbox_base, "/var/mail/vhosts");
 		snprintf(w->queue_dir, sizeof w->queue_dir, "/var/spool/frugal");
 		/* not root: the daemon cannot change users, so it runs as whoever runs it */
-		snprintf(w->owner, sizeof w->owner, "%s", euid == 0 ? "frugal" : pw ? pw->pw_name : "nobody");
-		snprintf(w->vowner, sizeof w->vowner, "%s", euid == 0 ? "vmail" : pw ? pw->pw_name : "nobody");
+		scopy(w->owner, sizeof w->owner, euid == 0 ? "frugal" : pw ? pw->pw_name : "nobody");
+		scopy(w->vowner, sizeof w->vowner, euid == 0 ? "vmail" : pw ? pw->pw_name : "nobody");
 		snprintf(w->cert, sizeof w->cert, "self-signed");
 		snprintf(w->listen, sizeof w->listen, "0.0.0.0:25");
 		w->submission = 1;
@@ -812,7 +812,7 @@ static void ask_all(struct wiz *w)
 	ask(w, "domains", "Mail domains (comma-separated)", domains[0] ? domains : w->host, v_domains, 0,
 	    w->domains, sizeof w->domains);
 	ask_mailboxes(w);
-	snprintf(def, sizeof def, "%s", w->postmaster[0] ? w->postmaster : w->mb[w->nkept < w->nmb ? w->nkept : 0].addr);
+	scopy(def, sizeof def, w->postmaster[0] ? w->postmaster : w->mb[w->nkept < w->nmb ? w->nkept : 0].addr);
 	ask(w, "postmaster", "Who gets mail for postmaster, abuse and root", def, v_alias_target, 0,
 	    w->postmaster, sizeof w->postmaster);
 	ask(w, "delivery", "Delivery: virtual (Maildirs under one directory), local (system users' ~/Maildir), "
@@ -896,7 +896,7 @@ static void each_domain(const struct wiz *w, FILE *f, void (*fn)(FILE *, const c
 {
 	char copy[W_LINE], *tok, *save = NULL;
 
-	snprintf(copy, sizeof copy, "%s", w->domains);
+	scopy(copy, sizeof copy, w->domains);
 	for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
 		fn(f, tok, arg);
 }
@@ -913,7 +913,7 @@ static void first_domain(FILE *f, const char *dom, const void *arg)
 	char *out = (char *)arg;
 
 	if (out[0] == '\0')
-		snprintf(out, 254, "%s", dom);
+		scopy(out, 254, dom);
 }
 
 /*
@@ -1185,7 +1185,7 @@ static void port_of(const char *listen, char *out, size_t len)
 {
 	const char *c = strrchr(listen, ':');
 
-	snprintf(out, len, "%s", c ? c + 1 : "");
+	scopy(out, len, c ? c + 1 : "");
 }
 
 static void dns_lines(FILE *f, const char *dom, const void *arg)
@@ -1412,7 +1412,7 @@ int smtpd_cmd_wizard(int argc, char **argv)
 	if (dir[0] != '/')
 		snprintf(w.dir + strlen(w.dir), sizeof w.dir - strlen(w.dir), "/%s", dir);
 	else
-		snprintf(w.dir, sizeof w.dir, "%s", dir);
+		scopy(w.dir, sizeof w.dir, dir);
 	while (strlen(w.dir) > 1 && w.dir[strlen(w.dir) - 1] == '/')
 		w.dir[strlen(w.dir) - 1] = '\0';
 	if (check_abs_path(w.dir))
