@@ -402,6 +402,40 @@ confirm = yes
         self.assertIn("--answers mailbox = carol@nowhere.test: nowhere.test is not one of the mail domains", r.stderr)
         self.assertFalse(os.path.exists(self.etc))
 
+    def test_lmtp_and_relayhost_with_login(self):
+        path = os.path.join(self.dir, "answers-lmtp")
+        with open(path, "w") as f:
+            f.write(f"""hostname = mx.example.test
+domains = example.test
+mailbox = alice@example.test {PW1}
+delivery = lmtp
+lmtp = unix:/run/dovecot/lmtp
+queue_directory = {self.dir}/queue
+mail_owner = {self.owner}
+relayhost = [smtp.provider.test]:587
+relay_user = me@provider.test
+relay_password = relay secret
+tls_cert = none
+smtpd_listen = 127.0.0.1:{self.ports[0]}
+""")
+        r = subprocess.run([FRUGAL, "wizard", "-c", self.etc, "--answers", path],
+                           capture_output=True, text=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("relay secret", r.stdout + r.stderr)
+        self.assertIn("Submission (587, 465) needs TLS", r.stdout)
+        conf = slurp(os.path.join(self.etc, "frugal.conf"))
+        for line in ("virtual_transport = lmtp:unix:/run/dovecot/lmtp\n", "relayhost = [smtp.provider.test]:587\n",
+                     "smtp_sasl_auth_enable = yes\n", "smtp_sasl_tls_security_options = noanonymous\n",
+                     "smtp_tls_security_level = encrypt\n", "submission_listen = \n", "smtps_listen = \n"):
+            self.assertIn(line, conf)
+        self.assertNotIn("smtpd_tls_cert_file", conf)
+        self.assertEqual(os.stat(os.path.join(self.etc, "relay_passwd")).st_mode & 0o077 & ~0o040, 0)
+        q = run_frugal("map", "-q", "[smtp.provider.test]:587", os.path.join(self.etc, "relay_passwd"))
+        self.assertEqual(q.stdout.strip(), "me@provider.test:relay secret", q.stderr)
+        chk = run_frugal("check", "-c", self.etc)
+        self.assertEqual(chk.returncode, 0, chk.stderr)
+        self.assertNotIn("does not act on it", chk.stderr, "everything the wizard writes is acted on")
+
     def test_accounts_created_as_root(self):
         if not ROOT:
             self.skipTest("creating system accounts (useradd --system) needs root; unprivileged the wizard "
