@@ -636,6 +636,31 @@ static void keep_users(struct wiz *w, const char *path)
 	w->nkept = w->nmb;
 }
 
+/* The relay host's login of an existing smtp_sasl_password_maps file ("HOST user:password"). */
+static void keep_relay_login(struct wiz *w, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char line[W_LINE], *sp, *colon;
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof line, f)) {
+		trim(line);
+		if ((sp = strpbrk(line, " \t")) == NULL)
+			continue;
+		*sp++ = '\0';
+		trim(sp);
+		if (strcasecmp(line, w->relayhost) != 0 || (colon = strchr(sp, ':')) == NULL)
+			continue;
+		*colon = '\0';
+		scopy(w->relay_user, sizeof w->relay_user, sp);
+		scopy(w->relay_pass, sizeof w->relay_pass, colon + 1);
+		break;
+	}
+	OPENSSL_cleanse(line, sizeof line);
+	fclose(f);
+}
+
 /* The postmaster alias of an existing aliases file. */
 static void keep_postmaster(struct wiz *w, const char *path)
 {
@@ -703,6 +728,9 @@ static int load_defaults(struct wiz *w, char *host, size_t hlen, char *domains, 
 	table_path(c, "alias_maps", p2, sizeof p2);
 	if (p2[0])
 		keep_postmaster(w, p2);
+	table_path(c, "smtp_sasl_password_maps", p2, sizeof p2);
+	if (p2[0] && w->relayhost[0])
+		keep_relay_login(w, p2);
 	conf_unref(c);
 	printf("Found %s: its values are the defaults below.\n", path);
 	return 1;
@@ -831,11 +859,23 @@ static void ask_all(struct wiz *w)
 	ask(w, "relayhost", "Relay host for outgoing mail ([smtp.provider.com]:587; empty: deliver directly)",
 	    w->relayhost, v_relayhost, 0, w->relayhost, sizeof w->relayhost);
 	if (w->relayhost[0]) {
-		ask(w, "relay_user", "Login at the relay host (empty: none)", "", v_relayhost_user_ok, 0,
-		    w->relay_user, sizeof w->relay_user);
-		if (w->relay_user[0])
-			ask(w, "relay_password", "Password at the relay host", NULL, v_nonempty, 1,
-			    w->relay_pass, sizeof w->relay_pass);
+		char user[SASL_FIELD_MAX + 1], pass[SASL_FIELD_MAX + 1];
+
+		ask(w, "relay_user", "Login at the relay host (empty: none)", w->relay_user, v_relayhost_user_ok, 0,
+		    user, sizeof user);
+		if (user[0]) {
+			/* the current password is kept when the login stays and the answer is empty */
+			int keep = w->relay_pass[0] && strcmp(user, w->relay_user) == 0;
+
+			ask(w, "relay_password", keep ? "Password at the relay host (empty: keep the current one)" :
+			    "Password at the relay host", NULL, keep ? v_relayhost_user_ok : v_nonempty, 1, pass, sizeof pass);
+			if (pass[0] || !keep)
+				scopy(w->relay_pass, sizeof w->relay_pass, pass);
+			OPENSSL_cleanse(pass, sizeof pass);
+		}
+		scopy(w->relay_user, sizeof w->relay_user, user);
+	} else {
+		w->relay_user[0] = '\0';
 	}
 	ask(w, "tls_cert", "TLS certificate file (PEM), self-signed to make one, or none", w->cert, v_cert, 0,
 	    w->cert, sizeof w->cert);

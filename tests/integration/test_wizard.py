@@ -435,6 +435,16 @@ smtpd_listen = 127.0.0.1:{self.ports[0]}
         chk = run_frugal("check", "-c", self.etc)
         self.assertEqual(chk.returncode, 0, chk.stderr)
         self.assertNotIn("does not act on it", chk.stderr, "everything the wizard writes is acted on")
+        # a re-run that answers nothing keeps every value, the relay login too: no byte changes, no backup
+        before = files(self.etc)
+        again = os.path.join(self.dir, "answers-confirm")
+        with open(again, "w") as f:
+            f.write("confirm = yes\n")
+        r = subprocess.run([FRUGAL, "wizard", "-c", self.etc, "--answers", again],
+                           capture_output=True, text=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("Login at the relay host (empty: none) [me@provider.test]", r.stdout)
+        self.assertEqual(files(self.etc), before)
 
     def test_accounts_created_as_root(self):
         if not ROOT:
