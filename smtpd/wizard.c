@@ -1392,6 +1392,10 @@ static int write_all(struct wiz *w)
 		goto fail;
 	if (write_file(w->dir, "frugal.conf", conf.text, conf.len, 0644, (gid_t)-1, err, sizeof err) < 0)
 		goto fail;
+	/* written: an interrupt from here on must not claim "nothing written" */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	printf("\nRunning frugal check -c %s:\n", w->dir);
 	fflush(stdout);
@@ -1405,6 +1409,9 @@ static int write_all(struct wiz *w)
 	next_steps(w);
 	goto done;
 fail:
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	fprintf(stderr, "frugal wizard: %s\n", err);
 	fprintf(stderr, "frugal wizard: stopped; what was written above is complete, the rest is as it was\n");
