@@ -91,6 +91,7 @@ struct wiz {
 	char cert[600], key[600];
 	int selfsigned, notls, submission;
 	char listen[100], sub_listen[100], smtps_listen[100];
+	char pregreet[16];        /* smtpd_pregreet_wait, "0s": off */
 };
 
 /* ---- the terminal, and Ctrl-C ---------------------------------------- */
@@ -516,6 +517,18 @@ static const char *v_key(struct wiz *w, char *v)
 	return NULL;
 }
 
+/* seconds, 0 to 60, written with its unit */
+static const char *v_pregreet(struct wiz *w, char *v)
+{
+	size_t n = strspn(v, "0123456789");
+
+	lower(v);
+	if (n == 0 || n > 2 || (v[n] != '\0' && strcmp(v + n, "s") != 0) || atoi(v) > 60)
+		return "a number of seconds from 0 (off) to 60";
+	snprintf(v, 8, "%ds", atoi(v));
+	return NULL;
+}
+
 static const char *v_relayhost_user_ok(struct wiz *w, char *v)
 {
 	return v[0] ? v_nonempty(w, v) : NULL;
@@ -722,6 +735,7 @@ static int load_defaults(struct wiz *w, char *host, size_t hlen, char *domains, 
 	scopy(w->sub_listen, sizeof w->sub_listen, conf_str(c, "submission_listen", 0));
 	scopy(w->smtps_listen, sizeof w->smtps_listen, conf_str(c, "smtps_listen", 0));
 	w->submission = w->sub_listen[0] || w->smtps_listen[0];
+	snprintf(w->pregreet, sizeof w->pregreet, "%llds", conf_time(c, "smtpd_pregreet_wait", 0));
 	table_path(c, "smtpd_sasl_users", p2, sizeof p2);
 	if (p2[0])
 		keep_users(w, p2);
@@ -833,6 +847,8 @@ static void ask_all(struct wiz *w)
 	}
 	if (w->lmtp[0] == '\0')
 		snprintf(w->lmtp, sizeof w->lmtp, "unix:/run/dovecot/lmtp");
+	if (w->pregreet[0] == '\0')
+		snprintf(w->pregreet, sizeof w->pregreet, "0s");
 	if (w->mailbox_base[0] == '\0')
 		snprintf(w->mailbox_base, sizeof w->mailbox_base, "/var/mail/vhosts");
 
@@ -906,6 +922,9 @@ static void ask_all(struct wiz *w)
 	} else {
 		w->sub_listen[0] = w->smtps_listen[0] = '\0';
 	}
+	/* the hardening this version has: the others of issue 14 (DNSBL, greylisting, DKIM) do not exist yet */
+	ask(w, "pregreet_wait", "Hardening: seconds port 25 waits before its greeting; clients that talk first "
+	    "(spam bots) are dropped; 0: off", w->pregreet, v_pregreet, 0, w->pregreet, sizeof w->pregreet);
 }
 
 /* ---- the files ---------------------------------------------------------- */
@@ -978,6 +997,9 @@ static void make_conf(const struct wiz *w, struct out *o)
 		fprintf(f, "mydestination = $myhostname, localhost\n");
 	fprintf(f, "\n# Listeners (empty: off).\nsmtpd_listen = %s\nsubmission_listen = %s\nsmtps_listen = %s\n",
 	    w->listen, w->sub_listen, w->smtps_listen);
+	if (strcmp(w->pregreet, "0s") != 0)
+		fprintf(f, "# Clients that talk before the greeting are dropped (postscreen's pregreet test).\n"
+		    "smtpd_pregreet_wait = %s\n", w->pregreet);
 	fprintf(f, "\n# Never an open relay: only this host itself relays without a login;\n"
 	    "# everyone else may send only to the domains above, or must authenticate.\n"
 	    "mynetworks = 127.0.0.0/8 [::1]/128\n");
@@ -1217,6 +1239,8 @@ static void summary(const struct wiz *w)
 	printf("  TLS          %s\n", w->notls ? "none" : w->selfsigned ? "a new self-signed certificate" : w->cert);
 	printf("  listening    SMTP %s%s%s%s%s\n", w->listen, w->sub_listen[0] ? ", submission " : "", w->sub_listen,
 	    w->smtps_listen[0] ? ", submissions (TLS) " : "", w->smtps_listen);
+	if (strcmp(w->pregreet, "0s") != 0)
+		printf("  pregreet     port 25 waits %s before greeting; clients that talk first are dropped\n", w->pregreet);
 	printf("  relaying     only for this host and for logged-in users (never an open relay)\n");
 	printf("  files        %s/frugal.conf and its tables, compiled\n\n", w->dir);
 }
@@ -1267,7 +1291,7 @@ static int load_answers(struct wiz *w, const char *path)
 	static const char *const keys[] = { "hostname", "domains", "mailbox", "postmaster", "delivery", "lmtp",
 		"mailbox_base", "vmail_owner", "queue_directory", "mail_owner", "relayhost", "relay_user",
 		"relay_password", "tls_cert", "tls_key", "smtpd_listen", "submission", "submission_listen",
-		"smtps_listen", "confirm", NULL };
+		"smtps_listen", "pregreet_wait", "confirm", NULL };
 	int k;
 
 	if (!f) {

@@ -160,6 +160,7 @@ class WizardTest(unittest.TestCase):
             ("Submission for mail clients", "yes"),
             ("submission with STARTTLS", "127.0.0.1:%d" % p587),
             ("submission with implicit TLS", "127.0.0.1:%d" % p465),
+            ("Hardening: seconds port 25 waits before its greeting", ""),
             ("Write this configuration", "yes"),
         ]
 
@@ -307,12 +308,17 @@ confirm = yes
             ("Address and port for SMTP", "127.0.0.1:99999", "the port must be a number"),
             ("Address and port for SMTP", "localhost:25", "not an IPv4 address"),
             ("Address and port for SMTP", "127.0.0.1:%d" % self.ports[0], None),
+            ("Hardening", "soon", "a number of seconds from 0 (off) to 60"),
+            ("Hardening", "2", None),
+            ("pregreet     port 25 waits 2s before greeting", None, None),
             ("Write this configuration", "maybe", "answer yes or no"),
             ("Write this configuration", "no", None),
         ]
         open(os.path.join(self.dir, "afile"), "w").close()
         for prompt, answer, reason in bad:
             w.expect(prompt)
+            if answer is None:   # a line of the summary
+                continue
             w.expect(": ")
             w.send(answer)
             if reason:
@@ -417,6 +423,7 @@ relay_user = me@provider.test
 relay_password = relay secret
 tls_cert = none
 smtpd_listen = 127.0.0.1:{self.ports[0]}
+pregreet_wait = 3
 """)
         r = subprocess.run([FRUGAL, "wizard", "-c", self.etc, "--answers", path],
                            capture_output=True, text=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
@@ -426,7 +433,8 @@ smtpd_listen = 127.0.0.1:{self.ports[0]}
         conf = slurp(os.path.join(self.etc, "frugal.conf"))
         for line in ("virtual_transport = lmtp:unix:/run/dovecot/lmtp\n", "relayhost = [smtp.provider.test]:587\n",
                      "smtp_sasl_auth_enable = yes\n", "smtp_sasl_tls_security_options = noanonymous\n",
-                     "smtp_tls_security_level = encrypt\n", "submission_listen = \n", "smtps_listen = \n"):
+                     "smtp_tls_security_level = encrypt\n", "submission_listen = \n", "smtps_listen = \n",
+                     "smtpd_pregreet_wait = 3s\n"):
             self.assertIn(line, conf)
         self.assertNotIn("smtpd_tls_cert_file", conf)
         self.assertEqual(os.stat(os.path.join(self.etc, "relay_passwd")).st_mode & 0o077 & ~0o040, 0)
