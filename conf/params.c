@@ -49,7 +49,7 @@ const struct conf_param conf_param_table[] = {
 	/* routing */
 	L("mynetworks", "127.0.0.0/8 [::1]/128", "client networks trusted to relay (permit_mynetworks)"),
 	L("relay_domains", "", "domains this server relays mail to"),
-	SX("relayhost", "", "send all non-local mail through this host ([host]:port); empty: direct MX delivery"),
+	S("relayhost", "", "send all non-local mail through this host ([host]:port); empty: direct MX delivery"),
 	L("transport_maps", "", "tables mapping recipient domains to transports"),
 	L("alias_maps", "cdb:/etc/frugal/aliases", "alias tables for local recipients (aliases(5) syntax)"),
 	L("virtual_alias_maps", "", "tables rewriting recipient addresses to other addresses"),
