@@ -579,8 +579,10 @@ class SmtpClient(unittest.TestCase):
         self.addCleanup(shutil.rmtree, tmp, True)
         good = PySink(("127.0.0.3", bad_port), tls=make_cert(tmp, "sink"))
         self.addCleanup(good.stop)
+        # the harness's 1 s minimal_backoff_time would let a first attempt that starts late on a
+        # loaded machine take the plain-text fallback to the bad MX: this test is about the next MX
         d = self.daemon(f"transport_maps = inline:{{ mx.test=smtp:mx.test:{bad_port} }}\n"
-                        "smtp_tls_security_level = may\n")
+                        "smtp_tls_security_level = may\nminimal_backoff_time = 300s\nmaximal_backoff_time = 300s\n")
         self.send(d, "alice@example.test", ["u@mx.test"])
         d.wait_log("status=sent", timeout=15)
         log = d.output()
@@ -595,7 +597,9 @@ class SmtpClient(unittest.TestCase):
         port = free_port()
         ps = self.pysink(("127.0.0.1", port), starttls_reply="220 2.0.0 Ready to start TLS")
         d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
-                        "minimal_backoff_time = 1s\nmaximal_backoff_time = 2s\nqueue_run_delay = 1s\n")
+                        # 4 s: the first attempt must start before the message is that old (fallback
+                        # is by age), also on a loaded machine under ASan
+                        "minimal_backoff_time = 4s\nmaximal_backoff_time = 4s\nqueue_run_delay = 1s\n")
         self.send(d, "alice@example.test", ["u@relay.test"])
         d.wait_log("status=deferred", timeout=15)
         self.assertIn("dsn=4.7.5, status=deferred (Cannot start TLS: handshake failure)", d.output())
