@@ -947,15 +947,15 @@ static int note_items(struct lmsg *d, int kind, struct bounce_item *items)
 			struct target *t = &d->tl[i].v[k];
 			if (kind != NOTE_SUCCESS && t->sent)
 				continue;
-			if (kind == NOTE_SUCCESS && !t->sent)
-				continue;
+			if (kind == NOTE_SUCCESS && (!t->sent || t->hop_dsn == TGT_HOP_PASSED))
+				continue;   /* the next hop took NOTIFY=SUCCESS over: it reports, not us */
 			items[n].addr = t->addr;
 			items[n].orig = d->env.rcpt[i].orig;
 			items[n].rcpt = i;
 			items[n].dsn = kind == NOTE_SUCCESS ? "2.0.0" :
 			    kind == NOTE_FAILURE && t->kind == TGT_DEFER ? "4.4.7" : t->dsn;
 			items[n].reason = kind == NOTE_SUCCESS ? (*t->reason ? t->reason : "delivered to mailbox") : t->reason;
-			items[n].action = NULL;
+			items[n].action = kind == NOTE_SUCCESS && t->hop_dsn == TGT_HOP_RELAYED ? "relayed" : NULL;
 			n++;
 		}
 	}

@@ -1,0 +1,276 @@
+"""tests/integration/test_peers.py: the SMTP and LMTP clients (queue/smtpc.c)
+against the real servers users run behind or beside frugal: a whole Postfix
+instance as the receiving MTA (root only: Postfix's master needs it) and
+Dovecot's LMTP server (unprivileged too), both started by the test in
+temporary directories on loopback (realpeers.py).
+
+The frugal side relays peer.test and nodsn.test to two Postfix instances, one
+offering DSN and one with DSN switched off (smtpd_discard_ehlo_keywords), and
+lmtp.test/lmtp2.test to Dovecot over unix:PATH and inet:HOST:PORT.  Postfix's
+own notices to alice@example.test come back to frugal, so a NOTIFY=SUCCESS
+test sees every notice anyone sent.
+"""
+import email
+import email.policy
+import os
+import re
+import smtplib
+import unittest
+
+from harness import Daemon, wait_for, make_cert, SLOW
+from realpeers import PostfixPeer, DovecotLmtp
+
+BODY = (b"line one\r\n"
+        b".a line that starts with a dot\r\n"
+        b"..two dots\r\n"
+        b"trailing blanks   \r\n"
+        b"\r\n"
+        b"after an empty line\r\n" + b"x" * 990 + b"\r\n"
+        b"last\r\n")
+
+
+def msg(tag, body=BODY, extra=b""):
+    return (b"From: alice@example.test\r\nTo: someone@example.test\r\nSubject: " + tag.encode() +
+            b"\r\nMessage-ID: <" + tag.encode() + b"@example.test>\r\n" + extra + b"\r\n" + body)
+
+
+def parse(raw):
+    return email.message_from_bytes(raw, policy=email.policy.compat32)
+
+
+def send(port, rcpts, data, sender="alice@example.test", mail_opts=(), rcpt_opts=()):
+    """One transaction; returns frugal's queue ID (from its 250 reply to the dot)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=20 * SLOW) as c:
+        c.ehlo("client.example.org")
+        if "SMTPUTF8" in mail_opts:
+            c.command_encoding = "utf-8"     # what smtplib's sendmail does for SMTPUTF8
+        code, text = c.mail(sender, list(mail_opts))
+        assert code == 250, (code, text)
+        for r in rcpts:
+            code, text = c.rcpt(r, list(rcpt_opts))
+            assert code == 250, (r, code, text)
+        code, text = c.data(data)
+        assert code == 250, (code, text)
+    return re.search(rb"queued as (\S+)", text).group(1).decode()
+
+
+def status_blocks(m):
+    """The per-recipient field blocks of a multipart/report (after the per-message one)."""
+    assert m.get_content_type() == "multipart/report", m.get_content_type()
+    parts = m.get_payload()
+    assert parts[1].get_content_type() == "message/delivery-status"
+    blocks = parts[1].get_payload()
+    return blocks[0], blocks[1:]
+
+
+def wait_removed(d, qid, timeout=30):
+    """The message is done with: every notice about it is queued before this line."""
+    d.wait_log("%s: removed" % qid, timeout=timeout)
+
+
+def wait_queue_empty(d, timeout=30):
+    wait_for(lambda: not os.listdir(os.path.join(d.queue, "committed")), timeout, "frugal's queue to empty",
+             interval=0.05)
+
+
+@unittest.skipIf(PostfixPeer.available(), PostfixPeer.available() or "")
+class PostfixAsPeer(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon("relay_domains = relay.test, peer.test, nodsn.test\n")
+        cls.tmp = cls.d.dir
+        cls.cert, cls.key = make_cert(cls.tmp, "pf")
+        os.chmod(cls.key, 0o644)    # Postfix's smtpd reads it as root anyway; keep it simple
+        back = "inline:{ example.test=smtp:[127.0.0.1]:%d }" % cls.d.port
+        tls = {"smtpd_tls_cert_file": cls.cert, "smtpd_tls_key_file": cls.key,
+               "smtpd_tls_security_level": "may", "smtpd_tls_received_header": "yes",
+               "smtpd_tls_loglevel": "1", "transport_maps": back, "smtp_tls_security_level": "none"}
+        cls.pf = PostfixPeer(["peer.test"], tls, hostname="pf.example.test")
+        cls.nodsn = PostfixPeer(["nodsn.test"], dict(tls, smtpd_discard_ehlo_keywords="dsn"),
+                                hostname="nodsn.example.test")
+        try:
+            cls.pf.start()
+            cls.nodsn.start()
+        except Exception:
+            cls.tearDownClass()
+            raise
+        with open(os.path.join(cls.d.dir, "frugal.conf"), "a") as f:
+            f.write("transport_maps = inline:{ peer.test=smtp:[127.0.0.1]:%d, nodsn.test=smtp:[127.0.0.1]:%d }\n"
+                    % (cls.pf.port, cls.nodsn.port))
+        cls.d.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        for x in ("pf", "nodsn"):
+            if hasattr(cls, x):
+                getattr(cls, x).cleanup()
+        cls.d.cleanup()
+
+    def notices(self, tag):
+        """alice's messages at frugal that mention tag (reports quote the headers)."""
+        return [m for m in self.d.messages(self.d.maildir("alice")) if tag.encode() in m]
+
+    def test_relayed_message_arrives_intact(self):
+        data = msg("intact", extra=b"X-Test: 8bit \xc3\xa9t\xc3\xa9\r\n")
+        qid = send(self.d.port, ["u1@peer.test"], data)
+        wait_for(lambda: self.pf.messages("u1", "peer.test"), 20, "the message in Postfix's Maildir")
+        got = self.pf.messages("u1", "peer.test")
+        self.assertEqual(len(got), 1)
+        # Postfix prepends Return-Path, Delivered-To and Received; the rest is ours, byte for byte
+        # (a Maildir stores LF line ends; dot-stuffing undone)
+        self.assertTrue(got[0].endswith(data.replace(b"\r\n", b"\n")), got[0][-600:])
+        self.assertIn(b"Return-Path: <alice@example.test>", got[0])
+        wait_removed(self.d, qid)
+        self.assertRegex(self.d.output(), r"%s: to=<u1@peer\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*"
+                         r"dsn=2\.0\.0, status=sent \(250 2\.0\.0 Ok: queued as [0-9A-F]+\)" % (qid, self.pf.port))
+
+    def test_one_recipient_refused_one_accepted(self):
+        qid = send(self.d.port, ["u2@peer.test", "nobody@peer.test"], msg("refused-one"))
+        wait_removed(self.d, qid)
+        log = self.d.output()
+        self.assertRegex(log, r"%s: to=<nobody@peer\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*dsn=5\.1\.1, "
+                         r"status=bounced \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 550 5\.1\.1 <nobody@peer\.test>: "
+                         r"Recipient address rejected: User unknown in virtual mailbox table "
+                         r"\(in reply to RCPT TO command\)\)" % qid)
+        self.assertRegex(log, r"%s: to=<u2@peer\.test>, .*status=sent" % qid)
+        wait_for(lambda: self.pf.messages("u2", "peer.test"), 20, "u2's copy at Postfix")
+        wait_queue_empty(self.d)
+        bounces = self.notices("refused-one")
+        self.assertEqual(len(bounces), 1)
+        m = parse(bounces[0])
+        self.assertEqual(m["Subject"], "Undelivered Mail Returned to Sender")
+        _, blocks = status_blocks(m)
+        self.assertEqual(len(blocks), 1)            # only the refused recipient
+        self.assertEqual(blocks[0]["Final-Recipient"], "rfc822; nobody@peer.test")
+        self.assertEqual(blocks[0]["Action"], "failed")
+        self.assertEqual(blocks[0]["Status"], "5.1.1")
+        self.assertIn("User unknown in virtual mailbox table", blocks[0]["Diagnostic-Code"])
+        self.assertEqual(len(self.pf.messages("u2", "peer.test")), 1)
+
+    def starttls(self, level, user):
+        d = Daemon("relay_domains = peer.test\nsmtp_tls_security_level = %s\n"
+                   "transport_maps = inline:{ peer.test=smtp:[127.0.0.1]:%d }\n" % (level, self.pf.port)).start()
+        self.addCleanup(d.cleanup)
+        qid = send(d.port, [user + "@peer.test"], msg("tls-" + level))
+        wait_removed(d, qid)
+        # Postfix's smtp(8) line, word for word but for the cipher
+        self.assertRegex(d.output(), r"Untrusted TLS connection established to 127\.0\.0\.1\[127\.0\.0\.1\]:%d: "
+                         r"TLSv1\.[23] with cipher \S+ \(\d+/\d+ bits\)" % self.pf.port)
+        got = wait_for(lambda: self.pf.messages(user, "peer.test"), 20, "the message at Postfix")
+        # the receiving side saw it inside TLS: its Received header and its log say so
+        self.assertRegex(got[-1].decode("latin-1"), r"\(using TLSv1\.[23] with cipher \S+")
+        self.assertRegex(self.pf.log(), r"Anonymous TLS connection established from \S*\[127\.0\.0\.1\]")
+
+    def test_starttls_may(self):
+        self.starttls("may", "u3")
+
+    def test_starttls_encrypt(self):
+        self.starttls("encrypt", "u1")
+
+    def test_notify_success_to_dsn_peer_is_its_business(self):
+        """RFC 3461 6.2: the next hop was given NOTIFY=SUCCESS; it reports, frugal does not."""
+        qid = send(self.d.port, ["u3@peer.test"], msg("dsn-peer"), rcpt_opts=["NOTIFY=SUCCESS"])
+        # Postfix delivers and sends its "delivered" notice back to alice at frugal
+        wait_for(lambda: self.notices("dsn-peer"), 30, "Postfix's success notice at alice")
+        wait_removed(self.d, qid)
+        wait_queue_empty(self.d)
+        got = self.notices("dsn-peer")
+        self.assertEqual(len(got), 1, "frugal sent a success notice of its own")
+        per_msg, blocks = status_blocks(parse(got[0]))
+        self.assertEqual(per_msg["Reporting-MTA"], "dns; pf.example.test")
+        self.assertEqual(blocks[0]["Action"], "delivered")
+        self.assertNotIn("%s: sender delivery status notification" % qid, self.d.output())
+        self.assertRegex(self.pf.log(), r"sender delivery status notification")
+
+    def test_notify_success_to_peer_without_dsn_is_relayed(self):
+        """A next hop without DSN was not told: frugal reports Action: relayed (Postfix's words)."""
+        qid = send(self.d.port, ["u1@nodsn.test"], msg("nodsn-peer"), rcpt_opts=["NOTIFY=SUCCESS"])
+        wait_removed(self.d, qid)
+        self.assertIn("%s: sender delivery status notification" % qid, self.d.output())
+        wait_queue_empty(self.d)
+        wait_for(lambda: self.nodsn.messages("u1", "nodsn.test"), 20, "the message at the second Postfix")
+        got = self.notices("nodsn-peer")
+        self.assertEqual(len(got), 1)
+        m = parse(got[0])
+        self.assertEqual(m["Subject"], "Successful Mail Delivery Report")
+        per_msg, blocks = status_blocks(m)
+        self.assertEqual(per_msg["Reporting-MTA"], "dns; mx.example.test")
+        self.assertEqual(blocks[0]["Final-Recipient"], "rfc822; u1@nodsn.test")
+        self.assertEqual(blocks[0]["Action"], "relayed")
+        self.assertEqual(blocks[0]["Status"], "2.0.0")
+        self.assertNotIn("sender delivery status notification", self.nodsn.log())
+
+
+@unittest.skipIf(DovecotLmtp.available(), DovecotLmtp.available() or "")
+class DovecotLmtpAsPeer(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dc = DovecotLmtp({"u1": "", "u2": "", "full": "userdb_quota_rule=*:storage=1K"}).start()
+        try:
+            cls.d = Daemon("relay_domains = lmtp.test, lmtp2.test\n"
+                           "transport_maps = inline:{ lmtp.test=lmtp:unix:%s, lmtp2.test=lmtp:inet:127.0.0.1:%d }\n"
+                           % (cls.dc.socket, cls.dc.port)).start()
+        except Exception:
+            cls.dc.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+        cls.dc.cleanup()
+
+    def notices(self, tag):
+        return [m for m in self.d.messages(self.d.maildir("alice")) if tag.encode() in m]
+
+    def test_unix_and_inet(self):
+        qid = send(self.d.port, ["u1@lmtp.test", "u2@lmtp2.test"], msg("both-ways"))
+        wait_removed(self.d, qid)
+        log = self.d.output()
+        # Postfix's relay= for LMTP over a unix socket, and host[addr]:port over TCP
+        self.assertRegex(log, r"%s: to=<u1@lmtp\.test>, relay=mx\.example\.test\[%s\], .*status=sent \(250 2\.0\.0 "
+                         % (qid, re.escape(self.dc.socket)))
+        self.assertRegex(log, r"%s: to=<u2@lmtp2\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*status=sent "
+                         r"\(250 2\.0\.0 " % (qid, self.dc.port))
+        for u in ("u1", "u2"):
+            got = [m for m in self.dc.messages(u) if b"both-ways" in m]
+            self.assertEqual(len(got), 1, u)
+            self.assertTrue(got[0].endswith(msg("both-ways").replace(b"\r\n", b"\n")))
+
+    def test_per_recipient_results(self):
+        """RFC 2033: one reply per recipient after the dot; one over quota, one unknown, one delivered."""
+        big = BODY * 4      # over the 1K quota of "full"
+        qid = send(self.d.port, ["u1@lmtp.test", "full@lmtp.test", "stranger@lmtp.test"], msg("quota", big))
+        wait_removed(self.d, qid)
+        log = self.d.output()
+        self.assertRegex(log, r"%s: to=<u1@lmtp\.test>, .*status=sent" % qid)
+        self.assertRegex(log, r"%s: to=<full@lmtp\.test>, .*dsn=5\.2\.2, status=bounced \(host \S+ said: 552 5\.2\.2 "
+                         r"<full@lmtp\.test> Quota exceeded.* \(in reply to end of DATA command\)\)" % qid)
+        self.assertRegex(log, r"%s: to=<stranger@lmtp\.test>, .*dsn=5\.1\.1, status=bounced \(host \S+ said: "
+                         r"550 5\.1\.1 <stranger@lmtp\.test> User doesn't exist.* \(in reply to RCPT TO command\)\)"
+                         % qid)
+        self.assertEqual(len([m for m in self.dc.messages("u1") if b"quota" in m]), 1)
+        self.assertEqual(self.dc.messages("full"), [])
+        wait_queue_empty(self.d)
+        got = self.notices("Subject: quota")
+        self.assertEqual(len(got), 1)
+        _, blocks = status_blocks(parse(got[0]))
+        self.assertEqual(sorted((b["Final-Recipient"], b["Status"]) for b in blocks),
+                         [("rfc822; full@lmtp.test", "5.2.2"), ("rfc822; stranger@lmtp.test", "5.1.1")])
+
+    def test_8bit_and_smtputf8(self):
+        body = "caf\u00e9 \u00fcber \u65e5\u672c\r\n".encode()
+        data = msg("utf8hdr", body, extra="X-Name: J\u00fcrgen\r\n".encode())
+        qid = send(self.d.port, ["u2@lmtp.test"], data, mail_opts=["SMTPUTF8", "BODY=8BITMIME"])
+        wait_removed(self.d, qid)
+        got = [m for m in self.dc.messages("u2") if b"utf8hdr" in m]
+        self.assertEqual(len(got), 1)
+        self.assertTrue(got[0].endswith(data.replace(b"\r\n", b"\n")))
+        # Dovecot 2.3's LMTP does not offer SMTPUTF8: a non-ASCII address cannot go (5.6.7, as Postfix)
+        qid = send(self.d.port, ["j\u00fcrgen@lmtp.test"], msg("utf8rcpt"), mail_opts=["SMTPUTF8"])
+        wait_removed(self.d, qid)
+        self.assertRegex(self.d.output(), r"%s: to=<j\u00fcrgen@lmtp\.test>, .*dsn=5\.6\.7, status=bounced "
+                         r"\(SMTPUTF8 is required, but was not offered by host " % qid)
+
+
+if __name__ == "__main__":
+    unittest.main()
