@@ -15,6 +15,7 @@ import email.policy
 import os
 import re
 import smtplib
+import threading
 import unittest
 
 from harness import Daemon, wait_for, make_cert, SLOW
@@ -27,6 +28,20 @@ BODY = (b"line one\r\n"
         b"\r\n"
         b"after an empty line\r\n" + b"x" * 990 + b"\r\n"
         b"last\r\n")
+
+
+SMALL_LIMIT = 100000      # the second Postfix's message_size_limit (SIZE in its EHLO reply)
+
+
+def big_body(n):
+    """About n bytes of lines of every length up to 1000, a dot at the start of every 7th
+    line, so that dot-stuffing meets every offset of frugal's 8 KiB reads."""
+    out, i = [], 0
+    while sum(map(len, out)) < n:
+        line = (b"." if i % 7 == 0 else b"") + bytes([97 + i % 26]) * (i * 37 % 1000)
+        out.append(line + b"\r\n")
+        i += 1
+    return b"".join(out)
 
 
 def msg(tag, body=BODY, extra=b""):
@@ -86,11 +101,25 @@ class PostfixAsPeer(unittest.TestCase):
                "smtpd_tls_security_level": "may", "smtpd_tls_received_header": "yes",
                "smtpd_tls_loglevel": "1", "transport_maps": back, "smtp_tls_security_level": "none"}
         cls.pf = PostfixPeer(["peer.test"], tls, hostname="pf.example.test")
-        cls.nodsn = PostfixPeer(["nodsn.test"], dict(tls, smtpd_discard_ehlo_keywords="dsn"),
+        cls.nodsn = PostfixPeer(["nodsn.test"], dict(tls, smtpd_discard_ehlo_keywords="dsn",
+                                                     message_size_limit=str(SMALL_LIMIT)),
                                 hostname="nodsn.example.test")
+        errors = []
+
+        def start(p):
+            try:
+                p.start()
+            except Exception as e:      # noqa: BLE001 -- reported below, on the test's thread
+                errors.append(e)
+        # each start spends ~3 s in postfix-script's checks: both at once
+        threads = [threading.Thread(target=start, args=(p,)) for p in (cls.pf, cls.nodsn)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         try:
-            cls.pf.start()
-            cls.nodsn.start()
+            if errors:
+                raise errors[0]
         except Exception:
             cls.tearDownClass()
             raise
@@ -124,6 +153,24 @@ class PostfixAsPeer(unittest.TestCase):
         self.assertRegex(self.d.output(), r"%s: to=<u1@peer\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*"
                          r"dsn=2\.0\.0, status=sent \(250 2\.0\.0 Ok: queued as [0-9A-F]+\)" % (qid, self.pf.port))
 
+    def test_large_message_arrives_intact(self):
+        data = msg("large", big_body(400000))
+        qid = send(self.d.port, ["u2@peer.test"], data)
+        wait_removed(self.d, qid)
+        got = wait_for(lambda: [m for m in self.pf.messages("u2", "peer.test") if b"Subject: large" in m], 20,
+                       "the large message at Postfix")
+        self.assertEqual(len(got), 1)
+        self.assertTrue(got[0].endswith(data.replace(b"\r\n", b"\n")))
+
+    def test_size_limit_of_peer_bounces_before_mail(self):
+        data = msg("too-big", big_body(SMALL_LIMIT + 1000))
+        qid = send(self.d.port, ["u2@nodsn.test"], data)
+        wait_removed(self.d, qid)
+        self.assertRegex(self.d.output(), r"%s: to=<u2@nodsn\.test>, .*dsn=5\.3\.4, status=bounced \(message size "
+                         r"\d+ exceeds size limit %d of server 127\.0\.0\.1\[127\.0\.0\.1\]\)" % (qid, SMALL_LIMIT))
+        self.assertEqual([m for m in self.nodsn.messages("u2", "nodsn.test") if b"too-big" in m], [])
+        self.assertNotRegex(self.nodsn.log(), r"message size limit exceeded|too-big")
+
     def test_one_recipient_refused_one_accepted(self):
         qid = send(self.d.port, ["u2@peer.test", "nobody@peer.test"], msg("refused-one"))
         wait_removed(self.d, qid)
@@ -133,7 +180,8 @@ class PostfixAsPeer(unittest.TestCase):
                          r"Recipient address rejected: User unknown in virtual mailbox table "
                          r"\(in reply to RCPT TO command\)\)" % qid)
         self.assertRegex(log, r"%s: to=<u2@peer\.test>, .*status=sent" % qid)
-        wait_for(lambda: self.pf.messages("u2", "peer.test"), 20, "u2's copy at Postfix")
+        mine = lambda: [m for m in self.pf.messages("u2", "peer.test") if b"Subject: refused-one" in m]
+        wait_for(mine, 20, "u2's copy at Postfix")
         wait_queue_empty(self.d)
         bounces = self.notices("refused-one")
         self.assertEqual(len(bounces), 1)
@@ -145,7 +193,7 @@ class PostfixAsPeer(unittest.TestCase):
         self.assertEqual(blocks[0]["Action"], "failed")
         self.assertEqual(blocks[0]["Status"], "5.1.1")
         self.assertIn("User unknown in virtual mailbox table", blocks[0]["Diagnostic-Code"])
-        self.assertEqual(len(self.pf.messages("u2", "peer.test")), 1)
+        self.assertEqual(len(mine()), 1)
 
     def starttls(self, level, user):
         d = Daemon("relay_domains = peer.test\nsmtp_tls_security_level = %s\n"
@@ -256,6 +304,17 @@ class DovecotLmtpAsPeer(unittest.TestCase):
         _, blocks = status_blocks(parse(got[0]))
         self.assertEqual(sorted((b["Final-Recipient"], b["Status"]) for b in blocks),
                          [("rfc822; full@lmtp.test", "5.2.2"), ("rfc822; stranger@lmtp.test", "5.1.1")])
+
+    def test_notify_success_is_delivered(self):
+        """An LMTP server is the final delivery (Dovecot offers no DSN): Action: delivered."""
+        qid = send(self.d.port, ["u1@lmtp.test"], msg("lmtp-notify"), rcpt_opts=["NOTIFY=SUCCESS"])
+        wait_removed(self.d, qid)
+        wait_queue_empty(self.d)
+        got = self.notices("Subject: lmtp-notify")
+        self.assertEqual(len(got), 1)
+        _, blocks = status_blocks(parse(got[0]))
+        self.assertEqual((blocks[0]["Final-Recipient"], blocks[0]["Action"], blocks[0]["Status"]),
+                         ("rfc822; u1@lmtp.test", "delivered", "2.0.0"))
 
     def test_8bit_and_smtputf8(self):
         body = "caf\u00e9 \u00fcber \u65e5\u672c\r\n".encode()
