@@ -18,7 +18,7 @@ import smtplib
 import threading
 import unittest
 
-from harness import Daemon, wait_for, make_cert, SLOW
+from harness import Daemon, wait_for, make_cert, run_frugal, SLOW
 from realpeers import PostfixPeer, DovecotLmtp
 
 BODY = (b"line one\r\n"
@@ -95,11 +95,16 @@ class PostfixAsPeer(unittest.TestCase):
         cls.d = Daemon("relay_domains = relay.test, peer.test, nodsn.test\n")
         cls.tmp = cls.d.dir
         cls.cert, cls.key = make_cert(cls.tmp, "pf")
-        os.chmod(cls.key, 0o644)    # Postfix's smtpd reads it as root anyway; keep it simple
+        checks = os.path.join(cls.tmp, "header_checks")
+        with open(checks, "w") as f:      # Postfix's answers to the end of data, by Subject
+            f.write("/^Subject: reject-at-data/ REJECT 5.7.1 content refused here\n")
         back = "inline:{ example.test=smtp:[127.0.0.1]:%d }" % cls.d.port
         tls = {"smtpd_tls_cert_file": cls.cert, "smtpd_tls_key_file": cls.key,
                "smtpd_tls_security_level": "may", "smtpd_tls_received_header": "yes",
-               "smtpd_tls_loglevel": "1", "transport_maps": back, "smtp_tls_security_level": "none"}
+               "smtpd_tls_loglevel": "1", "transport_maps": back, "smtp_tls_security_level": "none",
+               "header_checks": "regexp:" + checks,
+               "smtpd_end_of_data_restrictions":
+                   "check_sender_access inline:{ {later@example.test=450 4.7.1 content deferred here} }"}
         cls.pf = PostfixPeer(["peer.test"], tls, hostname="pf.example.test")
         cls.nodsn = PostfixPeer(["nodsn.test"], dict(tls, smtpd_discard_ehlo_keywords="dsn",
                                                      message_size_limit=str(SMALL_LIMIT)),
@@ -194,6 +199,52 @@ class PostfixAsPeer(unittest.TestCase):
         self.assertEqual(blocks[0]["Status"], "5.1.1")
         self.assertIn("User unknown in virtual mailbox table", blocks[0]["Diagnostic-Code"])
         self.assertEqual(len(mine()), 1)
+
+    def test_refused_at_end_of_data(self):
+        """Postfix refuses the content after the dot: every recipient of the transaction bounces."""
+        qid = send(self.d.port, ["u1@peer.test", "u3@peer.test"], msg("reject-at-data"))
+        wait_removed(self.d, qid)
+        log = self.d.output()
+        for u in ("u1", "u3"):
+            self.assertRegex(log, r"%s: to=<%s@peer\.test>, .*dsn=5\.7\.1, status=bounced \(host 127\.0\.0\.1"
+                             r"\[127\.0\.0\.1\] said: 550 5\.7\.1 content refused here "
+                             r"\(in reply to end of DATA command\)\)" % (qid, u))
+        wait_queue_empty(self.d)
+        got = self.notices("Subject: reject-at-data")
+        self.assertEqual(len(got), 1)
+        _, blocks = status_blocks(parse(got[0]))
+        self.assertEqual(sorted(b["Final-Recipient"] for b in blocks),
+                         ["rfc822; u1@peer.test", "rfc822; u3@peer.test"])
+        self.assertTrue(all(b["Status"] == "5.7.1" for b in blocks))
+
+    def test_deferred_at_end_of_data(self):
+        qid = send(self.d.port, ["u2@peer.test"], msg("defer-at-data"), sender="later@example.test")
+        # taken off the queue at the end (it would be retried for ever): later tests wait for it empty
+        self.addCleanup(lambda: run_frugal("queue", "-c", self.d.dir, "delete", qid))
+        self.d.wait_log("%s: to=<u2@peer.test>" % qid, timeout=20)
+        self.assertRegex(self.d.output(), r"%s: to=<u2@peer\.test>, .*dsn=4\.7\.1, status=deferred \(host "
+                         r"127\.0\.0\.1\[127\.0\.0\.1\] said: 450 4\.7\.1 <later@example\.test>: Sender address rejected: "
+                         r"content deferred here "
+                         r"\(in reply to end of DATA command\)\)" % qid)
+        self.assertIn(qid, run_frugal("queue", "-c", self.d.dir, "list").stdout)   # kept, not returned
+        self.assertNotRegex(self.d.output(), r"%s: to=<u2@peer\.test>.*status=bounced" % qid)
+
+    def test_connection_reuse_with_postfix(self):
+        """Four messages over one connection: Postfix's own count of the session's commands."""
+        d = Daemon("relay_domains = peer.test\ntransport_maps = inline:{ peer.test=smtp:[127.0.0.1]:%d }\n"
+                   "defer_transports = smtp\nsmtp_destination_concurrency_limit = 1\n"
+                   "smtp_connection_cache_time_limit = 10s\n" % self.pf.port).start()
+        self.addCleanup(d.cleanup)
+        for i in range(4):
+            send(d.port, ["u3@peer.test"], msg("reuse-%d" % i))
+        r = run_frugal("queue", "-c", d.dir, "flush")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_for(lambda: len(re.findall(r"to=<u3@peer\.test>.*status=sent", d.output())) == 4, 30,
+                 "four deliveries")
+        self.assertEqual(sorted(int(x) for x in re.findall(r"conn_use=(\d+)", d.output())), [2, 3, 4])
+        d.stop()        # frugal's QUIT ends Postfix's session, which then logs its counts
+        wait_for(lambda: re.search(r"disconnect from \S+ ehlo=2 starttls=1 mail=4 rcpt=4 data=4 rset=4 quit=1 ",
+                                   self.pf.log()), 20, "Postfix's count of one session with four messages")
 
     def starttls(self, level, user):
         d = Daemon("relay_domains = peer.test\nsmtp_tls_security_level = %s\n"
