@@ -209,8 +209,13 @@ class DovecotLmtp:
     extra userdb fields (e.g. "userdb_quota_rule=*:storage=1K"); the user is the
     local part of the recipient (auth_username_format = %Ln), any domain."""
 
-    def __init__(self, users):
+    def __init__(self, users, passwords=None, auth=False):
+        """passwords: name -> plain-text password (passdb); auth: also Dovecot's SASL
+        server on unix:self.auth_socket (PLAIN and LOGIN), for a Postfix in front."""
+        self.passwords = passwords or {}
+        self.auth = auth
         self.dir = tempfile.mkdtemp(prefix="frugal-peer-dc-")
+        self.auth_socket = os.path.join(self.dir, "auth")
         os.chmod(self.dir, 0o755)
         self.socket = os.path.join(self.dir, "lmtp")
         self.port = free_port()
@@ -255,7 +260,18 @@ class DovecotLmtp:
         os.chown(self.mailbase, mail.pw_uid, mail.pw_gid)
         with open(os.path.join(self.dir, "users"), "w") as f:
             for u, extra in self.users.items():
-                f.write("%s::%d:%d::%s/%s::%s\n" % (u, mail.pw_uid, mail.pw_gid, self.mailbase, u, extra))
+                pw = "{PLAIN}" + self.passwords[u] if u in self.passwords else ""
+                f.write("%s:%s:%d:%d::%s/%s::%s\n" % (u, pw, mail.pw_uid, mail.pw_gid, self.mailbase, u, extra))
+        auth = ""
+        if self.auth:
+            auth = f"""auth_mechanisms = plain login
+disable_plaintext_auth = no
+service auth {{
+  unix_listener {self.auth_socket} {{
+    mode = 0666
+  }}
+}}
+"""
         conf = os.path.join(self.dir, "dovecot.conf")
         with open(conf, "w") as f:
             f.write(f"""# written by tests/integration/realpeers.py
@@ -292,7 +308,7 @@ service lmtp {{
     port = {self.port}
   }}
 }}
-""")
+""" + auth)
         with open(os.path.join(self.dir, "stdout"), "wb") as out:
             self.proc = subprocess.Popen(["dovecot", "-F", "-c", conf], stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -301,7 +317,8 @@ service lmtp {{
             if self.proc.poll() is not None:
                 with open(os.path.join(self.dir, "stdout"), errors="replace") as f:
                     raise AssertionError("dovecot exited: " + f.read() + self.log())
-            return _connects(self.socket) and _connects(("127.0.0.1", self.port))
+            return (_connects(self.socket) and _connects(("127.0.0.1", self.port)) and
+                    (not self.auth or _connects(self.auth_socket)))
         wait_for(up, 30, "dovecot's LMTP to greet", interval=0.05)
         return self
 

@@ -300,6 +300,74 @@ class PostfixAsPeer(unittest.TestCase):
         self.assertNotIn("sender delivery status notification", self.nodsn.log())
 
 
+@unittest.skipIf(PostfixPeer.available() or DovecotLmtp.available(),
+                 PostfixPeer.available() or DovecotLmtp.available() or "")
+class PostfixRelayhostWithAuth(unittest.TestCase):
+    """relayhost with AUTH over STARTTLS: Postfix with a self-signed certificate, its SASL
+    done by Dovecot (smtpd_sasl_type = dovecot), relaying only for authenticated clients."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dc = DovecotLmtp({"sender": ""}, passwords={"sender": "s3cret pass"}, auth=True).start()
+        cert, key = make_cert(cls.dc.dir, "relay")
+        cls.pf = PostfixPeer(["auth.test"], {
+            "smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key, "smtpd_tls_security_level": "may",
+            "smtpd_tls_auth_only": "yes", "smtpd_sasl_auth_enable": "yes", "smtpd_sasl_type": "dovecot",
+            "smtpd_sasl_path": cls.dc.auth_socket, "mynetworks": "127.0.0.2/32",
+            "smtpd_recipient_restrictions": "permit_sasl_authenticated, reject"}, hostname="relay.example.test")
+        try:
+            cls.pf.start()
+        except Exception:
+            cls.dc.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pf.cleanup()
+        cls.dc.cleanup()
+
+    def daemon(self, extra):
+        d = Daemon("relay_domains = auth.test\nrelayhost = [127.0.0.1]:%d\nsmtp_tls_security_level = encrypt\n"
+                   % self.pf.port + extra).start()
+        self.addCleanup(d.cleanup)
+        return d
+
+    def test_auth_plain_inside_tls(self):
+        d = self.daemon("smtp_sasl_auth_enable = yes\n"
+                        "smtp_sasl_password_maps = inline:{ {[127.0.0.1]:%d=sender:s3cret pass} }\n"
+                        "smtp_sasl_tls_security_options = noanonymous\n" % self.pf.port)
+        qid = send(d.port, ["u1@auth.test"], msg("authed"))
+        wait_removed(d, qid)
+        self.assertRegex(d.output(), r"%s: to=<u1@auth\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*"
+                         r"status=sent \(250 2\.0\.0 Ok" % (qid, self.pf.port))
+        self.assertNotIn("s3cret", d.output())
+        got = wait_for(lambda: self.pf.messages("u1", "auth.test"), 20, "the message at the relayhost")
+        # RFC 3848: ESMTPSA is ESMTP with STARTTLS and AUTH
+        self.assertRegex(got[0].decode("latin-1"), r"by relay\.example\.test \(Postfix\) with ESMTPSA ")
+        self.assertRegex(self.pf.log(), r"sasl_method=PLAIN, sasl_username=sender")
+
+    def test_without_credentials_refused(self):
+        """The negative control: the same mail without AUTH is refused by this relayhost."""
+        d = self.daemon("")
+        qid = send(d.port, ["u2@auth.test"], msg("not-authed"))
+        wait_removed(d, qid)
+        self.assertRegex(d.output(), r"%s: to=<u2@auth\.test>, .*dsn=5\.7\.1, status=bounced \(host "
+                         r"127\.0\.0\.1\[127\.0\.0\.1\] said: 554 5\.7\.1 <u2@auth\.test>: Recipient address "
+                         r"rejected: Access denied \(in reply to RCPT TO command\)\)" % qid)
+
+    def test_wrong_password_deferred(self):
+        d = self.daemon("smtp_sasl_auth_enable = yes\n"
+                        "smtp_sasl_password_maps = inline:{ {[127.0.0.1]:%d=sender:wrong} }\n"
+                        "smtp_sasl_tls_security_options = noanonymous\n" % self.pf.port)
+        qid = send(d.port, ["u3@auth.test"], msg("bad-pass"))
+        self.addCleanup(lambda: run_frugal("queue", "-c", d.dir, "delete", qid))
+        d.wait_log("%s: to=<u3@auth.test>" % qid, timeout=20)
+        self.assertRegex(d.output(), r"%s: to=<u3@auth\.test>, .*dsn=4\.7\.0, status=deferred \(SASL authentication "
+                         r"failed; server 127\.0\.0\.1\[127\.0\.0\.1\] said: 535 5\.7\.8 Error: authentication "
+                         r"failed" % qid)
+        self.assertEqual(self.pf.messages("u3", "auth.test"), [])
+
+
 @unittest.skipIf(DovecotLmtp.available(), DovecotLmtp.available() or "")
 class DovecotLmtpAsPeer(unittest.TestCase):
     @classmethod
