@@ -31,6 +31,7 @@ BODY = (b"line one\r\n"
 
 
 SMALL_LIMIT = 100000      # the second Postfix's message_size_limit (SIZE in its EHLO reply)
+HARD_ERRORS = 5           # and its smtpd_hard_error_limit: 421 and a close after that many
 
 
 def big_body(n):
@@ -107,7 +108,9 @@ class PostfixAsPeer(unittest.TestCase):
                    "check_sender_access inline:{ {later@example.test=450 4.7.1 content deferred here} }"}
         cls.pf = PostfixPeer(["peer.test"], tls, hostname="pf.example.test")
         cls.nodsn = PostfixPeer(["nodsn.test"], dict(tls, smtpd_discard_ehlo_keywords="dsn",
-                                                     message_size_limit=str(SMALL_LIMIT)),
+                                                     message_size_limit=str(SMALL_LIMIT),
+                                                     smtpd_hard_error_limit=str(HARD_ERRORS),
+                                                     smtpd_error_sleep_time="0"),
                                 hostname="nodsn.example.test")
         errors = []
 
@@ -175,6 +178,27 @@ class PostfixAsPeer(unittest.TestCase):
                          r"\d+ exceeds size limit %d of server 127\.0\.0\.1\[127\.0\.0\.1\]\)" % (qid, SMALL_LIMIT))
         self.assertEqual([m for m in self.nodsn.messages("u2", "nodsn.test") if b"too-big" in m], [])
         self.assertNotRegex(self.nodsn.log(), r"message size limit exceeded|too-big")
+
+    def test_peer_hangs_up_after_too_many_errors(self):
+        """Postfix's smtpd_hard_error_limit: 421 and a close in the middle of the RCPTs. The
+        recipients not answered yet are deferred, and the retry finishes them: each refused
+        recipient bounced once, the good one delivered once (as Postfix's own client does)."""
+        bad = ["bad%d@nodsn.test" % i for i in range(HARD_ERRORS + 3)]
+        qid = send(self.d.port, bad + ["u3@nodsn.test"], msg("too-many-errors"))
+        wait_removed(self.d, qid, timeout=30)
+        log = self.d.output()
+        self.assertRegex(log, r"%s: to=<bad%d@nodsn\.test>, .*dsn=4\.7\.0, status=deferred \(host 127\.0\.0\.1"
+                         r"\[127\.0\.0\.1\] said: 421 4\.7\.0 nodsn\.example\.test Error: too many errors "
+                         r"\(in reply to RCPT TO command\)\)" % (qid, HARD_ERRORS))
+        self.assertRegex(log, r"%s: to=<u3@nodsn\.test>, .*status=deferred \(lost connection with 127\.0\.0\.1"
+                         r"\[127\.0\.0\.1\] while sending RCPT TO\)" % qid)
+        for a in bad:
+            self.assertEqual(len(re.findall(r"%s: to=<%s>, .*status=bounced \(host \S+ said: 550 5\.1\.1 "
+                                            % (qid, re.escape(a)), log)), 1, a)
+        self.assertEqual(len(re.findall(r"%s: to=<u3@nodsn\.test>, .*status=sent" % qid, log)), 1)
+        got = wait_for(lambda: [m for m in self.nodsn.messages("u3", "nodsn.test") if b"too-many-errors" in m],
+                       20, "u3's copy")
+        self.assertEqual(len(got), 1)
 
     def test_one_recipient_refused_one_accepted(self):
         qid = send(self.d.port, ["u2@peer.test", "nobody@peer.test"], msg("refused-one"))
