@@ -31,6 +31,7 @@ BODY = (b"line one\r\n"
 
 
 SMALL_LIMIT = 100000      # the second Postfix's message_size_limit (SIZE in its EHLO reply)
+MANY = 40                 # Dovecot users for the many-recipient LMTP transaction
 HARD_ERRORS = 5           # and its smtpd_hard_error_limit: 421 and a close after that many
 
 
@@ -396,7 +397,9 @@ class PostfixRelayhostWithAuth(unittest.TestCase):
 class DovecotLmtpAsPeer(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dc = DovecotLmtp({"u1": "", "u2": "", "full": "userdb_quota_rule=*:storage=1K"}).start()
+        users = {"u1": "", "u2": "", "full": "userdb_quota_rule=*:storage=1K"}
+        users.update(("r%02d" % i, "") for i in range(MANY))
+        cls.dc = DovecotLmtp(users).start()
         try:
             cls.d = Daemon("relay_domains = lmtp.test, lmtp2.test\n"
                            "transport_maps = inline:{ lmtp.test=lmtp:unix:%s, lmtp2.test=lmtp:inet:127.0.0.1:%d }\n"
@@ -447,6 +450,28 @@ class DovecotLmtpAsPeer(unittest.TestCase):
         _, blocks = status_blocks(parse(got[0]))
         self.assertEqual(sorted((b["Final-Recipient"], b["Status"]) for b in blocks),
                          [("rfc822; full@lmtp.test", "5.2.2"), ("rfc822; stranger@lmtp.test", "5.1.1")])
+
+    def test_many_recipients_replies_in_order(self):
+        """RFC 2033 4.2 at scale: 40 accepted recipients among unknown ones, pipelined; one
+        end-of-data reply each, matched in RCPT order: Dovecot names the recipient in each reply."""
+        rcpts = []
+        for i in range(MANY):
+            rcpts.append("r%02d@lmtp.test" % i)
+            if i % 8 == 3:
+                rcpts.append("ghost%d@lmtp.test" % i)
+        data = msg("many-rcpts")
+        qid = send(self.d.port, rcpts, data)
+        wait_removed(self.d, qid, timeout=30)
+        log = self.d.output()
+        self.assertEqual(len(re.findall(r"%s: to=<r\d\d@lmtp\.test>, .*status=sent \(250 2\.0\.0 <r\d\d@lmtp\.test> "
+                                        % qid, log)), MANY)
+        for i in range(MANY):
+            self.assertRegex(log, r"%s: to=<r%02d@lmtp\.test>, .*status=sent \(250 2\.0\.0 <r%02d@lmtp\.test> "
+                             % (qid, i, i))
+            got = [m for m in self.dc.messages("r%02d" % i) if b"many-rcpts" in m]
+            self.assertEqual(len(got), 1, i)
+        self.assertEqual(len(re.findall(r"%s: to=<ghost\d+@lmtp\.test>, .*dsn=5\.1\.1, status=bounced" % qid, log)),
+                         len(rcpts) - MANY)
 
     def test_notify_success_is_delivered(self):
         """An LMTP server is the final delivery (Dovecot offers no DSN): Action: delivered."""
