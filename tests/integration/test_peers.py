@@ -473,6 +473,26 @@ class DovecotLmtpAsPeer(unittest.TestCase):
         self.assertEqual(len(re.findall(r"%s: to=<ghost\d+@lmtp\.test>, .*dsn=5\.1\.1, status=bounced" % qid, log)),
                          len(rcpts) - MANY)
 
+    def test_connection_reuse_with_dovecot(self):
+        """Four messages over one LMTP connection (RSET between them), as Dovecot logs it."""
+        d = Daemon("relay_domains = lmtp.test\ntransport_maps = inline:{ lmtp.test=lmtp:unix:%s }\n"
+                   "defer_transports = lmtp\nlmtp_destination_concurrency_limit = 1\n"
+                   "smtp_connection_cache_time_limit = 10s\n" % self.dc.socket).start()
+        self.addCleanup(d.cleanup)
+        for i in range(4):
+            send(d.port, ["u2@lmtp.test"], msg("lmtp-reuse-%d" % i))
+        before = self.dc.log().count("Connect from local")
+        r = run_frugal("queue", "-c", d.dir, "flush")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_for(lambda: len(re.findall(r"to=<u2@lmtp\.test>.*status=sent", d.output())) == 4, 30, "four deliveries")
+        self.assertEqual(sorted(int(x) for x in re.findall(r"conn_use=(\d+)", d.output())), [2, 3, 4])
+        self.assertEqual(len([m for m in self.dc.messages("u2") if b"lmtp-reuse-" in m]), 4)
+        # Dovecot logs through its log process: wait for the last delivery's line, which comes
+        # after its connection's "Connect" line (one lmtp process, one pipe, in order)
+        wait_for(lambda: "msgid=<lmtp-reuse-3@example.test>: saved mail to INBOX" in self.dc.log(), 10,
+                 "Dovecot's log of the fourth delivery")
+        self.assertEqual(self.dc.log().count("Connect from local") - before, 1)
+
     def test_notify_success_is_delivered(self):
         """An LMTP server is the final delivery (Dovecot offers no DSN): Action: delivered."""
         qid = send(self.d.port, ["u1@lmtp.test"], msg("lmtp-notify"), rcpt_opts=["NOTIFY=SUCCESS"])
