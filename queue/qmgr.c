@@ -1214,8 +1214,19 @@ static void job_done(struct agent_job *j)
 		sched_done(q->sched, j->dest, j->dest_failed, j->dest_reason, now_f());
 	}
 	for (i = 0; i < j->n; i++) {
-		j->t[i]->finished = 1;
-		log_outcome(d, j->rcpt[i], j->t[i], j);
+		struct target *t = j->t[i];
+		char via[sizeof t->reason];
+
+		t->finished = 1;
+		log_outcome(d, j->rcpt[i], t, j);
+		/*
+		 * A success notice for a relay names it as Postfix's does ("delivery via
+		 * host[addr]:port: 250 ..."; bounce.c takes Remote-MTA from it). The log
+		 * line above keeps the bare reply; the relay string is the session's.
+		 */
+		if (t->sent && t->hop_dsn == TGT_HOP_RELAYED && j->relay &&
+		    snprintf(via, sizeof via, "delivery via %s: %s", j->relay, t->reason) > 0)
+			memcpy(t->reason, via, sizeof via);
 	}
 	if (!d->hdr_ok && j->hdr_ok) {
 		/* the report, if any, quotes them: keep one copy */

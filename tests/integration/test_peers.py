@@ -322,6 +322,11 @@ class PostfixAsPeer(unittest.TestCase):
         self.assertEqual(blocks[0]["Final-Recipient"], "rfc822; u1@nodsn.test")
         self.assertEqual(blocks[0]["Action"], "relayed")
         self.assertEqual(blocks[0]["Status"], "2.0.0")
+        # Postfix's words: the relay in the text, Remote-MTA and the reply in the report
+        self.assertEqual(blocks[0]["Remote-MTA"], "dns; 127.0.0.1")
+        self.assertRegex(blocks[0]["Diagnostic-Code"], r"^smtp; 250 2\.0\.0 Ok: queued as [0-9A-F]+$")
+        self.assertRegex(m.get_payload()[0].get_payload(), r"<u1@nodsn\.test>: delivery via 127\.0\.0\.1"
+                         r"\[127\.0\.0\.1\]:%d: 250 2\.0\.0 Ok: queued as [0-9A-F]+\n" % self.nodsn.port)
         self.assertNotIn("sender delivery status notification", self.nodsn.log())
 
 
