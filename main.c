@@ -28,6 +28,7 @@ static const struct command {
 	{ "check",  smtpd_cmd_check, "check [-c DIR]" },
 	{ "map",    conf_cmd_map,    "map [-q KEY] FILE" },
 	{ "passwd", smtpd_cmd_passwd, "passwd [-c DIR] ADDRESS" },
+	{ "wizard", smtpd_cmd_wizard, "wizard [-c DIR] [--answers FILE]" },
 	{ "queue",  queue_cmd,       "queue [-c DIR] [list|show ID|delete ID|flush]" },
 	{ "reload", cmd_reload,      "reload [-c DIR]" },
 	{ "stop",   cmd_stop,        "stop [-c DIR]" },
@@ -36,7 +37,7 @@ static const struct command {
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 /* Commands of the contract that later work will add (PRODUCT.md section 1). */
-static const char *const later[] = { "wizard", "sendmail", NULL };
+static const char *const later[] = { "sendmail", NULL };
 
 static int usage(FILE *f)
 {

@@ -85,6 +85,7 @@ int content_begin(struct session *s)
 	time_t now = time(NULL);
 	struct tm tm;
 	int n, tlson = transport_is_tls(&s->tp);
+	const char *with;
 
 	if (spool_txn_open(tx->txn) < 0) {
 		int err = errno;
@@ -101,17 +102,19 @@ int content_begin(struct session *s)
 	 * RFC 5321 4.4: the trace header, Postfix's layout (ESMTPS under TLS,
 	 * ESMTPA/ESMTPSA after AUTH, RFC 3848). smtpd_hide_client_session
 	 * leaves an authenticated client's name and address out (the user's
-	 * home address is nobody else's business).
+	 * home address is nobody else's business). A transaction that used
+	 * SMTPUTF8 is "UTF8SMTP" with the same suffixes (RFC 6531 3.7.3).
 	 */
+	with = tx->smtputf8 ? "UTF8SMTP" : session_proto(s);
 	if (s->sasl_user && s->p->hide_client_session)
 		n = snprintf(hdr, sizeof hdr, "Received: by %s (%s) with %s%s%s id %s%s%s%s;\n\t%s\n",
-		    s->gen->myhostname, conf_str(s->gen->conf, "mail_name", 0), session_proto(s), tlson ? "S" : "", "A",
+		    s->gen->myhostname, conf_str(s->gen->conf, "mail_name", 0), with, tlson ? "S" : "", "A",
 		    spool_txn_id(tx->txn), tx->nrcpt == 1 ? "\n\tfor <" : "", tx->nrcpt == 1 ? tx->first_rcpt : "",
 		    tx->nrcpt == 1 ? ">" : "", date);
 	else
 		n = snprintf(hdr, sizeof hdr, "Received: from %s (%s [%s])\n%s\tby %s (%s) with %s%s%s id %s%s%s%s;\n\t%s\n",
 		    s->helo ? s->helo : s->host, s->host, s->addr, tls, s->gen->myhostname,
-		    conf_str(s->gen->conf, "mail_name", 0), session_proto(s), tlson ? "S" : "", s->sasl_user ? "A" : "",
+		    conf_str(s->gen->conf, "mail_name", 0), with, tlson ? "S" : "", s->sasl_user ? "A" : "",
 		    spool_txn_id(tx->txn), tx->nrcpt == 1 ? "\n\tfor <" : "", tx->nrcpt == 1 ? tx->first_rcpt : "",
 		    tx->nrcpt == 1 ? ">" : "", date);
 	if (n < 0 || (size_t)n >= sizeof hdr || spool_txn_write(tx->txn, hdr, (size_t)n) < 0) {

@@ -148,6 +148,7 @@ enum sdom_state { SDOM_UNASKED, SDOM_OK, SDOM_NOTFOUND, SDOM_TEMP };
 struct smtp_tx {
 	char sender[SMTPD_ADDR_MAX + 1];
 	int  dsn_ret;               /* MAIL RET= (RFC 3461): 0 or SMTPD_DSN_RET_* */
+	int  smtputf8;              /* MAIL SMTPUTF8 (RFC 6531): the trace says UTF8SMTP */
 	int  has_envid;             /* MAIL ENVID= given */
 	char dsn_envid[SMTPD_ENVID_MAX + 1]; /* decoded */
 	int  nrcpt;                 /* accepted recipients */
@@ -390,5 +391,10 @@ int  listen_bind(const struct conf *c, int *fds, int max);   /* how many, or -1 
 int  listen_attach(struct smtpd_server *srv, const struct conf *c, const int *fds, int n);
 void listen_close(struct smtpd_server *srv);
 void listen_session_freed(struct smtpd_server *srv);   /* a descriptor came back: resume */
+
+/* ---- passwords (passwd.c) ----------------------------------------------- */
+
+/* A crypt(3) hash of pass, as `frugal passwd` makes it (mem_alloc'd); NULL with err. */
+char *smtpd_passwd_hash(const struct conf *c, const char *pass, char *err, size_t errlen);
 
 #endif

@@ -193,6 +193,7 @@ static void do_mail(struct session *s, const struct smtpd_cmd *c)
 	}
 	snprintf(s->tx->sender, sizeof s->tx->sender, "%s", p.addr);
 	s->tx->dsn_ret = p.dsn_ret;
+	s->tx->smtputf8 = p.smtputf8;
 	s->tx->has_envid = p.has_envid;
 	memcpy(s->tx->dsn_envid, p.envid, sizeof p.envid);
 	session_enter(s, S_MAIL);

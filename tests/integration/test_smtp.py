@@ -59,6 +59,20 @@ class Protocol(SMTPBase):
         self.d.wait_log("status=sent")
         self.d.wait_log("client=unknown[127.0.0.1]")
 
+    def test_smtputf8_transaction_traced_as_utf8smtp(self):
+        # RFC 6531 3.7.3: a transaction that used SMTPUTF8 is "with UTF8SMTP"
+        r = self.raw()
+        r.cmd("EHLO client.example.org")
+        r.send("MAIL FROM:<s\u00e9@example.org> SMTPUTF8\r\n".encode())
+        self.assertEqual(r.reply()[0], 250)
+        self.assertEqual(r.cmd("RCPT TO:<dave@virt.test>")[0], 250)
+        self.assertEqual(r.cmd("DATA")[0], 354)
+        r.send("Subject: caf\u00e9\r\n\r\nbody utf8\r\n.\r\n".encode())
+        self.assertEqual(r.reply()[0], 250)
+        r.close()
+        m = self.d.wait_messages(self.d.vmaildir("virt.test/dave"), 1)[-1]
+        self.assertIn(b"by mx.example.test (frugal) with UTF8SMTP id", m)
+
     def test_unknown_local_user(self):
         r = self.raw()
         r.cmd("EHLO c.example.org")
