@@ -108,7 +108,7 @@ class PostfixAsPeer(unittest.TestCase):
                "smtpd_end_of_data_restrictions":
                    "check_sender_access inline:{ {later@example.test=450 4.7.1 content deferred here} }"}
         cls.pf = PostfixPeer(["peer.test"], tls, hostname="pf.example.test")
-        cls.nodsn = PostfixPeer(["nodsn.test"], dict(tls, smtpd_discard_ehlo_keywords="dsn",
+        cls.nodsn = PostfixPeer(["nodsn.test"], dict(tls, smtpd_discard_ehlo_keywords="dsn, 8bitmime",
                                                      message_size_limit=str(SMALL_LIMIT),
                                                      smtpd_hard_error_limit=str(HARD_ERRORS),
                                                      smtpd_error_sleep_time="0"),
@@ -170,6 +170,23 @@ class PostfixAsPeer(unittest.TestCase):
                        "the large message at Postfix")
         self.assertEqual(len(got), 1)
         self.assertTrue(got[0].endswith(data.replace(b"\r\n", b"\n")))
+
+    def test_8bit_to_peer_without_8bitmime_is_quoted_printable(self):
+        """The second Postfix does not offer 8BITMIME: the body goes as quoted-printable, and
+        what Postfix delivers decodes back to the original text."""
+        text = "Gr\u00fc\u00dfe aus K\u00f6ln, caf\u00e9 \u65e5\u672c\r\n= sign and trailing space \r\n" * 3
+        data = msg("eight-bit", text.encode(), extra=b"MIME-Version: 1.0\r\n"
+                   b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n")
+        qid = send(self.d.port, ["u1@nodsn.test"], data, mail_opts=["BODY=8BITMIME"])
+        wait_removed(self.d, qid)
+        got = wait_for(lambda: [m for m in self.nodsn.messages("u1", "nodsn.test") if b"Subject: eight-bit" in m],
+                       20, "the converted message at Postfix")
+        self.assertEqual(len(got), 1)
+        self.assertTrue(all(b < 0x80 for b in got[0]), "8-bit bytes reached a peer without 8BITMIME")
+        m = parse(got[0])
+        self.assertEqual(m["Content-Transfer-Encoding"], "quoted-printable")
+        self.assertEqual(m.get_payload(decode=True).decode("utf-8").replace("\r\n", "\n"),
+                         text.replace("\r\n", "\n"))
 
     def test_size_limit_of_peer_bounces_before_mail(self):
         data = msg("too-big", big_body(SMALL_LIMIT + 1000))
