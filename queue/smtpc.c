@@ -864,6 +864,18 @@ static void reply_sent(struct smtpc *c, int i)
 
 	smtp_reply_dsn(&c->rep, dsn, sizeof dsn);
 	settle(c, i, '2', dsn, "%s", c->rep.text);
+	/*
+	 * RFC 3461 6.2/4.2: a next hop that offers DSN was given NOTIFY and reports
+	 * success itself; one without it gets Postfix's "relayed" notice from us. An
+	 * LMTP server is the final delivery ("delivered"), NOTIFY never passed on.
+	 */
+	if (!c->lmtp) {
+		const struct agent_job *j = c->j;
+		const struct spool_rcpt *r = j->env_rcpt ? &j->env_rcpt[j->rcpt[i]] : NULL;
+
+		/* passed on only when NOTIFY went with the RCPT (rcpt_line: DSN offered, NOTIFY set) */
+		j->t[i]->hop_dsn = (c->ext & SMTP_EXT_DSN) && r && r->notify ? TGT_HOP_PASSED : TGT_HOP_RELAYED;
+	}
 }
 
 /*
