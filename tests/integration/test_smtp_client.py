@@ -52,8 +52,10 @@ class PySink:
     """A small threaded SMTP/LMTP server: per-recipient replies, optional cut in DATA."""
 
     def __init__(self, addr, lmtp=False, rcpt_reply=None, drop_in_data=False, data_reply=None, tls=None,
-                 starttls_reply=None, auth=None):
+                 starttls_reply=None, auth=None, ehlo_reply=None):
         self.lmtp = lmtp
+        self.ehlo_reply = ehlo_reply    # what EHLO is answered instead of the extensions (e.g. 502)
+        self.greetings = []         # every EHLO/LHLO/HELO line as received
         self.auth = auth            # (user, password): AUTH PLAIN LOGIN offered, only inside TLS when tls is set
         self.auth_ok = 0            # successful AUTH commands
         # tls: (cert, key) offers STARTTLS; starttls_reply answers it without TLS ("220 ..." then
@@ -103,7 +105,12 @@ class PySink:
                 return
             cmd = line.decode("utf-8", "replace").rstrip("\r\n")
             verb = cmd[:4].upper()
-            if verb in ("EHLO", "LHLO"):
+            if verb in ("EHLO", "LHLO", "HELO"):
+                with self.lock:
+                    self.greetings.append(cmd)
+            if verb in ("EHLO", "LHLO") and self.ehlo_reply:
+                say(self.ehlo_reply)
+            elif verb in ("EHLO", "LHLO"):
                 say("250-pysink\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n250-DSN\r\n" +
                     ("250-STARTTLS\r\n" if (self.tls or self.starttls_reply) and not in_tls else "") +
                     ("250-AUTH PLAIN LOGIN\r\n" if self.auth and (in_tls or not self.tls) else "") +
@@ -528,6 +535,19 @@ class SmtpClient(unittest.TestCase):
         log = d.output()
         self.assertNotIn("local resource shortage", log)
         self.assertIn(f"dsn=4.4.1, status=deferred (connect to {path}: Resource temporarily unavailable)", log)
+
+    def test_helo_fallback_and_helo_name(self):
+        # a peer that refuses EHLO gets HELO, both with smtp_helo_name; no extension is used then
+        port = free_port()
+        ps = self.pysink(("127.0.0.1", port), ehlo_reply="502 5.5.2 Error: command not recognized")
+        d = self.daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{port} }}\n"
+                        "smtp_helo_name = out.example.test\n")
+        self.send(d, "alice@example.test", ["u@relay.test"])
+        d.wait_log("status=sent", timeout=15)
+        self.assertEqual(ps.greetings, ["EHLO out.example.test", "HELO out.example.test"])
+        self.assertEqual(len(ps.messages), 1)
+        self.assertNotIn("BODY=", ps.messages[0][0])
+        self.assertNotIn("SIZE=", ps.messages[0][0])
 
     # ---- STARTTLS (smtp_tls_security_level) ----
 
