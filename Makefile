@@ -98,7 +98,7 @@ run:
 bench: 
 	@sh contrib/deps.sh build test bench
 	@$(MAKE) --no-print-directory frugal $(B)/tests
-	python3 tests/bench/bench.py
+	BENCH_ONLY="$(BENCH_ONLY)" python3 tests/bench/bench.py
 
 # The power-loss test at length (root: loop devices and mounts): many cuts,
 # alternately under load and at rest, with its negative control.

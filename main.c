@@ -28,6 +28,7 @@ static const struct command {
 	{ "check",  smtpd_cmd_check, "check [-c DIR]" },
 	{ "map",    conf_cmd_map,    "map [-q KEY] FILE" },
 	{ "passwd", smtpd_cmd_passwd, "passwd [-c DIR] ADDRESS" },
+	{ "wizard", smtpd_cmd_wizard, "wizard [-c DIR] [--answers FILE]" },
 	{ "queue",  queue_cmd,       "queue [-c DIR] [list|show ID|delete ID|hold ID|release ID|flush]" },
 	{ "sendmail", queue_cmd_sendmail, "sendmail [-t] [-i] [-f FROM] [-F NAME] [-bp|-bs|-bi] [-C DIR] [RCPT...]" },
 	{ "reload", cmd_reload,      "reload [-c DIR]" },
@@ -37,7 +38,7 @@ static const struct command {
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 /* Commands of the contract that later work will add (PRODUCT.md section 1). */
-static const char *const later[] = { "wizard", NULL };
+static const char *const later[] = { NULL };
 
 static int usage(FILE *f)
 {

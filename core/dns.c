@@ -13,6 +13,14 @@
  * (c-ares has no per-query cancel: a cancelled query only loses its
  * callback, and its answer still fills the cache).
  *
+ * The hosts file (dns_lookup_sys): read whole at dns_new and at each
+ * reload into a list of its address lines, bounded by HOSTS_MAX_BYTES;
+ * lookups walk it in memory, so no file is read on the loop per lookup.
+ * c-ares 1.18 can read the file itself, but ares_gethostbyaddr re-reads
+ * the fixed /etc/hosts on every call and only ares_getaddrinfo takes
+ * another path (CARES_HOSTS): a test could not point the reverse lookup
+ * at its own file, and every connection would pay a file read.
+ *
  * Callbacks are never called from inside dns_lookup(): a cache hit, and a
  * c-ares failure reported synchronously (no socket), are queued and
  * delivered from an ev_prepare, so a caller never re-enters itself.
@@ -45,6 +53,17 @@
 
 #define CACHE_BUCKETS 256
 #define POSITIVE_TTL_MAX 86400   /* a day, as Postfix's own caches never keep more */
+#define HOSTS_MAX_BYTES (1024 * 1024)   /* of parsed lines held; the rest of a bigger file is ignored, warned */
+
+/* One address line of the hosts file. */
+struct hline {
+	struct hline *next;
+	int family;                  /* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	char ptr[80];                /* dns_ptr_name of addr: what a PTR lookup asks */
+	size_t len;                  /* bytes of names */
+	char names[];                /* lower case, each NUL-terminated; the first is the canonical name */
+};
 
 /* An answer with its reference count: the cache and queries waiting for delivery share it. */
 struct ablock {
@@ -94,6 +113,9 @@ struct dns {
 	int nentries;
 	size_t nbytes;
 	struct dns_stats st;
+	struct hline *hosts;         /* the hosts file, in file order */
+	size_t hosts_bytes;
+	char hosts_path[256];
 	int destroying;
 };
 
@@ -656,10 +678,10 @@ static int valid_name(const char *name)
 	return 1;
 }
 
-struct dns_query *dns_lookup(struct dns *d, const char *name, enum dns_type t, dns_cb cb, void *arg)
+/* The query for name, its name in the form the cache and the hosts table compare; NULL with errno. */
+static struct dns_query *query_new(struct dns *d, const char *name, enum dns_type t, dns_cb cb, void *arg)
 {
 	struct dns_query *q;
-	struct centry *e;
 	size_t i;
 
 	if (!valid_name(name)) {
@@ -679,6 +701,15 @@ struct dns_query *dns_lookup(struct dns *d, const char *name, enum dns_type t, d
 	if (i > 1 && q->name[i - 1] == '.')   /* "example.org." and "example.org" are one entry */
 		q->name[i - 1] = '\0';
 	d->st.pending++;
+	return q;
+}
+
+/* Ask c-ares (or the cache) for q. */
+static struct dns_query *query_start(struct dns *d, struct dns_query *q)
+{
+	struct centry *e;
+	enum dns_type t = q->type;
+
 	if ((e = cache_find(d, q->name, t)) != NULL) {
 		d->st.cache_hits++;
 		q->ans = e->ans;
@@ -693,6 +724,183 @@ struct dns_query *dns_lookup(struct dns *d, const char *name, enum dns_type t, d
 	ares_query(d->ch, q->name, ns_c_in, (int)t, ares_done, q);
 	update_timer(d);
 	return q;
+}
+
+struct dns_query *dns_lookup(struct dns *d, const char *name, enum dns_type t, dns_cb cb, void *arg)
+{
+	struct dns_query *q = query_new(d, name, t, cb, arg);
+
+	return q ? query_start(d, q) : NULL;
+}
+
+/* ---- the hosts file ---------------------------------------------------------- */
+
+static void hosts_free(struct hline *h)
+{
+	struct hline *next;
+
+	for (; h; h = next) {
+		next = h->next;
+		mem_free(h);
+	}
+}
+
+/*
+ * Read the hosts file as glibc's files backend reads it: "ADDRESS NAME
+ * [ALIAS...]", '#' to the end of the line a comment, lines whose first
+ * field is no address skipped. 0 (a missing file is an empty table), or
+ * -1 with err (the old table stays).
+ */
+static int hosts_load(struct dns *d, char *err, size_t errlen)
+{
+	struct hline *list = NULL, **tail = &list, *h;
+	size_t bytes = 0;
+	char line[4096];
+	FILE *f;
+
+	if ((f = fopen(d->hosts_path, "re")) == NULL) {
+		if (errno != ENOENT) {
+			snprintf(err, errlen, "dns: %s: %s", d->hosts_path, strerror(errno));
+			return -1;
+		}
+	} else {
+		while (fgets(line, sizeof line, f)) {
+			char names[sizeof line], *tok, *save, *c;
+			unsigned char a[16];
+			size_t len = 0, n, i;
+			int fam, ch;
+			struct sockaddr_storage ss;
+
+			if (strchr(line, '\n') == NULL && !feof(f)) {
+				/* longer than any sane line: skip it whole */
+				while ((ch = getc(f)) != EOF && ch != '\n')
+					;
+				continue;
+			}
+			if ((c = strchr(line, '#')) != NULL)
+				*c = '\0';
+			if ((tok = strtok_r(line, " \t\r\n", &save)) == NULL)
+				continue;
+			memset(&ss, 0, sizeof ss);
+			if (inet_pton(AF_INET, tok, a) == 1) {
+				fam = AF_INET;
+				memcpy(&((struct sockaddr_in *)&ss)->sin_addr, a, 4);
+			} else if (inet_pton(AF_INET6, tok, a) == 1) {
+				fam = AF_INET6;
+				memcpy(&((struct sockaddr_in6 *)&ss)->sin6_addr, a, 16);
+			} else {
+				continue;
+			}
+			ss.ss_family = (sa_family_t)fam;
+			while ((tok = strtok_r(NULL, " \t\r\n", &save)) != NULL) {
+				n = strlen(tok);
+				if (n > 1 && tok[n - 1] == '.')
+					n--;
+				if (n > DNS_NAME_MAX)
+					continue;
+				for (i = 0; i < n; i++)
+					names[len + i] = (char)tolower((unsigned char)tok[i]);
+				names[len + n] = '\0';
+				len += n + 1;
+			}
+			if (len == 0)
+				continue;
+			if (bytes + sizeof *h + len > HOSTS_MAX_BYTES) {
+				log_warning("dns", "%s: more than %d KiB of entries: the rest is ignored", d->hosts_path,
+				    HOSTS_MAX_BYTES / 1024);
+				break;
+			}
+			if ((h = mem_calloc(1, sizeof *h + len)) == NULL) {
+				snprintf(err, errlen, "dns: %s: out of memory", d->hosts_path);
+				fclose(f);
+				hosts_free(list);
+				return -1;
+			}
+			h->family = fam;
+			memcpy(h->addr, a, fam == AF_INET ? 4 : 16);
+			if (dns_ptr_name((const struct sockaddr *)&ss, h->ptr, sizeof h->ptr) < 0)
+				h->ptr[0] = '\0';
+			h->len = len;
+			memcpy(h->names, names, len);
+			*tail = h;
+			tail = &h->next;
+			bytes += sizeof *h + len;
+			d->st.hosts_lines++;
+		}
+		fclose(f);
+	}
+	hosts_free(d->hosts);
+	d->hosts = list;
+	d->hosts_bytes = bytes;
+	return 0;
+}
+
+static int hosts_reload(struct dns *d, char *err, size_t errlen)
+{
+	int old = d->st.hosts_lines;
+
+	d->st.hosts_lines = 0;
+	if (hosts_load(d, err, errlen) < 0) {
+		d->st.hosts_lines = old;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Whether the hosts file lists q (1) or not (0: ask DNS); when listed, its
+ * answer in *out (NULL without memory). A PTR gets
+ * the canonical name of the first line with the address (glibc without
+ * "multi on"); A and AAAA every address of the family on lines naming it.
+ */
+static int hosts_answer(struct dns *d, const struct dns_query *q, struct ablock **out)
+{
+	struct tmp_rr v[DNS_MAX_RR];
+	const struct hline *h;
+	const char *p;
+	int n = 0, fam = q->type == DNS_A ? AF_INET : AF_INET6;
+
+	memset(v, 0, sizeof v);
+	for (h = d->hosts; h && n < DNS_MAX_RR; h = h->next) {
+		if (q->type == DNS_PTR) {
+			if (strcmp(h->ptr, q->name) == 0) {
+				v[n].rr.text = h->names;
+				v[n++].rr.len = strlen(h->names);
+				break;
+			}
+			continue;
+		}
+		if (h->family != fam)
+			continue;
+		for (p = h->names; p < h->names + h->len; p += strlen(p) + 1)
+			if (strcmp(p, q->name) == 0) {
+				v[n].rr.family = fam;
+				memcpy(v[n++].rr.addr, h->addr, fam == AF_INET ? 4 : 16);
+				break;
+			}
+	}
+	if (n == 0)
+		return 0;
+	*out = pack(q->type, DNS_FOUND, "", v, n, 0);   /* ttl 0: not cached, the table is the cache */
+	return 1;
+}
+
+struct dns_query *dns_lookup_sys(struct dns *d, const char *name, enum dns_type t, dns_cb cb, void *arg)
+{
+	struct dns_query *q = query_new(d, name, t, cb, arg);
+
+	if (q == NULL)
+		return NULL;
+	if (d->hosts && (t == DNS_A || t == DNS_AAAA || t == DNS_PTR)) {
+		struct ablock *b = NULL;
+		if (hosts_answer(d, q, &b)) {
+			q->ans = b ? b : &nomem_answer;
+			d->st.hosts_hits++;
+			ready_push(d, q);
+			return q;
+		}
+	}
+	return query_start(d, q);
 }
 
 void dns_cancel(struct dns_query *q)
@@ -754,6 +962,11 @@ static void apply_pending_servers(struct dns *d)
 
 int dns_set_servers(struct dns *d, const char *servers, char *err, size_t errlen)
 {
+	char herr[256];
+
+	/* a reload: the hosts file may have changed too (its failure is not the servers') */
+	if (hosts_reload(d, herr, sizeof herr) < 0)
+		log_warning("dns", "%s; keeping the hosts entries read before", herr);
 	if (d->in_ares > 0) {
 		/* c-ares refuses to change servers under live queries: after the last one */
 		char *s = mem_strdup(servers);
@@ -776,6 +989,8 @@ struct dns *dns_new(struct ev_loop *loop, const struct dns_opts *o, const char *
 	struct dns *d;
 	int r;
 
+	const char *hosts;
+
 	if (lib_ready() < 0) {
 		snprintf(err, errlen, "c-ares: library initialisation failed");
 		return NULL;
@@ -786,6 +1001,15 @@ struct dns *dns_new(struct ev_loop *loop, const struct dns_opts *o, const char *
 	}
 	if (o)
 		d->o = *o;
+	/* FRUGAL_HOSTS_FILE: the tests' way to give the daemon a hosts file of their own */
+	if ((hosts = d->o.hosts_file) == NULL && (hosts = getenv("FRUGAL_HOSTS_FILE")) == NULL)
+		hosts = "/etc/hosts";
+	snprintf(d->hosts_path, sizeof d->hosts_path, "%s", hosts);
+	d->o.hosts_file = NULL;   /* the caller's string is not kept */
+	if (hosts_load(d, err, errlen) < 0) {
+		mem_free(d);
+		return NULL;
+	}
 	if (d->o.timeout_ms <= 0) d->o.timeout_ms = 2000;
 	if (d->o.tries <= 0) d->o.tries = 2;
 	if (d->o.cache_entries == 0) d->o.cache_entries = 1000;
@@ -802,6 +1026,7 @@ struct dns *dns_new(struct ev_loop *loop, const struct dns_opts *o, const char *
 	if ((r = ares_init_options(&d->ch, &ao, ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
 	    ARES_OPT_FLAGS)) != ARES_SUCCESS) {
 		snprintf(err, errlen, "c-ares: %s", ares_strerror(r));
+		hosts_free(d->hosts);
 		mem_free(d);
 		return NULL;
 	}
@@ -810,6 +1035,7 @@ struct dns *dns_new(struct ev_loop *loop, const struct dns_opts *o, const char *
 	ev_prepare_init(&d->deliver, deliver_cb);
 	if (servers && *servers && set_servers_now(d, servers, err, errlen) < 0) {
 		ares_destroy(d->ch);
+		hosts_free(d->hosts);
 		mem_free(d);
 		return NULL;
 	}
@@ -839,6 +1065,7 @@ void dns_free(struct dns *d)
 	ev_timer_stop(d->loop, &d->timer);
 	ev_prepare_stop(d->loop, &d->deliver);
 	mem_free(d->pending_servers);
+	hosts_free(d->hosts);
 	mem_free(d);
 }
 

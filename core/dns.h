@@ -52,6 +52,7 @@ struct dns_opts {
 	int cache_entries;       /* 0: 1000; negative: no cache */
 	size_t cache_bytes;      /* 0: 256 KiB */
 	int negative_ttl_max;    /* seconds an NXDOMAIN/NODATA is kept at most; 0: 60 */
+	const char *hosts_file;  /* for dns_lookup_sys; NULL: $FRUGAL_HOSTS_FILE (tests only), else /etc/hosts */
 };
 
 struct dns;
@@ -66,7 +67,8 @@ void dns_free(struct dns *d);
 /*
  * dns_servers: "" reads /etc/resolv.conf (again: a reload picks up a
  * change), else "ip", "ip:port", "[v6]:port", comma or space separated.
- * 0, or -1 with err (the old servers stay).
+ * 0, or -1 with err (the old servers stay). A reload: the hosts file is
+ * read again too (a file that cannot be read keeps the old table, warned).
  */
 int  dns_set_servers(struct dns *d, const char *servers, char *err, size_t errlen);
 
@@ -77,6 +79,15 @@ int  dns_set_servers(struct dns *d, const char *servers, char *err, size_t errle
  * treats that as a temporary failure.
  */
 struct dns_query *dns_lookup(struct dns *d, const char *name, enum dns_type t, dns_cb cb, void *arg);
+/*
+ * As the system resolver answers with nsswitch's "hosts: files dns": an A,
+ * AAAA or PTR name the hosts file lists is answered from it (read by
+ * dns_new and each reload, never per lookup; not cached, not counted as a
+ * query), anything else as dns_lookup. For the client's name
+ * (smtpd/peer.c), where Postfix asks the system resolver; MX hosts and
+ * sender domains stay DNS only, as Postfix's smtp_host_lookup = dns.
+ */
+struct dns_query *dns_lookup_sys(struct dns *d, const char *name, enum dns_type t, dns_cb cb, void *arg);
 /* The callback will not run; the handle is invalid from now on. */
 void dns_cancel(struct dns_query *q);
 
@@ -90,6 +101,8 @@ struct dns_stats {
 	int cache_entries;
 	size_t cache_bytes;
 	int pending;                  /* queries in flight or waiting for delivery */
+	unsigned long hosts_hits;     /* dns_lookup_sys answers from the hosts file */
+	int hosts_lines;              /* address lines of the hosts file held */
 };
 void dns_stats(const struct dns *d, struct dns_stats *st);
 

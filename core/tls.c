@@ -17,6 +17,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -414,4 +415,85 @@ int tls_plaintext_fallback_ok(int level, long long queued_seconds, long long min
     int have_sasl_credentials)
 {
 	return level == TLS_LEVEL_MAY && queued_seconds >= minimal_backoff_seconds && !have_sasl_credentials;
+}
+
+/* A PEM object from a memory BIO as a mem_alloc'd string; NULL on failure. */
+static char *bio_string(BIO *bio)
+{
+	char *data, *s;
+	long n = BIO_get_mem_data(bio, &data);
+
+	if (n <= 0 || (s = mem_alloc((size_t)n + 1)) == NULL)
+		return NULL;
+	memcpy(s, data, (size_t)n);
+	s[n] = '\0';
+	return s;
+}
+
+/*
+ * A self-signed certificate for `name` (CN and subjectAltName DNS:name),
+ * ECDSA P-256, valid ten years: what `frugal wizard` offers when the admin
+ * has no certificate yet. Senders on port 25 do not verify the server's
+ * certificate (RFC 7435 opportunistic TLS), so a self-signed one still
+ * encrypts; the admin replaces it with a real one for submission clients.
+ */
+int tls_selfsigned_pem(const char *name, char **cert_pem, char **key_pem, char *err, size_t errlen)
+{
+	EVP_PKEY *k = NULL;
+	X509 *x = NULL;
+	X509_NAME *n;
+	X509_EXTENSION *ext = NULL;
+	X509V3_CTX v3;
+	BIO *cb = NULL, *kb = NULL;
+	char san[300];
+	unsigned char serial[16];
+	BIGNUM *bn = NULL;
+	int rc = -1;
+
+	*cert_pem = *key_pem = NULL;
+	if (tls_init() < 0 || (k = EVP_EC_gen("P-256")) == NULL || (x = X509_new()) == NULL)
+		goto fail;
+	if (RAND_bytes(serial, sizeof serial) != 1)
+		goto fail;
+	serial[0] &= 0x7f;   /* a positive serial (RFC 5280 4.1.2.2) */
+	if ((bn = BN_bin2bn(serial, sizeof serial, NULL)) == NULL ||
+	    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) == NULL)
+		goto fail;
+	if (X509_set_version(x, 2) != 1 || X509_gmtime_adj(X509_getm_notBefore(x), 0) == NULL ||
+	    X509_gmtime_adj(X509_getm_notAfter(x), 10L * 365 * 86400) == NULL || X509_set_pubkey(x, k) != 1)
+		goto fail;
+	n = X509_get_subject_name(x);
+	if (X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)name, -1, -1, 0) != 1 ||
+	    X509_set_issuer_name(x, n) != 1)
+		goto fail;
+	snprintf(san, sizeof san, "DNS:%s", name);
+	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+	if ((ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san)) == NULL || X509_add_ext(x, ext, -1) != 1)
+		goto fail;
+	if (X509_sign(x, k, EVP_sha256()) <= 0)
+		goto fail;
+	if ((cb = BIO_new(BIO_s_mem())) == NULL || (kb = BIO_new(BIO_s_mem())) == NULL ||
+	    PEM_write_bio_X509(cb, x) != 1 || PEM_write_bio_PrivateKey(kb, k, NULL, NULL, 0, NULL, NULL) != 1)
+		goto fail;
+	if ((*cert_pem = bio_string(cb)) == NULL || (*key_pem = bio_string(kb)) == NULL)
+		goto fail;
+	rc = 0;
+fail:
+	if (rc < 0) {
+		char e[200];
+
+		snprintf(err, errlen, "self-signed certificate for %s: %s", name, tls_error_text(e, sizeof e));
+		mem_free(*cert_pem);
+		if (*key_pem)
+			OPENSSL_cleanse(*key_pem, strlen(*key_pem));
+		mem_free(*key_pem);
+		*cert_pem = *key_pem = NULL;
+	}
+	X509_EXTENSION_free(ext);
+	BN_free(bn);
+	BIO_free(cb);
+	BIO_free(kb);   /* a memory BIO: its copy of the key goes with it */
+	X509_free(x);
+	EVP_PKEY_free(k);
+	return rc;
 }

@@ -96,4 +96,11 @@ void tls_ctx_describe(const struct tls_ctx *c, char *buf, size_t len);
 /* The oldest OpenSSL error queued on this thread as text (and the queue emptied). */
 const char *tls_error_text(char *buf, size_t len);
 
+/*
+ * A self-signed certificate and its key (ECDSA P-256, CN and subjectAltName
+ * `name`, ten years) as PEM text, each mem_alloc'd (the caller cleanses and
+ * frees the key). 0, or -1 with err.
+ */
+int tls_selfsigned_pem(const char *name, char **cert_pem, char **key_pem, char *err, size_t errlen);
+
 #endif

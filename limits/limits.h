@@ -82,6 +82,8 @@ void limits_set_status_path(const char *path);
 
 /* `frugal limits [-c DIR] [--json]`; returns an exit code. */
 int  limits_cmd(int argc, char **argv);
+/* The limits and the concurrency frugal would use, in plain sentences (frugal wizard). */
+void limits_describe(const struct conf *c, FILE *f);
 /* frugal's memory budget under this configuration, detected now (bytes; -1 no limit found). */
 long long limits_memory_budget(const struct conf *c);
 

@@ -491,3 +491,38 @@ long long limits_memory_budget(const struct conf *c)
 	limits_compute(&p, &s, &own, &b);
 	return b.pool[LP_MEM] == LIMITS_UNLIMITED ? -1 : b.pool[LP_MEM];
 }
+
+/*
+ * The wizard's view of the limits: the same detection and arithmetic as the
+ * report, said in a few plain sentences (which limits bind, and the
+ * concurrency frugal would use under configuration c).
+ */
+void limits_describe(const struct conf *c, FILE *f)
+{
+	static struct report r;   /* as in limits_cmd: off a small stack */
+	char b[2][32];
+	int i, n = 0;
+
+	memset(&r, 0, sizeof r);
+	limits_params_from_conf(c, &r.p);
+	limits_detect(&r.p, &r.s);
+	limits_compute(&r.p, &r.s, &r.own, &r.b);
+	build(&r);
+	fprintf(f, "Container limits found:");
+	for (i = 0; i < r.nrows; i++) {
+		const struct row *w = &r.rows[i];
+		const struct limits_res_state *st = &r.s.r[w->res];
+
+		if (st->limit == LIMITS_UNLIMITED || st->limit < 0)
+			continue;
+		fprintf(f, "%s %s %s (%s)", n++ ? "," : "", w->name, num(b[0], 32, st->limit, w->bytes), st->source);
+	}
+	fprintf(f, "%s\n", n ? "" : " none (no beancounters, no cgroup limits: only the descriptor limit)");
+	fprintf(f, "frugal would take at most %d%% of each and serve up to %lld SMTP sessions at once "
+	    "(bound by %s) and make up to %lld deliveries at once (bound by %s).\n",
+	    r.p.share, r.b.sessions, r.b.sessions_by, r.b.deliveries, r.b.deliveries_by);
+	if (r.b.pool[LP_MEM] != LIMITS_UNLIMITED)
+		fprintf(f, "Its memory budget is %s.\n", num(b[1], 32, r.b.pool[LP_MEM], 1));
+	for (i = 0; i < r.nwarn; i++)
+		fprintf(f, "Note: %s\n", r.warn[i]);
+}

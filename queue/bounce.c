@@ -112,11 +112,25 @@ static int is_reply(const char *r)
 	    (r[3] == ' ' || r[3] == '-' || r[3] == '\0');
 }
 
-/* "host H[A] said: REPLY (in reply to ...)": H and REPLY's bounds, else 0 */
+/*
+ * "host H[A] said: REPLY (in reply to ...)", or a relayed success "delivery via
+ * H[A]:P: REPLY" (qmgr.c): H and REPLY's bounds, else 0
+ */
 static int remote_said(const char *reason, const char **host, size_t *hlen, const char **reply, size_t *rlen)
 {
 	const char *h, *e, *said, *end;
 
+	if (strncmp(reason, "delivery via ", 13) == 0) {
+		h = reason + 13;
+		if ((e = strchr(h, '[')) == NULL || e == h || (said = strstr(e, "]:")) == NULL ||
+		    (said = strstr(said, ": ")) == NULL || !is_reply(said + 2))
+			return 0;
+		*host = h;
+		*hlen = (size_t)(e - h);
+		*reply = said + 2;
+		*rlen = strlen(*reply);
+		return 1;
+	}
 	if (strncmp(reason, "host ", 5) != 0 || (said = strstr(reason, " said: ")) == NULL)
 		return 0;
 	h = reason + 5;

@@ -682,14 +682,19 @@ static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void defer_msg(struct qmgr *q, struct qmsg *m, int backoff, int fd)
 {
 	m->busy = 0;
-	m->force = 0;
-	if (m->probe) {
-		m->probe = 0;
-		q->nprobe--;
-	}
 	if (backoff) {
 		struct timespec ts[2];
 
+		/*
+		 * Only an attempt ends a flush. A postponement (below: no descriptors or memory to
+		 * load it now) keeps force and probe, or the flushed message would come back held by
+		 * defer_transports ("deferred transport") and wait for the next flush or queue run.
+		 */
+		m->force = 0;
+		if (m->probe) {
+			m->probe = 0;
+			q->nprobe--;
+		}
 		m->backoff = (int)sched_backoff(m->backoff, q->min_backoff, q->max_backoff);
 		push_deferred(q, m, time(NULL) + m->backoff);
 		/* the file's mtime is its next try, for a scan that finds it on disk (as Postfix) */
@@ -954,15 +959,15 @@ static int note_items(struct lmsg *d, int kind, struct bounce_item *items)
 			struct target *t = &d->tl[i].v[k];
 			if (kind != NOTE_SUCCESS && t->sent)
 				continue;
-			if (kind == NOTE_SUCCESS && !t->sent)
-				continue;
+			if (kind == NOTE_SUCCESS && (!t->sent || t->hop_dsn == TGT_HOP_PASSED))
+				continue;   /* the next hop took NOTIFY=SUCCESS over: it reports, not us */
 			items[n].addr = t->addr;
 			items[n].orig = d->env.rcpt[i].orig;
 			items[n].rcpt = i;
 			items[n].dsn = kind == NOTE_SUCCESS ? "2.0.0" :
 			    kind == NOTE_FAILURE && t->kind == TGT_DEFER ? "4.4.7" : t->dsn;
 			items[n].reason = kind == NOTE_SUCCESS ? (*t->reason ? t->reason : "delivered to mailbox") : t->reason;
-			items[n].action = NULL;
+			items[n].action = kind == NOTE_SUCCESS && t->hop_dsn == TGT_HOP_RELAYED ? "relayed" : NULL;
 			n++;
 		}
 	}
@@ -1221,8 +1226,19 @@ static void job_done(struct agent_job *j)
 		sched_done(q->sched, j->dest, j->dest_failed, j->dest_reason, now_f());
 	}
 	for (i = 0; i < j->n; i++) {
-		j->t[i]->finished = 1;
-		log_outcome(d, j->rcpt[i], j->t[i], j);
+		struct target *t = j->t[i];
+		char via[sizeof t->reason];
+
+		t->finished = 1;
+		log_outcome(d, j->rcpt[i], t, j);
+		/*
+		 * A success notice for a relay names it as Postfix's does ("delivery via
+		 * host[addr]:port: 250 ..."; bounce.c takes Remote-MTA from it). The log
+		 * line above keeps the bare reply; the relay string is the session's.
+		 */
+		if (t->sent && t->hop_dsn == TGT_HOP_RELAYED && j->relay &&
+		    snprintf(via, sizeof via, "delivery via %s: %s", j->relay, t->reason) > 0)
+			memcpy(t->reason, via, sizeof via);
 	}
 	if (!d->hdr_ok && j->hdr_ok) {
 		/* the report, if any, quotes them: keep one copy */

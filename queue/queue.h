@@ -169,6 +169,13 @@ void qmgr_free(struct qmgr *q);        /* waits for deliveries in flight */
 /* The resolver the SMTP and LMTP clients use (MX, A, AAAA); NULL: none (their mail defers). */
 struct dns;
 void agent_set_dns(struct dns *d);
+/*
+ * The SMTP client's address parameters (inet_protocols, smtp_bind_address,
+ * smtp_bind_address6): 0, or -1 with "file:line: reason" in err. serve,
+ * reload and `frugal check` refuse what this refuses.
+ */
+struct conf;
+int  smtpc_check_conf(const struct conf *c, char *err, size_t errlen);
 
 /* ---- delivery helpers (PRODUCT.md 3.5) ----------------------------------- */
 /*

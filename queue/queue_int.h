@@ -171,8 +171,12 @@ struct target {
 	char   reason[256];
 	int    never_expire;/* SMTP-bound: stays queued, never bounced by age */
 	int    sent;        /* set by the delivery job: delivered and synced */
+	int    hop_dsn;     /* the SMTP client, when sent: TGT_HOP_* (who owes a NOTIFY=SUCCESS notice) */
 	int    finished;    /* qmgr, on the loop: its job is done (sent and kind may be read) */
 };
+
+/* RFC 3461 6.2: a next hop that offers DSN took NOTIFY over; one without gets "relayed" */
+enum { TGT_HOP_FINAL = 0, TGT_HOP_RELAYED, TGT_HOP_PASSED };
 
 struct target_list {
 	struct target *v;

@@ -96,6 +96,29 @@ static int choose_setting(const struct conf *c, char *setting, size_t len, char 
 	return 0;
 }
 
+/* A crypt(3) hash of pass as `frugal passwd` makes it (mem_alloc'd), or NULL with err. */
+char *smtpd_passwd_hash(const struct conf *c, const char *pass, char *err, size_t errlen)
+{
+	char setting[CRYPT_GENSALT_OUTPUT_SIZE], why[200], *hash;
+	struct crypt_data *cd;
+
+	if (choose_setting(c, setting, sizeof setting, why, sizeof why) < 0) {
+		snprintf(err, errlen, "libcrypt makes no salt: %s", strerror(errno));
+		return NULL;
+	}
+	cd = xcalloc(1, sizeof *cd);
+	hash = crypt_rn(pass, setting, cd, (int)sizeof *cd);
+	if (hash == NULL || hash[0] == '*') {
+		snprintf(err, errlen, "libcrypt failed: %s", strerror(errno));
+		hash = NULL;
+	} else {
+		hash = xstrdup(hash);
+	}
+	OPENSSL_cleanse(cd, sizeof *cd);
+	mem_free(cd);
+	return hash;
+}
+
 /* The daemon reads the table as mail_owner: root's, readable by mail_owner's group (0640), when run as root. */
 static void owner_of_table(const struct conf *c, int fd, const char *path)
 {

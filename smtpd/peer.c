@@ -7,6 +7,10 @@
  * TEMP (a lookup failed for now), which reject_unknown_client_hostname
  * and reject_unknown_reverse_client_hostname answer with different codes.
  *
+ * Both lookups go as the system resolver's would (dns_lookup_sys: the
+ * hosts file first, then DNS), since Postfix asks getnameinfo and
+ * getaddrinfo here: 127.0.0.1 is localhost[127.0.0.1], with no PTR query.
+ *
  * Runs on the loop through core/dns; the session holds one query at a
  * time (s->dns_q) and is told when the name is settled
  * (session_name_known). Never blocks; the wait is bounded by the
@@ -105,7 +109,7 @@ static void ptr_cb(void *arg, const struct dns_answer *a)
 		return;
 	}
 	if ((s->rev_name = mem_strdup(name)) == NULL ||
-	    (s->dns_q = dns_lookup(s->srv->dns, name, fam == AF_INET ? DNS_A : DNS_AAAA, forward_cb, s)) == NULL) {
+	    (s->dns_q = dns_lookup_sys(s->srv->dns, name, fam == AF_INET ? DNS_A : DNS_AAAA, forward_cb, s)) == NULL) {
 		settle(s, PEER_TEMP, PEER_OK, NULL);
 		return;
 	}
@@ -117,7 +121,7 @@ void peer_lookup_start(struct session *s)
 
 	s->name_pending = 1;
 	if (s->srv->dns == NULL || dns_ptr_name((const struct sockaddr *)&s->peer, ptr, sizeof ptr) < 0 ||
-	    (s->dns_q = dns_lookup(s->srv->dns, ptr, DNS_PTR, ptr_cb, s)) == NULL)
+	    (s->dns_q = dns_lookup_sys(s->srv->dns, ptr, DNS_PTR, ptr_cb, s)) == NULL)
 		settle(s, PEER_TEMP, PEER_TEMP, NULL);
 }
 

@@ -467,6 +467,8 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf
 		goto fail;
 	if (gen_sasl(g, c, err, errlen) < 0)
 		goto fail;
+	if (smtpc_check_conf(c, err, errlen) < 0)
+		goto fail;
 	/* last: its table errors are the ones `frugal check` has also named with their lines */
 	if ((g->resolver = resolver_new(c, e, sizeof e)) == NULL) {
 		conf_where(c, "", loc, sizeof loc);   /* the file: which table failed is in e */

@@ -10,5 +10,6 @@ int smtpd_cmd_serve(int argc, char **argv);              /* frugal serve [-f] [-
 int smtpd_cmd_check(int argc, char **argv);              /* frugal check [-c DIR] */
 int smtpd_cmd_signal(const char *what, int argc, char **argv); /* reload | stop | status */
 int smtpd_cmd_passwd(int argc, char **argv);             /* frugal passwd [-c DIR] ADDRESS */
+int smtpd_cmd_wizard(int argc, char **argv);             /* frugal wizard [-c DIR] [--answers FILE] */
 
 #endif

@@ -392,4 +392,9 @@ int  listen_attach(struct smtpd_server *srv, const struct conf *c, const int *fd
 void listen_close(struct smtpd_server *srv);
 void listen_session_freed(struct smtpd_server *srv);   /* a descriptor came back: resume */
 
+/* ---- passwords (passwd.c) ----------------------------------------------- */
+
+/* A crypt(3) hash of pass, as `frugal passwd` makes it (mem_alloc'd); NULL with err. */
+char *smtpd_passwd_hash(const struct conf *c, const char *pass, char *err, size_t errlen);
+
 #endif

@@ -11,6 +11,10 @@ Sections (all on 127.0.0.1, every loop bounded in count and time):
               non-TCP sockets at 0 and 1,000 sessions
   tls         (section 4) idle STARTTLS sessions: PSS per session, frugal
               and Postfix; implicit-TLS handshakes/s and CPU ms per handshake
+  relay       smtp-source -> each MTA -> Postfix's smtp-sink (relay_domains,
+              transport_maps to [127.0.0.1]:PORT): relayed msg/s, ratio
+              frugal/postfix, peak descriptors, non-TCP sockets, processes
+              and connections to the sink; with and without connection reuse
   attack      under the container emulator (build/tests/vzemul.so) with
               numothersock/numtcpsock caps: a dictionary attack by bots while
               a legitimate client sends one message per second
@@ -48,6 +52,9 @@ TARGET_OWNERS_RATIO = 0.9     # two owners (deployed) against one: within 10%
 TARGET_IDLE_VMDATA_KIB = 16 * 1024
 TARGET_TLS_MEM_RATIO = 0.25   # idle TLS session: at most a quarter of Postfix's
 MAIL_OWNER, VMAIL_OWNER = "frugal", "vmail"   # the deployed configuration's two accounts
+TARGET_RELAY_RATIO = 2.0      # issue 13: at least twice Postfix's relay rate
+RELAY_DOMAIN = "relay.test"
+SECTIONS = ("throughput", "idle", "relay", "attack", "tls")
 
 
 def ensure_user(name):
@@ -248,16 +255,56 @@ def socket_inodes(pids):
     return out
 
 
+def socket_protos(pids):
+    """{inode: protocol name or None} of the sockets the pids hold. The name is the kernel's
+    own (the system.sockprotoname attribute of the /proc fd link, as lsof reads it: "TCP",
+    "TCPv6", "UNIX-STREAM", "UDP", ...), asked right after the link is read: the tables of
+    /proc/net list no TCP socket in state CLOSE (before connect(), after an RST or both FINs
+    until the owner closes it) and, read a few ms apart under heavy connection churn (the
+    relay section), miss sockets born and gone in between. None: the attribute is not
+    available (the tables decide); a descriptor closed and reused meanwhile is left out."""
+    out = {}
+    for pid in pids:
+        d = "/proc/%d/fd" % pid
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in names:
+            path = os.path.join(d, n)
+            try:
+                t = os.readlink(path)
+            except OSError:
+                continue
+            if not t.startswith("socket:["):
+                continue
+            ino = t[8:-1]
+            try:
+                out[ino] = os.getxattr(path, "system.sockprotoname").rstrip(b"\0").decode()
+            except OSError:
+                try:
+                    if os.readlink(path) == t:
+                        out.setdefault(ino, None)   # still that socket: no attribute here
+                except OSError:
+                    pass                            # closed meanwhile
+    return out
+
+
 def socket_census(pids):
     """(all sockets, tcp, non-tcp, non-tcp that are unix) for a set of pids."""
-    # read the TCP table before and after the descriptors: a connection closing while we
-    # look must not pass for a non-TCP socket
+    # sockets the kernel does not name: the TCP table read before and after the
+    # descriptors, so a connection closing while we look does not pass for a non-TCP socket
     tcp = tcp_inodes()
-    socks = socket_inodes(pids)
+    protos = socket_protos(pids)
     tcp |= tcp_inodes()
-    non_tcp = socks - tcp
-    unix = non_tcp & unix_inodes()
-    return len(socks), len(socks & tcp), len(non_tcp), len(unix)
+    socks = set(protos)
+    unknown = {i for i, p in protos.items() if p is None}
+    tcp_s = {i for i, p in protos.items() if p and p.startswith("TCP")} | (unknown & tcp)
+    non_tcp = socks - tcp_s
+    unix = {i for i in non_tcp if protos[i] and protos[i].startswith("UNIX")}
+    if unknown:
+        unix |= non_tcp & unknown & unix_inodes()
+    return len(socks), len(tcp_s), len(non_tcp), len(unix)
 
 
 def children_of(pid):
@@ -336,8 +383,11 @@ class Postfix(MTA):
 
     name = "postfix"
 
-    def __init__(self, tmp, env_extra=None, mynetworks="127.0.0.0/8", tag="postfix"):
+    def __init__(self, tmp, env_extra=None, mynetworks="127.0.0.0/8", tag="postfix", extra=None, name=None):
         self.tmp = tmp
+        self.extra = dict(extra or {})   # main.cf settings over the bench's own
+        if name:
+            self.name = name
         self.tag = tag
         self.root = os.path.join(tmp, tag)
         self.confdir = os.path.join(self.root, "etc")
@@ -448,6 +498,7 @@ class Postfix(MTA):
             "virtual_gid_maps": "static:%d" % vm.pw_gid,
             "import_environment": imp,
         }
+        settings.update(self.extra)
         self._postconf("-e", *["%s=%s" % kv for kv in settings.items()])
         # create the queue hierarchy and check ownerships now, not in the timed part
         r = subprocess.run(["postfix", "-c", self.confdir, "check"], stdout=subprocess.PIPE,
@@ -810,6 +861,300 @@ def bench_throughput(mtas, args, summary):
                     % (label, r, min(pairs), max(pairs), TARGET_OWNERS_RATIO,
                        "MET" if r >= TARGET_OWNERS_RATIO else "NOT MET"))
     summary["throughput"] = {"medians": med, "ratios": ratios}
+
+
+# --------------------------------------------------------------------------
+# 1b. relay (issue 13): smtp-source -> MTA -> smtp-sink
+
+SINK_BIN = "smtp-sink"
+
+
+class Sink:
+    """Postfix's smtp-sink on 127.0.0.1:PORT, one file per message under DIR/in. Between runs
+    in/ is renamed aside (not emptied: see empty_maildir) and made again; smtp-sink opens its
+    files by path, so the next message lands in the new directory."""
+
+    def __init__(self, tmp, tag):
+        self.name = tag
+        self.root = os.path.join(tmp, tag)
+        self.dir = os.path.join(self.root, "in")
+        self.port = free_port()
+        self.proc = None
+        self.asides = 0
+
+    def start(self):
+        os.makedirs(self.dir)
+        os.chmod(self.root, 0o755)
+        os.chmod(self.dir, 0o777)       # smtp-sink runs as nobody under root
+        binary = shutil.which(SINK_BIN, path=os.environ.get("PATH", "") + ":/usr/sbin") or SINK_BIN
+        # backlog 256: with a short one, a burst of new connections overflows it and the
+        # dropped SYNs are retried after the kernel's 1 s (tests/bench/smtp_reuse.py)
+        cmd = [binary, "-d", os.path.join(self.dir, "m."), "127.0.0.1:%d" % self.port, "256"]
+        if os.geteuid() == 0:
+            cmd[1:1] = ["-u", "nobody"]
+        self._err = open(os.path.join(self.root, "sink.err"), "ab")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self._err, start_new_session=True)
+        return wait_port(self.port, 10, self.proc)
+
+    def count(self):
+        return count_dir(self.dir)
+
+    def aside(self):
+        if not self.count():
+            return
+        self.asides += 1
+        os.rename(self.dir, os.path.join(self.root, "aside-%d" % self.asides))
+        os.mkdir(self.dir)
+        os.chmod(self.dir, 0o777)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if getattr(self, "_err", None):
+            self._err.close()
+            self._err = None
+
+
+def relay_source_cmd(port, args):
+    return ["smtp-source", "-d", "-s", str(args.sessions), "-m", str(args.relay_messages),
+            "-l", str(args.size), "-M", "bench.example.test", "-f", SENDER,
+            "-t", "user@" + RELAY_DOMAIN, "127.0.0.1:%d" % port]
+
+
+def established_to(port):
+    """ESTABLISHED TCP connections whose remote end is 127.0.0.1:port (the MTA's side of its
+    connections to the sink: the delivery concurrency, whatever process holds them)."""
+    want = ":%04X" % port
+    n = 0
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[2].endswith(want) and fields[3] == "01":
+                        n += 1
+        except OSError:
+            continue
+    return n
+
+
+def fd_total(pids):
+    n = 0
+    for p in pids:
+        try:
+            n += len(os.listdir("/proc/%d/fd" % p))
+        except OSError:
+            continue
+    return n
+
+
+def sample_relay(mta, sink_port, stop_ev, peak, interval=0.1):
+    """Peaks over the run: descriptors and non-TCP sockets of all the MTA's processes, the
+    process count, connections to the sink."""
+    while not stop_ev.is_set():
+        try:
+            pids = mta.pids()
+            if pids:
+                _a, _t, nontcp, _u = socket_census(pids)
+                for k, v in (("fds", fd_total(pids)), ("nontcp", nontcp), ("procs", len(pids)),
+                             ("conns", established_to(sink_port))):
+                    peak[k] = max(peak.get(k, 0), v)
+        except OSError:
+            pass
+        stop_ev.wait(interval)
+
+
+def one_relay_run(mta, sink, args):
+    n_want = args.relay_messages
+    sink.aside()
+    pids0 = set(mta.pids()) | ({mta.master_pid} if getattr(mta, "master_pid", None) else set())
+    cpu0 = cpu_ticks(pids0)
+    peak = {}
+    stop_ev = threading.Event()
+    th = threading.Thread(target=sample_relay, args=(mta, sink.port, stop_ev, peak), daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    p = subprocess.Popen(relay_source_cmd(mta.port, args), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=args.accept_timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        rc = "timeout"
+    except BaseException:
+        p.kill()
+        p.wait()
+        stop_ev.set()
+        raise
+    t_acc = time.monotonic() - t0
+    end = t0 + args.deliver_timeout
+    n = sink.count()
+    last_n, last_change = n, time.monotonic()
+    try:
+        while n < n_want and time.monotonic() < end:
+            time.sleep(0.01)
+            n = sink.count()
+            now = time.monotonic()
+            if n != last_n:
+                last_n, last_change = n, now
+            elif not mta.alive() or not sink.alive() or (rc != 0 and now - last_change > 15):
+                break
+        t_rel = time.monotonic() - t0
+    finally:
+        stop_ev.set()
+        th.join(5)
+    cpu = cpu_ticks(pids0 | set(mta.pids())) - cpu0
+    res = {"accept_s": t_acc, "relay_s": t_rel, "relayed": n, "rc": rc, "rate": None,
+           "cpu_ms_per_msg": cpu * 1000.0 / os.sysconf("SC_CLK_TCK") / n_want}
+    res.update({"peak_" + k: v for k, v in peak.items()})
+    if n >= n_want:
+        res["rate"] = n_want / t_rel
+    if rc != 0:
+        res["note"] = "smtp-source exit %s: %s" % (rc, out.strip().splitlines()[-1] if out.strip() else "")
+    elif n < n_want:
+        res["note"] = "only %d/%d at the sink after %.0f s" % (n, n_want, args.deliver_timeout)
+    return res
+
+
+def frugal_deliveries_budget(f):
+    """frugal's delivery concurrency budget from `frugal limits --json` (the running daemon's view)."""
+    try:
+        r = subprocess.run([f.binary, "limits", "-c", f.confdir, "--json"], capture_output=True,
+                           text=True, timeout=30)
+        import json
+        d = json.loads(r.stdout).get("deliveries", {})
+        return d.get("limit"), d.get("bound_by")
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None, None
+
+
+def bench_relay(frugal_bin, args, tmp, summary, postfix_skip, started):
+    section("relay: %d messages x %d B through each MTA to smtp-sink, %d sessions in, %d runs per mode"
+            % (args.relay_messages, args.size, args.sessions, args.relay_runs))
+    for tool in ("smtp-source", SINK_BIN):
+        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin"):
+            log("skipped: %s not found (apt-get install postfix)" % tool)
+            summary["relay"] = "skipped: no " + tool
+            return
+    log("command: " + " ".join(relay_source_cmd(0, args)).replace("127.0.0.1:0", "127.0.0.1:PORT"))
+    log("both: relay_domains = %s, transport_maps = inline:{ %s=smtp:[127.0.0.1]:SINKPORT }, "
+        "mynetworks = 127.0.0.0/8, default concurrency (initial 5, limit 20)" % (RELAY_DOMAIN, RELAY_DOMAIN))
+    if os.geteuid() != 0:
+        log("not root: frugal runs as the current user, not the deployed configuration")
+    with open("/proc/loadavg") as f:
+        log("load average at the start: " + " ".join(f.read().split()[:3]))
+    modes = [("reuse", "yes")] + ([] if args.relay_no_reuse_skip else [("no reuse", "no")])
+    out = {}
+    for mode, cache in modes:
+        log("")
+        log("mode %s: smtp_connection_cache_on_demand = %s on both" % (mode, cache))
+        mtas = []   # (mta, sink)
+        if frugal_bin:
+            sink = Sink(tmp, "sink-frugal-" + cache)
+            started.append(sink)
+            f = Frugal(frugal_bin, tmp, tag="frugal-relay-" + cache, name="frugal",
+                       extra_conf={"relay_domains": RELAY_DOMAIN,
+                                   "transport_maps": "inline:{ %s=smtp:[127.0.0.1]:%d }" % (RELAY_DOMAIN, sink.port),
+                                   "smtp_connection_cache_on_demand": cache,
+                                   "smtpd_client_connection_count_limit": 2000,
+                                   "smtpd_concurrency_limit": 2000})
+            f.setup()
+            started.append(f)
+            if not sink.start():
+                log("smtp-sink did not start:\n" + tail(os.path.join(sink.root, "sink.err")))
+            elif f.start():
+                mtas.append((f, sink))
+                lim, why = frugal_deliveries_budget(f)
+                out.setdefault("frugal_deliveries_limit", lim)
+                log("frugal delivery concurrency budget (frugal limits): %s (%s)" % (fmt(lim, "%s"), why))
+            else:
+                log(f.explain_failure())
+        if not postfix_skip:
+            sink = Sink(tmp, "sink-postfix-" + cache)
+            started.append(sink)
+            p = Postfix(tmp, tag="postfix-relay-" + cache,
+                        extra={"relay_domains": RELAY_DOMAIN,
+                               "transport_maps": "inline:{ %s=smtp:[127.0.0.1]:%d }" % (RELAY_DOMAIN, sink.port),
+                               "smtp_connection_cache_on_demand": cache})
+            p.setup()
+            started.append(p)
+            if not sink.start():
+                log("smtp-sink did not start:\n" + tail(os.path.join(sink.root, "sink.err")))
+            elif p.start():
+                mtas.append((p, sink))
+            else:
+                log("postfix did not start:\n" + tail(p.logfile))
+        results = {m.name: [] for m, _s in mtas}
+        for i in range(args.relay_runs):
+            order = mtas if i % 2 == 0 else list(reversed(mtas))
+            for m, sink in order:
+                if not m.alive():
+                    log("run %d %-8s skipped: not running" % (i + 1, m.name))
+                    continue
+                os.sync()
+                r = one_relay_run(m, sink, args)
+                results[m.name].append(r)
+                log("run %d %-8s accept %6.2f s | at the sink %6.2f s %7s msg/s (%d) | cpu %.2f ms/msg | "
+                    "peak fds %s, non-TCP %s, procs %s, conns to sink %s%s"
+                    % (i + 1, m.name, r["accept_s"], r["relay_s"], fmt(r["rate"]), r["relayed"],
+                       r["cpu_ms_per_msg"], fmt(r.get("peak_fds"), "%d"), fmt(r.get("peak_nontcp"), "%d"),
+                       fmt(r.get("peak_procs"), "%d"), fmt(r.get("peak_conns"), "%d"),
+                       ("  [" + r["note"] + "]") if r.get("note") else ""))
+        for m, sink in mtas:
+            m.stop()
+            sink.stop()
+        med = {}
+        for name, rs in results.items():
+            rates = [r["rate"] for r in rs if r["rate"]]
+            med[name] = {
+                "rate": median_or_none(rates),
+                "range": (min(rates), max(rates)) if rates else None,
+                "cpu_ms_per_msg": median_or_none([r["cpu_ms_per_msg"] for r in rs]),
+                "ok_runs": len(rates), "runs": len(rs),
+            }
+            for k in ("fds", "nontcp", "procs", "conns"):
+                vals = [r.get("peak_" + k) for r in rs if r.get("peak_" + k) is not None]
+                med[name]["peak_" + k] = max(vals) if vals else None
+        log("medians (%s)   relayed msg/s (range)   CPU ms/msg   peak fds   peak non-TCP   peak procs   "
+            "peak conns   good runs" % mode)
+        for name, d in med.items():
+            log("  %-10s %12s (%s) %12s %10s %14s %12s %12s   %d/%d"
+                % (name, fmt(d["rate"]), "%.0f-%.0f" % d["range"] if d["range"] else "n/a",
+                   fmt(d["cpu_ms_per_msg"], "%.3f"), fmt(d["peak_fds"], "%d"), fmt(d["peak_nontcp"], "%d"),
+                   fmt(d["peak_procs"], "%d"), fmt(d["peak_conns"], "%d"), d["ok_runs"], d["runs"]))
+        entry = {"medians": med}
+        if "frugal" in med and "postfix" in med and med["frugal"]["rate"] and med["postfix"]["rate"]:
+            ratio = med["frugal"]["rate"] / med["postfix"]["rate"]
+            # per run too: neighbours in time share the machine's noise
+            rr = [a["rate"] / b["rate"] for a, b in zip(results["frugal"], results["postfix"])
+                  if a["rate"] and b["rate"]]
+            entry["ratio"] = ratio
+            entry["ratio_range"] = (min(rr), max(rr)) if rr else None
+            log("  ratio frugal/postfix relayed msg/s %.2fx (per run %s)  target >= %.0fx: %s"
+                % (ratio, "%.2f-%.2f" % entry["ratio_range"] if rr else "n/a", TARGET_RELAY_RATIO,
+                   "MET" if ratio >= TARGET_RELAY_RATIO else "NOT MET"))
+        lim = out.get("frugal_deliveries_limit")
+        if "frugal" in med and lim is not None and med["frugal"]["peak_conns"] is not None:
+            entry["inside_budget"] = med["frugal"]["peak_conns"] <= lim
+            log("  frugal's connections to the sink peaked at %d, budget %d: %s"
+                % (med["frugal"]["peak_conns"], lim, "inside" if entry["inside_budget"] else "OVER"))
+        out[mode] = entry
+    with open("/proc/loadavg") as f:
+        log("load average at the end: " + " ".join(f.read().split()[:3]))
+    summary["relay"] = out
 
 
 # --------------------------------------------------------------------------
@@ -1482,6 +1827,27 @@ def print_summary(summary, args):
                TARGET_IDLE_VMDATA_KIB))
     elif i:
         log("idle: " + i)
+    rl = summary.get("relay")
+    if isinstance(rl, dict):
+        for mode in ("reuse", "no reuse"):
+            e = rl.get(mode)
+            if not e:
+                continue
+            for name, d in e["medians"].items():
+                log("relay %-8s (%s) median %s msg/s (range %s), peak fds %s, non-TCP %s, processes %s, "
+                    "connections to the sink %s (%d/%d good runs)"
+                    % (name, mode, fmt(d["rate"]), "%.0f-%.0f" % d["range"] if d["range"] else "n/a",
+                       fmt(d["peak_fds"], "%d"), fmt(d["peak_nontcp"], "%d"), fmt(d["peak_procs"], "%d"),
+                       fmt(d["peak_conns"], "%d"), d["ok_runs"], d["runs"]))
+            if e.get("ratio") is not None:
+                log("relay ratio frugal/postfix (%s) %.2fx (per run %s)  target >= %.0fx: %s"
+                    % (mode, e["ratio"], "%.2f-%.2f" % e["ratio_range"] if e.get("ratio_range") else "n/a",
+                       TARGET_RELAY_RATIO, "MET" if e["ratio"] >= TARGET_RELAY_RATIO else "NOT MET"))
+            if "inside_budget" in e:
+                log("relay frugal (%s) delivery concurrency inside the budget (%s): %s"
+                    % (mode, fmt(rl.get("frugal_deliveries_limit"), "%s"), "yes" if e["inside_budget"] else "NO"))
+    elif rl:
+        log("relay: " + rl)
     a = summary.get("attack")
     if isinstance(a, dict):
         for name, r in a.items():
@@ -1524,7 +1890,7 @@ def main():
     ap.add_argument("--size", type=int, default=5120, help="message payload bytes")
     ap.add_argument("--one-per-session", dest="reuse", action="store_false",
                     help="a new connection per message (default: several per session, -d)")
-    ap.add_argument("--only", action="append", choices=("throughput", "idle", "attack", "tls"),
+    ap.add_argument("--only", action="append", choices=SECTIONS,
                     help="run only this section (repeatable)")
     ap.add_argument("--no-postfix", action="store_true", help="skip the Postfix side")
     ap.add_argument("--idle-sessions", type=int, default=1000)
@@ -1539,6 +1905,10 @@ def main():
     ap.add_argument("--tls-handshakes", type=int, default=600, help="handshakes per TLS run")
     ap.add_argument("--tls-clients", type=int, default=4, help="client processes making handshakes")
     ap.add_argument("--tls-runs", type=int, default=3, help="TLS handshake runs per MTA (median)")
+    ap.add_argument("--relay-messages", type=int, default=2000, help="messages per relay run")
+    ap.add_argument("--relay-runs", type=int, default=3, help="relay runs per MTA and mode (median)")
+    ap.add_argument("--relay-reuse-only", dest="relay_no_reuse_skip", action="store_true",
+                    help="relay: only the default mode (connection reuse on), not also without it")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory (for logs)")
     args = ap.parse_args()
     args.accept_timeout = 180
@@ -1547,10 +1917,15 @@ def main():
     args.bot_timeout = 10
     for k in ("runs", "messages", "sessions", "size", "idle_sessions", "attack_bots",
               "attack_concurrency", "attack_duration", "tls_idle_sessions", "tls_handshakes",
-              "tls_clients", "tls_runs"):
+              "tls_clients", "tls_runs", "relay_messages", "relay_runs"):
         if getattr(args, k) < 1:
             ap.error("--%s must be >= 1" % k.replace("_", "-"))
-    only = set(args.only or ("throughput", "idle", "attack", "tls"))
+    # BENCH_ONLY (make bench BENCH_ONLY=relay): sections separated by commas or spaces
+    env_only = [w for w in re.split(r"[,\s]+", os.environ.get("BENCH_ONLY", "")) if w]
+    for w in env_only:
+        if w not in SECTIONS:
+            ap.error("BENCH_ONLY: unknown section %r (one of %s)" % (w, ", ".join(SECTIONS)))
+    only = set(args.only or env_only or SECTIONS)
 
     # SIGTERM (e.g. from make or a CI timeout) takes the same clean-up path as Ctrl-C
     def on_term(signum, frame):
@@ -1626,6 +2001,8 @@ def main():
                 f.stop()
             else:
                 summary["idle"] = "skipped: no frugal binary"
+        if "relay" in only:
+            bench_relay(frugal_bin, args, tmp, summary, postfix_skip, started)
         if "attack" in only:
             bench_attack(frugal_bin, args, tmp, summary, postfix_skip)
         if "tls" in only:

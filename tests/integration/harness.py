@@ -20,6 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 FRUGAL = os.environ.get("FRUGAL_BIN", os.path.join(ROOT, "frugal"))
 # Under ASan everything is slower: scale every deadline.
 SLOW = float(os.environ.get("FRUGAL_TEST_SLOW", "1"))
+# Every frugal a test starts reads an empty hosts file (core/dns.c) unless the test gives its own:
+# the machine's /etc/hosts would name 127.0.0.1 (localhost) where the tests expect unknown[127.0.0.1].
+os.environ.setdefault("FRUGAL_HOSTS_FILE", os.devnull)
 
 
 def free_port():

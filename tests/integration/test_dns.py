@@ -4,10 +4,15 @@ forward-confirmed) in the log and the Received: header, unknown[ADDR] when
 it fails, reject_unknown_client_hostname and
 reject_unknown_reverse_client_hostname, reject_unknown_sender_domain with
 NXDOMAIN, SERVFAIL, no data and found, and a slow answer for one session
-that does not hold up another. Clients connect from 127.0.0.N source
-addresses, each with its own records.
+that does not hold up another; the hosts file answering the client's name
+before DNS (FRUGAL_HOSTS_FILE: the harness gives every other daemon an empty
+one). Clients connect from 127.0.0.N source addresses, each with its own
+records.
 """
+import os
+import shutil
 import smtplib
+import tempfile
 import threading
 import time
 import unittest
@@ -24,6 +29,9 @@ RECORDS = {
     "4.0.0.127.in-addr.arpa": [("PTR", "liar.example.test")],
     "liar.example.test": [("A", "127.0.0.99")],
     # 127.0.0.5: the PTR lookup fails (SERVFAIL)
+    # 127.0.0.6: DNS names it, but the test's hosts file names it first
+    "6.0.0.127.in-addr.arpa": [("PTR", "dnsname.example.test")],
+    "dnsname.example.test": [("A", "127.0.0.6")],
     # sender domains
     "mxdomain.test": [("MX", (10, "mx.mxdomain.test"))],
     "aonly.test": [("A", "127.0.0.50")],
@@ -73,6 +81,71 @@ class DNS(unittest.TestCase):
             d.wait_log("connect from unknown[%s]" % src)
         d.wait_log("warning: hostname liar.example.test does not resolve to address 127.0.0.4")
         self.assertNotIn("liar.example.test[", d.output())
+
+    def hosts_daemon(self, text):
+        tmp = tempfile.mkdtemp(prefix="frugal-it-hosts-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "hosts")
+        with open(path, "w") as f:
+            f.write(text)
+        return self.daemon_env({"FRUGAL_HOSTS_FILE": path})
+
+    def daemon_env(self, env):
+        d = Daemon("", dns=self.dns, env=env).start()
+        self.addCleanup(d.cleanup)
+        return d
+
+    def test_hosts_file_answers_before_dns(self):
+        # as glibc's "hosts: files dns", which Postfix's smtpd uses: no PTR (nor A) query goes
+        # out for an address the hosts file lists, and the name is taken (forward-confirmed by the file)
+        d = self.hosts_daemon("# test hosts\n127.0.0.6\tHostsName.example.test alias6\n")
+        c = self.smtp(d, "127.0.0.6")
+        c.sendmail("someone@mxdomain.test", ["alice@example.test"], b"Subject: hi\r\n\r\nbody\r\n")
+        c.quit()
+        d.wait_log("connect from hostsname.example.test[127.0.0.6]")
+        d.wait_log("client=hostsname.example.test[127.0.0.6]")
+        self.assertEqual(self.dns.count("6.0.0.127.in-addr.arpa", "PTR"), 0)
+        self.assertEqual(self.dns.count("hostsname.example.test", "A"), 0)
+        self.assertNotIn("dnsname.example.test", d.output())
+        # control: an address the file does not list still goes to DNS (the counter sees it)
+        before = self.dns.count("2.0.0.127.in-addr.arpa", "PTR")
+        c = self.smtp(d, "127.0.0.2")
+        c.ehlo("x.example.test")
+        c.quit()
+        d.wait_log("connect from client.example.test[127.0.0.2]")
+        self.assertGreater(self.dns.count("2.0.0.127.in-addr.arpa", "PTR"), before)
+
+    def test_localhost_from_the_system_hosts_file(self):
+        # the bench's finding: 127.0.0.1 waited for a PTR query to time out where Postfix
+        # read /etc/hosts. With the machine's own file the client is named at once.
+        name = None
+        try:
+            with open("/etc/hosts") as f:
+                for line in f:
+                    fields = line.split("#")[0].split()
+                    if len(fields) >= 2 and fields[0] == "127.0.0.1":
+                        name = fields[1].lower().rstrip(".")
+                        break
+        except OSError:
+            pass
+        if name is None:
+            self.skipTest("/etc/hosts does not list 127.0.0.1")
+        d = self.daemon_env({"FRUGAL_HOSTS_FILE": "/etc/hosts"})
+        before = self.dns.count("1.0.0.127.in-addr.arpa", "PTR")   # other tests' daemons ask (empty file)
+        c = self.smtp(d, "127.0.0.1")
+        c.ehlo("x.example.test")
+        c.quit()
+        d.wait_log("connect from %s[127.0.0.1]" % name)
+        self.assertEqual(self.dns.count("1.0.0.127.in-addr.arpa", "PTR"), before)
+        # control: the harness's empty file sends the same client's PTR to DNS
+        d2 = self.daemon_env({})
+        c = self.smtp(d2, "127.0.0.1")
+        c.ehlo("x.example.test")
+        c.quit()
+        d2.wait_log("connect from unknown[127.0.0.1]")
+        # at least once: the harness's readiness probe is a client too, and under ASan its
+        # lookup can still be in flight when ours starts (identical lookups are not coalesced)
+        self.assertGreater(self.dns.count("1.0.0.127.in-addr.arpa", "PTR"), before)
 
     def test_reject_unknown_client_hostname(self):
         # 550 for "no name" (unknown_client_reject_code), 450 for a lookup that failed for now

@@ -41,7 +41,8 @@ import threading
 import time
 import unittest
 
-from harness import Daemon, wait_for, SLOW, ROOT, FRUGAL
+from harness import Daemon, wait_for, free_port, SLOW, ROOT, FRUGAL
+from test_smtp_fire import FireSink
 
 CUTS = int(os.environ.get("FRUGAL_POWERLOSS_CUTS", "3" if SLOW == 1 else "1"))
 CONCURRENCY = 4           # delivery_concurrency_limit: the duplicates bound of one cut
@@ -152,8 +153,8 @@ class PowerLoss(unittest.TestCase):
         return img, dev
 
     # --- one cut ---
-    def daemon(self, binary):
-        d = Daemon(binary=binary, extra=f"""queue_directory = {self.mnt}/queue
+    def daemon(self, binary, relay=""):
+        d = Daemon(binary=binary, extra=relay + f"""queue_directory = {self.mnt}/queue
 local_mailbox_base = {self.mnt}/mail
 virtual_mailbox_base = {self.mnt}/vmail
 mail_owner = {MUSER}
@@ -187,12 +188,24 @@ smtpd_client_connection_count_limit = 0
         removed = set(re.findall(r"([0-9A-F]{10,}): removed", out))
         return active <= removed
 
-    def cut(self, n, binary, rest=False):
+    def cut(self, n, binary, rest=False, remote=False):
         """Load, freeze, copy, kill; recover the copy. Returns the counts.
         rest: the clients stop and the queue drains first, so that no
-        delivery is in flight at the cut (no duplicate is allowed then)."""
+        delivery is in flight at the cut (no duplicate is allowed then).
+        remote: every other message also goes to two recipients relayed over
+        SMTP to a sink in this process (one job each: marks per recipient);
+        the sink is not frozen, so it tells which of them it had acknowledged
+        before the cut."""
         img, dev = self.fresh_fs()
-        d = self.daemon(binary)
+        sink = None
+        relay = ""
+        if remote:
+            port = free_port()
+            sink = FireSink(port)
+            self.addCleanup(sink.stop)
+            relay = ("relay_domains = relay.test\ntransport_maps = inline:{ relay.test=smtp:[127.0.0.1]:%d }\n"
+                     "smtp_destination_recipient_limit = 1\n" % port)
+        d = self.daemon(binary, relay)
         acked, lock, stop = {}, threading.Lock(), threading.Event()
         errors = []
         try:
@@ -207,6 +220,8 @@ smtpd_client_connection_count_limit = 0
                             # one in three to both mailboxes: two agents, two jobs, marks per recipient
                             rcpts = (["alice@example.test", "carol@virt.test"] if i % 3 == 2 else
                                      ["alice@example.test"] if i % 3 else ["carol@virt.test"])
+                            if remote and i % 2:
+                                rcpts += ["r1@relay.test", "r2@relay.test"]
                             body = ("y" * 76 + "\r\n") * self.rnd.randint(2, 80)
                             s.sendmail("c%d@example.org" % cid, rcpts,
                                        "Subject: %s\r\nX-Token: %s\r\n\r\n%s\r\n" % (tok, tok, body))
@@ -236,6 +251,7 @@ smtpd_client_connection_count_limit = 0
                 self.assertEqual(errors, [])
                 wait_for(lambda: self.at_rest(d), 120, "the queue drained", interval=0.05)
             # the cut: every process frozen, no write in flight, then the image as the device holds it
+            t_cut = time.monotonic()
             os.killpg(d.proc.pid, signal.SIGSTOP)
             wait_for(lambda: threads_stopped(d.group()), 30, "every thread of the instance stopped")
             wait_for(lambda: dev_writes(dev)[2] == 0, 30, "no request in flight on " + dev)
@@ -266,6 +282,19 @@ smtpd_client_connection_count_limit = 0
                      "the recovered queue delivered")
             d.stop()
             seen = self.delivered(d)
+            remote_dups = remote_done_repeated = 0
+            if sink:
+                first = {}
+                for tok, addr, _, t_ack in sink.pairs():
+                    key = (tok, addr.split("@")[0])
+                    seen[key] += 1
+                    first.setdefault(key, t_ack)
+                margin = 0.5 * SLOW    # a 250 the sink sent just before the cut may not be marked yet
+                for key, c in seen.items():
+                    if key[1] in ("r1", "r2") and c > 1:
+                        remote_dups += c - 1
+                        if first[key] is not None and first[key] < t_cut - margin:
+                            remote_done_repeated += 1
             corrupt = os.path.join(d.queue, "corrupt")
             ncorrupt = len(os.listdir(corrupt)) if os.path.isdir(corrupt) else 0
             self.detach(dev2)
@@ -274,7 +303,10 @@ smtpd_client_connection_count_limit = 0
             dups = sum(c - 1 for c in seen.values())
             extra = len(set(seen) - acked_now)   # (token, mailbox) pairs: counted per recipient
             return {"acked": len(acked_now), "lost": len(lost), "dups": dups, "unacked_delivered": extra,
-                    "corrupt": ncorrupt, "fsck": fsck.returncode}
+                    "corrupt": ncorrupt, "fsck": fsck.returncode, "remote_dups": remote_dups,
+                    "remote_done_repeated": remote_done_repeated,
+                    "remote_lost": len([k for k in lost if k[1] in ("r1", "r2")]),
+                    "remote_acked": len([k for k in acked_now if k[1] in ("r1", "r2")])}
         finally:
             stop.set()
             d.cleanup()
@@ -386,6 +418,38 @@ smtpd_client_connection_count_limit = 0
         r = self.cut(0, NOSYNC)
         print("\npower-loss negative control (syncs skipped): %d acknowledged, %d lost"
               % (r["acked"], r["lost"]))
+        self.assertGreater(r["lost"], 0, "the test cannot see a missing sync")
+
+    def test_power_cut_while_relaying(self):
+        """Cuts while messages go to mailboxes and, every other one, to two remote recipients over
+        SMTP: no acknowledged recipient is lost, a remote recipient the sink had acknowledged well
+        before the cut is never sent again, and the remote duplicates (copies the sink had
+        acknowledged, or was sent, just before the cut) stay within two per delivery slot
+        (in flight, and done but its mark not yet synced)."""
+        for n in range(max(CUTS, 2)):
+            rest = n % 2 == 1
+            r = self.cut(n, FRUGAL, rest, remote=True)
+            print("\npower-loss relaying cut %d (%s): %d acknowledged (%d remote), %d lost, %d duplicated "
+                  "(%d remote), e2fsck %d"
+                  % (n + 1, "at rest" if rest else "under load", r["acked"], r["remote_acked"], r["lost"],
+                     r["dups"], r["remote_dups"], r["fsck"]))
+            self.assertGreater(r["remote_acked"], 0)
+            self.assertEqual(r["lost"], 0, "acknowledged recipients lost in cut %d (seed %d)" % (n + 1, self.seed))
+            self.assertEqual(r["remote_done_repeated"], 0,
+                             "remote recipients done before the cut sent again (seed %d)" % self.seed)
+            self.assertLessEqual(r["remote_dups"], 0 if rest else 2 * CONCURRENCY,
+                                 "cut %d (seed %d)" % (n + 1, self.seed))
+            self.assertLessEqual(r["dups"] - r["remote_dups"], 0 if rest else CONCURRENCY)
+
+    def test_negative_control_relaying_without_syncs(self):
+        """With remote recipients too, the build without syncs loses acknowledged mail."""
+        if SLOW != 1:
+            self.skipTest("the negative control runs in the plain pass")
+        if not os.access(NOSYNC, os.X_OK):
+            self.fail("%s missing: `make check` builds it" % NOSYNC)
+        r = self.cut(0, NOSYNC, remote=True)
+        print("\npower-loss negative control relaying (syncs skipped): %d acknowledged (%d remote), "
+              "%d lost (%d remote)" % (r["acked"], r["remote_acked"], r["lost"], r["remote_lost"]))
         self.assertGreater(r["lost"], 0, "the test cannot see a missing sync")
 
 

@@ -4,7 +4,8 @@
  * loopback: A, AAAA, MX, PTR, TXT, NXDOMAIN, no data, SERVFAIL, a timeout,
  * a truncated UDP answer that forces TCP, the cache (the server counts
  * queries), its bounds, cancel, the descriptor funnel refusing a socket,
- * and the ledger counting the resolver's sockets.
+ * and the ledger counting the resolver's sockets; dns_lookup_sys answering
+ * from a hosts file of the test's own before DNS, and re-reading it.
  */
 #include <check.h>
 #include <ev.h>
@@ -121,6 +122,18 @@ static struct res lookup(struct dns *d, struct ev_loop *loop, const char *name, 
 	memset(&r, 0, sizeof r);
 	ck_assert_ptr_nonnull(dns_lookup(d, name, t, got, &r));
 	ck_assert_int_eq(r.done, 0);   /* never from inside dns_lookup */
+	while (!r.done)
+		ev_run(loop, EVRUN_ONCE);
+	return r;
+}
+
+static struct res lookup_sys(struct dns *d, struct ev_loop *loop, const char *name, enum dns_type t)
+{
+	struct res r;
+
+	memset(&r, 0, sizeof r);
+	ck_assert_ptr_nonnull(dns_lookup_sys(d, name, t, got, &r));
+	ck_assert_int_eq(r.done, 0);   /* never from inside dns_lookup_sys, also from the hosts file */
 	while (!r.done)
 		ev_run(loop, EVRUN_ONCE);
 	return r;
@@ -417,6 +430,94 @@ START_TEST(funnel)
 }
 END_TEST
 
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fputs(text, f) >= 0, 1);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+START_TEST(hosts_file)
+{
+	char path[] = "/tmp/frugal-hosts-XXXXXX", txt[64];
+	struct ev_loop *loop = ev_loop_new(0);
+	struct dns_opts o = { 0 };
+	struct dns_stats st;
+	struct dns *d;
+	struct res r;
+	size_t mem0 = mem_in_use();
+	int fd = mkstemp(path), t0, t1, tcp;
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	write_file(path,
+	    "# a comment line\n"
+	    "127.0.0.10\tHosts.Example.  alias1   # the first line of an address names it\n"
+	    "127.0.0.10 second.example\n"
+	    "::1 v6.example\n"
+	    "127.0.0.20 a.test\n"
+	    "no-address-here name\n"
+	    "10.0.0.1\n");
+	o.hosts_file = path;
+	d = new_dns(loop, &o);
+	dns_stats(d, &st);
+	ck_assert_int_eq(st.hosts_lines, 4);
+	server_counts(d, loop, &t0, &tcp);
+	/* DNS says host.a.test for 127.0.0.10: the hosts file answers first, as glibc's "files dns" */
+	r = lookup_sys(d, loop, "10.0.0.127.in-addr.arpa", DNS_PTR);
+	ck_assert_int_eq(r.st, DNS_FOUND);
+	ck_assert_int_eq(r.n, 1);
+	ck_assert_str_eq(r.text[0], "hosts.example");
+	r = lookup_sys(d, loop, "ALIAS1.", DNS_A);
+	ck_assert_int_eq(r.st, DNS_FOUND);
+	ck_assert_int_eq(r.n, 1);
+	ck_assert_str_eq(inet_ntop(AF_INET, r.addr[0], txt, sizeof txt), "127.0.0.10");
+	r = lookup_sys(d, loop, "a.test", DNS_A);   /* DNS would say 127.0.0.10 */
+	ck_assert_int_eq(r.n, 1);
+	ck_assert_str_eq(inet_ntop(AF_INET, r.addr[0], txt, sizeof txt), "127.0.0.20");
+	r = lookup_sys(d, loop, "v6.example", DNS_AAAA);
+	ck_assert_int_eq(r.st, DNS_FOUND);
+	ck_assert_str_eq(inet_ntop(AF_INET6, r.addr[0], txt, sizeof txt), "::1");
+	r = lookup_sys(d, loop, "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa", DNS_PTR);
+	ck_assert_str_eq(r.text[0], "v6.example");
+	server_counts(d, loop, &t1, &tcp);
+	ck_assert_int_eq(t1 - t0, 0);   /* not one of them reached the DNS server */
+	dns_stats(d, &st);
+	ck_assert_uint_eq(st.hosts_hits, 5);
+
+	/* not listed (or not for this family): DNS, as before */
+	r = lookup_sys(d, loop, "hosts.example", DNS_AAAA);
+	ck_assert_int_eq(r.st, DNS_NXDOMAIN);
+	r = lookup_sys(d, loop, "11.0.0.127.in-addr.arpa", DNS_PTR);
+	ck_assert_int_eq(r.st, DNS_NXDOMAIN);
+	r = lookup_sys(d, loop, "a.test", DNS_MX);   /* only A, AAAA and PTR come from the file */
+	ck_assert_int_eq(r.st, DNS_NODATA);
+	r = lookup(d, loop, "10.0.0.127.in-addr.arpa", DNS_PTR);   /* and dns_lookup never reads it */
+	ck_assert_str_eq(r.text[0], "host.a.test");
+	server_counts(d, loop, &t1, &tcp);
+	ck_assert_int_eq(t1 - t0, 4);
+
+	/* a reload reads the file again; a file that is gone is an empty table */
+	write_file(path, "127.0.0.10 renamed.example\n");
+	ck_assert_int_eq(dns_set_servers(d, servers, txt, sizeof txt), 0);
+	dns_stats(d, &st);
+	ck_assert_int_eq(st.hosts_lines, 1);
+	r = lookup_sys(d, loop, "10.0.0.127.in-addr.arpa", DNS_PTR);
+	ck_assert_str_eq(r.text[0], "renamed.example");
+	unlink(path);
+	ck_assert_int_eq(dns_set_servers(d, servers, txt, sizeof txt), 0);
+	dns_stats(d, &st);
+	ck_assert_int_eq(st.hosts_lines, 0);
+	r = lookup_sys(d, loop, "10.0.0.127.in-addr.arpa", DNS_PTR);
+	ck_assert_str_eq(r.text[0], "host.a.test");
+	dns_free(d);
+	ck_assert_uint_eq(mem_in_use(), mem0);   /* the table and its answers all returned */
+	ev_loop_destroy(loop);
+}
+END_TEST
+
 START_TEST(parse_garbage)
 {
 	static const unsigned char junk[] = { 0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 3, 'a', 'b' };
@@ -448,6 +549,7 @@ int main(void)
 	tcase_add_test(tc, cache_bounds);
 	tcase_add_test(tc, cancel);
 	tcase_add_test(tc, funnel);
+	tcase_add_test(tc, hosts_file);
 	tcase_add_test(tc, parse_garbage);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

@@ -416,6 +416,28 @@ static void params(void)
 	P.listeners = 1;
 }
 
+/* frugal wizard's words: the limit that binds and the concurrency derived from it */
+START_TEST(describe_in_plain_words)
+{
+	struct conf_diags d;
+	struct conf *c = conf_load_text("limits_source = manual\nlimit_numtcpsock = 360\n", "t.conf", &d);
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	conf_diags_free(&d);
+	ck_assert_ptr_nonnull(c);
+	f = open_memstream(&text, &len);
+	ck_assert_ptr_nonnull(f);
+	limits_describe(c, f);
+	fclose(f);
+	ck_assert_msg(strstr(text, "numtcpsock 360 (manual)") != NULL, "%s", text);
+	ck_assert_msg(strstr(text, "up to 159 SMTP sessions at once (bound by numtcpsock)") != NULL, "%s", text);
+	free(text);
+	conf_unref(c);
+}
+END_TEST
+
 START_TEST(compute_bound_by_numtcpsock)
 {
 	struct limits_snapshot s;
@@ -909,6 +931,7 @@ static Suite *suite(void)
 	t = tcase_create("budget");
 	tcase_add_test(t, res_budget_share_and_reserve);
 	tcase_add_test(t, compute_bound_by_numtcpsock);
+	tcase_add_test(t, describe_in_plain_words);
 	tcase_add_test(t, compute_memory_and_buffers);
 	tcase_add_test(t, stress_hysteresis);
 	tcase_add_test(t, admission_at_the_limit);

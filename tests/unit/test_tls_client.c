@@ -18,7 +18,9 @@
 #include <poll.h>
 
 #include <ev.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "core/fd.h"
 #include "core/mem.h"
@@ -382,6 +384,51 @@ START_TEST(levels_and_fallback)
 }
 END_TEST
 
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fputs(text, f) >= 0, 1);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* frugal wizard's certificate: loads as a server's pair, names the host, a new key each time */
+START_TEST(selfsigned_certificate)
+{
+	char *crt, *k, *crt2, *k2, err[512], cpath[128], kpath[128];
+	struct tls_ctx *t;
+	BIO *b;
+	X509 *x;
+
+	ck_assert_int_eq(tls_selfsigned_pem("mx.example.test", &crt, &k, err, sizeof err), 0);
+	ck_assert_int_eq(tls_selfsigned_pem("mx.example.test", &crt2, &k2, err, sizeof err), 0);
+	ck_assert_str_ne(k, k2);
+	snprintf(cpath, sizeof cpath, "%s/ss.crt", dir);
+	snprintf(kpath, sizeof kpath, "%s/ss.key", dir);
+	write_text(cpath, crt);
+	write_text(kpath, k);
+	t = tls_server_new(cpath, -1, kpath, -1, err, sizeof err);
+	ck_assert_msg(t != NULL, "%s", err);
+	tls_ctx_unref(t);
+	/* control: the certificate with another key is refused */
+	t = tls_server_new(cpath, -1, key, -1, err, sizeof err);
+	ck_assert_ptr_null(t);
+	ck_assert_msg(strstr(err, "does not match") != NULL, "%s", err);
+	b = BIO_new_mem_buf(crt, -1);
+	x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+	ck_assert_ptr_nonnull(x);
+	ck_assert_int_eq(X509_check_host(x, "mx.example.test", 0, 0, NULL), 1);
+	ck_assert_int_ne(X509_check_host(x, "other.example.test", 0, 0, NULL), 1);
+	X509_free(x);
+	BIO_free(b);
+	mem_free(crt);
+	mem_free(k);
+	mem_free(crt2);
+	mem_free(k2);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("tls_client");
@@ -404,6 +451,7 @@ int main(void)
 	tcase_add_test(tc, bad_ca_file);
 	tcase_add_test(tc, against_frugal_server);
 	tcase_add_test(tc, levels_and_fallback);
+	tcase_add_test(tc, selfsigned_certificate);
 	suite_add_tcase(s, tc);
 	r = srunner_create(s);
 	srunner_run_all(r, CK_NORMAL);
