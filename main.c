@@ -59,7 +59,8 @@ int main(int argc, char **argv)
 	mem_install_hooks();
 
 	/* Sendmail's names (PHP's mail(), cron, Git call /usr/sbin/sendmail -t -i) */
-	if (strcmp(self, "sendmail") == 0 || strcmp(self, "mailq") == 0 || strcmp(self, "newaliases") == 0)
+	/* also sendmail.frugal and the like (the name Debian's alternatives give a second MTA) */
+	if (strncmp(self, "sendmail", 8) == 0 || strcmp(self, "mailq") == 0 || strcmp(self, "newaliases") == 0)
 		return queue_cmd_sendmail(argc, argv);
 	if (argc < 2)
 		return usage(stderr);
@@ -73,6 +74,13 @@ int main(int argc, char **argv)
 			fprintf(stderr, "frugal: '%s' is not in this version yet\n", argv[1]);
 			return 1;
 		}
-	fprintf(stderr, "frugal: unknown command '%s'\n", argv[1]);
-	return usage(stderr);
+	/*
+	 * An invocation we do not know may be a program handing us mail
+	 * under a name we did not expect: 75 (EX_TEMPFAIL, "not taken, try
+	 * again"), never 1, which some callers read as a verdict on the
+	 * message (issue 15).
+	 */
+	fprintf(stderr, "frugal: unknown command '%s' (nothing was queued)\n", argv[1]);
+	usage(stderr);
+	return 75;
 }

@@ -58,7 +58,7 @@ class Base(unittest.TestCase):
         if ROOT_RUN:
             os.chown(helper, 0, grp.getgrnam("mail").gr_gid)
             os.chmod(helper, 0o2755)
-        for name in ("sendmail", "mailq", "newaliases"):
+        for name in ("sendmail", "mailq", "newaliases", "sendmail.frugal"):
             os.symlink(os.path.abspath(FRUGAL), os.path.join(self.bin, name))
         self.maildrop = os.path.join(self.d.queue, "maildrop")
 
@@ -219,6 +219,16 @@ class Running(Base):
             self.assertIn(b"newalias", f.read())
         r = self.sendmail("-bi", as_caller=True)
         self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_other_names(self):
+        # Debian's alternatives name a second MTA's binary sendmail.NAME: still sendmail
+        r = self.sendmail("-t", "-i", name="sendmail.frugal", input=b"To: alice@localhost\nSubject: alt\n\nx\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"Subject: alt", self.d.wait_messages(self.d.maildir("alice"), 1)[0])
+        # an invocation frugal does not know says "not taken, try again" (75), never 1
+        r = subprocess.run([FRUGAL, "alice@localhost"], input=b"x\n", capture_output=True, timeout=20 * SLOW)
+        self.assertEqual(r.returncode, 75)
+        self.assertIn(b"nothing was queued", r.stderr)
 
     def test_options_of_cron_php_git(self):
         # what callers pass: accepted and ignored as Postfix does
