@@ -330,9 +330,10 @@ int cleanup_addr_scan(const char *v, size_t len, cleanup_addr_fn *fn, void *arg)
 	return 0;
 }
 
-struct hdr_rewrite {
-	struct resolver *r;
-	enum cleanup_hdr cls;
+/* One header's addresses through a per-address function, spliced into out. */
+struct hdr_splice {
+	cleanup_rewrite_fn *fn;
+	void *arg;
 	const char *hdr;        /* the whole header */
 	size_t base;            /* where its value starts (the scanner's offsets are in the value) */
 	size_t done;            /* bytes of hdr already in out */
@@ -341,7 +342,7 @@ struct hdr_rewrite {
 	int changed, failed;
 };
 
-static int put_out(struct hdr_rewrite *h, const char *p, size_t n)
+static int put_out(struct hdr_splice *h, const char *p, size_t n)
 {
 	if (h->used + n >= h->outlen)
 		return -1;
@@ -351,12 +352,10 @@ static int put_out(struct hdr_rewrite *h, const char *p, size_t n)
 	return 0;
 }
 
-static int rewrite_one(void *arg, size_t start, size_t end)
+static int splice_one(void *arg, size_t start, size_t end)
 {
-	struct hdr_rewrite *h = arg;
+	struct hdr_splice *h = arg;
 	char addr[ADDR_MAX], out[ADDR_MAX];
-	struct cleanup *cl = resolver_cleanup(h->r);
-	const char *at, *m;
 	int rc;
 
 	start += h->base;
@@ -365,20 +364,7 @@ static int rewrite_one(void *arg, size_t start, size_t end)
 		return 0;   /* longer than any address: left as it is */
 	memcpy(addr, h->hdr + start, end - start);
 	addr[end - start] = '\0';
-	if (h->cls == CLEANUP_HDR_SENDER) {
-		rc = cleanup_sender(h->r, addr, out, sizeof out);
-	} else if ((rc = canonical(h->r, cl->rcanon, addr, out, sizeof out)) >= 0 &&
-	    (at = strrchr(out, '@')) != NULL && at[1] && (m = cleanup_masquerade(cl->masq, at + 1)) != NULL) {
-		/* masquerade_classes' default includes header_recipient (not envelope_recipient) */
-		size_t pos = (size_t)(at + 1 - out);
-
-		if (pos + strlen(m) >= sizeof out) {
-			rc = -1;
-		} else {
-			memcpy(out + pos, m, strlen(m) + 1);
-			rc = 1;
-		}
-	}
+	rc = h->fn(h->arg, addr, out, sizeof out);
 	if (rc < 0 || (rc == 1 && strcmp(out, addr) != 0 &&
 	    (put_out(h, h->hdr + h->done, start - h->done) < 0 || put_out(h, out, strlen(out)) < 0))) {
 		h->failed = 1;
@@ -391,26 +377,63 @@ static int rewrite_one(void *arg, size_t start, size_t end)
 	return 0;
 }
 
-int cleanup_header(struct resolver *r, enum cleanup_hdr cls, const char *hdr, size_t len,
-    char *out, size_t outlen)
+int cleanup_header_rewrite(const char *hdr, size_t len, cleanup_rewrite_fn *fn, void *arg,
+    char *out, size_t outlen, size_t *used)
 {
 	const char *colon = memchr(hdr, ':', len);
-	struct hdr_rewrite h;
+	struct hdr_splice h;
 
-	if (colon == NULL || cls == CLEANUP_HDR_NONE || outlen == 0)
+	if (colon == NULL || outlen == 0)
 		return 0;
 	memset(&h, 0, sizeof h);
-	h.r = r;
-	h.cls = cls;
+	h.fn = fn;
+	h.arg = arg;
 	h.hdr = hdr;
 	h.base = (size_t)(colon + 1 - hdr);
 	h.out = out;
 	h.outlen = outlen;
-	if (cleanup_addr_scan(hdr + h.base, len - h.base, rewrite_one, &h) != 0 || h.failed)
+	if (cleanup_addr_scan(hdr + h.base, len - h.base, splice_one, &h) != 0 || h.failed)
 		return -1;
 	if (!h.changed)
 		return 0;
 	if (put_out(&h, hdr + h.done, len - h.done) < 0)
 		return -1;
+	if (used)
+		*used = h.used;
 	return 1;
+}
+
+/* cleanup's classes: the sender table (and masquerading), or the recipient table and masquerading */
+struct cleanup_cls { struct resolver *r; enum cleanup_hdr cls; };
+
+static int cleanup_one(void *arg, const char *addr, char *out, size_t outlen)
+{
+	struct cleanup_cls *c = arg;
+	struct cleanup *cl = resolver_cleanup(c->r);
+	const char *at, *m;
+	int rc;
+
+	if (c->cls == CLEANUP_HDR_SENDER)
+		return cleanup_sender(c->r, addr, out, outlen);
+	if ((rc = canonical(c->r, cl->rcanon, addr, out, outlen)) >= 0 &&
+	    (at = strrchr(out, '@')) != NULL && at[1] && (m = cleanup_masquerade(cl->masq, at + 1)) != NULL) {
+		/* masquerade_classes' default includes header_recipient (not envelope_recipient) */
+		size_t pos = (size_t)(at + 1 - out);
+
+		if (pos + strlen(m) >= outlen)
+			return -1;
+		memcpy(out + pos, m, strlen(m) + 1);
+		rc = 1;
+	}
+	return rc;
+}
+
+int cleanup_header(struct resolver *r, enum cleanup_hdr cls, const char *hdr, size_t len,
+    char *out, size_t outlen)
+{
+	struct cleanup_cls c = { r, cls };
+
+	if (cls == CLEANUP_HDR_NONE)
+		return 0;
+	return cleanup_header_rewrite(hdr, len, cleanup_one, &c, out, outlen, NULL);
 }

@@ -136,6 +136,14 @@ int  cleanup_headers_wanted(struct resolver *r);   /* any table or masquerade_do
  */
 int  cleanup_header(struct resolver *r, enum cleanup_hdr cls, const char *hdr, size_t len,
     char *out, size_t outlen);
+/*
+ * The same splice for any per-address rewrite (smtp_generic_maps uses it):
+ * fn returns 1 with the new address in res, 0 to keep it, -1 to give up;
+ * *used (may be NULL) gets the length written.
+ */
+typedef int cleanup_rewrite_fn(void *arg, const char *addr, char *res, size_t cap);
+int  cleanup_header_rewrite(const char *hdr, size_t len, cleanup_rewrite_fn *fn, void *arg,
+    char *out, size_t outlen, size_t *used);
 /* The address-list scanner (pure; fuzzed): fn(arg, start, end) for each address; fn's nonzero stops it. */
 typedef int cleanup_addr_fn(void *arg, size_t start, size_t end);
 int  cleanup_addr_scan(const char *v, size_t len, cleanup_addr_fn *fn, void *arg);

@@ -114,73 +114,16 @@ done:
 	return rc;
 }
 
-struct hdr_state {
-	struct smtp_generic *g;
-	const char *hdr;
-	size_t base;        /* where the value starts in hdr */
-	size_t done;        /* bytes of hdr already in out */
-	char  *out;
-	size_t cap, used;
-	int    changed, failed;
-};
-
-static int put(struct hdr_state *h, const char *p, size_t n)
+static int generic_one(void *arg, const char *addr, char *res, size_t cap)
 {
-	if (h->used + n > h->cap)
-		return -1;
-	memcpy(h->out + h->used, p, n);
-	h->used += n;
-	return 0;
-}
-
-static int one_addr(void *arg, size_t start, size_t end)
-{
-	struct hdr_state *h = arg;
-	char addr[ADDR_MAX], res[ADDR_MAX];
-	int rc;
-
-	start += h->base;
-	end += h->base;
-	if (end - start >= sizeof addr)
-		return 0;   /* longer than any address: left as it is */
-	memcpy(addr, h->hdr + start, end - start);
-	addr[end - start] = '\0';
-	if ((rc = smtp_generic_addr(h->g, addr, res, sizeof res)) < 0) {
-		h->failed = 1;
-		return -1;
-	}
-	if (rc == 0)
-		return 0;
-	if (put(h, h->hdr + h->done, start - h->done) < 0 || put(h, res, strlen(res)) < 0) {
-		h->failed = 1;
-		return -1;
-	}
-	h->done = end;
-	h->changed = 1;
-	return 0;
+	return smtp_generic_addr(arg, addr, res, cap);
 }
 
 int smtp_generic_header(struct smtp_generic *g, const char *hdr, size_t len, char *out, size_t cap,
     size_t *outlen)
 {
-	const char *colon = memchr(hdr, ':', len);
-	struct hdr_state h;
-
-	if (colon == NULL || map_list_empty(g->maps) || cleanup_header_class(hdr, len) == CLEANUP_HDR_NONE)
+	if (map_list_empty(g->maps) || cleanup_header_class(hdr, len) == CLEANUP_HDR_NONE)
 		return 0;
-	memset(&h, 0, sizeof h);
-	h.g = g;
-	h.hdr = hdr;
-	h.base = (size_t)(colon + 1 - hdr);
-	h.done = 0;
-	h.out = out;
-	h.cap = cap;
-	if (cleanup_addr_scan(hdr + h.base, len - h.base, one_addr, &h) != 0 || h.failed)
-		return -1;
-	if (!h.changed)
-		return 0;
-	if (put(&h, hdr + h.done, len - h.done) < 0)
-		return -1;
-	*outlen = h.used;
-	return 1;
+	/* the splice NUL-terminates, so a header needs one byte less than cap */
+	return cleanup_header_rewrite(hdr, len, generic_one, g, out, cap, outlen);
 }
