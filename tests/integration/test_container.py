@@ -592,7 +592,11 @@ class ContainerTest(unittest.TestCase):
                  "a warning naming numothersock")
         j = limits_json(d)
         self.assertTrue(any("numothersock" in w for w in j["warnings"]), j["warnings"])
-        self.assertEqual(j["rows"]["numothersock"]["frugal"], own0, "frugal's non-TCP sockets unchanged")
+        # as the kernel sees them, and not more than at the start (which may have held the
+        # resolver's socket for the harness probe's PTR lookup)
+        self.assertEqual(j["rows"]["numothersock"]["frugal"], nontcp_sockets(d.proc.pid),
+                         "the report against the kernel's count")
+        self.assertLessEqual(j["rows"]["numothersock"]["frugal"], own0, "frugal's non-TCP sockets did not grow")
         print("\n  numothersock hog holds %d; report: %s" %
               (n, [w for w in j["warnings"] if "numothersock" in w]), file=sys.stderr)
         Container.release(hog)
