@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import ROOT, Daemon, Raw, run_frugal, wait_for, SLOW
+from harness import ROOT, Daemon, Raw, run_frugal, wait_for, SLOW, FRUGAL
 
 CONTRIB = os.path.join(ROOT, "contrib")
 PASSWORD = "correct horse battery staple"
@@ -132,6 +132,41 @@ class Install(unittest.TestCase):
         r = subprocess.run(["sh", "-c", script, "frugal.init", "status"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
         self.assertIn("not running", r.stdout)
+
+    def test_init_script_runs_the_daemon(self):
+        """start, status, reload, stop through the installed script and frugal's own commands."""
+        d = Daemon()
+        self.addCleanup(d.cleanup)
+        with open(self.path("/etc/init.d/frugal")) as f:
+            text = f.read()
+        default = os.path.join(d.dir, "default")
+        with open(default, "w") as f:
+            f.write("FRUGAL_OPTS='-c %s'\n" % d.dir)
+        script = text.replace("/etc/default/frugal", default).replace(
+            "FRUGAL=/usr/sbin/frugal", "FRUGAL=" + FRUGAL)
+
+        def init(verb):
+            return subprocess.run(["sh", "-c", script, "frugal.init", verb],
+                                  capture_output=True, text=True, timeout=60 * SLOW)
+        r = init("start")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        stopped = [False]
+
+        def kill_left():   # only if the test failed before stop: the pid file names our master
+            if not stopped[0]:
+                init("stop")
+        self.addCleanup(kill_left)
+        wait_for(lambda: init("status").returncode == 0, 15 * SLOW, "status 0 after start")
+        d.wait_log("daemon started", timeout=30 * SLOW)
+        socket.create_connection(("127.0.0.1", d.port), timeout=5).close()
+        self.assertEqual(init("start").returncode, 0)   # already running: said, not started twice
+        r = init("reload")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        d.wait_log("reload -- version", timeout=15 * SLOW)
+        r = init("stop")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        wait_for(lambda: init("status").returncode == 3, 30 * SLOW, "status 3 after stop")
+        stopped[0] = True
 
     def test_logrotate(self):
         if not shutil.which("logrotate") and not os.path.exists("/usr/sbin/logrotate"):
