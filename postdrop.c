@@ -15,6 +15,12 @@
  * killed midway leaves only a dot-file the daemon never reads (and removes
  * after an hour).
  *
+ * `frugal-postdrop -q MAILDROP` instead leaves a mailq request (a fixed
+ * body, no message, no stdin; queue/drop.h) for the daemon, which answers
+ * with $queue_directory/status/mailq: how `mailq` works for users who may
+ * not read the queue. Not synced: a request lost to a crash is only a
+ * listing not shown.
+ *
  * It trusts nothing from the caller: the environment is cleared, the only
  * argument is a directory that must look like a maildrop (a directory, sticky,
  * nothing for others, group the helper's own), and no configuration is read.
@@ -64,15 +70,15 @@ static int write_all(int fd, const char *p, size_t n)
 int main(int argc, char **argv)
 {
 	static char buf[65536];
-	char tmp[96], name[80];
+	char tmp[112], name[96];
 	struct drop_parser dp;
 	struct stat st;
 	struct timeval tv;
 	unsigned int rnd = 0;
 	gid_t egid = getegid();
 	ssize_t r;
-	int dfd, rc = EX_TEMPFAIL;
-	const char *why = NULL;
+	int dfd, rc = EX_TEMPFAIL, req = 0;
+	const char *why = NULL, *dir;
 
 	/* nothing of the caller's beyond its user ID and stdio */
 	clearenv();
@@ -84,13 +90,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "frugal-postdrop: cannot drop privileges: %s\n", strerror(errno));
 		return EX_TEMPFAIL;
 	}
-	if (argc != 2) {
-		fprintf(stderr, "usage: frugal-postdrop MAILDROP_DIRECTORY < drop-stream\n");
+	if (argc == 3 && strcmp(argv[1], "-q") == 0)
+		req = 1;
+	else if (argc != 2 || argv[1][0] == '-') {
+		fprintf(stderr, "usage: frugal-postdrop MAILDROP_DIRECTORY < drop-stream\n"
+		    "       frugal-postdrop -q MAILDROP_DIRECTORY\n");
 		return EX_USAGE;
 	}
-	dfd = open(argv[1], O_PATH | O_DIRECTORY | O_CLOEXEC);
+	dir = argv[argc - 1];
+	dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0 || fstat(dfd, &st) < 0) {
-		fprintf(stderr, "frugal-postdrop: %s: %s%s\n", argv[1], strerror(errno),
+		fprintf(stderr, "frugal-postdrop: %s: %s%s\n", dir, strerror(errno),
 		    errno == ENOENT ? " (the queue is laid out when frugal serve first starts)" : "");
 		return EX_TEMPFAIL;
 	}
@@ -98,18 +108,30 @@ int main(int argc, char **argv)
 	if (!S_ISDIR(st.st_mode) || !(st.st_mode & S_ISVTX) || (st.st_mode & 07) != 0 ||
 	    (st.st_gid != egid && st.st_uid != getuid() && getuid() != 0)) {
 		fprintf(stderr, "frugal-postdrop: %s: not a maildrop directory (want mode 1730, group %u)\n",
-		    argv[1], (unsigned)egid);
+		    dir, (unsigned)egid);
 		return EX_TEMPFAIL;
 	}
 	gettimeofday(&tv, NULL);
 	if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
 		rnd ^= (unsigned)tv.tv_usec * 2654435761u;
-	snprintf(name, sizeof name, "%lx.%05lx.%x.%08x", (unsigned long)tv.tv_sec,
-	    (unsigned long)tv.tv_usec, (unsigned)getpid(), rnd);
+	snprintf(name, sizeof name, "%s%lx.%05lx.%x.%08x", req ? DROP_REQ_PREFIX : "",
+	    (unsigned long)tv.tv_sec, (unsigned long)tv.tv_usec, (unsigned)getpid(), rnd);
 	snprintf(tmp, sizeof tmp, ".tmp.%s", name);
 	if ((out_fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
-		fprintf(stderr, "frugal-postdrop: cannot create a file in %s: %s\n", argv[1], strerror(errno));
+		fprintf(stderr, "frugal-postdrop: cannot create a file in %s: %s\n", dir, strerror(errno));
 		return EX_TEMPFAIL;
+	}
+	if (req) {
+		/* renamed in whole, so the daemon (inotify IN_MOVED_TO) never sees it half written */
+		if (write_all(out_fd, DROP_REQ_BODY, sizeof DROP_REQ_BODY - 1) < 0 ||
+		    fchmod(out_fd, 0444) < 0 || renameat(dfd, tmp, dfd, name) < 0) {
+			fprintf(stderr, "frugal-postdrop: cannot leave a mailq request in %s: %s\n", dir,
+			    strerror(errno));
+			unlinkat(dfd, tmp, 0);
+			return EX_TEMPFAIL;
+		}
+		close(out_fd);
+		return 0;
 	}
 	drop_parser_init(&dp, NULL);
 	for (;;) {
@@ -146,7 +168,7 @@ int main(int argc, char **argv)
 	}
 	if (why) {
 		unlinkat(dfd, tmp, 0);
-		fprintf(stderr, "frugal-postdrop: the message was not queued in %s: %s\n", argv[1], why);
+		fprintf(stderr, "frugal-postdrop: the message was not queued in %s: %s\n", dir, why);
 		return rc;
 	}
 	close(out_fd);

@@ -29,12 +29,17 @@
 struct idlist {
 	char **v;
 	int n, cap;
+	int limit, more;   /* limit > 0: keep that many IDs, count the rest in more */
 };
 
 static void collect(void *arg, const char *id)
 {
 	struct idlist *l = arg;
 
+	if (l->limit > 0 && l->n >= l->limit) {
+		l->more++;
+		return;
+	}
 	if (l->n == l->cap) {
 		l->cap = l->cap ? l->cap * 2 : 64;
 		l->v = xrealloc(l->v, (size_t)l->cap * sizeof *l->v);
@@ -79,7 +84,7 @@ static void collect_held(const char *qdir, struct idlist *l)
  * after the queue ID marks a held message (Postfix's mark; its '*' for the
  * active queue is not shown: the scheduler's memory is not visible here).
  */
-static int cmd_list(const char *qdir)
+int queue_list_write(FILE *out, const char *qdir, int max)
 {
 	struct idlist l = { 0 }, held = { 0 };
 	struct spool_env e;
@@ -88,13 +93,15 @@ static int cmd_list(const char *qdir)
 	char when[32], idm[QUEUE_ID_MAX + 2];
 	struct tm tm;
 
+	/* max > 0 (the daemon's snapshot): memory and envelope reads bounded on its loop */
+	l.limit = held.limit = max;
 	if (spool_scan(qdir, 0, collect, &l) < 0 && errno != ENOENT) {
-		fprintf(stderr, "frugal queue: cannot read %s/%s: %s\n", qdir, SPOOL_COMMITTED,
-		    strerror(errno));
-		return EX_TEMPFAIL;
+		idlist_free(&l);
+		return -1;
 	}
 	collect_held(qdir, &held);
 	nheld = held.n;
+	l.limit = 0;
 	for (i = 0; i < held.n; i++)   /* held first would reorder; append them after the rest */
 		collect(&l, held.v[i]);
 	for (i = 0; i < l.n; i++) {
@@ -103,26 +110,39 @@ static int cmd_list(const char *qdir)
 		if ((is_held ? spool_env_load_held(qdir, l.v[i], &e) : spool_env_load(qdir, l.v[i], &e, NULL)) < 0)
 			continue;   /* delivered and removed while we looked */
 		if (shown++ == 0)
-			printf("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
+			fprintf(out, "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
 		localtime_r(&e.arrival, &tm);
 		strftime(when, sizeof when, "%a %b %e %H:%M:%S", &tm);
 		snprintf(idm, sizeof idm, "%s%s", e.id, is_held ? "!" : "");
-		printf("%-11s %8lld %20.20s  %s\n", idm, (long long)e.size, when,
+		fprintf(out, "%-11s %8lld %20.20s  %s\n", idm, (long long)e.size, when,
 		    *e.sender ? e.sender : "MAILER-DAEMON");
 		for (k = 0; k < e.nrcpt; k++)
 			if (e.rcpt[k].status == RCPT_TODO)
-				printf("%43s%s\n", "", e.rcpt[k].addr);
-		printf("\n");
+				fprintf(out, "%43s%s\n", "", e.rcpt[k].addr);
+		fprintf(out, "\n");
 		total += e.size;
 		spool_env_free(&e);
 	}
+	if (l.more + held.more > 0)
+		fprintf(out, "-- %d more messages not listed (this listing stops at %d queued and %d held)\n",
+		    l.more + held.more, max, max);
 	idlist_free(&l);
 	idlist_free(&held);
 	if (shown == 0)
-		printf("Mail queue is empty\n");
+		fprintf(out, "Mail queue is empty\n");
 	else
-		printf("-- %lld Kbytes in %d Request%s.\n", (total + 1023) / 1024, shown,
+		fprintf(out, "-- %lld Kbytes in %d Request%s.\n", (total + 1023) / 1024, shown,
 		    shown == 1 ? "" : "s");
+	return 0;
+}
+
+static int cmd_list(const char *qdir)
+{
+	if (queue_list_write(stdout, qdir, 0) < 0) {
+		fprintf(stderr, "frugal queue: cannot read %s/%s: %s\n", qdir, SPOOL_COMMITTED,
+		    strerror(errno));
+		return EX_TEMPFAIL;
+	}
 	return 0;
 }
 

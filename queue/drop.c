@@ -157,3 +157,10 @@ int drop_name_valid(const char *name)
 			return 0;
 	return i < 64;
 }
+
+int drop_req_name_valid(const char *name)
+{
+	size_t n = sizeof DROP_REQ_PREFIX - 1;
+
+	return strncmp(name, DROP_REQ_PREFIX, n) == 0 && drop_name_valid(name + n);
+}

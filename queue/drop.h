@@ -51,4 +51,15 @@ int  drop_finish(struct drop_parser *p);
 /* A maildrop file name as frugal-postdrop makes them: [0-9a-f.], not starting with '.' */
 int  drop_name_valid(const char *name);
 
+/*
+ * A mailq request (`frugal-postdrop -q`, for users who cannot read the
+ * queue): a file named DROP_REQ_PREFIX + a valid drop name holding exactly
+ * DROP_REQ_BODY; no message. The daemon answers by rewriting
+ * $queue_directory/status/mailq.
+ */
+#define DROP_REQ_PREFIX "mailq."
+#define DROP_REQ_BODY   "FRUGAL-MAILQ1\n"
+/* 1 when name is DROP_REQ_PREFIX followed by a valid drop name */
+int  drop_req_name_valid(const char *name);
+
 #endif

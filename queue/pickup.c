@@ -15,6 +15,12 @@
  * is the file's owner (the helper is set-group-ID only, so that is the
  * submitting user), not anything the file says.
  *
+ * mailq requests (`frugal-postdrop -q`, for users who may not read the
+ * queue) are files too: checked, removed, and answered by rewriting
+ * status/mailq (temp + rename, 0644) with the `mailq` listing, at most
+ * once a second (requests in between share the next listing) and at most
+ * MAILQ_MAX messages each (envelope reads on the loop stay bounded).
+ *
  * Wake-ups: inotify (IN_MOVED_TO: the helper renames a finished file in)
  * and a one-second timer as the fallback (inotify may be unavailable or
  * its queue may overflow). One file at a time: its commit is in flight
@@ -52,6 +58,9 @@ struct pickup {
 	int    dfd, ifd;             /* maildrop directory; inotify (-1: none) */
 	ev_io  io;
 	ev_timer tick;
+	ev_timer regen;              /* the next mailq listing, when one was asked for too soon */
+	ev_tstamp last_regen;        /* when the last listing was written (0: never) */
+	int    want_listing;         /* a request is waiting for a listing */
 	int    busy;                 /* a commit is in flight */
 	char   names[PICKUP_BATCH][PICKUP_NAME];
 	int    nnames, next;
@@ -252,6 +261,104 @@ static int pick(struct pickup *p, const char *name)
 	return 1;
 }
 
+/* status/mailq from the listing `mailq` prints; temp + rename so a reader sees one whole */
+static void write_listing(struct pickup *p)
+{
+	const char *q = spool_dir(p->spool);
+	char tmp[4096], path[4096];
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+	int fd, ok;
+
+	p->want_listing = 0;
+	p->last_regen = ev_now(p->loop);
+	snprintf(path, sizeof path, "%s/%s/%s", q, SPOOL_STATUS, MAILQ_SNAPSHOT);
+	snprintf(tmp, sizeof tmp, "%s/%s/.%s.tmp", q, SPOOL_STATUS, MAILQ_SNAPSHOT);
+	/* built in memory (stdio would bypass the descriptor ledger), then written */
+	if ((f = open_memstream(&text, &len)) == NULL) {
+		log_warning("pickup", "mailq listing: %s", strerror(errno));
+		return;
+	}
+	ok = queue_list_write(f, q, MAILQ_MAX) == 0;
+	ok = fclose(f) == 0 && ok;
+	unlink(tmp);
+	if (!ok || (fd = fd_open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644)) < 0) {
+		log_warning("pickup", "mailq listing: %s: %s", tmp, strerror(errno));
+		free(text);
+		return;
+	}
+	fchmod(fd, 0644);   /* whatever the umask: any local user reads it */
+	ok = queue_write_all(fd, text, len) == 0;
+	free(text);
+	ok = fd_close(fd) == 0 && ok;
+	if (!ok || rename(tmp, path) < 0) {
+		log_warning("pickup", "mailq listing: cannot write %s: %s", path, strerror(errno));
+		unlink(tmp);
+		return;
+	}
+	log_info("pickup", "mailq listing written to %s", path);
+}
+
+static void regen_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct pickup *p = (struct pickup *)((char *)w - offsetof(struct pickup, regen));
+
+	if (p->want_listing)
+		write_listing(p);
+}
+
+/* a request seen: a listing now, or when a second has passed since the last (coalesced) */
+static void want_listing(struct pickup *p)
+{
+	ev_tstamp wait;
+
+	p->want_listing = 1;
+	if (ev_is_active(&p->regen))
+		return;
+	ev_now_update(p->loop);
+	wait = p->last_regen + 1. - ev_now(p->loop);
+	if (p->last_regen == 0 || wait <= 0) {
+		write_listing(p);
+		return;
+	}
+	ev_timer_set(&p->regen, wait, 0.);
+	ev_timer_start(p->loop, &p->regen);
+}
+
+/* maildrop/mailq.NAME: exactly the request body, else set aside like any foreign file */
+static void take_request(struct pickup *p, const char *name)
+{
+	char buf[sizeof DROP_REQ_BODY + 1];
+	struct stat st;
+	ssize_t r;
+	int fd;
+
+	if ((fd = fd_openat(p->dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0) {
+		if (errno == ELOOP)
+			set_aside(p, name, "a symbolic link");
+		else if (errno != ENOENT)
+			log_warning("pickup", "maildrop/%s: %s", name, strerror(errno));
+		return;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		fd_close(fd);
+		set_aside(p, name, "not a regular file with one link");
+		return;
+	}
+	r = read(fd, buf, sizeof buf);
+	fd_close(fd);
+	if (r != (ssize_t)sizeof DROP_REQ_BODY - 1 || memcmp(buf, DROP_REQ_BODY, (size_t)r) != 0) {
+		set_aside(p, name, "not a mailq request");
+		return;
+	}
+	if (unlinkat(p->dfd, name, 0) < 0 && errno != ENOENT) {
+		log_warning("pickup", "maildrop/%s: cannot remove the mailq request: %s", name, strerror(errno));
+		return;   /* answered anyway below would repeat every tick: leave it to the admin */
+	}
+	want_listing(p);
+}
+
 static int cmp_name(const void *a, const void *b)
 {
 	return strcmp(a, b);
@@ -281,6 +388,10 @@ static void refill(struct pickup *p)
 			if (fstatat(p->dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 			    st.st_mtime + TMP_MAX_AGE < now)
 				unlinkat(p->dfd, de->d_name, 0);
+			continue;
+		}
+		if (drop_req_name_valid(de->d_name)) {
+			take_request(p, de->d_name);
 			continue;
 		}
 		if (!drop_name_valid(de->d_name)) {
@@ -364,6 +475,7 @@ struct pickup *pickup_new(struct ev_loop *loop, struct spool *s, struct conf *c)
 			ev_io_start(loop, &p->io);
 		}
 	}
+	ev_timer_init(&p->regen, regen_cb, 1., 0.);
 	ev_timer_init(&p->tick, tick_cb, 1., 1.);
 	ev_timer_start(loop, &p->tick);
 	scan(p);   /* what was dropped while the daemon was down */
@@ -390,6 +502,7 @@ void pickup_free(struct pickup *p)
 	}
 	if (p->dfd >= 0) {
 		ev_timer_stop(p->loop, &p->tick);
+		ev_timer_stop(p->loop, &p->regen);
 		fd_close(p->dfd);
 	}
 	reset_file(p);

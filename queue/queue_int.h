@@ -8,6 +8,7 @@
 #define FRUGAL_QUEUE_QUEUE_INT_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
@@ -447,5 +448,14 @@ void queue_fmt_delay(char *out, size_t n, double d);
 
 /* write(2) until done or a real error (EINTR retried); 0 or -1 with errno */
 int queue_write_all(int fd, const void *p, size_t n);
+
+/*
+ * queue/cmd.c: the mailq listing (Postfix's layout) of qdir into out; max > 0
+ * lists at most max queued and max held messages, then says how many more
+ * (the daemon's snapshot for unprivileged users, queue/pickup.c). 0 or -1.
+ */
+int queue_list_write(FILE *out, const char *qdir, int max);
+#define MAILQ_SNAPSHOT  "mailq"      /* in SPOOL_STATUS: the listing the daemon writes on request */
+#define MAILQ_MAX       1000         /* messages in that listing */
 
 #endif

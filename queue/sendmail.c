@@ -32,12 +32,15 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "core/daemon.h"
 #include "core/mem.h"
 
 #define EX_OK       0
 #define EX_USAGE    64
 #define EX_DATAERR  65
 #define EX_TEMPFAIL 75
+#define EX_UNAVAILABLE 69
+#define MAILQ_WAIT  5                  /* seconds for the daemon's listing (it answers within ~1) */
 #define HDR_MAX     (1024 * 1024)   /* the whole header section, buffered for -t */
 
 struct sm {
@@ -645,6 +648,93 @@ static int usage(const char *what)
 	return EX_USAGE;
 }
 
+/*
+ * mailq for a user who may not read the queue (Postfix lets anyone run
+ * mailq): a request through frugal-postdrop -q, then the listing the
+ * daemon writes to status/mailq once it is newer than the request. No
+ * daemon (or no answer in MAILQ_WAIT seconds): Postfix's postqueue words
+ * and EX_UNAVAILABLE, as when it cannot reach showq.
+ */
+static int down(void)
+{
+	fprintf(stderr, "mailq: fatal: Queue report unavailable - mail system is down\n");
+	return EX_UNAVAILABLE;
+}
+
+static int mailq_via_daemon(struct sm *m)
+{
+	const char *q = conf_str(m->c, "queue_directory", 0);
+	char path[4200], drop[4200], snap[4200], buf[65536];
+	struct timespec t0, now;
+	struct stat st;
+	pid_t pid;
+	ssize_t r;
+	int status, fd;
+
+	snprintf(path, sizeof path, "%s/%s/frugal.pid", q, SPOOL_PID);
+	if (daemon_pidfile_read(path) < 0)
+		return down();   /* no request left behind for a daemon that is not there */
+	if (helper_path(m, path, sizeof path) < 0) {
+		fprintf(stderr, "mailq: fatal: cannot find frugal-postdrop: set command_directory\n");
+		return EX_TEMPFAIL;
+	}
+	snprintf(drop, sizeof drop, "%s/%s", q, SPOOL_MAILDROP);
+	snprintf(snap, sizeof snap, "%s/%s/%s", q, SPOOL_STATUS, MAILQ_SNAPSHOT);
+	/* the clock file times come from: a listing stamped at or after t0 was made after the request */
+	clock_gettime(CLOCK_REALTIME_COARSE, &t0);
+	fflush(stdout);
+	if ((pid = fork()) < 0) {
+		fprintf(stderr, "mailq: fatal: fork: %s\n", strerror(errno));
+		return EX_TEMPFAIL;
+	}
+	if (pid == 0) {
+		char *const av[] = { "frugal-postdrop", "-q", drop, NULL };
+		char *const ev[] = { NULL };
+
+		execve(path, av, ev);
+		fprintf(stderr, "mailq: fatal: cannot run %s: %s\n", path, strerror(errno));
+		_exit(EX_TEMPFAIL);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return EX_TEMPFAIL;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return down();   /* the helper said why */
+	for (;;) {
+		if (stat(snap, &st) == 0 && (st.st_mtim.tv_sec > t0.tv_sec ||
+		    (st.st_mtim.tv_sec == t0.tv_sec && st.st_mtim.tv_nsec >= t0.tv_nsec)))
+			break;
+		clock_gettime(CLOCK_REALTIME_COARSE, &now);
+		if (now.tv_sec - t0.tv_sec >= MAILQ_WAIT)
+			return down();
+		/* polling: the status directory may be on any file system; 20 ms costs nothing */
+		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
+	}
+	if ((fd = open(snap, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+		fprintf(stderr, "mailq: fatal: %s: %s\n", snap, strerror(errno));
+		return EX_TEMPFAIL;
+	}
+	while ((r = read(fd, buf, sizeof buf)) > 0)
+		if (fwrite(buf, 1, (size_t)r, stdout) != (size_t)r)
+			break;
+	close(fd);
+	return fflush(stdout) == 0 && r == 0 ? EX_OK : EX_TEMPFAIL;
+}
+
+/* 1 when this user may not list the queue directly (Postfix's mailq works for anyone) */
+static int queue_unreadable(struct sm *m)
+{
+	char path[4200];
+	int fd;
+
+	snprintf(path, sizeof path, "%s/%s", conf_str(m->c, "queue_directory", 0), SPOOL_COMMITTED);
+	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		close(fd);
+		return 0;
+	}
+	return errno == EACCES;
+}
+
 enum sm_mode { MODE_DELIVER, MODE_MAILQ, MODE_NEWALIASES, MODE_SMTP, MODE_FLUSH };
 
 int queue_cmd_sendmail(int argc, char **argv)
@@ -730,6 +820,11 @@ int queue_cmd_sendmail(int argc, char **argv)
 		return EX_TEMPFAIL;   /* a broken configuration is the admin's to fix; the caller retries */
 	}
 	conf_diags_free(&d);
+	if (mode == MODE_MAILQ && queue_unreadable(&m)) {
+		rc = mailq_via_daemon(&m);
+		conf_unref(m.c);
+		return rc;
+	}
 	if (mode == MODE_MAILQ || mode == MODE_FLUSH) {
 		char *qav[5] = { "queue", NULL, NULL, NULL, NULL };
 		int qn = 1;

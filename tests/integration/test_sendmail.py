@@ -288,6 +288,93 @@ class Running(Base):
         self.assertIn(b"not a maildrop directory", r.stderr)
 
 
+class MailqAnyUser(Base):
+    """mailq for a user who may not read the queue: a request through
+    frugal-postdrop -q, answered by the daemon in status/mailq."""
+    extra = "defer_transports = relay\n"
+
+    def setUp(self):
+        super().setUp()
+        self.d.start()
+        self.snapshot = os.path.join(self.d.queue, "status", "mailq")
+
+    def requests_left(self):
+        return [n for n in os.listdir(self.maildrop) if n.startswith("mailq.") or n.startswith(".tmp.mailq.")]
+
+    def queue_two_one_held(self):
+        for who in ("a", "b"):
+            r = self.sendmail("-f", "q@example.org", "%s@relay.test" % who, input=b"Subject: q\n\nq\n")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        out = wait_for(lambda: (lambda o: len(re.findall(r"(?m)^[0-9A-F]{10,} ", o)) == 2 and o)(
+            subprocess.run([FRUGAL, "queue", "-c", self.d.dir, "list"], capture_output=True, text=True,
+                           timeout=20 * SLOW).stdout), 10, "two queued")
+        qid = re.findall(r"(?m)^([0-9A-F]{10,}) ", out)[0]
+        r = subprocess.run([FRUGAL, "queue", "-c", self.d.dir, "hold", qid], capture_output=True, timeout=20 * SLOW)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return qid
+
+    def test_nobody_lists_like_the_owner(self):
+        if not ROOT_RUN:
+            self.skipTest("needs root: unprivileged, the test user owns the queue and lists it directly")
+        held = self.queue_two_one_held()
+        # control: nobody cannot read the queue itself (else this would test the direct path)
+        r = subprocess.run(["python3", "-c", "import os; os.listdir(%r)" % os.path.join(self.d.queue, "committed")],
+                           capture_output=True, preexec_fn=submitter(), timeout=20)
+        self.assertIn(b"PermissionError", r.stderr)
+        owner = self.sendmail("-bp", as_caller=True)
+        self.assertEqual(owner.returncode, 0, owner.stderr)
+        self.assertRegex(owner.stdout, rb"(?m)^%s!\s" % held.encode())
+        self.assertRegex(owner.stdout, rb"-- \d+ Kbytes in 2 Requests\.")
+        for args, name in (([], "mailq"), (["-bp"], "sendmail")):
+            t0 = time.monotonic()
+            r = self.sendmail(*args, name=name)
+            took = time.monotonic() - t0
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(r.stdout, owner.stdout)   # the same listing, byte for byte
+            self.assertLess(took, 5 * SLOW)
+        st = os.stat(self.snapshot)
+        self.assertEqual(st.st_mode & 0o777, 0o644)
+        wait_for(lambda: not self.requests_left(), 5, "no request left in the maildrop")
+        self.assertIsNone(self.d.proc.poll())
+
+    def test_burst_of_requests_coalesced(self):
+        # the helper's request mode directly (as nobody when root): 20 requests, few listings
+        helper = os.path.join(self.bin, "frugal-postdrop")
+        for _ in range(20):
+            r = subprocess.run([helper, "-q", self.maildrop], capture_output=True,
+                               preexec_fn=submitter(), timeout=20 * SLOW)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        t_last = time.time()
+        wait_for(lambda: not self.requests_left(), 5 * SLOW, "the requests taken")
+        wait_for(lambda: os.path.exists(self.snapshot) and os.stat(self.snapshot).st_mtime >= t_last - 0.02,
+                 5 * SLOW, "a listing after the last request")
+        n = self.d.output().count("mailq listing written")
+        self.assertGreaterEqual(n, 1)
+        self.assertLessEqual(n, 4, "20 requests, %d listings" % n)
+        with open(self.snapshot) as f:
+            self.assertIn("Mail queue is empty", f.read())
+        # a request file the helper would not write goes aside like any foreign file
+        with open(os.path.join(self.maildrop, "mailq.1.2"), "wb") as f:
+            f.write(b"FRUGAL-MAILQ1\nmore\n")
+        self.d.wait_log("maildrop/mailq.1.2: not a mailq request")
+        self.assertIn("maildrop.mailq.1.2", os.listdir(os.path.join(self.d.queue, "corrupt")))
+        self.assertIsNone(self.d.proc.poll())
+
+    def test_daemon_down_exits_69(self):
+        if not ROOT_RUN:
+            self.skipTest("needs root: unprivileged, the test user owns the queue and lists it directly")
+        self.queue_two_one_held()
+        self.d.stop()
+        r = self.sendmail(name="mailq")
+        self.assertEqual(r.returncode, 69, r.stderr)
+        self.assertIn(b"mailq: fatal: Queue report unavailable - mail system is down", r.stderr)
+        self.assertEqual(self.requests_left(), [])
+        # the queue's owner still reads the queue itself
+        r = self.sendmail("-bp", as_caller=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, rb"-- \d+ Kbytes in 2 Requests\.")
+
+
 class HoldRelease(Base):
     # local mail waits for a flush: what is held must then stay, what is not must go
     extra = "defer_transports = local\n"
