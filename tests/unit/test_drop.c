@@ -127,6 +127,13 @@ START_TEST(names)
 	ck_assert(!drop_name_valid("../x"));
 	ck_assert(!drop_name_valid("ABC"));
 	ck_assert(!drop_name_valid(""));
+	/* mailq requests: the prefix, then a drop name; never taken for mail */
+	ck_assert(drop_req_name_valid("mailq.6b12a63b.65bc7.671a.ab9a4f65"));
+	ck_assert(!drop_name_valid("mailq.6b12a63b.65bc7.671a.ab9a4f65"));
+	ck_assert(!drop_req_name_valid("mailq."));
+	ck_assert(!drop_req_name_valid("mailq../x"));
+	ck_assert(!drop_req_name_valid("mailq..1"));
+	ck_assert(!drop_req_name_valid("6b12a63b.65bc7"));
 }
 END_TEST
 
