@@ -349,6 +349,7 @@ class MailqAnyUser(Base):
         wait_for(lambda: os.path.exists(self.snapshot) and os.stat(self.snapshot).st_mtime >= t_last - 0.02,
                  5 * SLOW, "a listing after the last request")
         n = self.d.output().count("mailq listing written")
+        print("\nmailq: 20 requests, %d listings written" % n)
         self.assertGreaterEqual(n, 1)
         self.assertLessEqual(n, 4, "20 requests, %d listings" % n)
         with open(self.snapshot) as f:
