@@ -332,6 +332,7 @@ class MailqAnyUser(Base):
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(r.stdout, owner.stdout)   # the same listing, byte for byte
             self.assertLess(took, 5 * SLOW)
+            print("\nmailq as nobody through the daemon (%s): %.3f s" % (name, took))
         st = os.stat(self.snapshot)
         self.assertEqual(st.st_mode & 0o777, 0o644)
         wait_for(lambda: not self.requests_left(), 5, "no request left in the maildrop")
