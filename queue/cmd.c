@@ -1,7 +1,8 @@
 /*
  * queue/cmd.c: `frugal queue [-c DIR] list|show ID|delete ID|hold ID|release ID|flush [DOMAIN]` and
  * `mailq`. Reads the spool directly (works with or without the daemon, no
- * IPC); flush signals the daemon (SIGUSR1 to the pid in
+ * IPC); the daemon's pickup prints the same listing (queue_list_write) for
+ * users who may not read the queue (queue/sendmail.c asks it); flush signals the daemon (SIGUSR1 to the pid in
  * $queue_directory/pid/frugal.pid). A short-lived tool: may exit on
  * allocation failure (75). Must never write into a committed message or
  * touch incoming/ (those files belong to live SMTP sessions).

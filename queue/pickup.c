@@ -354,7 +354,7 @@ static void take_request(struct pickup *p, const char *name)
 	}
 	if (unlinkat(p->dfd, name, 0) < 0 && errno != ENOENT) {
 		log_warning("pickup", "maildrop/%s: cannot remove the mailq request: %s", name, strerror(errno));
-		return;   /* answered anyway below would repeat every tick: leave it to the admin */
+		return;   /* not answered: a request we cannot remove would ask again every tick */
 	}
 	want_listing(p);
 }
