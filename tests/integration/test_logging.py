@@ -1,0 +1,217 @@
+"""tests/integration/test_logging.py: where the log goes (PRODUCT.md section 5):
+maillog_file reopened after rotation (frugal reload) by a daemon that runs as
+mail_owner, a path it cannot reopen named with the reason, and syslog over a
+unix datagram socket that never blocks the loop (FRUGAL_SYSLOG_SOCKET points
+the daemon at a socket the test binds instead of /dev/log)."""
+import os
+import pwd
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import unittest
+
+from harness import Daemon, run_frugal, wait_for, FRUGAL, SLOW
+
+LINE = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ frugal/[a-z]+\[\d+\]: ")
+
+
+class Detached:
+    """frugal serve without -f (with -f the log goes to stderr, whatever maillog_file says):
+    the master detaches; its pid file says which process to stop."""
+
+    def __init__(self, extra="", env=None):
+        self.d = Daemon(extra=extra, env=env)
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.pid = None
+
+    def start(self):
+        r = subprocess.run([FRUGAL, "serve", "-c", self.d.dir], env=self.env, capture_output=True,
+                           text=True, timeout=30 * SLOW)
+        if r.returncode != 0:
+            raise AssertionError("frugal serve: %s %s" % (r.returncode, r.stderr))
+        pidf = os.path.join(self.d.queue, "pid", "frugal.pid")
+
+        def pid():
+            try:
+                with open(pidf) as f:
+                    return int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                return None
+        self.pid = wait_for(pid, 15 * SLOW, "the pid file")
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", self.d.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 15 * SLOW, "frugal to listen")
+        return self
+
+    def reload(self):
+        r = run_frugal("reload", "-c", self.d.dir)
+        if r.returncode != 0:
+            raise AssertionError("frugal reload: " + r.stderr)
+
+    def stop(self):
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            wait_for(lambda: not os.path.exists("/proc/%d" % self.pid), 30 * SLOW, "the master to exit")
+            self.pid = None
+        self.d.cleanup()
+
+    def send(self, tag):
+        with smtplib.SMTP("127.0.0.1", self.d.port, timeout=10 * SLOW) as s:
+            s.sendmail("p@example.org", ["alice@example.test"], "Subject: %s\r\n\r\n%s\r\n" % (tag, tag))
+
+
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+class Rotation(unittest.TestCase):
+    def test_rotate_and_reload_as_mail_owner(self):
+        """logrotate's way: rename, then frugal reload; the daemon (as mail_owner) writes the new file,
+        which the master created as root and gave to mail_owner."""
+        root = os.geteuid() == 0
+        if root:
+            try:
+                pw = pwd.getpwnam("nobody")
+            except KeyError:
+                self.skipTest("no user 'nobody' on this machine")
+        x = Detached(extra="mail_owner = nobody\n" if root else "")
+        try:
+            d = x.d
+            logdir = os.path.join(d.dir, "logs")
+            os.mkdir(logdir, 0o755)          # root's: mail_owner cannot create a file here
+            log = os.path.join(logdir, "maillog")
+            with open(os.path.join(d.dir, "frugal.conf"), "a") as f:
+                f.write("maillog_file = %s\n" % log)
+            if root:
+                os.makedirs(d.maildir_base)
+                os.chown(d.maildir_base, pw.pw_uid, pw.pw_gid)
+                os.chmod(d.dir, 0o755)
+            x.start()
+            wait_for(lambda: "daemon started" in read(log), 15 * SLOW, "daemon started in " + log)
+            if root:
+                self.assertEqual(os.stat(log).st_uid, pw.pw_uid, "the log file is mail_owner's")
+            x.send("before")
+            wait_for(lambda: "status=sent" in read(log), 15 * SLOW, "the first delivery logged")
+            os.rename(log, log + ".1")
+            x.reload()
+            wait_for(lambda: "reload --" in read(log), 15 * SLOW, "the daemon's reload line in the new file")
+            x.send("after")
+            wait_for(lambda: "status=sent" in read(log), 15 * SLOW, "the delivery logged in the new file")
+            new, old = read(log), read(log + ".1")
+            self.assertNotIn("cannot reopen", new + old)
+            if root:
+                self.assertEqual(os.stat(log).st_uid, pw.pw_uid)
+            for line in new.splitlines():
+                self.assertRegex(line, LINE)
+            self.assertEqual(old.count("status=sent"), 1, old)   # nothing more went to the rotated file
+            self.assertIn("frugal/smtpd[", new)
+        finally:
+            x.stop()
+
+    def test_unwritable_new_path_is_named(self):
+        x = Detached()
+        try:
+            d = x.d
+            x.start()
+            wait_for(lambda: "daemon started" in read(d.log), 15 * SLOW, "daemon started")
+            # a reload reopens the path the daemon started with: make that fail
+            os.rename(d.log, d.log + ".1")
+            os.mkdir(d.log)                   # a directory where the file was: open() says EISDIR
+            x.reload()
+            want = "cannot reopen maillog_file %s: Is a directory; still logging to the previous descriptor" % d.log
+            wait_for(lambda: want in read(d.log + ".1"), 15 * SLOW, "the named error in the old file")
+            x.send("kept")
+            wait_for(lambda: "status=sent" in read(d.log + ".1"), 15 * SLOW, "logging goes on in the old file")
+        finally:
+            x.stop()
+
+
+class Syslog(unittest.TestCase):
+    def bind(self, d):
+        path = os.path.join(d.dir, "log.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(path)
+        os.chmod(path, 0o666)
+        self.addCleanup(s.close)
+        return s, path
+
+    def test_syslog_datagrams(self):
+        x = Detached(extra="maillog_file =\nsyslog_facility = local3\nsyslog_name = frugal\n")
+        s, path = self.bind(x.d)
+        x.env["FRUGAL_SYSLOG_SOCKET"] = path
+        s.settimeout(10 * SLOW)
+        try:
+            x.start()
+            x.send("viasyslog")
+            got = []
+            while not any("status=sent" in g for g in got):
+                got.append(s.recv(4096).decode(errors="replace"))
+            pri = (19 << 3) | 6      # local3.info
+            first = got[0]
+            self.assertRegex(first, r"^<\d+>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d frugal/[a-z]+\[\d+\]: ")
+            self.assertTrue(any(g.startswith("<%d>" % pri) for g in got), got[:3])
+            self.assertTrue(any(re.search(r"frugal/smtpd\[\d+\]: connect from", g) for g in got), got)
+            self.assertFalse(os.path.exists(x.d.log))
+        finally:
+            x.stop()
+
+    def test_stuck_socket_drops_and_counts(self):
+        """A syslog that never reads: the daemon goes on (mail delivered), the lost lines are counted
+        in the status file and reported in the first line that gets through afterwards."""
+        x = Detached(extra="maillog_file =\n")
+        s, path = self.bind(x.d)
+        x.env["FRUGAL_SYSLOG_SOCKET"] = path
+        try:
+            x.start()
+            for i in range(30):
+                x.send("stuck%d" % i)
+            x.d.wait_messages(x.d.maildir("alice"), 30, timeout=30 * SLOW)
+            st = wait_for(lambda: (lambda st: st if st and st.get("log_lost", 0) > 0 else None)(x.d.status()),
+                          15 * SLOW, "log_lost in the status file")
+            self.assertGreater(st["log_lost"], 0)
+            # drain; the next line that gets through starts with the count
+            s.setblocking(False)
+            try:
+                while True:
+                    s.recv(65536)
+            except BlockingIOError:
+                pass
+            s.settimeout(10 * SLOW)
+            x.send("after")
+            seen = []
+            while not any("log lines lost" in g for g in seen):
+                seen.append(s.recv(65536).decode(errors="replace"))
+            self.assertRegex(seen[-1], r"warning: \d+ log lines lost \(Resource temporarily unavailable\)")
+        finally:
+            x.stop()
+
+    def test_absent_socket(self):
+        """No syslog at all: the daemon works, lines are counted as lost."""
+        x = Detached(extra="maillog_file =\n")
+        x.env["FRUGAL_SYSLOG_SOCKET"] = os.path.join(x.d.dir, "nobody-listens.sock")
+        try:
+            x.start()
+            x.send("nosyslog")
+            x.d.wait_messages(x.d.maildir("alice"), 1, timeout=15 * SLOW)
+            wait_for(lambda: (x.d.status() or {}).get("log_lost", 0) > 0, 15 * SLOW, "log_lost counted")
+        finally:
+            x.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
