@@ -141,6 +141,44 @@ class Rotation(unittest.TestCase):
             x.stop()
 
 
+class Check(unittest.TestCase):
+    def check(self, d, extra):
+        with open(os.path.join(d.dir, "frugal.conf"), "a") as f:
+            f.write(extra)
+        return run_frugal("check", "-c", d.dir)
+
+    def test_missing_directory(self):
+        d = Daemon()
+        self.addCleanup(d.cleanup)
+        r = self.check(d, "maillog_file = %s/none/maillog\n" % d.dir)
+        self.assertIn("warning: maillog_file %s/none/maillog: its directory %s/none: No such file or directory"
+                      % (d.dir, d.dir), r.stderr)
+
+    def test_fine_path_is_quiet(self):
+        d = Daemon()
+        self.addCleanup(d.cleanup)
+        r = self.check(d, "")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("maillog_file", r.stderr)
+
+    def test_directory_mail_owner_cannot_pass(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root: a directory that root can use and mail_owner cannot")
+        try:
+            pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("no user 'nobody' on this machine")
+        d = Daemon()
+        self.addCleanup(d.cleanup)
+        os.mkdir(os.path.join(d.dir, "private"), 0o700)
+        r = self.check(d, "mail_owner = nobody\nmaillog_file = %s/private/maillog\n" % d.dir)
+        self.assertIn("warning: maillog_file %s/private/maillog: mail_owner nobody cannot reach it" % d.dir,
+                      r.stderr)
+        os.chmod(os.path.join(d.dir, "private"), 0o711)     # control: passable, no warning
+        r = run_frugal("check", "-c", d.dir)
+        self.assertNotIn("cannot reach", r.stderr)
+
+
 class Syslog(unittest.TestCase):
     def bind(self, d):
         path = os.path.join(d.dir, "log.sock")
