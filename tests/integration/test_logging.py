@@ -141,6 +141,29 @@ class Rotation(unittest.TestCase):
             x.stop()
 
 
+class WriteFailure(unittest.TestCase):
+    def test_enospc_counted_then_reported(self):
+        """A full disk (the log file is /dev/full behind a symlink): lines are counted as lost; once the
+        file is writable again (a real file, frugal reload) the first line says how many and why."""
+        x = Detached()
+        d = x.d
+        os.symlink("/dev/full", d.log)
+        try:
+            x.start()
+            x.send("lost")
+            d.wait_messages(d.maildir("alice"), 1, timeout=15 * SLOW)
+            st = wait_for(lambda: (lambda st: st if st and st.get("log_lost", 0) > 0 else None)(d.status()),
+                          15 * SLOW, "log_lost in the status file")
+            os.unlink(d.log)
+            x.reload()
+            want = re.compile(r"warning: \d+ log lines lost \(No space left on device\); \d+ since start")
+            wait_for(lambda: want.search(read(d.log)), 15 * SLOW, "the loss reported in the new file")
+            self.assertGreaterEqual(st["log_lost"], 3)     # start-up, the session, the delivery
+            self.assertIn("reload --", read(d.log))
+        finally:
+            x.stop()
+
+
 class Check(unittest.TestCase):
     def check(self, d, extra):
         with open(os.path.join(d.dir, "frugal.conf"), "a") as f:
