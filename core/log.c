@@ -139,13 +139,13 @@ int log_open(const char *syslog_name, const char *dest, const char *facility)
  * open; one that cannot be opened is an error naming the path and the
  * reason, and the old descriptor stays (lines keep going somewhere).
  */
-int log_reopen(void)
+int log_reopen(const char *service)
 {
 	int fd, kind = OUT_STDERR, oldfd, oldkind, e;
 
 	if ((fd = open_dest(dest_saved, &kind)) < 0) {
 		e = errno;
-		log_warning("master", "cannot reopen maillog_file %s: %s; still logging to the previous descriptor",
+		log_warning(service, "cannot reopen maillog_file %s: %s; still logging to the previous descriptor",
 		    dest_saved[0] ? dest_saved : syslog_path(), strerror(e));
 		errno = e;
 		return -1;

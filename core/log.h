@@ -18,7 +18,7 @@ int  log_open(const char *syslog_name, const char *dest, const char *facility);
 void log_close(void);
 /* The destination log_open() was given, afresh (reload: after rotation). On failure a
  * warning names the path and the reason, the old descriptor stays, -1. */
-int  log_reopen(void);
+int  log_reopen(const char *service);   /* service: who says it failed */
 /* The descriptor the log holds through the funnel (file or syslog socket), or -1: a forked
  * child keeps it (fd_close_except). */
 int  log_fd(void);

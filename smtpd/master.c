@@ -440,7 +440,7 @@ static void reload(void)
 	int i;
 
 	/* as root first (it may create the file in a root-owned directory), then mail_owner's own */
-	if (log_reopen() == 0)
+	if (log_reopen("master") == 0)
 		log_file_chown(M.uid, M.gid);
 	c = conf_load_for_command(M.conf_dir, &d);
 	conf_diags_free(&d);

@@ -103,7 +103,7 @@ static void reload(const struct smtpd_tls_files *tf)
 	struct smtpd_gen *g;
 	char err[1024];
 
-	log_reopen();   /* a rotated log file is followed (PRODUCT.md section 1) */
+	log_reopen("master");   /* a rotated log file is followed (PRODUCT.md section 1) */
 	c = conf_load_for_command(have_conf_dir ? conf_dir_opt : NULL, &d);
 	print_diags(&d, 1);
 	conf_diags_free(&d);
