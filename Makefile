@@ -153,6 +153,22 @@ install: frugal frugal-postdrop
 	  chmod 2755 $(DESTDIR)$(PREFIX)/sbin/frugal-postdrop; \
 	else echo "install: frugal-postdrop is not set-group-ID $(SETGID_GROUP) (needs root and the group: groupadd --system $(SETGID_GROUP)); sendmail works for root and mail_owner only"; fi
 	install -m 644 contrib/frugal.conf.sample $(DESTDIR)/etc/frugal/frugal.conf.sample
+	if [ "$(PREFIX)" = /usr ]; then install -d $(DESTDIR)/usr/lib && ln -sf ../sbin/frugal $(DESTDIR)/usr/lib/sendmail; fi
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 644 doc/frugal.8 $(DESTDIR)$(PREFIX)/share/man/man8/frugal.8
+	install -m 644 doc/frugal.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/frugal.conf.5
+	@# the service files only into a staging tree or as root; never enabled or started here
+	@if [ -n "$(DESTDIR)" ] || [ "$$(id -u)" = 0 ]; then set -e; \
+	  install -d $(DESTDIR)/lib/systemd/system $(DESTDIR)/etc/init.d $(DESTDIR)/etc/logrotate.d \
+	    $(DESTDIR)/etc/fail2ban/filter.d $(DESTDIR)/etc/fail2ban/jail.d; \
+	  sed 's|/usr/sbin/frugal|$(PREFIX)/sbin/frugal|g' contrib/frugal.service > $(DESTDIR)/lib/systemd/system/frugal.service; \
+	  chmod 644 $(DESTDIR)/lib/systemd/system/frugal.service; \
+	  sed 's|^FRUGAL=/usr/sbin/frugal|FRUGAL=$(PREFIX)/sbin/frugal|' contrib/frugal.init > $(DESTDIR)/etc/init.d/frugal; \
+	  chmod 755 $(DESTDIR)/etc/init.d/frugal; \
+	  install -m 644 contrib/frugal.logrotate $(DESTDIR)/etc/logrotate.d/frugal; \
+	  install -m 644 contrib/fail2ban/filter.d/frugal.conf $(DESTDIR)/etc/fail2ban/filter.d/frugal.conf; \
+	  install -m 644 contrib/fail2ban/jail.d/frugal.conf $(DESTDIR)/etc/fail2ban/jail.d/frugal.conf; \
+	else echo "install: service files (systemd unit, init script, logrotate, fail2ban) need root or DESTDIR; skipped"; fi
 
 clean:
 	rm -rf build build-* frugal frugal-postdrop frugal-data

@@ -425,10 +425,14 @@ class ContainerTest(unittest.TestCase):
         use = j["daemon"]["use"]
         self.assertEqual(use["tcpsock"], HOLD + 1, "frugal's TCP sockets: the sessions and the listener")
         # every non-TCP socket of the container is frugal's (its master's control socketpair when
-        # started as root), counted once for all of frugal's processes, and it did not grow
-        self.assertEqual(j["rows"]["numothersock"]["frugal"], before["numothersock"]["held"],
-                         "frugal's non-TCP sockets: constant")
-        self.assertEqual(j["rows"]["numothersock"]["held"], before["numothersock"]["held"])
+        # started as root), counted once for all of frugal's processes, as the kernel sees them,
+        # and it did not grow. Not equal to `before`: that sample may have caught the resolver's
+        # UDP socket while the harness's probe connection had its PTR lookup in flight; now every
+        # held session has its name (the banner waits for it) and no lookup is left
+        own = j["rows"]["numothersock"]["frugal"]
+        self.assertEqual(own, nontcp_sockets(d.proc.pid), "frugal's non-TCP sockets: the report against the kernel")
+        self.assertLessEqual(own, before["numothersock"]["held"], "frugal's non-TCP sockets: constant")
+        self.assertEqual(j["rows"]["numothersock"]["held"], rows["numothersock"]["held"])
         self.assertEqual(j["rows"]["numtcpsock"]["frugal"], use["tcpsock"])
         self.assertEqual(j["rows"]["numtcpsock"]["held"], rows["numtcpsock"]["held"])
         self.assertEqual(rows["numtcpsock"]["held"], use["tcpsock"],
@@ -588,7 +592,11 @@ class ContainerTest(unittest.TestCase):
                  "a warning naming numothersock")
         j = limits_json(d)
         self.assertTrue(any("numothersock" in w for w in j["warnings"]), j["warnings"])
-        self.assertEqual(j["rows"]["numothersock"]["frugal"], own0, "frugal's non-TCP sockets unchanged")
+        # as the kernel sees them, and not more than at the start (which may have held the
+        # resolver's socket for the harness probe's PTR lookup)
+        self.assertEqual(j["rows"]["numothersock"]["frugal"], nontcp_sockets(d.proc.pid),
+                         "the report against the kernel's count")
+        self.assertLessEqual(j["rows"]["numothersock"]["frugal"], own0, "frugal's non-TCP sockets did not grow")
         print("\n  numothersock hog holds %d; report: %s" %
               (n, [w for w in j["warnings"] if "numothersock" in w]), file=sys.stderr)
         Container.release(hog)

@@ -6,6 +6,7 @@ must exist in the binary's typed table with the default written there
 """
 import os
 import re
+import shutil
 import subprocess
 import unittest
 
@@ -62,6 +63,63 @@ class Contract(unittest.TestCase):
                 if b"../" + b"shared" in fh.read():   # (spelled apart: this file would match itself)
                     bad.append(f)
         self.assertEqual(bad, [])
+
+
+def man_page(name):
+    with open(os.path.join(ROOT, "doc", name)) as f:
+        return f.read()
+
+
+class ManualPages(unittest.TestCase):
+    """doc/frugal.8 names every command of main.c's table, doc/frugal.conf.5
+    every parameter of the typed table (it is generated from conf/params.c by
+    contrib/mkman.py: regenerate when this fails), and both render cleanly."""
+
+    def test_every_parameter_in_frugal_conf_5(self):
+        r = run_frugal("config", "-d")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        names = [l.partition(" = ")[0] for l in r.stdout.splitlines() if l]
+        self.assertGreaterEqual(len(names), 100)
+        documented = set(re.findall(r"^\.B (\S+) =", man_page("frugal.conf.5"), re.M))
+        self.assertEqual(sorted(n for n in names if n not in documented), [],
+                         "parameters missing from doc/frugal.conf.5 (run contrib/mkman.py)")
+
+    def test_the_checked_in_page_is_what_the_generator_writes(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "frugal.conf.5")
+            subprocess.run(["python3", os.path.join(ROOT, "contrib", "mkman.py"), out], check=True)
+            with open(out) as f:
+                self.assertEqual(f.read(), man_page("frugal.conf.5"), "run contrib/mkman.py")
+
+    def test_every_command_in_frugal_8(self):
+        with open(os.path.join(ROOT, "main.c")) as f:
+            cmds = re.findall(r'^\s*\{ "([a-z]+)",', f.read(), re.M)
+        self.assertGreaterEqual(len(cmds), 10)
+        page = man_page("frugal.8")
+        documented = set(re.findall(r"^\.B ([a-z]+)\b", page.split(".SH COMMANDS")[1], re.M))
+        self.assertEqual(sorted(c for c in cmds if c not in documented), [],
+                         "commands missing from doc/frugal.8")
+        for link in ("sendmail", "mailq", "newaliases"):
+            self.assertIn(link, page)
+
+    def test_pages_render_without_warnings(self):
+        if not shutil.which("groff"):
+            self.skipTest("groff is not installed (Debian package groff-base)")
+        for name in ("frugal.8", "frugal.conf.5"):
+            r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", os.path.join(ROOT, "doc", name)],
+                               capture_output=True, text=True)
+            self.assertEqual((r.returncode, r.stderr), (0, ""), name)
+        if shutil.which("man"):
+            r = subprocess.run(["man", "-l", os.path.join(ROOT, "doc", "frugal.8")],
+                               capture_output=True, text=True, env=dict(os.environ, MANPAGER="cat", PAGER="cat"))
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("wizard", r.stdout)
+
+    def test_generator_catches_a_missing_parameter(self):
+        # negative control: a page without one parameter is caught by the same check
+        page = man_page("frugal.conf.5").replace(".B queue_directory =", ".B xqueue_directory =")
+        self.assertNotIn("queue_directory", set(re.findall(r"^\.B (\S+) =", page, re.M)))
 
 
 if __name__ == "__main__":
