@@ -2,19 +2,30 @@
  * core/log.h: logging in Postfix's line shapes, so fail2ban's postfix
  * filter and pflogsumm read frugal's log unchanged:
  *     frugal/smtpd[PID]: connect from HOST[ADDR]
- * Goes to syslog (default), to stderr, or appended to a file. Warnings that
+ * Goes to syslog (default; /dev/log, non-blocking: a full socket drops and
+ * counts lines), to stderr, or appended to a file. Warnings that
  * an attacker can trigger at will go through log_ratelimited().
  */
 #ifndef FRUGAL_CORE_LOG_H
 #define FRUGAL_CORE_LOG_H
 
 #include <stdarg.h>
+#include <sys/types.h>
 #include <time.h>
 
 /* dest: NULL or "" = syslog, "/dev/stderr" = stderr, else a file appended to */
 int  log_open(const char *syslog_name, const char *dest, const char *facility);
 void log_close(void);
-int  log_reopen(void);   /* the destination log_open() was given, afresh (reload: after rotation) */
+/* The destination log_open() was given, afresh (reload: after rotation). On failure a
+ * warning names the path and the reason, the old descriptor stays, -1. */
+int  log_reopen(const char *service);   /* service: who says it failed */
+/* The descriptor the log holds through the funnel (file or syslog socket), or -1: a forked
+ * child keeps it (fd_close_except). */
+int  log_fd(void);
+/* The master, as root: the log file belongs to mail_owner, who reopens it after rotation. */
+int  log_file_chown(uid_t uid, gid_t gid);
+/* Lines that could not be written (syslog socket full or absent, ENOSPC...) since start. */
+unsigned long long log_lost_total(void);
 
 void log_info(const char *service, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_warning(const char *service, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -494,6 +494,7 @@ static void write_status(void)
 	st.started = (long long)L.started;
 	own_use(&st.own);
 	st.fd_kernel = -1;
+	st.log_lost = (long long)log_lost_total();
 	if (L.loop) {
 		/* the daemon: the ledger against /proc/self/fd, read at one instant (core/fd.h) */
 		long long ledger;

@@ -320,6 +320,7 @@ int limits_status_format(const struct limits_status *st, char *buf, size_t len)
 	PUT("use_tcp %lld\nuse_other %lld\nuse_fd %lld\nuse_mem %lld\nfd_kernel %lld\n"
 	    "siblings_fd %lld\nsiblings_other %lld\n",
 	    st->own.tcp, st->own.other, st->own.fd, st->own.mem, st->fd_kernel, st->own.sib_fd, st->own.sib_other);
+	PUT("log_lost %lld\n", st->log_lost);
 	for (k = 0; k < LP_COUNT; k++)
 		PUT("budget_%s %lld\n", pool_key[k], st->pool[k]);
 	for (k = 0; k < LR_COUNT; k++)
@@ -390,6 +391,7 @@ int limits_status_parse(const char *buf, size_t len, struct limits_status *st)
 			else if (keyeq(key, kl, "use_fd")) st->own.fd = v;
 			else if (keyeq(key, kl, "use_mem")) st->own.mem = v;
 			else if (keyeq(key, kl, "fd_kernel")) st->fd_kernel = v;
+			else if (keyeq(key, kl, "log_lost")) st->log_lost = v;
 			else if (keyeq(key, kl, "siblings_fd")) st->own.sib_fd = v;
 			else if (keyeq(key, kl, "siblings_other")) st->own.sib_other = v;
 			else

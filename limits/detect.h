@@ -283,6 +283,7 @@ struct limits_status {
 	long long fd_kernel;                /* /proc/PID/fd entries when own.fd was counted; -1 unknown */
 	long long sessions_limit, deliveries_limit;
 	int stress;
+	long long log_lost;                 /* log lines the daemon could not write since start (core/log.h) */
 	long long failcnt_start[LR_COUNT];  /* -1 unknown */
 	long long pool[LP_COUNT];
 };

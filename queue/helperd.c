@@ -259,7 +259,7 @@ static void reload(void)
 	struct conf_diags d;
 	struct conf *c;
 
-	log_reopen();
+	log_reopen(svc());
 	c = conf_load_for_command(H.conf_dir, &d);
 	conf_diags_free(&d);
 	if (c == NULL) {

@@ -99,7 +99,13 @@ static void child_setup(const int *keep, int nkeep)
 	signal(SIGINT, SIG_DFL);
 	signal(SIGUSR1, SIG_DFL);
 	signal(SIGCHLD, SIG_DFL);
-	fd_close_except(keep, nkeep);   /* the log's descriptor stays: one log for every process */
+	int k2[SMTPD_MAX_LISTENERS + 3 + HELPER_COUNT + 1], n2 = 0, i;
+
+	for (i = 0; i < nkeep && n2 < (int)(sizeof k2 / sizeof k2[0]) - 1; i++)
+		k2[n2++] = keep[i];
+	if (log_fd() >= 0)
+		k2[n2++] = log_fd();   /* the log's descriptor (through the funnel) stays: one log for every process */
+	fd_close_except(k2, n2);
 }
 
 /* After the child's identity is final (a credential change clears it): die with the master. */
@@ -433,7 +439,9 @@ static void reload(void)
 	struct conf *c;
 	int i;
 
-	log_reopen();
+	/* as root first (it may create the file in a root-owned directory), then mail_owner's own */
+	if (log_reopen("master") == 0)
+		log_file_chown(M.uid, M.gid);
 	c = conf_load_for_command(M.conf_dir, &d);
 	conf_diags_free(&d);
 	/* the daemon says what is wrong with a configuration; we keep the last good one for restarts */
@@ -484,6 +492,7 @@ int master_run(struct conf *c, const char *conf_dir)
 	smtpd_gen_unref(g);
 	if (lookup_user("mail_owner", &M.uid, &M.gid) < 0)
 		return 1;
+	log_file_chown(M.uid, M.gid);   /* mail_owner reopens it after rotation (DESIGN.md, Logging) */
 	if (M.uid == 0)
 		log_warning("master", "mail_owner is %s (uid 0): the SMTP process runs as root",
 		    conf_str(c, "mail_owner", 0));

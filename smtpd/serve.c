@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,7 +103,7 @@ static void reload(const struct smtpd_tls_files *tf)
 	struct smtpd_gen *g;
 	char err[1024];
 
-	log_reopen();   /* a rotated log file is followed (PRODUCT.md section 1) */
+	log_reopen("master");   /* a rotated log file is followed (PRODUCT.md section 1) */
 	c = conf_load_for_command(have_conf_dir ? conf_dir_opt : NULL, &d);
 	print_diags(&d, 1);
 	conf_diags_free(&d);
@@ -536,6 +537,52 @@ static void print_error(const char *text)
 }
 
 /*
+ * maillog_file as the daemon will need it: a file it can append to, and
+ * reopen after rotation as mail_owner. Started as root, the master creates
+ * the file and gives it to mail_owner (log_file_chown), so what is left to
+ * warn about is a directory that is not there, something that is not a
+ * file, a directory mail_owner cannot pass through (the daemon reopens by
+ * path after the master), and, for a check not run as root, a path the
+ * account that runs it cannot write.
+ */
+static void check_maillog(const struct conf *c)
+{
+	const char *path = conf_str(c, "maillog_file", 0), *owner = conf_str(c, "mail_owner", 0);
+	char dir[512], *slash;
+	struct passwd *pw;
+	struct stat st;
+
+	if (path == NULL || *path == '\0' || strncmp(path, "/dev/", 5) == 0)
+		return;
+	snprintf(dir, sizeof dir, "%s", path);
+	if ((slash = strrchr(dir, '/')) != NULL)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	else
+		snprintf(dir, sizeof dir, ".");
+	errno = 0;
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "warning: maillog_file %s: its directory %s: %s\n", path, dir,
+		    errno ? strerror(errno) : "not a directory");
+		return;
+	}
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "warning: maillog_file %s: not a regular file\n", path);
+		return;
+	}
+	if (geteuid() != 0) {
+		if (access(stat(path, &st) == 0 ? path : dir, W_OK) < 0)
+			fprintf(stderr, "warning: maillog_file %s: not writable by this account: %s\n", path, strerror(errno));
+		return;
+	}
+	/* the daemon reopens the file by its path as mail_owner: the directory must let it through */
+	pw = owner ? getpwnam(owner) : NULL;
+	if (pw && pw->pw_uid != 0 && stat(dir, &st) == 0 && !(st.st_uid == pw->pw_uid && (st.st_mode & S_IXUSR)) &&
+	    !(st.st_gid == pw->pw_gid && (st.st_mode & S_IXGRP)) && !(st.st_mode & S_IXOTH))
+		fprintf(stderr, "warning: maillog_file %s: mail_owner %s cannot reach it (directory %s): "
+		    "the log would not be reopened after rotation\n", path, owner, dir);
+}
+
+/*
  * `frugal check`: the configuration as `serve` would take it. The conf room
  * checks files and tables (conf_check); the generation that serve and
  * reload build (smtpd_gen_new: restrictions, mynetworks, routing tables,
@@ -574,6 +621,7 @@ int smtpd_cmd_check(int argc, char **argv)
 	}
 	errors += resolver_check_forward(c, NULL, print_error);
 	conf_each_later(c, print_later, NULL);
+	check_maillog(c);
 	conf_unref(c);
 	return errors ? 1 : 0;
 usage:
