@@ -458,6 +458,9 @@ static void commit_done(void *arg, int err, const char *queue_id)
 		session_reply(s, "452 4.3.1 Insufficient system storage");
 	else
 		session_reply(s, "451 4.3.0 Error: queue file write error");
+	if (s->state == S_COMMIT && s->srv->stopping)   /* frugal stop waited for this transaction */
+		session_reply(s, "421 4.3.2 %s Service shutting down, closing transmission channel",
+		    s->srv->gen->myhostname);
 	if (s->state == S_COMMIT)   /* the reply may have given up on the session */
 		session_enter(s, s->srv->stopping ? S_CLOSING : S_HELO);
 	session_flush(s);   /* and parse what was pipelined meanwhile */
