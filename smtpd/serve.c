@@ -616,6 +616,24 @@ usage:
 	return 1;
 }
 
+/* a process that has exited but not been reaped (its parent's business) counts as gone */
+static int still_running(long pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	int gone = 0;
+
+	if (kill((pid_t)pid, 0) < 0 && errno != EPERM)
+		return 0;
+	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	if ((f = fopen(path, "r")) != NULL) {
+		if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')) != NULL && p[1] == ' ')
+			gone = p[2] == 'Z' || p[2] == 'X';
+		fclose(f);
+	}
+	return !gone;
+}
+
 int smtpd_cmd_signal(const char *what, int argc, char **argv)
 {
 	struct conf_diags d = { 0 };
@@ -661,9 +679,9 @@ int smtpd_cmd_signal(const char *what, int argc, char **argv)
 	if (strcmp(what, "stop") == 0) {
 		printf("frugal: stopping the frugal daemon\n");
 		fflush(stdout);
-		for (i = 0; i < grace * 10 && kill((pid_t)pid, 0) == 0; i++)
+		for (i = 0; i < grace * 10 && still_running(pid); i++)
 			usleep(100000); /* waiting for another process to exit: nothing to poll but its pid */
-		if (kill((pid_t)pid, 0) == 0) {
+		if (still_running(pid)) {
 			fprintf(stderr, "frugal: the frugal daemon (pid %ld) is still running after %llds\n", pid, grace);
 			return 75;
 		}

@@ -11,7 +11,10 @@
 #include <time.h>
 
 #include "conf/conf.h"
+#include "core/daemon.h"
+#include "core/mem.h"
 #include "queue/queue.h"
+#include "smtpd/smtpd_int.h"
 
 void status_bar(char *buf, int width, long long used, long long budget)
 {
@@ -76,7 +79,8 @@ void status_print_text(const struct status_view *v, FILE *f)
 
 	if (v->running) {
 		duration(a[0], sizeof a[0], v->now - v->started);
-		fprintf(f, "frugal is running: pid %ld, up %s, stress mode %s\n", v->pid, a[0],
+		/* "PID: N" as Postfix's status says it: the pid `frugal stop` signals */
+		fprintf(f, "frugal is running: PID: %ld, up %s, stress mode %s\n", v->pid, a[0],
 		    v->stress ? "ON" : "off");
 		fprintf(f, "sessions      %s now, %s peak, limit %s\n", cnt(a[0], 32, v->sessions),
 		    cnt(a[1], 32, v->stat[STATS_SESSIONS_PEAK]), cnt(a[2], 32, v->sessions_limit));
@@ -317,8 +321,13 @@ int smtpd_cmd_status(int argc, char **argv)
 	for (i = 0; i < STATS_COUNT; i++)
 		v.stat[i] = -1;
 	if (limits_daemon_status(c, &ld) == 0) {
+		char *pidpath = smtpd_pid_path(c);
+		long top = pidpath ? daemon_pidfile_read(pidpath) : -1;
+
+		mem_free(pidpath);
 		v.running = 1;
-		v.pid = ld.pid;
+		/* the pid file's (the root master's, when started as root), else the daemon's own */
+		v.pid = top > 0 ? top : ld.pid;
 		v.started = ld.started;
 		v.updated = ld.time;
 		v.sessions = ld.sessions;

@@ -136,7 +136,8 @@ class StatusTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         for line in r.stdout.splitlines():
             self.assertLessEqual(len(line), 80, line)
-        self.assertIn("frugal is running: pid %d" % j["pid"], r.stdout)
+        self.assertIn("frugal is running: PID: %d" % d.proc.pid, r.stdout)
+        self.assertEqual(j["pid"], d.proc.pid)
         self.assertRegex(r.stdout, r"received 3, delivered 3, deferred [1-9]\d*, bounced 0, rejected 1")
         self.assertRegex(r.stdout, r"\n%s\s+\S+ / \S+\s+\[[#. ]{24}\]" % re.escape(a["resources"][0]["name"]))
 
@@ -227,10 +228,9 @@ class StopTest(unittest.TestCase):
         self.assertEqual(code, 250, text)              # acknowledged...
         code, text = busy.reply()
         self.assertEqual(code, 421, text)              # ...then told the service closes
-        # the daemon first: frugal stop polls its pid, which stays a zombie until we reap it
-        self.assertEqual(d.proc.wait(30 * SLOW), 0)
-        out, err = stopper.communicate(timeout=30 * SLOW)
+        out, err = stopper.communicate(timeout=30 * SLOW)   # returns once the daemon is gone
         self.assertEqual(stopper.returncode, 0, err)
+        self.assertEqual(d.proc.wait(30 * SLOW), 0)
         self.assertLess(time.monotonic() - t0, 20 * SLOW)   # not held to the bound
         # the acknowledged message is on disk and delivered after a restart
         d.start()
@@ -248,10 +248,9 @@ class StopTest(unittest.TestCase):
         self.assertEqual(code, 421, text)
         self.assertIn("4.3.2", text)
         self.assertGreaterEqual(waited, bound - 0.5)   # it was given the bound, not cut at once
-        # the daemon first: frugal stop polls its pid, which stays a zombie until we reap it
-        self.assertEqual(d.proc.wait(30 * SLOW), 0)
-        out, err = stopper.communicate(timeout=30 * SLOW)
+        out, err = stopper.communicate(timeout=30 * SLOW)   # returns once the daemon is gone
         self.assertEqual(stopper.returncode, 0, err)
+        self.assertEqual(d.proc.wait(30 * SLOW), 0)
         self.assertLess(time.monotonic() - t0, (bound + 10) * SLOW)
         # not acknowledged, not queued: nothing delivered after a restart
         d.start()

@@ -92,7 +92,7 @@ START_TEST(text_fits_80_columns)
 
 	sample(&v);
 	out = render(status_print_text, &v);
-	ck_assert_ptr_nonnull(strstr(out, "up 3h00m05s"));
+	ck_assert_ptr_nonnull(strstr(out, "PID: 4242, up 3h00m05s"));
 	ck_assert_ptr_nonnull(strstr(out, "12 now, 6 peak, limit 180"));
 	ck_assert_ptr_nonnull(strstr(out, "[######"));
 	ck_assert_ptr_nonnull(strstr(out, "3.0M / 115G"));
