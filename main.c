@@ -12,10 +12,10 @@
 #include "limits/limits.h"
 #include "queue/queue.h"
 #include "smtpd/smtpd.h"
+#include "smtpd/status.h"
 
 static int cmd_reload(int argc, char **argv) { return smtpd_cmd_signal("reload", argc, argv); }
 static int cmd_stop(int argc, char **argv)   { return smtpd_cmd_signal("stop", argc, argv); }
-static int cmd_status(int argc, char **argv) { return smtpd_cmd_signal("status", argc, argv); }
 
 static const struct command {
 	const char *name;
@@ -33,7 +33,7 @@ static const struct command {
 	{ "sendmail", queue_cmd_sendmail, "sendmail [-t] [-i] [-f FROM] [-F NAME] [-bp|-bs|-bi] [-C DIR] [RCPT...]" },
 	{ "reload", cmd_reload,      "reload [-c DIR]" },
 	{ "stop",   cmd_stop,        "stop [-c DIR]" },
-	{ "status", cmd_status,      "status [-c DIR]" },
+	{ "status", smtpd_cmd_status, "status [-c DIR] [--json|--prometheus]" },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -61,6 +61,7 @@ const struct conf_param conf_param_table[] = {
 	S("mailbox_transport", "", "deliver local mail through this transport instead, e.g. lmtp:unix:/run/dovecot/lmtp"),
 	/* smtpd */
 	T("smtpd_timeout", "${stress?{10}:{300}}s", "time to wait for an SMTP client command or data"),
+	T("smtpd_shutdown_timeout", "30s", "at frugal stop: how long transactions in flight may take to finish before their sessions get 421"),
 	T("smtpd_starttls_timeout", "${stress?{10}:{300}}s", "time for the TLS handshake after STARTTLS (or on smtps_listen)"),
 	I("smtpd_hard_error_limit", "${stress?{1}:{20}}", "errors after which the SMTP session is disconnected"),
 	I("smtpd_soft_error_limit", "10", "errors after which every reply is delayed by $smtpd_error_sleep_time"),

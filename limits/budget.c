@@ -28,6 +28,7 @@
 #include "core/fd.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 
 #define SAMPLE_INTERVAL 5.0   /* seconds between re-samples */
 #define KICK_MIN_GAP    1.0   /* a failure re-samples at most this often */
@@ -518,6 +519,17 @@ static void write_status(void)
 		st.pool[k] = L.b.pool[k];
 	if ((n = limits_status_format(&st, buf, sizeof buf)) < 0)
 		return;
+	{
+		/* the daemon's counters ride along for `frugal status` (core/stats.h) */
+		long long v[STATS_COUNT];
+		int m;
+
+		for (k = 0; k < STATS_COUNT; k++)
+			v[k] = stats_get((enum stats_counter)k);
+		if ((m = stats_format(v, buf + n, sizeof buf - (size_t)n)) < 0)
+			return;
+		n += m;
+	}
 	if ((size_t)snprintf(tmp, sizeof tmp, "%s.%ld.tmp", L.status_path, st.pid) >= sizeof tmp)
 		return;
 	/* the status file is a descriptor like any other: when the budget has

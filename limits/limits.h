@@ -80,6 +80,33 @@ void limits_note_failure(const char *resource, int err);
  */
 void limits_set_status_path(const char *path);
 
+/*
+ * The report's rows as gauges (`frugal status`): the same figures as
+ * `frugal limits`. -1 where unknown or unlimited. Returns how many;
+ * *running: 1 when the daemon's live use was read.
+ */
+struct limits_gauge {
+	char name[40];       /* as the report shows it ("cgroup memory.max") */
+	char key[32];        /* the resource's key ("numtcpsock", "cg_memory") */
+	int  bytes;          /* an amount of memory */
+	long long used, budget, limit;
+};
+int  limits_gauges(const struct conf *c, struct limits_gauge *g, int max, int *running);
+/*
+ * The running daemon's status file as `frugal status` shows it. 0 when the
+ * file was read and its pid lives; -1 (daemon not running, or the file
+ * unreadable: errno). counters: its "stat NAME VALUE" lines (core/stats.h).
+ */
+struct limits_daemon {
+	long pid;
+	long long time, started;        /* the sample's time, the daemon's start (epoch seconds) */
+	long long sessions, sessions_limit, deliveries_limit;
+	int stress;
+	char counters[1024];
+	size_t counters_len;
+};
+int  limits_daemon_status(const struct conf *c, struct limits_daemon *d);
+
 /* `frugal limits [-c DIR] [--json]`; returns an exit code. */
 int  limits_cmd(int argc, char **argv);
 /* The limits and the concurrency frugal would use, in plain sentences (frugal wizard). */

@@ -418,6 +418,103 @@ static void print_json(const struct report *r, FILE *f)
 	fputs("]}\n", f);
 }
 
+/* Everything the report shows, detected now (also `frugal status`'s gauges). */
+static void report_load(struct report *r, const struct conf *c)
+{
+	memset(r, 0, sizeof *r);
+	limits_params_from_conf(c, &r->p);
+	read_status(r, c);
+	/* the daemon's view when it runs: its cgroup and rlimits, not this shell's */
+	if (r->running)
+		limits_cgroup_view(r->st.pid);
+	limits_detect(&r->p, &r->s);
+	if (r->running) {
+		long long soft;
+
+		if (daemon_rlimit(r->st.pid, "Max open files", &soft) == 0) {
+			r->s.r[LR_NOFILE].limit = r->s.r[LR_NOFILE].hardlimit = soft;
+			r->s.r[LR_NOFILE].held = r->st.own.fd;
+		}
+		if (daemon_rlimit(r->st.pid, "Max address space", &soft) == 0)
+			r->s.r[LR_AS].limit = r->s.r[LR_AS].hardlimit = soft;
+		snprintf(r->view, sizeof r->view, "the running daemon's (pid %ld%s%s)", r->st.pid,
+		    r->s.cgroup_dir[0] ? ", cgroup " : "", r->s.cgroup_dir);
+	} else {
+		snprintf(r->view, sizeof r->view, "this process's (pid %ld%s%s): the daemon is not running",
+		    (long)getpid(), r->s.cgroup_dir[0] ? ", cgroup " : "", r->s.cgroup_dir);
+	}
+	limits_compute(&r->p, &r->s, &r->own, &r->b);
+	build(r);
+}
+
+int limits_daemon_status(const struct conf *c, struct limits_daemon *d)
+{
+	const char *q = conf_str(c, "queue_directory", 0);
+	struct limits_status st;
+	char path[600], buf[4096];
+	const char *p;
+	long n;
+
+	memset(d, 0, sizeof *d);
+	if (q == NULL || *q == '\0') {
+		errno = ENOENT;
+		return -1;
+	}
+	snprintf(path, sizeof path, "%s/%s", q, LIMITS_STATUS_NAME);
+	if ((n = limits_read_file(path, buf, sizeof buf)) < 0)
+		return -1;
+	if (limits_status_parse(buf, (size_t)n, &st) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (kill((pid_t)st.pid, 0) < 0 && errno != EPERM)
+		return -1;   /* a stale file of a daemon that died */
+	d->pid = st.pid;
+	d->time = st.time;
+	d->started = st.started;
+	d->sessions = st.own.sessions;
+	d->sessions_limit = st.sessions_limit;
+	d->deliveries_limit = st.deliveries_limit;
+	d->stress = st.stress;
+	/* the counters' lines, for core/stats' parser: everything from the first "stat " */
+	for (p = buf; p < buf + n; ) {
+		const char *nl = memchr(p, '\n', (size_t)(buf + n - p));
+
+		if ((size_t)(buf + n - p) > 5 && memcmp(p, "stat ", 5) == 0) {
+			d->counters_len = (size_t)(buf + n - p) < sizeof d->counters ? (size_t)(buf + n - p) : sizeof d->counters - 1;
+			memcpy(d->counters, p, d->counters_len);
+			break;
+		}
+		p = nl ? nl + 1 : buf + n;
+	}
+	return 0;
+}
+
+int limits_gauges(const struct conf *c, struct limits_gauge *g, int max, int *running)
+{
+	static struct report r;   /* as in limits_cmd: off a small stack */
+	int i, n = 0;
+
+	report_load(&r, c);
+	*running = r.running;
+	for (i = 0; i < r.nrows && n < max; i++, n++) {
+		const struct row *w = &r.rows[i];
+		const struct limits_res_state *st = &r.s.r[w->res];
+
+		snprintf(g[n].name, sizeof g[n].name, "%s", w->name);
+		snprintf(g[n].key, sizeof g[n].key, "%s", limits_res_name[w->res]);
+		for (char *k = g[n].key; *k; k++)
+			if (*k == ' ')
+				*k = '_';   /* a label value a query need not quote around */
+		/* disk space is bytes too (the report shows it as a plain number) */
+		g[n].bytes = w->bytes || w->res == LR_QUEUE_SPACE || w->res == LR_MBOX_SPACE;
+		g[n].used = w->own;
+		g[n].budget = w->budget == LIMITS_UNLIMITED ? -1 : w->budget;
+		g[n].limit = st->limit == LIMITS_UNLIMITED ? -1 : st->limit;
+	}
+	return n;
+}
+
 int limits_cmd(int argc, char **argv)
 {
 	static struct report r;   /* ~15 KB: keep it off a small stack */
@@ -446,30 +543,7 @@ int limits_cmd(int argc, char **argv)
 		return 1;
 	}
 	conf_diags_free(&d);
-	memset(&r, 0, sizeof r);
-	limits_params_from_conf(c, &r.p);
-	read_status(&r, c);
-	/* the daemon's view when it runs: its cgroup and rlimits, not this shell's */
-	if (r.running)
-		limits_cgroup_view(r.st.pid);
-	limits_detect(&r.p, &r.s);
-	if (r.running) {
-		long long soft;
-
-		if (daemon_rlimit(r.st.pid, "Max open files", &soft) == 0) {
-			r.s.r[LR_NOFILE].limit = r.s.r[LR_NOFILE].hardlimit = soft;
-			r.s.r[LR_NOFILE].held = r.st.own.fd;
-		}
-		if (daemon_rlimit(r.st.pid, "Max address space", &soft) == 0)
-			r.s.r[LR_AS].limit = r.s.r[LR_AS].hardlimit = soft;
-		snprintf(r.view, sizeof r.view, "the running daemon's (pid %ld%s%s)", r.st.pid,
-		    r.s.cgroup_dir[0] ? ", cgroup " : "", r.s.cgroup_dir);
-	} else {
-		snprintf(r.view, sizeof r.view, "this process's (pid %ld%s%s): the daemon is not running",
-		    (long)getpid(), r.s.cgroup_dir[0] ? ", cgroup " : "", r.s.cgroup_dir);
-	}
-	limits_compute(&r.p, &r.s, &r.own, &r.b);
-	build(&r);
+	report_load(&r, c);
 	if (json)
 		print_json(&r, stdout);
 	else

@@ -364,3 +364,30 @@ int queue_cmd(int argc, char **argv)
 	conf_unref(c);
 	return rc;
 }
+
+/* entries of one queue subdirectory, dot files aside (a writer's temporaries) */
+static long long count_dir(const char *qdir, const char *sub)
+{
+	char path[4096];
+	struct dirent *de;
+	long long n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof path, "%s/%s", qdir, sub);
+	if ((d = opendir(path)) == NULL)
+		return errno == ENOENT ? 0 : -1;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+void queue_count(const char *queue_dir, struct queue_counts *n)
+{
+	n->committed = count_dir(queue_dir, SPOOL_COMMITTED);
+	n->hold = count_dir(queue_dir, SPOOL_HOLD);
+	n->maildrop = count_dir(queue_dir, SPOOL_MAILDROP);
+	n->corrupt = count_dir(queue_dir, SPOOL_CORRUPT);
+	n->incoming = count_dir(queue_dir, SPOOL_INCOMING);
+}

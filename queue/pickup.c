@@ -44,6 +44,7 @@
 #include "core/fd.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 
 #define PICKUP_BATCH   64        /* names taken per directory scan */
 #define PICKUP_NAME    80
@@ -182,6 +183,7 @@ static void committed(void *arg, int err, const char *queue_id)
 		p->nnames = p->next = 0;
 	} else {
 		log_info("pickup", "%s: uid=%u from=<%s>", queue_id, (unsigned)p->uid, p->sender);
+		stats_inc(STATS_RECEIVED);
 		/* durable in the spool: now the drop file may go */
 		if (unlinkat(p->dfd, p->cur, 0) < 0 && errno != ENOENT)
 			log_warning("pickup", "maildrop/%s: cannot remove it after queueing as %s: %s",

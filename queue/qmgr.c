@@ -41,6 +41,7 @@
 #include "core/fd.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 #include "core/sync.h"
 #include "core/worker.h"
 #include "limits/limits.h"
@@ -849,6 +850,7 @@ static void lmsg_end(struct lmsg *d)
 		log_warning("qmgr", "%s: cannot record delivery state in %s/%s: %s (some recipients "
 		    "may get a duplicate)", d->env.id, q->qdir, SPOOL_COMMITTED, strerror(d->mark_err));
 	q->loaded--;
+	stats_set(STATS_ACTIVE, q->loaded);
 	ev_unref(q->loop);
 	if (d->removed) {
 		log_info("qmgr", "%s: removed", d->env.id);
@@ -1125,6 +1127,9 @@ static void log_outcome(struct lmsg *d, int i, const struct target *t, const str
 		snprintf(status, sizeof status, "bounced (%s)", t->reason);
 	else
 		return;
+	/* counted where it is logged, so `frugal status` agrees with the log */
+	stats_inc(t->sent ? STATS_DELIVERED : t->kind == TGT_DEFER && !(d->expired && !t->never_expire)
+	    ? STATS_DEFERRED : STATS_BOUNCED);
 	log_target(d, i, t, j, status);
 }
 
@@ -1223,6 +1228,7 @@ static void job_done(struct agent_job *j)
 
 	if (!dead) {
 		q->inflight--;
+		stats_set(STATS_INFLIGHT, q->inflight);
 		sched_done(q->sched, j->dest, j->dest_failed, j->dest_reason, now_f());
 	}
 	for (i = 0; i < j->n; i++) {
@@ -1483,6 +1489,7 @@ static int load_msg(struct qmgr *q, struct qmsg *m)
 	if (make_jobs(q, d) < 0)
 		goto nomem;
 	q->loaded++;
+	stats_set(STATS_ACTIVE, q->loaded);
 	if (q->loaded > q->st.peak_loaded)
 		q->st.peak_loaded = q->loaded;
 	ev_ref(q->loop);   /* a message in flight keeps the loop alive */
@@ -1509,6 +1516,7 @@ static int load_msg(struct qmgr *q, struct qmsg *m)
 	return 1;
 nomem_jobs:
 	q->loaded--;
+	stats_set(STATS_ACTIVE, q->loaded);
 	ev_unref(q->loop);
 nomem:
 	log_warning("qmgr", "%s: out of memory: delivery postponed", m->id);
@@ -1545,6 +1553,7 @@ static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 			continue;
 		}
 		q->inflight++;
+		stats_set(STATS_INFLIGHT, q->inflight);
 		q->st.jobs++;
 		q->st.targets += j->n;
 		j->dest = dest;

@@ -231,4 +231,10 @@ int queue_cmd_sendmail(int argc, char **argv);
 /* `frugal queue ...` and `mailq`; returns an exit code. */
 int queue_cmd(int argc, char **argv);
 
+/* Messages on disk by directory (`frugal status`); -1 where unreadable. */
+struct queue_counts {
+	long long committed, hold, maildrop, corrupt, incoming;
+};
+void queue_count(const char *queue_dir, struct queue_counts *n);
+
 #endif

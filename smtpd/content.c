@@ -28,6 +28,7 @@
 #include "conf/conf.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 #include "limits/limits.h"
 #include "queue/queue.h"
 
@@ -446,6 +447,8 @@ static void commit_done(void *arg, int err, const char *queue_id)
 		    queue_id, strerror(err), storage_err(err) ? "452" : "451", s->host, s->addr);
 		limits_note_failure(storage_err(err) ? "queue file system" : "queue file", err);
 	}
+	if (err == 0)
+		stats_inc(STATS_RECEIVED);   /* durable now, whether or not the client hears the 250 */
 	session_tx_free(s);
 	if (s->reaping)
 		return;        /* the reaper frees it now */
@@ -455,6 +458,9 @@ static void commit_done(void *arg, int err, const char *queue_id)
 		session_reply(s, "452 4.3.1 Insufficient system storage");
 	else
 		session_reply(s, "451 4.3.0 Error: queue file write error");
+	if (s->state == S_COMMIT && s->srv->stopping)   /* frugal stop waited for this transaction */
+		session_reply(s, "421 4.3.2 %s Service shutting down, closing transmission channel",
+		    s->srv->gen->myhostname);
 	if (s->state == S_COMMIT)   /* the reply may have given up on the session */
 		session_enter(s, s->srv->stopping ? S_CLOSING : S_HELO);
 	session_flush(s);   /* and parse what was pipelined meanwhile */
@@ -478,6 +484,7 @@ void content_end(struct session *s)
 		const char *text = content_error_reply(s, (enum tx_error)tx->err, buf, sizeof buf);
 
 		session_reply(s, "%s", text);
+		stats_inc(STATS_REJECTED);
 		log_info("smtpd", "%s: reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> proto=%s helo=<%s>",
 		    spool_txn_id(tx->txn), s->host, s->addr, text, tx->sender, session_proto(s),
 		    s->helo ? s->helo : "");

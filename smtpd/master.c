@@ -606,11 +606,21 @@ int master_run(struct conf *c, const char *conf_dir)
 					log_info("master", "terminating on signal %d", (int)si.ssi_signo);
 					M.stopping = 1;
 					M.smtpd.restart_at = 0;
+					/*
+					 * our copies of the listeners would keep accepting into
+					 * the backlog a daemon that stops never reads: the
+					 * stop closes the port here too (no restart needs them)
+					 */
+					for (i = 0; i < M.nlisten; i++)
+						fd_close(M.listen_fds[i]);
+					M.nlisten = 0;
 					if (M.smtpd.pid > 0)
 						kill(M.smtpd.pid, SIGTERM);
 					else
 						signal_children(SIGTERM);
-					M.stop_deadline = time(NULL) + STOP_GRACE;
+					/* the daemon's own bound (smtpd_shutdown_timeout), then its drain */
+					M.stop_deadline = time(NULL) + STOP_GRACE
+					    + (time_t)conf_time(M.c, "smtpd_shutdown_timeout", 0);
 				}
 				break;
 			}

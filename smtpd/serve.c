@@ -157,12 +157,34 @@ static void reaped_cb(struct smtpd_server *srv)
 		finish_stop();
 }
 
+static void shutdown_text(char *text, size_t len)
+{
+	snprintf(text, len, "421 4.3.2 %s Service shutting down, closing transmission channel",
+	    server.gen->myhostname);
+}
+
 static void stop_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+	char text[256];
+
 	(void)loop; (void)w; (void)revents;
-	/* sessions still talking have nothing acknowledged in flight that we could lose */
-	log_info("master", "stop: %d sessions still open after the grace period; closing them", server.nsessions);
+	/*
+	 * sessions still talking have nothing acknowledged in flight that we
+	 * could lose: a message not yet answered 250 is not ours, and its
+	 * client, told 421, sends it again later. A commit already under way
+	 * gets its answer first (session_shutdown leaves S_COMMIT alone).
+	 */
+	log_info("master", "stop: %d sessions still open after smtpd_shutdown_timeout; closing them", server.nsessions);
+	shutdown_text(text, sizeof text);
+	server_shutdown_sessions(&server, text);
 	finish_stop();
+}
+
+/* a transaction in flight: MAIL given, its answer after the data not yet sent */
+static int in_transaction(const struct session *s)
+{
+	return s->state == S_MAIL || s->state == S_RCPT || s->state == S_DATA || s->state == S_BDAT
+	    || s->state == S_COMMIT || s->state == S_DNS_WAIT;
 }
 
 static void term_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -175,10 +197,23 @@ static void term_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	log_info("master", "terminating on signal %d", w->signum);
 	server.stopping = 1;
 	listen_close(&server);
-	snprintf(text, sizeof text, "421 4.3.2 %s Service shutting down, closing transmission channel",
-	    server.gen->myhostname);
-	server_shutdown_sessions(&server, text);
-	ev_timer_init(&stop_timer, stop_timer_cb, 10., 0.);
+	shutdown_text(text, sizeof text);
+	/*
+	 * Idle sessions go now; a transaction in flight may finish within
+	 * smtpd_shutdown_timeout (its 250, then the 421: content.c), as
+	 * Postfix's smtpd finishes the message it is receiving.
+	 */
+	{
+		struct session *s, *next;
+
+		for (s = server.sessions; s; s = next) {
+			next = s->next;   /* session_shutdown may reap s */
+			if (!in_transaction(s))
+				session_shutdown(s, text);
+		}
+	}
+	ev_timer_init(&stop_timer, stop_timer_cb,
+	    (double)conf_time(server.gen->conf, "smtpd_shutdown_timeout", 0), 0.);
 	ev_timer_start(loop, &stop_timer);
 	reaped_cb(&server);
 }
@@ -629,6 +664,24 @@ usage:
 	return 1;
 }
 
+/* a process that has exited but not been reaped (its parent's business) counts as gone */
+static int still_running(long pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	int gone = 0;
+
+	if (kill((pid_t)pid, 0) < 0 && errno != EPERM)
+		return 0;
+	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	if ((f = fopen(path, "r")) != NULL) {
+		if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')) != NULL && p[1] == ' ')
+			gone = p[2] == 'Z' || p[2] == 'X';
+		fclose(f);
+	}
+	return !gone;
+}
+
 int smtpd_cmd_signal(const char *what, int argc, char **argv)
 {
 	struct conf_diags d = { 0 };
@@ -636,6 +689,7 @@ int smtpd_cmd_signal(const char *what, int argc, char **argv)
 	const char *dir = NULL;
 	char *path;
 	long pid;
+	long long grace, i;
 	int opt;
 
 	optind = 1;
@@ -655,6 +709,8 @@ int smtpd_cmd_signal(const char *what, int argc, char **argv)
 	path = smtpd_pid_path(c);
 	pid = path ? daemon_pidfile_read(path) : -1;
 	mem_free(path);
+	/* the daemon's own bound, and as long again for the queue's commits and deliveries */
+	grace = conf_time(c, "smtpd_shutdown_timeout", 0) * 2 + 10;
 	conf_unref(c);
 	if (pid < 0) {
 		fprintf(stderr, "frugal: the frugal daemon is not running\n");
@@ -669,10 +725,14 @@ int smtpd_cmd_signal(const char *what, int argc, char **argv)
 		return 75;
 	}
 	if (strcmp(what, "stop") == 0) {
-		int i;
 		printf("frugal: stopping the frugal daemon\n");
-		for (i = 0; i < 300 && kill((pid_t)pid, 0) == 0; i++)
+		fflush(stdout);
+		for (i = 0; i < grace * 10 && still_running(pid); i++)
 			usleep(100000); /* waiting for another process to exit: nothing to poll but its pid */
+		if (still_running(pid)) {
+			fprintf(stderr, "frugal: the frugal daemon (pid %ld) is still running after %llds\n", pid, grace);
+			return 75;
+		}
 	} else {
 		printf("frugal: refreshing the frugal daemon\n");
 	}

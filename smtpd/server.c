@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 #include "limits/limits.h"
 
 static void reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents);
@@ -39,6 +40,7 @@ void server_session_add(struct smtpd_server *srv, struct session *s)
 		srv->sessions->prev = s;
 	srv->sessions = s;
 	srv->nsessions++;
+	stats_peak(STATS_SESSIONS_PEAK, srv->nsessions);
 }
 
 void server_session_closed(struct smtpd_server *srv, struct session *s)

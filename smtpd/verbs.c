@@ -19,6 +19,7 @@
 #include "conf/conf.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/stats.h"
 #include "limits/limits.h"
 #include "queue/queue.h"
 
@@ -173,6 +174,7 @@ static void do_mail(struct session *s, const struct smtpd_cmd *c)
 	if (s->submission && !auth_sender_owned(s, p.addr)) {
 		/* submission always checks the sender against the login (reject_sender_login_mismatch) */
 		session_reply(s, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", p.addr, s->sasl_user);
+		stats_inc(STATS_REJECTED);
 		log_info("smtpd", "NOQUEUE: reject: MAIL from %s[%s]: 553 5.7.1 <%s>: Sender address rejected: "
 		    "not owned by user %s; proto=%s helo=<%s>", s->host, s->addr, p.addr, s->sasl_user,
 		    session_proto(s), s->helo ? s->helo : "");
@@ -221,6 +223,7 @@ static void rcpt_decide(struct session *s, const struct smtpd_path *path)
 	}
 	if (res != RESTR_PERMIT) {
 		session_reply(s, "%s", rtext);
+		stats_inc(STATS_REJECTED);
 		log_info("smtpd", "%s: reject: RCPT from %s[%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
 		    s->tx->txn ? spool_txn_id(s->tx->txn) : "NOQUEUE",
 		    s->host, s->addr, rtext, s->tx->sender, path->addr, session_proto(s), s->helo ? s->helo : "");
