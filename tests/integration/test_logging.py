@@ -6,13 +6,14 @@ the daemon at a socket the test binds instead of /dev/log)."""
 import os
 import pwd
 import re
+import shutil
 import signal
 import smtplib
 import socket
 import subprocess
 import unittest
 
-from harness import Daemon, run_frugal, wait_for, FRUGAL, SLOW
+from harness import ROOT, Daemon, run_frugal, wait_for, FRUGAL, SLOW
 
 LINE = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ frugal/[a-z]+\[\d+\]: ")
 
@@ -83,6 +84,35 @@ class Rotation(unittest.TestCase):
     def test_rotate_and_reload_as_mail_owner(self):
         """logrotate's way: rename, then frugal reload; the daemon (as mail_owner) writes the new file,
         which the master created as root and gave to mail_owner."""
+        def rotate(x, log):
+            os.rename(log, log + ".1")
+            x.reload()
+        self.rotation(rotate)
+
+    def test_logrotate_with_the_shipped_file(self):
+        """The real logrotate with contrib/frugal.logrotate (the path and the command pointed at
+        this test's daemon): the rotated file keeps what was written, the new one gets the rest."""
+        lr = shutil.which("logrotate") or ("/usr/sbin/logrotate" if os.path.exists("/usr/sbin/logrotate") else None)
+        if lr is None:
+            self.skipTest("logrotate is not installed (contrib/deps.sh test installs it)")
+
+        def rotate(x, log):
+            with open(os.path.join(ROOT, "contrib", "frugal.logrotate")) as f:
+                conf = f.read()
+            self.assertIn("/var/log/frugal.log {", conf)
+            self.assertIn("frugal reload", conf)
+            conf = conf.replace("/var/log/frugal.log", log).replace(
+                "frugal reload", "%s reload -c %s" % (FRUGAL, x.d.dir))
+            cf = os.path.join(x.d.dir, "logrotate.conf")
+            with open(cf, "w") as f:
+                f.write(conf)
+            os.chmod(cf, 0o644)
+            r = subprocess.run([lr, "-f", "-s", os.path.join(x.d.dir, "logrotate.state"), cf],
+                               capture_output=True, text=True, timeout=60 * SLOW)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.rotation(rotate)
+
+    def rotation(self, rotate):
         root = os.geteuid() == 0
         if root:
             try:
@@ -107,8 +137,7 @@ class Rotation(unittest.TestCase):
                 self.assertEqual(os.stat(log).st_uid, pw.pw_uid, "the log file is mail_owner's")
             x.send("before")
             wait_for(lambda: "status=sent" in read(log), 15 * SLOW, "the first delivery logged")
-            os.rename(log, log + ".1")
-            x.reload()
+            rotate(x, log)
             wait_for(lambda: "reload --" in read(log), 15 * SLOW, "the daemon's reload line in the new file")
             x.send("after")
             wait_for(lambda: "status=sent" in read(log), 15 * SLOW, "the delivery logged in the new file")

@@ -1,7 +1,7 @@
 """tests/integration/test_packaging.py: what `make install` puts where, and
 the contrib files checked by their own tools: the systemd unit
 (systemd-analyze verify), the SysV init script (sh -n, LSB header), the
-logrotate file (logrotate --debug) and the fail2ban filter, run by
+logrotate file (logrotate --debug; test_logging runs the real rotation) and the fail2ban filter, run by
 fail2ban-regex over the log of a real daemon that was sent unknown users,
 relay attempts, failed AUTHs, a pregreet and mail it delivered.
 Everything goes into a temporary DESTDIR: no service of this machine is
