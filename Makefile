@@ -139,8 +139,10 @@ fuzz:
 	done
 
 # sendmail, mailq and newaliases are links to frugal (argv[0] picks the command);
-# frugal-postdrop is set-group-ID setgid_group (frugal-drop), mode 2755, when
-# installed by root and the group exists (otherwise installed plain, with a note).
+# as root, the accounts frugal and vmail and the group setgid_group (frugal-drop)
+# are created when missing (contrib/accounts.sh: on this system, or in a staging
+# DESTDIR that has its own etc/passwd), and frugal-postdrop is set-group-ID that
+# group, mode 2755 (otherwise installed plain, with a note).
 SETGID_GROUP ?= frugal-drop
 install: frugal frugal-postdrop
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/frugal
@@ -148,8 +150,9 @@ install: frugal frugal-postdrop
 	ln -sf frugal $(DESTDIR)$(PREFIX)/sbin/sendmail.frugal
 	for l in sendmail mailq newaliases; do ln -sf frugal $(DESTDIR)$(PREFIX)/sbin/$$l; done
 	install -m 755 frugal-postdrop $(DESTDIR)$(PREFIX)/sbin/frugal-postdrop
-	@if [ "$$(id -u)" = 0 ] && getent group $(SETGID_GROUP) >/dev/null; then \
-	  chgrp $(SETGID_GROUP) $(DESTDIR)$(PREFIX)/sbin/frugal-postdrop && \
+	@gid=$$(sh contrib/accounts.sh "$(DESTDIR)" $(SETGID_GROUP)) || exit 1; \
+	if [ "$$(id -u)" = 0 ] && [ -n "$$gid" ]; then \
+	  chgrp $$gid $(DESTDIR)$(PREFIX)/sbin/frugal-postdrop && \
 	  chmod 2755 $(DESTDIR)$(PREFIX)/sbin/frugal-postdrop; \
 	else echo "install: frugal-postdrop is not set-group-ID $(SETGID_GROUP) (needs root and the group: groupadd --system $(SETGID_GROUP)); sendmail works for root and mail_owner only"; fi
 	install -m 644 contrib/frugal.conf.sample $(DESTDIR)/etc/frugal/frugal.conf.sample

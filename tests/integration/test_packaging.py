@@ -180,6 +180,44 @@ class Install(unittest.TestCase):
         self.assertNotIn("error", r.stderr.lower())
 
 
+class Accounts(unittest.TestCase):
+    """make install as root creates the recommended accounts and sendmail's group when missing:
+    in a staging root that has its own etc/passwd (useradd --prefix: this machine's files are
+    never touched), once, and makes frugal-postdrop set-group-ID that group."""
+
+    def test_accounts_in_a_staging_root(self):
+        if os.geteuid() != 0:
+            self.skipTest("creating accounts needs root (useradd/groupadd)")
+        dest = tempfile.mkdtemp(prefix="frugal-pkg-")
+        self.addCleanup(shutil.rmtree, dest, True)
+        os.makedirs(os.path.join(dest, "etc"))
+        for name, line in (("passwd", "root:x:0:0:root:/root:/bin/bash\n"), ("group", "root:x:0:\n"),
+                           ("shadow", "root:*:19000:0:99999:7:::\n"), ("gshadow", "root:*::\n")):
+            with open(os.path.join(dest, "etc", name), "w") as f:
+                f.write(line)
+        with open("/etc/passwd") as f:
+            system_before = f.read()
+        for _ in range(2):   # the second run finds them all and adds nothing
+            r = make_install(dest)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(dest, "etc", "passwd")) as f:
+            users = [l.split(":") for l in f.read().splitlines()]
+        with open(os.path.join(dest, "etc", "group")) as f:
+            groups = [l.split(":") for l in f.read().splitlines()]
+        self.assertEqual(sorted(u[0] for u in users), ["frugal", "root", "vmail"])
+        for u in users:
+            if u[0] != "root":
+                self.assertLess(int(u[2]), 1000, "a system account: %s" % u)
+                self.assertEqual(u[6], "/usr/sbin/nologin")
+        drop = [g for g in groups if g[0] == "frugal-drop"]
+        self.assertEqual(len(drop), 1, groups)
+        st = os.stat(os.path.join(dest, "usr/sbin/frugal-postdrop"))
+        self.assertEqual(st.st_gid, int(drop[0][2]), "frugal-postdrop's group is the staged frugal-drop")
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o2755)
+        with open("/etc/passwd") as f:
+            self.assertEqual(f.read(), system_before, "this machine's accounts untouched")
+
+
 def plain(user, password):
     return base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
 
