@@ -180,6 +180,30 @@ int log_fd(void)
 	return fd;
 }
 
+int log_is_file(void)
+{
+	int yes;
+
+	pthread_mutex_lock(&mu);
+	yes = out_kind == OUT_FILE;
+	pthread_mutex_unlock(&mu);
+	return yes;
+}
+
+void log_adopt_file(int fd)
+{
+	int oldfd, oldkind;
+
+	pthread_mutex_lock(&mu);
+	oldfd = out_fd;
+	oldkind = out_kind;
+	out_fd = fd;
+	out_kind = OUT_FILE;
+	pthread_mutex_unlock(&mu);
+	if (oldfd != fd)
+		close_dest(oldfd, oldkind);
+}
+
 int log_file_chown(uid_t uid, gid_t gid)
 {
 	int rc = 0;

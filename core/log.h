@@ -22,6 +22,11 @@ int  log_reopen(const char *service);   /* service: who says it failed */
 /* The descriptor the log holds through the funnel (file or syslog socket), or -1: a forked
  * child keeps it (fd_close_except). */
 int  log_fd(void);
+/* 1 when the log is a file (not syslog, not stderr): the daemon passes it to the helpers. */
+int  log_is_file(void);
+/* A descriptor of the same maillog_file, opened by the daemon after rotation and passed to a
+ * delivery helper whose user cannot open the path: the log writes to it from now on (owned). */
+void log_adopt_file(int fd);
 /* The master, as root: the log file belongs to mail_owner, who reopens it after rotation. */
 int  log_file_chown(uid_t uid, gid_t gid);
 /* Lines that could not be written (syslog socket full or absent, ENOSPC...) since start. */

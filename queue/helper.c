@@ -219,7 +219,7 @@ static long long sum(int socks)
 long long helper_fds(void) { return sum(0); }
 long long helper_socks(void) { return sum(1); }
 
-static int send_request(int fd, const char *buf, size_t len, int msgfd)
+static int send_request(int fd, const char *buf, size_t len, int msgfd, int flags)
 {
 	union {
 		struct cmsghdr h;
@@ -242,7 +242,7 @@ static int send_request(int fd, const char *buf, size_t len, int msgfd)
 	cm->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cm), &msgfd, sizeof(int));
 	do
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL | flags);
 	while (n < 0 && errno == EINTR);
 	return n == (ssize_t)len ? 0 : -1;
 }
@@ -295,7 +295,7 @@ int helper_deliver(enum helper_which w, int msgfd, const struct msg_src *m, cons
 	l->refs++;
 	pthread_mutex_unlock(&mu);
 
-	rc = send_request(l->fd, buf, (size_t)len, msgfd);
+	rc = send_request(l->fd, buf, (size_t)len, msgfd, 0);
 	e = errno;
 
 	pthread_mutex_lock(&mu);
@@ -348,5 +348,28 @@ void helper_shutdown(void)
 			link_lost(l, "is left: frugal is stopping");
 			maybe_free(l);
 		}
+	pthread_mutex_unlock(&mu);
+}
+
+/*
+ * After the daemon reopened a rotated maillog_file: each helper gets the new
+ * descriptor (a helper running as virtual_mailbox_owner cannot open a file
+ * of mail_owner's). Never blocks the loop: a helper whose socket is full
+ * keeps writing the old file and says nothing is lost (its lines still go
+ * somewhere); the next reload tries again.
+ */
+void helper_pass_log(int logfd)
+{
+	char buf[8];
+	int i, n = helper_log_encode(buf, sizeof buf);
+
+	pthread_mutex_lock(&mu);
+	for (i = 0; i < HELPER_COUNT && n > 0; i++) {
+		struct link *l = cur[i];
+
+		if (l && !l->dead && send_request(l->fd, buf, (size_t)n, logfd, MSG_DONTWAIT) < 0)
+			log_warning("qmgr", "cannot pass the reopened log file to delivery helper %s: %s; "
+			    "it keeps writing the previous one", helper_name(l->w), strerror(errno));
+	}
 	pthread_mutex_unlock(&mu);
 }

@@ -11,6 +11,8 @@
  *             sender_len u16 | rcpt_len u16 | mailbox_len u16 | 0 u16 | strings
  *   reply:    magic "FRGR" | id u64 | status i32 | fds i32 | socks i32 |
  *             reason_len u16 | 0 u16 | reason
+ *   log:      magic "FRGL" and nothing else, with the log file's descriptor
+ *             (daemon to helper, after rotation; no reply)
  * Strings carry no NUL; the decoder refuses anything that does not add up
  * to exactly the datagram's length.
  */
@@ -22,6 +24,7 @@
 
 #define REQ_MAGIC   0x51475246u   /* "FRGQ" */
 #define REPLY_MAGIC 0x52475246u   /* "FRGR" */
+#define LOG_MAGIC   0x4c475246u   /* "FRGL" */
 #define REQ_HEAD    (4 + 8 + 8 + 8 + 2 + 2 + 2 + 2)
 #define REPLY_HEAD  (4 + 8 + 4 + 4 + 4 + 2 + 2)
 
@@ -148,4 +151,24 @@ int helper_reply_decode(const char *buf, size_t len, struct helper_reply *r)
 	if (get_field(buf, &off, lr, r->reason) < 0)
 		return errno = EBADMSG, -1;
 	return 0;
+}
+
+int helper_log_encode(char *buf, size_t len)
+{
+	uint32_t magic = LOG_MAGIC;
+
+	if (len < 4)
+		return errno = EINVAL, -1;
+	memcpy(buf, &magic, 4);
+	return 4;
+}
+
+int helper_msg_is_log(const char *buf, size_t len)
+{
+	uint32_t magic;
+
+	if (len != 4)
+		return 0;
+	memcpy(&magic, buf, 4);
+	return magic == LOG_MAGIC;
 }

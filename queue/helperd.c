@@ -224,6 +224,12 @@ static void *worker(void *arg)
 			continue;
 		if (n == 0 || (n == -1 && errno != EMSGSIZE))
 			break;   /* the daemon is gone (or restarting), or we stop */
+		if (n > 0 && helper_msg_is_log(buf, (size_t)n)) {
+			/* the rotated maillog_file, reopened by the daemon: ours may be a user who cannot */
+			if (fd >= 0)
+				log_adopt_file(fd);
+			continue;
+		}
 		if ((j = mem_alloc(sizeof *j)) == NULL) {
 			log_warning(svc(), "out of memory: request dropped (the daemon retries it)");
 			fd_close(fd);
@@ -259,7 +265,7 @@ static void reload(void)
 	struct conf_diags d;
 	struct conf *c;
 
-	log_reopen(svc());
+	/* no log_reopen here: the daemon passes the reopened file (helper_pass_log) */
 	c = conf_load_for_command(H.conf_dir, &d);
 	conf_diags_free(&d);
 	if (c == NULL) {

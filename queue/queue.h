@@ -202,6 +202,7 @@ long helper_pid(enum helper_which w);
 long long helper_fds(void);                             /* the helpers' descriptors, last reported */
 long long helper_socks(void);
 void helper_shutdown(void);
+void helper_pass_log(int logfd);                       /* after a reopen: the helpers write it too */
 /* The helper process: serves requests on sock until the daemon goes; returns an exit code. */
 int  helperd_run(enum helper_which w, int sock, struct conf *c, const char *conf_dir);
 

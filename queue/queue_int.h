@@ -267,6 +267,9 @@ int  helper_req_encode(const struct helper_req *r, char *buf, size_t len);     /
 int  helper_req_decode(const char *buf, size_t len, struct helper_req *r);      /* 0, or -1 */
 int  helper_reply_encode(const struct helper_reply *r, char *buf, size_t len);
 int  helper_reply_decode(const char *buf, size_t len, struct helper_reply *r);
+/* the log file after rotation, daemon to helper (the descriptor rides along) */
+int  helper_log_encode(char *buf, size_t len);                                  /* 4, or -1 */
+int  helper_msg_is_log(const char *buf, size_t len);
 
 /*
  * Deliver through helper w (blocks the calling worker thread until the

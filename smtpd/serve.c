@@ -103,7 +103,9 @@ static void reload(const struct smtpd_tls_files *tf)
 	struct smtpd_gen *g;
 	char err[1024];
 
-	log_reopen("master");   /* a rotated log file is followed (PRODUCT.md section 1) */
+	/* a rotated log file is followed (PRODUCT.md section 1), by the delivery helpers too */
+	if (log_reopen("master") == 0 && log_is_file())
+		helper_pass_log(log_fd());
 	c = conf_load_for_command(have_conf_dir ? conf_dir_opt : NULL, &d);
 	print_diags(&d, 1);
 	conf_diags_free(&d);

@@ -26,6 +26,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (n != (int)size || memcmp(out, data, size) != 0)
 			__builtin_trap();
 	}
+	/* the log message is exactly its encoding, and never also a request */
+	if (helper_msg_is_log((const char *)data, size)) {
+		n = helper_log_encode(out, sizeof out);
+		if (n != (int)size || memcmp(out, data, size) != 0 || helper_req_decode((const char *)data, size, &rq) == 0)
+			__builtin_trap();
+	}
 	if (helper_reply_decode((const char *)data, size, &rp) == 0) {
 		n = helper_reply_encode(&rp, out, sizeof out);
 		if (n != (int)size || memcmp(out, data, size) != 0)

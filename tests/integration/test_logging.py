@@ -57,7 +57,7 @@ class Detached:
         if r.returncode != 0:
             raise AssertionError("frugal reload: " + r.stderr)
 
-    def stop(self):
+    def stop(self, cleanup=True):
         if self.pid:
             try:
                 os.kill(self.pid, signal.SIGTERM)
@@ -65,7 +65,8 @@ class Detached:
                 pass
             wait_for(lambda: not os.path.exists("/proc/%d" % self.pid), 30 * SLOW, "the master to exit")
             self.pid = None
-        self.d.cleanup()
+        if cleanup:
+            self.d.cleanup()
 
     def send(self, tag):
         with smtplib.SMTP("127.0.0.1", self.d.port, timeout=10 * SLOW) as s:
@@ -119,7 +120,16 @@ class Rotation(unittest.TestCase):
                 pw = pwd.getpwnam("nobody")
             except KeyError:
                 self.skipTest("no user 'nobody' on this machine")
-        x = Detached(extra="mail_owner = nobody\n" if root else "")
+        # as root, the virtual delivery helper runs as a third user (Debian's "daemon"), who can
+        # open neither the log nor its directory: the daemon passes it the reopened file
+        vowner = None
+        if root:
+            try:
+                vowner = pwd.getpwnam("daemon")
+            except KeyError:
+                pass
+        x = Detached(extra=("mail_owner = nobody\n" if root else "") +
+                     ("virtual_mailbox_owner = daemon\n" if vowner else ""))
         try:
             d = x.d
             logdir = os.path.join(d.dir, "logs")
@@ -148,6 +158,14 @@ class Rotation(unittest.TestCase):
             for line in new.splitlines():
                 self.assertRegex(line, LINE)
             self.assertEqual(old.count("status=sent"), 1, old)   # nothing more went to the rotated file
+            if vowner:
+                self.assertIn("frugal/virtual[", old)     # it started there
+                x.stop(cleanup=False)
+                new, old = read(log), read(log + ".1")
+                self.assertNotIn("cannot reopen", new + old)
+                self.assertRegex(new, r"frugal/virtual\[\d+\]: delivery helper stopped",
+                                 "the virtual helper (uid %d) writes the new file" % vowner.pw_uid)
+                self.assertNotIn("delivery helper stopped", old)
             self.assertIn("frugal/smtpd[", new)
         finally:
             x.stop()
