@@ -484,6 +484,20 @@ struct conf *conf_load_for_command(const char *dir_opt, struct conf_diags *d)
 	return conf_load_embedded(d);
 }
 
+struct conf *conf_load_or_say(const char *dir_opt)
+{
+	struct conf_diags d;
+	struct conf *c;
+	int i;
+
+	memset(&d, 0, sizeof d);
+	if ((c = conf_load_for_command(dir_opt, &d)) == NULL)
+		for (i = 0; i < d.n; i++)
+			fprintf(stderr, "frugal: %s\n", d.v[i].text);
+	conf_diags_free(&d);
+	return c;
+}
+
 int conf_is_embedded(const struct conf *c)
 {
 	return c ? c->embedded : 0;

@@ -49,6 +49,8 @@ int  conf_is_embedded(const struct conf *c);
  * /etc/frugal/frugal.conf does not exist, the embedded default.
  */
 struct conf *conf_load_for_command(const char *dir_opt, struct conf_diags *d);
+/* The same for a command that only reports: errors printed to stderr as "frugal: TEXT", NULL. */
+struct conf *conf_load_or_say(const char *dir_opt);
 const char *conf_dir(const struct conf *c);   /* directory it came from ("" when embedded) */
 
 struct conf *conf_ref(struct conf *c);

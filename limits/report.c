@@ -518,7 +518,6 @@ int limits_gauges(const struct conf *c, struct limits_gauge *g, int max, int *ru
 int limits_cmd(int argc, char **argv)
 {
 	static struct report r;   /* ~15 KB: keep it off a small stack */
-	struct conf_diags d;
 	struct conf *c;
 	const char *dir = NULL;
 	int json = 0, i;
@@ -535,14 +534,8 @@ int limits_cmd(int argc, char **argv)
 			return 1;
 		}
 	}
-	memset(&d, 0, sizeof d);
-	if ((c = conf_load_for_command(dir, &d)) == NULL) {
-		for (i = 0; i < d.n; i++)
-			fprintf(stderr, "frugal: %s\n", d.v[i].text);
-		conf_diags_free(&d);
+	if ((c = conf_load_or_say(dir)) == NULL)
 		return 1;
-	}
-	conf_diags_free(&d);
 	report_load(&r, c);
 	if (json)
 		print_json(&r, stdout);

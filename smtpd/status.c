@@ -287,7 +287,6 @@ void status_print_prometheus(const struct status_view *v, FILE *f)
 int smtpd_cmd_status(int argc, char **argv)
 {
 	static struct status_view v;   /* the gauges: off a small stack */
-	struct conf_diags d;
 	struct limits_daemon ld;
 	struct queue_counts qc;
 	struct conf *c;
@@ -308,14 +307,8 @@ int smtpd_cmd_status(int argc, char **argv)
 			return 1;
 		}
 	}
-	memset(&d, 0, sizeof d);
-	if ((c = conf_load_for_command(dir, &d)) == NULL) {
-		for (i = 0; i < d.n; i++)
-			fprintf(stderr, "frugal: %s\n", d.v[i].text);
-		conf_diags_free(&d);
+	if ((c = conf_load_or_say(dir)) == NULL)
 		return 1;
-	}
-	conf_diags_free(&d);
 	memset(&v, 0, sizeof v);
 	v.now = (long long)time(NULL);
 	for (i = 0; i < STATS_COUNT; i++)
