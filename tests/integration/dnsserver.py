@@ -82,12 +82,22 @@ class DNSServer:
         self.tcp_queries = 0
         self.log = []                 # (name, type, transport) in order of arrival
         self.lock = threading.Lock()
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((host, 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((host, self.port))
+        # one port for UDP and TCP: the kernel picks a free UDP port, which some other
+        # listener may hold for TCP (seen in CI: EADDRINUSE); then another pick
+        for attempt in range(50):
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind((host, 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind((host, self.port))
+                break
+            except OSError:
+                self.tcp.close()
+                self.udp.close()
+                if attempt == 49:
+                    raise
         self.tcp.listen(16)
         self.stopping = False
         self.threads = []
