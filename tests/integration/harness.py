@@ -231,8 +231,18 @@ dns_servers = {self.dns.addr}
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[2]) == self.proc.pid and fields[0] != "Z":   # pgrp; zombies hold nothing
-                out.append(int(n))
+            if int(fields[2]) != self.proc.pid:   # pgrp
+                continue
+            # A zombie holds nothing, but a zombie leader whose other threads
+            # are still exiting (slow under ASan) still holds the files they
+            # share: alive until /proc/N/task lists the leader alone.
+            if fields[0] == "Z":
+                try:
+                    if len(os.listdir("/proc/%s/task" % n)) <= 1:
+                        continue
+                except OSError:
+                    continue
+            out.append(int(n))
         return out
 
     def kill9(self):

@@ -133,7 +133,18 @@ class PowerLoss(unittest.TestCase):
         return dev
 
     def detach(self, dev):
-        sh("umount", self.mnt)
+        # "target is busy" while a killed process is still being torn down
+        # (its descriptors are released last): wait for the kernel to let go,
+        # and name the holders if it never does.
+        def unmounted():
+            r = sh("umount", self.mnt, check=False)
+            return r.returncode == 0
+        try:
+            wait_for(unmounted, 30, "umount " + self.mnt, interval=0.05)
+        except AssertionError:
+            holders = (sh("fuser", "-vm", self.mnt, check=False) if shutil.which("fuser") else None)
+            raise AssertionError("%s stays busy: %s" % (
+                self.mnt, holders.stdout + holders.stderr if holders else "(fuser not installed)"))
         sh("losetup", "-d", dev)
         self.loops.remove(dev)
 
