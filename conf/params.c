@@ -112,6 +112,9 @@ const struct conf_param conf_param_table[] = {
 	S("smtp_sasl_tls_security_options", "$smtp_sasl_security_options",
 	  "outbound SASL mechanisms refused on TLS sessions (a relayhost set-up says noanonymous)"),
 	S("smtp_tls_CAfile", "", "PEM trust anchors for outbound TLS (empty: no peer is Trusted; verify/secure fail)"),
+	B("smtp_mta_sts", "yes", "honour the MTA-STS policies of recipient domains (RFC 8461) for MX deliveries"),
+	S("smtp_mta_sts_CAfile", "", "PEM trust anchors for MTA-STS: the policy fetch and enforced MX certificates (empty: the system's bundle)"),
+	T("smtp_mta_sts_timeout", "10s", "time limit of one MTA-STS policy fetch: resolve, connect, TLS and the HTTP response"),
 	B("disable_mime_output_conversion", "no",
 	  "send 8-bit mail as is to a peer without 8BITMIME instead of converting it to quoted-printable"),
 	/* queue and delivery */
