@@ -35,7 +35,7 @@ MSG = "Subject: sts\r\n\r\nhello\r\n"
 ENF = "version: STSv1\nmode: enforce\nmx: mx.%s\nmax_age: 86400\n"
 DOMAINS = ["enf.test", "notls.test", "other.test", "badcert.test", "tst.test", "cache.test", "chg.test",
            "e404.test", "eredir.test", "ectype.test", "ebig.test", "hang.test", "free.test", "wild.test",
-           "off.test"]
+           "off.test", "tstcert.test"]
 SAN = ",".join(["DNS:mta-sts.%s" % d for d in DOMAINS] + ["DNS:mx.%s" % d for d in DOMAINS if d != "badcert.test"]
                + ["DNS:*.wild.test"])
 
@@ -256,6 +256,16 @@ class MtaSts(unittest.TestCase):
         self.assertIn("MTA-STS policy testing for tst.test: TLS is required, but was not offered by host "
                       "mx.tst.test[127.0.0.1] (delivering anyway: testing mode)", log)
         self.assertEqual(len(s.messages), 1)
+
+    def test_testing_mode_logs_a_certificate_that_enforce_would_refuse(self):
+        self.policy("tstcert.test", "version: STSv1\nmode: testing\nmx: mx.tstcert.test\nmax_age: 600\n")
+        s, port = self.sink(cert=self.wrong)
+        d = self.daemon(["tstcert.test"], port)
+        self.send(d, "u@tstcert.test")
+        self.status(d, "u@tstcert.test")
+        self.assertIn("MTA-STS policy testing for tstcert.test: certificate verification failed for mx.tstcert.test "
+                      "(delivering anyway: testing mode)", d.output())
+        self.assertEqual((len(s.messages), s.tls_messages), (1, 1))
 
     # ---- the cache ----
 
