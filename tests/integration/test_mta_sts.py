@@ -14,6 +14,7 @@ mta-sts.DOMAIN, the MX certificate checked for the MX host name.
 """
 import http.server
 import os
+import pwd
 import re
 import shutil
 import smtplib
@@ -35,7 +36,7 @@ MSG = "Subject: sts\r\n\r\nhello\r\n"
 ENF = "version: STSv1\nmode: enforce\nmx: mx.%s\nmax_age: 86400\n"
 DOMAINS = ["enf.test", "notls.test", "other.test", "badcert.test", "tst.test", "cache.test", "chg.test",
            "e404.test", "eredir.test", "ectype.test", "ebig.test", "hang.test", "free.test", "wild.test",
-           "off.test", "tstcert.test"]
+           "off.test", "tstcert.test", "priv.test"]
 SAN = ",".join(["DNS:mta-sts.%s" % d for d in DOMAINS] + ["DNS:mx.%s" % d for d in DOMAINS if d != "badcert.test"]
                + ["DNS:*.wild.test"])
 
@@ -287,6 +288,26 @@ class MtaSts(unittest.TestCase):
         self.assertIn("MTA-STS cache: 1 policies loaded", d.output())
         self.assertEqual(self.https.count("cache.test"), 1)
         self.assertEqual((len(s.messages), s.tls_messages), (3, 3))
+
+    def test_cache_belongs_to_an_unprivileged_mail_owner(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root: the daemon drops to mail_owner = nobody, who must be able to write the cache")
+        try:
+            pw = pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("no user nobody")
+        os.chmod(self.tmp, 0o755)           # the CA file is read by the daemon as nobody
+        self.policy("priv.test")
+        s, port = self.sink()
+        d = self.daemon(["priv.test"], port, "mail_owner = nobody\n", start=False)
+        os.chmod(d.dir, 0o755)
+        d.start()
+        self.send(d, "u@priv.test")
+        self.status(d, "u@priv.test")
+        top, f = os.stat(os.path.join(d.queue, "sts")), os.stat(os.path.join(d.queue, "sts", "priv.test"))
+        self.assertEqual((top.st_uid, top.st_mode & 0o7777), (pw.pw_uid, 0o700))
+        self.assertEqual((f.st_uid, f.st_mode & 0o7777), (pw.pw_uid, 0o600))
+        self.assertEqual(s.tls_messages, 1)
 
     def test_changed_id_refetched_and_failed_refetch_keeps_policy(self):
         self.policy("chg.test")
