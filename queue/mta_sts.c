@@ -80,7 +80,7 @@ struct sts_fetch {
 	size_t reqlen, reqoff;
 	char  *resp;                                /* STS_RESP_MAX */
 	size_t resplen;
-	char   err[400];
+	char   err[512];
 };
 
 struct mta_sts_wait {
@@ -94,6 +94,8 @@ struct mta_sts_wait {
 	char   domain[DNS_NAME_MAX + 1];
 	mta_sts_cb cb;
 	void  *arg;
+	int    answering;                           /* on fetch_done's list: a cancel only marks it */
+	int    cancelled;
 };
 
 static struct sts_entry *cache;
@@ -676,12 +678,18 @@ static void fetch_done(struct sts_fetch *f, const struct mta_sts_policy *p)
 		if (mta_sts_policy_copy(&copy, p) == 0)
 			(void)cache_put(f->domain, f->id, time(NULL), &copy);
 	}
+	for (w = list; w; w = w->next) {
+		w->f = NULL;
+		w->answering = 1;   /* a callback may cancel a waiter further down the list: marked, not freed */
+	}
 	fetch_free(f);
 	while ((w = list) != NULL) {
 		list = w->next;
-		w->f = NULL;
 		w->next = w->prev = NULL;
-		answer_cached(w);   /* the new policy is the cached one now; a failure leaves the old in force */
+		if (w->cancelled)
+			mem_free(w);
+		else
+			answer_cached(w);   /* the new policy is the cached one now; a failure leaves the old in force */
 	}
 }
 
@@ -753,6 +761,10 @@ void mta_sts_cancel(struct mta_sts_wait *w)
 {
 	if (w == NULL)
 		return;
+	if (w->answering) {
+		w->cancelled = 1;
+		return;
+	}
 	if (w->q)
 		dns_cancel(w->q);
 	unlink_wait(w);
