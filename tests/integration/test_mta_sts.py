@@ -36,7 +36,7 @@ MSG = "Subject: sts\r\n\r\nhello\r\n"
 ENF = "version: STSv1\nmode: enforce\nmx: mx.%s\nmax_age: 86400\n"
 DOMAINS = ["enf.test", "notls.test", "other.test", "badcert.test", "tst.test", "cache.test", "chg.test",
            "e404.test", "eredir.test", "ectype.test", "ebig.test", "hang.test", "free.test", "wild.test",
-           "off.test", "tstcert.test", "priv.test"]
+           "off.test", "tstcert.test", "priv.test", "many.test"]
 SAN = ",".join(["DNS:mta-sts.%s" % d for d in DOMAINS] + ["DNS:mx.%s" % d for d in DOMAINS if d != "badcert.test"]
                + ["DNS:*.wild.test"])
 
@@ -67,6 +67,7 @@ class PolicyServer:
     def __init__(self, cert, key):
         self.responses = {}     # host -> dict(status=200, ctype="text/plain", body="...", hang=False, location=None)
         self.requests = []      # (host, path)
+        self.held = []          # for each response held by "until": did its condition come true
         self.release = threading.Event()
         self.lock = threading.Lock()
         srv = self
@@ -85,6 +86,13 @@ class PolicyServer:
                 if r.get("hang"):
                     srv.release.wait(60)
                     return
+                if r.get("until"):
+                    # answer only once the condition holds (deadline 5 s): deliveries pile up on one fetch
+                    deadline = time.monotonic() + 5 * SLOW
+                    while not r["until"]() and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    with srv.lock:
+                        srv.held.append(r["until"]())
                 body = r.get("body", "").encode()
                 self.send_response(r.get("status", 200))
                 self.send_header("Content-Type", r.get("ctype", "text/plain"))
@@ -330,6 +338,21 @@ class MtaSts(unittest.TestCase):
         self.status(d, "u3@chg.test", "deferred")
         self.assertIn("MTA-STS policy fetch for chg.test failed: HTTP status 404", d.output())
         self.assertEqual(len(s.messages), 1)
+
+    def test_deliveries_to_one_domain_share_one_fetch(self):
+        # the policy server answers once four TXT lookups (one per delivery, TTL 0) have been made:
+        # the four deliveries wait on the one fetch
+        self.policy("many.test", until=lambda: self.dns.count("_mta-sts.many.test", "TXT") >= 4)
+        s, port = self.sink()
+        d = self.daemon(["many.test"], port, "default_destination_recipient_limit = 1\n")
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=20 * SLOW) as c:
+            c.sendmail("alice@example.test", ["u%d@many.test" % i for i in range(4)], MSG)
+        for i in range(4):
+            self.status(d, "u%d@many.test" % i)
+        self.assertEqual(self.https.count("many.test"), 1)
+        self.assertEqual(self.https.held, [True])
+        self.assertEqual((len(s.messages), s.tls_messages), (4, 4))
+        self.assertEqual(d.output().count("MTA-STS policy for many.test fetched"), 1)
 
     # ---- fetches that fail: no policy ----
 
