@@ -1050,7 +1050,8 @@ static void tls_step(struct smtpc *c)
 			tls_failed(c, "Cannot start TLS: handshake failure");
 		return;
 	}
-	if (c->sts.mode == MTA_STS_TESTING && (transport_peer_trust(&c->tr) < TRANSPORT_TRUSTED ||
+	if (c->sts.mode == MTA_STS_TESTING && c->tls_level <= TLS_LEVEL_ENCRYPT &&
+	    (transport_peer_trust(&c->tr) < TRANSPORT_TRUSTED ||
 	    !transport_peer_name_ok(&c->tr, c->hosts[c->hi].name)))
 		/* RFC 8461 5: testing mode reports (here: logs) what enforce would have refused */
 		log_info(c->j->route.transport, "%s: MTA-STS policy testing for %s: certificate verification failed "
@@ -1965,7 +1966,8 @@ static void sts_cb(void *arg, const struct mta_sts_policy *p)
 		c->tls = c->sts_tls;      /* NULL when the anchors could not be loaded: the handshake fails */
 		if (c->tls)
 			tls_ctx_ref(c->tls);
-	} else if (c->sts.mode == MTA_STS_TESTING && c->tls_level == TLS_LEVEL_MAY && c->sts_tls) {
+	} else if (c->sts.mode == MTA_STS_TESTING && c->tls_level >= TLS_LEVEL_MAY && c->tls_level <= TLS_LEVEL_ENCRYPT &&
+	    c->sts_tls) {
 		tls_ctx_unref(c->tls);
 		tls_ctx_ref(c->sts_tls);
 		c->tls = c->sts_tls;
