@@ -81,6 +81,7 @@ struct sts_fetch {
 	char  *resp;                                /* STS_RESP_MAX */
 	size_t resplen;
 	char   err[512];
+	int    shortage;                            /* failed for a local shortage, not the server */
 };
 
 struct mta_sts_wait {
@@ -348,8 +349,8 @@ static void link_wait(struct mta_sts_wait *w, struct mta_sts_wait **head)
 	*head = w;
 }
 
-/* The answer for w: the cached policy within its max_age, else none. w is freed. */
-static void answer_cached(struct mta_sts_wait *w)
+/* The answer for w: the cached policy within its max_age, else none (shortage: why). w is freed. */
+static void answer_cached(struct mta_sts_wait *w, int shortage)
 {
 	struct sts_entry *e = cache_find(w->domain);
 	mta_sts_cb cb = w->cb;
@@ -361,12 +362,13 @@ static void answer_cached(struct mta_sts_wait *w)
 		/* a copy: the callback may start a lookup that replaces the entry */
 		if (mta_sts_policy_copy(&copy, &e->pol) == 0) {
 			stats.cache_hits++;
-			cb(arg, &copy);
+			cb(arg, &copy, 0);
 			mta_sts_policy_free(&copy);
 			return;
 		}
+		shortage = 1;
 	}
-	cb(arg, NULL);
+	cb(arg, NULL, shortage);
 }
 
 /* ---- the fetch ---------------------------------------------------------------- */
@@ -438,11 +440,17 @@ static void fetch_connect(struct sts_fetch *f)
 	char why[400];
 
 	if (fd < 0) {
+		f->shortage = 1;   /* EMFILE, ENFILE, ENOMEM, ENOBUFS, the funnel's cap: ours */
 		fetch_fail(f, "socket: %s", strerror(errno));
 		return;
 	}
 	transport_init(&f->tr, fd);
 	if (connect(fd, (const struct sockaddr *)&f->addrs[f->ai], f->alen[f->ai]) < 0 && errno != EINPROGRESS) {
+		if (errno == EAGAIN || errno == ENOMEM || errno == ENOBUFS) {
+			f->shortage = 1;   /* no local port, no socket memory */
+			fetch_fail(f, "connect: %s", strerror(errno));
+			return;
+		}
 		snprintf(why, sizeof why, "connect to %s: %s", f->host, strerror(errno));
 		fetch_next_addr(f, why);
 		return;
@@ -471,6 +479,7 @@ static void fetch_step(struct sts_fetch *f)
 			(void)setsockopt(f->tr.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 			/* RFC 8461 3.3: HTTPS, the certificate valid for mta-sts.DOMAIN (RFC 6125) */
 			if (f->tls == NULL || transport_tls_client(&f->tr, f->tls, f->host, f->host) < 0) {
+				f->shortage = 1;   /* no trust anchors or no memory: nothing the server did */
 				fetch_fail(f, "cannot start TLS: %s", f->tls ? strerror(errno) : "no TLS context");
 				return;
 			}
@@ -527,6 +536,7 @@ static void fetch_step(struct sts_fetch *f)
 			} else
 				eof = 1;   /* the buffer is full: what is there decides (too large, surely) */
 			if ((body = mem_alloc(MTA_STS_BODY_MAX)) == NULL) {
+				f->shortage = 1;
 				fetch_fail(f, "%s", "out of memory");
 				return;
 			}
@@ -550,6 +560,7 @@ static void fetch_step(struct sts_fetch *f)
 
 				if (prc < 0) {
 					mem_free(body);
+					f->shortage = prc == -2;
 					fetch_fail(f, prc == -2 ? "%s" : "invalid policy: %s", prc == -2 ? "out of memory" : why);
 					return;
 				}
@@ -670,6 +681,7 @@ static struct sts_fetch *fetch_start(const struct mta_sts_wait *w, const char *i
 static void fetch_done(struct sts_fetch *f, const struct mta_sts_policy *p)
 {
 	struct mta_sts_wait *list = f->waiters, *w;
+	int shortage = f->shortage;
 
 	f->waiters = NULL;
 	if (p) {
@@ -689,7 +701,7 @@ static void fetch_done(struct sts_fetch *f, const struct mta_sts_policy *p)
 		if (w->cancelled)
 			mem_free(w);
 		else
-			answer_cached(w);   /* the new policy is the cached one now; a failure leaves the old in force */
+			answer_cached(w, shortage);   /* the new policy is cached now; a failure leaves the old in force */
 	}
 }
 
@@ -717,23 +729,30 @@ static void txt_cb(void *arg, const struct dns_answer *a)
 	e = cache_find(w->domain);
 	if (found != 1 || (e && !expired(e, time(NULL)) && strcmp(e->id, id) == 0)) {
 		/* no record (or TEMPFAIL): a cached policy stays in force until max_age (5.1) */
-		answer_cached(w);
+		answer_cached(w, 0);
 		return;
 	}
 	if ((w->f = fetch_start(w, id)) == NULL) {
-		answer_cached(w);
+		answer_cached(w, 1);   /* no memory for the fetch, or its DNS query */
 		return;
 	}
 	link_wait(w, &w->f->waiters);
 }
 
+/* NULL with errno: ENOMEM, ENXIO (no resolver), EINVAL (not a domain name). */
 struct mta_sts_wait *mta_sts_lookup(const struct mta_sts_conf *cf, const char *domain, mta_sts_cb cb, void *arg)
 {
 	struct mta_sts_wait *w;
 	char name[DNS_NAME_MAX + 12];
 
-	if (cf->dns == NULL || (w = mem_calloc(1, sizeof *w)) == NULL)
+	if (cf->dns == NULL) {
+		errno = ENXIO;
 		return NULL;
+	}
+	if ((w = mem_calloc(1, sizeof *w)) == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
 	w->cf = *cf;
 	snprintf(w->queue_dir, sizeof w->queue_dir, "%s", cf->queue_dir ? cf->queue_dir : ".");
 	snprintf(w->service, sizeof w->service, "%s", cf->service ? cf->service : "smtp");
@@ -750,7 +769,9 @@ struct mta_sts_wait *mta_sts_lookup(const struct mta_sts_conf *cf, const char *d
 	cache_load(w->queue_dir, w->service);
 	snprintf(name, sizeof name, "_mta-sts.%s", w->domain);
 	if ((w->q = dns_lookup(cf->dns, name, DNS_TXT, txt_cb, w)) == NULL) {
+		int e = errno;   /* ENOMEM, or EINVAL for a name the resolver refuses */
 		mem_free(w);
+		errno = e;
 		return NULL;
 	}
 	link_wait(w, &txt_pending);

@@ -74,8 +74,12 @@ struct mta_sts_conf {
 	const char *service;                   /* the log's service name ("smtp") */
 };
 
-/* p: the policy in force (borrowed for the call), or NULL: no policy. */
-typedef void (*mta_sts_cb)(void *arg, const struct mta_sts_policy *p);
+/*
+ * p: the policy in force (borrowed for the call), or NULL: no policy. shortage (p NULL): none
+ * could be learnt for a local shortage (socket, memory, no TLS context) and none is cached:
+ * the caller should wait rather than send without one (our shortage must not downgrade).
+ */
+typedef void (*mta_sts_cb)(void *arg, const struct mta_sts_policy *p, int shortage);
 struct mta_sts_wait;
 
 /*

@@ -1942,7 +1942,7 @@ static struct tls_ctx *sts_tls(const struct conf *cf, const char *service)
  * the MX host name (verify, with the MTA-STS trust anchors), unless the level already verifies;
  * testing: STARTTLS as the level says, with those anchors so that the log can tell.
  */
-static void sts_cb(void *arg, const struct mta_sts_policy *p)
+static void sts_cb(void *arg, const struct mta_sts_policy *p, int shortage)
 {
 	struct smtpc *c = arg;
 
@@ -1953,6 +1953,14 @@ static void sts_cb(void *arg, const struct mta_sts_policy *p)
 		return;
 	}
 	mta_sts_policy_free(&c->sts);
+	if (shortage) {
+		/* our shortage must not send mail without the policy the domain may have: it waits */
+		set_err(c, 0, "4.3.0", "local resource shortage: cannot learn the MTA-STS policy of %s", c->domain);
+		log_warning(c->j->route.transport, "%s: %s", c->j->queue_id, c->err);
+		give_up(c);
+		reap(c);
+		return;
+	}
 	if (p && p->mode != MTA_STS_NONE && mta_sts_policy_copy(&c->sts, p) < 0) {
 		/* the policy cannot be kept: the mail waits rather than go out without it */
 		set_err(c, 0, "4.3.0", "local resource shortage: out of memory for the MTA-STS policy");
@@ -1992,8 +2000,11 @@ static void sts_start(struct smtpc *c)
 	sc.service = c->j->route.transport;
 	c->st = C_STS;
 	if ((c->sts_w = mta_sts_lookup(&sc, c->domain, sts_cb, c)) == NULL) {
-		/* the lookup could not start: no policy learnt now, except a cached one (RFC 8461 5) */
-		if (mta_sts_peek(&sc, c->domain) == MTA_STS_ENFORCE) {
+		/*
+		 * The lookup could not start. No memory: the mail waits, as for any shortage. No
+		 * resolver: the MX lookup fails the same way next, unless an enforce policy is cached.
+		 */
+		if (errno == ENOMEM || mta_sts_peek(&sc, c->domain) == MTA_STS_ENFORCE) {
 			set_err(c, 0, "4.7.0", "MTA-STS policy enforce for %s: cannot look the policy up now", c->domain);
 			give_up(c);
 			return;

@@ -36,7 +36,7 @@ MSG = "Subject: sts\r\n\r\nhello\r\n"
 ENF = "version: STSv1\nmode: enforce\nmx: mx.%s\nmax_age: 86400\n"
 DOMAINS = ["enf.test", "notls.test", "other.test", "badcert.test", "tst.test", "cache.test", "chg.test",
            "e404.test", "eredir.test", "ectype.test", "ebig.test", "hang.test", "free.test", "wild.test",
-           "off.test", "tstcert.test", "priv.test", "many.test"]
+           "off.test", "tstcert.test", "priv.test", "many.test", "noca.test"]
 SAN = ",".join(["DNS:mta-sts.%s" % d for d in DOMAINS] + ["DNS:mx.%s" % d for d in DOMAINS if d != "badcert.test"]
                + ["DNS:*.wild.test"])
 
@@ -164,12 +164,12 @@ class MtaSts(unittest.TestCase):
         self.addCleanup(s.stop)
         return s, port
 
-    def daemon(self, domains, port, extra="", start=True):
+    def daemon(self, domains, port, extra="", start=True, ca=None):
         maps = ", ".join("%s=smtp:%s:%d" % (d, d, port) for d in domains)
         d = Daemon("relay_domains = %s\ntransport_maps = inline:{ %s }\n"
                    "smtp_mta_sts_CAfile = %s\nsmtp_mta_sts_timeout = 2s\n"
                    "smtp_connection_cache_on_demand = no\nsmtp_helo_timeout = 5s\n%s"
-                   % (", ".join(domains), maps, self.ca, extra),
+                   % (", ".join(domains), maps, ca or self.ca, extra),
                    dns=self.dns, env={"FRUGAL_TEST_MTA_STS_PORT": str(self.https.port)})
         self.addCleanup(d.cleanup)
         return d.start() if start else d
@@ -353,6 +353,21 @@ class MtaSts(unittest.TestCase):
         self.assertEqual(self.https.held, [True])
         self.assertEqual((len(s.messages), s.tls_messages), (4, 4))
         self.assertEqual(d.output().count("MTA-STS policy for many.test fetched"), 1)
+
+    def test_no_trust_anchors_the_mail_waits(self):
+        # our own shortage (here: the CA file cannot be read) is no reason to send without the policy
+        self.policy("noca.test")
+        s, port = self.sink(tls=False)
+        d = self.daemon(["noca.test", "free.test"], port, ca=os.path.join(self.tmp, "missing.pem"))
+        self.send(d, "u@noca.test")
+        self.send(d, "u@free.test")
+        lines = self.status(d, "u@noca.test", "deferred")
+        self.assertIn("dsn=4.3.0, status=deferred (local resource shortage: cannot learn the MTA-STS policy of "
+                      "noca.test)", lines[0])
+        self.assertIn("cannot make the MTA-STS TLS context", d.output())
+        self.status(d, "u@free.test")           # a domain without a policy record is not held up
+        self.assertEqual(self.https.count("noca.test"), 0)
+        self.assertEqual([m[1] for m in s.messages], [["u@free.test"]])
 
     # ---- fetches that fail: no policy ----
 
