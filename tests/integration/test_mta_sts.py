@@ -36,7 +36,8 @@ MSG = "Subject: sts\r\n\r\nhello\r\n"
 ENF = "version: STSv1\nmode: enforce\nmx: mx.%s\nmax_age: 86400\n"
 DOMAINS = ["enf.test", "notls.test", "other.test", "badcert.test", "tst.test", "cache.test", "chg.test",
            "e404.test", "eredir.test", "ectype.test", "ebig.test", "hang.test", "free.test", "wild.test",
-           "off.test", "tstcert.test", "priv.test", "many.test", "noca.test"]
+           "off.test", "tstcert.test", "priv.test", "many.test", "noca.test",
+           "hang2.test"]
 SAN = ",".join(["DNS:mta-sts.%s" % d for d in DOMAINS] + ["DNS:mx.%s" % d for d in DOMAINS if d != "badcert.test"]
                + ["DNS:*.wild.test"])
 
@@ -353,6 +354,22 @@ class MtaSts(unittest.TestCase):
         self.assertEqual(self.https.held, [True])
         self.assertEqual((len(s.messages), s.tls_messages), (4, 4))
         self.assertEqual(d.output().count("MTA-STS policy for many.test fetched"), 1)
+
+    def test_stop_with_a_fetch_in_flight(self):
+        # the daemon stops at once with a delivery waiting on a hung fetch (a leak or a freed
+        # query touched would show under ASan); the mail stays queued
+        self.policy("hang2.test", hang=True)
+        s, port = self.sink(tls=False)
+        d = self.daemon(["hang2.test"], port, "smtp_mta_sts_timeout = 60s\n")
+        self.send(d, "u@hang2.test")
+        wait_for(lambda: self.https.count("hang2.test") == 1, what="the fetch for hang2.test to hang")
+        t0 = time.monotonic()
+        self.assertEqual(d.stop(), 0)
+        self.assertLess(time.monotonic() - t0, 10 * SLOW)
+        self.assertIn("to=<u@hang2.test>, relay=none", d.output())
+        self.assertIn("dsn=4.3.0, status=deferred (delivery interrupted by shutdown)", d.output())
+        self.assertEqual(len(os.listdir(os.path.join(d.queue, "committed"))), 1)
+        self.assertEqual(s.messages, [])
 
     def test_no_trust_anchors_the_mail_waits(self):
         # our own shortage (here: the CA file cannot be read) is no reason to send without the policy
