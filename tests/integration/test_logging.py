@@ -81,6 +81,34 @@ def read(path):
         return ""
 
 
+class DetachedStart(unittest.TestCase):
+    """`frugal serve` (detaching) returns when the daemon serves, or fails with it."""
+
+    def test_returns_serving_with_the_pid_file(self):
+        d = Detached()
+        self.addCleanup(d.stop)
+        r = subprocess.run([FRUGAL, "serve", "-c", d.d.dir], env=d.env, capture_output=True,
+                           text=True, timeout=30 * SLOW)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # no waiting: both are there when the command has returned (systemd's Type=forking reads the pid file then)
+        with open(os.path.join(d.d.queue, "pid", "frugal.pid")) as f:
+            d.pid = int(f.read().split()[0])
+        socket.create_connection(("127.0.0.1", d.d.port), timeout=5).close()
+
+    def test_port_in_use_fails_the_command(self):
+        taken = socket.socket()
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        d = Detached()
+        self.addCleanup(d.stop)
+        taken.bind(("127.0.0.1", d.d.port))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        r = subprocess.run([FRUGAL, "serve", "-c", d.d.dir], env=d.env, capture_output=True,
+                           text=True, timeout=30 * SLOW)
+        self.assertNotEqual(r.returncode, 0, "frugal serve said it started while its port was taken")
+        self.assertIn("start-up", r.stderr)
+
+
 class Rotation(unittest.TestCase):
     def test_rotate_and_reload_as_mail_owner(self):
         """logrotate's way: rename, then frugal reload; the daemon (as mail_owner) writes the new file,
