@@ -156,6 +156,9 @@ install: frugal frugal-postdrop
 	  chmod 2755 $(DESTDIR)$(PREFIX)/sbin/frugal-postdrop; \
 	else echo "install: frugal-postdrop is not set-group-ID $(SETGID_GROUP) (needs root and the group: groupadd --system $(SETGID_GROUP)); sendmail works for root and mail_owner only"; fi
 	install -m 644 contrib/frugal.conf.sample $(DESTDIR)/etc/frugal/frugal.conf.sample
+	@# the default alias_maps must exist, or the first start fails on it; an admin's file is never replaced
+	[ -e $(DESTDIR)/etc/frugal/aliases ] || install -m 644 contrib/aliases $(DESTDIR)/etc/frugal/aliases
+	[ -e $(DESTDIR)/etc/frugal/aliases.cdb ] || ./frugal map -a $(DESTDIR)/etc/frugal/aliases
 	if [ "$(PREFIX)" = /usr ]; then install -d $(DESTDIR)/usr/lib && ln -sf ../sbin/frugal $(DESTDIR)/usr/lib/sendmail; fi
 	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 644 doc/frugal.8 $(DESTDIR)$(PREFIX)/share/man/man8/frugal.8

@@ -7,7 +7,7 @@ pkgs=""
 for g in "$@"; do
 	case "$g" in
 	build) pkgs="$pkgs gcc make pkg-config libev-dev libcdb-dev libssl-dev libc-ares-dev libcrypt-dev ca-certificates" ;;
-	test)  pkgs="$pkgs check python3 swaks libnet-ssleay-perl openssl iproute2 passwd e2fsprogs mount fail2ban dovecot-core dovecot-lmtpd postfix pflogsumm php-cli groff-base man-db logrotate" ;;
+	test)  pkgs="$pkgs check python3 swaks libnet-ssleay-perl openssl iproute2 passwd e2fsprogs mount fail2ban dovecot-core dovecot-lmtpd postfix pflogsumm php-cli groff-base man-db logrotate systemd-container psmisc" ;;
 	bench) pkgs="$pkgs postfix python3" ;;
 	fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
 	esac
