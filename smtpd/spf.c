@@ -324,7 +324,7 @@ static SPF_dns_rr_t *layer_lookup(SPF_dns_server_t *ds, const char *domain, ns_t
 	}
 	if (!c->miss) {   /* only the first: later lookups of this run may not happen once it is known */
 		c->miss = 1;
-		snprintf(c->miss_name, sizeof c->miss_name, "%s", name);
+		memcpy(c->miss_name, name, strlen(name) + 1);   /* at most DNS_NAME_MAX: checked above */
 		c->miss_type = dt;
 	}
 	return SPF_dns_rr_new_init(ds, domain, t, 0, TRY_AGAIN);
