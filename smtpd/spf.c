@@ -100,6 +100,15 @@ static SPF_server_t *spf_server(void)
 	static SPF_dns_server_t placeholder;
 
 	if (srv == NULL) {
+		/*
+		 * libspf2 aborts when malloc fails while it makes a server: try
+		 * for much more than it needs first, and answer "no memory"
+		 * (a temperror) instead. The odds, not a guarantee (DESIGN.md).
+		 */
+		void *probe = malloc(256 * 1024);
+		if (probe == NULL)
+			return NULL;
+		free(probe);
 		SPF_error_handler = spf_lib_error;
 		SPF_warning_handler = spf_lib_quiet;
 		SPF_info_handler = spf_lib_quiet;

@@ -41,6 +41,9 @@ RECORDS = {
     "void.test": [("TXT", "v=spf1 a:nx1.void.test a:nx2.void.test a:nx3.void.test ip4:192.0.2.10 -all")],
     "void2.test": [("TXT", "v=spf1 a:nx1.void.test a:nx2.void.test ip4:192.0.2.10 -all")],
     "helo-pass.test": [("TXT", "v=spf1 ip4:192.0.2.10 -all")],
+    "v6.test": [("TXT", "v=spf1 ip6:2001:db8::/32 -all")],
+    "v6a.test": [("TXT", "v=spf1 a:host.v6a.test -all")],
+    "host.v6a.test": [("A", IP), ("AAAA", "2001:db8::10")],
     "helo-fail.test": [("TXT", "v=spf1 -all")],
     "slow.test": [("TXT", "v=spf1 ip4:192.0.2.10 -all")],
     # never cached by frugal's resolver: every evaluation is a query the server counts
@@ -224,6 +227,17 @@ class SPF(unittest.TestCase):
         self.assertEqual(self.rcpt(c, "a@fail.test")[0], 250)
         c.quit()
         self.assertNotIn("spf:", d.output())
+
+    def test_ipv6_client(self):
+        d = self.daemon(spf_addr="2001:db8::10")
+        c = self.smtp(d)
+        for dom, code in (("v6.test", 250), ("v6a.test", 250), ("pass-ip4.test", 550)):
+            self.assertEqual(self.rcpt(c, "a@" + dom)[0], code, dom)
+            c.rset()
+        c.quit()
+        d.wait_log("spf: Pass identity=mailfrom domain=v6a.test client-ip=2001:db8::10 ")
+        self.assertEqual(self.dns.count("host.v6a.test", "AAAA"), 1)   # the a mechanism asks AAAA for a v6 client
+        self.assertEqual(self.dns.count("host.v6a.test", "A"), 0)
 
     def test_loopback_client_passes_without_the_test_address(self):
         # libspf2 (like pyspf) gives loopback clients a pass: real loopback mail is local
