@@ -38,6 +38,7 @@ struct spf_entry {
 	enum dns_type type;
 	enum dns_status status;
 	SPF_dns_rr_t *rr;           /* owned (libspf2's malloc; charged with mem_charge) */
+	int refused;                /* an SPF record here has a macro term too long for libspf2 (below) */
 	size_t bytes;               /* what was charged for rr */
 };
 
@@ -72,6 +73,7 @@ struct spf_check {
 	int void_exceeded;
 	int terms;                  /* DNS-querying terms evaluated (RFC 7208 4.6.4; libspf2 counts per record only) */
 	int terms_exceeded;
+	int refused;                /* the run met a record refused by risky_record() */
 	int oom;
 	SPF_dns_server_t layer;     /* our DNS layer; hook points back here */
 };
@@ -226,6 +228,29 @@ static struct spf_entry *cache_find(struct spf_check *c, const char *name, enum 
 	return NULL;
 }
 
+/*
+ * Debian's libspf2 1.2.10 compiles a term with macros into a 511-byte
+ * buffer and underflows its space count when the term nearly fills it
+ * (upstream's "Fix integer underflow", 2023; CVE-2023-42118 as far as it
+ * could be matched): a heap overflow from a record anybody can publish. A
+ * term compiles to less than 3 bytes per character plus a few headers, so
+ * a record whose macro terms are all shorter than SPF_MACRO_TERM_MAX
+ * characters never comes near it. Real macro terms are under 60
+ * ("exists:%{i}._spf.example.com"); a longer one is refused: permerror.
+ */
+#define SPF_MACRO_TERM_MAX 128
+static int risky_record(const char *t)
+{
+	while (*t) {
+		size_t n = strcspn(t, " ");
+		if (n > SPF_MACRO_TERM_MAX && memchr(t, '%', n))
+			return 1;
+		t += n;
+		t += strspn(t, " ");
+	}
+	return 0;
+}
+
 /* 0, or -1 (out of memory or over SPF_CACHE_MAX: c->result set). */
 static int cache_add(struct spf_check *c, const char *name, enum dns_type t, const struct dns_answer *a)
 {
@@ -248,6 +273,12 @@ static int cache_add(struct spf_check *c, const char *name, enum dns_type t, con
 		return -1;
 	}
 	e->bytes = bytes;
+	if (t == DNS_TXT) {
+		int i;
+		for (i = 0; i < e->rr->num_rr; i++)
+			if (risky_record(e->rr->rr[i]->txt))
+				e->refused = 1;
+	}
 	e->next = c->cache;
 	c->cache = e;
 	c->cache_bytes += bytes;
@@ -316,6 +347,10 @@ static SPF_dns_rr_t *layer_lookup(SPF_dns_server_t *ds, const char *domain, ns_t
 		return SPF_dns_rr_new_init(ds, domain, t, 0, TRY_AGAIN);
 	}
 	if ((e = cache_find(c, name, dt)) != NULL) {
+		if (e->refused) {   /* never reaches libspf2's compiler: stop the run here */
+			c->refused = 1;
+			return SPF_dns_rr_new_init(ds, domain, t, 0, TRY_AGAIN);
+		}
 		int is_void = e->status == DNS_NXDOMAIN || e->status == DNS_NODATA;
 
 		/* the identity's own record is no term's lookup: it never counts */
@@ -397,6 +432,7 @@ static void run_once(struct spf_check *c)
 	c->void_exceeded = 0;
 	c->terms = 0;
 	c->terms_exceeded = 0;
+	c->refused = 0;
 	if (srv == NULL || SPF_server_set_rec_dom(srv, c->receiver) != SPF_E_SUCCESS ||
 	    (rq = SPF_request_new(srv)) == NULL) {
 		c->oom = 1;
@@ -413,7 +449,7 @@ static void run_once(struct spf_check *c)
 	err = SPF_request_query_mailfrom(rq, &resp);
 	if (resp == NULL) {
 		c->oom = 1;
-	} else if (!c->miss && !c->void_exceeded && !c->terms_exceeded && !c->oom) {
+	} else if (!c->miss && !c->void_exceeded && !c->terms_exceeded && !c->refused && !c->oom) {
 		SPF_result_t r = SPF_response_result(resp);
 		SPF_errcode_t e = SPF_response_errcode(resp);
 
@@ -463,6 +499,12 @@ static int evaluate(struct spf_check *c)
 		}
 		if (c->terms_exceeded) {
 			finish(c, SPFR_PERMERROR, "more than 10 DNS lookups (RFC 7208 4.6.4)");
+			break;
+		}
+		if (c->refused) {
+			snprintf(why, sizeof why, "an SPF record with a macro term over %d characters (refused)",
+			    SPF_MACRO_TERM_MAX);
+			finish(c, SPFR_PERMERROR, why);
 			break;
 		}
 		if (c->done || !c->miss)

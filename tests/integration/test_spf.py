@@ -42,6 +42,10 @@ RECORDS = {
     "void2.test": [("TXT", "v=spf1 a:nx1.void.test a:nx2.void.test ip4:192.0.2.10 -all")],
     "helo-pass.test": [("TXT", "v=spf1 ip4:192.0.2.10 -all")],
     "v6.test": [("TXT", "v=spf1 ip6:2001:db8::/32 -all")],
+    # macros: a short exists term (the client's address in the name), and one too long for libspf2
+    "macro.test": [("TXT", "v=spf1 exists:%{i}.ok.macro.test -all")],
+    "192.0.2.10.ok.macro.test": [("A", "127.0.0.2")],
+    "longmacro.test": [("TXT", "v=spf1 exists:%{i}." + "a%{d}" * 30 + ".x.test ip4:192.0.2.10 -all")],
     "v6a.test": [("TXT", "v=spf1 a:host.v6a.test -all")],
     "host.v6a.test": [("A", IP), ("AAAA", "2001:db8::10")],
     "helo-fail.test": [("TXT", "v=spf1 -all")],
@@ -130,14 +134,18 @@ class SPF(unittest.TestCase):
         c = self.smtp(d)
         cases = [("syntax.test", "Permerror"), ("two.test", "Permerror"),
                  ("over0.chain.test", "Permerror"), ("ok0.chain.test", "Pass"),
-                 ("void.test", "Permerror"), ("void2.test", "Pass")]
+                 ("void.test", "Permerror"), ("void2.test", "Pass"),
+                 ("longmacro.test", "Permerror"), ("macro.test", "Pass")]
         for dom, result in cases:
             self.assertEqual(self.rcpt(c, "a@" + dom)[0], 250, dom)   # PermError_reject = False
             c.rset()
             d.wait_log("spf: %s identity=mailfrom domain=%s " % (result, dom))
         self.assertTrue(d.log_has("domain=void.test client-ip=%s client=unknown[127.0.0.1] lookups=4 "
                                   "problem=more than 2 void lookups" % IP), d.output())
-        # nothing past the third include of the limit was asked; the last one inside was
+        d.wait_log("domain=longmacro.test client-ip=%s client=unknown[127.0.0.1] lookups=1 "
+                   "problem=an SPF record with a macro term over 128 characters (refused)" % IP)
+        self.assertEqual(self.dns.count("192.0.2.10.ok.macro.test", "A"), 1)
+        # nothing past the 10th include was asked; the last one inside the limit was
         self.assertEqual(self.dns.count("over11.chain.test", "TXT"), 0)
         self.assertEqual(self.dns.count("ok10.chain.test", "TXT"), 1)
         self.assertEqual(self.dns.count("nx3.void.test", "A"), 1)
