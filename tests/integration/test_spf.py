@@ -50,6 +50,8 @@ RECORDS = {
     "host.v6a.test": [("A", IP), ("AAAA", "2001:db8::10")],
     "helo-fail.test": [("TXT", "v=spf1 -all")],
     "slow.test": [("TXT", "v=spf1 ip4:192.0.2.10 -all")],
+    "gone.test": [("TXT", "v=spf1 include:inc.gone.test -all")],
+    "inc.gone.test": [("TXT", "v=spf1 ip4:192.0.2.10 -all")],
     # never cached by frugal's resolver: every evaluation is a query the server counts
     "once.test": [("TXT", "v=spf1 include:inc.once.test -all", 0)],
     "inc.once.test": [("TXT", "v=spf1 ip4:192.0.2.10 -all", 0)],
@@ -73,7 +75,7 @@ def header(msg, name):
 class SPF(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dns = DNSServer(RECORDS, servfail={"servfail.test"}, delay={"slow.test": 3}).start()
+        cls.dns = DNSServer(RECORDS, servfail={"servfail.test"}, delay={"slow.test": 3, "gone.test": 2}).start()
 
     @classmethod
     def tearDownClass(cls):
@@ -288,6 +290,25 @@ class SPF(unittest.TestCase):
         d.wait_messages(d.maildir("bob"), 1)
         d.wait_log("spf: Pass identity=mailfrom domain=slow.test")
 
+    def test_client_gone_while_spf_waits(self):
+        # the client hangs up while its RCPT waits for SPF: S_DNS_WAIT reads nothing, so the
+        # check ends first, then the session sees the EOF and is freed (ASan: nothing leaks or
+        # is used after free); meanwhile a second client with the same sender is served
+        d = self.daemon()
+        before = d.output().count("disconnect from")   # the harness's readiness probe
+        c = Raw(d.port, timeout=30)
+        self.assertEqual(c.reply()[0], 220)
+        c.cmd("EHLO gone.example.test")
+        self.assertEqual(c.cmd("MAIL FROM:<a@gone.test>")[0], 250)
+        c.send("RCPT TO:<alice@example.test>\r\n")
+        wait_for(lambda: self.dns.count("gone.test", "TXT") >= 1, 10, "the slow lookup to start")
+        c.close()
+        c2 = self.smtp(d)
+        self.assertEqual(self.rcpt(c2, "a@gone.test")[0], 250)
+        c2.quit()
+        wait_for(lambda: d.output().count("disconnect from") >= before + 2, 15 * SLOW, "both sessions to end")
+        self.assertEqual(d.output().count("spf: Pass identity=mailfrom domain=gone.test"), 2)
+        self.assertIsNone(d.proc.poll())
 
 if __name__ == "__main__":
     unittest.main()
