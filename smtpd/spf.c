@@ -569,6 +569,17 @@ static int domain_ok(const char *d)
 	return dots > 0;
 }
 
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return 0;
+}
+
 struct spf_check *spf_check_new(struct dns *d, const struct sockaddr_storage *client, const char *helo,
     const char *sender, const char *receiver, int helo_check)
 {
@@ -585,8 +596,10 @@ struct spf_check *spf_check_new(struct dns *d, const struct sockaddr_storage *cl
 	snprintf(c->receiver, sizeof c->receiver, "%s", receiver ? receiver : "");
 	snprintf(c->helo, sizeof c->helo, "%s", helo ? helo : "");
 	snprintf(c->sender, sizeof c->sender, "%s", sender ? sender : "");
+	/* tests only: libspf2 passes every loopback client, and tests connect over loopback */
+	if (!is_loopback(client))
+		test_addr = NULL;
 	if (test_addr && *test_addr && inet_pton(AF_INET, test_addr, &c->a4) == 1) {
-		/* tests only: libspf2 passes every loopback client, and tests connect over loopback */
 		c->family = AF_INET;
 	} else if (test_addr && *test_addr && inet_pton(AF_INET6, test_addr, &c->a6) == 1) {
 		c->family = AF_INET6;

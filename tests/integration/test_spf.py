@@ -31,6 +31,9 @@ RECORDS = {
     "pass-mx.test": [("TXT", "v=spf1 mx -all"), ("MX", (10, "mx.pass-mx.test"))],
     "mx.pass-mx.test": [("A", IP)],
     "pass-include.test": [("TXT", "v=spf1 include:inc.pass-include.test -all")],
+    "pass-ptr.test": [("TXT", "v=spf1 ptr -all")],
+    "10.2.0.192.in-addr.arpa": [("PTR", "host.pass-ptr.test")],
+    "host.pass-ptr.test": [("A", IP)],
     "inc.pass-include.test": [("TXT", "v=spf1 ip4:192.0.2.10 -all")],
     "fail.test": [("TXT", "v=spf1 ip4:198.51.100.1 -all"), ("TXT", "google-site-verification=abc")],
     "softfail.test": [("TXT", "v=spf1 ip4:198.51.100.1 ~all")],
@@ -101,7 +104,7 @@ class SPF(unittest.TestCase):
     def test_pass_fail_and_the_accepted_results(self):
         d = self.daemon()
         c = self.smtp(d)
-        for dom in ("pass-ip4.test", "pass-a.test", "pass-mx.test", "pass-include.test"):
+        for dom in ("pass-ip4.test", "pass-a.test", "pass-mx.test", "pass-include.test", "pass-ptr.test"):
             self.assertEqual(self.rcpt(c, "a@" + dom), (250, "2.1.5 Ok"), dom)
             c.rset()
             d.wait_log("spf: Pass identity=mailfrom domain=%s client-ip=%s" % (dom, IP))
@@ -229,6 +232,17 @@ class SPF(unittest.TestCase):
         # control: the next transaction evaluates again, and the server sees it (TTL 0: not cached)
         c.sendmail("a@once.test", ["alice@example.test"], b"Subject: twice\r\n\r\nbody\r\n")
         self.assertEqual(self.dns.count("once.test", "TXT"), 2)
+        c.quit()
+
+    def test_in_sender_restrictions(self):
+        d = self.daemon("smtpd_sender_restrictions = check_spf\n")
+        c = self.smtp(d)
+        code, text = self.rcpt(c, "a@fail.test")
+        self.assertEqual(code, 550)
+        self.assertIn("5.7.23 <alice@example.test>: Recipient address rejected: Message rejected due to: SPF fail",
+                      text)
+        c.rset()
+        self.assertEqual(self.rcpt(c, "a@pass-ip4.test")[0], 250)
         c.quit()
 
     def test_mynetworks_is_not_checked(self):
