@@ -15,7 +15,10 @@ over loopback: FRUGAL_SPF_CLIENT_ADDR (tests only) makes the daemon evaluate
 192.0.2.10 instead. One test shows the loopback pass without it.
 """
 import email
+import os
+import shutil
 import smtplib
+import tempfile
 import threading
 import time
 import unittest
@@ -54,6 +57,8 @@ RECORDS = {
     "helo-fail.test": [("TXT", "v=spf1 -all")],
     "slow.test": [("TXT", "v=spf1 ip4:192.0.2.10 -all")],
     "gone.test": [("TXT", "v=spf1 include:inc.gone.test -all")],
+    "sweep.test": [("TXT", "v=spf1 include:inc.sweep.test -all", 0)],
+    "inc.sweep.test": [("TXT", "v=spf1 ip4:192.0.2.10 -all", 0)],
     "inc.gone.test": [("TXT", "v=spf1 ip4:192.0.2.10 -all")],
     # never cached by frugal's resolver: every evaluation is a query the server counts
     "once.test": [("TXT", "v=spf1 include:inc.once.test -all", 0)],
@@ -323,6 +328,68 @@ class SPF(unittest.TestCase):
         wait_for(lambda: d.output().count("disconnect from") >= before + 2, 15 * SLOW, "both sessions to end")
         self.assertEqual(d.output().count("spf: Pass identity=mailfrom domain=gone.test"), 2)
         self.assertIsNone(d.proc.poll())
+    def test_every_allocation_failure_in_an_spf_transaction(self):
+        # SQLite's habit, as test_faults.py's TLS sweep: each connection from 127.0.0.2 fails its
+        # N-th allocation after accept (FRUGAL_ALLOC_SWEEP_CLIENT), N = 1, 2, ... until one meets
+        # no failure, through EHLO, MAIL, an RCPT whose SPF check fetches two records (TTL 0:
+        # asked every time) and QUIT. The client's name comes from a hosts file, so the sweep
+        # spends its failures on SPF rather than on the connect-time PTR lookup (test_faults'
+        # ground). Documented outcomes only (250, 451, or a 421/drop); after each, a clean
+        # client's RCPT is accepted; at the end a whole message is delivered and the daemon stops
+        # cleanly (under ASan: no leak, no error report).
+        tmp = tempfile.mkdtemp(prefix="frugal-it-spfhosts-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        hosts = os.path.join(tmp, "hosts")
+        with open(hosts, "w") as f:
+            f.write("127.0.0.2 sweep-client.example.test\n127.0.0.1 clean-client.example.test\n")
+        d = Daemon(RESTRICT, dns=self.dns, env={"FRUGAL_SPF_CLIENT_ADDR": IP, "FRUGAL_HOSTS_FILE": hosts,
+                                                "FRUGAL_ALLOC_SWEEP_CLIENT": "127.0.0.2"}).start()
+        self.addCleanup(d.cleanup)
+
+        def rcpt_only(source):
+            try:
+                c = smtplib.SMTP("127.0.0.1", d.port, timeout=15 * SLOW, source_address=(source, 0))
+                try:
+                    c.ehlo("sweep.example.test")
+                    code = c.mail("s@sweep.test")[0]
+                    if code == 250:
+                        code = c.rcpt("alice@example.test")[0]
+                finally:
+                    try:
+                        c.quit()
+                    except (smtplib.SMTPException, OSError):
+                        pass
+                    c.close()
+                return code
+            except smtplib.SMTPResponseException as e:
+                return e.smtp_code
+            except (smtplib.SMTPServerDisconnected, ConnectionError):
+                return 421
+
+        outcomes, fired_before, n = {}, 0, 0
+        while True:
+            n += 1
+            self.assertLessEqual(n, 400, "sweep did not end")
+            code = rcpt_only("127.0.0.2")
+            self.assertIn(code, (250, 421, 451), "N=%d: %s\n%s" % (n, code, d.output()[-3000:]))
+            wait_for(lambda: "fault sweep: connection %d ended" % n in d.output(), 20 * SLOW,
+                     "session %d to end" % n)
+            fired = d.output().count("fault injection: failing")
+            self.assertEqual(rcpt_only("127.0.0.1"), 250, "N=%d: daemon did not recover\n%s"
+                             % (n, d.output()[-3000:]))
+            outcomes[code] = outcomes.get(code, 0) + 1
+            if fired == fired_before:
+                break
+            fired_before = fired
+        self.assertTrue(d.log_has("spf: Temperror identity=mailfrom domain=sweep.test"),
+                        "no failure met the SPF check itself")
+        c = self.smtp(d)
+        c.sendmail("s@sweep.test", ["alice@example.test"], b"Subject: after\r\n\r\nbody\r\n")
+        c.quit()
+        self.assertTrue(header(d.wait_messages(d.maildir("alice"), 1)[0], "Received-SPF")[0].startswith("Pass"))
+        self.assertEqual(d.stop(), 0, d.output()[-3000:])
+        print("\nfault sweep (SPF): %d allocation sites exercised; outcomes %s" % (n - 1, outcomes))
+        self.assertGreater(n, 20)
 
 if __name__ == "__main__":
     unittest.main()
