@@ -347,12 +347,12 @@ static SPF_dns_rr_t *layer_lookup(SPF_dns_server_t *ds, const char *domain, ns_t
 		return SPF_dns_rr_new_init(ds, domain, t, 0, TRY_AGAIN);
 	}
 	if ((e = cache_find(c, name, dt)) != NULL) {
+		int is_void = e->status == DNS_NXDOMAIN || e->status == DNS_NODATA;
+
 		if (e->refused) {   /* never reaches libspf2's compiler: stop the run here */
 			c->refused = 1;
 			return SPF_dns_rr_new_init(ds, domain, t, 0, TRY_AGAIN);
 		}
-		int is_void = e->status == DNS_NXDOMAIN || e->status == DNS_NODATA;
-
 		/* the identity's own record is no term's lookup: it never counts */
 		if (is_void && !top && ++c->voids > 2) {
 			c->void_exceeded = 1;   /* stop the run here: libspf2 ends it as a temperror */
