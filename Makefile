@@ -119,6 +119,7 @@ FUZZ_OBJ  = $(SRCS:%.c=$(B)/fuzz/obj/%.o)
 FUZZ_BIN  = $(FUZZ:%=$(B)/fuzz/%)
 FUZZ_EXTRA_fuzz_smtpd_session = tests/fuzz/fake_spool.c
 FUZZ_EXTRA_fuzz_smtpd_bdat = tests/fuzz/fake_spool.c
+FUZZ_EXTRA_fuzz_spf_eval = tests/fuzz/fake_dns.c
 
 $(B)/fuzz/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)

@@ -206,6 +206,14 @@ void *spf_rr_from_answer(const char *name, int type, const struct dns_answer *a,
 		n++;
 		rr->num_rr = n;
 	}
+	/*
+	 * Nothing kept (only non-SPF TXT strings, say): "no data" to libspf2,
+	 * which means the same to it, whereas a success with no record leaks
+	 * the RR in its explanation lookup (spf_get_exp.c; found by
+	 * fuzz_spf_eval). Void lookups are counted from the resolver's status.
+	 */
+	if (n == 0)
+		rr->herrno = NO_DATA;
 	/* libspf2 keeps spare slots: count what it holds, not only what we filled */
 	*bytes += (size_t)rr->rr_buf_num * (sizeof(void *) + sizeof(size_t));
 	return rr;

@@ -27,8 +27,8 @@ static void check_rr(const SPF_dns_rr_t *rr, const struct dns_answer *a, int typ
 
 	if (rr->num_rr < 0 || rr->num_rr > a->n || (a->status != DNS_FOUND && rr->num_rr != 0))
 		__builtin_trap();
-	if ((a->status == DNS_FOUND) != (rr->herrno == NETDB_SUCCESS))
-		__builtin_trap();
+	if ((a->status == DNS_FOUND && rr->num_rr > 0) != (rr->herrno == NETDB_SUCCESS))
+		__builtin_trap();   /* a success keeps a record; nothing kept is "no data" */
 	for (i = 0; i < rr->num_rr; i++) {
 		const char *t = rr->rr[i]->txt;
 		if (type == DNS_TXT && (strncasecmp(t, "v=spf1", 6) != 0 || (t[6] != ' ' && t[6] != '\0')))
