@@ -11,6 +11,7 @@ for g in "$@"; do
 	bench) pkgs="$pkgs postfix python3" ;;
 	fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
 	esac
+	case "$g" in build) pkgs="$pkgs libspf2-dev" ;; esac   # check_spf (smtpd/spf.c): libspf2 and its headers
 done
 missing=""
 for p in $pkgs; do
