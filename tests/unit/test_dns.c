@@ -17,13 +17,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/unit/dns_test_server.h"
 #include "core/dns.h"
 #include "core/fd.h"
 #include "core/mem.h"
 
 static char servers[64];
-static pid_t server_pid;
-static int server_stdin = -1;
 
 static const char spec[] =
 	"{\"records\": {"
@@ -40,53 +39,12 @@ static const char spec[] =
 
 static void start_server(void)
 {
-	char path[] = "/tmp/frugal-dnsspec-XXXXXX", port[32];
-	int in[2], out[2], fd = mkstemp(path);
-	const char *src = getenv("FRUGAL_SRCDIR");
-	char script[1024];
-	ssize_t n;
-
-	if (fd < 0 || write(fd, spec, strlen(spec)) != (ssize_t)strlen(spec) || close(fd) < 0) {
-		perror("test_dns: spec file");
-		exit(1);
-	}
-	snprintf(script, sizeof script, "%s/tests/integration/dnsserver.py", src ? src : ".");
-	if (pipe(in) < 0 || pipe(out) < 0) {
-		perror("test_dns: pipe");
-		exit(1);
-	}
-	if ((server_pid = fork()) == 0) {
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		close(in[1]);
-		close(out[0]);
-		execlp("python3", "python3", script, path, (char *)NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	server_stdin = in[1];
-	/* the server prints its port once it listens: read up to the line's end */
-	for (n = 0; n < (ssize_t)sizeof port - 1 && (n == 0 || port[n - 1] != '\n'); ) {
-		ssize_t r = read(out[0], port + n, sizeof port - 1 - (size_t)n);
-		if (r <= 0)
-			break;
-		n += r;
-	}
-	unlink(path);
-	if (n <= 0 || port[n - 1] != '\n') {
-		fprintf(stderr, "test_dns: %s did not start\n", script);
-		exit(1);
-	}
-	port[n] = '\0';
-	port[strcspn(port, "\n")] = '\0';
-	snprintf(servers, sizeof servers, "127.0.0.1:%s", port);
+	dts_start("test_dns", spec, servers, sizeof servers);
 }
 
 static void stop_server(void)
 {
-	close(server_stdin);   /* it serves until its stdin closes */
-	waitpid(server_pid, NULL, 0);
+	dts_stop();
 }
 
 /* ---- helpers ---- */
