@@ -64,6 +64,31 @@ int   spool_txn_open(struct spool_txn *t);                       /* creates the 
 int   spool_txn_write(struct spool_txn *t, const void *p, size_t n); /* message bytes, LF line ends */
 off_t spool_txn_size(const struct spool_txn *t);                 /* message bytes written so far */
 /*
+ * Late headers: whole header lines ("Name: value", folded lines joined by
+ * LF, no CR) known only after the message has streamed into the file
+ * (DKIM-Signature, later Authentication-Results). They are appended after
+ * the message at commit and every reader puts them BEFORE the message's
+ * own headers, in the order added. Callable until the commit's filter
+ * finish has run. 0, or -1 with errno (EINVAL: not a header or over
+ * SPOOL_LATE_MAX in all; ENOMEM).
+ */
+#define SPOOL_LATE_MAX (64 * 1024)
+int   spool_txn_late_header(struct spool_txn *t, const char *hdr);
+/*
+ * A filter over a transaction's message: data() sees every byte given to
+ * spool_txn_write() (after it is buffered), finish() runs once at commit, on
+ * the commit worker, before the lengths are stamped (it may add late
+ * headers), free() when the transaction ends (commit or abort, always).
+ * data and finish return 0, or -1 with errno: the transaction fails (451).
+ * One filter per transaction; setting another frees the first.
+ */
+struct spool_filter {
+	int  (*data)(void *arg, const void *p, size_t n);
+	int  (*finish)(void *arg, struct spool_txn *t);
+	void (*free)(void *arg);
+};
+void  spool_txn_filter(struct spool_txn *t, const struct spool_filter *f, void *arg);
+/*
  * Make the message durable. Takes ownership of t. `done` runs later on the
  * loop with err 0 once file and directory entries are on stable storage
  * (then, and only then, smtpd answers 250), or err = errno on failure
