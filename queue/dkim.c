@@ -76,6 +76,7 @@ struct dkim_sig {
 	char  *hbuf;              /* owned; the header block until its end */
 	size_t hlen, hcap;
 	DKIM  *dkim;              /* owned; NULL until the From: domain had a key */
+	int    body_open;         /* body bytes fed whose last line has no LF yet */
 };
 
 /* ---- libopendkim's memory: through core/mem (counted, may fail) ------------- */
@@ -517,6 +518,7 @@ static int body_feed(struct dkim_sig *g, const char *p, size_t n)
 		    dkim_getresultstr(st));
 		return errno = stat_errno(st), -1;
 	}
+	g->body_open = p[n - 1] != '\n';
 	return 0;
 }
 
@@ -611,6 +613,13 @@ static int sig_finish(void *arg, struct spool_txn *t)
 	}
 	if (g->st != SIG_BODY)
 		return 0;
+	/*
+	 * A last line without LF (sendmail input can end so): libopendkim wants
+	 * the CRLF, and both body canonicalizations read such a line as ended
+	 * (RFC 6376 3.4.3, 3.4.4), as every verifier does.
+	 */
+	if (g->body_open && body_feed(g, "\n", 1) < 0)
+		return -1;
 	if ((st = dkim_eom(g->dkim, NULL)) != DKIM_STAT_OK ||
 	    (st = dkim_getsighdr_d(g->dkim, strlen(DKIM_SIGNHEADER) + 2, &hdr, &len)) != DKIM_STAT_OK) {
 		log_warning("cleanup", "%s: DKIM signing for d=%s failed: %s", g->id, g->key->domain,

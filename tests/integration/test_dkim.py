@@ -286,11 +286,14 @@ class Sendmail(DKIMBase):
             os.chown(helper, 0, grp.getgrnam("mail").gr_gid)
             os.chmod(helper, 0o2755)
         os.symlink(os.path.abspath(FRUGAL), os.path.join(bindir, "sendmail"))
-        msg = odd_messages("alice@example.test")["eightbit"].replace("\r\n", "\n").encode()
-        r = subprocess.run([os.path.join(bindir, "sendmail"), "-C", d.dir, "-i", "alice@localhost"],
-                           input=msg, capture_output=True, timeout=30 * SLOW)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.assert_signed(d.wait_messages(d.maildir("alice"), 1)[0], b"rsa-sha256", b"example.test")
+        # an 8-bit body, and one whose last line has no newline (sendmail's input may end so)
+        for name in ("eightbit", "no_final_newline"):
+            msg = odd_messages("alice@example.test")[name].replace("\r\n", "\n").encode()
+            r = subprocess.run([os.path.join(bindir, "sendmail"), "-C", d.dir, "-i", "alice@localhost"],
+                               input=msg, capture_output=True, timeout=30 * SLOW)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        msgs = d.wait_messages(d.maildir("alice"), 2)
+        self.assert_signed_all(msgs, lambda m: (b"rsa-sha256", b"example.test"))
 
 
 class Keygen(DKIMBase):
