@@ -258,12 +258,14 @@ struct dkim_keys *dkim_keys_load(const struct conf *c, char *err, size_t errlen)
 	w.errlen = sizeof e;
 	e[0] = '\0';
 	rc = map_list_walk(l, walk_one, &w, &where);
-	map_list_close(l);
 	if (rc != 0) {
-		snprintf(err, errlen, "dkim_signing_maps: %s%s%s", where ? where : "", where ? ": " : "",
+		/* where is the table's spec, owned by l: said before l goes (an inline table: its start) */
+		snprintf(err, errlen, "dkim_signing_maps: %.60s%s%s", where ? where : "", where ? ": " : "",
 		    rc < 0 ? "cannot read the table" : e);
+		map_list_close(l);
 		goto fail;
 	}
+	map_list_close(l);
 	/* the header lists go by pointer: libopendkim wants sizeof (char **), as opendkim passes them */
 	sh = (const char **)sign_hdrs;
 	oh = (const char **)oversign_hdrs;
