@@ -524,14 +524,20 @@ static int body_feed(struct dkim_sig *g, const char *p, size_t n)
 	return 0;
 }
 
-/* where the header block ends in hbuf: the offset of the empty line's LF, or (size_t)-1 */
-static size_t find_eoh(const struct dkim_sig *g)
+/*
+ * Where the header block ends in hbuf: the offset of the empty line's LF, or
+ * (size_t)-1. Only the bytes new since `from` (and the one before them) are
+ * searched: headers arrive a line at a time, and a rescan of the whole
+ * buffer per line would be quadratic in its 64 KB.
+ */
+static size_t find_eoh(const struct dkim_sig *g, size_t from)
 {
 	const char *e;
 
 	if (g->hlen > 0 && g->hbuf[0] == '\n')
 		return 0;
-	e = memmem(g->hbuf, g->hlen, "\n\n", 2);
+	from = from > 0 ? from - 1 : 0;
+	e = memmem(g->hbuf + from, g->hlen - from, "\n\n", 2);
 	return e ? (size_t)(e - g->hbuf) + 1 : (size_t)-1;
 }
 
@@ -556,7 +562,7 @@ static int sig_data(void *arg, const void *data, size_t n)
 		}
 		memcpy(g->hbuf + g->hlen, data, take);
 		g->hlen += take;
-		if ((eoh = find_eoh(g)) == (size_t)-1) {
+		if ((eoh = find_eoh(g, g->hlen - take)) == (size_t)-1) {
 			log_warning("cleanup", "%s: header block over %d bytes: not DKIM-signed", g->id, DKIM_HDR_MAX);
 			g->st = SIG_OFF;
 			mem_free(g->hbuf);
@@ -586,7 +592,7 @@ static int sig_data(void *arg, const void *data, size_t n)
 	}
 	memcpy(g->hbuf + g->hlen, data, n);
 	g->hlen += n;
-	if ((eoh = find_eoh(g)) == (size_t)-1)
+	if ((eoh = find_eoh(g, g->hlen - n)) == (size_t)-1)
 		return 0;
 	if (headers_done(g, eoh) < 0)
 		return -1;
