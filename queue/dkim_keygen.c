@@ -76,6 +76,83 @@ static char *public_b64(EVP_PKEY *pk, int ed)
 	return out;
 }
 
+/* the record's text as DNS zone strings: "v=DKIM1; k=...; p=..." cut at 255 bytes (RFC 1035 3.3) */
+static void txt_strings(EVP_PKEY *pk, int ed, char *out, size_t outlen)
+{
+	char rec[2048], *pub = public_b64(pk, ed);
+	size_t plen, off, o = 0;
+
+	*out = '\0';
+	if (pub == NULL)
+		return;
+	plen = (size_t)snprintf(rec, sizeof rec, "v=DKIM1; k=%s; p=%s", ed ? "ed25519" : "rsa", pub);
+	free(pub);
+	for (off = 0; off < plen && o + 260 < outlen; off += 255)
+		o += (size_t)snprintf(out + o, outlen - o, "%s\"%.*s\"", off ? " " : "",
+		    (int)(plen - off < 255 ? plen - off : 255), rec + off);
+}
+
+int dkim_keygen(const char *kdir, const char *domain, const char *sel, int ed, gid_t gid,
+    char *path, size_t pathlen, char *txt, size_t txtlen, char *err, size_t errlen)
+{
+	char tmp[1100];
+	EVP_PKEY *pk = NULL;
+	BIO *bio = NULL;
+	char *pem = NULL;
+	long pemlen;
+	FILE *f;
+	int fd = -1, rc = -1;
+
+	snprintf(path, pathlen, "%s/%s.%s.key", kdir, domain, sel);
+	if (file_mkdir_p(kdir, 0750) < 0 || (gid != (gid_t)-1 && (chown(kdir, 0, gid) < 0 || chmod(kdir, 0750) < 0))) {
+		snprintf(err, errlen, "%s: %s", kdir, strerror(errno));
+		return -1;
+	}
+	if ((f = fopen(path, "r")) != NULL) {
+		/* kept: its record may be published; the record is said again */
+		pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+		fclose(f);
+		if (pk == NULL) {
+			snprintf(err, errlen, "%s exists and is not a PEM private key", path);
+			return -1;
+		}
+		txt_strings(pk, EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519, txt, txtlen);
+		EVP_PKEY_free(pk);
+		return 1;
+	}
+	pk = ed ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519") : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	if (pk == NULL || (bio = BIO_new(BIO_s_mem())) == NULL ||
+	    PEM_write_bio_PrivateKey(bio, pk, NULL, NULL, 0, NULL, NULL) != 1 ||
+	    (pemlen = BIO_get_mem_data(bio, &pem)) <= 0) {
+		snprintf(err, errlen, "key generation failed");
+		goto out;
+	}
+	txt_strings(pk, ed, txt, txtlen);
+	snprintf(tmp, sizeof tmp, "%s/.%s.%s.key.%ld", kdir, domain, sel, (long)getpid());
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 ||
+	    (gid != (gid_t)-1 && (fchown(fd, 0, gid) < 0 || fchmod(fd, 0640) < 0)) ||
+	    queue_write_all(fd, pem, (size_t)pemlen) < 0 || fsync(fd) < 0) {
+		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+		if (fd >= 0)
+			unlink(tmp);
+		goto out;
+	}
+	/* link, not rename: it refuses an existing name even if one appeared since the check */
+	if (link(tmp, path) < 0) {
+		snprintf(err, errlen, "%s: %s; not replaced", path, strerror(errno));
+		unlink(tmp);
+		goto out;
+	}
+	unlink(tmp);
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	BIO_free(bio);
+	EVP_PKEY_free(pk);
+	return rc;
+}
+
 static int usage(void)
 {
 	fprintf(stderr, "usage: frugal dkim keygen [-c DIR] [--type rsa|ed25519] DOMAIN [SELECTOR]\n");
@@ -88,17 +165,13 @@ int dkim_cmd(int argc, char **argv)
 		{ "type", required_argument, NULL, 't' }, { NULL, 0, NULL, 0 },
 	};
 	const char *dir = NULL, *type = "rsa", *kdir, *owner;
-	char domain[256], sel[64], path[1024], tmp[1100];
+	char domain[256], sel[64], path[1024], txt[2048], err[1200] = "";
 	struct conf_diags d = { 0 };
 	struct conf *c;
 	struct passwd *pw;
-	EVP_PKEY *pk = NULL;
-	BIO *bio = NULL;
-	char *pem = NULL, *pub = NULL;
-	long pemlen;
-	int opt, ed, fd = -1, rc = 1, root = geteuid() == 0;
+	int opt, ed, rc = 1, root = geteuid() == 0;
 	gid_t gid = (gid_t)-1;
-	size_t i, plen;
+	size_t i;
 
 	if (argc < 2 || strcmp(argv[1], "keygen") != 0)
 		return usage();
@@ -156,65 +229,23 @@ int dkim_cmd(int argc, char **argv)
 		}
 		gid = pw->pw_gid;
 	}
-	if (file_mkdir_p(kdir, 0750) < 0) {
-		fprintf(stderr, "frugal dkim: %s: %s\n", kdir, strerror(errno));
-		goto out;
-	}
-	if (root && (chown(kdir, 0, gid) < 0 || chmod(kdir, 0750) < 0)) {
-		fprintf(stderr, "frugal dkim: %s: %s\n", kdir, strerror(errno));
-		goto out;
-	}
 	snprintf(path, sizeof path, "%s/%s.%s.key", kdir, domain, sel);
 	if (access(path, F_OK) == 0) {
 		fprintf(stderr, "frugal dkim: %s exists: not replaced (its public key may be published; "
 		    "choose another selector)\n", path);
 		goto out;
 	}
-	pk = ed ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519") : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
-	if (pk == NULL || (bio = BIO_new(BIO_s_mem())) == NULL ||
-	    PEM_write_bio_PrivateKey(bio, pk, NULL, NULL, 0, NULL, NULL) != 1 ||
-	    (pemlen = BIO_get_mem_data(bio, &pem)) <= 0 || (pub = public_b64(pk, ed)) == NULL) {
-		fprintf(stderr, "frugal dkim: key generation failed\n");
+	if (dkim_keygen(kdir, domain, sel, ed, gid, path, sizeof path, txt, sizeof txt, err, sizeof err) != 0) {
+		fprintf(stderr, "frugal dkim: %s\n", err[0] ? err : "the key exists: not replaced");
 		goto out;
 	}
-	snprintf(tmp, sizeof tmp, "%s/.%s.%s.key.%ld", kdir, domain, sel, (long)getpid());
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 ||
-	    (root && (fchown(fd, 0, gid) < 0 || fchmod(fd, 0640) < 0)) ||
-	    queue_write_all(fd, pem, (size_t)pemlen) < 0 || fsync(fd) < 0) {
-		fprintf(stderr, "frugal dkim: %s: %s\n", tmp, strerror(errno));
-		if (fd >= 0)
-			unlink(tmp);
-		goto out;
-	}
-	/* link, not rename: it refuses an existing name even if one appeared since the check */
-	if (link(tmp, path) < 0) {
-		fprintf(stderr, "frugal dkim: %s: %s; not replaced\n", path, strerror(errno));
-		unlink(tmp);
-		goto out;
-	}
-	unlink(tmp);
 	printf("wrote %s (%s%s, mode %s)\n", path, ed ? "ed25519" : "rsa 2048", root ? ", group of mail_owner" : "",
 	    root ? "0640" : "0600");
-	printf("publish this DNS record:\n%s._domainkey.%s. IN TXT", sel, domain);
-	/* character-strings of at most 255 bytes (RFC 1035 3.3); the verifier joins them */
-	{
-		char rec[2048];
-		size_t off;
-
-		plen = (size_t)snprintf(rec, sizeof rec, "v=DKIM1; k=%s; p=%s", ed ? "ed25519" : "rsa", pub);
-		for (off = 0; off < plen; off += 255)
-			printf(" \"%.*s\"", (int)(plen - off < 255 ? plen - off : 255), rec + off);
-		printf("\n");
-	}
+	printf("publish this DNS record:\n%s._domainkey.%s. IN TXT %s\n", sel, domain, txt);
 	printf("add to dkim_signing_maps (a table: cdb:/etc/frugal/dkim_keys, or inline:{ ... }):\n%s %s:%s\n",
 	    domain, sel, path);
 	rc = 0;
 out:
-	if (fd >= 0)
-		close(fd);
-	free(pub);
-	BIO_free(bio);
-	EVP_PKEY_free(pk);
 	conf_unref(c);
 	return rc;
 }

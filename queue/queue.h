@@ -115,6 +115,14 @@ int   dkim_from_domain(const char *v, size_t n, char *out, size_t outlen);
 /* `frugal dkim keygen DOMAIN [SELECTOR] [--type rsa|ed25519] [-c DIR]` */
 int   dkim_cmd(int argc, char **argv);
 /*
+ * Write kdir/DOMAIN.SELECTOR.key (RSA 2048, or Ed25519 when ed), group gid
+ * mode 0640 (gid -1: 0600, the caller's), never over an existing file; path
+ * receives its name and txt the TXT record's zone strings ("v=DKIM1; ..."
+ * "..."). 0 written; 1 it existed (kept, txt from it); -1 with err.
+ */
+int   dkim_keygen(const char *kdir, const char *domain, const char *sel, int ed, gid_t gid,
+    char *path, size_t pathlen, char *txt, size_t txtlen, char *err, size_t errlen);
+/*
  * Make the message durable. Takes ownership of t. `done` runs later on the
  * loop with err 0 once file and directory entries are on stable storage
  * (then, and only then, smtpd answers 250), or err = errno on failure
