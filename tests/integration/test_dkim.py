@@ -117,6 +117,7 @@ class DKIMBase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="frugal-dkim-")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, True)   # also when the set-up fails half-way
         os.chmod(cls.tmp, 0o755)
         cls.keydir = os.path.join(cls.tmp, "keys")
         with open(os.path.join(cls.tmp, "frugal.conf"), "w") as f:
@@ -130,15 +131,11 @@ class DKIMBase(unittest.TestCase):
             name, strings = txt_of(out)
             records[name] = [("TXT", strings)]
         cls.dns = DNSServer(records).start()
+        cls.addClassCleanup(cls.dns.stop)
         cls.maps = "inline:{ %s }" % ", ".join(
             "%s=%s" % tuple(l.split(" ", 1)) for out in (cls.rsa_out.stdout, cls.ed_out.stdout)
             for l in out.splitlines()[-1:])
         cls.cert, cls.key = make_cert(cls.tmp, "mx", kind="ec")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.dns.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def daemon(self, extra="", auth=False):
         self.sink_port = free_port()
@@ -248,6 +245,19 @@ class Signing(DKIMBase):
         # ours comes first (a late header: read before the message), and verifies
         self.assertIn(b"s=rsa1", m.split(b"DKIM-Signature:")[1])
         self.assertEqual(verify(self.dns.port, m), ["ok", "fail"])
+
+    def test_queue_show_puts_the_signature_first(self):
+        """`frugal queue show` reads the queue file as the agents do: the late header first."""
+        d = self.daemon("mynetworks = 127.0.0.0/8\ndefer_transports = smtp\n")
+        self.send(d, "alice@example.test", ["x@relay.test"], odd_messages("alice@example.test")["folded"])
+        d.wait_log("status=deferred")
+        r = run_frugal("queue", "-c", d.dir, "list")
+        qid = re.search(r"^([0-9A-F]{10,})", r.stdout, re.M).group(1)
+        r = run_frugal("queue", "-c", d.dir, "show", qid)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        content = r.stdout.split("*** MESSAGE CONTENTS %s ***\n" % qid, 1)[1].encode()
+        self.assertTrue(content.startswith(b"DKIM-Signature: v=1;"), content[:200])
+        self.assertEqual(verify(self.dns.port, content), ["ok"])
 
     def test_auth_signed(self):
         """Submission with AUTH from outside mynetworks: signed."""
