@@ -41,6 +41,7 @@
 #define DKIM_HDR_MAX   (64 * 1024)    /* a header block past this is sent unsigned (warned) */
 #define DKIM_KEY_MAX   (16 * 1024)    /* a PEM private key file; RSA-4096 is about 3.3 KB */
 #define DKIM_CHUNK     4096           /* LF-to-CRLF conversion step */
+#define DKIM_EOM_ROOM  (64 * 1024)    /* checked free before the sign (it is not refused: sig_finish) */
 
 /* RFC 6376 5.4.1's recommended set; From is over-signed (one more h= entry than it occurs) */
 static const char *sign_hdrs[] = {
@@ -603,6 +604,40 @@ static int sig_data(void *arg, const void *data, size_t n)
 	return 0;
 }
 
+/*
+ * Is the field libopendkim made the one we asked for? It does not check
+ * every allocation it makes: the sweep in tests/unit/test_dkim.c found a
+ * signature with "d=(null)" after a failed copy of the domain, signed and
+ * returned as a success. So the tags that name the key are checked here:
+ * v, a, d, s, an h that has from, bh and a non-empty b. 1 sane, 0 not.
+ */
+static int sig_sane(const struct dkim_sig *g, const char *v, size_t n)
+{
+	char c[4096 + 8], want[400];
+	size_t i, o = 0;
+
+	/* tags without their folding white space, between ';'s */
+	c[o++] = ';';
+	for (i = 0; i < n && o < sizeof c - 2; i++)
+		if (v[i] != ' ' && v[i] != '\t' && v[i] != '\r' && v[i] != '\n')
+			c[o++] = v[i];
+	if (i < n)
+		return 0;
+	if (c[o - 1] != ';')
+		c[o++] = ';';
+	c[o] = '\0';
+	snprintf(want, sizeof want, ";d=%s;", g->key->domain);
+	if (strstr(c, want) == NULL)
+		return 0;
+	snprintf(want, sizeof want, ";s=%s;", g->key->selector);
+	if (strstr(c, want) == NULL)
+		return 0;
+	snprintf(want, sizeof want, ";a=%s;", g->key->alg == DKIM_SIGN_ED25519SHA256 ? "ed25519-sha256" : "rsa-sha256");
+	return strncmp(c, ";v=1;", 5) == 0 && strstr(c, want) != NULL && strstr(c, ";bh=") != NULL &&
+	    strstr(c, ";b=") != NULL && strstr(c, ";b=;") == NULL && strstr(c, ";h=") != NULL &&
+	    strcasestr(c, "from") != NULL;
+}
+
 /* On the commit worker: the signature (the one CPU-heavy step), as a late header. */
 static int sig_finish(void *arg, struct spool_txn *t)
 {
@@ -628,11 +663,33 @@ static int sig_finish(void *arg, struct spool_txn *t)
 	 */
 	if (g->body_open && body_feed(g, "\n", 1) < 0)
 		return -1;
-	if ((st = dkim_eom(g->dkim, NULL)) != DKIM_STAT_OK ||
-	    (st = dkim_getsighdr_d(g->dkim, strlen(DKIM_SIGNHEADER) + 2, &hdr, &len)) != DKIM_STAT_OK) {
+	/*
+	 * The sign itself may not meet a refused allocation: libopendkim 2.11's
+	 * failure paths in dkim_eom free the RSA key twice (found by the sweep
+	 * in tests/unit/test_dkim.c, OpenSSL's allocations failing one by one).
+	 * So the room is checked first, and the step is then not refused: a
+	 * signature's working memory (OpenSSL's bignums, the header) is a few KB.
+	 */
+	if (mem_charge(DKIM_EOM_ROOM) < 0) {
+		log_warning("cleanup", "%s: DKIM signing for d=%s failed: no memory for the signature", g->id,
+		    g->key->domain);
+		return errno = ENOMEM, -1;
+	}
+	mem_uncharge(DKIM_EOM_ROOM);
+	mem_nofail(1);
+	if ((st = dkim_eom(g->dkim, NULL)) == DKIM_STAT_OK)
+		st = dkim_getsighdr_d(g->dkim, strlen(DKIM_SIGNHEADER) + 2, &hdr, &len);
+	mem_nofail(0);
+	if (st != DKIM_STAT_OK) {
 		log_warning("cleanup", "%s: DKIM signing for d=%s failed: %s", g->id, g->key->domain,
 		    dkim_getresultstr(st));
 		return errno = stat_errno(st), -1;
+	}
+	if (!sig_sane(g, (const char *)hdr, len)) {
+		/* most likely a failed allocation inside libopendkim (see sig_sane) */
+		log_warning("cleanup", "%s: DKIM signing for d=%s failed: libopendkim made a malformed signature "
+		    "(out of memory?)", g->id, g->key->domain);
+		return errno = ENOMEM, -1;
 	}
 	/* "DKIM-Signature: " + the value, its CRLF folds made LF like the rest of the file */
 	if ((line = mem_alloc(strlen(DKIM_SIGNHEADER) + 3 + len)) == NULL)
