@@ -13,6 +13,7 @@ CFLAGS  ?= -O2 -g
 WARN     = -Wall -Wextra -Werror -Wno-unused-parameter
 CPPFLAGS += -D_GNU_SOURCE -I. $(PKG_CFLAGS)
 LIBS     = -lev $(PKG_LIBS) -lcrypt -lpthread
+LIBS    += -lspf2
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -118,6 +119,7 @@ FUZZ_OBJ  = $(SRCS:%.c=$(B)/fuzz/obj/%.o)
 FUZZ_BIN  = $(FUZZ:%=$(B)/fuzz/%)
 FUZZ_EXTRA_fuzz_smtpd_session = tests/fuzz/fake_spool.c
 FUZZ_EXTRA_fuzz_smtpd_bdat = tests/fuzz/fake_spool.c
+FUZZ_EXTRA_fuzz_spf_eval = tests/fuzz/fake_dns.c
 
 $(B)/fuzz/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -156,6 +158,9 @@ install: frugal frugal-postdrop
 	  chmod 2755 $(DESTDIR)$(PREFIX)/sbin/frugal-postdrop; \
 	else echo "install: frugal-postdrop is not set-group-ID $(SETGID_GROUP) (needs root and the group: groupadd --system $(SETGID_GROUP)); sendmail works for root and mail_owner only"; fi
 	install -m 644 contrib/frugal.conf.sample $(DESTDIR)/etc/frugal/frugal.conf.sample
+	@# the default alias_maps must exist, or the first start fails on it; an admin's file is never replaced
+	[ -e $(DESTDIR)/etc/frugal/aliases ] || install -m 644 contrib/aliases $(DESTDIR)/etc/frugal/aliases
+	[ -e $(DESTDIR)/etc/frugal/aliases.cdb ] || ./frugal map -a $(DESTDIR)/etc/frugal/aliases
 	if [ "$(PREFIX)" = /usr ]; then install -d $(DESTDIR)/usr/lib && ln -sf ../sbin/frugal $(DESTDIR)/usr/lib/sendmail; fi
 	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 644 doc/frugal.8 $(DESTDIR)$(PREFIX)/share/man/man8/frugal.8

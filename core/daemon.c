@@ -11,15 +11,43 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+/* the write end of the start-up pipe: the waiting parent's exit status comes through it */
+static int ready_fd = -1;
+
 int daemon_detach(void)
 {
-	pid_t pid = fork();
-	int fd;
+	int p[2], fd;
+	pid_t pid;
 
-	if (pid < 0)
+	if (pipe2(p, O_CLOEXEC) < 0)
 		return -1;
-	if (pid > 0)
-		_exit(0);
+	if ((pid = fork()) < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid > 0) {
+		/*
+		 * Wait for the daemon to say it serves (or why not) before the
+		 * command returns: systemd's Type=forking reads the pid file when
+		 * this process exits, and a script that runs `frugal serve` wants
+		 * its exit status to mean something.
+		 */
+		unsigned char b;
+		ssize_t r;
+
+		close(p[1]);
+		do
+			r = read(p[0], &b, 1);
+		while (r < 0 && errno == EINTR);
+		if (r == 1)
+			_exit(b);
+		fprintf(stderr, "frugal: the daemon stopped during start-up (the log says why)\n");
+		_exit(1);
+	}
+	close(p[0]);
+	ready_fd = p[1];
+	fd_received(ready_fd, FD_FILE);
 	setsid();
 	if ((fd = open("/dev/null", O_RDWR)) >= 0) {
 		dup2(fd, 0);
@@ -29,6 +57,19 @@ int daemon_detach(void)
 			close(fd);
 	}
 	return 0;
+}
+
+void daemon_detach_done(int status)
+{
+	unsigned char b = (unsigned char)status;
+
+	if (ready_fd < 0)
+		return;
+	if (write(ready_fd, &b, 1) < 0) {
+		/* the parent is gone (killed): nobody waits for the answer */
+	}
+	fd_close(ready_fd);
+	ready_fd = -1;
 }
 
 static long read_pid_fd(int fd)

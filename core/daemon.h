@@ -8,8 +8,16 @@
 #ifndef FRUGAL_CORE_DAEMON_H
 #define FRUGAL_CORE_DAEMON_H
 
-/* fork; the parent exits 0; the child leads a new session with stdio on /dev/null. 0 or -1. */
+/*
+ * fork; the child leads a new session with stdio on /dev/null and returns
+ * 0 (or -1 when it cannot fork). The parent waits until the child calls
+ * daemon_detach_done(STATUS) and exits with STATUS; it exits 1 when the
+ * child goes without a word. So the pid file exists when the command that
+ * started the daemon returns, and its status says whether it serves.
+ */
 int  daemon_detach(void);
+/* Once, when start-up is over: 0 serving, else the exit status. Nothing without a detach. */
+void daemon_detach_done(int status);
 /*
  * Create, lock and fill PATH (mode 0644, its directory created 0755). The
  * descriptor stays open for the lock; it is returned (>= 0). -1 with errno:

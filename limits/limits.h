@@ -102,6 +102,7 @@ struct limits_daemon {
 	long long time, started;        /* the sample's time, the daemon's start (epoch seconds) */
 	long long sessions, sessions_limit, deliveries_limit;
 	int stress;
+	long long log_lost;             /* log lines the daemon could not write since start */
 	char counters[1024];
 	size_t counters_len;
 };

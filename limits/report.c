@@ -476,6 +476,7 @@ int limits_daemon_status(const struct conf *c, struct limits_daemon *d)
 	d->sessions_limit = st.sessions_limit;
 	d->deliveries_limit = st.deliveries_limit;
 	d->stress = st.stress;
+	d->log_lost = st.log_lost;
 	/* the counters' lines, for core/stats' parser: everything from the first "stat " */
 	for (p = buf; p < buf + n; ) {
 		const char *nl = memchr(p, '\n', (size_t)(buf + n - p));

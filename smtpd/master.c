@@ -631,8 +631,10 @@ int master_run(struct conf *c, const char *conf_dir)
 
 			if (r > 0) {
 				buf[r] = '\0';
-				if (strcmp(buf, "ready") == 0)
+				if (strcmp(buf, "ready") == 0) {
 					M.ready = 1;
+					daemon_detach_done(0);   /* `frugal serve` returns now, with the pid file written */
+				}
 			}
 		}
 		if (!M.stopping)
@@ -644,6 +646,7 @@ int master_run(struct conf *c, const char *conf_dir)
 		}
 	}
 	log_info("master", "master stopped");
+	daemon_detach_done(M.exit_code ? M.exit_code : 1);   /* stopped before it served (no-op once ready) */
 	fd_close(pidfd);
 	return M.exit_code;
 }

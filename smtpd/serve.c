@@ -497,6 +497,8 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	    conf_str(c, "mail_version", 0), conf_is_embedded(c) ? "(embedded default)" : conf_dir(c));
 	if (in && send(in->control_fd, "ready", 5, MSG_NOSIGNAL) < 0)
 		log_warning("master", "cannot tell the master we serve: %s", strerror(errno));
+	if (in == NULL)
+		daemon_detach_done(0);   /* alone (not root): `frugal serve` returns now (under a master, the master says it) */
 	conf_unref(c); /* server.gen holds its own reference */
 	mem_arm_deferred_failure();
 

@@ -97,6 +97,9 @@ void status_print_text(const struct status_view *v, FILE *f)
 		    cnt(a[0], 32, v->stat[STATS_RECEIVED]), cnt(a[1], 32, v->stat[STATS_DELIVERED]),
 		    cnt(a[2], 32, v->stat[STATS_DEFERRED]), cnt(a[3], 32, v->stat[STATS_BOUNCED]),
 		    cnt(a[4], 32, v->stat[STATS_REJECTED]));
+		/* the log is where an admin looks for what went wrong: say when it has holes */
+		if (v->log_lost > 0)
+			fprintf(f, "log           %s lines lost since start (the log says why)\n", cnt(a[0], 32, v->log_lost));
 	}
 	if (v->ngauge == 0)
 		return;
@@ -185,6 +188,8 @@ void status_print_json(const struct status_view *v, FILE *f)
 	jnum(f, v->stat[STATS_BOUNCED]);
 	fputs(",\"rejected\":", f);
 	jnum(f, v->stat[STATS_REJECTED]);
+	fputs(",\"log_lines_lost\":", f);
+	jnum(f, v->running ? v->log_lost : -1);
 	fputs("},\"resources\":[", f);
 	for (i = 0; i < v->ngauge; i++) {
 		const struct limits_gauge *g = &v->g[i];
@@ -269,6 +274,8 @@ void status_print_prometheus(const struct status_view *v, FILE *f)
 		prom(f, "frugal_deliveries_limit", "gauge", "The delivery concurrency limit.", v->deliveries_limit);
 		prom(f, "frugal_messages_received_total", "counter", "Messages accepted since start.", v->stat[STATS_RECEIVED]);
 		prom(f, "frugal_rejects_total", "counter", "SMTP rejects logged since start.", v->stat[STATS_REJECTED]);
+		prom(f, "frugal_log_lines_lost_total", "counter", "Log lines the daemon could not write since start.",
+		    v->log_lost);
 		prom_head(f, "frugal_recipients_total", "counter", "Delivery outcomes per recipient since start.");
 		prom_label(f, "frugal_recipients_total", "status", "sent", v->stat[STATS_DELIVERED]);
 		prom_label(f, "frugal_recipients_total", "status", "deferred", v->stat[STATS_DEFERRED]);
@@ -327,6 +334,7 @@ int smtpd_cmd_status(int argc, char **argv)
 		v.sessions_limit = ld.sessions_limit;
 		v.deliveries_limit = ld.deliveries_limit;
 		v.stress = ld.stress;
+		v.log_lost = ld.log_lost;
 		stats_parse(ld.counters, ld.counters_len, v.stat);
 	} else if (errno == EACCES) {
 		fprintf(stderr, "frugal: the daemon's status file is unreadable (permission denied)\n");

@@ -20,6 +20,7 @@ struct status_view {
 	long long now, started, updated;              /* epoch seconds */
 	long long sessions, sessions_limit, deliveries_limit;
 	int  stress;
+	long long log_lost;                           /* log lines lost since start; -1 unknown */
 	long long stat[STATS_COUNT];                  /* -1 unknown */
 	/* messages: active and deferred split the committed ones (DESIGN.md) */
 	long long q_active, q_deferred, q_hold, q_maildrop, q_corrupt, q_incoming;

@@ -3,6 +3,7 @@ maillog_file reopened after rotation (frugal reload) by a daemon that runs as
 mail_owner, a path it cannot reopen named with the reason, and syslog over a
 unix datagram socket that never blocks the loop (FRUGAL_SYSLOG_SOCKET points
 the daemon at a socket the test binds instead of /dev/log)."""
+import json
 import os
 import pwd
 import re
@@ -79,6 +80,34 @@ def read(path):
             return f.read()
     except OSError:
         return ""
+
+
+class DetachedStart(unittest.TestCase):
+    """`frugal serve` (detaching) returns when the daemon serves, or fails with it."""
+
+    def test_returns_serving_with_the_pid_file(self):
+        d = Detached()
+        self.addCleanup(d.stop)
+        r = subprocess.run([FRUGAL, "serve", "-c", d.d.dir], env=d.env, capture_output=True,
+                           text=True, timeout=30 * SLOW)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # no waiting: both are there when the command has returned (systemd's Type=forking reads the pid file then)
+        with open(os.path.join(d.d.queue, "pid", "frugal.pid")) as f:
+            d.pid = int(f.read().split()[0])
+        socket.create_connection(("127.0.0.1", d.d.port), timeout=5).close()
+
+    def test_port_in_use_fails_the_command(self):
+        taken = socket.socket()
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        d = Detached()
+        self.addCleanup(d.stop)
+        taken.bind(("127.0.0.1", d.d.port))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        r = subprocess.run([FRUGAL, "serve", "-c", d.d.dir], env=d.env, capture_output=True,
+                           text=True, timeout=30 * SLOW)
+        self.assertNotEqual(r.returncode, 0, "frugal serve said it started while its port was taken")
+        self.assertIn("start-up", r.stderr)
 
 
 class Rotation(unittest.TestCase):
@@ -201,6 +230,13 @@ class WriteFailure(unittest.TestCase):
             d.wait_messages(d.maildir("alice"), 1, timeout=15 * SLOW)
             # the session's and the delivery's lines at least (the status file is sampled every second)
             wait_for(lambda: (d.status() or {}).get("log_lost", 0) >= 3, 15 * SLOW, "log_lost >= 3 in the status file")
+            # and where the admin looks: frugal status, in each of its forms
+            r = run_frugal("status", "-c", d.dir)
+            self.assertRegex(r.stdout, r"(?m)^log +\d+ lines lost since start", r.stdout)
+            js = json.loads(run_frugal("status", "-c", d.dir, "--json").stdout)
+            self.assertGreaterEqual(js["counters"]["log_lines_lost"], 3)
+            prom = run_frugal("status", "-c", d.dir, "--prometheus").stdout
+            self.assertRegex(prom, r"(?m)^frugal_log_lines_lost_total [1-9]\d*$")
             os.unlink(d.log)
             x.reload()
             want = re.compile(r"warning: \d+ log lines lost \(No space left on device\); \d+ since start")

@@ -465,6 +465,50 @@ pregreet_wait = 3
         self.assertIn("Login at the relay host (empty: none) [me@provider.test]", r.stdout)
         self.assertEqual(files(self.etc), before)
 
+    def test_local_delivery_to_a_system_user(self):
+        """delivery = local: mail for the domains goes to system users' ~/Maildir, through the
+        root master's local helper, which takes the user's identity; unknown users are refused."""
+        if not ROOT:
+            self.skipTest("delivery to a system user's home needs the root master's local helper "
+                          "(and a system user created for the test)")
+        import pwd
+        user = "fwl%06d" % random.randrange(10 ** 6)
+        home = os.path.join(self.dir, "home", user)
+        os.makedirs(os.path.dirname(home))
+        r = subprocess.run(["useradd", "-m", "-d", home, "-s", "/bin/sh", user], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(subprocess.run, ["userdel", user], capture_output=True, timeout=30)
+        path = os.path.join(self.dir, "answers-local")
+        with open(path, "w") as f:
+            f.write(f"""hostname = mx.example.test
+domains = example.test
+mailbox = {user}@example.test {PW1}
+delivery = local
+queue_directory = {self.dir}/queue
+mail_owner = {self.owner}
+tls_cert = none
+smtpd_listen = 127.0.0.1:{self.ports[0]}
+""")
+        r = subprocess.run([FRUGAL, "wizard", "-c", self.etc, "--answers", path],
+                           capture_output=True, text=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        conf = slurp(os.path.join(self.etc, "frugal.conf"))
+        self.assertIn("home_mailbox = Maildir/\n", conf)
+        self.assertNotIn("virtual_mailbox_domains", conf)
+        self.start()
+        with smtplib.SMTP("127.0.0.1", self.ports[0], timeout=30 * SLOW) as s:
+            s.sendmail("someone@remote.test", [user + "@example.test"],
+                       b"Subject: local\r\n\r\nto a system user's home\r\n")
+            s.mail("someone@remote.test")
+            code, msg = s.rcpt("nosuchuser%06d@example.test" % random.randrange(10 ** 6))
+            self.assertEqual(code, 550, msg)
+        new = os.path.join(home, "Maildir", "new")
+        wait_for(lambda: os.path.isdir(new) and len(os.listdir(new)) == 1, 30, "delivery to ~%s/Maildir/new" % user)
+        st = os.stat(os.path.join(new, os.listdir(new)[0]))
+        self.assertEqual(st.st_uid, pwd.getpwnam(user).pw_uid, "the message belongs to the user")
+        with open(os.path.join(new, os.listdir(new)[0]), "rb") as f:
+            self.assertIn(b"Subject: local", f.read())
+
     def test_accounts_created_as_root(self):
         if not ROOT:
             self.skipTest("creating system accounts (useradd --system) needs root; unprivileged the wizard "
