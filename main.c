@@ -34,6 +34,7 @@ static const struct command {
 	{ "reload", cmd_reload,      "reload [-c DIR]" },
 	{ "stop",   cmd_stop,        "stop [-c DIR]" },
 	{ "status", smtpd_cmd_status, "status [-c DIR] [--json|--prometheus]" },
+	{ "dkim",   dkim_cmd,        "dkim keygen [-c DIR] [--type rsa|ed25519] DOMAIN [SELECTOR]" },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -166,6 +166,8 @@ const struct conf_param conf_param_table[] = {
 	L("sender_canonical_maps", "", "tables rewriting the envelope sender and sender headers (From:, Sender:, Reply-To: ...)"),
 	L("recipient_canonical_maps", "", "tables rewriting envelope recipients and recipient headers (To:, Cc: ...)"),
 	L("smtp_generic_maps", "", "tables rewriting addresses of mail sent out over SMTP"),
+	L("dkim_signing_maps", "", "tables mapping a From: domain to its DKIM key as selector:keyfile; mail from AUTH, mynetworks and sendmail is signed"),
+	S("dkim_key_directory", "/etc/frugal/dkim", "where frugal dkim keygen writes private keys"),
 	L("masquerade_domains", "", "domains whose subdomains are stripped from the envelope sender and header addresses"),
 	S("inet_protocols", "all", "address families of outbound connections: all, ipv4 or ipv6"),
 	E("smtp_address_preference", "any", "any|ipv4|ipv6", "address family tried first when a host has both"),

@@ -24,6 +24,7 @@ static size_t in_use, peak, limit;
 static unsigned long failures;
 static unsigned long fail_countdown;   /* 0: off */
 static unsigned long deferred_fail_at; /* armed by mem_arm_deferred_failure() */
+static __thread int nofail;            /* mem_nofail(): this thread's allocations are not refused */
 
 static void count(size_t add, size_t sub)
 {
@@ -38,6 +39,9 @@ static void count(size_t add, size_t sub)
 static int should_fail(size_t n)
 {
 	unsigned long c = __atomic_load_n(&fail_countdown, __ATOMIC_RELAXED);
+
+	if (nofail)
+		return 0;   /* counted, never refused (a library step that cannot fail safely) */
 
 	while (c) {
 		if (__atomic_compare_exchange_n(&fail_countdown, &c, c - 1, 0,
@@ -196,6 +200,7 @@ void mem_set_limit(size_t bytes) { limit = bytes; }
 size_t mem_limit(void) { return limit; }
 unsigned long mem_failures(void) { return __atomic_load_n(&failures, __ATOMIC_RELAXED); }
 void mem_fail_at(unsigned long n) { __atomic_store_n(&fail_countdown, n, __ATOMIC_RELAXED); }
+void mem_nofail(int on) { nofail += on ? 1 : -1; }
 
 void mem_init_from_env(void)
 {

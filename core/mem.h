@@ -44,6 +44,15 @@ void   mem_fail_at(unsigned long n);
 void   mem_init_from_env(void);
 void   mem_arm_deferred_failure(void);
 
+/*
+ * mem_nofail(1) ... mem_nofail(0): this thread's allocations in between are
+ * counted but neither the budget nor fault injection refuses them (malloc
+ * still may), for a short library step whose failure paths are unsafe
+ * (libopendkim's dkim_eom frees an RSA key twice). The caller checks for
+ * room first (mem_charge) so the budget is honoured on the way in.
+ */
+void   mem_nofail(int on);
+
 /* Route libev's and OpenSSL's allocations through this allocator. */
 void   mem_install_hooks(void);
 

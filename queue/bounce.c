@@ -309,16 +309,17 @@ static int build_report(struct buf *b, const struct report *r)
 /* up to max bytes of the message from the queue file; NULL on error (errno) */
 static char *read_message(int fd, const struct spool_env *env, size_t max, size_t *lenp)
 {
-	size_t want = env->size < 0 ? 0 : (size_t)env->size < max ? (size_t)env->size : max, got = 0;
+	struct msg_src m;
+	size_t want, got = 0;
 	char *p;
 	ssize_t r;
 
+	msg_src_from_env(&m, fd, env);   /* the late headers (DKIM-Signature) first, as delivered */
+	want = msg_src_len(&m) < 0 ? 0 : (size_t)msg_src_len(&m) < max ? (size_t)msg_src_len(&m) : max;
 	if ((p = mem_alloc(want + 1)) == NULL)
 		return NULL;
 	while (got < want) {
-		r = pread(fd, p + got, want - got, env->msg_off + (off_t)got);
-		if (r < 0 && errno == EINTR)
-			continue;
+		r = msg_src_pread(&m, p + got, want - got, (off_t)got);
 		if (r <= 0) {
 			if (r == 0)
 				errno = EIO;
@@ -445,7 +446,7 @@ int bounce_notify(struct spool *s, const struct conf *c, enum bounce_kind kind,
 	    env->dsn_ret ? env->dsn_ret : DSN_RET_FULL;
 	if (limit <= 0)
 		limit = 50000;
-	if (ret == DSN_RET_FULL && msgfd >= 0 && env->size <= limit) {
+	if (ret == DSN_RET_FULL && msgfd >= 0 && env->size + env->pre_len <= limit) {
 		if ((msg = read_message(msgfd, env, (size_t)limit, &msglen)) == NULL)
 			goto fail_early;
 		r.returned = msg;

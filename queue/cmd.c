@@ -153,6 +153,7 @@ static int cmd_show(const char *qdir, const char *id)
 	char buf[65536], when[64];
 	struct tm tm;
 	off_t off;
+	struct msg_src m;
 	ssize_t r;
 	int fd, k;
 	static const char *const state[] = { "to do", "delivered", "bounced" };
@@ -196,7 +197,9 @@ static int cmd_show(const char *qdir, const char *id)
 		spool_env_free(&e);
 		return EX_USAGE_ERR;
 	}
-	for (off = e.msg_off; (r = pread(fd, buf, sizeof buf, off)) > 0; off += r)
+	/* as every agent reads it: the late headers (DKIM-Signature) first */
+	msg_src_from_env(&m, fd, &e);
+	for (off = 0; (r = msg_src_pread(&m, buf, sizeof buf, off)) > 0; off += r)
 		fwrite(buf, 1, (size_t)r, stdout);
 	close(fd);
 	spool_env_free(&e);

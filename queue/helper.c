@@ -282,6 +282,8 @@ int helper_deliver(enum helper_which w, int msgfd, const struct msg_src *m, cons
 	rq.id = p.id = ++next_id;
 	rq.off = m->off;
 	rq.size = m->size;
+	rq.pre_off = m->pre_off;
+	rq.pre_len = m->pre_len;
 	snprintf(rq.sender, sizeof rq.sender, "%s", m->sender);
 	snprintf(rq.rcpt, sizeof rq.rcpt, "%s", rcpt);
 	snprintf(rq.mailbox, sizeof rq.mailbox, "%s", mailbox);

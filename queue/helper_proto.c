@@ -25,7 +25,7 @@
 #define REQ_MAGIC   0x51475246u   /* "FRGQ" */
 #define REPLY_MAGIC 0x52475246u   /* "FRGR" */
 #define LOG_MAGIC   0x4c475246u   /* "FRGL" */
-#define REQ_HEAD    (4 + 8 + 8 + 8 + 2 + 2 + 2 + 2)
+#define REQ_HEAD    (4 + 8 + 8 + 8 + 8 + 8 + 2 + 2 + 2 + 2)   /* with the late headers' range */
 #define REPLY_HEAD  (4 + 8 + 4 + 4 + 4 + 2 + 2)
 
 static void put(char *buf, size_t *off, const void *p, size_t n)
@@ -64,6 +64,8 @@ int helper_req_encode(const struct helper_req *r, char *buf, size_t len)
 	put(buf, &off, &r->id, 8);
 	put(buf, &off, &r->off, 8);
 	put(buf, &off, &r->size, 8);
+	put(buf, &off, &r->pre_off, 8);
+	put(buf, &off, &r->pre_len, 8);
 	put(buf, &off, &ls, 2);
 	put(buf, &off, &lr, 2);
 	put(buf, &off, &lm, 2);
@@ -97,13 +99,15 @@ int helper_req_decode(const char *buf, size_t len, struct helper_req *r)
 	get(buf, &off, &r->id, 8);
 	get(buf, &off, &r->off, 8);
 	get(buf, &off, &r->size, 8);
+	get(buf, &off, &r->pre_off, 8);
+	get(buf, &off, &r->pre_len, 8);
 	get(buf, &off, &ls, 2);
 	get(buf, &off, &lr, 2);
 	get(buf, &off, &lm, 2);
 	get(buf, &off, &zero, 2);
 	if (magic != REQ_MAGIC || zero != 0 || ls > HELPER_FIELD_MAX || lr > HELPER_FIELD_MAX ||
 	    lm > HELPER_FIELD_MAX || len != REQ_HEAD + (size_t)ls + lr + lm || r->off < 0 || r->size < 0 ||
-	    r->off > INT64_MAX - r->size)
+	    r->off > INT64_MAX - r->size || r->pre_off < 0 || r->pre_len < 0 || r->pre_off > INT64_MAX - r->pre_len)
 		return errno = EBADMSG, -1;
 	if (get_field(buf, &off, ls, r->sender) < 0 || get_field(buf, &off, lr, r->rcpt) < 0 ||
 	    get_field(buf, &off, lm, r->mailbox) < 0 || lm == 0)

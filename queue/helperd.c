@@ -142,7 +142,8 @@ static void deliver(struct hjob *j)
 	struct stat st;
 	char reason[256];
 
-	if (fstat(j->msgfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < j->rq.off + j->rq.size) {
+	if (fstat(j->msgfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < j->rq.off + j->rq.size ||
+	    st.st_size < j->rq.pre_off + j->rq.pre_len) {
 		fail(j, EINVAL, "%s", "the message descriptor does not hold the message");
 		return;
 	}
@@ -150,6 +151,8 @@ static void deliver(struct hjob *j)
 	src.off = (off_t)j->rq.off;
 	src.size = (off_t)j->rq.size;
 	src.sender = j->rq.sender;
+	src.pre_off = (off_t)j->rq.pre_off;
+	src.pre_len = (off_t)j->rq.pre_len;
 	if (H.w == HELPER_LOCAL) {
 		local_deliver(j, &src);
 		return;

@@ -79,7 +79,7 @@ static int note_header(struct msg_headers *h, const char *line, size_t len)
 
 int maildir_scan_headers(const struct msg_src *m, struct msg_headers *h)
 {
-	size_t cap = m->size < HEADER_MAX ? (size_t)m->size : HEADER_MAX;
+	size_t cap = msg_src_len(m) < HEADER_MAX ? (size_t)msg_src_len(m) : HEADER_MAX;
 	char *buf, *p, *end, *line, *nl;
 	size_t len = 0;
 	ssize_t r;
@@ -88,9 +88,7 @@ int maildir_scan_headers(const struct msg_src *m, struct msg_headers *h)
 	if ((buf = mem_alloc(cap + 1)) == NULL)
 		return -1;
 	while (len < cap) {
-		if ((r = pread(m->fd, buf + len, cap - len, m->off + (off_t)len)) < 0) {
-			if (errno == EINTR)
-				continue;
+		if ((r = msg_src_pread(m, buf + len, cap - len, (off_t)len)) < 0) {
 			mem_free(buf);
 			return -1;
 		}
@@ -173,13 +171,10 @@ static int copy_message(int fd, const struct msg_src *m, int mbox_quote)
 
 	if ((buf = mem_alloc(COPY_BUF)) == NULL)
 		return -1;
-	while (done < m->size) {
-		size_t want = (size_t)(m->size - done) < COPY_BUF ? (size_t)(m->size - done) : COPY_BUF;
-		if ((r = pread(m->fd, buf, want, m->off + done)) < 0) {
-			if (errno == EINTR)
-				continue;
+	while (done < msg_src_len(m)) {
+		size_t want = (size_t)(msg_src_len(m) - done) < COPY_BUF ? (size_t)(msg_src_len(m) - done) : COPY_BUF;
+		if ((r = msg_src_pread(m, buf, want, done)) < 0)
 			goto out;
-		}
 		if (r == 0) {
 			errno = EIO;   /* the queue file shrank under us */
 			goto out;

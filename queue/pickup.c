@@ -54,6 +54,7 @@ struct pickup {
 	struct ev_loop *loop;
 	struct spool *spool;
 	struct conf *c;              /* a reference */
+	struct dkim_keys *dkim;      /* a reference (the generation's); NULL: nothing signed */
 	char  *dir;                  /* owned: $queue_directory/maildrop */
 	char  *corrupt;              /* owned: $queue_directory/corrupt */
 	int    dfd, ifd;             /* maildrop directory; inotify (-1: none) */
@@ -139,6 +140,11 @@ static int on_data(void *arg, const char *data, size_t n)
 			return -1;
 		}
 		p->opened = 1;
+		/* a local user's mail, as Postfix's sendmail with a signing milter: signed (DESIGN.md) */
+		if (dkim_sign_txn(p->dkim, p->txn) < 0) {
+			p->spool_err = errno ? errno : ENOMEM;
+			return -1;
+		}
 		/* as Postfix's pickup traces a local submission */
 		localtime_r(&now, &tm);
 		strftime(date, sizeof date, "%a, %e %b %Y %H:%M:%S %z", &tm);
@@ -484,6 +490,14 @@ struct pickup *pickup_new(struct ev_loop *loop, struct spool *s, struct conf *c)
 	return p;
 }
 
+void pickup_set_dkim(struct pickup *p, struct dkim_keys *ks)
+{
+	struct dkim_keys *old = p->dkim;
+
+	p->dkim = dkim_keys_ref(ks);
+	dkim_keys_unref(old);
+}
+
 void pickup_set_conf(struct pickup *p, struct conf *c)
 {
 	struct conf *old = p->c;
@@ -509,6 +523,7 @@ void pickup_free(struct pickup *p)
 	}
 	reset_file(p);
 	conf_unref(p->c);
+	dkim_keys_unref(p->dkim);
 	mem_free(p->dir);
 	mem_free(p->corrupt);
 	mem_free(p);

@@ -1020,8 +1020,9 @@ static void notify_next(struct lmsg *d)
 static void headers_work(struct worker_job *wj)
 {
 	struct lmsg *d = (struct lmsg *)wj;
-	struct msg_src src = { d->fd, d->env.msg_off, d->env.size, d->env.sender };
+	struct msg_src src;
 
+	msg_src_from_env(&src, d->fd, &d->env);
 	d->hdr_ok = maildir_scan_headers(&src, &d->hdr) == 0;
 }
 
@@ -1383,10 +1384,7 @@ static int make_jobs(struct qmgr *q, struct lmsg *d)
 				j->done = job_done;
 				j->queue_id = d->env.id;
 				j->qdir = q->qdir;
-				j->src.fd = d->fd;
-				j->src.off = d->env.msg_off;
-				j->src.size = d->env.size;
-				j->src.sender = d->env.sender;
+				msg_src_from_env(&j->src, d->fd, &d->env);
 				j->hop_limit = q->hop_limit;
 				j->dsn_ret = d->env.dsn_ret;
 				j->arrival = d->env.arrival;

@@ -64,6 +64,65 @@ int   spool_txn_open(struct spool_txn *t);                       /* creates the 
 int   spool_txn_write(struct spool_txn *t, const void *p, size_t n); /* message bytes, LF line ends */
 off_t spool_txn_size(const struct spool_txn *t);                 /* message bytes written so far */
 /*
+ * Late headers: whole header lines ("Name: value", folded lines joined by
+ * LF, no CR) known only after the message has streamed into the file
+ * (DKIM-Signature, later Authentication-Results). They are appended after
+ * the message at commit and every reader puts them BEFORE the message's
+ * own headers, in the order added. Callable until the commit's filter
+ * finish has run. 0, or -1 with errno (EINVAL: not a header or over
+ * SPOOL_LATE_MAX in all; ENOMEM).
+ */
+#define SPOOL_LATE_MAX (64 * 1024)
+int   spool_txn_late_header(struct spool_txn *t, const char *hdr);
+/*
+ * A filter over a transaction's message: data() sees every byte given to
+ * spool_txn_write() (after it is buffered), finish() runs once at commit, on
+ * the commit worker, before the lengths are stamped (it may add late
+ * headers), free() when the transaction ends (commit or abort, always).
+ * data and finish return 0, or -1 with errno: the transaction fails (451).
+ * One filter per transaction; setting another frees the first.
+ */
+struct spool_filter {
+	int  (*data)(void *arg, const void *p, size_t n);
+	int  (*finish)(void *arg, struct spool_txn *t);
+	void (*free)(void *arg);
+};
+void  spool_txn_filter(struct spool_txn *t, const struct spool_filter *f, void *arg);
+
+/*
+ * DKIM signing (queue/dkim.c). The key table of a configuration generation:
+ * dkim_signing_maps (domain -> "selector:/path/key.pem"), every key read and
+ * checked at load; NULL with err when a table or key is wrong, NULL with
+ * err "" (errno 0) when the parameter is empty. Reference-counted (a signer
+ * in flight holds one).
+ */
+struct dkim_keys;
+struct dkim_keys *dkim_keys_load(const struct conf *c, char *err, size_t errlen);
+struct dkim_keys *dkim_keys_ref(struct dkim_keys *ks);
+void  dkim_keys_unref(struct dkim_keys *ks);
+int   dkim_keys_count(const struct dkim_keys *ks);
+/*
+ * Sign this transaction's message when its one From: address has a domain
+ * with a key (call after spool_txn_open, before the first write; the caller
+ * decides that the client may be signed for: AUTH, mynetworks, sendmail).
+ * The signature becomes a late header at commit; a signing failure fails
+ * the commit (451). ks NULL: nothing. 0, or -1 with errno.
+ */
+int   dkim_sign_txn(struct dkim_keys *ks, struct spool_txn *t);
+/* Pure parsers, for the fuzz target: "sel:/path" (0/-1); the domain of a one-address From: value. */
+int   dkim_key_spec_parse(const char *value, char *sel, size_t sellen, char *file, size_t filelen);
+int   dkim_from_domain(const char *v, size_t n, char *out, size_t outlen);
+/* `frugal dkim keygen DOMAIN [SELECTOR] [--type rsa|ed25519] [-c DIR]` */
+int   dkim_cmd(int argc, char **argv);
+/*
+ * Write kdir/DOMAIN.SELECTOR.key (RSA 2048, or Ed25519 when ed), group gid
+ * mode 0640 (gid -1: 0600, the caller's), never over an existing file; path
+ * receives its name and txt the TXT record's zone strings ("v=DKIM1; ..."
+ * "..."). 0 written; 1 it existed (kept, txt from it); -1 with err.
+ */
+int   dkim_keygen(const char *kdir, const char *domain, const char *sel, int ed, gid_t gid,
+    char *path, size_t pathlen, char *txt, size_t txtlen, char *err, size_t errlen);
+/*
  * Make the message durable. Takes ownership of t. `done` runs later on the
  * loop with err 0 once file and directory entries are on stable storage
  * (then, and only then, smtpd answers 250), or err = errno on failure
@@ -218,6 +277,7 @@ int queue_flush_domain_valid(const char *domain);
 struct pickup;
 struct pickup *pickup_new(struct ev_loop *loop, struct spool *s, struct conf *c); /* takes a conf ref */
 void pickup_set_conf(struct pickup *p, struct conf *c);   /* reload */
+void pickup_set_dkim(struct pickup *p, struct dkim_keys *ks);   /* the generation's keys (a reference taken) */
 void pickup_free(struct pickup *p);                       /* waits for its commit in flight */
 /*
  * Started as root: the maildrop for a daemon running as uid, writable by

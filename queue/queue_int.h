@@ -56,14 +56,18 @@ struct spool_env {
 	int    nrcpt;
 	int    ntodo;              /* recipients still RCPT_TODO */
 	off_t  msg_off;            /* first byte of the message */
-	off_t  size;               /* message bytes */
-	int    version;            /* 1, 2 (FRUGAL-Q2: I and K records) or 3 (Q3: DSN and W records) */
+	off_t  size;               /* message bytes (the L record), late headers not included */
+	off_t  pre_off, pre_len;   /* the late headers (T record, Q4): after the message in the
+	                              file, emitted before it (see struct msg_src); pre_len 0: none */
+	int    version;            /* 1, 2 (FRUGAL-Q2: I and K records), 3 (Q3: DSN and W records),
+	                              4 (Q4: T record) */
 	int    dsn_ret;            /* RFC 3461 RET: 0 absent, DSN_RET_* (Y record) */
 	char  *envid;              /* owned; RFC 3461 ENVID, decoded; NULL absent (V record) */
 	char   warned;             /* WARN_*: a delay warning was sent (always WARN_NONE before Q3) */
 	off_t  warned_off;         /* file offset of the W state byte; 0: no W record (Q1, Q2) */
 	uint64_t sum;              /* K: the checksum stamped at commit (version 2) */
 	off_t  len_off, sum_off;   /* where the L and K digits are, for spool_verify */
+	off_t  late_off;           /* where the T digits are; 0: no T record (before Q4) */
 };
 
 /*
@@ -212,12 +216,30 @@ void target_list_free(struct target_list *l);
 
 /* ---- Maildir and mbox delivery (maildir.c); worker-thread safe ------------ */
 
+/*
+ * A message to deliver: the late headers (pre_off, pre_len: DKIM-Signature
+ * and the like, appended to the queue file at commit) come FIRST, then the
+ * message bytes (off, size). Readers go through msg_src_pread() and
+ * msg_src_len(), which join the two, so no agent can forget the former.
+ */
 struct msg_src {
 	int    fd;          /* the queue file */
 	off_t  off;         /* message start */
-	off_t  size;
+	off_t  size;        /* message bytes */
 	const char *sender;
+	off_t  pre_off;     /* late headers in the file; pre_len 0: none */
+	off_t  pre_len;
 };
+/* The bytes a reader emits: late headers and message. */
+static inline off_t msg_src_len(const struct msg_src *m) { return m->pre_len + m->size; }
+/*
+ * Up to n bytes of that stream from position pos (0 = the first late
+ * header), across the seam: the count read (short only at the end: 0 there),
+ * or -1 with errno (EINTR retried).
+ */
+ssize_t msg_src_pread(const struct msg_src *m, void *buf, size_t n, off_t pos);
+/* A msg_src for a parsed envelope. */
+void msg_src_from_env(struct msg_src *m, int fd, const struct spool_env *e);
 
 /* Header facts for loop detection, read once per delivery attempt. */
 struct msg_headers {
@@ -253,6 +275,7 @@ int  maildir_deliver_under(const char *base, const char *rel, uid_t owner, const
 struct helper_req {
 	uint64_t id;
 	int64_t  off, size;             /* the message's bytes in the passed descriptor */
+	int64_t  pre_off, pre_len;      /* its late headers there (struct msg_src), written first */
 	char sender[HELPER_FIELD_MAX + 1];   /* Return-Path */
 	char rcpt[HELPER_FIELD_MAX + 1];     /* Delivered-To */
 	char mailbox[HELPER_FIELD_MAX + 1];  /* virtual: path under virtual_mailbox_base; local: the user */

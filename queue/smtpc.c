@@ -819,13 +819,13 @@ static void start_mail(struct smtpc *c)
 		return;
 	}
 	j->conn_use = ++c->uses;
-	if ((c->ext & SMTP_EXT_SIZE) && c->peer_size > 0 && (unsigned long long)j->src.size > c->peer_size) {
+	if ((c->ext & SMTP_EXT_SIZE) && c->peer_size > 0 && (unsigned long long)msg_src_len(&j->src) > c->peer_size) {
 		/* Postfix's words (smtp_proto.c); a permanent failure, before any envelope goes out */
 		settle_rest(c, '5', "5.3.4", "");
 		for (i = 0; i < j->n; i++)
 			snprintf(j->t[i]->reason, sizeof j->t[i]->reason,
 			    "message size %lld exceeds size limit %llu of server %.150s",
-			    (long long)j->src.size, c->peer_size, c->peer);
+			    (long long)msg_src_len(&j->src), c->peer_size, c->peer);
 		txn_end(c);
 		return;
 	}
@@ -840,7 +840,7 @@ static void start_mail(struct smtpc *c)
 	choose_body(c);
 	rc = out_printf(c, "MAIL FROM:<%s>", sender);
 	if (c->ext & SMTP_EXT_SIZE)
-		rc |= out_printf(c, " SIZE=%lld", (long long)j->src.size);
+		rc |= out_printf(c, " SIZE=%lld", (long long)msg_src_len(&j->src));   /* late headers too */
 	if ((c->ext & SMTP_EXT_8BITMIME) && c->body.any8)
 		rc |= out_printf(c, " BODY=8BITMIME");
 	if (utf8)

@@ -1,6 +1,6 @@
 /*
  * queue/smtpc_body.c: the message on the client's wire (see smtpc_body.h).
- * Reads the queue file by pread in SMTPC_BODY_CHUNK pieces, never more than
+ * Reads the queue file by msg_src_pread (late headers first) in SMTPC_BODY_CHUNK pieces, never more than
  * that at once; owns no memory (the caller's struct and output buffer).
  * Three stages, each optional but the last: address headers rewritten
  * (one logical header at a time), the quoted-printable conversion, and
@@ -28,7 +28,7 @@ int smtpc_body_scan(struct smtpc_body *b, const struct msg_src *src, size_t budg
 	char tmp[SMTPC_BODY_CHUNK];
 
 	while (!b->scan_done && budget > 0) {
-		off_t left = src->size - b->scan_off;
+		off_t left = msg_src_len(src) - b->scan_off;
 		size_t want = SMTPC_BODY_CHUNK, i;
 		ssize_t n;
 
@@ -42,7 +42,7 @@ int smtpc_body_scan(struct smtpc_body *b, const struct msg_src *src, size_t budg
 			want = (size_t)left;
 		if (want > budget)
 			want = budget;
-		n = pread(src->fd, tmp, want, src->off + b->scan_off);
+		n = msg_src_pread(src, tmp, want, b->scan_off);
 		if (n <= 0) {
 			if (n == 0)
 				errno = EIO;
@@ -125,7 +125,7 @@ static int header_step(struct smtpc_body *b, const struct msg_src *src, off_t le
 	ssize_t r;
 	int rc;
 
-	r = pread(src->fd, h, left < SMTPC_BODY_CHUNK ? (size_t)left : SMTPC_BODY_CHUNK, src->off + b->off);
+	r = msg_src_pread(src, h, left < SMTPC_BODY_CHUNK ? (size_t)left : SMTPC_BODY_CHUNK, b->off);
 	if (r <= 0) {
 		if (r == 0)
 			errno = EIO;
@@ -195,7 +195,7 @@ int smtpc_body_fill(struct smtpc_body *b, const struct msg_src *src, char *out, 
 	char tmp[SMTPC_BODY_CHUNK];
 
 	while (!b->dot_added && *outlen + 2 * (SMTPC_BODY_CHUNK + CONV_SLACK) + 8 <= cap) {
-		off_t left = src->size - b->off;
+		off_t left = msg_src_len(src) - b->off;
 		ssize_t n;
 
 		if (left <= 0) {
@@ -217,7 +217,7 @@ int smtpc_body_fill(struct smtpc_body *b, const struct msg_src *src, char *out, 
 				return -1;
 			continue;
 		}
-		n = pread(src->fd, tmp, left < SMTPC_BODY_CHUNK ? (size_t)left : SMTPC_BODY_CHUNK, src->off + b->off);
+		n = msg_src_pread(src, tmp, left < SMTPC_BODY_CHUNK ? (size_t)left : SMTPC_BODY_CHUNK, b->off);
 		if (n <= 0) {
 			if (n == 0)
 				errno = EIO;

@@ -11,8 +11,9 @@
  *                  removes whatever it finds here.
  *   committed/ID   renamed here at commit, then one sync covers data and name.
  * The file is text records, one per LF-terminated line, then the message:
- *   FRUGAL-Q3                 magic and format version (Q1: no I and K records;
- *                             Q2: no W, Y, V, N, P records; both still read)
+ *   FRUGAL-Q4                 magic and format version (Q1: no I and K records;
+ *                             Q2: no W, Y, V, N, P records; Q3: no T record;
+ *                             all still read)
  *   I <queue id>              the file's own name: a file renamed or recycled
  *                             under another name is never read as that message
  *   A <sec>.<usec>            arrival time (spool_txn_new)
@@ -29,24 +30,30 @@
  *                             (1 NEVER, 2 SUCCESS, 4 FAILURE, 8 DELAY); absent: not given
  *   P <type;address>          RFC 3461 ORCPT, address decoded; absent: not given
  *   L <20 digits>             message length, zeros until commit stamps it
+ *   T <20 digits>             late headers' length (Q4), zeros until commit stamps it
  *   K <16 hex digits>         checksum (FNV-1a 64) of the whole file as written,
- *                             with every state byte (R and W) '-' and the L and K digits
- *                             '0': what never changes after commit; zeros until
+ *                             with every state byte (R and W) '-' and the L, T and K
+ *                             digits '0': what never changes after commit; zeros until
  *                             commit stamps it. Recovery checks it (spool_verify)
  *   E <nrcpt>                 end of envelope
  *   <message bytes>           LF line ends, as smtpd streamed them
+ *   <late headers>            T bytes of header lines known only at the end of
+ *                             data (DKIM-Signature:), LF line ends; every reader
+ *                             of the message emits them FIRST (struct msg_src):
+ *                             they were computed after the headers had streamed
+ *                             into the file, and a file is never rewritten
  * The state byte is rewritten in place (pwrite + sync) after each
  * delivery, so a restart resumes where it stopped: SMTP addresses cannot
  * hold LF, so a line-based envelope needs no escaping, and a one-byte
  * in-place write cannot tear.
  *
- * Commit: the length and the checksum are stamped into the L and K
- * records, the file is renamed into committed/, and one sync_shared()
+ * Commit: the late headers are appended, the lengths and the checksum are
+ * stamped into the L, T and K records, the file is renamed into committed/, and one sync_shared()
  * (core/sync.h: a syncfs shared by every commit and delivery in flight)
  * makes data and directory entry durable together; only then is the commit
  * acknowledged. A crash between rename and sync can leave a committed/ file
  * whose data did not all reach the disk: its length no longer matches the
- * L record, or its I record still names the message the recycled file held
+ * L and T records (file size = envelope + L + T), or its I record still names the message the recycled file held
  * before, and recovery removes it (it was never acknowledged). A file whole
  * and rightly named whose checksum fails changed after its commit: recovery
  * moves it to corrupt/ (kept for the admin, never delivered as it is). One
@@ -104,7 +111,8 @@
 #include "core/worker.h"
 #include "limits/limits.h"
 
-#define SPOOL_MAGIC "FRUGAL-Q3\n"
+#define SPOOL_MAGIC "FRUGAL-Q4\n"
+#define SPOOL_MAGIC_Q3 "FRUGAL-Q3\n"   /* read: queues written before the late headers (T) */
 #define SPOOL_MAGIC_Q2 "FRUGAL-Q2\n"   /* read: queues written before the DSN records */
 #define SPOOL_MAGIC_Q1 "FRUGAL-Q1\n"   /* read for queues written by earlier versions */
 #define FNV_OFFSET 0xcbf29ce484222325ULL
@@ -144,6 +152,11 @@ struct spool_txn {
 	int    err;                 /* sticky errno of a failed write */
 	off_t  size;                /* message bytes accepted */
 	off_t  len_off;             /* file offset of the L record's value */
+	off_t  late_off;            /* file offset of the T record's value */
+	char  *late;                /* owned; late headers (spool_txn_late_header), LF line ends */
+	size_t late_len;
+	const struct spool_filter *filt;  /* sees the message bytes, adds late headers at commit */
+	void  *filt_arg;            /* owned through filt->free */
 	off_t  sum_off;             /* file offset of the K record's value */
 	uint64_t sum;               /* FNV-1a of every byte put so far */
 	char  *wbuf;                /* owned; WBUF_SIZE */
@@ -608,6 +621,9 @@ int spool_txn_open(struct spool_txn *t)
 	t->len_off = t->flushed + (off_t)t->wlen + 2;
 	if (txn_putf(t, "L 00000000000000000000", NULL, NULL) < 0)
 		return -1;
+	t->late_off = t->flushed + (off_t)t->wlen + 2;
+	if (txn_putf(t, "T 00000000000000000000", NULL, NULL) < 0)
+		return -1;
 	t->sum_off = t->flushed + (off_t)t->wlen + 2;
 	if (txn_putf(t, "K 0000000000000000", NULL, NULL) < 0)
 		return -1;
@@ -624,7 +640,39 @@ int spool_txn_write(struct spool_txn *t, const void *p, size_t n)
 	if (txn_put(t, p, n) < 0)
 		return -1;
 	t->size += (off_t)n;
+	if (t->filt && t->filt->data(t->filt_arg, p, n) < 0) {
+		t->err = errno ? errno : EIO;
+		return -1;
+	}
 	return 0;
+}
+
+int spool_txn_late_header(struct spool_txn *t, const char *hdr)
+{
+	size_t n = strlen(hdr), add;
+	char *nl;
+
+	/* one or more whole lines; a header that does not end its line gets its LF */
+	add = n + (n == 0 || hdr[n - 1] != '\n');
+	if (n == 0 || hdr[0] == ' ' || hdr[0] == '\t' || memchr(hdr, '\r', n) || strstr(hdr, "\n\n") ||
+	    t->late_len + add > SPOOL_LATE_MAX)
+		return errno = EINVAL, -1;
+	if ((nl = mem_realloc(t->late, t->late_len + add)) == NULL)
+		return -1;
+	t->late = nl;
+	memcpy(t->late + t->late_len, hdr, n);
+	if (add > n)
+		t->late[t->late_len + n] = '\n';
+	t->late_len += add;
+	return 0;
+}
+
+void spool_txn_filter(struct spool_txn *t, const struct spool_filter *f, void *arg)
+{
+	if (t->filt && t->filt->free)
+		t->filt->free(t->filt_arg);
+	t->filt = f;
+	t->filt_arg = arg;
 }
 
 static void txn_free(struct spool_txn *t)
@@ -645,6 +693,9 @@ static void txn_free(struct spool_txn *t)
 	mem_free(t->sender);
 	mem_free(t->client);
 	mem_free(t->wbuf);
+	mem_free(t->late);
+	if (t->filt && t->filt->free)
+		t->filt->free(t->filt_arg);
 	mem_free(t);
 }
 
@@ -731,14 +782,24 @@ static void data_job_work(struct worker_job *j)
 {
 	struct spool_txn *t = (struct spool_txn *)((char *)j - offsetof(struct spool_txn, job));
 	struct spool *s = t->s;
-	char len[24], sum[24];
+	char len[24], late[24], sum[24];
 
 	if (t->err)
 		return;
+	/* the filter's last word (a DKIM signature: the CPU-heavy step, here off the loop) */
+	if (t->filt && t->filt->finish && t->filt->finish(t->filt_arg, t) < 0) {
+		t->err = errno ? errno : EIO;
+		return;
+	}
+	/* after the message, inside the checksum; readers put them first */
+	if (t->late_len && txn_put(t, t->late, t->late_len) < 0)
+		return;
 	snprintf(len, sizeof len, "%020lld", (long long)t->size);
+	snprintf(late, sizeof late, "%020lld", (long long)t->late_len);
 	snprintf(sum, sizeof sum, "%016llx", (unsigned long long)t->sum);
 	/* stamped before the one write when still buffered (the common case) */
-	if (stamp(t, t->len_off, len, 20) < 0 || stamp(t, t->sum_off, sum, 16) < 0 || txn_flush(t) < 0)
+	if (stamp(t, t->len_off, len, 20) < 0 || stamp(t, t->late_off, late, 20) < 0 ||
+	    stamp(t, t->sum_off, sum, 16) < 0 || txn_flush(t) < 0)
 		return;
 	if (rename_noreplace(s->fd_incoming, t->id, s->fd_committed) < 0) {
 		t->err = errno;
@@ -796,6 +857,40 @@ void spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, cons
 
 /* ---- reading committed messages -------------------------------------------- */
 
+void msg_src_from_env(struct msg_src *m, int fd, const struct spool_env *e)
+{
+	m->fd = fd;
+	m->off = e->msg_off;
+	m->size = e->size;
+	m->sender = e->sender;
+	m->pre_off = e->pre_off;
+	m->pre_len = e->pre_len;
+}
+
+ssize_t msg_src_pread(const struct msg_src *m, void *buf, size_t n, off_t pos)
+{
+	char *c = buf;
+	size_t got = 0;
+
+	while (got < n && pos < msg_src_len(m)) {
+		/* the late headers first, then the message: two ranges of one file */
+		off_t at = pos < m->pre_len ? m->pre_off + pos : m->off + (pos - m->pre_len);
+		off_t room = pos < m->pre_len ? m->pre_len - pos : msg_src_len(m) - pos;
+		size_t want = (off_t)(n - got) < room ? n - got : (size_t)room;
+		ssize_t r = pread(m->fd, c + got, want, at);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return got ? (ssize_t)got : -1;
+		if (r == 0)
+			break;   /* the file shrank: the caller sees a short count */
+		got += (size_t)r;
+		pos += r;
+	}
+	return (ssize_t)got;
+}
+
 void spool_env_free(struct spool_env *e)
 {
 	int i;
@@ -818,11 +913,14 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 	size_t ml = strlen(SPOOL_MAGIC);
 	int cap = 0, seen_id = 0, seen_sum = 0;
 	long long declared = -1;   /* the L record */
+	long long late = 0;        /* the T record (Q4) */
 
 	if (len < ml)
 		return errno = EINVAL, -1;
 	e->warned = WARN_NONE;
 	if (memcmp(buf, SPOOL_MAGIC, ml) == 0)
+		e->version = 4;
+	else if (memcmp(buf, SPOOL_MAGIC_Q3, ml) == 0)
 		e->version = 3;
 	else if (memcmp(buf, SPOOL_MAGIC_Q2, ml) == 0)
 		e->version = 2;
@@ -924,6 +1022,17 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 			declared = strtoll(p + 2, NULL, 10);
 			e->len_off = (off_t)(p + 2 - buf);
 			break;
+		case 'T': {   /* Q4: the late headers' length, once, fixed width like L */
+			char *q;
+
+			if (nl - p != 22 || e->late_off)
+				return errno = EINVAL, -1;
+			late = strtoll(p + 2, &q, 10);
+			if (q != nl || late < 0 || late > SPOOL_LATE_MAX)
+				return errno = EINVAL, -1;
+			e->late_off = (off_t)(p + 2 - buf);
+			break;
+		}
 		case 'I':
 			/* another name than the file's: a file recycled or renamed, never this message */
 			if (nl - p < 2 || seen_id++ || (e->id[0] && strcmp(p + 2, e->id) != 0))
@@ -946,12 +1055,16 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 			if (e->version >= 2 && (!seen_id || !seen_sum))
 				return errno = EINVAL, -1;
 			/* the commit stamps L before the rename: a mismatch is a torn, unacknowledged file */
-			if (declared <= 0 || fsize - (off_t)(nl + 1 - buf) != (off_t)declared)
+			if (e->version >= 4 && !e->late_off)
+				return errno = EINVAL, -1;
+			if (declared <= 0 || fsize - (off_t)(nl + 1 - buf) != (off_t)declared + (off_t)late)
 				return errno = EBADMSG, -1;
 			if (e->client == NULL && (e->client = mem_strdup("")) == NULL)
 				return -1;
 			e->msg_off = (off_t)(nl + 1 - buf);
-			e->size = fsize - e->msg_off;
+			e->size = (off_t)declared;
+			e->pre_off = e->msg_off + e->size;
+			e->pre_len = (off_t)late;
 			for (cap = 0; cap < e->nrcpt; cap++)
 				if (e->rcpt[cap].orig == NULL &&
 				    (e->rcpt[cap].orig = mem_strdup(e->rcpt[cap].addr)) == NULL)
@@ -1141,11 +1254,11 @@ int spool_verify(int fd, const struct spool_env *e, off_t fsize)
 		if (e->warned_off && e->warned_off >= off && e->warned_off < off + r)
 			buf[e->warned_off - off] = WARN_NONE;
 		{
-			off_t z[2] = { e->len_off, e->sum_off };
-			int zn[2] = { 20, 16 }, k;
+			off_t z[3] = { e->len_off, e->sum_off, e->late_off };
+			int zn[3] = { 20, 16, e->late_off ? 20 : 0 }, k;
 			off_t x;
 
-			for (k = 0; k < 2; k++)
+			for (k = 0; k < 3; k++)
 				for (x = z[k]; x < z[k] + zn[k]; x++)
 					if (x >= off && x < off + r)
 						buf[x - off] = '0';

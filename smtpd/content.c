@@ -95,6 +95,16 @@ int content_begin(struct session *s)
 		    : "queue file", err);
 		return -1;
 	}
+	/*
+	 * DKIM: mail we vouch for (an authenticated client, or one of
+	 * mynetworks) is signed when its From: domain has a key; never mail
+	 * relayed in from outside. The signer sees the bytes from here on.
+	 */
+	if ((s->sasl_user || cidr_list_match(&s->gen->mynetworks, &s->peer)) &&
+	    dkim_sign_txn(s->gen->dkim, tx->txn) < 0) {
+		limits_note_failure("memory", errno);
+		return -1;
+	}
 	localtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
 	if (tlson)

@@ -474,6 +474,12 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf
 		goto fail;
 	if (smtpc_check_conf(c, err, errlen) < 0)
 		goto fail;
+	/* every key read now: a missing or unreadable one is `frugal check`'s error, not a 451 later */
+	if ((g->dkim = dkim_keys_load(c, e, sizeof e)) == NULL && e[0]) {
+		conf_where(c, "dkim_signing_maps", loc, sizeof loc);
+		snprintf(err, errlen, "%s: %s", loc, e);
+		goto fail;
+	}
 	/* last: its table errors are the ones `frugal check` has also named with their lines */
 	if ((g->resolver = resolver_new(c, e, sizeof e)) == NULL) {
 		conf_where(c, "", loc, sizeof loc);   /* the file: which table failed is in e */
@@ -506,6 +512,7 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 	mem_free(g->sasl_path);
 	if (g->sender_logins)
 		map_list_close(g->sender_logins);
+	dkim_keys_unref(g->dkim);
 	conf_unref(g->conf);
 	mem_free(g);
 }

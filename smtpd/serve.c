@@ -128,8 +128,10 @@ static void reload(const struct smtpd_tls_files *tf)
 	server.gen = g;
 	if (server.qmgr)
 		qmgr_set_conf(server.qmgr, c);
-	if (pickup)
+	if (pickup) {
 		pickup_set_conf(pickup, c);
+		pickup_set_dkim(pickup, g->dkim);
+	}
 	limits_reconfigure(c);
 	if (server.qmgr)
 		qmgr_set_delivery_limit(server.qmgr, limits_delivery_concurrency());
@@ -479,6 +481,8 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 		log_info("qmgr", "recovered %d queued messages", found);
 	/* after recovery: what sendmail dropped while we were down is queued next */
 	pickup = pickup_new(server.loop, server.spool, c);
+	if (pickup)
+		pickup_set_dkim(pickup, server.gen->dkim);
 	limits_on_stress(stress_cb, &server);
 	/*
 	 * Start-up is over: what libraries opened for good (libev's epoll and

@@ -101,6 +101,7 @@ struct smtpd_gen {
 	struct map_list *sasl_users;     /* smtpd_sasl_users: login to crypt(3) hash; owned (type frugal) */
 	char *sasl_path;                 /* smtpd_sasl_path: Dovecot's auth socket; owned (type dovecot) */
 	struct map_list *sender_logins;  /* smtpd_sender_login_maps: sender to its owners; owned */
+	struct dkim_keys *dkim;          /* dkim_signing_maps with its keys read; one reference; NULL: none */
 };
 
 /*

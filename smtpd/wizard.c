@@ -92,6 +92,9 @@ struct wiz {
 	int selfsigned, notls, submission;
 	char listen[100], sub_listen[100], smtps_listen[100];
 	char pregreet[16];        /* smtpd_pregreet_wait, "0s": off */
+	int dkim;                 /* sign with a key per domain (dkim_signing_maps = cdb:DIR/dkim_keys) */
+	char *dkim_dns;           /* the TXT records to publish, for the next steps; open_memstream's */
+	size_t dkim_dns_len;
 };
 
 /* ---- the terminal, and Ctrl-C ---------------------------------------- */
@@ -925,6 +928,10 @@ static void ask_all(struct wiz *w)
 	/* the hardening this version has: the others of issue 14 (DNSBL, greylisting, DKIM) do not exist yet */
 	ask(w, "pregreet_wait", "Hardening: seconds port 25 waits before its greeting; clients that talk first "
 	    "(spam bots) are dropped; 0: off", w->pregreet, v_pregreet, 0, w->pregreet, sizeof w->pregreet);
+	/* one answer for every domain: a key each (kept when the month's key exists), its TXT record below */
+	ask(w, "dkim", "DKIM: sign outgoing mail with a key per domain (frugal dkim keygen)", "yes", v_yesno, 0,
+	    v, sizeof v);
+	w->dkim = strcmp(v, "yes") == 0;
 }
 
 /* ---- the files ---------------------------------------------------------- */
@@ -1029,6 +1036,10 @@ static void make_conf(const struct wiz *w, struct out *o)
 			fprintf(f, "smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = cdb:%s/relay_passwd\n"
 			    "smtp_sasl_tls_security_options = noanonymous\nsmtp_tls_security_level = encrypt\n", d);
 	}
+	if (w->dkim)
+		fprintf(f, "\n# DKIM: mail from this host, logged-in users and sendmail is signed when its From:\n"
+		    "# domain has a key here (`frugal dkim keygen DOMAIN` makes one; publish its TXT record).\n"
+		    "dkim_key_directory = %s/dkim\ndkim_signing_maps = cdb:%s/dkim_keys\n", d, d);
 	out_close(o);
 }
 
@@ -1242,6 +1253,8 @@ static void summary(const struct wiz *w)
 	if (strcmp(w->pregreet, "0s") != 0)
 		printf("  pregreet     port 25 waits %s before greeting; clients that talk first are dropped\n", w->pregreet);
 	printf("  relaying     only for this host and for logged-in users (never an open relay)\n");
+	if (w->dkim)
+		printf("  DKIM         outgoing mail signed, a key per domain in %s/dkim\n", w->dir);
 	printf("  files        %s/frugal.conf and its tables, compiled\n\n", w->dir);
 }
 
@@ -1271,6 +1284,8 @@ static void next_steps(const struct wiz *w)
 	printf("\nWhat to do next:\n");
 	printf("  1. DNS records to publish (A/AAAA of %s: this server's public addresses):\n", w->host);
 	each_domain(w, stdout, dns_lines, w);
+	if (w->dkim_dns)
+		fwrite(w->dkim_dns, 1, w->dkim_dns_len, stdout);
 	printf("  2. Ask your provider for the reverse DNS (PTR) of this server's addresses: %s.\n", w->host);
 	printf("  3. Open TCP port %s%s%s%s%s in the firewall (and check your provider does not block 25).\n",
 	    p[0], p[1][0] ? ", " : "", p[1], p[2][0] ? ", " : "", p[2]);
@@ -1279,6 +1294,52 @@ static void next_steps(const struct wiz *w)
 	if (w->sub_listen[0])
 		printf("     swaks --server %s --port %s --tls --auth-user %s --to someone@example.org\n", w->host, p[1],
 		    w->mb[0].addr);
+}
+
+/*
+ * DKIM: a key per domain under DIR/dkim (this month's selector; an existing
+ * one is kept, its record said again), the table DIR/dkim_keys compiled,
+ * and the TXT records kept for the next steps. 0 or -1 with err.
+ */
+static int make_dkim(struct wiz *w, gid_t gid, char *err, size_t errlen)
+{
+	char copy[W_LINE], *tok, *save = NULL, kdir[600], sel[16], path[1024], txt[2048], e[1200];
+	struct out table, dns;
+	time_t now = time(NULL);
+	int rc = -1;
+
+	snprintf(kdir, sizeof kdir, "%s/dkim", w->dir);
+	strftime(sel, sizeof sel, "%Y%m", gmtime(&now));
+	out_open(&table);
+	out_open(&dns);
+	fprintf(table.f, "# written by frugal wizard: DOMAIN SELECTOR:KEYFILE (dkim_signing_maps; frugal map compiles it)\n");
+	scopy(copy, sizeof copy, w->domains);
+	for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+		if (dkim_keygen(kdir, tok, sel, 0, gid, path, sizeof path, txt, sizeof txt, e, sizeof e) < 0) {
+			snprintf(err, errlen, "DKIM key for %.200s: %.900s", tok, e);
+			out_close(&table);
+			out_close(&dns);
+			goto out;
+		}
+		fprintf(table.f, "%s %s:%s\n", tok, sel, path);
+		fprintf(dns.f, "    %s._domainkey.%s.  TXT %s\n", sel, tok, txt);
+	}
+	out_close(&table);
+	out_close(&dns);
+	free(w->dkim_dns);
+	w->dkim_dns = dns.text;
+	w->dkim_dns_len = dns.len;
+	dns.text = NULL;
+	if (write_file(w->dir, "dkim_keys", table.text, table.len, 0644, (gid_t)-1, err, errlen) < 0)
+		goto out;
+	snprintf(path, sizeof path, "%s/dkim_keys", w->dir);
+	if (map_compile(path, 0, err, errlen) < 0)
+		goto out;
+	rc = 0;
+out:
+	free(table.text);
+	free(dns.text);
+	return rc;
 }
 
 /* ---- the command --------------------------------------------------------- */
@@ -1291,7 +1352,7 @@ static int load_answers(struct wiz *w, const char *path)
 	static const char *const keys[] = { "hostname", "domains", "mailbox", "postmaster", "delivery", "lmtp",
 		"mailbox_base", "vmail_owner", "queue_directory", "mail_owner", "relayhost", "relay_user",
 		"relay_password", "tls_cert", "tls_key", "smtpd_listen", "submission", "submission_listen",
-		"smtps_listen", "pregreet_wait", "confirm", NULL };
+		"smtps_listen", "pregreet_wait", "dkim", "confirm", NULL };
 	int k;
 
 	if (!f) {
@@ -1374,6 +1435,8 @@ static int write_all(struct wiz *w)
 			goto fail;
 	}
 	/* tables first, compiled; frugal.conf that names them last */
+	if (w->dkim && make_dkim(w, secret_gid, err, sizeof err) < 0)
+		goto fail;
 	if (write_file(w->dir, "aliases", aliases.text, aliases.len, 0644, (gid_t)-1, err, sizeof err) < 0 ||
 	    write_file(w->dir, "users", users.text, users.len, secret_gid == (gid_t)-1 ? 0600 : 0640, secret_gid,
 	        err, sizeof err) < 0)
@@ -1526,6 +1589,7 @@ int smtpd_cmd_wizard(int argc, char **argv)
 		mem_free(w.ans[i].value);
 	}
 	OPENSSL_cleanse(w.relay_pass, sizeof w.relay_pass);
+	free(w.dkim_dns);
 	conf_unref(w.base);
 	return rc;
 }

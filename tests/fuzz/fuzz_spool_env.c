@@ -6,7 +6,8 @@
  * as if it were longer (a torn or a complete message). Invariants: a
  * success points the message inside the file, names a sender and every
  * recipient, and counts the recipients to do (the FRUGAL-Q3 DSN and W
- * records included: a W byte lies inside the envelope), and the checksum check
+ * records included: a W byte lies inside the envelope), puts Q4's late
+ * headers (T record) right after the message and inside the file, and the checksum check
  * (spool_verify, on a memfd holding the input) reads only the file; a
  * failure leaves nothing allocated (LeakSanitizer would say).
  */
@@ -29,7 +30,11 @@ static void one(const uint8_t *data, size_t size, off_t fsize)
 		return;
 	memcpy(buf, data, size);
 	if (spool_env_parse(&e, buf, size, fsize) == 0) {
-		if (e.msg_off < 0 || e.msg_off > fsize || e.size != fsize - e.msg_off || e.size <= 0)
+		if (e.msg_off < 0 || e.msg_off > fsize || e.size + e.pre_len != fsize - e.msg_off || e.size <= 0)
+			__builtin_trap();
+		/* Q4's late headers: right after the message, inside the file; T is an envelope record */
+		if (e.pre_len < 0 || e.pre_len > SPOOL_LATE_MAX || e.pre_off != e.msg_off + e.size ||
+		    (e.late_off && e.late_off >= e.msg_off) || (e.version >= 4 && !e.late_off))
 			__builtin_trap();
 		if (e.sender == NULL || e.client == NULL || e.nrcpt < 0)
 			__builtin_trap();

@@ -17,6 +17,7 @@ import glob
 import os
 import pty
 import random
+import re
 import select
 import shutil
 import signal
@@ -161,6 +162,7 @@ class WizardTest(unittest.TestCase):
             ("submission with STARTTLS", "127.0.0.1:%d" % p587),
             ("submission with implicit TLS", "127.0.0.1:%d" % p465),
             ("Hardening: seconds port 25 waits before its greeting", ""),
+            ("DKIM: sign outgoing mail", ""),
             ("Write this configuration", "yes"),
         ]
 
@@ -310,6 +312,8 @@ confirm = yes
             ("Address and port for SMTP", "127.0.0.1:%d" % self.ports[0], None),
             ("Hardening", "soon", "a number of seconds from 0 (off) to 60"),
             ("Hardening", "2", None),
+            ("DKIM: sign outgoing mail", "perhaps", "answer yes or no"),
+            ("DKIM: sign outgoing mail", "no", None),
             ("pregreet     port 25 waits 2s before greeting", None, None),
             ("Write this configuration", "maybe", "answer yes or no"),
             ("Write this configuration", "no", None),
@@ -388,6 +392,13 @@ confirm = yes
                 continue
             self.assertEqual(a[name], b[name], name + " differs")
         self.assertNotEqual(a["frugal.key"], b["frugal.key"], "each run makes its own key")
+        # DKIM: a key per domain, each run its own; the table (compared above) and the records to publish
+        self.assertIn(b"example.test ", a["dkim_keys"])
+        for dom in ("example.test", "other.test"):
+            self.assertRegex(r.stdout, r"\d{6}\._domainkey\.%s\.  TXT \"v=DKIM1; k=rsa; p=" % re.escape(dom))
+            ka, kb = (glob.glob(os.path.join(x, "dkim", dom + ".*.key")) for x in (pty_dir, self.etc))
+            self.assertEqual((len(ka), len(kb)), (1, 1))
+            self.assertNotEqual(slurp(ka[0]), slurp(kb[0]), "each run makes its own DKIM key")
         ua = dict(l.split(" ", 1) for l in a["users"].decode().splitlines())
         ub = dict(l.split(" ", 1) for l in b["users"].decode().splitlines())
         self.assertEqual(sorted(ua), ["alice@example.test", "bob@other.test"])

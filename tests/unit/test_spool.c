@@ -638,7 +638,7 @@ START_TEST(checksum_mismatch_set_aside)
 	commit_one(s, "c@d", &r2);
 	/* a delivered mark rewrites a state byte: still valid */
 	ck_assert_int_eq(spool_env_load(dir, r1.id, &e, &fd), 0);
-	ck_assert_int_eq(e.version, 3);
+	ck_assert_int_eq(e.version, 4);
 	ck_assert_int_eq(spool_env_mark(fd, &e.rcpt[0], RCPT_DELIVERED), 0);
 	ck_assert_int_eq(fstat(fd, &st), 0);
 	ck_assert_int_eq(spool_verify(fd, &e, st.st_size), 0);
@@ -729,7 +729,7 @@ START_TEST(dsn_records_round_trip)
 	ck_assert_int_eq(r.err, 0);
 
 	ck_assert_int_eq(spool_env_load(dir, r.id, &e, &fd), 0);
-	ck_assert_int_eq(e.version, 3);
+	ck_assert_int_eq(e.version, 4);
 	ck_assert_int_eq(e.dsn_ret, DSN_RET_HDRS);
 	ck_assert_str_eq(e.envid, "env id 1");
 	ck_assert_int_eq(e.nrcpt, 2);
@@ -836,6 +836,184 @@ START_TEST(reads_q2_files)
 }
 END_TEST
 
+
+/* A filter that sees the message and adds late headers at commit (as DKIM signing does). */
+struct late_filter {
+	size_t seen;
+	int finished, freed, fail;
+};
+
+static int lf_data(void *arg, const void *p, size_t n)
+{
+	struct late_filter *f = arg;
+
+	(void)p;
+	f->seen += n;
+	return 0;
+}
+
+static int lf_finish(void *arg, struct spool_txn *t)
+{
+	struct late_filter *f = arg;
+	char h[128];
+
+	f->finished++;
+	if (f->fail)
+		return errno = ENOMEM, -1;
+	snprintf(h, sizeof h, "X-Seen: %zu\n\tbytes", f->seen);
+	if (spool_txn_late_header(t, h) < 0 || spool_txn_late_header(t, "X-Second: 2\n") < 0)
+		return -1;
+	return 0;
+}
+
+static void lf_free(void *arg)
+{
+	((struct late_filter *)arg)->freed++;
+}
+
+static const struct spool_filter late_ops = { lf_data, lf_finish, lf_free };
+
+/*
+ * Late headers: appended after the message at commit, recorded in T, and
+ * read FIRST by msg_src_pread (across the seam, at any offset); covered by
+ * the checksum; a file shorter than envelope + L + T is torn.
+ */
+START_TEST(late_headers_round_trip)
+{
+	static const char late[] = "X-Seen: 27\n\tbytes\nX-Second: 2\n";
+	char err[256], path[512], want[256], got[256], c;
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct spool_txn *t;
+	struct late_filter f = { 0 };
+	struct result r = { 0 };
+	struct spool_env e;
+	struct msg_src m;
+	struct stat st;
+	int fd;
+	off_t pos;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	t = spool_txn_new(s, "a@b", "x[192.0.2.1]");
+	ck_assert_ptr_nonnull(t);
+	ck_assert_int_eq(spool_txn_rcpt(t, "x@y", NULL), 0);
+	ck_assert_int_eq(spool_txn_open(t), 0);
+	spool_txn_filter(t, &late_ops, &f);
+	ck_assert_int_eq(spool_txn_write(t, body, strlen(body)), 0);
+	/* not a header: refused, nothing added */
+	ck_assert_int_eq(spool_txn_late_header(t, " folded"), -1);
+	ck_assert_int_eq(spool_txn_late_header(t, "A: b\r\n"), -1);
+	ck_assert_int_eq(spool_txn_late_header(t, "A: b\n\nbody"), -1);
+	spool_txn_commit(t, done_cb, &r);
+	wait_for(&r, 1);
+	ck_assert_int_eq(r.err, 0);
+	ck_assert_int_eq((int)f.seen, (int)strlen(body));
+	ck_assert_int_eq(f.finished, 1);
+	ck_assert_int_eq(f.freed, 1);
+
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, &fd), 0);
+	ck_assert_int_eq(e.version, 4);
+	ck_assert_int_eq((int)e.size, (int)strlen(body));
+	ck_assert_int_eq((int)e.pre_len, (int)strlen(late));
+	ck_assert_int_eq((int)e.pre_off, (int)(e.msg_off + e.size));
+	msg_src_from_env(&m, fd, &e);
+	snprintf(want, sizeof want, "%s%s", late, body);
+	ck_assert_int_eq((int)msg_src_len(&m), (int)strlen(want));
+	/* every start and length: the seam is invisible */
+	for (pos = 0; pos < msg_src_len(&m); pos++) {
+		size_t n;
+		for (n = 1; n <= 7; n++) {
+			ssize_t k = msg_src_pread(&m, got, n, pos);
+			size_t exp = (size_t)(msg_src_len(&m) - pos) < n ? (size_t)(msg_src_len(&m) - pos) : n;
+			ck_assert_int_eq((int)k, (int)exp);
+			ck_assert(memcmp(got, want + pos, exp) == 0);
+		}
+	}
+	ck_assert_int_eq((int)msg_src_pread(&m, got, sizeof got, msg_src_len(&m)), 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_int_eq(spool_verify(fd, &e, st.st_size), 0);
+	close(fd);
+	/* a changed late-header byte fails the checksum */
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_COMMITTED, r.id);
+	ck_assert_int_ge(fd = open(path, O_RDWR), 0);
+	ck_assert_int_eq((int)pread(fd, &c, 1, e.pre_off + 3), 1);
+	c ^= 0x20;
+	ck_assert_int_eq((int)pwrite(fd, &c, 1, e.pre_off + 3), 1);
+	ck_assert_int_eq(spool_verify(fd, &e, st.st_size), -1);
+	ck_assert_int_eq(errno, EBADMSG);
+	/* one byte short of envelope + L + T: torn */
+	ck_assert_int_eq(ftruncate(fd, st.st_size - 1), 0);
+	close(fd);
+	spool_env_free(&e);
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, NULL), -1);
+	ck_assert_int_eq(errno, EBADMSG);
+	spool_close(s);
+}
+END_TEST
+
+/* A failing filter fails the commit (451 upstream); nothing stays in the queue; freed once. */
+START_TEST(late_filter_failure_fails_commit)
+{
+	char err[256];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct spool_txn *t;
+	struct late_filter f = { .fail = 1 }, g = { 0 };
+	struct result r = { 0 };
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	t = make_txn(s, "a@b");
+	spool_txn_filter(t, &late_ops, &f);
+	spool_txn_commit(t, done_cb, &r);
+	wait_for(&r, 1);
+	ck_assert_int_eq(r.err, ENOMEM);
+	ck_assert_int_eq(f.freed, 1);
+	ck_assert_int_eq(count_files(SPOOL_COMMITTED), 0);
+	ck_assert_int_eq(count_files(SPOOL_INCOMING), 0);
+	/* aborted: freed too */
+	t = make_txn(s, "a@b");
+	spool_txn_filter(t, &late_ops, &g);
+	spool_txn_abort(t);
+	ck_assert_int_eq(g.freed, 1);
+	ck_assert_int_eq(g.finished, 0);
+	spool_close(s);
+}
+END_TEST
+
+/* A queue written by FRUGAL-Q3 (no T record) is still read and verified. */
+START_TEST(reads_q3_files)
+{
+	char err[256], path[512], file[512], sum[24];
+	struct spool *s = spool_open(dir, err, sizeof err);
+	struct result r;
+	struct spool_env e;
+	struct stat st;
+	int fd, n;
+
+	ck_assert_ptr_nonnull(s);
+	spool_set_loop(s, loop);
+	commit_one(s, "a@b", &r);
+	ck_assert_int_eq(spool_remove(dir, r.id), 0);
+	n = snprintf(file, sizeof file, "FRUGAL-Q3\nI %s\nA 1.000000\nS a@b\nC x\nW -\nR - x@y\nO X@y\n"
+	    "L 00000000000000000000\nK 0000000000000000\nE 1\nhello\n", r.id);
+	snprintf(sum, sizeof sum, "%016llx", (unsigned long long)fnv64(file, (size_t)n));
+	memcpy(strstr(file, "\nK ") + 3, sum, 16);
+	memcpy(strstr(file, "\nL ") + 3 + 14, "000006", 6);
+	snprintf(path, sizeof path, "%s/%s/%s", dir, SPOOL_COMMITTED, r.id);
+	ck_assert_int_ge(fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600), 0);
+	ck_assert_int_eq((int)write(fd, file, (size_t)n), n);
+	ck_assert_int_eq(spool_env_load(dir, r.id, &e, NULL), 0);
+	ck_assert_int_eq(e.version, 3);
+	ck_assert_int_eq((int)e.size, 6);
+	ck_assert_int_eq((int)e.pre_len, 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_int_eq(spool_verify(fd, &e, st.st_size), 0);
+	close(fd);
+	spool_env_free(&e);
+	spool_close(s);
+}
+END_TEST
+
 /* Found by fuzz_spool_env: a bare "A"/"L"/"E" read past the line, a second "S" leaked. */
 START_TEST(env_parse_malformed)
 {
@@ -938,6 +1116,9 @@ int main(void)
 	tcase_add_test(tc, env_parse_malformed);
 	tcase_add_test(tc, ids_unique);
 	tcase_add_test(tc, bad_ids_rejected);
+	tcase_add_test(tc, late_headers_round_trip);
+	tcase_add_test(tc, late_filter_failure_fails_commit);
+	tcase_add_test(tc, reads_q3_files);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
