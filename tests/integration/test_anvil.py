@@ -263,5 +263,55 @@ class ErrorSleep(unittest.TestCase):
             d.cleanup()
 
 
+class StressErrorLimits(unittest.TestCase):
+    """smtpd_hard_error_limit and smtpd_junk_command_limit take their ${stress?...} values
+    (PRODUCT.md: 1 and 1) once stress mode is on, in live sessions too; normal values before."""
+
+    def test_stress_values_are_honoured(self):
+        d = Daemon(extra="limits_source = rlimit\nsmtpd_concurrency_limit = 10\nstress_threshold = 80%\n").start()
+        try:
+            early = From(d.port, "127.0.13.1")
+            self.assertEqual(early.reply()[0], 220)
+            # normal mode: 20 errors, 100 junk commands
+            self.assertEqual(early.cmd("FOO")[0], 500)
+            for _ in range(3):
+                self.assertEqual(early.cmd("NOOP")[0], 250)
+            idle = [From(d.port, "127.0.13.1") for _ in range(7)]
+            for r in idle:
+                self.assertEqual(r.reply()[0], 220)
+            d.wait_log("stress mode on")
+
+            def stressed():   # the sampler's verdict reaches the loop asynchronously: probe until it has
+                p = From(d.port, "127.0.13.3")
+                try:
+                    p.reply()
+                    p.cmd("FOO")   # 500, then (Postfix: before the next command) 421 if stressed
+                    p.send("NOOP\r\n")
+                    return p.reply()[0] == 421
+                finally:
+                    p.close()
+            wait_for(stressed, 10, "stress values on the loop", interval=0.05)
+            # a live session takes the stress values: one more error is its last
+            self.assertEqual(early.cmd("FOO")[0], 500)
+            code, text = early.reply()
+            self.assertEqual(code, 421, text)
+            self.assertIn("421 4.7.0 mx.example.test Error: too many errors", text)
+            self.assertTrue(early.closed())
+            # a new one: the second junk command is an error, and with a hard limit of 1, the end
+            r = From(d.port, "127.0.13.2")
+            self.assertEqual(r.reply()[0], 220)
+            self.assertEqual(r.cmd("NOOP")[0], 250)
+            r.send("NOOP\r\n")
+            replies = [r.reply() for _ in range(2)]
+            # as Postfix: the junk command is answered, the error counted, 421 before the next
+            self.assertEqual([c for c, _ in replies], [250, 421], replies)
+            self.assertTrue(r.closed())
+            d.wait_log("too many errors after command from unknown[127.0.13.2]")
+            for x in idle:
+                x.close()
+        finally:
+            d.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main()
