@@ -13,6 +13,7 @@ CFLAGS  ?= -O2 -g
 WARN     = -Wall -Wextra -Werror -Wno-unused-parameter
 CPPFLAGS += -D_GNU_SOURCE -I. $(PKG_CFLAGS)
 LIBS     = -lev $(PKG_LIBS) -lcrypt -lpthread
+LIBS    += -lspf2
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -118,6 +119,7 @@ FUZZ_OBJ  = $(SRCS:%.c=$(B)/fuzz/obj/%.o)
 FUZZ_BIN  = $(FUZZ:%=$(B)/fuzz/%)
 FUZZ_EXTRA_fuzz_smtpd_session = tests/fuzz/fake_spool.c
 FUZZ_EXTRA_fuzz_smtpd_bdat = tests/fuzz/fake_spool.c
+FUZZ_EXTRA_fuzz_spf_eval = tests/fuzz/fake_dns.c
 
 $(B)/fuzz/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)

@@ -6,11 +6,12 @@ set -e
 pkgs=""
 for g in "$@"; do
 	case "$g" in
-	build) pkgs="$pkgs gcc make pkg-config libev-dev libcdb-dev libssl-dev libc-ares-dev libcrypt-dev" ;;
+	build) pkgs="$pkgs gcc make pkg-config libev-dev libcdb-dev libssl-dev libc-ares-dev libcrypt-dev ca-certificates" ;;
 	test)  pkgs="$pkgs check python3 swaks libnet-ssleay-perl openssl iproute2 passwd e2fsprogs mount fail2ban dovecot-core dovecot-lmtpd postfix pflogsumm php-cli groff-base man-db logrotate systemd-container psmisc" ;;
 	bench) pkgs="$pkgs postfix python3" ;;
 	fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
 	esac
+	case "$g" in build) pkgs="$pkgs libspf2-dev" ;; esac   # check_spf (smtpd/spf.c): libspf2 and its headers
 done
 missing=""
 for p in $pkgs; do

@@ -316,6 +316,15 @@ int transport_peer_trust(const struct transport *t)
 	return t->verify ? TRANSPORT_VERIFIED : TRANSPORT_TRUSTED;
 }
 
+int transport_peer_name_ok(const struct transport *t, const char *name)
+{
+	X509 *x;
+
+	if (!transport_is_tls(t) || (x = SSL_get0_peer_certificate(t->ssl)) == NULL || name == NULL)
+		return 0;
+	return X509_check_host(x, name, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1;
+}
+
 const char *transport_trust_name(int trust)
 {
 	switch (trust) {

@@ -95,7 +95,9 @@ void transport_describe(const struct transport *t, char *buf, size_t len);
  */
 enum transport_trust { TRANSPORT_ANONYMOUS, TRANSPORT_UNTRUSTED, TRANSPORT_TRUSTED, TRANSPORT_VERIFIED };
 int  transport_peer_trust(const struct transport *t);
-const char *transport_trust_name(int trust);   /* "Anonymous", "Untrusted", "Trusted", "Verified" */
+const char *transport_trust_name(int trust);
+/* Does the peer's certificate name `name` (RFC 6125, as the verify level checks it)? 1 yes, 0 no. */
+int  transport_peer_name_ok(const struct transport *t, const char *name);   /* "Anonymous", "Untrusted", "Trusted", "Verified" */
 /*
  * Postfix's client log line after a handshake:
  * "Untrusted TLS connection established to mx.example.com[192.0.2.1]:25:

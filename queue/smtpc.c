@@ -50,6 +50,7 @@
 #include "core/transport.h"
 #include "conf/map.h"
 #include "limits/limits.h"
+#include "queue/mta_sts.h"
 #include "queue/smtp_sasl.h"
 #include "queue/smtpc_body.h"
 #include "queue/smtp_generic.h"
@@ -63,6 +64,7 @@
 #define SMTPC_IDLE_MAX 8           /* idle connections kept at most (qmgr trims to its free slots too) */
 
 enum smtpc_state {
+	C_STS,         /* the MTA-STS policy is being learnt (TXT, maybe a fetch) before the MX lookup */
 	C_RESOLVE,     /* a DNS query is out */
 	C_CONNECT,     /* non-blocking connect in progress */
 	C_GREETING,
@@ -165,6 +167,14 @@ struct smtpc {
 	double   idle_since;
 	int      uses;                       /* transactions started on this connection */
 	int      reused;                     /* this job took a cached connection: dead at MAIL, retry fresh */
+	/* MTA-STS (RFC 8461): the policy of the next-hop domain, learnt before its MX lookup */
+	int      sts_on;                     /* smtp_mta_sts and an MX next hop */
+	struct mta_sts_wait *sts_w;          /* the lookup in flight */
+	struct mta_sts_policy sts;           /* the policy in force for this job (mode NONE: none) */
+	int      sts_conn;                   /* the mode this connection was made under (reuse) */
+	struct tls_ctx *sts_tls;             /* a reference: smtp_mta_sts_CAfile's context */
+	double   t_sts;                      /* smtp_mta_sts_timeout */
+	char     queue_dir[512];
 };
 
 static struct dns *the_dns;
@@ -181,6 +191,9 @@ static unsigned long long sasl_cache_conf;   /* conf_serial() of its generation 
 /* smtp_generic_maps of the newest generation that has them; sessions hold references */
 static struct smtp_generic *generic_cache;
 static unsigned long long generic_cache_conf;
+/* The MTA-STS trust anchors (smtp_mta_sts_CAfile, else the system's) of one generation */
+static struct tls_ctx *sts_tls_cache;
+static unsigned long long sts_tls_cache_conf;
 
 void agent_set_dns(struct dns *d)
 {
@@ -201,6 +214,8 @@ static void next_address(struct smtpc *c);
 static void start_mail(struct smtpc *c);
 static void do_write(struct smtpc *c);
 static void start_route(struct smtpc *c);
+static void sts_start(struct smtpc *c);
+static void lookup(struct smtpc *c, const char *name, enum dns_type t);
 
 /* ---- life --------------------------------------------------------------------- */
 
@@ -224,6 +239,9 @@ static void reap(struct smtpc *c)
 	ev_timer_stop(c->loop, &c->scan_w);
 	if (c->q)
 		dns_cancel(c->q);
+	mta_sts_cancel(c->sts_w);
+	mta_sts_policy_free(&c->sts);
+	tls_ctx_unref(c->sts_tls);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -289,7 +307,7 @@ void smtpc_idle_trim(int room)
 }
 
 /* An idle connection for this job's key (the one idle the shortest: the others age out), or NULL. */
-static struct smtpc *cache_find(const struct agent_job *j)
+static struct smtpc *cache_find(const struct agent_job *j, int need_sts)
 {
 	struct smtpc *c, *best = NULL;
 	double now = now_f();
@@ -297,7 +315,7 @@ static struct smtpc *cache_find(const struct agent_job *j)
 	for (c = live; c; c = c->next)
 		if (c->st == C_IDLE && c->key_conf == j->conf && now - c->born < c->t_reuse &&
 		    strcmp(c->key_transport, j->route.transport) == 0 && strcmp(c->key_hop, j->route.nexthop) == 0 &&
-		    (best == NULL || c->idle_since > best->idle_since))
+		    (!need_sts || c->sts_conn == MTA_STS_ENFORCE) && (best == NULL || c->idle_since > best->idle_since))
 			best = c;
 	return best;
 }
@@ -1026,9 +1044,18 @@ static void tls_step(struct smtpc *c)
 		return;
 	if (rc < 0) {
 		log_info(c->j->route.transport, "%s: TLS handshake with %s failed: %s", c->j->queue_id, c->peer, why);
-		tls_failed(c, "Cannot start TLS: handshake failure");
+		if (c->sts.mode == MTA_STS_ENFORCE)
+			tls_failed(c, "MTA-STS policy enforce for %s: Cannot start TLS: %s", c->domain, why);
+		else
+			tls_failed(c, "Cannot start TLS: handshake failure");
 		return;
 	}
+	if (c->sts.mode == MTA_STS_TESTING && c->tls_level <= TLS_LEVEL_ENCRYPT &&
+	    (transport_peer_trust(&c->tr) < TRANSPORT_TRUSTED ||
+	    !transport_peer_name_ok(&c->tr, c->hosts[c->hi].name)))
+		/* RFC 8461 5: testing mode reports (here: logs) what enforce would have refused */
+		log_info(c->j->route.transport, "%s: MTA-STS policy testing for %s: certificate verification failed "
+		    "for %s (delivering anyway: testing mode)", c->j->queue_id, c->domain, c->hosts[c->hi].name);
 	transport_describe_peer(&c->tr, c->hosts[c->hi].name, a->text, (unsigned)c->port, line, sizeof line);
 	log_info(c->j->route.transport, "%s", line);
 	c->tls_on = 1;
@@ -1077,9 +1104,16 @@ static void handle_reply(struct smtpc *c)
 			}
 			if (!c->tls_on && tls_level_required(c->tls_level)) {
 				/* Postfix's words; this server fails, the next one may offer it */
-				host_failed(c, "4.7.4", "TLS is required, but was not offered by host %s", c->peer);
+				if (c->sts.mode == MTA_STS_ENFORCE)
+					host_failed(c, "4.7.4", "MTA-STS policy enforce for %s: TLS is required, but was not "
+					    "offered by host %s", c->domain, c->peer);
+				else
+					host_failed(c, "4.7.4", "TLS is required, but was not offered by host %s", c->peer);
 				return;
 			}
+			if (!c->tls_on && c->sts.mode == MTA_STS_TESTING)
+				log_info(j->route.transport, "%s: MTA-STS policy testing for %s: TLS is required, but was not "
+				    "offered by host %s (delivering anyway: testing mode)", j->queue_id, c->domain, c->peer);
 			start_auth(c);
 			return;
 		}
@@ -1590,6 +1624,38 @@ static void add_addrs(struct smtpc *c, const struct dns_answer *a)
 	}
 }
 
+/*
+ * RFC 8461 4.1: only MX hosts the policy's mx patterns cover are candidates. enforce drops the
+ * others (none left: the batch waits, 4.7.0); testing keeps them and logs. -1: the job ended.
+ */
+static int sts_filter(struct smtpc *c)
+{
+	int i, k = 0, enforce = c->sts.mode == MTA_STS_ENFORCE;
+	char first[DNS_NAME_MAX + 1] = "";
+
+	for (i = 0; i < c->nhosts; i++) {
+		if (mta_sts_mx_match(&c->sts, c->hosts[i].name)) {
+			c->hosts[k++] = c->hosts[i];
+			continue;
+		}
+		log_info(c->j->route.transport, "%s: MTA-STS policy %s for %s: %s not covered%s", c->j->queue_id,
+		    mta_sts_mode_name(c->sts.mode), c->domain, c->hosts[i].name,
+		    enforce ? "" : " (delivering anyway: testing mode)");
+		if (!*first)
+			snprintf(first, sizeof first, "%s", c->hosts[i].name);
+		if (!enforce)
+			c->hosts[k++] = c->hosts[i];
+	}
+	c->nhosts = k;
+	if (k == 0) {
+		set_err(c, 0, "4.7.0", "MTA-STS policy enforce for %s: MX host %s not covered by the policy", c->domain,
+		    first);
+		give_up(c);
+		return -1;
+	}
+	return 0;
+}
+
 static int mx_cmp(const void *x, const void *y)
 {
 	const struct smtpc_host *a = x, *b = y;
@@ -1658,6 +1724,8 @@ static void mx_answer(struct smtpc *c, const struct dns_answer *a)
 		snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", c->domain);
 		c->nhosts = 1;
 	}
+	if (c->sts.mode != MTA_STS_NONE && sts_filter(c) < 0)
+		return;
 	next_host(c);
 }
 
@@ -1850,6 +1918,101 @@ static void defer_job(struct agent_job *j, const char *reason)
 	j->done(j);
 }
 
+/* smtp_mta_sts_CAfile (empty: the system's bundle) as one context per generation, or NULL. */
+static struct tls_ctx *sts_tls(const struct conf *cf, const char *service)
+{
+	if (sts_tls_cache == NULL || sts_tls_cache_conf != conf_serial(cf)) {
+		char err[256];
+		const char *ca = cf ? conf_str(cf, "smtp_mta_sts_CAfile", 0) : NULL;
+		struct tls_ctx *x = tls_client_new(ca && *ca ? ca : tls_default_ca_file(), err, sizeof err);
+
+		if (x == NULL) {
+			log_warning(service, "cannot make the MTA-STS TLS context: %s", err);
+			return NULL;
+		}
+		tls_ctx_unref(sts_tls_cache);
+		sts_tls_cache = x;
+		sts_tls_cache_conf = conf_serial(cf);
+	}
+	return sts_tls_cache;
+}
+
+/*
+ * The policy is known (p NULL: none). enforce: TLS required and the certificate verified for
+ * the MX host name (verify, with the MTA-STS trust anchors), unless the level already verifies;
+ * testing: STARTTLS as the level says, with those anchors so that the log can tell.
+ */
+static void sts_cb(void *arg, const struct mta_sts_policy *p, int shortage)
+{
+	struct smtpc *c = arg;
+
+	c->sts_w = NULL;
+	if (c->j == NULL) {
+		c->st = C_CLOSED;
+		reap(c);
+		return;
+	}
+	mta_sts_policy_free(&c->sts);
+	if (shortage) {
+		/* our shortage must not send mail without the policy the domain may have: it waits */
+		set_err(c, 0, "4.3.0", "local resource shortage: cannot learn the MTA-STS policy of %s", c->domain);
+		log_warning(c->j->route.transport, "%s: %s", c->j->queue_id, c->err);
+		give_up(c);
+		reap(c);
+		return;
+	}
+	if (p && p->mode != MTA_STS_NONE && mta_sts_policy_copy(&c->sts, p) < 0) {
+		/* the policy cannot be kept: the mail waits rather than go out without it */
+		set_err(c, 0, "4.3.0", "local resource shortage: out of memory for the MTA-STS policy");
+		give_up(c);
+		reap(c);
+		return;
+	}
+	if (c->sts.mode == MTA_STS_ENFORCE && c->tls_level < TLS_LEVEL_VERIFY) {
+		c->tls_level = TLS_LEVEL_VERIFY;
+		tls_ctx_unref(c->tls);
+		c->tls = c->sts_tls;      /* NULL when the anchors could not be loaded: the handshake fails */
+		if (c->tls)
+			tls_ctx_ref(c->tls);
+	} else if (c->sts.mode == MTA_STS_TESTING && c->tls_level >= TLS_LEVEL_MAY && c->tls_level <= TLS_LEVEL_ENCRYPT &&
+	    c->sts_tls) {
+		tls_ctx_unref(c->tls);
+		tls_ctx_ref(c->sts_tls);
+		c->tls = c->sts_tls;
+	}
+	c->sts_conn = c->sts.mode;
+	lookup(c, c->domain, DNS_MX);
+	reap(c);
+}
+
+/* The MTA-STS policy of the next-hop domain, then its MX (RFC 8461 5: before connecting). */
+static void sts_start(struct smtpc *c)
+{
+	struct mta_sts_conf sc;
+
+	memset(&sc, 0, sizeof sc);
+	if (c->sts_tls == NULL && (c->sts_tls = sts_tls(c->j->conf, c->j->route.transport)) != NULL)
+		tls_ctx_ref(c->sts_tls);
+	sc.dns = the_dns;
+	sc.queue_dir = c->queue_dir;
+	sc.tls = c->sts_tls;
+	sc.timeout = c->t_sts;
+	sc.service = c->j->route.transport;
+	c->st = C_STS;
+	if ((c->sts_w = mta_sts_lookup(&sc, c->domain, sts_cb, c)) == NULL) {
+		/*
+		 * The lookup could not start. No memory: the mail waits, as for any shortage. No
+		 * resolver: the MX lookup fails the same way next, unless an enforce policy is cached.
+		 */
+		if (errno == ENOMEM || mta_sts_peek(&sc, c->domain) == MTA_STS_ENFORCE) {
+			set_err(c, 0, "4.7.0", "MTA-STS policy enforce for %s: cannot look the policy up now", c->domain);
+			give_up(c);
+			return;
+		}
+		lookup(c, c->domain, DNS_MX);
+	}
+}
+
 /* The next hop as the job wrote it: an address, a lookup, or the unix socket. */
 static void start_route(struct smtpc *c)
 {
@@ -1867,7 +2030,10 @@ static void start_route(struct smtpc *c)
 		snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", c->myhostname);
 		next_address(c);
 	} else if (c->use_mx && add_literal(c, c->domain) < 0) {
-		lookup(c, c->domain, DNS_MX);
+		if (c->sts_on)
+			sts_start(c);
+		else
+			lookup(c, c->domain, DNS_MX);
 	} else {
 		snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", c->domain);
 		c->nhosts = 1;
@@ -1909,6 +2075,33 @@ static int take_cached(struct smtpc *c, struct agent_job *j)
 	return 0;
 }
 
+/*
+ * Is an enforce policy cached for this job's next-hop domain (a cached connection made without
+ * one must not carry it)? Only the MX forms of the next hop: never [host], LMTP, or STS off.
+ */
+static int sts_enforced(const struct agent_job *j)
+{
+	const struct conf *cf = j->conf;
+	struct mta_sts_conf sc;
+	char d[DNS_NAME_MAX + 1];
+	const char *colon;
+	size_t n;
+
+	if (cf == NULL || !conf_bool(cf, "smtp_mta_sts", 0) || strcasecmp(j->route.transport, "lmtp") == 0 ||
+	    j->route.nexthop[0] == '[')
+		return 0;
+	colon = strrchr(j->route.nexthop, ':');
+	n = colon ? (size_t)(colon - j->route.nexthop) : strlen(j->route.nexthop);
+	if (n == 0 || n > DNS_NAME_MAX)
+		return 0;
+	memcpy(d, j->route.nexthop, n);
+	d[n] = '\0';
+	memset(&sc, 0, sizeof sc);
+	sc.queue_dir = conf_str(cf, "queue_directory", 0);
+	sc.service = j->route.transport;
+	return mta_sts_peek(&sc, d) == MTA_STS_ENFORCE;
+}
+
 void smtpc_deliver(struct agent_job *j)
 {
 	struct smtpc *c;
@@ -1923,7 +2116,7 @@ void smtpc_deliver(struct agent_job *j)
 		defer_job(j, "delivery interrupted by shutdown");
 		return;
 	}
-	if ((c = cache_find(j)) != NULL && take_cached(c, j) == 0)
+	if ((c = cache_find(j, sts_enforced(j))) != NULL && take_cached(c, j) == 0)
 		return;
 	if ((c = mem_calloc(1, sizeof *c)) == NULL || (c->out = mem_alloc(SMTPC_OUT)) == NULL ||
 	    (c->settled = mem_calloc((size_t)j->n, 1)) == NULL || (c->accepted = mem_calloc((size_t)j->n, 1)) == NULL) {
@@ -2017,6 +2210,12 @@ void smtpc_deliver(struct agent_job *j)
 		}
 	}
 
+	/* MTA-STS: for MX next hops (start_route decides); off with smtp_mta_sts = no */
+	c->sts_on = !c->lmtp && cf && conf_bool(cf, "smtp_mta_sts", 0);
+	c->t_sts = tparam(cf, "smtp_mta_sts_timeout", 10);
+	v = cf ? conf_str(cf, "queue_directory", 0) : NULL;
+	snprintf(c->queue_dir, sizeof c->queue_dir, "%s", v && *v ? v : ".");
+
 	if (open_generic(c, cf) < 0) {
 		finish(c);
 		c->st = C_CLOSED;
@@ -2049,4 +2248,8 @@ void smtpc_stop_all(void)
 	smtp_generic_unref(generic_cache);
 	generic_cache = NULL;
 	generic_cache_conf = 0;
+	tls_ctx_unref(sts_tls_cache);
+	sts_tls_cache = NULL;
+	sts_tls_cache_conf = 0;
+	mta_sts_stop_all();
 }

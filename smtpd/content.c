@@ -31,6 +31,7 @@
 #include "core/stats.h"
 #include "limits/limits.h"
 #include "queue/queue.h"
+#include "smtpd/spf.h"
 
 #define LINE_LENGTH_LIMIT 2048               /* Postfix line_length_limit; RFC 5321 says 1000 */
 /*
@@ -106,6 +107,18 @@ int content_begin(struct session *s)
 	 * home address is nobody else's business). A transaction that used
 	 * SMTPUTF8 is "UTF8SMTP" with the same suffixes (RFC 6531 3.7.3).
 	 */
+	/*
+	 * RFC 7208 9.1: Received-SPF goes above our Received: line. Known
+	 * since RCPT (check_spf), so it is written here, not at the end.
+	 */
+	if (tx->spf && spf_check_done(tx->spf)) {
+		char spfh[2400];
+		if ((n = spf_received_header(tx->spf, s->helo, tx->sender, s->gen->myhostname, spfh, sizeof spfh)) < 0 ||
+		    spool_txn_write(tx->txn, spfh, (size_t)n) < 0) {
+			limits_note_failure("queue file", n < 0 ? EINVAL : errno);
+			return -1;
+		}
+	}
 	with = tx->smtputf8 ? "UTF8SMTP" : session_proto(s);
 	if (s->sasl_user && s->p->hide_client_session)
 		n = snprintf(hdr, sizeof hdr, "Received: by %s (%s) with %s%s%s id %s%s%s%s;\n\t%s\n",

@@ -27,6 +27,7 @@
 #include "core/mem.h"
 #include "core/tls.h"
 #include "queue/queue.h"
+#include "smtpd/spf.h"
 
 /* ---- mynetworks ---------------------------------------------------------- */
 
@@ -188,6 +189,7 @@ static const struct { const char *name; enum restr_word word; int takes_table; }
 	{ "reject_unknown_client_hostname", R_REJECT_UNKNOWN_CLIENT_HOSTNAME, 0 },
 	{ "reject_unknown_client", R_REJECT_UNKNOWN_CLIENT_HOSTNAME, 0 },   /* Postfix < 2.3's name */
 	{ "reject_unknown_reverse_client_hostname", R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME, 0 },
+	{ "check_spf", R_CHECK_SPF, 0 },
 };
 
 void restr_list_free(struct restr_list *l)
@@ -276,6 +278,9 @@ static void params_load(struct smtpd_params *p, const struct conf *c, int stress
 	p->hide_client_session = conf_bool(c, "smtpd_hide_client_session", stress);
 	p->unknown_address_reject_code = (int)conf_int(c, "unknown_address_reject_code", stress);
 	p->unknown_client_reject_code = (int)conf_int(c, "unknown_client_reject_code", stress);
+	p->spf_helo_check = conf_bool(c, "spf_helo_check", stress);
+	p->spf_permerror_reject = conf_bool(c, "spf_permerror_reject", stress);
+	p->spf_softfail_reject = conf_bool(c, "spf_softfail_reject", stress);
 	if (p->unknown_address_reject_code < 400 || p->unknown_address_reject_code > 599)
 		p->unknown_address_reject_code = 450;
 	if (p->unknown_client_reject_code < 400 || p->unknown_client_reject_code > 599)
@@ -647,6 +652,51 @@ static enum restr_result coded(char *reply, size_t replylen, int code, const cha
 	return code >= 500 ? RESTR_REJECT : RESTR_DEFER;
 }
 
+/* ---- check_spf ------------------------------------------------------------ */
+
+/* The SPF result is known: the RCPT that waited is decided again (it reads tx->spf). */
+static void spf_cb(void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state != S_DNS_WAIT || s->tx == NULL)
+		return;   /* closed meanwhile (a 421 at shutdown was its last word) */
+	verbs_rcpt_resume(s);
+}
+
+/*
+ * postfix-policyd-spf-python's verdicts (Mail_From_reject = Fail,
+ * PermError_reject = False, TempError_Defer = True), its texts as Postfix
+ * shows them after "Recipient address rejected:". RESTR_PERMIT: go on with
+ * the list (policyd-spf's PREPEND is a DUNNO: the header is written at DATA).
+ */
+static enum restr_result spf_verdict(struct session *s, const char *rcpt, char *reply, size_t replylen)
+{
+	struct spf_check *c = s->tx->spf;
+	enum spf_result r = spf_check_result(c);
+	int helo = strcmp(spf_check_identity(c), "helo") == 0;
+
+	if (!s->tx->spf_logged) {
+		s->tx->spf_logged = 1;
+		log_info("smtpd", "%s: spf: %s identity=%s domain=%s client-ip=%s client=%s[%s] lookups=%d%s%s",
+		    s->tx->txn ? spool_txn_id(s->tx->txn) : "NOQUEUE", spf_result_name(r), spf_check_identity(c),
+		    spf_check_domain(c)[0] ? spf_check_domain(c) : "-", spf_check_client_ip(c), s->host, s->addr,
+		    spf_check_fetches(c), spf_check_why(c)[0] ? " problem=" : "", spf_check_why(c));
+	}
+	if (r == SPFR_FAIL || (r == SPFR_SOFTFAIL && s->p->spf_softfail_reject))
+		return coded(reply, replylen, 550, "7.23", "<%s>: Recipient address rejected: Message rejected due to: "
+		    "SPF %s - not authorized. Please see http://www.open-spf.org/Why?s=%s;id=%s;ip=%s;r=%s", rcpt,
+		    r == SPFR_FAIL ? "fail" : "softfail", helo ? "helo" : "mfrom", spf_check_id(c),
+		    spf_check_client_ip(c), s->gen->myhostname);
+	if (r == SPFR_TEMPERROR)
+		return coded(reply, replylen, 451, "4.3", "<%s>: Recipient address rejected: Temporary SPF %s check "
+		    "failure: %s", rcpt, helo ? "HELO" : "MAIL FROM", spf_check_why(c));
+	if (r == SPFR_PERMERROR && s->p->spf_permerror_reject)
+		return coded(reply, replylen, 550, "5.2", "<%s>: Recipient address rejected: Message rejected due to: "
+		    "SPF Permanent Error: %s", rcpt, spf_check_why(c));
+	return RESTR_PERMIT;
+}
+
 /* One RCPT's evaluation across the lists. */
 struct restr_eval {
 	struct session *s;
@@ -786,6 +836,33 @@ static enum restr_result run_list(struct restr_eval *ev, const struct restr_list
 			}
 			break;
 		}
+		case R_CHECK_SPF:
+			if (s->tx == NULL)
+				break;
+			/* once per transaction: every later RCPT reads the same result */
+			if (s->tx->spf == NULL) {
+				s->tx->spf = spf_check_new(s->srv->dns, &s->peer, s->helo, s->tx->sender, s->gen->myhostname,
+				    s->p->spf_helo_check);
+				if (s->tx->spf == NULL) {
+					snprintf(reply, replylen, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
+					*decided = 1;
+					return RESTR_DEFER;
+				}
+				if (spf_check_run(s->tx->spf, spf_cb, s) == 0) {
+					*decided = 1;
+					return RESTR_WAIT;
+				}
+			}
+			if (!spf_check_done(s->tx->spf)) {   /* cannot happen: RCPT waits in S_DNS_WAIT meanwhile */
+				snprintf(reply, replylen, "451 4.3.0 <%s>: Temporary lookup failure", rcpt);
+				*decided = 1;
+				return RESTR_DEFER;
+			}
+			if ((res = spf_verdict(s, rcpt, reply, replylen)) != RESTR_PERMIT) {
+				*decided = 1;
+				return res;
+			}
+			break;
 		case R_REJECT_UNKNOWN_CLIENT_HOSTNAME:
 			if (s->name_status != PEER_OK) {
 				*decided = 1;

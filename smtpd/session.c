@@ -35,6 +35,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "limits/limits.h"
+#include "smtpd/spf.h"
 
 #define IN_MAX   (32 * 1024)                 /* command line, or data chunk being parsed */
 #define OUT_MAX  (16 * 1024)                 /* pipelined replies waiting for the client */
@@ -323,6 +324,7 @@ void session_tx_free(struct session *s)
 	if (s->tx->txn)
 		spool_txn_abort(s->tx->txn);
 	mem_free(s->tx->hold);
+	spf_check_free(s->tx->spf);   /* and its lookup in flight */
 	mem_free(s->tx);
 	s->tx = NULL;
 }

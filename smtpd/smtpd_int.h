@@ -20,6 +20,7 @@ struct map_list;
 struct resolver;
 struct dns;
 struct dns_query;
+struct spf_check;
 struct spool;
 struct spool_txn;
 struct qmgr;
@@ -37,6 +38,7 @@ enum restr_word {
 	R_CHECK_RECIPIENT_ACCESS, R_REJECT_SENDER_LOGIN_MISMATCH,
 	R_REJECT_UNKNOWN_SENDER_DOMAIN,               /* DNS: may suspend the session (S_DNS_WAIT) */
 	R_REJECT_UNKNOWN_CLIENT_HOSTNAME, R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME, /* the name found at connect */
+	R_CHECK_SPF,                                  /* SPF (spf.c): DNS, may suspend the session (S_DNS_WAIT) */
 };
 struct restr {
 	enum restr_word word;
@@ -81,6 +83,9 @@ struct smtpd_params {
 	int hide_client_session;     /* smtpd_hide_client_session: no client in an authenticated Received: */
 	int unknown_address_reject_code; /* reject_unknown_sender_domain, domain not found (Postfix: 450) */
 	int unknown_client_reject_code;  /* reject_unknown_(reverse_)client_hostname (Postfix: 450) */
+	int spf_helo_check;              /* check_spf: a null sender is checked as its HELO name (RFC 7208 2.4) */
+	int spf_permerror_reject;        /* check_spf: permerror is 550 5.5.2 (policyd-spf: accepted) */
+	int spf_softfail_reject;         /* check_spf: softfail is 550 5.7.23 (policyd-spf: accepted) */
 };
 
 /*
@@ -177,6 +182,9 @@ struct smtp_tx {
 	enum sdom_state sdom;       /* the sender domain's DNS verdict, once asked */
 	int  sdom_step;             /* while asking: 0 MX, 1 A, 2 AAAA (Postfix's order) */
 	struct smtpd_path pending_rcpt; /* S_DNS_WAIT: the RCPT being decided (address and DSN parameters) */
+	struct spf_check *spf;      /* owned; check_spf's evaluation, once asked: its result serves every
+	                               RCPT, the Received-SPF: header, and DMARC (smtpd/spf.h) */
+	int  spf_logged;            /* its result is logged */
 };
 /* Why a message is refused at its end; content_error_reply() turns each into the one reply. */
 enum tx_error { TX_OK, TX_SIZE, TX_IO, TX_STORAGE, TX_RESOURCES, TX_LINE, TX_NUL, TX_LOOP };
