@@ -344,7 +344,6 @@ void auth_command(struct session *s, const char *arg, size_t len)
 	size_t mlen = sp ? (size_t)(sp - arg) : len;
 	const char *ir = sp ? sp + 1 : NULL;   /* the initial response */
 	size_t irlen = sp ? len - mlen - 1 : 0;
-	int n;
 
 	if (!auth_offered(s)) {
 		if ((s->submission || s->p->sasl_auth_enable) && s->p->tls_auth_only && !transport_is_tls(&s->tp)
@@ -365,13 +364,10 @@ void auth_command(struct session *s, const char *arg, size_t len)
 		session_count_error(s);
 		return;
 	}
-	if (s->p->client_auth_rate_limit > 0 &&
-	    (n = anvil_hit(&s->srv->auth_rate, &s->peer, ev_now(s->srv->loop), s->p->anvil_rate_time_unit))
-	    > s->p->client_auth_rate_limit) {
-		log_warning("smtpd", "AUTH command rate limit exceeded: %d from %s[%s] for service %s",
-		    n, s->host, s->addr, s->submission ? "submission" : "smtp");
-		session_reply(s, "421 4.7.0 %s Error: too many AUTH commands from %s", s->gen->myhostname, s->addr);
-		session_enter(s, S_CLOSING);
+	/* Postfix's reply (smtpd.c auth_cmd): a temporary refusal that counts as an error */
+	if (smtpd_anvil_event(s, ANVIL_AUTH, s->p->client_auth_rate_limit) > 0) {
+		session_reply(s, "450 4.7.1 Error: too many AUTH commands from %s", s->addr);
+		session_count_error(s);
 		return;
 	}
 	if (len == 0) {

@@ -147,6 +147,104 @@ static void accept_exhausted(struct listener *l, int err)
 }
 
 /* One client: charge, admit, size, register, greet; or refuse with 421. */
+/* ---- per-client limits (Postfix's anvil, in-process: anvil.c) ---- */
+
+/* Every anvil warning is one an attacker can cause at will. */
+static struct log_rate anvil_log_rate = LOG_RATE_INIT(10, 10);
+
+/*
+ * The table is made at the first connection that needs it, its size from
+ * anvil_table_size or the session limit, and kept for the daemon's life
+ * (a reload does not resize it: its entries belong to live sessions).
+ */
+static void anvil_open(struct smtpd_server *srv)
+{
+	const struct conf *c = srv->gen->conf;
+	long long n = conf_int(c, "anvil_table_size", 0);
+
+	if (n <= 0) {
+		n = 4LL * limits_smtpd_concurrency();
+		if (n < 1024)
+			n = 1024;
+		if (n > 65536)
+			n = 65536;
+	}
+	if (n > 1 << 20)
+		n = 1 << 20;
+	if ((srv->anvil = anvil_new((unsigned)n)) == NULL)
+		log_ratelimited(&anvil_log_rate, "smtpd", "memory budget exhausted: no anvil table of %lld clients "
+		    "(%zu bytes): client limits fall back to counting sessions", n, anvil_bytes((unsigned)n));
+	else
+		log_info("smtpd", "anvil: table of %lld clients (%zu bytes)", n, anvil_bytes((unsigned)n));
+}
+
+/*
+ * At connect, before the banner: count the connection (Postfix's
+ * anvil_clnt_connect) and apply smtpd_client_connection_count_limit and
+ * smtpd_client_connection_rate_limit, with Postfix's replies and warnings.
+ * Clients in smtpd_client_event_limit_exceptions are not counted at all, as
+ * Postfix's hogger list. Submission listeners are counted (the AUTH rate)
+ * but not limited at connect: users behind one NAT share an address.
+ * 0, or -1 when the session was refused (421 queued, closing).
+ */
+static int client_limits(struct smtpd_server *srv, struct listener *l, struct session *s)
+{
+	const struct smtpd_params *p = s->p;
+	unsigned char key[ANVIL_KEYLEN];
+	const char *service = l->submission ? "submission" : "smtp";
+	char reply[512];
+	int count = 0, rate = 0;
+
+	if (cidr_list_match(&s->gen->event_limit_exceptions, &s->peer))
+		return 0;
+	if (srv->anvil == NULL)
+		anvil_open(srv);
+	if (srv->anvil) {
+		anvil_key(&s->peer, p->client_ipv6_prefix_length, key);
+		s->anvil_slot = anvil_connect(srv->anvil, key, ev_now(srv->loop), p->anvil_rate_time_unit,
+		    &count, &rate);
+	}
+	if (s->anvil_slot == ANVIL_NONE) {
+		/* the count limit still holds, the slow way; the rates cannot */
+		if (srv->anvil)
+			log_ratelimited(&anvil_log_rate, "smtpd", "anvil table full (%u clients, none idle for "
+			    "anvil_rate_time_unit): %s[%s] not rate limited", anvil_capacity(srv->anvil), s->host, s->addr);
+		count = server_client_count(srv, s);
+	}
+	if (l->submission)
+		return 0;
+	if (p->client_connection_count_limit > 0 && count > p->client_connection_count_limit) {
+		log_ratelimited(&anvil_log_rate, "smtpd", "Connection concurrency limit exceeded: %d from %s[%s] "
+		    "for service %s", count, s->host, s->addr, service);
+	} else if (p->client_connection_rate_limit > 0 && rate > p->client_connection_rate_limit) {
+		log_ratelimited(&anvil_log_rate, "smtpd", "Connection rate limit exceeded: %d from %s[%s] "
+		    "for service %s", rate, s->host, s->addr, service);
+	} else {
+		return 0;
+	}
+	snprintf(reply, sizeof reply, "421 4.7.0 %s Error: too many connections from %s",
+	    s->gen->myhostname, s->addr);
+	session_shutdown(s, reply);
+	return -1;
+}
+
+int smtpd_anvil_event(struct session *s, enum anvil_event ev, int limit)
+{
+	static const char *const what[ANVIL_EVENTS] = {
+		"Connection", "Message delivery request", "Recipient address", "AUTH command",
+	};
+	int n;
+
+	if (limit <= 0 || s->anvil_slot == ANVIL_NONE)
+		return 0;
+	n = anvil_event(s->srv->anvil, s->anvil_slot, ev, ev_now(s->srv->loop), s->p->anvil_rate_time_unit);
+	if (n <= limit)
+		return 0;
+	log_ratelimited(&anvil_log_rate, "smtpd", "%s rate limit exceeded: %d from %s[%s] for service %s",
+	    what[ev], n, s->host, s->addr, s->submission ? "submission" : "smtp");
+	return n;
+}
+
 static void admit(struct listener *l, int fd, const struct sockaddr_storage *ss)
 {
 	struct smtpd_server *srv = l->srv;
@@ -193,12 +291,8 @@ static void admit(struct listener *l, int fd, const struct sockaddr_storage *ss)
 	s->admitted = 1;
 	s->fault_sweep = srv->sweep_client && strcmp(addr, srv->sweep_client) == 0;
 	server_session_add(srv, s);
-	if (!l->submission && s->p->client_connection_count_limit > 0 &&
-	    server_client_count(srv, s) > s->p->client_connection_count_limit) {
-		log_ratelimited(&refuse_rate, "smtpd", "too many connections from %s", addr);
-		session_shutdown(s, "421 4.7.0 Error: too many connections");
+	if (client_limits(srv, l, s) < 0)
 		return;
-	}
 	session_start(s);
 }
 

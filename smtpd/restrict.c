@@ -271,6 +271,10 @@ static void params_load(struct smtpd_params *p, const struct conf *c, int stress
 	p->tls_auth_only = conf_bool(c, "smtpd_tls_auth_only", stress);
 	p->client_auth_rate_limit = (int)conf_int(c, "smtpd_client_auth_rate_limit", stress);
 	p->anvil_rate_time_unit = (double)conf_time(c, "anvil_rate_time_unit", stress);
+	p->client_connection_rate_limit = (int)conf_int(c, "smtpd_client_connection_rate_limit", stress);
+	p->client_message_rate_limit = (int)conf_int(c, "smtpd_client_message_rate_limit", stress);
+	p->client_recipient_rate_limit = (int)conf_int(c, "smtpd_client_recipient_rate_limit", stress);
+	p->client_ipv6_prefix_length = (int)conf_int(c, "smtpd_client_ipv6_prefix_length", stress);
 	p->hide_client_session = conf_bool(c, "smtpd_hide_client_session", stress);
 	p->unknown_address_reject_code = (int)conf_int(c, "unknown_address_reject_code", stress);
 	p->unknown_client_reject_code = (int)conf_int(c, "unknown_client_reject_code", stress);
@@ -448,6 +452,12 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf
 		snprintf(err, errlen, "%s: %s", loc, e);
 		goto fail;
 	}
+	if (cidr_list_parse(conf_str(c, "smtpd_client_event_limit_exceptions", 0),
+	    &g->event_limit_exceptions, e, sizeof e) < 0) {
+		conf_where(c, "smtpd_client_event_limit_exceptions", loc, sizeof loc);
+		snprintf(err, errlen, "%s: %s", loc, e);
+		goto fail;
+	}
 #define RL(field, name) \
 	if (restr_list_parse(conf_str(c, name, 0), &g->field, e, sizeof e) < 0) { \
 		conf_where(c, name, loc, sizeof loc); \
@@ -499,6 +509,7 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 	if (g->resolver)
 		resolver_free(g->resolver);
 	cidr_list_free(&g->mynetworks);
+	cidr_list_free(&g->event_limit_exceptions);
 	restr_list_free(&g->client_r);
 	restr_list_free(&g->helo_r);
 	restr_list_free(&g->sender_r);

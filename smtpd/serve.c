@@ -519,6 +519,8 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	helper_shutdown();
 	server_free_sessions(&server);
 	dovecot_free(server.dovecot);
+	anvil_free(server.anvil);
+	server.anvil = NULL;
 	agent_set_dns(NULL);
 	dns_free(server.dns);
 	server.dns = NULL;

@@ -53,6 +53,8 @@ void server_session_closed(struct smtpd_server *srv, struct session *s)
 		s->next->prev = s->prev;
 	s->next = s->prev = NULL;
 	srv->nsessions--;
+	anvil_disconnect(srv->anvil, s->anvil_slot, ev_now(srv->loop));
+	s->anvil_slot = ANVIL_NONE;
 	if (s->admitted)
 		limits_session_done();
 	s->admitted = 0;

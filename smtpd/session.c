@@ -593,6 +593,7 @@ struct session *session_new(struct smtpd_server *srv, int fd, const struct socka
 	if (s == NULL)
 		return NULL;
 	s->srv = srv;
+	s->anvil_slot = ANVIL_NONE;
 	s->gen = srv->gen;
 	s->gen->refs++;
 	s->submission = submission;

@@ -13,6 +13,7 @@
 #include "core/transport.h"
 #include "queue/queue.h"
 #include "smtpd/command.h"
+#include "smtpd/anvil.h"
 
 struct conf;
 struct map_list;
@@ -74,6 +75,10 @@ struct smtpd_params {
 	int sasl_auth_enable;        /* smtpd_sasl_auth_enable: AUTH on smtpd_listen (submission: always) */
 	int tls_auth_only;           /* smtpd_tls_auth_only: AUTH only under TLS */
 	int client_auth_rate_limit;  /* AUTH commands per client per anvil_rate_time_unit (0: none) */
+	int client_connection_rate_limit;  /* connections per client per anvil_rate_time_unit (0: none) */
+	int client_message_rate_limit;     /* MAIL FROM per client per anvil_rate_time_unit (0: none) */
+	int client_recipient_rate_limit;   /* RCPT TO per client per anvil_rate_time_unit (0: none) */
+	int client_ipv6_prefix_length;     /* IPv6 clients are one client per prefix of this length */
 	double anvil_rate_time_unit;
 	int hide_client_session;     /* smtpd_hide_client_session: no client in an authenticated Received: */
 	int unknown_address_reject_code; /* reject_unknown_sender_domain, domain not found (Postfix: 450) */
@@ -94,6 +99,7 @@ struct smtpd_gen {
 	struct smtpd_params params[2];   /* [0] normal, [1] stress */
 	struct resolver *resolver;       /* owned */
 	struct cidr_list mynetworks;
+	struct cidr_list event_limit_exceptions; /* smtpd_client_event_limit_exceptions: no anvil limits */
 	struct restr_list client_r, helo_r, sender_r, relay_r, recipient_r;
 	char *myhostname, *banner;       /* owned, expanded */
 	struct tls_ctx *tls;             /* one reference; NULL: no certificate, or TLS off */
@@ -211,6 +217,7 @@ struct session {
 	char *tls_info;             /* owned; "TLSv1.3 with cipher ..." once TLS is up */
 	int esmtp;
 	int errors, junk;
+	int anvil_slot;             /* the client's entry in srv->anvil, ANVIL_NONE: exempt or untracked */
 	int sleeping;               /* error sleep in progress */
 	int reaping;                /* on the reap list */
 	int committing;             /* a spool commit holds a pointer to us: not freed before its callback */
@@ -257,10 +264,11 @@ void session_flush(struct session *s);         /* write, parse what waits, close
 const char *session_proto(const struct session *s);   /* "SMTP" or "ESMTP", for the log */
 int  session_tls_missing(const struct session *s);    /* TLS is required here and not up yet */
 
-/* Per-client event rates (anvil.c): count one event now; its count in the current window, -1 no memory. */
-struct anvil;
-int  anvil_hit(struct anvil **a, const struct sockaddr_storage *client, double now, double unit);
-void anvil_free(struct anvil *a);
+/*
+ * Per-client limits (listen.c at connect, verbs.c at MAIL and RCPT, auth.c):
+ * 0 within the limit, else the count that passed it (logged, replied).
+ */
+int smtpd_anvil_event(struct session *s, enum anvil_event ev, int limit);
 
 #define AUTH_THREADS 2   /* password checks at once (WORKER_AUTH) */
 
@@ -358,7 +366,7 @@ struct smtpd_server {
 	 */
 	const char *sweep_client;
 	unsigned long sweep_n;
-	struct anvil *auth_rate;    /* AUTH commands per client (auth.c); owned, made on first use */
+	struct anvil *anvil;        /* per-client counts and rates (anvil.c); owned, made at the first connection */
 	struct dovecot *dovecot;    /* Dovecot's auth service (dovecot.c); owned, made on first use */
 	struct dns *dns;            /* the resolver (core/dns.h); owned; NULL: every lookup fails for now */
 	int auth_pending;           /* password checks queued or running */

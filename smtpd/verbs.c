@@ -171,6 +171,12 @@ static void do_mail(struct session *s, const struct smtpd_cmd *c)
 		refuse(s, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
+	/* Postfix smtpd_client_message_rate_limit: counted per MAIL that parses, like its anvil */
+	if (smtpd_anvil_event(s, ANVIL_MAIL, s->p->client_message_rate_limit) > 0) {
+		session_reply(s, "450 4.7.1 Error: too much mail from %s", s->addr);
+		session_count_error(s);
+		return;
+	}
 	if (s->submission && !auth_sender_owned(s, p.addr)) {
 		/* submission always checks the sender against the login (reject_sender_login_mismatch) */
 		session_reply(s, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", p.addr, s->sasl_user);
@@ -293,6 +299,11 @@ static void do_rcpt(struct session *s, const struct smtpd_cmd *c)
 	}
 	if (s->tx->nrcpt >= s->p->recipient_limit) {
 		refuse(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	if (smtpd_anvil_event(s, ANVIL_RCPT, s->p->client_recipient_rate_limit) > 0) {
+		session_reply(s, "450 4.7.1 Error: too many recipients from %s", s->addr);
+		session_count_error(s);
 		return;
 	}
 	rcpt_decide(s, &p);
