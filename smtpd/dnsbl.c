@@ -187,6 +187,44 @@ static const char *lookup(const struct dnsbl_var *vars, int nvars, const char *n
 	return "";
 }
 
+static int expand(const char *t, size_t n, const struct dnsbl_var *vars, int nvars, struct out *o, int depth);
+
+/* The end of the {...} group that starts at t[0], or n when it does not close. */
+static size_t group_end(const char *t, size_t n)
+{
+	size_t i;
+	int level = 0;
+
+	for (i = 0; i < n; i++)
+		if (t[i] == '{')
+			level++;
+		else if (t[i] == '}' && --level == 0)
+			return i;
+	return n;
+}
+
+/*
+ * The text of ${name?text} or ${name:text}: plain, or Postfix 3.0's
+ * {text} and {a}:{b} (?: both branches). set: $name is non-empty.
+ */
+static int expand_branch(const char *t, size_t n, char op, int set, const struct dnsbl_var *vars, int nvars,
+    struct out *o, int depth)
+{
+	size_t e;
+
+	if (n == 0 || t[0] != '{')
+		return (op == '?') == set ? expand(t, n, vars, nvars, o, depth + 1) : 0;
+	if ((e = group_end(t, n)) == n)
+		return -1;
+	if (e + 1 == n)
+		return (op == '?') == set ? expand(t + 1, e - 1, vars, nvars, o, depth + 1) : 0;
+	/* {a}:{b}, only after ? */
+	if (op != '?' || t[e + 1] != ':' || e + 2 >= n || t[e + 2] != '{' || group_end(t + e + 2, n - e - 2) != n - e - 3)
+		return -1;
+	return set ? expand(t + 1, e - 1, vars, nvars, o, depth + 1)
+	    : expand(t + e + 3, n - e - 4, vars, nvars, o, depth + 1);
+}
+
 /* Expand t[0..n) into o. -1 on a bad template. */
 static int expand(const char *t, size_t n, const struct dnsbl_var *vars, int nvars, struct out *o, int depth)
 {
@@ -246,8 +284,7 @@ static int expand(const char *t, size_t n, const struct dnsbl_var *vars, int nva
 				if (i >= n)
 					return -1;
 				val = lookup(vars, nvars, name, nlen);
-				if ((op == '?') == (val[0] != '\0') &&
-				    expand(t + body, i - body, vars, nvars, o, depth + 1) < 0)
+				if (expand_branch(t + body, i - body, op, val[0] != '\0', vars, nvars, o, depth) < 0)
 					return -1;
 				i++;
 			}
