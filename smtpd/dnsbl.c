@@ -97,6 +97,11 @@ int dnsbl_site_parse(const char *arg, struct dnsbl_site *site, char *err, size_t
 	site->zone[zlen] = '\0';
 	if (site->zone[zlen - 1] == '.')   /* "zen.example." is the same list */
 		site->zone[zlen - 1] = '\0';
+	if (site->zone[0] == '\0' || site->zone[0] == '.' || strstr(site->zone, "..")) {
+		/* found by fuzz_dnsbl_reply: "." left an empty zone, and every query the root's */
+		snprintf(err, errlen, "bad DNS list \"%s\"", arg);
+		return -1;
+	}
 	if (eq) {
 		site->filtered = 1;
 		if (filter_parse(eq + 1, site) < 0) {
