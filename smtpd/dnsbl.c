@@ -451,13 +451,15 @@ const struct dnsxl_answer *dnsbl_session_lookup(struct session *s, const char *n
 	size_t nlen = strlen(name);
 	int n = 0;
 
-	for (pp = &s->dnsxl; (e = *pp) != NULL; pp = &e->next, n++) {
+	for (e = s->dnsxl; e != NULL; e = e->next)
 		if (e->type == type && strcasecmp(e->name, name) == 0)
 			return e->done ? &e->ans : &tempfail;   /* not done: cannot be (one lookup at a time) */
-		if (n + 1 >= DNSXL_MAX_ENTRIES && e->next) {   /* drop the oldest */
-			entry_free(e->next);
-			e->next = NULL;
-		}
+	/* room for the new one: the oldest answers go */
+	for (pp = &s->dnsxl; *pp != NULL && n < DNSXL_MAX_ENTRIES - 1; pp = &(*pp)->next)
+		n++;
+	while ((e = *pp) != NULL) {
+		*pp = e->next;
+		entry_free(e);
 	}
 	if (s->srv->dns == NULL || (e = mem_calloc(1, sizeof *e + nlen + 1)) == NULL)
 		return &tempfail;

@@ -195,6 +195,25 @@ class DNSBL(unittest.TestCase):
         c.quit()
         d.wait_log("NOQUEUE: reject: RCPT from bad-client.example[127.0.0.7]: 554 5.7.1")
 
+    def test_session_cache_is_bounded(self):
+        # 32 answers per session: a client cycling through 40 sender domains keeps 32, the oldest
+        # goes and is asked again; the newest is still an answer held (the control)
+        # answers with TTL 0 (an NXDOMAIN would stay in the resolver's cache), outside the filter
+        with self.dns.lock:
+            for i in range(40):
+                self.dns.records["d%d.example.rhs.test" % i] = [("A", "127.0.0.2", 0)]
+        d = self.daemon("smtpd_sender_restrictions = reject_rhsbl_sender rhs.test=127.0.0.3\n")
+        c = self.smtp(d, "127.0.0.2")
+        for i in range(40):
+            self.assertEqual(self.rcpt(c, "a@d%d.example" % i)[0], 250)
+            c.rset()
+        self.assertEqual(self.rcpt(c, "a@d39.example")[0], 250)
+        c.rset()
+        self.assertEqual(self.rcpt(c, "a@d0.example")[0], 250)
+        c.quit()
+        self.assertEqual(self.dns.count("d39.example.rhs.test", "A"), 1)
+        self.assertEqual(self.dns.count("d0.example.rhs.test", "A"), 2)
+
     def test_unknown_helo_hostname(self):
         d = self.daemon("smtpd_helo_restrictions = reject_unknown_helo_hostname\n")
         for helo in ("known.helo.test", "mxonly.helo.test", "v6only.helo.test", "[127.0.0.1]"):
