@@ -328,52 +328,41 @@ static int is_digit(char c)
 
 int dnsbl_reply(const char *x, char *out, size_t outlen)
 {
-	const char *rest;
+	const char *rest, *p;
 	char dsn[16];
-	size_t i, n;
-	int code, r;
+	size_t i, n = 0;
+	int code, r, d1 = 0, d2 = 0;
 
 	if (outlen == 0 || !(x[0] == '4' || x[0] == '5') || !is_digit(x[1]) || !is_digit(x[2]) ||
 	    (x[3] != ' ' && x[3] != '\0'))
 		return -1;
 	code = (x[0] - '0') * 100 + (x[1] - '0') * 10 + (x[2] - '0');
 	rest = x[3] ? x + 4 : "";
-	/* an enhanced code of its own: "5.7.1 " (RFC 3463: class.subject.detail, the class the reply's) */
-	n = 0;
-	if (rest[0] == x[0] && rest[1] == '.') {
-		const char *p = rest + 2;
-		int d1 = 0, d2 = 0;
-		while (is_digit(*p) && d1 < 3) {
-			p++;
+	/* an enhanced code of its own (RFC 3463 class.subject.detail); Postfix fixes its class to the reply's */
+	if ((rest[0] == '2' || rest[0] == '4' || rest[0] == '5') && rest[1] == '.') {
+		for (p = rest + 2; is_digit(*p) && d1 < 3; p++)
 			d1++;
-		}
-		if (d1 && *p == '.') {
-			p++;
-			while (is_digit(*p) && d2 < 3) {
-				p++;
+		if (d1 && *p == '.')
+			for (p++; is_digit(*p) && d2 < 3; p++)
 				d2++;
-			}
-			if (d2 && (*p == ' ' || *p == '\0'))
-				n = (size_t)(p - rest);
-		}
+		if (d1 && d2 && (*p == ' ' || *p == '\0'))
+			n = (size_t)(p - rest);
 	}
 	if (n) {
-		snprintf(dsn, sizeof dsn, "%.*s", (int)n, rest);
+		snprintf(dsn, sizeof dsn, "%c%.*s", x[0], (int)n - 1, rest + 1);
 		rest += n;
 		if (*rest == ' ')
 			rest++;
 	} else {
 		snprintf(dsn, sizeof dsn, "%c.7.1", x[0]);
 	}
-	r = snprintf(out, outlen, "%d %s %s", code, dsn, rest);
+	r = snprintf(out, outlen, "%d %s %s", code, dsn, *rest ? rest : "Service unavailable");
 	if (r < 0)
 		return -1;
 	/* a TXT record is the lister's text: no CR LF may end our reply early */
 	for (i = 0; out[i]; i++)
 		if ((unsigned char)out[i] < 32 || out[i] == 127)
 			out[i] = ' ';
-	while (i > 0 && out[i - 1] == ' ')   /* "554 5.7.1 " from an empty template */
-		out[--i] = '\0';
 	return code;
 }
 
@@ -425,15 +414,23 @@ static void answer_cb(void *arg, const struct dns_answer *a)
 		for (i = 0; i < a->n && e->ans.naddr < DNSXL_MAX_ADDRS; i++)
 			if (a->rr[i].family == AF_INET)
 				memcpy(e->ans.addr[e->ans.naddr++], a->rr[i].addr, 4);
-		if (e->type == DNS_TXT && a->n > 0 && a->rr[0].text) {
-			size_t n = a->rr[0].len < DNSXL_TXT_MAX ? a->rr[0].len : DNSXL_TXT_MAX;
-			if ((e->ans.txt = mem_alloc(n + 1)) != NULL) {
-				memcpy(e->ans.txt, a->rr[0].text, n);
-				e->ans.txt[n] = '\0';
-				for (i = 0; i < (int)n; i++)   /* a NUL inside TXT: cut there, as a C string would */
-					if (e->ans.txt[i] == '\0')
-						break;
+		if (e->type == DNS_TXT && a->n > 0 && (e->ans.txt = mem_alloc(DNSXL_TXT_MAX + 1)) != NULL) {
+			/* Postfix joins the records with " / ", up to its limit; a NUL inside one ends that one */
+			size_t len = 0, n;
+			for (i = 0; i < a->n && len < DNSXL_TXT_MAX; i++) {
+				if (a->rr[i].text == NULL)
+					continue;
+				if (len && len + 3 < DNSXL_TXT_MAX) {
+					memcpy(e->ans.txt + len, " / ", 3);
+					len += 3;
+				}
+				n = strnlen(a->rr[i].text, a->rr[i].len);
+				if (n > DNSXL_TXT_MAX - len)
+					n = DNSXL_TXT_MAX - len;
+				memcpy(e->ans.txt + len, a->rr[i].text, n);
+				len += n;
 			}
+			e->ans.txt[len] = '\0';
 		}
 	} else if (a->status == DNS_TEMPFAIL) {
 		/* Postfix: "warning: ADDR: RBL lookup error: ..."; the list is then skipped */

@@ -45,8 +45,9 @@ int dnsbl_expand(const char *tmpl, const struct dnsbl_var *vars, int nvars, char
 
 /*
  * An expanded reply as it goes to the client: "NNN X.Y.Z text" with the
- * enhanced code inserted when the template has none (its class follows
- * the reply's, Postfix's 5.7.1/4.7.1), control characters as spaces.
+ * enhanced code inserted when the template has none (Postfix's 5.7.1 or
+ * 4.7.1) and its class made the reply's when it has one, "Service
+ * unavailable" when no text is left, control characters as spaces.
  * Returns the reply code (4xx/5xx), or -1 when the text starts with no
  * such code.
  */

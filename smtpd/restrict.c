@@ -738,13 +738,15 @@ struct restr_eval {
 	const struct resolve_result *rr;
 	int defer_if_permit;         /* a defer_if_permit was met: a final permit becomes 450 */
 	char dip_reply[600];
+	int defer_if_reject;         /* a DNS allowlist could not be asked: a later reject becomes 450 */
+	char dir_reply[600];
 };
 
 /* ---- DNS lists and the HELO name (answers cached per session: dnsbl.c) ---- */
 
 static struct log_rate rbl_template_rate = LOG_RATE_INIT(60, 5);
 
-/* 1: listed (hit: the A record that matched the filter), 0: not (or a lookup error: skipped), -1: asked */
+/* 1: listed (hit: the A record that matched the filter), 0: not, 2: a lookup error (skipped), -1: asked */
 static int dnsxl_listed(struct session *s, const struct dnsbl_site *site, const char *qname, char *hit, size_t hitlen)
 {
 	const struct dnsxl_answer *a = dnsbl_session_lookup(s, qname, DNS_A);
@@ -752,8 +754,10 @@ static int dnsxl_listed(struct session *s, const struct dnsbl_site *site, const 
 
 	if (a == NULL)
 		return -1;
+	if (a->status == DNS_TEMPFAIL)
+		return 2;   /* logged when it came: Postfix skips the list */
 	if (a->status != DNS_FOUND)
-		return 0;   /* a temporary failure was logged when it came: Postfix skips the list */
+		return 0;
 	for (i = 0; i < a->naddr; i++)
 		if (dnsbl_site_match(site, a->addr[i])) {
 			snprintf(hit, hitlen, "%u.%u.%u.%u", a->addr[i][0], a->addr[i][1], a->addr[i][2], a->addr[i][3]);
@@ -802,13 +806,17 @@ static enum restr_result rbl_reply(struct restr_eval *ev, const struct dnsbl_sit
 			snprintf(reply, replylen, "451 4.3.0 <%s>: Temporary lookup failure", ev->rcpt);
 			return RESTR_DEFER;
 		}
-		if (dnsbl_expand(r > 0 ? tmpl : s->gen->default_rbl_reply, vars, nvars, exp, sizeof exp) < 0 ||
-		    (c = dnsbl_reply(exp, reply, replylen)) < 0) {
-			log_ratelimited(&rbl_template_rate, "smtpd", "%s for %s: bad reply template \"%.200s\": "
-			    "using the default", r > 0 ? "rbl_reply_maps" : "default_rbl_reply", site->arg,
-			    r > 0 ? tmpl : s->gen->default_rbl_reply);
+		if (dnsbl_expand(r > 0 ? tmpl : s->gen->default_rbl_reply, vars, nvars, exp, sizeof exp) < 0) {
+			/* Postfix: "bad rbl reply template for domain ...", then the default */
+			log_ratelimited(&rbl_template_rate, "smtpd", "bad rbl reply template for domain %s: %.200s",
+			    site->arg, r > 0 ? tmpl : s->gen->default_rbl_reply);
 			dnsbl_expand(fallback, vars, nvars, exp, sizeof exp);
-			c = dnsbl_reply(exp, reply, replylen);
+		}
+		if ((c = dnsbl_reply(exp, reply, replylen)) < 0) {
+			/* Postfix: a template that yields no 4xx/5xx code defers, it never rejects by mistake */
+			log_ratelimited(&rbl_template_rate, "smtpd", "rbl response code configuration error: %.200s", exp);
+			snprintf(reply, replylen, "450 4.7.1 Service unavailable");
+			c = 450;
 		}
 	}
 	mem_free(tmpl);
@@ -831,6 +839,9 @@ static enum restr_result dnsxl_word(struct restr_eval *ev, const struct restr *r
 	char qname[DNS_NAME_MAX + 1], hit[16];
 	int listed, ok;
 
+	/* Postfix: an allowlist never permits relaying (permit_dnswl_client stops at unauthorised recipients) */
+	if (r->word == R_PERMIT_DNSWL_CLIENT && ev->rr->cls == RESOLVE_REMOTE)
+		return RESTR_PERMIT;
 	switch (r->word) {
 	case R_REJECT_RBL_CLIENT:
 	case R_PERMIT_DNSWL_CLIENT:
@@ -853,13 +864,24 @@ static enum restr_result dnsxl_word(struct restr_eval *ev, const struct restr *r
 	default:
 		ok = 0;
 	}
+	if (ok && r->word != R_REJECT_RBL_CLIENT && r->word != R_PERMIT_DNSWL_CLIENT) {
+		/* Postfix's find_dnsxl_domain: no invalid names, none ending in a number (lists refuse IP queries) */
+		const char *last = strrchr(what, '.');
+		ok = smtpd_valid_hostname(what) && strspn(last ? last + 1 : what, "0123456789") != strlen(last ? last + 1 : what);
+	}
 	if (!ok)
 		return RESTR_PERMIT;
 	if ((listed = dnsxl_listed(s, r->site, qname, hit, sizeof hit)) < 0) {
 		*decided = 1;
 		return RESTR_WAIT;
 	}
-	if (!listed)
+	if (listed == 2 && r->word == R_PERMIT_DNSWL_CLIENT && !ev->defer_if_reject) {
+		/* Postfix's DEFER_IF_REJECT: the allowlist could not be asked, so no later word may reject for good */
+		ev->defer_if_reject = 1;
+		snprintf(ev->dir_reply, sizeof ev->dir_reply, "450 4.7.1 <%s>: %s rejected: Service unavailable",
+		    what, cls);
+	}
+	if (listed != 1)
 		return RESTR_PERMIT;
 	*decided = 1;
 	if (r->word == R_PERMIT_DNSWL_CLIENT)
@@ -1164,6 +1186,10 @@ enum restr_result restr_check_rcpt(struct session *s, const char *rcpt, char *re
 	ev.rr = &rr;
 	for (i = 0; i < sizeof lists / sizeof lists[0]; i++) {
 		res = run_list(&ev, lists[i], reply, replylen, &decided);
+		if (res == RESTR_REJECT && ev.defer_if_reject) {
+			snprintf(reply, replylen, "%s", ev.dir_reply);
+			return RESTR_DEFER;
+		}
 		if (res != RESTR_PERMIT)
 			return res;
 	}

@@ -325,7 +325,7 @@ struct dnsxl_answer {
 	int status;                 /* enum dns_status */
 	int naddr;
 	unsigned char addr[8][4];   /* A records, the first 8 */
-	char *txt;                  /* owned; the first TXT record (cut at 450 bytes), or NULL */
+	char *txt;                  /* owned; the TXT records joined by " / " (cut at 450 bytes), or NULL */
 };
 const struct dnsxl_answer *dnsbl_session_lookup(struct session *s, const char *name, int type);
 void dnsbl_session_free(struct session *s);

@@ -32,6 +32,7 @@ RECORDS = {
     "4.0.0.127.bl.test": [("A", "127.0.0.2", 0)],
     "6.0.0.127.bl.test": [("A", "127.0.0.7", 0)],
     "5.0.0.127.bl.test": [("A", "127.0.0.5", 0)],
+    "7.0.0.127.bl.test": [("A", "127.0.0.2", 0), ("TXT", "first reason", 0), ("TXT", "second\r\n250 ok", 0)],
     # wl.test: 127.0.0.2 allowlisted (also on bl.test)
     "2.0.0.127.wl.test": [("A", "127.0.0.2", 0)],
     # the rhsbl zone: a sender domain, a HELO name, a client name
@@ -100,6 +101,13 @@ class DNSBL(unittest.TestCase):
         self.assertEqual(self.rcpt(c), (554, "5.7.1 Service unavailable; Client host [127.0.0.3] blocked using "
                                              "bl.test"))
         c.quit()
+        # two TXT records: joined by " / " as Postfix does; a CR LF in one cannot end the reply early
+        c = self.smtp(d, "127.0.0.7")
+        code, text = self.rcpt(c)
+        self.assertEqual(code, 554)
+        self.assertTrue(text.endswith("blocked using bl.test; first reason / second  250 ok") or
+                        text.endswith("blocked using bl.test; second  250 ok / first reason"), text)
+        c.quit()
         # not listed (NXDOMAIN): accepted, and a whole message goes through
         c = self.smtp(d, "127.0.0.9")
         c.sendmail("a@example.org", ["alice@example.test"], b"Subject: clean\r\n\r\nbody\r\n")
@@ -155,11 +163,21 @@ class DNSBL(unittest.TestCase):
         c.quit()
         self.assertEqual(self.dns.count("2.0.0.127.bl.test", "A"), 0)
         self.assertEqual(self.dns.count("2.0.0.127.sf.test", "A"), 0)
-        # wl.test fails for 127.0.0.4 (SERVFAIL): no permit, so bl.test rejects it
+        # wl.test fails for 127.0.0.4 (SERVFAIL): no permit, and bl.test's reject becomes a 450
+        # (Postfix's DEFER_IF_REJECT: an allowlisted client is not refused for good over a DNS hiccup)
         c = self.smtp(d, "127.0.0.4")
-        self.assertEqual(self.rcpt(c)[0], 554)
+        self.assertEqual(self.rcpt(c), (450, "4.7.1 <127.0.0.4>: Client host rejected: Service unavailable"))
         c.quit()
         d.wait_log("warning: unknown[127.0.0.4]: 4.0.0.127.wl.test: RBL lookup error: type=A:")
+        # an allowlist never permits relaying: the relay check still refuses a remote recipient
+        d3 = self.daemon("smtpd_relay_restrictions = permit_dnswl_client wl.test, reject_unauth_destination\n"
+                         "smtpd_recipient_restrictions = permit_dnswl_client wl.test, reject_unauth_destination\n")
+        before = self.dns.count("2.0.0.127.wl.test", "A")
+        c = self.smtp(d3, "127.0.0.2")
+        self.assertEqual(self.rcpt(c, rcpt="x@remote.example")[0], 554)
+        self.assertEqual(c.rcpt("alice@example.test")[0], 250)
+        c.quit()
+        self.assertEqual(self.dns.count("2.0.0.127.wl.test", "A"), before + 1)   # asked for the local one only
         # a lookup error skips the list (Postfix: a warning, no reject): sf.test fails, bl.test has no entry
         d2 = self.daemon("smtpd_client_restrictions = reject_rbl_client sf.test\n")
         c = self.smtp(d2, "127.0.0.2")

@@ -150,11 +150,15 @@ START_TEST(replies)
 	ck_assert_int_eq(dnsbl_reply("521 5.7.0 Go away", out, sizeof out), 521);   /* its own enhanced code */
 	ck_assert_str_eq(out, "521 5.7.0 Go away");
 	ck_assert_int_eq(dnsbl_reply("550 4.7.0 class mismatch", out, sizeof out), 550);
-	ck_assert_str_eq(out, "550 5.7.1 4.7.0 class mismatch");   /* not a 5.x.y code: the text as given */
+	ck_assert_str_eq(out, "550 5.7.0 class mismatch");   /* Postfix's smtpd_dsn_fix: the reply's class */
 	ck_assert_int_eq(dnsbl_reply("554 listed\r\n250 ok", out, sizeof out), 554);   /* a TXT with CR LF */
 	ck_assert_str_eq(out, "554 5.7.1 listed  250 ok");
 	ck_assert_int_eq(dnsbl_reply("554", out, sizeof out), 554);
-	ck_assert_str_eq(out, "554 5.7.1");
+	ck_assert_str_eq(out, "554 5.7.1 Service unavailable");   /* Postfix's text when none is left */
+	ck_assert_int_eq(dnsbl_reply("421 4.7.0", out, sizeof out), 421);
+	ck_assert_str_eq(out, "421 4.7.0 Service unavailable");
+	ck_assert_int_eq(dnsbl_reply("554 5.7.1234 x", out, sizeof out), 554);   /* no enhanced code: text */
+	ck_assert_str_eq(out, "554 5.7.1 5.7.1234 x");
 	ck_assert_int_eq(dnsbl_reply("250 ok", out, sizeof out), -1);
 	ck_assert_int_eq(dnsbl_reply("Service unavailable", out, sizeof out), -1);
 	ck_assert_int_eq(dnsbl_reply("55 x", out, sizeof out), -1);
