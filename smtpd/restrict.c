@@ -4,7 +4,9 @@
  * Evaluated at RCPT time, as Postfix does with smtpd_delay_reject = yes, so
  * a client always sees its rejection against a recipient and fail2ban's
  * postfix filter matches the log line. Lookups go through core/dns: a word
- * that needs one (reject_unknown_sender_domain) starts it and answers
+ * that needs one (reject_unknown_sender_domain, check_spf, the DNS lists and
+ * reject_unknown_helo_hostname with their per-session answers in dnsbl.c)
+ * starts it and answers
  * RESTR_WAIT; the session waits in S_DNS_WAIT and the whole evaluation runs
  * again with the verdict kept in the transaction (simpler than resuming
  * mid-list, and every other word is a pure function of the session).
@@ -204,8 +206,7 @@ void restr_list_free(struct restr_list *l)
 {
 	int i;
 
-	for (i = 0; i < l->n; i++)
-	{
+	for (i = 0; i < l->n; i++) {
 		if (l->v[i].table)
 			map_list_close(l->v[i].table);
 		mem_free(l->v[i].site);
