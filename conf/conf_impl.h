@@ -26,6 +26,7 @@ enum conf_type {
 #define CF_DYNAMIC   4  /* default computed at load time (myhostname, mydomain) */
 #define CF_LATER     8  /* accepted, not acted on in this version: set, it gets a warning */
 #define CF_MULTI    16  /* CT_ENUM: a list of the allowed keywords ("cgroup, rlimit") */
+#define CF_RAW      32  /* not expanded at load: a template with $names of its own (default_rbl_reply) */
 
 struct conf_param {
 	const char     *name;

@@ -264,6 +264,11 @@ static int resolve(struct xctx *x, struct conf_entry *e, int depth)
 		e->state[s] = ES_DONE;
 		return (e->val[s] = mem_strdup("yes")) ? 0 : -1;
 	}
+	if (e->param && (e->param->flags & CF_RAW)) {
+		/* Postfix's raw parameters: $rbl_code and friends are expanded per reply */
+		e->state[s] = ES_DONE;
+		return (e->val[s] = mem_strdup(e->raw)) ? 0 : -1;
+	}
 	if (depth > EXPAND_DEPTH_MAX) {
 		ERR(x, e, "unreasonable macro call nesting (more than %d levels)", EXPAND_DEPTH_MAX);
 		e->state[s] = ES_DONE;

@@ -97,7 +97,12 @@ const struct conf_param conf_param_table[] = {
 	  "restrictions applied to RCPT TO"),
 	LX("postscreen_dnsbl_sites", "", "DNS blocklists scored for each client (site[=127.0.0.N][*weight])"),
 	IX("postscreen_dnsbl_threshold", "1", "score at which a client is refused"),
-	LX("rbl_reply_maps", "", "tables with custom replies for reject_rbl_client zones"),
+	L("rbl_reply_maps", "", "tables of reply templates for the DNS list words, keyed by the list as written (zone=filter), then its zone"),
+	{ "default_rbl_reply", CT_STR, CF_RAW,
+	  "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}", NULL,
+	  "the reply template of a DNS list rejection when rbl_reply_maps has none ($rbl_code, $rbl_class, $rbl_what, $rbl_domain, $rbl_reason ...)" },
+	I("maps_rbl_reject_code", "554", "$rbl_code: the reply code of reject_rbl_client and reject_rhsbl_* when a list has the client"),
+	I("unknown_hostname_reject_code", "450", "reply code of reject_unknown_helo_hostname when the HELO name has no A, AAAA or MX record"),
 	/* TLS and AUTH */
 	S("smtpd_tls_cert_file", "", "PEM certificate chain of the SMTP server, leaf first (empty: no STARTTLS)"),
 	S("smtpd_tls_key_file", "", "PEM private key of the SMTP server (empty: in smtpd_tls_cert_file)"),

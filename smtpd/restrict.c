@@ -4,7 +4,9 @@
  * Evaluated at RCPT time, as Postfix does with smtpd_delay_reject = yes, so
  * a client always sees its rejection against a recipient and fail2ban's
  * postfix filter matches the log line. Lookups go through core/dns: a word
- * that needs one (reject_unknown_sender_domain) starts it and answers
+ * that needs one (reject_unknown_sender_domain, check_spf, the DNS lists and
+ * reject_unknown_helo_hostname with their per-session answers in dnsbl.c)
+ * starts it and answers
  * RESTR_WAIT; the session waits in S_DNS_WAIT and the whole evaluation runs
  * again with the verdict kept in the transaction (simpler than resuming
  * mid-list, and every other word is a pure function of the session).
@@ -27,6 +29,7 @@
 #include "core/mem.h"
 #include "core/tls.h"
 #include "queue/queue.h"
+#include "smtpd/dnsbl.h"
 #include "smtpd/spf.h"
 
 /* ---- mynetworks ---------------------------------------------------------- */
@@ -190,15 +193,24 @@ static const struct { const char *name; enum restr_word word; int takes_table; }
 	{ "reject_unknown_client", R_REJECT_UNKNOWN_CLIENT_HOSTNAME, 0 },   /* Postfix < 2.3's name */
 	{ "reject_unknown_reverse_client_hostname", R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME, 0 },
 	{ "check_spf", R_CHECK_SPF, 0 },
+	/* 2: a DNS list argument, "zone" or "zone=127.0.0.[2;4..7]" */
+	{ "reject_rbl_client", R_REJECT_RBL_CLIENT, 2 },
+	{ "reject_rhsbl_client", R_REJECT_RHSBL_CLIENT, 2 },
+	{ "reject_rhsbl_sender", R_REJECT_RHSBL_SENDER, 2 },
+	{ "reject_rhsbl_helo", R_REJECT_RHSBL_HELO, 2 },
+	{ "permit_dnswl_client", R_PERMIT_DNSWL_CLIENT, 2 },
+	{ "reject_unknown_helo_hostname", R_REJECT_UNKNOWN_HELO_HOSTNAME, 0 },
 };
 
 void restr_list_free(struct restr_list *l)
 {
 	int i;
 
-	for (i = 0; i < l->n; i++)
+	for (i = 0; i < l->n; i++) {
 		if (l->v[i].table)
 			map_list_close(l->v[i].table);
+		mem_free(l->v[i].site);
+	}
 	mem_free(l->v);
 	l->v = NULL;
 	l->n = 0;
@@ -221,8 +233,7 @@ int restr_list_parse(const char *value, struct restr_list *out, char *err, size_
 				break;
 		if (w == sizeof words / sizeof words[0]) {
 			/*
-			 * Words not acted on yet (the DNS lists: reject_rbl_client,
-			 * reject_rhsbl_sender, permit_dnswl_client; reject_unknown_helo_hostname)
+			 * Words not acted on (reject_rhsbl_reverse_client, check_policy_service ...)
 			 * are refused loudly rather than silently ignored: an admin who
 			 * wrote them expects them to reject.
 			 */
@@ -230,7 +241,24 @@ int restr_list_parse(const char *value, struct restr_list *out, char *err, size_
 			goto fail;
 		}
 		out->v[out->n].word = words[w].word;
-		if (words[w].takes_table) {
+		if (words[w].takes_table == 2) {
+			char derr[200];
+			if (v[i + 1] == NULL) {
+				snprintf(err, errlen, "%s needs a DNS list argument", v[i]);
+				goto fail;
+			}
+			i++;
+			if ((out->v[out->n].site = mem_alloc(sizeof *out->v[out->n].site)) == NULL) {
+				snprintf(err, errlen, "out of memory");
+				goto fail;
+			}
+			if (dnsbl_site_parse(v[i], out->v[out->n].site, derr, sizeof derr) < 0) {
+				snprintf(err, errlen, "%s %s: %s", words[w].name, v[i], derr);
+				mem_free(out->v[out->n].site);
+				out->v[out->n].site = NULL;
+				goto fail;
+			}
+		} else if (words[w].takes_table) {
 			char merr[256];
 			if (v[i + 1] == NULL) {
 				snprintf(err, errlen, "%s needs a table argument", v[i]);
@@ -281,6 +309,12 @@ static void params_load(struct smtpd_params *p, const struct conf *c, int stress
 	p->spf_helo_check = conf_bool(c, "spf_helo_check", stress);
 	p->spf_permerror_reject = conf_bool(c, "spf_permerror_reject", stress);
 	p->spf_softfail_reject = conf_bool(c, "spf_softfail_reject", stress);
+	p->maps_rbl_reject_code = (int)conf_int(c, "maps_rbl_reject_code", stress);
+	p->unknown_hostname_reject_code = (int)conf_int(c, "unknown_hostname_reject_code", stress);
+	if (p->maps_rbl_reject_code < 400 || p->maps_rbl_reject_code > 599)
+		p->maps_rbl_reject_code = 554;
+	if (p->unknown_hostname_reject_code < 400 || p->unknown_hostname_reject_code > 599)
+		p->unknown_hostname_reject_code = 450;
 	if (p->unknown_address_reject_code < 400 || p->unknown_address_reject_code > 599)
 		p->unknown_address_reject_code = 450;
 	if (p->unknown_client_reject_code < 400 || p->unknown_client_reject_code > 599)
@@ -478,6 +512,15 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf
 		    "reject, defer or defer_if_permit (frugal would be an open relay)", loc);
 		goto fail;
 	}
+	if ((g->default_rbl_reply = mem_strdup(conf_str(c, "default_rbl_reply", 0))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if ((g->rbl_reply_maps = map_list_open(conf_str(c, "rbl_reply_maps", 0), e, sizeof e)) == NULL) {
+		conf_where(c, "rbl_reply_maps", loc, sizeof loc);
+		snprintf(err, errlen, "%s: rbl_reply_maps: %s", loc, e);
+		goto fail;
+	}
 	if (gen_tls(g, c, tf, err, errlen) < 0)
 		goto fail;
 	if (gen_sasl(g, c, err, errlen) < 0)
@@ -524,6 +567,9 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 	if (g->sender_logins)
 		map_list_close(g->sender_logins);
 	dkim_keys_unref(g->dkim);
+	if (g->rbl_reply_maps)
+		map_list_close(g->rbl_reply_maps);
+	mem_free(g->default_rbl_reply);
 	conf_unref(g->conf);
 	mem_free(g);
 }
@@ -711,7 +757,197 @@ struct restr_eval {
 	const struct resolve_result *rr;
 	int defer_if_permit;         /* a defer_if_permit was met: a final permit becomes 450 */
 	char dip_reply[600];
+	int defer_if_reject;         /* a DNS allowlist could not be asked: a later reject becomes 450 */
+	char dir_reply[600];
 };
+
+/* ---- DNS lists and the HELO name (answers cached per session: dnsbl.c) ---- */
+
+static struct log_rate rbl_template_rate = LOG_RATE_INIT(60, 5);
+
+/* 1: listed (hit: the A record that matched the filter), 0: not, 2: a lookup error (skipped), -1: asked */
+static int dnsxl_listed(struct session *s, const struct dnsbl_site *site, const char *qname, char *hit, size_t hitlen)
+{
+	const struct dnsxl_answer *a = dnsbl_session_lookup(s, qname, DNS_A);
+	int i;
+
+	if (a == NULL)
+		return -1;
+	if (a->status == DNS_TEMPFAIL)
+		return 2;   /* logged when it came: Postfix skips the list */
+	if (a->status != DNS_FOUND)
+		return 0;
+	for (i = 0; i < a->naddr; i++)
+		if (dnsbl_site_match(site, a->addr[i])) {
+			snprintf(hit, hitlen, "%u.%u.%u.%u", a->addr[i][0], a->addr[i][1], a->addr[i][2], a->addr[i][3]);
+			return 1;
+		}
+	return 0;
+}
+
+/*
+ * The reply to a listed client: the list's template from rbl_reply_maps
+ * (keyed by the list as written, then its zone), else default_rbl_reply,
+ * with Postfix's $rbl_* and $client_* names. A template that expands to
+ * no reply code is logged and Postfix's default used instead.
+ */
+static enum restr_result rbl_reply(struct restr_eval *ev, const struct dnsbl_site *site, const char *cls,
+    const char *what, const char *hit, const char *txt, char *reply, size_t replylen)
+{
+	static const char fallback[] =
+	    "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}";
+	struct session *s = ev->s;
+	const char *sender = s->tx ? s->tx->sender : "", *sat = strrchr(sender, '@'), *rat = strrchr(ev->rcpt, '@');
+	char code[8], client[sizeof s->host + sizeof s->addr + 2], exp[1024];
+	char sname[SMTPD_ADDR_MAX + 1], rname[SMTPD_ADDR_MAX + 1];
+	char *tmpl = NULL;
+	int r, c;
+
+	snprintf(code, sizeof code, "%d", s->p->maps_rbl_reject_code);
+	snprintf(client, sizeof client, "%s[%s]", s->host, s->addr);
+	snprintf(sname, sizeof sname, "%.*s", sat ? (int)(sat - sender) : (int)strlen(sender), sender);
+	snprintf(rname, sizeof rname, "%.*s", rat ? (int)(rat - ev->rcpt) : (int)strlen(ev->rcpt), ev->rcpt);
+	{
+		const struct dnsbl_var vars[] = {
+			{ "rbl_code", code }, { "rbl_class", cls }, { "rbl_what", what },
+			{ "rbl_domain", site->zone }, { "rbl_reason", txt }, { "rbl_txt", txt },
+			{ "rbl_response", hit }, { "client_address", s->addr }, { "client_name", s->host },
+			{ "client", client }, { "helo_name", s->helo }, { "sender", sender },
+			{ "sender_name", sname }, { "sender_domain", sat ? sat + 1 : "" },
+			{ "recipient", ev->rcpt }, { "recipient_name", rname }, { "recipient_domain", rat ? rat + 1 : "" },
+		};
+		const int nvars = (int)(sizeof vars / sizeof vars[0]);
+
+		r = map_list_lookup(s->gen->rbl_reply_maps, site->arg, &tmpl);
+		if (r == 0 && strcmp(site->arg, site->zone) != 0)
+			r = map_list_lookup(s->gen->rbl_reply_maps, site->zone, &tmpl);
+		if (r < 0) {
+			snprintf(reply, replylen, "451 4.3.0 <%s>: Temporary lookup failure", ev->rcpt);
+			return RESTR_DEFER;
+		}
+		if (dnsbl_expand(r > 0 ? tmpl : s->gen->default_rbl_reply, vars, nvars, exp, sizeof exp) < 0) {
+			/* Postfix: "bad rbl reply template for domain ...", then the default */
+			log_ratelimited(&rbl_template_rate, "smtpd", "bad rbl reply template for domain %s: %.200s",
+			    site->arg, r > 0 ? tmpl : s->gen->default_rbl_reply);
+			dnsbl_expand(fallback, vars, nvars, exp, sizeof exp);
+		}
+		if ((c = dnsbl_reply(exp, reply, replylen)) < 0) {
+			/* Postfix: a template that yields no 4xx/5xx code defers, it never rejects by mistake */
+			log_ratelimited(&rbl_template_rate, "smtpd", "rbl response code configuration error: %.200s", exp);
+			snprintf(reply, replylen, "450 4.7.1 Service unavailable");
+			c = 450;
+		}
+	}
+	mem_free(tmpl);
+	return c >= 500 ? RESTR_REJECT : RESTR_DEFER;
+}
+
+/*
+ * reject_rbl_client, reject_rhsbl_*, permit_dnswl_client. *decided: the
+ * list ends here (a listing, a wait); else RESTR_PERMIT and on to the next
+ * word. A name that cannot be formed (unknown client name, null sender,
+ * address literal) skips the word, as Postfix does.
+ */
+static enum restr_result dnsxl_word(struct restr_eval *ev, const struct restr *r, char *reply, size_t replylen,
+    int *decided)
+{
+	struct session *s = ev->s;
+	const char *sender = s->tx ? s->tx->sender : "", *at = strrchr(sender, '@');
+	const char *cls = "Client host", *what = s->addr;
+	const struct dnsxl_answer *txt;
+	char qname[DNS_NAME_MAX + 1], hit[16];
+	int listed, ok;
+
+	/* Postfix: an allowlist never permits relaying (permit_dnswl_client stops at unauthorised recipients) */
+	if (r->word == R_PERMIT_DNSWL_CLIENT && ev->rr->cls == RESOLVE_REMOTE)
+		return RESTR_PERMIT;
+	switch (r->word) {
+	case R_REJECT_RBL_CLIENT:
+	case R_PERMIT_DNSWL_CLIENT:
+		ok = dnsbl_client_name((const struct sockaddr *)&s->peer, r->site->zone, qname, sizeof qname) == 0;
+		break;
+	case R_REJECT_RHSBL_CLIENT:
+		what = s->host;
+		ok = s->name_status == PEER_OK && dnsbl_domain_name(s->host, r->site->zone, qname, sizeof qname) == 0;
+		break;
+	case R_REJECT_RHSBL_SENDER:
+		cls = "Sender address";
+		what = at ? at + 1 : "";
+		ok = at && at[1] && at[1] != '[' && dnsbl_domain_name(at + 1, r->site->zone, qname, sizeof qname) == 0;
+		break;
+	case R_REJECT_RHSBL_HELO:
+		cls = "Helo command";
+		what = s->helo ? s->helo : "";
+		ok = s->helo && s->helo[0] != '[' && dnsbl_domain_name(s->helo, r->site->zone, qname, sizeof qname) == 0;
+		break;
+	default:
+		ok = 0;
+	}
+	if (ok && r->word != R_REJECT_RBL_CLIENT && r->word != R_PERMIT_DNSWL_CLIENT) {
+		/* Postfix's find_dnsxl_domain: no invalid names, none ending in a number (lists refuse IP queries) */
+		const char *last = strrchr(what, '.');
+		ok = smtpd_valid_hostname(what) && strspn(last ? last + 1 : what, "0123456789") != strlen(last ? last + 1 : what);
+	}
+	if (!ok)
+		return RESTR_PERMIT;
+	if ((listed = dnsxl_listed(s, r->site, qname, hit, sizeof hit)) < 0) {
+		*decided = 1;
+		return RESTR_WAIT;
+	}
+	if (listed == 2 && r->word == R_PERMIT_DNSWL_CLIENT && !ev->defer_if_reject) {
+		/* Postfix's DEFER_IF_REJECT: the allowlist could not be asked, so no later word may reject for good */
+		ev->defer_if_reject = 1;
+		snprintf(ev->dir_reply, sizeof ev->dir_reply, "450 4.7.1 <%s>: %s rejected: Service unavailable",
+		    what, cls);
+	}
+	if (listed != 1)
+		return RESTR_PERMIT;
+	*decided = 1;
+	if (r->word == R_PERMIT_DNSWL_CLIENT)
+		return RESTR_PERMIT;
+	/* the listing's reason ($rbl_reason): the TXT record of the same name, asked once listed */
+	if ((txt = dnsbl_session_lookup(s, qname, DNS_TXT)) == NULL)
+		return RESTR_WAIT;
+	return rbl_reply(ev, r->site, cls, what, hit, txt->status == DNS_FOUND ? txt->txt : NULL, reply, replylen);
+}
+
+/*
+ * Postfix's reject_unknown_helo_hostname: the name has an A, MX or AAAA
+ * record (asked in that order, the first found ends it); NXDOMAIN or none
+ * of the three is unknown_hostname_reject_code, a temporary failure a
+ * defer_if_permit (450 unless a later word rejects). Address literals and
+ * a session without HELO are not judged.
+ */
+static enum restr_result helo_known(struct restr_eval *ev, char *reply, size_t replylen, int *decided)
+{
+	static const enum dns_type types[] = { DNS_A, DNS_MX, DNS_AAAA };
+	struct session *s = ev->s;
+	const struct dnsxl_answer *a = NULL;
+	size_t i;
+
+	if (s->helo == NULL || s->helo[0] == '[' || !smtpd_valid_hostname(s->helo))
+		return RESTR_PERMIT;
+	for (i = 0; i < sizeof types / sizeof types[0]; i++) {
+		if ((a = dnsbl_session_lookup(s, s->helo, types[i])) == NULL) {
+			*decided = 1;
+			return RESTR_WAIT;
+		}
+		if (a->status != DNS_NODATA)
+			break;
+	}
+	if (a->status == DNS_FOUND)
+		return RESTR_PERMIT;
+	if (a->status == DNS_TEMPFAIL) {
+		if (!ev->defer_if_permit)
+			snprintf(ev->dip_reply, sizeof ev->dip_reply,
+			    "450 4.7.1 <%s>: Helo command rejected: Host not found", s->helo);
+		ev->defer_if_permit = 1;
+		return RESTR_PERMIT;
+	}
+	*decided = 1;
+	return coded(reply, replylen, s->p->unknown_hostname_reject_code, "7.1",
+	    "<%s>: Helo command rejected: Host not found", s->helo);
+}
 
 static enum restr_result run_list(struct restr_eval *ev, const struct restr_list *l,
     char *reply, size_t replylen, int *decided)
@@ -870,6 +1106,18 @@ static enum restr_result run_list(struct restr_eval *ev, const struct restr_list
 				return res;
 			}
 			break;
+		case R_REJECT_RBL_CLIENT:
+		case R_REJECT_RHSBL_CLIENT:
+		case R_REJECT_RHSBL_SENDER:
+		case R_REJECT_RHSBL_HELO:
+		case R_PERMIT_DNSWL_CLIENT:
+			if ((res = dnsxl_word(ev, r, reply, replylen, decided)) != RESTR_PERMIT || *decided)
+				return res;
+			break;
+		case R_REJECT_UNKNOWN_HELO_HOSTNAME:
+			if ((res = helo_known(ev, reply, replylen, decided)) != RESTR_PERMIT || *decided)
+				return res;
+			break;
 		case R_REJECT_UNKNOWN_CLIENT_HOSTNAME:
 			if (s->name_status != PEER_OK) {
 				*decided = 1;
@@ -957,6 +1205,10 @@ enum restr_result restr_check_rcpt(struct session *s, const char *rcpt, char *re
 	ev.rr = &rr;
 	for (i = 0; i < sizeof lists / sizeof lists[0]; i++) {
 		res = run_list(&ev, lists[i], reply, replylen, &decided);
+		if (res == RESTR_REJECT && ev.defer_if_reject) {
+			snprintf(reply, replylen, "%s", ev.dir_reply);
+			return RESTR_DEFER;
+		}
 		if (res != RESTR_PERMIT)
 			return res;
 	}

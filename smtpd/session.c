@@ -706,6 +706,7 @@ void session_free(struct session *s)
 		server_sweep_end(s->srv);
 	auth_session_gone(s);
 	peer_lookup_gone(s);   /* and a restriction's lookup: the same handle */
+	dnsbl_session_free(s);
 	session_log_connect(s);
 	ev_io_stop(s->srv->loop, &s->io);
 	ev_timer_stop(s->srv->loop, &s->timer);

@@ -39,10 +39,15 @@ enum restr_word {
 	R_REJECT_UNKNOWN_SENDER_DOMAIN,               /* DNS: may suspend the session (S_DNS_WAIT) */
 	R_REJECT_UNKNOWN_CLIENT_HOSTNAME, R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME, /* the name found at connect */
 	R_CHECK_SPF,                                  /* SPF (spf.c): DNS, may suspend the session (S_DNS_WAIT) */
+	/* DNS lists (dnsbl.c): may suspend the session (S_DNS_WAIT) */
+	R_REJECT_RBL_CLIENT, R_REJECT_RHSBL_CLIENT, R_REJECT_RHSBL_SENDER, R_REJECT_RHSBL_HELO,
+	R_PERMIT_DNSWL_CLIENT, R_REJECT_UNKNOWN_HELO_HOSTNAME,
 };
+struct dnsbl_site;
 struct restr {
 	enum restr_word word;
 	struct map_list *table;  /* owned; check_*_access only */
+	struct dnsbl_site *site; /* owned; the DNS list words only */
 };
 struct restr_list {
 	struct restr *v;         /* owned */
@@ -86,6 +91,8 @@ struct smtpd_params {
 	int spf_helo_check;              /* check_spf: a null sender is checked as its HELO name (RFC 7208 2.4) */
 	int spf_permerror_reject;        /* check_spf: permerror is 550 5.5.2 (policyd-spf: accepted) */
 	int spf_softfail_reject;         /* check_spf: softfail is 550 5.7.23 (policyd-spf: accepted) */
+	int maps_rbl_reject_code;        /* $rbl_code of a DNS list's reply (Postfix: 554) */
+	int unknown_hostname_reject_code;/* reject_unknown_helo_hostname, name not found (Postfix: 450) */
 };
 
 /*
@@ -108,6 +115,8 @@ struct smtpd_gen {
 	char *sasl_path;                 /* smtpd_sasl_path: Dovecot's auth socket; owned (type dovecot) */
 	struct map_list *sender_logins;  /* smtpd_sender_login_maps: sender to its owners; owned */
 	struct dkim_keys *dkim;          /* dkim_signing_maps with its keys read; one reference; NULL: none */
+	struct map_list *rbl_reply_maps; /* DNS list zone to reply template; owned */
+	char *default_rbl_reply;         /* the template otherwise; owned, unexpanded */
 };
 
 /*
@@ -240,6 +249,7 @@ struct session {
 	const char *auth_method;    /* S_AUTH_WAIT with Dovecot: the mechanism being checked (static) */
 	struct buf in, out;
 	struct smtp_tx *tx;         /* owned; NULL outside a transaction */
+	struct dnsxl_entry *dnsxl;  /* owned; DNS list and HELO name answers for the session (dnsbl.c) */
 };
 
 struct session *session_new(struct smtpd_server *srv, int fd, const struct sockaddr_storage *peer,
@@ -313,6 +323,21 @@ void content_end(struct session *s);          /* the message is complete: refusa
  */
 void peer_lookup_start(struct session *s);
 void peer_lookup_gone(struct session *s);
+
+/*
+ * The session's cached DNS answers (dnsbl.c): a DNS list, the HELO name.
+ * The answer, or NULL: the lookup started (s->dns_q) and the RCPT that
+ * waits in S_DNS_WAIT is decided again when it is in. A lookup that
+ * cannot start answers DNS_TEMPFAIL at once. Freed with the session.
+ */
+struct dnsxl_answer {
+	int status;                 /* enum dns_status */
+	int naddr;
+	unsigned char addr[8][4];   /* A records, the first 8 */
+	char *txt;                  /* owned; the TXT records joined by " / " (cut at 450 bytes), or NULL */
+};
+const struct dnsxl_answer *dnsbl_session_lookup(struct session *s, const char *name, int type);
+void dnsbl_session_free(struct session *s);
 
 /* RCPT resumed after S_DNS_WAIT (verbs.c): decide the pending recipient again, with the answer. */
 void verbs_rcpt_resume(struct session *s);

@@ -234,6 +234,9 @@ static void rcpt_decide(struct session *s, const struct smtpd_path *path)
 		    s->tx->txn ? spool_txn_id(s->tx->txn) : "NOQUEUE",
 		    s->host, s->addr, rtext, s->tx->sender, path->addr, session_proto(s), s->helo ? s->helo : "");
 		session_count_error(s);
+		/* Postfix: a 421 or 521 reply (rbl_reply_maps, an access table) also hangs up */
+		if ((rtext[0] == '4' || rtext[0] == '5') && rtext[1] == '2' && rtext[2] == '1' && rtext[3] == ' ')
+			session_enter(s, S_CLOSING);
 		return;
 	}
 	/* Postfix's cleanup: canonical maps and masquerading, after the restrictions saw the original */

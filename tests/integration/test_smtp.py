@@ -362,11 +362,12 @@ class Restrictions(SMTPBase):
             d.cleanup()
 
     def test_unsupported_restriction_refused_at_start(self):
-        d = Daemon(extra="smtpd_recipient_restrictions = reject_rbl_client zen.example, reject_unauth_destination\n")
+        d = Daemon(extra="smtpd_recipient_restrictions = reject_rhsbl_reverse_client zen.example, "
+                         "reject_unauth_destination\n")
         try:
             with self.assertRaises(AssertionError) as cm:
                 d.start()
-            self.assertIn("unsupported restriction \"reject_rbl_client\"", str(cm.exception))
+            self.assertIn("unsupported restriction \"reject_rhsbl_reverse_client\"", str(cm.exception))
         finally:
             d.cleanup()
 
