@@ -93,6 +93,7 @@ struct wiz {
 	char listen[100], sub_listen[100], smtps_listen[100];
 	char pregreet[16];        /* smtpd_pregreet_wait, "0s": off */
 	int dkim;                 /* sign with a key per domain (dkim_signing_maps = cdb:DIR/dkim_keys) */
+	char dnsbl[512];          /* reject_rbl_client zones, "a, b=127.0.0.2"; "": none */
 	char *dkim_dns;           /* the TXT records to publish, for the next steps; open_memstream's */
 	size_t dkim_dns_len;
 };
@@ -520,6 +521,45 @@ static const char *v_key(struct wiz *w, char *v)
 	return NULL;
 }
 
+/*
+ * DNS blocklists: zones, each optionally with the one answer it means
+ * (ZONE=127.0.0.N, Postfix's reject_rbl_client syntax), normalised to
+ * "a, b"; "" or "none": none.
+ */
+static const char *v_dnsbl(struct wiz *w, char *v)
+{
+	static char why[400];
+	char out[512] = "", *tok, *save = NULL, copy[W_LINE], *eq;
+	const char *e;
+	struct in_addr a;
+
+	(void)w;
+	lower(v);
+	if (strcmp(v, "none") == 0)
+		v[0] = '\0';
+	scopy(copy, sizeof copy, v);
+	for (tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		if ((eq = strchr(tok, '=')) != NULL) {
+			*eq = '\0';
+			if (inet_pton(AF_INET, eq + 1, &a) != 1 || strncmp(eq + 1, "127.", 4) != 0) {
+				snprintf(why, sizeof why, "%s: after = comes the answer that means listed, 127.0.0.N", tok);
+				return why;
+			}
+		}
+		if ((e = check_domain_name(tok)) != NULL) {
+			snprintf(why, sizeof why, "%s: %s", tok, e);
+			return why;
+		}
+		if (eq)
+			*eq = '=';
+		if (strlen(out) + strlen(tok) + 3 >= sizeof out)
+			return "too many blocklists";
+		snprintf(out + strlen(out), sizeof out - strlen(out), "%s%s", out[0] ? ", " : "", tok);
+	}
+	strcpy(v, out);
+	return NULL;
+}
+
 /* seconds, 0 to 60, written with its unit */
 static const char *v_pregreet(struct wiz *w, char *v)
 {
@@ -739,6 +779,19 @@ static int load_defaults(struct wiz *w, char *host, size_t hlen, char *domains, 
 	scopy(w->smtps_listen, sizeof w->smtps_listen, conf_str(c, "smtps_listen", 0));
 	w->submission = w->sub_listen[0] || w->smtps_listen[0];
 	snprintf(w->pregreet, sizeof w->pregreet, "%llds", conf_time(c, "smtpd_pregreet_wait", 0));
+	{
+		/* the zones of the reject_rbl_client words the wizard wrote (or the admin added) */
+		char copy[W_LINE], *tok, *save = NULL;
+		int next = 0;
+
+		scopy(copy, sizeof copy, conf_str(c, "smtpd_recipient_restrictions", 0));
+		for (tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+			if (next && strlen(w->dnsbl) + strlen(tok) + 3 < sizeof w->dnsbl)
+				snprintf(w->dnsbl + strlen(w->dnsbl), sizeof w->dnsbl - strlen(w->dnsbl), "%s%s",
+				    w->dnsbl[0] ? ", " : "", tok);
+			next = strcasecmp(tok, "reject_rbl_client") == 0;
+		}
+	}
 	table_path(c, "smtpd_sasl_users", p2, sizeof p2);
 	if (p2[0])
 		keep_users(w, p2);
@@ -925,9 +978,12 @@ static void ask_all(struct wiz *w)
 	} else {
 		w->sub_listen[0] = w->smtps_listen[0] = '\0';
 	}
-	/* the hardening this version has: the others of issue 14 (DNSBL, greylisting, DKIM) do not exist yet */
+	/* the hardening this version has (greylisting does not exist yet) */
 	ask(w, "pregreet_wait", "Hardening: seconds port 25 waits before its greeting; clients that talk first "
 	    "(spam bots) are dropped; 0: off", w->pregreet, v_pregreet, 0, w->pregreet, sizeof w->pregreet);
+	ask(w, "dnsbl", "Hardening: DNS blocklists that refuse clients on port 25, comma-separated "
+	    "(e.g. zen.spamhaus.org; never this host or logged-in users; empty: none)", w->dnsbl, v_dnsbl, 0,
+	    w->dnsbl, sizeof w->dnsbl);
 	/* one answer for every domain: a key each (kept when the month's key exists), its TXT record below */
 	ask(w, "dkim", "DKIM: sign outgoing mail with a key per domain (frugal dkim keygen)", "yes", v_yesno, 0,
 	    v, sizeof v);
@@ -1010,6 +1066,19 @@ static void make_conf(const struct wiz *w, struct out *o)
 	fprintf(f, "\n# Never an open relay: only this host itself relays without a login;\n"
 	    "# everyone else may send only to the domains above, or must authenticate.\n"
 	    "mynetworks = 127.0.0.0/8 [::1]/128\n");
+	if (w->dnsbl[0]) {
+		char copy[sizeof w->dnsbl], *tok, *save = NULL;
+
+		/* the default list with the blocklists after the relay check, before recipients are judged */
+		fprintf(f, "# Clients listed in these DNS blocklists are refused (this host and logged-in users\n"
+		    "# are permitted first); before reject_unlisted_recipient, so a listed bot learns no address.\n"
+		    "smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated,\n"
+		    "    reject_unauth_destination");
+		scopy(copy, sizeof copy, w->dnsbl);
+		for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
+			fprintf(f, ",\n    reject_rbl_client %s", tok);
+		fprintf(f, ",\n    reject_unlisted_recipient\n");
+	}
 	fprintf(f, "\nqueue_directory = %s\nmail_owner = %s\n", w->queue_dir, w->owner);
 	fprintf(f, "\n# postmaster, abuse and root (compile with `frugal map -a %s/aliases`)\n"
 	    "alias_maps = cdb:%s/aliases\n", d, d);
@@ -1253,6 +1322,8 @@ static void summary(const struct wiz *w)
 	if (strcmp(w->pregreet, "0s") != 0)
 		printf("  pregreet     port 25 waits %s before greeting; clients that talk first are dropped\n", w->pregreet);
 	printf("  relaying     only for this host and for logged-in users (never an open relay)\n");
+	if (w->dnsbl[0])
+		printf("  DNSBL        clients listed in %s are refused\n", w->dnsbl);
 	if (w->dkim)
 		printf("  DKIM         outgoing mail signed, a key per domain in %s/dkim\n", w->dir);
 	printf("  files        %s/frugal.conf and its tables, compiled\n\n", w->dir);
@@ -1352,7 +1423,7 @@ static int load_answers(struct wiz *w, const char *path)
 	static const char *const keys[] = { "hostname", "domains", "mailbox", "postmaster", "delivery", "lmtp",
 		"mailbox_base", "vmail_owner", "queue_directory", "mail_owner", "relayhost", "relay_user",
 		"relay_password", "tls_cert", "tls_key", "smtpd_listen", "submission", "submission_listen",
-		"smtps_listen", "pregreet_wait", "dkim", "confirm", NULL };
+		"smtps_listen", "pregreet_wait", "dnsbl", "dkim", "confirm", NULL };
 	int k;
 
 	if (!f) {

@@ -28,6 +28,7 @@ import tempfile
 import time
 import unittest
 
+from dnsserver import DNSServer
 from harness import FRUGAL, SLOW, client_ctx, free_port, run_frugal, shared_dns, wait_for
 
 PW1 = "correct horse 1"
@@ -162,6 +163,7 @@ class WizardTest(unittest.TestCase):
             ("submission with STARTTLS", "127.0.0.1:%d" % p587),
             ("submission with implicit TLS", "127.0.0.1:%d" % p465),
             ("Hardening: seconds port 25 waits before its greeting", ""),
+            ("Hardening: DNS blocklists", ""),
             ("DKIM: sign outgoing mail", ""),
             ("Write this configuration", "yes"),
         ]
@@ -199,9 +201,9 @@ confirm = yes
         self.assertEqual(rc, expect_rc, w.text())
         return w.text()
 
-    def start(self):
+    def start(self, dns=None):
         with open(os.path.join(self.etc, "frugal.conf"), "a") as f:
-            f.write("dns_servers = %s\n" % shared_dns().addr)   # no test waits on this machine's resolver
+            f.write("dns_servers = %s\n" % (dns or shared_dns()).addr)   # no test waits on this machine's resolver
         self.log = open(os.path.join(self.dir, "daemon.log"), "w+")
         self.addCleanup(self.log.close)
         self.proc = subprocess.Popen([FRUGAL, "serve", "-f", "-c", self.etc], stdout=self.log,
@@ -312,9 +314,13 @@ confirm = yes
             ("Address and port for SMTP", "127.0.0.1:%d" % self.ports[0], None),
             ("Hardening", "soon", "a number of seconds from 0 (off) to 60"),
             ("Hardening", "2", None),
+            ("Hardening: DNS blocklists", "bl..test", "an empty label"),
+            ("Hardening: DNS blocklists", "bl.test=10.0.0.2", "after = comes the answer that means listed"),
+            ("Hardening: DNS blocklists", "bl.test other.test=127.0.0.4", None),
             ("DKIM: sign outgoing mail", "perhaps", "answer yes or no"),
             ("DKIM: sign outgoing mail", "no", None),
             ("pregreet     port 25 waits 2s before greeting", None, None),
+            ("DNSBL        clients listed in bl.test, other.test=127.0.0.4 are refused", None, None),
             ("Write this configuration", "maybe", "answer yes or no"),
             ("Write this configuration", "no", None),
         ]
@@ -508,6 +514,52 @@ smtpd_listen = 127.0.0.1:{self.ports[0]}
         self.assertEqual(st.st_uid, pwd.getpwnam(user).pw_uid, "the message belongs to the user")
         with open(os.path.join(new, os.listdir(new)[0]), "rb") as f:
             self.assertIn(b"Subject: local", f.read())
+
+    def test_dnsbl_answer_refuses_a_listed_client(self):
+        """dnsbl = ZONE: reject_rbl_client after the relay check; a listed client outside mynetworks is
+        refused with Postfix's reply, an unlisted one and this host are not; a re-run offers the zones."""
+        try:
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.connect(("192.0.2.1", 9))   # no packet is sent: it picks the source address
+            addr = u.getsockname()[0]
+            u.close()
+        except OSError as e:
+            self.skipTest("no non-loopback IPv4 address to be listed: %s" % e)
+        if addr.startswith("127."):
+            self.skipTest("no non-loopback IPv4 address to be listed")
+        rev = ".".join(reversed(addr.split(".")))
+        dns = DNSServer({rev + ".bl.test": [("A", "127.0.0.2"), ("TXT", "listed for the wizard test")],
+                         rev + ".other.test": [("A", "127.0.0.2")]}).start()
+        self.addCleanup(dns.stop)
+        path = self.answers_file()
+        with open(path, "a") as f:
+            f.write("pregreet_wait = 0\ndnsbl = bl.test, other.test=127.0.0.4\ndkim = no\n")
+        r = subprocess.run([FRUGAL, "wizard", "-c", self.etc, "--answers", path],
+                           capture_output=True, text=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("clients listed in bl.test, other.test=127.0.0.4 are refused", r.stdout)
+        cfg = run_frugal("config", "-c", self.etc, "smtpd_recipient_restrictions").stdout
+        self.assertRegex(cfg, r"reject_unauth_destination, reject_rbl_client bl\.test, "
+                              r"reject_rbl_client other\.test=127\.0\.0\.4, reject_unlisted_recipient")
+        self.start(dns)
+        with smtplib.SMTP("127.0.0.1", self.ports[0], timeout=30 * SLOW, source_address=(addr, 0)) as s:
+            s.mail("someone@remote.test")
+            code, msg = s.rcpt("alice@example.test")
+            self.assertEqual(code, 554, msg)
+            self.assertIn(b"blocked using bl.test; listed for the wizard test", msg)
+        with smtplib.SMTP("127.0.0.1", self.ports[0], timeout=30 * SLOW) as s:   # this host: permitted first
+            s.mail("someone@remote.test")
+            self.assertEqual(s.rcpt("alice@example.test")[0], 250)
+        # other.test lists the address with 127.0.0.2, but only 127.0.0.4 counts there: bl.test alone refused it
+        self.assertEqual(dns.count(rev + ".bl.test", "A"), 1)
+        self.assertEqual(dns.count(rev + ".other.test", "A"), 0, "the first list's verdict ends the evaluation")
+        again = os.path.join(self.dir, "answers-confirm")
+        with open(again, "w") as f:
+            f.write("confirm = no\n")
+        r = subprocess.run([FRUGAL, "wizard", "-c", self.etc, "--answers", again],
+                           capture_output=True, text=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
+        self.assertIn("DNS blocklists", r.stdout)
+        self.assertIn("[bl.test, other.test=127.0.0.4]", r.stdout)
 
     def test_accounts_created_as_root(self):
         if not ROOT:
