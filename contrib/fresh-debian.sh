@@ -324,7 +324,7 @@ step make-check-deps "$limit" s_check_deps
 [ "$FAILED_A" = 0 ] || FAILED=1
 
 echo
-echo "fresh-check summary ($SHA, $(($(date +%s) - T0)) s in all; logs in $WORK):"
+echo "fresh-check summary ($SHA, $(($(date +%s) - T0)) s in all; the logs in $WORK are removed unless FRESH_KEEP=1):"
 printf '  %s\n' "${RESULTS[@]}"
 [ "$FAILED" = 0 ] && echo "fresh-check: PASS" || echo "fresh-check: FAIL"
 exit "$FAILED"
