@@ -177,7 +177,7 @@ install: frugal frugal-postdrop
 	else echo "install: service files (systemd unit, init script, logrotate, fail2ban) need root or DESTDIR; skipped"; fi
 
 # The README's promises on a fresh Debian 12 (debootstrap + systemd-nspawn;
-# root, about 10 minutes; FRESH_CHECK=full adds the whole `make check` in it).
+# root, 4 to 7 minutes; FRESH_CHECK=full adds the whole `make check` in it).
 # Not part of `make check`.
 fresh-check:
 	@if [ "$$(id -u)" != 0 ]; then echo "fresh-check: needs root (debootstrap, mounts, systemd-nspawn boot a container)"; exit 1; fi
