@@ -27,7 +27,7 @@ PRELOAD  = $(wildcard tests/emul/*.c)
 OBJ      = $(SRCS:%.c=$(B)/obj/%.o)
 ASAN_OBJ = $(SRCS:%.c=$(B)/asan/%.o)
 
-.PHONY: all check check-unit check-integration check-asan run bench fuzz powerloss install clean deps
+.PHONY: all check check-unit check-integration check-asan run bench fuzz powerloss install clean deps fresh-check
 BIN      = $(if $(filter build,$(B)),frugal,$(B)/frugal)
 POSTDROP = $(if $(filter build,$(B)),frugal-postdrop,$(B)/frugal-postdrop)
 all: $(BIN) $(POSTDROP) $(B)/tests
@@ -177,6 +177,13 @@ install: frugal frugal-postdrop
 	  install -m 644 contrib/fail2ban/filter.d/frugal.conf $(DESTDIR)/etc/fail2ban/filter.d/frugal.conf; \
 	  install -m 644 contrib/fail2ban/jail.d/frugal.conf $(DESTDIR)/etc/fail2ban/jail.d/frugal.conf; \
 	else echo "install: service files (systemd unit, init script, logrotate, fail2ban) need root or DESTDIR; skipped"; fi
+
+# The README's promises on a fresh Debian 12 (debootstrap + systemd-nspawn;
+# root, 4 to 7 minutes; FRESH_CHECK=full adds the whole `make check` in it).
+# Not part of `make check`.
+fresh-check:
+	@if [ "$$(id -u)" != 0 ]; then echo "fresh-check: needs root (debootstrap, mounts, systemd-nspawn boot a container)"; exit 1; fi
+	bash contrib/fresh-debian.sh
 
 clean:
 	rm -rf build build-* frugal frugal-postdrop frugal-data

@@ -6,7 +6,9 @@ set -e
 pkgs=""
 for g in "$@"; do
 	case "$g" in
-	build) pkgs="$pkgs gcc make pkg-config libev-dev libcdb-dev libssl-dev libc-ares-dev libcrypt-dev ca-certificates libopendkim-dev" ;;
+	# libc6-dev is only a Recommends of gcc (not installed with --no-install-recommends); check because
+	# make's default target also builds the unit tests
+	build) pkgs="$pkgs gcc libc6-dev make pkg-config libev-dev libcdb-dev libssl-dev libc-ares-dev libcrypt-dev check ca-certificates libopendkim-dev" ;;
 	test)  pkgs="$pkgs check python3 swaks libnet-ssleay-perl openssl iproute2 passwd e2fsprogs mount fail2ban dovecot-core dovecot-lmtpd postfix pflogsumm php-cli groff-base man-db logrotate systemd-container psmisc python3-dkim python3-dnspython" ;;
 	bench) pkgs="$pkgs postfix python3" ;;
 	fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;

@@ -263,7 +263,9 @@ struct resolver *resolver_new(const struct conf *c, char *err, size_t errlen)
 		if (pw && pw->pw_uid != geteuid() && use_helpers) {
 			r->vhelper = 1;
 			r->vuid = pw->pw_uid;
-		} else if (pw && pw->pw_uid != geteuid()) {
+		} else if (pw && pw->pw_uid != geteuid() && geteuid() != 0) {
+			/* root without helpers is `frugal check` (the wizard's too): the
+			 * daemon started as root does use them, so nothing to warn about */
 			log_warning("virtual", "virtual_mailbox_owner %s: frugal is not running as root: virtual "
 			    "mailboxes are written as uid %ld", owner, (long)geteuid());
 		} else if (!pw && *owner) {

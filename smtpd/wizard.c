@@ -1360,11 +1360,18 @@ static void next_steps(const struct wiz *w)
 	printf("  2. Ask your provider for the reverse DNS (PTR) of this server's addresses: %s.\n", w->host);
 	printf("  3. Open TCP port %s%s%s%s%s in the firewall (and check your provider does not block 25).\n",
 	    p[0], p[1][0] ? ", " : "", p[1], p[2][0] ? ", " : "", p[2]);
-	printf("  4. Start frugal: frugal serve -c %s   (then frugal limits -c %s shows its budget)\n", w->dir, w->dir);
+	/* with make install's service files for this directory, the way it is meant to run (README) */
+	if (strcmp(w->dir, CONF_DEFAULT_DIR) == 0 && access("/lib/systemd/system/frugal.service", F_OK) == 0)
+		printf("  4. Start frugal: systemctl enable --now frugal   (then frugal limits shows its budget)\n");
+	else if (strcmp(w->dir, CONF_DEFAULT_DIR) == 0 && access("/etc/init.d/frugal", F_OK) == 0)
+		printf("  4. Start frugal: update-rc.d frugal defaults; /etc/init.d/frugal start   (then frugal limits)\n");
+	else
+		printf("  4. Start frugal: frugal serve -c %s   (then frugal limits -c %s shows its budget)\n", w->dir, w->dir);
 	printf("  5. Test it:\n     swaks --server %s --port %s --to %s\n", w->host, p[0], w->mb[0].addr);
+	/* --from: swaks' default sender (user@this host) is not the login's (smtpd_sender_login_maps) */
 	if (w->sub_listen[0])
-		printf("     swaks --server %s --port %s --tls --auth-user %s --to someone@example.org\n", w->host, p[1],
-		    w->mb[0].addr);
+		printf("     swaks --server %s --port %s --tls --auth-user %s --from %s --to someone@example.org\n",
+		    w->host, p[1], w->mb[0].addr, w->mb[0].addr);
 }
 
 /*

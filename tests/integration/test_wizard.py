@@ -224,6 +224,11 @@ confirm = yes
         self.assertIn("v=spf1 mx -all", out)
         self.assertIn("_dmarc.example.test.", out)
         self.assertIn("swaks --server mx.example.test --port %d" % self.ports[0], out)
+        # the submission test line works as printed: swaks' default sender (root@host) is not the login's
+        self.assertIn("--auth-user alice@example.test --from alice@example.test", out)
+        self.assertIn("Start frugal: frugal serve -c %s" % self.etc, out)   # not the unit's /etc/frugal
+        # as root the check's resolver (no helpers) used to warn that frugal was not root
+        self.assertNotIn("is not running as root", out)
         self.assertIn("SMTP sessions at once", out)             # the limits, in plain words
         r = run_frugal("check", "-c", self.etc)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
