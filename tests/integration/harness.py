@@ -4,6 +4,7 @@ port with a throw-away configuration, and talk to it with real clients.
 Synchronisation is by condition (a port that accepts, a file that appears,
 a log line), each with a deadline: no sleep stands in for an event.
 """
+import atexit
 import getpass
 import os
 import signal
@@ -52,6 +53,36 @@ def client_ctx():
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+_for_others = None
+
+
+def frugal_for_others():
+    """The frugal binary as another account (nobody, daemon) can run it. A
+    checkout under /root (mode 0700) cannot be entered by them: then a copy
+    in a temporary directory everyone may enter, made once per test process
+    (found by make fresh-check: make check as root from /root/frugal)."""
+    global _for_others
+    if _for_others:
+        return _for_others
+    path, ok = os.path.abspath(FRUGAL), True
+    d = os.path.dirname(path)
+    while ok:
+        ok = bool(os.stat(d).st_mode & 0o001)
+        if d == "/":
+            break
+        d = os.path.dirname(d)
+    if ok and os.stat(path).st_mode & 0o001:
+        _for_others = path
+        return path
+    tmp = tempfile.mkdtemp(prefix="frugal-bin-")
+    os.chmod(tmp, 0o755)
+    atexit.register(shutil.rmtree, tmp, True)
+    _for_others = os.path.join(tmp, "frugal")
+    shutil.copy2(path, _for_others)
+    os.chmod(_for_others, 0o755)
+    return _for_others
 
 
 def wait_for(pred, timeout=10.0, what="condition", interval=0.01):

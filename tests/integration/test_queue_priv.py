@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import Daemon, run_frugal, wait_for, SLOW, FRUGAL
+from harness import Daemon, run_frugal, wait_for, SLOW, FRUGAL, frugal_for_others
 
 
 class QueueCommand(unittest.TestCase):
@@ -118,7 +118,7 @@ class Privileges(unittest.TestCase):
                     os.setgid(other.pw_gid)
                     os.setuid(other.pw_uid)
                 for args in (["limits", "--json", "-c", d.dir], ["status", "-c", d.dir]):
-                    r = subprocess.run([FRUGAL] + args, capture_output=True, text=True,
+                    r = subprocess.run([frugal_for_others()] + args, capture_output=True, text=True,
                                        preexec_fn=become, timeout=30 * SLOW)
                     self.assertEqual(r.returncode, 0, r.stderr)
                     if args[0] == "limits":

@@ -20,7 +20,7 @@ import threading
 import time
 import unittest
 
-from harness import Daemon, wait_for, SLOW, FRUGAL
+from harness import Daemon, wait_for, SLOW, FRUGAL, frugal_for_others
 
 ROOT_RUN = os.getuid() == 0
 POSTDROP = os.path.join(os.path.dirname(os.path.abspath(FRUGAL)), "frugal-postdrop")
@@ -59,7 +59,7 @@ class Base(unittest.TestCase):
             os.chown(helper, 0, grp.getgrnam("mail").gr_gid)
             os.chmod(helper, 0o2755)
         for name in ("sendmail", "mailq", "newaliases", "sendmail.frugal"):
-            os.symlink(os.path.abspath(FRUGAL), os.path.join(self.bin, name))
+            os.symlink(frugal_for_others(), os.path.join(self.bin, name))
         self.maildrop = os.path.join(self.d.queue, "maildrop")
 
     def tearDown(self):
