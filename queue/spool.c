@@ -205,7 +205,7 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 	char path[4096];
 	/* "sts": the MTA-STS policy cache (queue/mta_sts.c), mail_owner's like the message directories */
 	static const char *const sub[] = { SPOOL_INCOMING, SPOOL_COMMITTED, SPOOL_FREE, SPOOL_PID, SPOOL_STATUS, SPOOL_HOLD,
-		"sts" };
+		"sts", "data" };
 	DIR *d = NULL;
 	struct dirent *de;
 	size_t i;
@@ -314,6 +314,7 @@ int spool_prepare(const char *queue_dir, uid_t uid, gid_t gid, char *err, size_t
 		{ SPOOL_INCOMING, 0700, 1 }, { SPOOL_COMMITTED, 0700, 1 }, { SPOOL_FREE, 0700, 1 },
 		{ SPOOL_STATUS, 0755, 1 }, { SPOOL_PID, 0755, 0 }, { SPOOL_HOLD, 0700, 1 },
 		{ "sts", 0700, 1 },   /* the MTA-STS policy cache (queue/mta_sts.c) */
+		{ "data", 0700, 1 },  /* the daemon's own state, as Postfix's data_directory (greylist store) */
 	};
 	struct stat st;
 	size_t i;

@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,7 @@ static const struct { const char *name; enum restr_word word; int takes_table; }
 	{ "reject_unknown_client", R_REJECT_UNKNOWN_CLIENT_HOSTNAME, 0 },   /* Postfix < 2.3's name */
 	{ "reject_unknown_reverse_client_hostname", R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME, 0 },
 	{ "check_spf", R_CHECK_SPF, 0 },
+	{ "check_greylist", R_CHECK_GREYLIST, 0 },
 	/* 2: a DNS list argument, "zone" or "zone=127.0.0.[2;4..7]" */
 	{ "reject_rbl_client", R_REJECT_RBL_CLIENT, 2 },
 	{ "reject_rhsbl_client", R_REJECT_RHSBL_CLIENT, 2 },
@@ -321,6 +323,16 @@ static void params_load(struct smtpd_params *p, const struct conf *c, int stress
 		p->unknown_client_reject_code = 450;
 	if (p->anvil_rate_time_unit <= 0)
 		p->anvil_rate_time_unit = 60;
+	{
+		long long d = conf_time(c, "greylist_delay", stress), a = conf_time(c, "greylist_max_age", stress);
+		long long w = conf_time(c, "greylist_retry_window", stress);
+
+		p->greylist_delay = d < 0 ? 0 : d > UINT32_MAX / 2 ? UINT32_MAX / 2 : (unsigned)d;
+		p->greylist_max_age = a <= 0 ? 35 * 86400 : a > UINT32_MAX / 2 ? UINT32_MAX / 2 : (unsigned)a;
+		p->greylist_retry_window = w <= 0 ? 2 * 86400 : w > UINT32_MAX / 2 ? UINT32_MAX / 2 : (unsigned)w;
+	}
+	p->greylist_client_prefix = (int)conf_int(c, "greylist_client_prefix", stress);
+	p->greylist_client_ipv6_prefix = (int)conf_int(c, "greylist_client_ipv6_prefix", stress);
 	if (p->timeout <= 0)
 		p->timeout = 300;
 	if (p->starttls_timeout <= 0)
@@ -462,6 +474,77 @@ static int gen_sasl(struct smtpd_gen *g, struct conf *c, char *err, size_t errle
 	return 0;
 }
 
+static int list_greylists(const struct restr_list *l)
+{
+	int i;
+
+	for (i = 0; i < l->n; i++)
+		if (l->v[i].word == R_CHECK_GREYLIST)
+			return 1;
+	return 0;
+}
+
+/*
+ * check_greylist's part of a generation: whether any list uses it, the
+ * prefix lengths, and greylist_allowlist_clients split into networks
+ * (written as mynetworks) and tables (any "type:name" word). 0, or -1
+ * with err "FILE:LINE: reason".
+ */
+static int gen_greylist(struct smtpd_gen *g, struct conf *c, char *err, size_t errlen)
+{
+	char loc[600], e[300], *tables = NULL, **v;
+	size_t tl = 0;
+	int i, rc = -1;
+
+	g->greylisting = list_greylists(&g->client_r) || list_greylists(&g->helo_r) || list_greylists(&g->sender_r)
+	    || list_greylists(&g->relay_r) || list_greylists(&g->recipient_r);
+	if (g->params[0].greylist_client_prefix < 0 || g->params[0].greylist_client_prefix > 32 ||
+	    g->params[0].greylist_client_ipv6_prefix < 0 || g->params[0].greylist_client_ipv6_prefix > 128) {
+		int v4 = g->params[0].greylist_client_prefix < 0 || g->params[0].greylist_client_prefix > 32;
+		conf_where(c, v4 ? "greylist_client_prefix" : "greylist_client_ipv6_prefix", loc, sizeof loc);
+		snprintf(err, errlen, "%s: %s must be 0 to %d", loc, v4 ? "greylist_client_prefix"
+		    : "greylist_client_ipv6_prefix", v4 ? 32 : 128);
+		return -1;
+	}
+	if ((v = conf_split_list(conf_str(c, "greylist_allowlist_clients", 0))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; v[i]; i++)
+		tl += strlen(v[i]) + 2;
+	if ((g->greylist_allow_nets.v = mem_calloc((size_t)i + 1, sizeof *g->greylist_allow_nets.v)) == NULL ||
+	    (tables = mem_calloc(1, tl + 1)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	for (i = 0; v[i]; i++) {
+		const char *colon = strchr(v[i], ':');
+		int table = colon && colon > v[i] && strspn(v[i], "abcdefghijklmnopqrstuvwxyz") == (size_t)(colon - v[i]);
+
+		if (table) {
+			if (*tables)
+				strcat(tables, ", ");
+			strcat(tables, v[i]);
+		} else if (cidr_parse_one(v[i], &g->greylist_allow_nets.v[g->greylist_allow_nets.n]) == 0) {
+			g->greylist_allow_nets.n++;
+		} else {
+			conf_where(c, "greylist_allowlist_clients", loc, sizeof loc);
+			snprintf(err, errlen, "%s: greylist_allowlist_clients: bad network or table \"%s\"", loc, v[i]);
+			goto out;
+		}
+	}
+	if (*tables && (g->greylist_allow_maps = map_list_open(tables, e, sizeof e)) == NULL) {
+		conf_where(c, "greylist_allowlist_clients", loc, sizeof loc);
+		snprintf(err, errlen, "%s: greylist_allowlist_clients: %s", loc, e);
+		goto out;
+	}
+	rc = 0;
+out:
+	mem_free(tables);
+	conf_list_free(v);
+	return rc;
+}
+
 struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf, char *err, size_t errlen)
 {
 	struct smtpd_gen *g = mem_calloc(1, sizeof *g);
@@ -521,6 +604,8 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf
 		snprintf(err, errlen, "%s: rbl_reply_maps: %s", loc, e);
 		goto fail;
 	}
+	if (gen_greylist(g, c, err, errlen) < 0)
+		goto fail;
 	if (gen_tls(g, c, tf, err, errlen) < 0)
 		goto fail;
 	if (gen_sasl(g, c, err, errlen) < 0)
@@ -553,6 +638,9 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 		resolver_free(g->resolver);
 	cidr_list_free(&g->mynetworks);
 	cidr_list_free(&g->event_limit_exceptions);
+	cidr_list_free(&g->greylist_allow_nets);
+	if (g->greylist_allow_maps)
+		map_list_close(g->greylist_allow_maps);
 	restr_list_free(&g->client_r);
 	restr_list_free(&g->helo_r);
 	restr_list_free(&g->sender_r);
@@ -644,6 +732,26 @@ static int access_lookup_client(struct map_list *t, const char *ip, char **val)
 			return r;
 	}
 	return 0;
+}
+
+/*
+ * Never greylisted: mynetworks, authenticated clients (whatever the list
+ * says before check_greylist), and greylist_allowlist_clients. A table that
+ * cannot be read exempts nobody: the worst is a 450 the client retries.
+ */
+static int greylist_exempt(struct session *s)
+{
+	char *val = NULL;
+	int r;
+
+	if (s->sasl_user || cidr_list_match(&s->gen->mynetworks, &s->peer) ||
+	    cidr_list_match(&s->gen->greylist_allow_nets, &s->peer))
+		return 1;
+	if (s->gen->greylist_allow_maps == NULL)
+		return 0;
+	r = access_lookup_client(s->gen->greylist_allow_maps, s->addr, &val);
+	mem_free(val);
+	return r > 0;
 }
 
 /* ---- reject_unknown_sender_domain: the DNS part ------------------------------ */
@@ -1104,6 +1212,18 @@ static enum restr_result run_list(struct restr_eval *ev, const struct restr_list
 			if ((res = spf_verdict(s, rcpt, reply, replylen)) != RESTR_PERMIT) {
 				*decided = 1;
 				return res;
+			}
+			break;
+		case R_CHECK_GREYLIST:
+			/* postgrey answers DEFER_IF_PERMIT: a later reject still rejects for good */
+			if (s->tx && !greylist_exempt(s)) {
+				char grey[600];
+
+				if (greylisting_check(s, rcpt, grey, sizeof grey) == 1) {
+					if (!ev->defer_if_permit)
+						snprintf(ev->dip_reply, sizeof ev->dip_reply, "%s", grey);
+					ev->defer_if_permit = 1;
+				}
 			}
 			break;
 		case R_REJECT_RBL_CLIENT:

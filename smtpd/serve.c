@@ -126,6 +126,7 @@ static void reload(const struct smtpd_tls_files *tf)
 		log_warning("master", "reload: %s; keeping the DNS servers in use", err);
 	smtpd_gen_unref(server.gen);   /* live sessions keep their own reference */
 	server.gen = g;
+	greylisting_open(&server);     /* check_greylist newly in a list: its table and store now */
 	if (server.qmgr)
 		qmgr_set_conf(server.qmgr, c);
 	if (pickup) {
@@ -484,6 +485,7 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	if (pickup)
 		pickup_set_dkim(pickup, server.gen->dkim);
 	limits_on_stress(stress_cb, &server);
+	greylisting_open(&server);   /* the greylist store read now, before the first client */
 	/*
 	 * Start-up is over: what libraries opened for good (libev's epoll and
 	 * eventfd, stdio, the log) joins the descriptor ledger, and the private
@@ -514,6 +516,7 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	pickup = NULL;
 	while (server.commits > 0)
 		ev_run(server.loop, EVRUN_ONCE);
+	greylisting_close(&server);   /* the last snapshot (waits for one in flight) */
 	qmgr_free(server.qmgr);
 	worker_shutdown();
 	helper_shutdown();

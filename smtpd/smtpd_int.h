@@ -25,6 +25,8 @@ struct spool;
 struct spool_txn;
 struct qmgr;
 struct tls_ctx;
+struct greylist;
+struct smtpd_server;
 
 /* ---- restrictions (restrict.c) ------------------------------------------- */
 
@@ -42,6 +44,7 @@ enum restr_word {
 	/* DNS lists (dnsbl.c): may suspend the session (S_DNS_WAIT) */
 	R_REJECT_RBL_CLIENT, R_REJECT_RHSBL_CLIENT, R_REJECT_RHSBL_SENDER, R_REJECT_RHSBL_HELO,
 	R_PERMIT_DNSWL_CLIENT, R_REJECT_UNKNOWN_HELO_HOSTNAME,
+	R_CHECK_GREYLIST,                             /* greylisting (greylisting.c): a defer_if_permit */
 };
 struct dnsbl_site;
 struct restr {
@@ -93,6 +96,8 @@ struct smtpd_params {
 	int spf_softfail_reject;         /* check_spf: softfail is 550 5.7.23 (policyd-spf: accepted) */
 	int maps_rbl_reject_code;        /* $rbl_code of a DNS list's reply (Postfix: 554) */
 	int unknown_hostname_reject_code;/* reject_unknown_helo_hostname, name not found (Postfix: 450) */
+	unsigned greylist_delay, greylist_max_age, greylist_retry_window; /* check_greylist, seconds */
+	int greylist_client_prefix, greylist_client_ipv6_prefix;         /* the triplet's client network */
 };
 
 /*
@@ -117,6 +122,9 @@ struct smtpd_gen {
 	struct dkim_keys *dkim;          /* dkim_signing_maps with its keys read; one reference; NULL: none */
 	struct map_list *rbl_reply_maps; /* DNS list zone to reply template; owned */
 	char *default_rbl_reply;         /* the template otherwise; owned, unexpanded */
+	int greylisting;                 /* check_greylist is in a restriction list */
+	struct cidr_list greylist_allow_nets;    /* greylist_allowlist_clients: its networks */
+	struct map_list *greylist_allow_maps;    /* ... and its tables (client lookups); owned, NULL: none */
 };
 
 /*
@@ -352,6 +360,15 @@ enum restr_result restr_check_rcpt(struct session *s, const char *rcpt, char *re
 int restr_list_parse(const char *value, struct restr_list *out, char *err, size_t errlen);
 void restr_list_free(struct restr_list *l);
 
+/* ---- greylisting (greylisting.c; the table in greylist.c) ------------------- */
+
+/* Make and load the table when srv's generation uses check_greylist (start, reload). */
+void greylisting_open(struct smtpd_server *srv);
+/* At stop: the last snapshot, written now (waits for one in flight), then the table freed. */
+void greylisting_close(struct smtpd_server *srv);
+/* check_greylist for one recipient: 0 pass (exempt or known), 1 deferred with reply (450). */
+int  greylisting_check(struct session *s, const char *rcpt, char *reply, size_t replylen);
+
 /* ---- the server: live sessions and reaping (server.c) ---------------------- */
 
 #define SMTPD_MAX_LISTENERS 8
@@ -392,6 +409,7 @@ struct smtpd_server {
 	const char *sweep_client;
 	unsigned long sweep_n;
 	struct anvil *anvil;        /* per-client counts and rates (anvil.c); owned, made at the first connection */
+	struct greylist *greylist;  /* greylisting triplets (greylisting.c); owned, made when a generation uses it */
 	struct dovecot *dovecot;    /* Dovecot's auth service (dovecot.c); owned, made on first use */
 	struct dns *dns;            /* the resolver (core/dns.h); owned; NULL: every lookup fails for now */
 	int auth_pending;           /* password checks queued or running */
