@@ -94,6 +94,7 @@ struct wiz {
 	char pregreet[16];        /* smtpd_pregreet_wait, "0s": off */
 	int dkim;                 /* sign with a key per domain (dkim_signing_maps = cdb:DIR/dkim_keys) */
 	char dnsbl[512];          /* reject_rbl_client zones, "a, b=127.0.0.2"; "": none */
+	int greylist;             /* check_greylist at the end of smtpd_recipient_restrictions */
 	char *dkim_dns;           /* the TXT records to publish, for the next steps; open_memstream's */
 	size_t dkim_dns_len;
 };
@@ -790,6 +791,8 @@ static int load_defaults(struct wiz *w, char *host, size_t hlen, char *domains, 
 				snprintf(w->dnsbl + strlen(w->dnsbl), sizeof w->dnsbl - strlen(w->dnsbl), "%s%s",
 				    w->dnsbl[0] ? ", " : "", tok);
 			next = strcasecmp(tok, "reject_rbl_client") == 0;
+			if (strcasecmp(tok, "check_greylist") == 0)
+				w->greylist = 1;
 		}
 	}
 	table_path(c, "smtpd_sasl_users", p2, sizeof p2);
@@ -978,12 +981,16 @@ static void ask_all(struct wiz *w)
 	} else {
 		w->sub_listen[0] = w->smtps_listen[0] = '\0';
 	}
-	/* the hardening this version has (greylisting does not exist yet) */
+	/* the hardening this version has */
 	ask(w, "pregreet_wait", "Hardening: seconds port 25 waits before its greeting; clients that talk first "
 	    "(spam bots) are dropped; 0: off", w->pregreet, v_pregreet, 0, w->pregreet, sizeof w->pregreet);
 	ask(w, "dnsbl", "Hardening: DNS blocklists that refuse clients on port 25, comma-separated "
 	    "(e.g. zen.spamhaus.org; never this host or logged-in users; empty: none)", w->dnsbl, v_dnsbl, 0,
 	    w->dnsbl, sizeof w->dnsbl);
+	ask(w, "greylist", "Hardening: greylisting on port 25: mail from a new client network, sender and "
+	    "recipient is deferred for 5 minutes; real servers retry, most bots do not (never this host or "
+	    "logged-in users)", w->greylist ? "yes" : "no", v_yesno, 0, v, sizeof v);
+	w->greylist = strcmp(v, "yes") == 0;
 	/* one answer for every domain: a key each (kept when the month's key exists), its TXT record below */
 	ask(w, "dkim", "DKIM: sign outgoing mail with a key per domain (frugal dkim keygen)", "yes", v_yesno, 0,
 	    v, sizeof v);
@@ -1066,18 +1073,23 @@ static void make_conf(const struct wiz *w, struct out *o)
 	fprintf(f, "\n# Never an open relay: only this host itself relays without a login;\n"
 	    "# everyone else may send only to the domains above, or must authenticate.\n"
 	    "mynetworks = 127.0.0.0/8 [::1]/128\n");
-	if (w->dnsbl[0]) {
+	if (w->dnsbl[0] || w->greylist) {
 		char copy[sizeof w->dnsbl], *tok, *save = NULL;
 
 		/* the default list with the blocklists after the relay check, before recipients are judged */
-		fprintf(f, "# Clients listed in these DNS blocklists are refused (this host and logged-in users\n"
-		    "# are permitted first); before reject_unlisted_recipient, so a listed bot learns no address.\n"
-		    "smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated,\n"
+		if (w->dnsbl[0])
+			fprintf(f, "# Clients listed in these DNS blocklists are refused (this host and logged-in users\n"
+			    "# are permitted first); before reject_unlisted_recipient, so a listed bot learns no address.\n");
+		/* greylisting last: only mail that would be accepted is deferred (postgrey's DEFER_IF_PERMIT) */
+		if (w->greylist)
+			fprintf(f, "# Greylisting last: mail every other check accepts is deferred once per new client\n"
+			    "# network, sender and recipient (greylist_delay, DESIGN.md \"Greylisting\").\n");
+		fprintf(f, "smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated,\n"
 		    "    reject_unauth_destination");
 		scopy(copy, sizeof copy, w->dnsbl);
 		for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
 			fprintf(f, ",\n    reject_rbl_client %s", tok);
-		fprintf(f, ",\n    reject_unlisted_recipient\n");
+		fprintf(f, ",\n    reject_unlisted_recipient%s\n", w->greylist ? ",\n    check_greylist" : "");
 	}
 	fprintf(f, "\nqueue_directory = %s\nmail_owner = %s\n", w->queue_dir, w->owner);
 	fprintf(f, "\n# postmaster, abuse and root (compile with `frugal map -a %s/aliases`)\n"
@@ -1324,6 +1336,8 @@ static void summary(const struct wiz *w)
 	printf("  relaying     only for this host and for logged-in users (never an open relay)\n");
 	if (w->dnsbl[0])
 		printf("  DNSBL        clients listed in %s are refused\n", w->dnsbl);
+	if (w->greylist)
+		printf("  greylisting  new senders on port 25 are deferred for 5 minutes, once\n");
 	if (w->dkim)
 		printf("  DKIM         outgoing mail signed, a key per domain in %s/dkim\n", w->dir);
 	printf("  files        %s/frugal.conf and its tables, compiled\n\n", w->dir);
@@ -1430,7 +1444,7 @@ static int load_answers(struct wiz *w, const char *path)
 	static const char *const keys[] = { "hostname", "domains", "mailbox", "postmaster", "delivery", "lmtp",
 		"mailbox_base", "vmail_owner", "queue_directory", "mail_owner", "relayhost", "relay_user",
 		"relay_password", "tls_cert", "tls_key", "smtpd_listen", "submission", "submission_listen",
-		"smtps_listen", "pregreet_wait", "dnsbl", "dkim", "confirm", NULL };
+		"smtps_listen", "pregreet_wait", "dnsbl", "greylist", "dkim", "confirm", NULL };
 	int k;
 
 	if (!f) {

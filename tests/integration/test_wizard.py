@@ -164,6 +164,7 @@ class WizardTest(unittest.TestCase):
             ("submission with implicit TLS", "127.0.0.1:%d" % p465),
             ("Hardening: seconds port 25 waits before its greeting", ""),
             ("Hardening: DNS blocklists", ""),
+            ("Hardening: greylisting", ""),
             ("DKIM: sign outgoing mail", ""),
             ("Write this configuration", "yes"),
         ]
@@ -322,10 +323,13 @@ confirm = yes
             ("Hardening: DNS blocklists", "bl..test", "an empty label"),
             ("Hardening: DNS blocklists", "bl.test=10.0.0.2", "after = comes the answer that means listed"),
             ("Hardening: DNS blocklists", "bl.test other.test=127.0.0.4", None),
+            ("Hardening: greylisting", "later", "answer yes or no"),
+            ("Hardening: greylisting", "yes", None),
             ("DKIM: sign outgoing mail", "perhaps", "answer yes or no"),
             ("DKIM: sign outgoing mail", "no", None),
             ("pregreet     port 25 waits 2s before greeting", None, None),
             ("DNSBL        clients listed in bl.test, other.test=127.0.0.4 are refused", None, None),
+            ("greylisting  new senders on port 25 are deferred", None, None),
             ("Write this configuration", "maybe", "answer yes or no"),
             ("Write this configuration", "no", None),
         ]
@@ -565,6 +569,34 @@ smtpd_listen = 127.0.0.1:{self.ports[0]}
                            capture_output=True, text=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
         self.assertIn("DNS blocklists", r.stdout)
         self.assertIn("[bl.test, other.test=127.0.0.4]", r.stdout)
+
+    def test_greylist_answer(self):
+        """greylist = yes: check_greylist last in smtpd_recipient_restrictions (after the blocklists and
+        reject_unlisted_recipient), `frugal check` passes; a re-run offers [yes]; no answer: no greylisting."""
+        path = self.answers_file()
+        with open(path, "a") as f:
+            f.write("dnsbl = bl.test\ngreylist = yes\ndkim = no\n")
+        r = subprocess.run([FRUGAL, "wizard", "-c", self.etc, "--answers", path],
+                           capture_output=True, text=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("greylisting  new senders on port 25 are deferred", r.stdout)
+        cfg = run_frugal("config", "-c", self.etc, "smtpd_recipient_restrictions").stdout
+        self.assertRegex(cfg, r"= permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, "
+                              r"reject_rbl_client bl\.test, reject_unlisted_recipient, check_greylist\n")
+        chk = run_frugal("check", "-c", self.etc)
+        self.assertEqual(chk.returncode, 0, chk.stdout + chk.stderr)
+        again = os.path.join(self.dir, "answers-confirm")
+        with open(again, "w") as f:
+            f.write("confirm = no\n")
+        r = subprocess.run([FRUGAL, "wizard", "-c", self.etc, "--answers", again],
+                           capture_output=True, text=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
+        self.assertRegex(r.stdout, r"Hardening: greylisting[^\n]*\[yes\]: yes")
+        # the control: the default answer writes no check_greylist
+        shutil.rmtree(self.etc)
+        r = subprocess.run([FRUGAL, "wizard", "-c", self.etc, "--answers", self.answers_file()],
+                           capture_output=True, text=True, timeout=60 * SLOW, stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("check_greylist", slurp(os.path.join(self.etc, "frugal.conf")))
 
     def test_accounts_created_as_root(self):
         if not ROOT:
