@@ -92,7 +92,7 @@ const struct conf_param conf_param_table[] = {
 	I("greylist_client_prefix", "24", "check_greylist: IPv4 clients are one client per network of this prefix length (postgrey --ipv4cidr)"),
 	I("greylist_client_ipv6_prefix", "64", "check_greylist: IPv6 clients are one client per network of this prefix length (postgrey --ipv6cidr)"),
 	L("greylist_allowlist_clients", "", "check_greylist: client networks (CIDR) and tables (cdb:, inline:, keyed as check_client_access) never greylisted"),
-	I("greylist_table_size", "65536", "check_greylist: triplets remembered at once (40 bytes each, charged to the memory budget); the oldest go first"),
+	I("greylist_table_size", "65536", "check_greylist: triplets remembered at once (36 bytes each, charged to the memory budget); the oldest go first"),
 	S("greylist_store", "$queue_directory/data/greylist", "check_greylist: the file the triplets are saved to (every minute and at stop) and read from at start"),
 	T("smtpd_pregreet_wait", "0s", "pause before the greeting; clients that talk first are dropped (0: off)"),
 	L("smtpd_client_restrictions", "", "restrictions applied when a client connects"),

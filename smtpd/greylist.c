@@ -4,7 +4,7 @@
  *
  * One allocation holds the entries, the hash buckets and their links, so
  * the memory is fixed when the table is made and charged to the budget
- * (core/mem). An entry is 40 bytes: a 64-bit hash of the triplet stands for
+ * (core/mem). An entry is 32 bytes and a bucket 4: a 64-bit hash of the triplet stands for
  * the strings (postgrey keeps them; a false match needs a 64-bit collision
  * under a seed the sender never sees, and only lets one message skip a
  * delay).
