@@ -169,6 +169,31 @@ class Restart(unittest.TestCase):
         self.assertNotIn("reason=new, client_name=unknown, client_address=127.0.9.1, sender=b@", tail,
                          "the pending triplet was remembered")
 
+    def test_periodic_snapshot_survives_a_crash(self):
+        """The worker's snapshot (every FRUGAL_TEST_GREYLIST_SAVE seconds here, 60 in service):
+        after kill -9 what it wrote is what the next start knows."""
+        d = Daemon(extra=GREY + "greylist_delay = 1s\n", env={"FRUGAL_TEST_GREYLIST_SAVE": "0.5"})
+        self.addCleanup(d.cleanup)
+        d.start()
+        store = os.path.join(d.queue, "data", "greylist")
+        self.assertEqual(attempt(d, "127.0.9.3", "a@sender.example", "alice@example.test")[0], 450)
+        wait_for(lambda: attempt(d, "127.0.9.3", "a@sender.example", "alice@example.test")[0] == 250,
+                 10, "the retry after the delay", interval=0.25)
+
+        def saved_passed():
+            try:
+                with open(store) as f:
+                    return any(l.endswith(" 1") for l in f.read().splitlines()[1:])
+            except OSError:
+                return False
+        wait_for(saved_passed, 10, "a snapshot with the passed triplet")
+        d.kill9()
+        d.start()
+        d.wait_log("greylist: 1 triplets loaded from %s" % store)
+        self.assertEqual(attempt(d, "127.0.9.3", "a@sender.example", "alice@example.test")[0], 250)
+        # the control: a triplet it never saw is greylisted
+        self.assertEqual(attempt(d, "127.0.9.3", "z@sender.example", "alice@example.test")[0], 450)
+
     def test_corrupt_store(self):
         d = Daemon(extra=GREY + "greylist_delay = 1s\n")
         self.addCleanup(d.cleanup)
