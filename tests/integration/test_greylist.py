@@ -194,6 +194,21 @@ class Restart(unittest.TestCase):
         # the control: a triplet it never saw is greylisted
         self.assertEqual(attempt(d, "127.0.9.3", "z@sender.example", "alice@example.test")[0], 450)
 
+    def test_reload_turns_it_on(self):
+        """Off, then check_greylist added and `frugal reload`: the table and its store come at the reload."""
+        d = Daemon()
+        self.addCleanup(d.cleanup)
+        d.start()
+        self.assertEqual(attempt(d, "127.0.9.4", "a@sender.example", "alice@example.test")[0], 250,
+                         "the control: without the word nothing is greylisted")
+        self.assertFalse(d.log_has("greylist: table of"))
+        with open(os.path.join(d.dir, "frugal.conf"), "a") as f:
+            f.write(GREY)
+        r = run_frugal("reload", "-c", d.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d.wait_log("greylist: table of 65536 triplets (2359376 bytes)")
+        self.assertEqual(attempt(d, "127.0.9.4", "a@sender.example", "alice@example.test")[0], 450)
+
     def test_corrupt_store(self):
         d = Daemon(extra=GREY + "greylist_delay = 1s\n")
         self.addCleanup(d.cleanup)
