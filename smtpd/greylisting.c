@@ -283,7 +283,23 @@ int greylisting_check(struct session *s, const char *rcpt, char *reply, size_t r
 	now = (uint32_t)ev_now(s->srv->loop);
 	greylist_net(&s->peer, p->greylist_client_prefix, p->greylist_client_ipv6_prefix, net);
 	key = greylist_triplet(s->srv->greylist, net, s->tx->sender, rcpt);
+	/*
+	 * The evaluation runs whole again after a DNS wait (restrict.c): the
+	 * same RCPT resumed keeps the verdict it had, or its first sight would
+	 * be counted twice (and logged as a retry).
+	 */
+	if (s->tx->rcpt_resumed && s->tx->grey_have && s->tx->grey_key == key) {
+		if (s->tx->grey_deferred == 0)
+			return 0;
+		snprintf(reply, replylen, "450 4.2.0 <%s>: Recipient address rejected: Greylisted, try again in "
+		    "%d seconds", rcpt, s->tx->grey_deferred - 1);
+		return 1;
+	}
 	v = greylist_check(s->srv->greylist, key, now, &t, &age);
+	s->tx->grey_have = 1;
+	s->tx->grey_key = key;
+	s->tx->grey_deferred = v == GREYLIST_NEW ? (int)p->greylist_delay + 1
+	    : v == GREYLIST_EARLY ? (int)(p->greylist_delay - age) + 1 : 0;
 	switch (v) {
 	case GREYLIST_NEW:
 	case GREYLIST_EARLY:

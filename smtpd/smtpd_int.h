@@ -203,6 +203,10 @@ struct smtp_tx {
 	struct spf_check *spf;      /* owned; check_spf's evaluation, once asked: its result serves every
 	                               RCPT, the Received-SPF: header, and DMARC (smtpd/spf.h) */
 	int  spf_logged;            /* its result is logged */
+	int  rcpt_resumed;          /* the pending RCPT is being decided again after S_DNS_WAIT */
+	int  grey_have;             /* check_greylist judged grey_key in this transaction ... */
+	unsigned long long grey_key;
+	int  grey_deferred;         /* ... and deferred it: 1 + the seconds left; 0: passed (reused on resume) */
 };
 /* Why a message is refused at its end; content_error_reply() turns each into the one reply. */
 enum tx_error { TX_OK, TX_SIZE, TX_IO, TX_STORAGE, TX_RESOURCES, TX_LINE, TX_NUL, TX_LOOP };

@@ -282,7 +282,10 @@ static void rcpt_decide(struct session *s, const struct smtpd_path *path)
 void verbs_rcpt_resume(struct session *s)
 {
 	session_enter(s, s->dns_resume);
+	s->tx->rcpt_resumed = 1;   /* check_greylist: the triplet was judged already (greylisting.c) */
 	rcpt_decide(s, &s->tx->pending_rcpt);
+	if (s->tx)
+		s->tx->rcpt_resumed = 0;
 	if (s->state != S_DNS_WAIT && s->tx)
 		s->tx->pending_rcpt.addr[0] = '\0';
 	session_flush(s);   /* the reply, and what the client pipelined meanwhile */

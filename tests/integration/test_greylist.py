@@ -111,6 +111,22 @@ class Triplets(unittest.TestCase):
         self.assertEqual(code, 550, text)
 
 
+class BeforeADnsWord(unittest.TestCase):
+    def test_one_verdict_across_a_dns_wait(self):
+        """check_greylist before a word that waits for DNS: the evaluation runs again when the answer
+        comes (restrict.c); the triplet is judged once, one log line, not a "new" then an "early-retry"."""
+        d = Daemon(extra="smtpd_recipient_restrictions = reject_unauth_destination, check_greylist, "
+                         "reject_rbl_client bl.test, reject_unlisted_recipient\ngreylist_delay = 60s\n")
+        self.addCleanup(d.cleanup)
+        d.start()
+        code, text = attempt(d, "127.0.9.5", "a@sender.example", "alice@example.test")
+        self.assertEqual(code, 450, text)
+        self.assertIn("try again in 60 seconds", text)
+        out = d.output()
+        self.assertEqual(out.count("client_address=127.0.9.5, sender=a@sender.example"), 1, out)
+        self.assertNotIn("early-retry", out)
+
+
 class Exempt(unittest.TestCase):
     """mynetworks, AUTH and greylist_allowlist_clients are never greylisted,
     even with check_greylist first in the list."""
