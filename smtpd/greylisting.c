@@ -266,6 +266,13 @@ void greylisting_close(struct smtpd_server *srv)
 	st.path = NULL;
 }
 
+/* postgrey's "Greylisted, see URL", with what is left of the delay instead of a URL */
+static void grey_reply(char *reply, size_t replylen, const char *rcpt, unsigned left)
+{
+	snprintf(reply, replylen, "450 4.2.0 <%s>: Recipient address rejected: Greylisted, try again in %u second%s",
+	    rcpt, left, left == 1 ? "" : "s");
+}
+
 int greylisting_check(struct session *s, const char *rcpt, char *reply, size_t replylen)
 {
 	const struct smtpd_params *p = s->p;
@@ -291,8 +298,7 @@ int greylisting_check(struct session *s, const char *rcpt, char *reply, size_t r
 	if (s->tx->rcpt_resumed && s->tx->grey_have && s->tx->grey_key == key) {
 		if (s->tx->grey_deferred == 0)
 			return 0;
-		snprintf(reply, replylen, "450 4.2.0 <%s>: Recipient address rejected: Greylisted, try again in "
-		    "%d seconds", rcpt, s->tx->grey_deferred - 1);
+		grey_reply(reply, replylen, rcpt, (unsigned)(s->tx->grey_deferred - 1));
 		return 1;
 	}
 	v = greylist_check(s->srv->greylist, key, now, &t, &age);
@@ -311,8 +317,7 @@ int greylisting_check(struct session *s, const char *rcpt, char *reply, size_t r
 			log_info("smtpd", "%s: greylist: action=greylist, reason=early-retry (%us missing), client_name=%s, "
 			    "client_address=%s, sender=%s, recipient=%s", id, p->greylist_delay - age, s->host, s->addr,
 			    s->tx->sender, rcpt);
-		snprintf(reply, replylen, "450 4.2.0 <%s>: Recipient address rejected: Greylisted, try again in %u "
-		    "seconds", rcpt, p->greylist_delay - (v == GREYLIST_EARLY ? age : 0));
+		grey_reply(reply, replylen, rcpt, p->greylist_delay - (v == GREYLIST_EARLY ? age : 0));
 		return 1;
 	case GREYLIST_PASSED:
 		log_info("smtpd", "%s: greylist: action=pass, reason=triplet found, delay=%u, client_name=%s, "
