@@ -172,8 +172,9 @@ static void load(struct smtpd_server *srv, const struct smtpd_params *p)
 		return;
 	}
 	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size > STORE_MAX) {
+		int e = errno;
 		log_warning("smtpd", "greylist: %s is not a greylist store (%s); ignored", st.path,
-		    S_ISREG(sb.st_mode) ? "too large" : "not a regular file");
+		    fstat(fd, &sb) < 0 ? strerror(e) : S_ISREG(sb.st_mode) ? "too large" : "not a regular file");
 		fd_close(fd);
 		return;
 	}
