@@ -123,7 +123,8 @@ int screen_conf_load(const struct conf *c, struct screen_conf *sc, char *err, si
 				snprintf(e, sizeof e, "more than %d distinct zones", SCREEN_MAX_ZONES);
 				goto bad;
 			}
-			snprintf(sc->zone[sc->nzones++], sizeof sc->zone[0], "%s", sc->site[sc->nsites].zone);
+			/* both are DNS_NAME_MAX + 1 bytes: the zone fits */
+			memcpy(sc->zone[sc->nzones++], sc->site[sc->nsites].zone, sizeof sc->zone[0]);
 		}
 		sc->zone_of[sc->nsites++] = j;
 	}
