@@ -14,6 +14,7 @@ a corrupt cache file is logged and ignored); and the dictionary attack:
 first) while a legitimate client sends mail: at least 99% refused by the
 screen (status counter screen_refused), all the mail delivered.
 """
+import json
 import os
 import re
 import socket
@@ -22,7 +23,7 @@ import time
 import unittest
 
 from dnsserver import DNSServer
-from harness import Daemon, wait_for, SLOW
+from harness import Daemon, run_frugal, wait_for, SLOW
 
 RECORDS = {
     # bl1.test=127.0.0.[2..11]*3, bl2.test*2, al.test=127.0.0.[2;9]*-5; threshold 4
@@ -40,6 +41,7 @@ RECORDS = {
     "7.0.0.127.bl2.test": [("A", "127.0.0.2", 0)],
     "7.0.0.127.al.test": [("A", "127.0.0.3", 0)],       # not in the allowlist's filter: 5, refused
     "8.0.0.127.slow.test": [("A", "127.0.0.2", 0)],     # answers after 5 s (delay below)
+    "9.0.0.127.al.test": [("A", "127.0.0.2", 0)],       # -5: at or below an allowlist threshold of -1
 }
 SITES = ("postscreen_dnsbl_sites = bl1.test=127.0.0.[2..11]*3, bl2.test*2, al.test=127.0.0.[2;9]*-5\n"
          "postscreen_dnsbl_threshold = 4\n")
@@ -140,6 +142,20 @@ class Screen(unittest.TestCase):
         for addr in refused:
             self.no_session(d, addr)
         self.assertIn("PASS NEW [127.0.0.3]:", d.output())
+
+    def test_allowlist_threshold_skips_the_pregreet_wait(self):
+        d = self.daemon(SITES + "smtpd_pregreet_wait = 2s\npostscreen_dnsbl_allowlist_threshold = -1\n")
+        line, took, s = banner("127.0.0.9", d.port)
+        s.close()
+        self.assertTrue(line.startswith("220 "), line)
+        self.assertLess(took, 1.0 * SLOW)
+        d.wait_log("PASS NEW [127.0.0.9]:")
+        self.assertIn("(DNS allowlist, rank -5)", d.output())
+        # the control: score 3 (below the threshold, above the allowlist's) waits the whole pregreet wait
+        line, took, s = banner("127.0.0.3", d.port)
+        s.close()
+        self.assertTrue(line.startswith("220 "), line)
+        self.assertGreater(took, 1.8)
 
     def test_not_screened_in_mynetworks_negative_control(self):
         """A listed client in mynetworks is not screened: it becomes a session
@@ -274,6 +290,9 @@ class Screen(unittest.TestCase):
                               {c: results.count(c) for c in set(results)}))
         self.assertGreaterEqual(refused, 1980)
         self.assertLessEqual(sessions, 20)
+        j = json.loads(run_frugal("status", "-c", d.dir, "--json").stdout)
+        self.assertGreaterEqual(j["counters"]["screen_refused"], refused)
+        self.assertGreaterEqual(j["counters"]["screen_passed"], 5)   # the legitimate client's connections
         self.assertGreaterEqual(results.count("521"), 1980)
 
 
