@@ -157,6 +157,15 @@ class Screen(unittest.TestCase):
         self.assertTrue(line.startswith("220 "), line)
         self.assertGreater(took, 1.8)
 
+    def test_action_ignore_logs_and_lets_pass(self):
+        d = self.daemon(SITES + "postscreen_dnsbl_action = ignore\n")
+        line, _, s = banner("127.0.0.2", d.port)
+        port = s.getsockname()[1]
+        s.close()
+        self.assertTrue(line.startswith("220 "), line)
+        d.wait_log("DNSBL rank 5 for [127.0.0.2]:%d" % port)
+        d.wait_log("connect from unknown[127.0.0.2]")
+
     def test_not_screened_in_mynetworks_negative_control(self):
         """A listed client in mynetworks is not screened: it becomes a session
         (so the no_session checks above can fail)."""
