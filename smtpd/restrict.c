@@ -31,6 +31,7 @@
 #include "core/tls.h"
 #include "queue/queue.h"
 #include "smtpd/dnsbl.h"
+#include "smtpd/screen.h"
 #include "smtpd/spf.h"
 
 /* ---- mynetworks ---------------------------------------------------------- */
@@ -606,6 +607,12 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf
 	}
 	if (gen_greylist(g, c, err, errlen) < 0)
 		goto fail;
+	if ((g->screen = mem_alloc(sizeof *g->screen)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (screen_conf_load(c, g->screen, err, errlen) < 0)
+		goto fail;
 	if (gen_tls(g, c, tf, err, errlen) < 0)
 		goto fail;
 	if (gen_sasl(g, c, err, errlen) < 0)
@@ -658,6 +665,7 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 	if (g->rbl_reply_maps)
 		map_list_close(g->rbl_reply_maps);
 	mem_free(g->default_rbl_reply);
+	mem_free(g->screen);
 	conf_unref(g->conf);
 	mem_free(g);
 }
