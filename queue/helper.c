@@ -60,6 +60,7 @@ struct link {
 	ev_io io;                 /* the loop's: answers (and room for unsent requests) */
 	struct hreq *pending, **pending_tail;
 	struct hreq *outq, **outq_tail;   /* loop only */
+	double full_logged;       /* loop: when "is behind" was last said (once a minute at most) */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -504,6 +505,11 @@ int helper_send(enum helper_which w, int msgfd, const struct msg_src *m, const c
 		else if ((r->out = mem_alloc((size_t)len)) != NULL && (r->outfd = fd_dup(msgfd)) >= 0) {
 			memcpy(r->out, buf, (size_t)len);
 			r->outlen = (size_t)len;
+			if (l->outq == NULL && mono() - l->full_logged >= 60) {
+				l->full_logged = mono();
+				log_info("qmgr", "delivery helper %s (pid %ld) is behind: its socket is full, "
+				    "requests wait in the daemon", helper_name(w), l->pid);
+			}
 			*l->outq_tail = r;
 			l->outq_tail = &r->onext;
 			r->onext = NULL;
