@@ -148,6 +148,12 @@ class Privileges(unittest.TestCase):
                 for i in range(20):
                     s.sendmail("v@example.org", ["carol@virt.test"], "Subject: vowner %d\r\n\r\nhi\r\n" % i)
             d.wait_messages(d.vmaildir("virt.test/carol"), 20)
+            # mail over 64 KiB is asked from a delivery worker that waits (the loop reads the answer)
+            big = "Subject: vowner big\r\n\r\n" + ("x" * 76 + "\r\n") * 1400
+            with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
+                s.sendmail("v@example.org", ["carol@virt.test"], big)
+            d.wait_messages(d.vmaildir("virt.test/carol"), 21)
+            self.assertTrue(any(len(m) > 100000 for m in d.messages(d.vmaildir("virt.test/carol"))))
             new = os.path.join(d.vmaildir("virt.test/carol"), "new")
             for n in os.listdir(new):
                 self.assertEqual(os.stat(os.path.join(new, n)).st_uid, pw.pw_uid)
