@@ -4,8 +4,8 @@
  * and message belong to the scheduler (qmgr.c).
  *
  *   local, virtual   Maildir and mbox, on a delivery worker thread, written
- *                    by this process or through a delivery helper (PRODUCT.md
- *                    3.5: no fork per message)
+ *                    by this process, or through a delivery helper (PRODUCT.md
+ *                    3.5: no fork per message) asked from the loop
  *   error            bounces each recipient with the next hop's text
  *   discard          reports each recipient delivered, writes nothing
  *   smtp, relay,     the network clients (smtpc.c), on the loop
@@ -97,9 +97,122 @@ static void mailbox_done(struct worker_job *wj)
 	j->done(j);
 }
 
+/* ---- local, virtual: through the helpers, from the loop ------------------ */
+
+/*
+ * The deployed set-up's common case: every mailbox of the job belongs to
+ * another owner. The loop sends the requests and reads the answers itself
+ * (helper.c), so no worker waits on a helper; a worker runs only what
+ * needs the disk afterwards (the fast path's state write and sync). The
+ * header block is read here for the loop check: a pread of at most
+ * LOOP_HEADERS_MAX bytes of a file just written (page cache), as the
+ * envelope is read on the loop when the message is loaded; bigger mail
+ * takes the worker path.
+ */
+#define LOOP_HEADERS_MAX (64 * 1024)
+
+static int helpers_only(const struct agent_job *j)
+{
+	int i;
+
+	if (msg_src_len(&j->src) > LOOP_HEADERS_MAX)
+		return 0;
+	for (i = 0; i < j->n; i++)
+		if (j->t[i]->via == VIA_SELF)
+			return 0;
+	return j->n > 0;
+}
+
+static void after_work(struct worker_job *wj)
+{
+	struct agent_job *j = (struct agent_job *)wj;
+
+	j->after_work(j);
+}
+
+/* loop: every answer is in */
+static void helpers_finish(struct agent_job *j)
+{
+	j->t_done = now_f();
+	if (j->after_work) {
+		j->wj.work = after_work;
+		j->wj.done = mailbox_done;
+		worker_submit(WORKER_DELIVERY, &j->wj);
+	} else {
+		j->done(j);
+	}
+}
+
+static void defer_target(struct target *t, const char *reason)
+{
+	t->kind = TGT_DEFER;
+	snprintf(t->dsn, sizeof t->dsn, "4.2.0");
+	snprintf(t->reason, sizeof t->reason, "%s", reason);
+}
+
+static void helper_answer(void *arg, int idx, int status, const char *reason)
+{
+	struct agent_job *j = arg;
+
+	if (status == 0)
+		j->t[idx]->sent = 1;
+	else
+		defer_target(j->t[idx], reason && *reason ? reason : strerror(status));
+	if (--j->helper_wait == 0)
+		helpers_finish(j);
+}
+
+static void helpers_deliver(struct agent_job *j)
+{
+	char path[4096], reason[256];
+	int i, rofd = -1;
+
+	j->t_start = now_f();
+	j->hdr_ok = maildir_scan_headers(&j->src, &j->hdr) == 0;
+	j->helper_wait = 1;   /* this function's own: no answer finishes the job under it */
+	for (i = 0; i < j->n; i++) {
+		struct target *t = j->t[i];
+
+		if (!j->hdr_ok) {
+			t->kind = TGT_DEFER;
+			snprintf(t->dsn, sizeof t->dsn, "4.3.0");
+			snprintf(t->reason, sizeof t->reason, "cannot read queue file: %s", strerror(errno ? errno : EIO));
+			continue;
+		}
+		if (maildir_loop_check(&j->hdr, t->addr, j->hop_limit, reason, sizeof reason)) {
+			t->kind = TGT_BOUNCE;
+			snprintf(t->dsn, sizeof t->dsn, "5.4.6");
+			snprintf(t->reason, sizeof t->reason, "%s", reason);
+			continue;
+		}
+		if (rofd < 0) {
+			/* helpers get a read-only descriptor, never ours, which can write the envelope */
+			snprintf(path, sizeof path, "%s/%s/%s", j->qdir, SPOOL_COMMITTED, j->queue_id);
+			if ((rofd = fd_open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+				snprintf(reason, sizeof reason, "cannot open queue file for the delivery helper: %s",
+				    strerror(errno));
+				defer_target(t, reason);
+				continue;
+			}
+		}
+		if (helper_send(t->via == VIA_LOCAL ? HELPER_LOCAL : HELPER_VIRTUAL, rofd, &j->src, t->addr, t->rel,
+		    helper_answer, j, i, reason, sizeof reason) == 0)
+			j->helper_wait++;
+		else
+			defer_target(t, reason);
+	}
+	fd_close(rofd);   /* each request in flight holds its own reference */
+	if (--j->helper_wait == 0)
+		helpers_finish(j);
+}
+
 static void mailbox_deliver(struct agent_job *j)
 {
 	j->relay = j->agent->name;
+	if (helpers_only(j)) {
+		helpers_deliver(j);
+		return;
+	}
 	j->wj.work = mailbox_work;
 	j->wj.done = mailbox_done;
 	worker_submit(WORKER_DELIVERY, &j->wj);

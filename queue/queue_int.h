@@ -295,9 +295,18 @@ int  helper_log_encode(char *buf, size_t len);                                  
 int  helper_msg_is_log(const char *buf, size_t len);
 
 /*
- * Deliver through helper w (blocks the calling worker thread until the
- * helper answers, or dies): 0 delivered and synced; -1 not (reason set; the
- * mail stays queued and is retried).
+ * Ask helper w to deliver, from the loop or a worker: 0 when the request is
+ * on its way, and cb(arg, idx, status, reason) then runs once on the loop
+ * (status 0: delivered and synced; else an errno value and the reason: the
+ * helper failed, died or timed out, the mail stays queued); -1 when it
+ * could not be sent (reason set, cb never runs). Never blocks the loop.
+ */
+typedef void (*helper_cb)(void *arg, int idx, int status, const char *reason);
+int  helper_send(enum helper_which w, int msgfd, const struct msg_src *m, const char *rcpt,
+    const char *mailbox, helper_cb cb, void *arg, int idx, char *reason, size_t rlen);
+/*
+ * The same from a delivery worker that waits for the answer (the loop reads
+ * it): 0 delivered and synced; -1 not (reason set; the mail stays queued).
  */
 int  helper_deliver(enum helper_which w, int msgfd, const struct msg_src *m, const char *rcpt,
     const char *mailbox, char *reason, size_t rlen);
@@ -354,6 +363,7 @@ struct agent_job {
 	int    n;
 	struct msg_headers hdr;      /* read by an agent that needs them (loop detection) */
 	int    hdr_ok;
+	int    helper_wait;          /* the mailbox agent: helper answers still to come (loop only) */
 	int    dest_failed;
 	char   dest_reason[256];
 	const char *relay;           /* the log's relay= ("local", "virtual", "none", a host) */

@@ -743,12 +743,34 @@ def cpu_ticks(pids):
     return total
 
 
+def ctx_switches(pids):
+    """voluntary + involuntary context switches of every thread of these processes (the
+    thread wake-ups a delivery costs: threads are long-lived, so a before/after difference
+    counts the run's)"""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                            total += int(line.split()[1])
+            except (OSError, ValueError):
+                continue
+    return total
+
+
 def one_throughput_run(mta, args):
     empty_maildir(mta.maildir, os.path.join(os.path.dirname(mta.mailbase), "aside-" + mta.name))
     new = os.path.join(mta.maildir, "new")
     cmd = smtp_source_cmd(mta.port, args)
     pids0 = set(mta.pids()) | ({mta.master_pid} if getattr(mta, "master_pid", None) else set())
     cpu0 = cpu_ticks(pids0)
+    ctx0 = ctx_switches(pids0)
     t0 = time.monotonic()
     # own session: a terminal's ^C reaches only us, and we kill and reap the client
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -780,9 +802,11 @@ def one_throughput_run(mta, args):
     # the MTA's CPU for the run: less noisy than wall time on a shared disk (processes
     # that came and went during the run are in their parents' cutime/cstime)
     cpu = cpu_ticks(pids0 | set(mta.pids())) - cpu0
+    ctx = ctx_switches(pids0) - ctx0
     res = {"accept_s": t_acc, "deliver_s": t_del, "delivered": n, "rc": rc,
            "accept_rate": None, "deliver_rate": None,
-           "cpu_ms_per_msg": cpu * 1000.0 / os.sysconf("SC_CLK_TCK") / args.messages}
+           "cpu_ms_per_msg": cpu * 1000.0 / os.sysconf("SC_CLK_TCK") / args.messages,
+           "ctx_per_msg": ctx / args.messages}
     if rc == 0:
         res["accept_rate"] = args.messages / t_acc
     if n >= args.messages:
@@ -816,9 +840,10 @@ def bench_throughput(mtas, args, summary):
             os.sync()
             r = one_throughput_run(m, args)
             results[m.name].append(r)
-            log("run %d %-8s accept %6.2f s %7s msg/s | in new/ %6.2f s %7s msg/s (%d files) | cpu %.2f ms/msg%s"
+            log("run %d %-8s accept %6.2f s %7s msg/s | in new/ %6.2f s %7s msg/s (%d files) | cpu %.2f ms/msg"
+                " | %.1f ctx sw/msg%s"
                 % (i + 1, m.name, r["accept_s"], fmt(r["accept_rate"]), r["deliver_s"],
-                   fmt(r["deliver_rate"]), r["delivered"], r["cpu_ms_per_msg"],
+                   fmt(r["deliver_rate"]), r["delivered"], r["cpu_ms_per_msg"], r["ctx_per_msg"],
                    ("  [" + r["note"] + "]") if r.get("note") else ""))
     med = {}
     for name, rs in results.items():
@@ -828,15 +853,17 @@ def bench_throughput(mtas, args, summary):
             "accept_s": median_or_none([r["accept_s"] for r in rs if r["accept_rate"]]),
             "deliver_s": median_or_none([r["deliver_s"] for r in rs if r["deliver_rate"]]),
             "cpu_ms_per_msg": median_or_none([r["cpu_ms_per_msg"] for r in rs]),
+            "ctx_per_msg": median_or_none([r["ctx_per_msg"] for r in rs]),
             "ok_runs": sum(1 for r in rs if r["accept_rate"] and r["deliver_rate"]),
             "runs": len(rs),
         }
     log("")
-    log("medians          accept s   accept msg/s   to new/ s   delivered msg/s   CPU ms/msg   good runs")
+    log("medians          accept s   accept msg/s   to new/ s   delivered msg/s   CPU ms/msg   ctx sw/msg   good runs")
     for name, d in med.items():
-        log("  %-12s %10s %14s %11s %17s %12s   %d/%d"
+        log("  %-12s %10s %14s %11s %17s %12s %12s   %d/%d"
             % (name, fmt(d["accept_s"], "%.2f"), fmt(d["accept_rate"]), fmt(d["deliver_s"], "%.2f"),
-               fmt(d["deliver_rate"]), fmt(d["cpu_ms_per_msg"], "%.3f"), d["ok_runs"], d["runs"]))
+               fmt(d["deliver_rate"]), fmt(d["cpu_ms_per_msg"], "%.3f"), fmt(d["ctx_per_msg"], "%.1f"),
+               d["ok_runs"], d["runs"]))
     ratios = {}
     if "frugal" in med and "postfix" in med:
         for key, label in (("accept_rate", "accept"), ("deliver_rate", "delivered-to-Maildir")):

@@ -4,6 +4,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import smtplib
 import subprocess
 import tempfile
@@ -147,6 +148,12 @@ class Privileges(unittest.TestCase):
                 for i in range(20):
                     s.sendmail("v@example.org", ["carol@virt.test"], "Subject: vowner %d\r\n\r\nhi\r\n" % i)
             d.wait_messages(d.vmaildir("virt.test/carol"), 20)
+            # mail over 64 KiB is asked from a delivery worker that waits (the loop reads the answer)
+            big = "Subject: vowner big\r\n\r\n" + ("x" * 76 + "\r\n") * 1400
+            with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
+                s.sendmail("v@example.org", ["carol@virt.test"], big)
+            d.wait_messages(d.vmaildir("virt.test/carol"), 21)
+            self.assertTrue(any(len(m) > 100000 for m in d.messages(d.vmaildir("virt.test/carol"))))
             new = os.path.join(d.vmaildir("virt.test/carol"), "new")
             for n in os.listdir(new):
                 self.assertEqual(os.stat(os.path.join(new, n)).st_uid, pw.pw_uid)
@@ -309,6 +316,60 @@ class Privileges(unittest.TestCase):
             print("\n  helper killed 4 times during %d messages: %d delivered, %d duplicates"
                   % (n, len(tokens), len(msgs) - len(tokens)))
         finally:
+            d.cleanup()
+
+    def test_helper_hung_loop_serves_requests_time_out(self):
+        """A helper that stops answering (SIGSTOP): the loop, which owns the
+        helper's socket, keeps serving SMTP while requests pile up beyond
+        what the socket holds (they wait in the daemon, never blocking the
+        loop); each unanswered request fails after the timeout with the mail
+        kept queued; once the helper runs again every message is delivered."""
+        needs_root(self, "the virtual helper runs as another user")
+        pw = self.nobody()
+        users = ["u%d" % i for i in range(50)]
+        vmap = ", ".join("%s@virt.test=virt.test/%s/" % (u, u) for u in users)
+        nmsg = 10   # x 50 recipients: 500 requests in flight, more than the socket's buffer holds
+        d = Daemon(extra="virtual_mailbox_owner = nobody\nvirtual_mailbox_maps = inline:{ %s }\n"
+                         "initial_destination_concurrency = 20\n" % vmap,
+                   env={"FRUGAL_TEST_HELPER_TIMEOUT": "4"})
+        helper = None
+        try:
+            os.makedirs(d.vbase)
+            os.chown(d.vbase, pw.pw_uid, pw.pw_gid)
+            os.chmod(d.dir, 0o755)
+            d.start()
+            smtpd = d.smtpd_pid()
+            helper = [p for p in children_of(d.proc.pid) if p != smtpd][0]
+            os.kill(helper, signal.SIGSTOP)
+            t0 = time.monotonic()
+            with smtplib.SMTP("127.0.0.1", d.port, timeout=10 * SLOW) as s:
+                for i in range(nmsg):
+                    s.sendmail("h@example.org", ["%s@virt.test" % u for u in users],
+                               "Subject: h%d\r\nX-Token: h%d\r\n\r\nhi\r\n" % (i, i))
+            d.wait_log("delivery helper virtual (pid %d) is behind" % helper, 10 * SLOW)
+            # the loop is not blocked on the full socket: a new session is served at once
+            with smtplib.SMTP("127.0.0.1", d.port, timeout=5 * SLOW) as s:
+                self.assertEqual(s.noop()[0], 250)
+            d.wait_log("delivery helper virtual did not answer in 4 s", 30 * SLOW)
+            self.assertGreaterEqual(time.monotonic() - t0, 4, "timed out before the timeout")
+            self.assertTrue(os.listdir(os.path.join(d.queue, "committed")), "the mail stays queued")
+            self.assertEqual(sum(len(d.messages(d.vmaildir("virt.test/" + u))) for u in users), 0)
+            self.assertEqual(d.smtpd_pid(), smtpd, "the daemon kept running")
+            os.kill(helper, signal.SIGCONT)
+
+            def tokens(u):
+                return set(re.search(rb"X-Token: (\S+)", m).group(1)
+                           for m in d.messages(d.vmaildir("virt.test/" + u)))
+            wait_for(lambda: all(len(tokens(u)) == nmsg for u in users), 90 * SLOW, "every message delivered")
+            wait_for(lambda: not os.listdir(os.path.join(d.queue, "committed")), 60 * SLOW, "the queue drained")
+            self.assertEqual([p for p in children_of(d.proc.pid) if p != smtpd], [helper],
+                             "a hung helper is waited for, not replaced")
+        finally:
+            if helper:
+                try:
+                    os.kill(helper, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
             d.cleanup()
 
     def test_no_chown_through_hard_links(self):
