@@ -2138,6 +2138,12 @@ void smtpc_deliver(struct agent_job *j)
 	if ((c = cache_find(j, sts_enforced(j))) != NULL && take_cached(c, j) == 0)
 		return;
 	drop_stale(j);
+	/*
+	 * A new connection: the idle ones of other destinations give way now, not at the trim after
+	 * this dispatch round (kick_cb), so that the running jobs' sockets and the idle ones never
+	 * pass delivery_concurrency_limit, not even for the rest of this callback.
+	 */
+	smtpc_idle_trim(j->idle_room);
 	if ((c = mem_calloc(1, sizeof *c)) == NULL || (c->out = mem_alloc(SMTPC_OUT)) == NULL ||
 	    (c->settled = mem_calloc((size_t)j->n, 1)) == NULL || (c->accepted = mem_calloc((size_t)j->n, 1)) == NULL) {
 		if (c) {

@@ -15,9 +15,12 @@ that has closed beside its successor. Only a connection listed ESTABLISHED in
 two consecutive reads is counted: every such connection was open at the end
 of the first read, all at the same moment.
 """
+import ctypes
+import os
 import re
 import smtplib
 import socket
+import struct
 import threading
 import time
 import unittest
@@ -61,6 +64,53 @@ class Sampler:
         self._stop.set()
         self._th.join(10)
         return self.peak
+
+
+class WireOrder:
+    """Root only: every SYN, FIN and RST on lo between 127.0.0.1 ports, in the kernel's order
+    (AF_PACKET with a classic BPF filter; each packet once, as it leaves). On loopback a
+    packet goes out inside the connect() or close() that makes it, so the order is the
+    order of those calls in frugal. events(): [(sport, dport, "SYN"|"FIN"|"RST")]."""
+
+    PROG = [
+        (0x28, 0, 0, 12),          # ldh [12]: ethertype
+        (0x15, 0, 6, 0x0800),      # IPv4, else drop
+        (0x30, 0, 0, 23),          # ldb [23]: protocol
+        (0x15, 0, 4, 6),           # TCP, else drop
+        (0xb1, 0, 0, 14),          # ldxb 4*([14]&0xf): IP header length
+        (0x50, 0, 0, 27),          # ldb [x+27]: TCP flags
+        (0x45, 0, 1, 0x07),        # FIN, SYN or RST, else drop
+        (0x06, 0, 0, 128),         # keep 128 bytes
+        (0x06, 0, 0, 0),           # drop
+    ]
+
+    def __init__(self):
+        self._buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in self.PROG))
+        self.s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+        self.s.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", len(self.PROG), ctypes.addressof(self._buf)))
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.s.bind(("lo", 0))
+        self.s.setblocking(False)
+
+    def events(self):
+        out = []
+        while True:
+            try:
+                data, addr = self.s.recvfrom(256)
+            except BlockingIOError:
+                return out
+            if addr[2] != socket.PACKET_OUTGOING:
+                continue
+            t = 14 + (data[14] & 0xf) * 4
+            sport, dport = struct.unpack("!HH", data[t:t + 4])
+            fl = data[t + 13]
+            if fl & 2 and not fl & 16:
+                out.append((sport, dport, "SYN"))
+            elif fl & 5:
+                out.append((sport, dport, "RST" if fl & 4 else "FIN"))
+
+    def close(self):
+        self.s.close()
 
 
 class HoldingSink(PySink):
@@ -180,6 +230,41 @@ class SmtpBudget(unittest.TestCase):
             peak = sampler.stop()
         self.assertEqual(peak, 1, "peak %d connections for a limit of 1" % peak)
         self.assertNotIn("status=deferred", d.output())
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root: the order of connects and closes is read off the wire (AF_PACKET)")
+    def test_idle_connection_gives_way_before_another_destination_connects(self):
+        # delivery_concurrency_limit 2. Two connections to X idle in the cache (both slots free,
+        # so the budget allows them). A message to Y takes a slot: one of X's idle connections
+        # must be closed before Y's connection is made, not after (the socket total would pass 2).
+        port_y = free_port()
+        s = self.sink(hold=0.5)
+        sy = HoldingSink(("127.0.0.1", port_y))
+        self.addCleanup(sy.stop)
+        d = Daemon(f"transport_maps = inline:{{ relay.test=smtp:[127.0.0.1]:{self.port}, "
+                   f"other.test=smtp:[127.0.0.1]:{port_y} }}\n"
+                   "relay_domains = relay.test, other.test\n"
+                   "delivery_concurrency_limit = 2\ndefault_destination_concurrency_limit = 2\n"
+                   "smtp_connection_cache_time_limit = 30s\n").start()
+        self.addCleanup(d.cleanup)
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=20 * SLOW) as c:
+            for i in range(2):      # two messages: X's peer holds each, so two connections
+                c.sendmail("alice@example.test", ["u@relay.test"], (MSG % (i, i)).encode())
+        wait_for(lambda: self.sent(d) == 2, 15 * SLOW, "two deliveries to X")
+        self.assertEqual(s.connections, 2)
+        wait_for(lambda: open_connections(self.port) == 2, 5, "X's two connections idle")
+        wire = WireOrder()
+        self.addCleanup(wire.close)
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=20 * SLOW) as c:
+            c.sendmail("alice@example.test", ["v@other.test"], (MSG % (9, 9)).encode())
+        wait_for(lambda: "to=<v@other.test>" in d.output() and "status=sent" in d.output().split("to=<v@other.test>")[1],
+                 15 * SLOW, "the delivery to Y")
+        wait_for(lambda: open_connections(self.port) == 1, 5, "one of X's connections closed")
+        ev = wire.events()
+        syn_y = [i for i, (sp, dp, f) in enumerate(ev) if dp == port_y and f == "SYN"]
+        fin_x = [i for i, (sp, dp, f) in enumerate(ev) if self.port in (sp, dp) and f in ("FIN", "RST")]
+        self.assertEqual(len(syn_y), 1, ev)
+        self.assertTrue(fin_x, ev)
+        self.assertLess(fin_x[0], syn_y[0], "Y connected before X's idle connection was closed: %s" % ev)
 
 
 if __name__ == "__main__":
