@@ -5,7 +5,9 @@ connection reuse. The peer holds every end-of-data reply, so all the slots
 are busy at once; a thread samples the TCP connections to the peer's port
 from /proc/net/tcp all along. A connection kept idle for reuse counts: one
 that can no longer serve its destination (too old to reuse) is closed when
-the destination needs a new one, not left beside it.
+the destination needs a new one, not left beside it; and idle connections to one
+destination are closed before a job for another connects when the delivery
+budget leaves no room for both (root: that order is read off the wire).
 
 How the connections are counted matters (the relay bench once reported 21-27
 for a limit of 20 that frugal never passed, measured on the wire): a read of
