@@ -1557,6 +1557,8 @@ static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		j->dest = dest;
 		j->conf = q->c;
 		j->stopping = q->stopping;
+		/* this job included: an agent that connects anew closes idle connections past it first */
+		j->idle_room = q->limit - q->inflight;
 		j->agent->deliver(j);
 	}
 	/*

@@ -370,6 +370,7 @@ struct agent_job {
 	double t_start, t_done;
 	const struct conf *conf;     /* qmgr's current generation, valid during deliver() only */
 	int    stopping;             /* dispatched while qmgr_free drains: network agents start nothing */
+	int    idle_room;            /* set at dispatch: idle connections the delivery budget leaves beside the jobs */
 	time_t arrival;              /* the message's arrival (the SMTP client's plain-text fallback) */
 	int    conn_use;             /* the network agents: this job's transaction on its connection (1 new, 2.. reused) */
 	/* the envelope's DSN facts, read-only (the network agents pass them on) */

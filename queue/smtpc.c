@@ -320,6 +320,25 @@ static struct smtpc *cache_find(const struct agent_job *j, int need_sts)
 	return best;
 }
 
+/*
+ * The job found no idle connection it may take, so it will make one. Idle connections to the
+ * same destination that cannot serve it (past smtp_connection_reuse_time_limit, of an older
+ * configuration generation, made without the MTA-STS policy the job needs) are closed first: the
+ * scheduler counts only the job against the destination's concurrency, and a stale connection
+ * left beside the new one would hold a socket beyond that limit until its idle timer.
+ */
+static void drop_stale(const struct agent_job *j)
+{
+	struct smtpc *c, *next;
+
+	for (c = live; c; c = next) {
+		next = c->next;
+		if (c->st == C_IDLE && strcmp(c->key_transport, j->route.transport) == 0 &&
+		    strcmp(c->key_hop, j->route.nexthop) == 0)
+			drop_idle(c);
+	}
+}
+
 /* What the io watcher waits for: the connect, pending output, replies. */
 static void watch(struct smtpc *c)
 {
@@ -2118,6 +2137,13 @@ void smtpc_deliver(struct agent_job *j)
 	}
 	if ((c = cache_find(j, sts_enforced(j))) != NULL && take_cached(c, j) == 0)
 		return;
+	drop_stale(j);
+	/*
+	 * A new connection: the idle ones of other destinations give way now, not at the trim after
+	 * this dispatch round (kick_cb), so that the running jobs' sockets and the idle ones never
+	 * pass delivery_concurrency_limit, not even for the rest of this callback.
+	 */
+	smtpc_idle_trim(j->idle_room);
 	if ((c = mem_calloc(1, sizeof *c)) == NULL || (c->out = mem_alloc(SMTPC_OUT)) == NULL ||
 	    (c->settled = mem_calloc((size_t)j->n, 1)) == NULL || (c->accepted = mem_calloc((size_t)j->n, 1)) == NULL) {
 		if (c) {
