@@ -4,9 +4,11 @@
 0. every libFuzzer target replays its checked-in corpus, 1. unit tests
 (Check binaries in build/tests), 2. integration tests against ./frugal,
 3. both again with the ASan+UBSan build (build/asan), where any sanitizer
-report written by the daemon fails the run. Ends with one line
+report written by the daemon fails the run. The integration files of both
+passes share one pool of FRUGAL_CHECK_JOBS processes. Ends with one line
 "check: N passed, N failed".
 """
+import concurrent.futures
 import glob
 import os
 import re
@@ -14,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.chdir(ROOT)
@@ -44,14 +47,62 @@ def unit(bindir, env, label):
             sys.stdout.write(out[-4000:])
 
 
-def integration(binary, env, label):
-    global passed, failed, skipped
+# Integration files run one process each, JOBS at a time (FRUGAL_CHECK_JOBS, default
+# the number of cores, at most 4), both passes in one pool: the tests mostly wait on
+# sockets and timers, so two at a time on two cores nearly halves the wall time.
+# Longest first, by these measured plain-pass seconds (a file not listed counts 30 s),
+# so that the long files do not end the run alone.
+DURATION_HINT = {
+    "test_faults": 200, "test_remote": 106, "test_powerloss": 54, "test_smtp_client": 49,
+    "test_auth": 37, "test_dns": 35, "test_peers": 34, "test_smtp_fire": 30,
+    "test_queue_priv": 29, "test_ledger": 28, "test_sendmail": 25, "test_logging": 25,
+    "test_container": 23, "test_smtp_reuse": 20, "test_mta_sts": 19, "test_anvil": 18,
+    "test_dkim": 18, "test_packaging": 16, "test_scheduler": 15, "test_dnsbl": 13,
+    "test_disk": 10, "test_smtp": 9, "test_crash": 5, "test_chunking": 3, "test_docs": 3,
+    "test_dsn": 2, "test_daemon": 2, "test_addresses": 1, "test_smtp_wire": 56,
+    "test_spf": 32, "test_wizard": 24, "test_systemd": 21, "test_tls": 17, "test_status": 14,
+}
+# Files that must not overlap with another of the same group, whatever the pass:
+# test_daemon's embedded default listens on the fixed port 2525; the others set up
+# loop devices and mounts, cgroups, the beancounter emulator or a booted systemd.
+EXCLUSIVE = {
+    "test_daemon": "port2525",
+    "test_powerloss": "system", "test_systemd": "system", "test_container": "system",
+    "test_vzemul": "system",
+}
+
+
+def integration_jobs(binary, env, label):
     e = dict(os.environ)
     e.update(env)
     e["FRUGAL_BIN"] = binary
-    p = subprocess.run([sys.executable, "-m", "unittest", "discover", "-s", "tests/integration",
-                        "-p", "test_*.py", "-v"], capture_output=True, text=True, env=e, timeout=2400)
-    out = p.stdout + p.stderr
+    weight = 1.6 if "ASAN_OPTIONS" in env else 1.0
+    jobs = []
+    for path in sorted(glob.glob("tests/integration/test_*.py")):
+        mod = os.path.basename(path)[:-3]
+        jobs.append({"mod": mod, "env": e, "label": label,
+                     "cost": DURATION_HINT.get(mod, 30) * weight, "group": EXCLUSIVE.get(mod)})
+    return jobs
+
+
+def run_job(job):
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run([sys.executable, "-m", "unittest", "-v", job["mod"]], cwd="tests/integration",
+                           capture_output=True, text=True, env=job["env"], timeout=1800)
+        out = p.stdout + p.stderr
+        rc = p.returncode
+    except subprocess.TimeoutExpired as ex:
+        out = "%s%s\n%s: timed out after %d s\n" % (ex.stdout or "", ex.stderr or "", job["mod"], ex.timeout)
+        rc = -1
+    job["out"], job["rc"], job["secs"] = out, rc, time.monotonic() - t0
+    return job
+
+
+def account(job):
+    """Count one finished file's tests and print its lines (whole files, never interleaved)."""
+    global passed, failed, skipped
+    out, label = job["out"], job["label"]
     m = re.search(r"Ran (\d+) tests?", out)
     n = int(m.group(1)) if m else 0
     f = 0
@@ -63,17 +114,40 @@ def integration(binary, env, label):
                 f += int(v)
     ms = re.search(r"skipped=(\d+)", out)
     s = int(ms.group(1)) if ms else 0
-    if p.returncode != 0 and f == 0:
+    if job["rc"] != 0 and f == 0:
         f = 1
-    passed += n - f - s
+    passed += max(n - f - s, 0)
     failed += f
     skipped += s
     for line in out.splitlines():
         if re.search(r" \.\.\. |^(crash|reset|power-loss) test:|^power-loss (cut|negative)|^fault sweep", line):
             print("%s integration %s" % (label, line))
+    print("%s integration file %s: %d tests, %d failed, %d skipped, %.0f s"
+          % (label, job["mod"], n, f, s, job["secs"]), flush=True)
     if f:
-        failures.append("%s integration" % label)
+        failures.append("%s integration %s" % (label, job["mod"]))
         sys.stdout.write(out[-8000:])
+
+
+def integration(jobs, workers):
+    pending = sorted(jobs, key=lambda j: -j["cost"])
+    busy = set()   # exclusive groups of the running jobs
+    running = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
+        while pending or running:
+            while len(running) < workers:
+                pick = next((j for j in pending if j["group"] is None or j["group"] not in busy), None)
+                if pick is None:
+                    break
+                pending.remove(pick)
+                if pick["group"]:
+                    busy.add(pick["group"])
+                running[ex.submit(run_job, pick)] = pick
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in done:
+                job = running.pop(fut)
+                busy.discard(job["group"])
+                account(fut.result())
 
 
 def fuzz_corpora():
@@ -96,14 +170,19 @@ def fuzz_corpora():
 
 
 def main():
+    global failed
     env = dict(os.environ)
+    workers = int(os.environ.get("FRUGAL_CHECK_JOBS") or min(os.cpu_count() or 1, 4))
     fuzz_corpora()
     unit("build/tests", env, "[plain]")
-    integration(os.path.join(ROOT, "frugal"), {}, "[plain]")
+    # two files at a time make each slower: the plain pass gets twice the patience
+    # (harness.SLOW scales timeouts, never a success path), the ASan pass keeps its 4
+    jobs = integration_jobs(os.path.join(ROOT, "frugal"),
+                            {"FRUGAL_TEST_SLOW": "2"} if workers > 1 else {}, "[plain]")
+    logdir = None
     if os.environ.get("FRUGAL_CHECK_NO_ASAN"):
         print("check: sanitizer pass skipped (FRUGAL_CHECK_NO_ASAN)")
     else:
-        global failed
         logdir = tempfile.mkdtemp(prefix="frugal-asan-")
         senv = dict(env)
         senv["ASAN_OPTIONS"] = "log_path=%s/asan:detect_leaks=1" % logdir
@@ -111,7 +190,11 @@ def main():
         unit("build/asan/tests", senv, "[asan]")
         ienv = {"ASAN_OPTIONS": senv["ASAN_OPTIONS"], "UBSAN_OPTIONS": senv["UBSAN_OPTIONS"],
                 "FRUGAL_TEST_SLOW": "4", "FRUGAL_CRASH_KILLS": "3"}
-        integration(os.path.join(ROOT, "build/asan/frugal"), ienv, "[asan]")
+        jobs += integration_jobs(os.path.join(ROOT, "build/asan/frugal"), ienv, "[asan]")
+    t0 = time.monotonic()
+    integration(jobs, workers)
+    print("integration: %d files in %.0f s, %d at a time" % (len(jobs), time.monotonic() - t0, workers))
+    if logdir:
         reports = sorted(glob.glob(os.path.join(logdir, "*")))
         for r in reports:
             with open(r, errors="replace") as fh:
