@@ -21,6 +21,8 @@ struct resolver;
 struct dns;
 struct dns_query;
 struct spf_check;
+struct authres;
+struct dmarc_psl;
 struct spool;
 struct spool_txn;
 struct qmgr;
@@ -117,6 +119,10 @@ struct smtpd_gen {
 	struct dkim_keys *dkim;          /* dkim_signing_maps with its keys read; one reference; NULL: none */
 	struct map_list *rbl_reply_maps; /* DNS list zone to reply template; owned */
 	char *default_rbl_reply;         /* the template otherwise; owned, unexpanded */
+	/* inbound authentication of mail from outside (authres.c) */
+	int dkim_verify, dmarc, dmarc_enforce; /* smtpd_dkim_verify, smtpd_dmarc, smtpd_dmarc_enforce */
+	char *authserv_id;               /* smtpd_authserv_id, expanded; owned */
+	struct dmarc_psl *psl;           /* smtpd_dmarc_public_suffix_list, read; owned; NULL: DMARC off */
 };
 
 /*
@@ -195,6 +201,12 @@ struct smtp_tx {
 	struct spf_check *spf;      /* owned; check_spf's evaluation, once asked: its result serves every
 	                               RCPT, the Received-SPF: header, and DMARC (smtpd/spf.h) */
 	int  spf_logged;            /* its result is logged */
+	struct authres *auth;       /* DKIM/DMARC of mail from outside (authres.c); owned by txn (its filter):
+	                               valid while txn is, NULL once the spool owns txn */
+	int  ar_strip;              /* Authentication-Results: claiming our authserv-id are dropped (RFC 8601 5) */
+	int  ar_state;              /* AR_*: the Authentication-Results: header being read */
+	char *ar_hold;              /* owned; that header until it is decided (AR_HOLD_MAX) */
+	size_t ar_len;
 };
 /* Why a message is refused at its end; content_error_reply() turns each into the one reply. */
 enum tx_error { TX_OK, TX_SIZE, TX_IO, TX_STORAGE, TX_RESOURCES, TX_LINE, TX_NUL, TX_LOOP };
