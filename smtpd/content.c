@@ -300,11 +300,11 @@ static int hdr_hold(struct session *s, const char *p, size_t n, int eol)
 static void ar_decide(struct session *s)
 {
 	struct smtp_tx *tx = s->tx;
-	const char *v = tx->ar_hold + 23;   /* past "Authentication-Results:" */
-
 	if (tx->ar_state != AR_HOLD)
 		return;
-	if (authres_claims_id(v, tx->ar_len - 23, s->gen->authserv_id)) {
+	/* a BDAT piece that only looked like the start of one (below) is not one: as it came */
+	if (tx->ar_len >= 23 && strncasecmp(tx->ar_hold, "Authentication-Results:", 23) == 0 &&
+	    authres_claims_id(tx->ar_hold + 23, tx->ar_len - 23, s->gen->authserv_id)) {
 		tx->ar_state = AR_DROP;
 		log_info("smtpd", "%s: removed an Authentication-Results: header claiming authserv-id %s from %s[%s]",
 		    spool_txn_id(tx->txn), s->gen->authserv_id, s->host, s->addr);
@@ -334,7 +334,12 @@ static int ar_filter(struct session *s, const char *p, size_t n, int eol)
 	if (tx->at_bol && !cont) {
 		ar_decide(s);   /* a new header (or the end of them) ends the one held */
 		tx->ar_state = AR_NONE;
-		if (!tx->in_headers || n < 23 || strncasecmp(p, "Authentication-Results:", 23) != 0)
+		/*
+		 * A BDAT chunk may end inside the name ("Authentic"): a line that
+		 * starts like one is held too, and decided when it is whole.
+		 */
+		if (!tx->in_headers || (n >= 23 ? strncasecmp(p, "Authentication-Results:", 23) != 0 :
+		    eol || n == 0 || strncasecmp(p, "Authentication-Results:", n) != 0))
 			return 0;
 		hdr_release(s);   /* an address header held before it goes out first */
 		tx->ar_state = AR_HOLD;

@@ -24,7 +24,7 @@ import time
 import unittest
 
 from dnsserver import DNSServer
-from harness import Daemon, run_frugal, wait_for, SLOW
+from harness import Daemon, Raw, run_frugal, wait_for, SLOW
 
 SYS_PY = "/usr/bin/python3"   # python3-dkim is a package of Debian's interpreter
 IP = "192.0.2.10"
@@ -234,6 +234,7 @@ class DMARC(unittest.TestCase):
         # without enforce (self.d) the same message is accepted with dmarc=fail: test_alignment's third party
 
     def test_own_authserv_id_removed_others_kept(self):
+        before = len([l for l in self.d.output().splitlines() if "removed an Authentication-Results" in l])
         spoof = ("Authentication-Results: mx.example.test; dkim=pass header.d=bank.test\r\n"
                  "Authentication-Results:\r\n (folded, with a comment) MX.example.test.;\r\n dmarc=pass\r\n"
                  "Authentication-Results: other.example.net; spf=pass smtp.mailfrom=x.test\r\n")
@@ -245,7 +246,34 @@ class DMARC(unittest.TestCase):
         self.assertNotIn(b"bank.test", got)
         self.assertNotIn(b"folded, with a comment", got)
         self.assertEqual(len([l for l in self.d.output().splitlines()
-                              if "removed an Authentication-Results: header claiming authserv-id" in l]), 2)
+                              if "removed an Authentication-Results: header claiming authserv-id" in l]), before + 2)
+
+    def test_own_authserv_id_removed_across_bdat_chunks(self):
+        """BDAT chunks may split a header's name: "Authentic" | "ation-Results: mx.example.test; ..."."""
+        before = len([l for l in self.d.output().splitlines() if "removed an Authentication-Results" in l])
+        head = ("Authentication-Results: mx.example.test; dkim=pass header.d=chunked.test\r\n"
+                "Authorization-X: kept\r\n")
+        msg = message("a@nodmarc.test", "bdat split", extra=head).encode()
+        cut = msg.index(b"Authentication-Results") + len("Authentic")
+        cut2 = msg.index(b"Authorization-X") + 3
+        r = Raw(self.d.port)
+        self.addCleanup(r.close)
+        self.assertEqual(r.reply()[0], 220)
+        self.assertEqual(r.cmd("EHLO client.example.test")[0], 250)
+        self.assertEqual(r.cmd("MAIL FROM:<a@nodmarc.test>")[0], 250)
+        self.assertEqual(r.cmd("RCPT TO:<alice@example.test>")[0], 250)
+        for part, last in ((msg[:cut], False), (msg[cut:cut2], False), (msg[cut2:], True)):
+            r.send(b"BDAT %d%s\r\n" % (len(part), b" LAST" if last else b"") + part)
+            self.assertEqual(r.reply()[0], 250)
+        r.cmd("QUIT")
+        got = wait_for(lambda: [m for m in self.d.messages(self.d.maildir("alice")) if b"Subject: bdat split" in m],
+                       15, "the BDAT message")
+        self.assertEqual(len(got), 1)
+        self.assertNotIn(b"chunked.test", got[0])
+        self.assertIn(b"\nAuthorization-X: kept\n", got[0])
+        self.d.wait_log("removed an Authentication-Results")
+        after = [l for l in self.d.output().splitlines() if "removed an Authentication-Results" in l]
+        self.assertEqual(len(after), before + 1)
 
     def test_fifty_signatures_bounded_and_nobody_waits(self):
         """50 signatures: 5 verified (one key lookup: they share the key), and while this message
