@@ -198,6 +198,8 @@ static int norm(const char *name, char *out, size_t outlen)
 		}
 		out[i] = (char)tolower(c);
 	}
+	if (lab == 0)
+		return -1;   /* "a.b.." : an empty last label */
 	out[n] = '\0';
 	return 0;
 }

@@ -61,6 +61,7 @@ START_TEST(org_domain)
 	ck_assert_str_eq(org(p, "a.example"), "a.example");         /* "example." read as "example" */
 	ck_assert_ptr_null(org(p, ""));
 	ck_assert_ptr_null(org(p, "a..b.com"));
+	ck_assert_ptr_null(org(p, "a.b.."));   /* found by fuzz_dmarc */
 	ck_assert_ptr_null(org(p, "a b.com"));
 	ck_assert_ptr_null(org(p, "user@example.com"));
 	/* no list: the last two labels */
