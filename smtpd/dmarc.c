@@ -101,6 +101,11 @@ struct dmarc_psl *dmarc_psl_parse(const char *t, size_t n)
 		i = e + 1;
 	}
 	p->textlen = o;
+	{
+		char *t2 = mem_realloc(p->text, o + 1);   /* the comments' room back (Debian's file: 246 KB -> 115 KB) */
+		if (t2 != NULL)
+			p->text = t2;
+	}
 	for (p->nslot = 16; p->nslot < 2 * rules; p->nslot *= 2)
 		;
 	if ((p->slot = mem_calloc(p->nslot, sizeof *p->slot)) == NULL)
