@@ -547,11 +547,16 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf
 		    loc, g->authserv_id);
 		goto fail;
 	}
-	/* the list is read once per generation: an updated publicsuffix package takes effect at reload */
+	/*
+	 * The list is read once per generation: an updated publicsuffix
+	 * package takes effect at reload. Without it mail still flows (a data
+	 * file must not stop a mail server): warned, and an organizational
+	 * domain is then the last two labels.
+	 */
 	if (g->dmarc && (g->psl = dmarc_psl_load(conf_str(c, "smtpd_dmarc_public_suffix_list", 0), e, sizeof e)) == NULL) {
 		conf_where(c, "smtpd_dmarc_public_suffix_list", loc, sizeof loc);
-		snprintf(err, errlen, "%s: smtpd_dmarc_public_suffix_list: %s (smtpd_dmarc = no turns DMARC off)", loc, e);
-		goto fail;
+		log_warning("smtpd", "%s: smtpd_dmarc_public_suffix_list: %s: DMARC takes the last two labels as the "
+		    "organizational domain (apt-get install publicsuffix)", loc, e);
 	}
 	/* last: its table errors are the ones `frugal check` has also named with their lines */
 	if ((g->resolver = resolver_new(c, e, sizeof e)) == NULL) {
