@@ -183,7 +183,12 @@ class DMARC(unittest.TestCase):
             ar = ar_of(self.deliver(self.d, "a@" + dom, bad, sender="x@elsewhere.test"))[0]
             self.assertRegex(ar, "dkim=fail reason=\"[^\"]+\" header.d=%s" % dom)
             self.assertIn("dmarc=fail (p=reject dis=none)", ar)
+        # one log line per message, in the queue ID's style
         self.d.wait_log("Authentication-Results: mx.example.test; dkim=pass header.d=ed.test header.s=ed1")
+        self.assertRegex(self.d.output(), r"frugal/smtpd\[\d+\]: [0-9A-F]+: Authentication-Results: mx.example.test; "
+                                          r"dkim=pass header.d=ed.test header.s=ed1 header.b=\"[^\"]{8}\"; "
+                                          r"spf=none smtp.mailfrom=ed.test; dmarc=pass \(p=reject dis=none\) "
+                                          r"header.from=ed.test\n")
 
     def test_no_key_and_huge_key(self):
         m = self.msgs["nokey"]
@@ -274,6 +279,25 @@ class DMARC(unittest.TestCase):
         self.d.wait_log("removed an Authentication-Results")
         after = [l for l in self.d.output().splitlines() if "removed an Authentication-Results" in l]
         self.assertEqual(len(after), before + 1)
+
+    def test_trusted_clients_and_the_switches(self):
+        """mynetworks: nothing checked, nothing removed (inside the ADMD); smtpd_dkim_verify = no and
+        smtpd_dmarc = no from outside: no header added, ours still removed."""
+        spoof = "Authentication-Results: mx.example.test; dkim=pass header.d=inside.test\r\n"
+        m = self.msgs["pass rsa.test"].replace("Subject: pass rsa.test", "Subject: switches")
+        for extra, added, kept in (("mynetworks = 127.0.0.0/8\n", False, True),
+                                   ("smtpd_dkim_verify = no\nsmtpd_dmarc = no\n", False, False),
+                                   ("smtpd_dkim_verify = no\n", True, False)):
+            d = Daemon(extra, dns=self.dns, env={"FRUGAL_SPF_CLIENT_ADDR": IP})
+            self.addCleanup(d.cleanup)
+            d.start()
+            got = self.deliver(d, "a@rsa.test", spoof + m)
+            ar = ar_of(got)
+            self.assertEqual(b"inside.test" in got, kept, extra)
+            self.assertEqual(len(ar), int(added) + int(kept), (extra, ar))
+            if added:   # DMARC alone: no dkim= (DKIM pass not used), SPF's pass aligns
+                self.assertEqual(ar[0], " mx.example.test; spf=pass smtp.mailfrom=rsa.test; "
+                                        "dmarc=pass (p=reject dis=none) header.from=rsa.test")
 
     def test_fifty_signatures_bounded_and_nobody_waits(self):
         """50 signatures: 5 verified (one key lookup: they share the key), and while this message
