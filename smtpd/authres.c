@@ -156,6 +156,24 @@ static void key_answer(void *arg, const struct dns_answer *ans)
 	settle(g->a);
 }
 
+/*
+ * libopendkim 2.11 may not meet a refused allocation while it sets up a
+ * verification: a failed DKIM_SIGINFO allocation in dkim_eoh leaves a NULL
+ * in its signature list that dkim_free then reads (SEGV; found by
+ * test_dmarc's allocation sweep), as a failed OpenSSL allocation in the
+ * signer's dkim_eom frees twice (queue/dkim.c). So every libopendkim call
+ * runs under mem_nofail once room for it was checked: its allocations are
+ * counted, never refused, and bounded by what it is given (64 KB of
+ * headers, 5 signatures, lines of at most 2 KB).
+ */
+static int lib_room(size_t n)
+{
+	if (mem_charge(n) < 0)
+		return errno = ENOMEM, -1;
+	mem_uncharge(n);
+	return 0;
+}
+
 static int dns_name_ok(const char *s)
 {
 	size_t i, n = strlen(s);
@@ -337,7 +355,11 @@ static int headers_done(struct authres *a, size_t hend)
 		a->st = H_OFF;
 		return 0;
 	}
+	if (lib_room(EOM_ROOM + 4 * hend) < 0)
+		return -1;
+	mem_nofail(1);
 	if (vlib_get() == NULL || (a->dkim = dkim_verify(vlib, (const unsigned char *)a->id, NULL, &st)) == NULL) {
+		mem_nofail(0);
 		a->dkim_err = "out of memory";
 		a->st = H_OFF;
 		return 0;
@@ -354,6 +376,7 @@ static int headers_done(struct authres *a, size_t hend)
 			goto fail;
 	}
 	st = dkim_eoh(a->dkim);
+	mem_nofail(0);
 	if (st == DKIM_STAT_NOSIG) {   /* none it could parse */
 		a->st = H_OFF;
 		return 0;
@@ -364,6 +387,7 @@ static int headers_done(struct authres *a, size_t hend)
 	a->st = H_BODY;
 	return 0;
 fail:
+	mem_nofail(0);
 	if (st == DKIM_STAT_NORESOURCE)
 		return errno = ENOMEM, -1;
 	a->dkim_err = dkim_getresultstr(st);
@@ -379,7 +403,12 @@ static int body(struct authres *a, const char *p, size_t n)
 
 	if (n == 0 || a->dkim == NULL)
 		return 0;
-	if ((st = feed(a, 0, p, n)) != DKIM_STAT_OK) {
+	if (lib_room(4 * n + 64 * 1024) < 0)
+		return -1;
+	mem_nofail(1);
+	st = feed(a, 0, p, n);
+	mem_nofail(0);
+	if (st != DKIM_STAT_OK) {
 		if (st == DKIM_STAT_NORESOURCE)
 			return errno = ENOMEM, -1;
 		a->dkim_err = dkim_getresultstr(st);

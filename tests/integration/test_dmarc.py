@@ -156,6 +156,7 @@ class DMARC(unittest.TestCase):
         p.append(("spoofed", message("a@victim.test", "spoofed"), ["third.test"]))
         p.append(("after reject", message("a@rsa.test", "after reject"), ["rsa.test"]))
         p.append(("fifty", message("a@many.test", "fifty"), ["many.test"] * 50))
+        p.append(("sweep", message("a@rsa.test", "sweep"), ["ed.test", "rsa.test"]))
         return p
 
     def deliver(self, d, frm, msg, user="alice", sender=None):
@@ -298,6 +299,69 @@ class DMARC(unittest.TestCase):
             if added:   # DMARC alone: no dkim= (DKIM pass not used), SPF's pass aligns
                 self.assertEqual(ar[0], " mx.example.test; spf=pass smtp.mailfrom=rsa.test; "
                                         "dmarc=pass (p=reject dis=none) header.from=rsa.test")
+
+    def test_every_allocation_failure_in_a_verified_transaction(self):
+        """SQLite's habit, as test_spf's sweep: each connection from 127.0.0.2 fails its N-th
+        allocation after accept (FRUGAL_ALLOC_SWEEP_CLIENT), N = 1, 2, ... until one meets no
+        failure, through a whole transaction of a message with two signatures (libopendkim's
+        header and body work, the key lookups, SPF, DMARC, the late header). Documented outcomes
+        only: 250 (then delivered with its one Authentication-Results:), 451, or a 421/drop; after
+        each a clean client is served; the daemon stops cleanly (under ASan: no report)."""
+        tmp = tempfile.mkdtemp(prefix="frugal-it-dmarchosts-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        hosts = os.path.join(tmp, "hosts")
+        with open(hosts, "w") as f:
+            f.write("127.0.0.2 sweep-client.example.test\n127.0.0.1 clean-client.example.test\n")
+        d = Daemon("", dns=self.dns, env={"FRUGAL_SPF_CLIENT_ADDR": IP, "FRUGAL_HOSTS_FILE": hosts,
+                                          "FRUGAL_ALLOC_SWEEP_CLIENT": "127.0.0.2"}).start()
+        self.addCleanup(d.cleanup)
+        msg = self.msgs["sweep"].encode()
+
+        def send(source, rcpt):
+            try:
+                c = smtplib.SMTP("127.0.0.1", d.port, timeout=15 * SLOW, source_address=(source, 0))
+                try:
+                    c.sendmail("a@rsa.test", [rcpt], msg)
+                    return 250
+                finally:
+                    try:
+                        c.quit()
+                    except (smtplib.SMTPException, OSError):
+                        pass
+                    c.close()
+            except smtplib.SMTPResponseException as e:
+                return e.smtp_code
+            except smtplib.SMTPRecipientsRefused as e:
+                return list(e.recipients.values())[0][0]
+            except (smtplib.SMTPServerDisconnected, ConnectionError):
+                return 421
+
+        outcomes, fired_before, n = {}, 0, 0
+        while True:
+            n += 1
+            self.assertLessEqual(n, 1500, "sweep did not end")
+            code = send("127.0.0.2", "alice@example.test")
+            self.assertIn(code, (250, 421, 451), "N=%d: %s\n%s" % (n, code, d.output()[-3000:]))
+            try:
+                wait_for(lambda: "fault sweep: connection %d ended" % n in d.output(), 20 * SLOW,
+                         "session %d to end" % n)
+            except AssertionError:
+                raise AssertionError("N=%d: the session did not end\n%s" % (n, d.output()[-3000:]))
+            fired = d.output().count("fault injection: failing")
+            outcomes[code] = outcomes.get(code, 0) + 1
+            if fired == fired_before:
+                break
+            fired_before = fired
+        self.assertEqual(send("127.0.0.1", "bob@example.test"), 250)
+        got = d.wait_messages(d.maildir("bob"), 1)[0]
+        self.assertIn("dkim=pass header.d=rsa.test", ar_of(got)[0])
+        self.assertIn("dkim=pass header.d=ed.test", ar_of(got)[0])
+        # every 250 of the sweep was delivered once, with its header
+        mails = d.wait_messages(d.maildir("alice"), outcomes.get(250, 0))
+        self.assertTrue(all(len(ar_of(m)) == 1 for m in mails))
+        self.assertEqual(d.stop(), 0, d.output()[-3000:])
+        print("\nfault sweep (DKIM/DMARC): %d allocation sites exercised; outcomes %s" % (n - 1, outcomes))
+        self.assertGreater(n, 30)
 
     def test_fifty_signatures_bounded_and_nobody_waits(self):
         """50 signatures: 5 verified (one key lookup: they share the key), and while this message
