@@ -80,6 +80,9 @@ ALIGN = [
     ("a@strict.test", ("strict.test",), "x@elsewhere.test", "dmarc=pass"),  # strict: the same name
     ("a@nodmarc.test", ("third.test",), "x@elsewhere.test", "dmarc=none header.from=nodmarc.test"),
     ("a@tempfail.test", (), "x@elsewhere.test", "dmarc=temperror"),
+    ("a@sub.sp.test", (), "x@elsewhere.test", "dmarc=fail (p=none dis=none) header.from=sub.sp.test"),  # sp=
+    ("a@sp.test", (), "x@elsewhere.test", "dmarc=fail (p=reject dis=none) header.from=sp.test"),
+    ("a@pct0.test", (), "x@elsewhere.test", "dmarc=fail (p=quarantine dis=none)"),  # pct=0: one step down
 ]
 
 
@@ -117,6 +120,7 @@ class DMARC(unittest.TestCase):
                            ("victim.test", "v=DMARC1; p=reject"), ("spf.test", "v=DMARC1; p=reject"),
                            ("strict.test", "v=DMARC1; p=reject; adkim=s"), ("nokey.test", "v=DMARC1; p=none"),
                            ("quar.test", "v=DMARC1; p=quarantine"), ("many.test", "v=DMARC1; p=reject"),
+                           ("sp.test", "v=DMARC1; p=reject; sp=none"), ("pct0.test", "v=DMARC1; p=reject; pct=0"),
                            ("nodmarc.test", None)):
             if dmarc:
                 records["_dmarc." + dom] = [("TXT", dmarc), ("TXT", "not a dmarc record")]
