@@ -7,6 +7,7 @@
 
 const char *const stats_name[STATS_COUNT] = {
 	"received", "delivered", "deferred", "bounced", "rejected", "sessions_peak", "inflight", "active",
+	"screen_refused", "screen_passed",
 };
 
 static long long counters[STATS_COUNT];

@@ -18,6 +18,8 @@ enum stats_counter {
 	STATS_SESSIONS_PEAK, /* most SMTP sessions at one time */
 	STATS_INFLIGHT,      /* deliveries in flight now */
 	STATS_ACTIVE,        /* messages the scheduler holds in memory (Postfix's active queue) */
+	STATS_SCREEN_REFUSED,/* port 25 clients refused before a session (pregreet, DNS lists, hang-up) */
+	STATS_SCREEN_PASSED, /* port 25 clients that passed the screen and became sessions */
 	STATS_COUNT
 };
 

@@ -30,6 +30,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "limits/limits.h"
+#include "smtpd/screen.h"
 
 #define ACCEPT_BATCH  64   /* accepts per wake-up: fairness against sessions */
 
@@ -245,21 +246,19 @@ int smtpd_anvil_event(struct session *s, enum anvil_event ev, int limit)
 	return n;
 }
 
-static void admit(struct listener *l, int fd, const struct sockaddr_storage *ss)
+/*
+ * A client charged for its TCP socket becomes a session: the session
+ * budget, socket buffers, the struct, the per-client limits, the banner.
+ * Called at accept, or by the screen (screen.c) once the client passed it.
+ */
+void listen_session(struct listener *l, int fd, const struct sockaddr_storage *ss, int screened)
 {
 	struct smtpd_server *srv = l->srv;
 	struct session *s;
-	const char *res;
 	char addr[64];
 	int sz;
 
 	peer_string(ss, addr, sizeof addr);
-	if (!limits_tcp_admit(&res)) {   /* the socket is counted already (fd_accept) */
-		char why[96];
-		snprintf(why, sizeof why, "%s budget exhausted", res);
-		refuse_unavailable(srv, fd, addr, why, l->implicit_tls);
-		return;
-	}
 	if (!limits_session_admit()) {
 		char why[96];
 		snprintf(why, sizeof why, "smtpd session budget exhausted (%d/%d)",
@@ -289,11 +288,41 @@ static void admit(struct listener *l, int fd, const struct sockaddr_storage *ss)
 		return;
 	}
 	s->admitted = 1;
+	s->screened = screened;
 	s->fault_sweep = srv->sweep_client && strcmp(addr, srv->sweep_client) == 0;
 	server_session_add(srv, s);
 	if (client_limits(srv, l, s) < 0)
 		return;
 	session_start(s);
+}
+
+static void admit(struct listener *l, int fd, const struct sockaddr_storage *ss)
+{
+	struct smtpd_server *srv = l->srv;
+	const char *res;
+	char addr[64];
+	int r;
+
+	if (!limits_tcp_admit(&res)) {   /* the socket is counted already (fd_accept) */
+		char why[96];
+		peer_string(ss, addr, sizeof addr);
+		snprintf(why, sizeof why, "%s budget exhausted", res);
+		refuse_unavailable(srv, fd, addr, why, l->implicit_tls);
+		return;
+	}
+	/*
+	 * Port 25 clients outside mynetworks wait in the screen first (pregreet,
+	 * DNS list scoring: screen.c), as a small record instead of a session;
+	 * the session budget is asked only for those that pass.
+	 */
+	if ((r = screen_admit(l, fd, ss)) > 0)
+		return;
+	if (r < 0) {
+		peer_string(ss, addr, sizeof addr);
+		refuse_unavailable(srv, fd, addr, "memory budget exhausted", 0);
+		return;
+	}
+	listen_session(l, fd, ss, 0);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)

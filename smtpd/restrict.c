@@ -30,6 +30,7 @@
 #include "core/tls.h"
 #include "queue/queue.h"
 #include "smtpd/dnsbl.h"
+#include "smtpd/screen.h"
 #include "smtpd/spf.h"
 #include "smtpd/dmarc.h"
 
@@ -522,6 +523,12 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf
 		snprintf(err, errlen, "%s: rbl_reply_maps: %s", loc, e);
 		goto fail;
 	}
+	if ((g->screen = mem_alloc(sizeof *g->screen)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (screen_conf_load(c, g->screen, err, errlen) < 0)
+		goto fail;
 	if (gen_tls(g, c, tf, err, errlen) < 0)
 		goto fail;
 	if (gen_sasl(g, c, err, errlen) < 0)
@@ -597,6 +604,7 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 	mem_free(g->default_rbl_reply);
 	mem_free(g->authserv_id);
 	dmarc_psl_free(g->psl);
+	mem_free(g->screen);
 	conf_unref(g->conf);
 	mem_free(g);
 }

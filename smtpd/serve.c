@@ -13,6 +13,7 @@
  */
 #include "smtpd/smtpd_int.h"
 #include "smtpd/smtpd.h"
+#include "smtpd/screen.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -201,6 +202,7 @@ static void term_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	log_info("master", "terminating on signal %d", w->signum);
 	server.stopping = 1;
 	listen_close(&server);
+	screen_shutdown(&server);   /* clients not yet greeted: closed, they try again later */
 	shutdown_text(text, sizeof text);
 	/*
 	 * Idle sessions go now; a transaction in flight may finish within
@@ -450,6 +452,7 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	if ((server.dns = dns_new(server.loop, NULL, conf_str(c, "dns_servers", 0), err, sizeof err)) == NULL)
 		log_fatal("master", "%s", err);
 	agent_set_dns(server.dns);     /* the same handle for good: a reload changes its servers only */
+	screen_init(&server);          /* the pass cache, from the queue directory */
 	if (in == NULL ? listen_open(&server, c) < 0 : listen_attach(&server, c, in->listen_fds, in->nlisten) < 0)
 		log_fatal("master", "cannot open the SMTP listeners");
 	helper_init(server.loop);
@@ -518,6 +521,7 @@ int serve_run(struct conf *c, const struct serve_inherit *in)
 	worker_shutdown();
 	helper_shutdown();
 	server_free_sessions(&server);
+	screen_exit(&server);   /* the pass cache saved for the next start */
 	dovecot_free(server.dovecot);
 	anvil_free(server.anvil);
 	server.anvil = NULL;

@@ -669,7 +669,8 @@ void session_start(struct session *s)
 {
 	double wait = (double)conf_time(s->gen->conf, "smtpd_pregreet_wait", 0);
 
-	s->pregreet = wait > 0 && !s->submission;
+	/* a client that passed the screen (screen.c) waited there already */
+	s->pregreet = wait > 0 && !s->submission && !s->screened;
 	peer_lookup_start(s);   /* may settle at once (no resolver): then only the pregreet wait is left */
 	s->connected_started = 1;
 	if (s->pregreet) {

@@ -27,6 +27,9 @@ struct spool;
 struct spool_txn;
 struct qmgr;
 struct tls_ctx;
+struct screen_conf;
+struct screen_conn;
+struct screen_cache;
 
 /* ---- restrictions (restrict.c) ------------------------------------------- */
 
@@ -123,6 +126,7 @@ struct smtpd_gen {
 	int dkim_verify, dmarc, dmarc_enforce; /* smtpd_dkim_verify, smtpd_dmarc, smtpd_dmarc_enforce */
 	char *authserv_id;               /* smtpd_authserv_id, expanded; owned */
 	struct dmarc_psl *psl;           /* smtpd_dmarc_public_suffix_list, read; owned; NULL: DMARC off */
+	struct screen_conf *screen;      /* the postscreen_* tests before the session (screen.h); owned */
 };
 
 /*
@@ -233,6 +237,7 @@ struct session {
 	int pregreet;               /* S_GREETING: smtpd_pregreet_wait is running (read, to catch talkers) */
 	int connect_logged;         /* "connect from" is logged once the name is known */
 	int connected_started;      /* session_start() has run (the name may settle inside it) */
+	int screened;               /* passed the screen (screen.c): no pregreet wait of its own */
 	enum session_state dns_resume; /* S_DNS_WAIT: the state to go back to */
 	char *helo;                 /* owned */
 	char *tls_info;             /* owned; "TLSv1.3 with cipher ..." once TLS is up */
@@ -407,6 +412,11 @@ struct smtpd_server {
 	struct dovecot *dovecot;    /* Dovecot's auth service (dovecot.c); owned, made on first use */
 	struct dns *dns;            /* the resolver (core/dns.h); owned; NULL: every lookup fails for now */
 	int auth_pending;           /* password checks queued or running */
+	/* the screen (screen.c): port 25 clients before they are sessions */
+	struct screen_conn *screening; /* clients in the screen now */
+	unsigned nscreening;
+	struct screen_cache *screen_cache; /* passes remembered; owned, NULL: none */
+	ev_timer screen_save;       /* the cache's next save (armed when it changed) */
 };
 
 void server_init(struct smtpd_server *srv, struct ev_loop *loop);
@@ -445,6 +455,8 @@ int  listen_bind(const struct conf *c, int *fds, int max);   /* how many, or -1 
 int  listen_attach(struct smtpd_server *srv, const struct conf *c, const int *fds, int n);
 void listen_close(struct smtpd_server *srv);
 void listen_session_freed(struct smtpd_server *srv);   /* a descriptor came back: resume */
+/* A client charged for its socket becomes a session (screened: it passed the screen), or gets 421. */
+void listen_session(struct listener *l, int fd, const struct sockaddr_storage *ss, int screened);
 
 /* ---- passwords (passwd.c) ----------------------------------------------- */
 

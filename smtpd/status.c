@@ -100,6 +100,10 @@ void status_print_text(const struct status_view *v, FILE *f)
 		/* the log is where an admin looks for what went wrong: say when it has holes */
 		if (v->log_lost > 0)
 			fprintf(f, "log           %s lines lost since start (the log says why)\n", cnt(a[0], 32, v->log_lost));
+		/* the screen (smtpd/screen.c): only where it ran, as postscreen's counts */
+		if (v->stat[STATS_SCREEN_REFUSED] > 0 || v->stat[STATS_SCREEN_PASSED] > 0)
+			fprintf(f, "screen        %s refused before a session, %s passed\n",
+			    cnt(a[0], 32, v->stat[STATS_SCREEN_REFUSED]), cnt(a[1], 32, v->stat[STATS_SCREEN_PASSED]));
 	}
 	if (v->ngauge == 0)
 		return;
@@ -190,6 +194,10 @@ void status_print_json(const struct status_view *v, FILE *f)
 	jnum(f, v->stat[STATS_REJECTED]);
 	fputs(",\"log_lines_lost\":", f);
 	jnum(f, v->running ? v->log_lost : -1);
+	fputs(",\"screen_refused\":", f);
+	jnum(f, v->stat[STATS_SCREEN_REFUSED]);
+	fputs(",\"screen_passed\":", f);
+	jnum(f, v->stat[STATS_SCREEN_PASSED]);
 	fputs("},\"resources\":[", f);
 	for (i = 0; i < v->ngauge; i++) {
 		const struct limits_gauge *g = &v->g[i];
@@ -276,6 +284,11 @@ void status_print_prometheus(const struct status_view *v, FILE *f)
 		prom(f, "frugal_rejects_total", "counter", "SMTP rejects logged since start.", v->stat[STATS_REJECTED]);
 		prom(f, "frugal_log_lines_lost_total", "counter", "Log lines the daemon could not write since start.",
 		    v->log_lost);
+		prom(f, "frugal_screen_refused_total", "counter",
+		    "Port 25 clients refused by the screen (pregreet, DNS lists) before a session, since start.",
+		    v->stat[STATS_SCREEN_REFUSED]);
+		prom(f, "frugal_screen_passed_total", "counter",
+		    "Port 25 clients that passed the screen and became sessions, since start.", v->stat[STATS_SCREEN_PASSED]);
 		prom_head(f, "frugal_recipients_total", "counter", "Delivery outcomes per recipient since start.");
 		prom_label(f, "frugal_recipients_total", "status", "sent", v->stat[STATS_DELIVERED]);
 		prom_label(f, "frugal_recipients_total", "status", "deferred", v->stat[STATS_DEFERRED]);

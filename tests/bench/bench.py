@@ -54,7 +54,7 @@ TARGET_TLS_MEM_RATIO = 0.25   # idle TLS session: at most a quarter of Postfix's
 MAIL_OWNER, VMAIL_OWNER = "frugal", "vmail"   # the deployed configuration's two accounts
 TARGET_RELAY_RATIO = 2.0      # issue 13: at least twice Postfix's relay rate
 RELAY_DOMAIN = "relay.test"
-SECTIONS = ("throughput", "idle", "relay", "attack", "tls")
+SECTIONS = ("throughput", "idle", "relay", "attack", "tls", "screen")
 
 
 def ensure_user(name):
@@ -539,7 +539,8 @@ class Postfix(MTA):
         env = dict(os.environ)
         env.update(self.env_extra)
         self._logf = open(self.logfile, "ab")
-        self.proc = subprocess.Popen(["postfix", "-c", self.confdir, "start-fg"],
+        self.proc = subprocess.Popen(list(getattr(self, "cmd_prefix", [])) +
+                                     ["postfix", "-c", self.confdir, "start-fg"],
                                      stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
@@ -1799,6 +1800,252 @@ def find_frugal(args):
     return None, "%s not found or not executable (build it with `make frugal`)" % p
 
 
+# --------------------------------------------------------------------------
+# 5. the screen: issue 17's dictionary attack, frugal's screen against postscreen
+
+SCREEN_DNS_HOST = "127.0.0.153"   # port 53: Postfix's dnsblog asks the system resolver
+
+
+class PostscreenPostfix(Postfix):
+    """Postfix with postscreen in front of smtpd (Postfix's stock master.cf lines, chroot off),
+    started in a mount namespace whose /etc/resolv.conf names the bench's DNS server."""
+
+    def _write_master(self, src):
+        super()._write_master(src)
+        path = os.path.join(self.confdir, "master.cf")
+        with open(path) as f:
+            lines = f.readlines()
+        out = []
+        for line in lines:
+            if line.startswith("127.0.0.1:%d " % self.port):
+                out.append("127.0.0.1:%d inet n - n - 1 postscreen\n" % self.port)
+                out.append("smtpd pass - - n - - smtpd\n")
+                continue
+            out.append(line)
+        out.append("dnsblog unix - - n - 0 dnsblog\ntlsproxy unix - - n - 0 tlsproxy\n")
+        with open(path, "w") as f:
+            f.writelines(out)
+
+    def start(self, deadline_s=30):
+        resolv = os.path.join(self.root, "resolv.conf")
+        with open(resolv, "w") as f:
+            f.write("nameserver %s\noptions timeout:2 attempts:1\n" % SCREEN_DNS_HOST)
+        os.chmod(resolv, 0o644)
+        self.cmd_prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv]
+        return super().start(deadline_s)
+
+
+def screen_bot(addr, port, payload, timeout):
+    """one bot: connect from addr, talk first if payload, read the first line: its code or a word"""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.bind((addr, 0))
+        s.connect(("127.0.0.1", port))
+        if payload:
+            s.sendall(payload)
+        f = s.makefile("rb")
+        while True:
+            line = f.readline()
+            if not line:
+                return "eof"
+            if line[:4] == b"220-":     # postscreen's teaser banner: the verdict comes after it
+                continue
+            if line[:4] == b"220 ":     # a session: polite bots leave
+                s.sendall(b"QUIT\r\n")
+            return line[:3].decode("latin-1")
+    except socket.timeout:
+        return "timeout"
+    except OSError:
+        return "error"
+    finally:
+        s.close()
+
+
+def screen_legit(addr, port, timeout=30):
+    """one message from a client that waits for the banner: seconds from connect to the 221, or None"""
+    t0 = time.monotonic()
+    try:
+        c = smtplib.SMTP(timeout=timeout, source_address=(addr, 0))
+        c.connect("127.0.0.1", port)
+        c.ehlo("legit.example.org")
+        c.sendmail("legit@example.org", [RCPT], "Subject: legit\r\n\r\nhello\r\n")
+        c.quit()
+        return time.monotonic() - t0
+    except (OSError, smtplib.SMTPException):
+        return None
+
+
+def screen_run(mta, args, listed, talking, legit, duration):
+    """bots from 127.LISTED.x.y (listed, silent) and 127.TALKING.x.y (talk first), paced over
+    duration seconds (0: as fast as they go), with the legitimate client or without"""
+    bots = [("127.%d.%d.%d" % (listed, i // 250, i % 250 + 1), None) for i in range(args.screen_bots // 2)]
+    bots += [("127.%d.%d.%d" % (talking, i // 250, i % 250 + 1), b"EHLO bot.example\r\nMAIL FROM:<a@b>\r\n")
+             for i in range(args.screen_bots - len(bots))]
+    random.Random(17).shuffle(bots)
+    legit_addr = "127.0.0.9"
+    codes, lat, lock = {}, [], threading.Lock()
+    queue = list(bots)
+    done = threading.Event()
+
+    pace = duration / len(bots)
+
+    def bot_worker():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                addr, payload = queue.pop()
+                due = t0 + (len(bots) - len(queue) - 1) * pace
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
+            c = screen_bot(addr, mta.port, payload, 10)
+            with lock:
+                codes[c] = codes.get(c, 0) + 1
+
+    def legit_worker():
+        while not done.is_set():
+            t = screen_legit(legit_addr, mta.port)
+            lat.append(t)
+            time.sleep(0.05)
+    pids = mta.pids()
+    c0 = cpu_ticks(pids)
+    t0 = time.monotonic()
+    lt = threading.Thread(target=legit_worker)
+    if legit:
+        lt.start()
+    ts = [threading.Thread(target=bot_worker) for _ in range(args.screen_concurrency)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(300)
+    wall = time.monotonic() - t0
+    c1 = cpu_ticks(pids | mta.pids())   # Postfix's exited postscreen/smtpd children: the master's cutime
+    done.set()
+    if legit:
+        lt.join(60)
+    cpu_s = (c1 - c0) / os.sysconf("SC_CLK_TCK")
+    good = sorted(x for x in lat if x is not None)
+    refused = sum(v for k, v in codes.items() if k[:1] in ("4", "5"))
+    return {"bots": len(bots), "codes": codes, "refused": refused, "wall": wall, "cpu_s": cpu_s,
+            "per_cpu_s": len(bots) / cpu_s if cpu_s > 0 else None,
+            "legit_sent": len(lat), "legit_ok": len(good),
+            "p50_ms": good[len(good) // 2] * 1000 if good else None,
+            "p99_ms": good[min(len(good) - 1, int(len(good) * 0.99))] * 1000 if good else None}
+
+
+def bench_screen(frugal_bin, args, tmp, summary, postfix_skip):
+    section("the screen: dictionary attack against frugal's screen and Postfix's postscreen")
+    sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+    from dnsserver import DNSServer
+    records = {"%d.%d.%d.127.bl.test" % (i % 250 + 1, i // 250, n): [("A", "127.0.0.2", 0)]
+               for i in range(args.screen_bots // 2) for n in (1, 3)}
+    try:
+        # postscreen's dnsblog asks port 53 of the resolver in /etc/resolv.conf: the server must be there
+        dns = _dns_on_53(DNSServer, records)
+    except OSError as e:
+        log("no DNS server on %s:53 (%s): the Postfix side is skipped" % (SCREEN_DNS_HOST, e))
+        postfix_skip = postfix_skip or "no DNS server on port 53"
+        dns = DNSServer(records).start()
+    dns_addr = "%s:%d" % (dns.udp.getsockname()[0], dns.port)
+    log("%d bot connections, at most %d at a time: half listed on bl.test (127.1.x.y, silent), half talking"
+        " before the banner (127.2.x.y), as fast as they go, for the MTA's CPU per bot; then as many"
+        " from 127.3/127.4, paced over %.0f s, while a legitimate client (127.0.0.9, not in"
+        " mynetworks) sends a message, waits 50 ms, and again: its latency from connect to 221."
+        " Pregreet wait 1 s, bl.test*3 with threshold 3, both drop"
+        % (args.screen_bots, args.screen_concurrency, args.screen_duration))
+    out = {}
+    try:
+        sides = [("frugal", None)] if frugal_bin else []
+        if postfix_skip is None:
+            sides.append(("postfix", None))
+        else:
+            log("postfix side skipped: " + postfix_skip)
+        for side, _ in sides:
+            if side == "frugal":
+                mta = Frugal(frugal_bin, tmp, tag="screen-frugal", mynetworks="127.0.0.1/32",
+                             extra_conf={"smtpd_pregreet_wait": "1s", "postscreen_dnsbl_sites": "bl.test*3",
+                                         "postscreen_dnsbl_threshold": 3, "dns_servers": dns_addr,
+                                         "smtpd_client_connection_count_limit": 2000,
+                                         "smtpd_concurrency_limit": 2000})
+            else:
+                mta = PostscreenPostfix(tmp, tag="screen-postfix", mynetworks="127.0.0.1/32",
+                                        extra={"postscreen_greet_wait": "1s",
+                                               "postscreen_greet_action": "drop",
+                                               "postscreen_dnsbl_sites": "bl.test*3",
+                                               "postscreen_dnsbl_threshold": "3",
+                                               "postscreen_dnsbl_action": "drop",
+                                               "postscreen_access_list": "permit_mynetworks"})
+            mta.setup()
+            try:
+                if not mta.start():
+                    log("%s did not start:\n%s" % (side, tail(mta.logfile)))
+                    continue
+                screen_legit("127.0.0.9", mta.port)   # passes the pregreet wait once: remembered on both sides
+                # CPU per bot: the attack alone, as fast as it goes; then, from other addresses,
+                # paced, with the legitimate client sending meanwhile: its latency
+                r = screen_run(mta, args, 1, 2, False, 0)
+                r2 = screen_run(mta, args, 3, 4, True, args.screen_duration)
+                r.update({k: r2[k] for k in ("legit_sent", "legit_ok", "p50_ms", "p99_ms")})
+                r["refused_paced"] = r2["refused"]
+                out[side] = r
+            finally:
+                mta.stop()
+    finally:
+        dns.stop()
+    log("")
+    rows = [
+        ("bot connections", lambda r: "%d" % r["bots"]),
+        ("refused (4xx/5xx)", lambda r: "%d" % r["refused"]),
+        ("refused, paced run", lambda r: "%d" % r["refused_paced"]),
+        ("first replies", lambda r: " ".join("%s:%d" % kv for kv in sorted(r["codes"].items()))),
+        ("wall s (as fast as it goes)", lambda r: "%.1f" % r["wall"]),
+        ("MTA CPU s", lambda r: "%.2f" % r["cpu_s"]),
+        ("bot connections per CPU s", lambda r: fmt(r["per_cpu_s"])),
+        ("legit messages ok/sent", lambda r: "%d/%d" % (r["legit_ok"], r["legit_sent"])),
+        ("legit latency p50 ms", lambda r: fmt(r["p50_ms"])),
+        ("legit latency p99 ms", lambda r: fmt(r["p99_ms"])),
+    ]
+    log("  %-30s" % "" + "".join("%22s" % k for k in out))
+    for label, f in rows:
+        log("  %-30s" % label + "".join("%22s" % f(r) for r in out.values()))
+    if "frugal" in out and "postfix" in out:
+        f, p = out["frugal"], out["postfix"]
+        if f["per_cpu_s"] and p["per_cpu_s"]:
+            r = f["per_cpu_s"] / p["per_cpu_s"]
+            log("  ratio frugal/postfix bot connections per CPU s %.1fx (target >= 5x: %s)"
+                % (r, "met" if r >= 5 else "NOT met"))
+        if f["p99_ms"] is not None and p["p99_ms"] is not None:
+            log("  legit p99 frugal %.0f ms, postfix %.0f ms (target lower: %s)"
+                % (f["p99_ms"], p["p99_ms"], "met" if f["p99_ms"] < p["p99_ms"] else "NOT met"))
+    summary["screen"] = out
+
+
+def _dns_on_53(cls, records):
+    """the bench's DNS server on SCREEN_DNS_HOST:53 (UDP and TCP), or OSError"""
+    d = cls.__new__(cls)
+    d.records = {k.lower().rstrip("."): list(v) for k, v in records.items()}
+    d.servfail, d.delay, d.truncate, d.ttl = set(), {}, set(), 300
+    d.counts, d.total, d.tcp_queries, d.log = {}, 0, 0, []
+    d.lock = threading.Lock()
+    d.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    d.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    d.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        d.udp.bind((SCREEN_DNS_HOST, 53))
+        d.tcp.bind((SCREEN_DNS_HOST, 53))
+    except OSError:
+        d.udp.close()
+        d.tcp.close()
+        raise
+    d.port = 53
+    d.tcp.listen(16)
+    d.stopping = False
+    d.threads = []
+    return d.start()
+
+
 def print_summary(summary, args):
     section("summary")
     for k in ("frugal", "postfix"):
@@ -1909,6 +2156,9 @@ def main():
     ap.add_argument("--relay-runs", type=int, default=3, help="relay runs per MTA and mode (median)")
     ap.add_argument("--relay-reuse-only", dest="relay_no_reuse_skip", action="store_true",
                     help="relay: only the default mode (connection reuse on), not also without it")
+    ap.add_argument("--screen-bots", type=int, default=2000, help="screen: bot connections")
+    ap.add_argument("--screen-concurrency", type=int, default=50, help="screen: bots at a time")
+    ap.add_argument("--screen-duration", type=float, default=10, help="screen: seconds the attack is paced over")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory (for logs)")
     args = ap.parse_args()
     args.accept_timeout = 180
@@ -2007,6 +2257,8 @@ def main():
             bench_attack(frugal_bin, args, tmp, summary, postfix_skip)
         if "tls" in only:
             bench_tls(frugal_bin, args, tmp, summary, postfix_skip, started)
+        if "screen" in only:
+            bench_screen(frugal_bin, args, tmp, summary, postfix_skip)
         print_summary(summary, args)
         log("bench took %.0f s" % (time.monotonic() - t_start))
     except KeyboardInterrupt:
