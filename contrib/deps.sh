@@ -14,6 +14,7 @@ for g in "$@"; do
 	fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
 	esac
 	case "$g" in build) pkgs="$pkgs libspf2-dev" ;; esac   # check_spf (smtpd/spf.c): libspf2 and its headers
+	case "$g" in build) pkgs="$pkgs publicsuffix" ;; esac   # DMARC's organizational domains (smtpd/dmarc.c)
 done
 missing=""
 for p in $pkgs; do

@@ -32,6 +32,7 @@
 #include "limits/limits.h"
 #include "queue/queue.h"
 #include "smtpd/spf.h"
+#include "smtpd/authres.h"
 
 #define LINE_LENGTH_LIMIT 2048               /* Postfix line_length_limit; RFC 5321 says 1000 */
 /*
@@ -41,6 +42,13 @@
  */
 #define HDR_HOLD_MAX 4096
 #define HDR_OUT_MAX (HDR_HOLD_MAX + 1024)
+/*
+ * An incoming Authentication-Results: header is held until its
+ * authserv-id is known (it may follow a fold or a comment); one that is
+ * still undecided at this size is decided on what was read.
+ */
+#define AR_HOLD_MAX 4096
+enum { AR_NONE, AR_HOLD, AR_DROP, AR_PASS };
 
 static struct log_rate queue_rate = LOG_RATE_INIT(60, 5);
 static struct log_rate hdr_rate = LOG_RATE_INIT(60, 5);
@@ -144,6 +152,25 @@ int content_begin(struct session *s)
 	if (n < 0 || (size_t)n >= sizeof hdr || spool_txn_write(tx->txn, hdr, (size_t)n) < 0) {
 		limits_note_failure("queue file", errno);
 		return -1;
+	}
+	/*
+	 * Mail from outside (not AUTH, not mynetworks: what Postfix's
+	 * OpenDKIM and OpenDMARC milters verify by default): DKIM, DMARC, and
+	 * RFC 8601 5's removal of Authentication-Results: that claim our
+	 * authserv-id. The check sees the client's bytes from here on, not
+	 * our own trace headers.
+	 */
+	if (!s->sasl_user && !cidr_list_match(&s->gen->mynetworks, &s->peer)) {
+		tx->ar_strip = 1;
+		if (s->gen->dkim_verify || s->gen->dmarc) {
+			struct authres_opts o = { s->gen->dkim_verify, s->gen->dmarc, s->gen->psl };
+
+			if ((tx->auth = authres_start(tx->txn, s->srv->dns, &o, tx->spf, &s->peer, s->helo ? s->helo : "",
+			    tx->sender, s->gen->myhostname)) == NULL) {
+				limits_note_failure("memory", errno);
+				return -1;
+			}
+		}
 	}
 	tx->at_bol = 1;
 	tx->in_headers = 1;
@@ -269,6 +296,76 @@ static int hdr_hold(struct session *s, const char *p, size_t n, int eol)
 	return 1;
 }
 
+/* The held Authentication-Results: header is decided: dropped when it claims our authserv-id. */
+static void ar_decide(struct session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	if (tx->ar_state != AR_HOLD)
+		return;
+	/* a BDAT piece that only looked like the start of one (below) is not one: as it came */
+	if (tx->ar_len >= 23 && strncasecmp(tx->ar_hold, "Authentication-Results:", 23) == 0 &&
+	    authres_claims_id(tx->ar_hold + 23, tx->ar_len - 23, s->gen->authserv_id)) {
+		tx->ar_state = AR_DROP;
+		log_info("smtpd", "%s: removed an Authentication-Results: header claiming authserv-id %s from %s[%s]",
+		    spool_txn_id(tx->txn), s->gen->authserv_id, s->host, s->addr);
+	} else {
+		tx->ar_state = AR_PASS;
+		data_out(s, tx->ar_hold, tx->ar_len);
+	}
+	mem_free(tx->ar_hold);
+	tx->ar_hold = NULL;
+	tx->ar_len = 0;
+}
+
+/*
+ * RFC 8601 5: an Authentication-Results: header from outside that claims
+ * our authserv-id is removed (a downstream filter trusts ours). The header
+ * is held, folds included, until its authserv-id is read. 1: the piece
+ * was taken (held or dropped); 0: it goes on as usual.
+ */
+static int ar_filter(struct session *s, const char *p, size_t n, int eol)
+{
+	struct smtp_tx *tx = s->tx;
+	int cont = n && (p[0] == ' ' || p[0] == '\t');
+	char *nb;
+
+	if (!tx->ar_strip || tx->err != TX_OK)
+		return 0;
+	if (tx->at_bol && !cont) {
+		ar_decide(s);   /* a new header (or the end of them) ends the one held */
+		tx->ar_state = AR_NONE;
+		/*
+		 * A BDAT chunk may end inside the name ("Authentic"): a line that
+		 * starts like one is held too, and decided when it is whole.
+		 */
+		if (!tx->in_headers || (n >= 23 ? strncasecmp(p, "Authentication-Results:", 23) != 0 :
+		    eol || n == 0 || strncasecmp(p, "Authentication-Results:", n) != 0))
+			return 0;
+		hdr_release(s);   /* an address header held before it goes out first */
+		tx->ar_state = AR_HOLD;
+	} else if (tx->ar_state == AR_NONE || tx->ar_state == AR_PASS) {
+		return 0;
+	}
+	if (tx->ar_state == AR_DROP)
+		return 1;
+	if (tx->ar_len + n + 1 > AR_HOLD_MAX) {
+		ar_decide(s);   /* on what was read: the authserv-id comes first */
+		if (tx->ar_state == AR_DROP)
+			return 1;
+		return 0;
+	}
+	if (tx->ar_hold == NULL && (tx->ar_hold = mem_alloc(AR_HOLD_MAX)) == NULL) {
+		tx->err = TX_RESOURCES;
+		return 1;
+	}
+	nb = tx->ar_hold;
+	memcpy(nb + tx->ar_len, p, n);
+	tx->ar_len += n;
+	if (eol)
+		nb[tx->ar_len++] = '\n';
+	return 1;
+}
+
 /*
  * One line of content without its line end (eol: the line ends here), or
  * a piece of one (eol 0: it goes on). What every message is held to.
@@ -288,7 +385,7 @@ static void body_piece(struct session *s, const char *p, size_t n, int eol)
 		tx->err = TX_NUL;
 	if (tx->line_len + n > LINE_LENGTH_LIMIT && tx->err == TX_OK)
 		tx->err = TX_LINE;
-	if (!hdr_hold(s, p, n, eol)) {
+	if (!ar_filter(s, p, n, eol) && !hdr_hold(s, p, n, eol)) {
 		data_out(s, p, n);
 		if (eol)
 			data_out(s, "\n", 1);
@@ -489,11 +586,72 @@ static void commit_done(void *arg, int err, const char *queue_id)
 	session_flush(s);   /* and parse what was pipelined meanwhile */
 }
 
+/* The DKIM/DMARC lookups are in: the end of the message again (S_DNS_WAIT is over). */
+static void auth_resumed(void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state != S_DNS_WAIT || s->tx == NULL)
+		return;
+	session_enter(s, s->dns_resume);
+	content_end(s);
+	session_flush(s);   /* the reply, and what the client pipelined meanwhile */
+}
+
+/*
+ * The checks of a message from outside, at its end: wait for their
+ * lookups (S_DNS_WAIT, nothing read), then the verdict: a DMARC reject
+ * (smtpd_dmarc_enforce), or the Authentication-Results: header as a late
+ * header and one log line. 1: go on to the commit; 0: waiting, or answered.
+ */
+static int auth_end(struct session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	enum authres_verdict v;
+	char hdr[4096], reply[400], line[4096];
+	size_t i, o = 0;
+
+	if (tx->auth == NULL)
+		return 1;
+	if (!authres_ready(tx->auth, auth_resumed, s)) {
+		s->dns_resume = s->state;
+		session_enter(s, S_DNS_WAIT);
+		return 0;
+	}
+	if (authres_finish(tx->auth, s->gen->authserv_id, s->gen->dmarc_enforce, hdr, sizeof hdr, &v, reply,
+	    sizeof reply) < 0) {
+		tx->err = TX_RESOURCES;
+		return 1;
+	}
+	/* the header on one line for the log */
+	for (i = 0; hdr[i] && o < sizeof line - 1; i++)
+		if (hdr[i] != '\n')
+			line[o++] = hdr[i] == '\t' ? ' ' : hdr[i];
+	line[o] = '\0';
+	log_info("smtpd", "%s: %s", spool_txn_id(tx->txn), line);
+	if (v == AUTHRES_REJECT) {
+		session_reply(s, "%s", reply);
+		stats_inc(STATS_REJECTED);
+		log_info("smtpd", "%s: reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> proto=%s helo=<%s>",
+		    spool_txn_id(tx->txn), s->host, s->addr, reply, tx->sender, session_proto(s),
+		    s->helo ? s->helo : "");
+		session_tx_reset(s);
+		return 0;
+	}
+	if (spool_txn_late_header(tx->txn, hdr) < 0)
+		tx->err = errno == ENOMEM ? TX_RESOURCES : TX_IO;
+	return 1;
+}
+
 void content_end(struct session *s)
 {
 	struct smtp_tx *tx = s->tx;
 
 	hdr_release(s);   /* a message of headers only */
+	if (tx->ar_state == AR_HOLD)
+		ar_decide(s);
+	if (tx->err == TX_OK && !auth_end(s))
+		return;
 	/*
 	 * Room for the final reply before the commit: a 250 lost afterwards for
 	 * want of memory would leave a queued message its client thinks refused,
@@ -519,6 +677,7 @@ void content_end(struct session *s)
 		struct spool_txn *t = tx->txn;
 
 		tx->txn = NULL;            /* the spool owns it now */
+		tx->auth = NULL;           /* and the check, its filter */
 		s->committing = 1;         /* and holds s until commit_done */
 		s->srv->commits++;
 		spool_txn_commit(t, commit_done, s);

@@ -33,6 +33,7 @@
 #include "smtpd/dnsbl.h"
 #include "smtpd/screen.h"
 #include "smtpd/spf.h"
+#include "smtpd/dmarc.h"
 
 /* ---- mynetworks ---------------------------------------------------------- */
 
@@ -625,6 +626,30 @@ struct smtpd_gen *smtpd_gen_new(struct conf *c, const struct smtpd_tls_files *tf
 		snprintf(err, errlen, "%s: %s", loc, e);
 		goto fail;
 	}
+	g->dkim_verify = conf_bool(c, "smtpd_dkim_verify", 0);
+	g->dmarc = conf_bool(c, "smtpd_dmarc", 0);
+	g->dmarc_enforce = conf_bool(c, "smtpd_dmarc_enforce", 0);
+	if ((g->authserv_id = mem_strdup(conf_str(c, "smtpd_authserv_id", 0))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (*g->authserv_id == '\0' || strpbrk(g->authserv_id, " \t;()\"\\") != NULL) {
+		conf_where(c, "smtpd_authserv_id", loc, sizeof loc);
+		snprintf(err, errlen, "%s: smtpd_authserv_id: \"%.100s\" is not a token (RFC 8601: a host name)",
+		    loc, g->authserv_id);
+		goto fail;
+	}
+	/*
+	 * The list is read once per generation: an updated publicsuffix
+	 * package takes effect at reload. Without it mail still flows (a data
+	 * file must not stop a mail server): warned, and an organizational
+	 * domain is then the last two labels.
+	 */
+	if (g->dmarc && (g->psl = dmarc_psl_load(conf_str(c, "smtpd_dmarc_public_suffix_list", 0), e, sizeof e)) == NULL) {
+		conf_where(c, "smtpd_dmarc_public_suffix_list", loc, sizeof loc);
+		log_warning("smtpd", "%s: smtpd_dmarc_public_suffix_list: %s: DMARC takes the last two labels as the "
+		    "organizational domain (apt-get install publicsuffix)", loc, e);
+	}
 	/* last: its table errors are the ones `frugal check` has also named with their lines */
 	if ((g->resolver = resolver_new(c, e, sizeof e)) == NULL) {
 		conf_where(c, "", loc, sizeof loc);   /* the file: which table failed is in e */
@@ -665,6 +690,8 @@ void smtpd_gen_unref(struct smtpd_gen *g)
 	if (g->rbl_reply_maps)
 		map_list_close(g->rbl_reply_maps);
 	mem_free(g->default_rbl_reply);
+	mem_free(g->authserv_id);
+	dmarc_psl_free(g->psl);
 	mem_free(g->screen);
 	conf_unref(g->conf);
 	mem_free(g);

@@ -324,6 +324,7 @@ void session_tx_free(struct session *s)
 	if (s->tx->txn)
 		spool_txn_abort(s->tx->txn);
 	mem_free(s->tx->hold);
+	mem_free(s->tx->ar_hold);
 	spf_check_free(s->tx->spf);   /* and its lookup in flight */
 	mem_free(s->tx);
 	s->tx = NULL;

@@ -21,6 +21,8 @@ struct resolver;
 struct dns;
 struct dns_query;
 struct spf_check;
+struct authres;
+struct dmarc_psl;
 struct spool;
 struct spool_txn;
 struct qmgr;
@@ -128,6 +130,10 @@ struct smtpd_gen {
 	int greylisting;                 /* check_greylist is in a restriction list */
 	struct cidr_list greylist_allow_nets;    /* greylist_allowlist_clients: its networks */
 	struct map_list *greylist_allow_maps;    /* ... and its tables (client lookups); owned, NULL: none */
+	/* inbound authentication of mail from outside (authres.c) */
+	int dkim_verify, dmarc, dmarc_enforce; /* smtpd_dkim_verify, smtpd_dmarc, smtpd_dmarc_enforce */
+	char *authserv_id;               /* smtpd_authserv_id, expanded; owned */
+	struct dmarc_psl *psl;           /* smtpd_dmarc_public_suffix_list, read; owned; NULL: DMARC off */
 	struct screen_conf *screen;      /* the postscreen_* tests before the session (screen.h); owned */
 };
 
@@ -211,6 +217,12 @@ struct smtp_tx {
 	int  grey_have;             /* check_greylist judged grey_key in this transaction ... */
 	unsigned long long grey_key;
 	int  grey_deferred;         /* ... and deferred it: 1 + the seconds left; 0: passed (reused on resume) */
+	struct authres *auth;       /* DKIM/DMARC of mail from outside (authres.c); owned by txn (its filter):
+	                               valid while txn is, NULL once the spool owns txn */
+	int  ar_strip;              /* Authentication-Results: claiming our authserv-id are dropped (RFC 8601 5) */
+	int  ar_state;              /* AR_*: the Authentication-Results: header being read */
+	char *ar_hold;              /* owned; that header until it is decided (AR_HOLD_MAX) */
+	size_t ar_len;
 };
 /* Why a message is refused at its end; content_error_reply() turns each into the one reply. */
 enum tx_error { TX_OK, TX_SIZE, TX_IO, TX_STORAGE, TX_RESOURCES, TX_LINE, TX_NUL, TX_LOOP };
