@@ -57,6 +57,27 @@ static int deliver_target(struct agent_job *j, int *rofd, const struct target *t
 	    t->rel, reason, rlen);
 }
 
+/* What is decided before any delivery, on either path: an unreadable queue file
+ * defers, a mail loop (too many Received:/Delivered-To:) bounces. 1: decided. */
+static int target_decided(struct agent_job *j, struct target *t)
+{
+	char reason[256];
+
+	if (!j->hdr_ok) {
+		t->kind = TGT_DEFER;
+		snprintf(t->dsn, sizeof t->dsn, "4.3.0");
+		snprintf(t->reason, sizeof t->reason, "cannot read queue file: %s", strerror(errno ? errno : EIO));
+		return 1;
+	}
+	if (maildir_loop_check(&j->hdr, t->addr, j->hop_limit, reason, sizeof reason)) {
+		t->kind = TGT_BOUNCE;
+		snprintf(t->dsn, sizeof t->dsn, "5.4.6");
+		snprintf(t->reason, sizeof t->reason, "%s", reason);
+		return 1;
+	}
+	return 0;
+}
+
 static void mailbox_work(struct worker_job *wj)
 {
 	struct agent_job *j = (struct agent_job *)wj;
@@ -68,15 +89,9 @@ static void mailbox_work(struct worker_job *wj)
 	for (i = 0; i < j->n; i++) {
 		struct target *t = j->t[i];
 
-		if (!j->hdr_ok) {
-			t->kind = TGT_DEFER;
-			snprintf(t->dsn, sizeof t->dsn, "4.3.0");
-			snprintf(t->reason, sizeof t->reason, "cannot read queue file: %s", strerror(errno ? errno : EIO));
-		} else if (maildir_loop_check(&j->hdr, t->addr, j->hop_limit, reason, sizeof reason)) {
-			t->kind = TGT_BOUNCE;
-			snprintf(t->dsn, sizeof t->dsn, "5.4.6");
-			snprintf(t->reason, sizeof t->reason, "%s", reason);
-		} else if (deliver_target(j, &rofd, t, reason, sizeof reason) == 0) {
+		if (target_decided(j, t))
+			continue;
+		if (deliver_target(j, &rofd, t, reason, sizeof reason) == 0) {
 			t->sent = 1;
 		} else {
 			t->kind = TGT_DEFER;
@@ -173,18 +188,8 @@ static void helpers_deliver(struct agent_job *j)
 	for (i = 0; i < j->n; i++) {
 		struct target *t = j->t[i];
 
-		if (!j->hdr_ok) {
-			t->kind = TGT_DEFER;
-			snprintf(t->dsn, sizeof t->dsn, "4.3.0");
-			snprintf(t->reason, sizeof t->reason, "cannot read queue file: %s", strerror(errno ? errno : EIO));
+		if (target_decided(j, t))
 			continue;
-		}
-		if (maildir_loop_check(&j->hdr, t->addr, j->hop_limit, reason, sizeof reason)) {
-			t->kind = TGT_BOUNCE;
-			snprintf(t->dsn, sizeof t->dsn, "5.4.6");
-			snprintf(t->reason, sizeof t->reason, "%s", reason);
-			continue;
-		}
 		if (rofd < 0) {
 			/* helpers get a read-only descriptor, never ours, which can write the envelope */
 			snprintf(path, sizeof path, "%s/%s/%s", j->qdir, SPOOL_COMMITTED, j->queue_id);

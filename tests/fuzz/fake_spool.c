@@ -20,7 +20,16 @@ struct spool_txn {
 	off_t size;
 	void (*done)(void *arg, int err, const char *queue_id);
 	void *arg;
+	const struct spool_filter *filt;   /* as the real spool: fed every write, freed with the txn */
+	void *filt_arg;                    /* owned through filt->free */
 };
+
+static void txn_free(struct spool_txn *t)
+{
+	if (t->filt && t->filt->free)
+		t->filt->free(t->filt_arg);
+	mem_free(t);
+}
 
 static unsigned long next_id;
 
@@ -81,10 +90,13 @@ int spool_txn_write(struct spool_txn *t, const void *p, size_t n)
 	if (!t->opened)
 		return errno = EINVAL, -1;
 	t->size += (off_t)n;
+	if (t->filt && t->filt->data(t->filt_arg, p, n) < 0)
+		return errno = errno ? errno : EIO, -1;
 	return 0;
 }
 
-/* the session layer never signs here (no keys): late headers and filters are accepted and dropped */
+/* the session layer never signs here (no keys): late headers are accepted and dropped; a
+ * filter (Authentication-Results, DKIM) is kept and fed as the real spool does */
 int spool_txn_late_header(struct spool_txn *t, const char *hdr)
 {
 	(void)t;
@@ -94,19 +106,24 @@ int spool_txn_late_header(struct spool_txn *t, const char *hdr)
 
 void spool_txn_filter(struct spool_txn *t, const struct spool_filter *f, void *arg)
 {
-	(void)t;
-	if (f && f->free)
-		f->free(arg);
+	if (t->filt && t->filt->free)
+		t->filt->free(t->filt_arg);
+	t->filt = f;
+	t->filt_arg = arg;
 }
 
 static void commit_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
 	struct spool_txn *t = (struct spool_txn *)w;
+	int err;
 
 	(void)revents;
 	ev_idle_stop(loop, w);
-	t->done(t->arg, fake_spool_fail_commit ? EIO : (t->opened ? 0 : EINVAL), t->id);
-	mem_free(t);
+	err = fake_spool_fail_commit ? EIO : (t->opened ? 0 : EINVAL);
+	if (!err && t->filt && t->filt->finish && t->filt->finish(t->filt_arg, t) < 0)
+		err = errno ? errno : EIO;
+	t->done(t->arg, err, t->id);
+	txn_free(t);
 }
 
 void spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, const char *queue_id), void *arg)
@@ -119,7 +136,7 @@ void spool_txn_commit(struct spool_txn *t, void (*done)(void *arg, int err, cons
 
 void spool_txn_abort(struct spool_txn *t)
 {
-	mem_free(t);
+	txn_free(t);
 }
 
 void qmgr_enqueue(struct qmgr *q, const char *queue_id)
