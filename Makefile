@@ -27,7 +27,7 @@ PRELOAD  = $(wildcard tests/emul/*.c)
 OBJ      = $(SRCS:%.c=$(B)/obj/%.o)
 ASAN_OBJ = $(SRCS:%.c=$(B)/asan/%.o)
 
-.PHONY: all check check-unit check-integration check-asan run bench fuzz powerloss install clean deps fresh-check
+.PHONY: all check check-unit check-integration check-asan run bench fuzz powerloss soak install clean deps fresh-check
 BIN      = $(if $(filter build,$(B)),frugal,$(B)/frugal)
 POSTDROP = $(if $(filter build,$(B)),frugal-postdrop,$(B)/frugal-postdrop)
 all: $(BIN) $(POSTDROP) $(B)/tests
@@ -102,6 +102,15 @@ bench:
 	@sh contrib/deps.sh build test bench
 	@$(MAKE) --no-print-directory frugal $(B)/tests
 	BENCH_ONLY="$(BENCH_ONLY)" python3 tests/bench/bench.py
+
+# The soak (tests/integration/test_soak.py): the plain daemon in an emulated
+# container under attack, load, a chaos peer, reloads and SIGKILLs for
+# DURATION seconds; SOAK_SEED repeats a run. make check runs 60 s of it.
+DURATION ?= 600
+soak:
+	@sh contrib/deps.sh build test
+	@$(MAKE) --no-print-directory frugal $(B)/tests
+	cd tests/integration && SOAK_DURATION=$(DURATION) FRUGAL_BIN=$(CURDIR)/frugal python3 test_soak.py
 
 # The power-loss test at length (root: loop devices and mounts): many cuts,
 # alternately under load and at rest, with its negative control.

@@ -60,7 +60,7 @@ DURATION_HINT = {
     "test_dkim": 18, "test_packaging": 16, "test_scheduler": 15, "test_dnsbl": 13,
     "test_disk": 10, "test_smtp": 9, "test_crash": 5, "test_chunking": 3, "test_docs": 3,
     "test_dsn": 2, "test_daemon": 2, "test_addresses": 1, "test_smtp_wire": 56,
-    "test_spf": 32, "test_wizard": 24, "test_systemd": 21, "test_tls": 17, "test_status": 14,
+    "test_spf": 32, "test_wizard": 24, "test_systemd": 21, "test_tls": 17, "test_status": 14, "test_soak": 75,
 }
 # Files that must not overlap with another of the same group, whatever the pass:
 # test_daemon's embedded default listens on the fixed port 2525; the others set up
@@ -120,7 +120,7 @@ def account(job):
     failed += f
     skipped += s
     for line in out.splitlines():
-        if re.search(r" \.\.\. |^(crash|reset|power-loss) test:|^power-loss (cut|negative)|^fault sweep", line):
+        if re.search(r" \.\.\. |^(crash|reset|power-loss) test:|^soak:|^power-loss (cut|negative)|^fault sweep", line):
             print("%s integration %s" % (label, line))
     print("%s integration file %s: %d tests, %d failed, %d skipped, %.0f s"
           % (label, job["mod"], n, f, s, job["secs"]), flush=True)
