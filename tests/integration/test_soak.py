@@ -444,7 +444,7 @@ class Soak:
         bound = 60 + self.duration // 5
 
         def empty():
-            for sub in ("committed", "maildrop", "incoming"):
+            for sub in ("committed", "maildrop"):    # incoming: never acknowledged
                 p = os.path.join(self.d.queue, sub)
                 if os.path.isdir(p) and os.listdir(p):
                     return False
@@ -457,6 +457,13 @@ class Soak:
         drain_s = time.monotonic() - t1
         if self.d.proc.poll() is not None and not self.deaths:
             self.deaths.append("frugal serve exited with %s" % self.d.proc.returncode)
+        # a child the master restarted (smtpd or a delivery helper), a fatal error or a panic: the
+        # whole instance dies at an injected kill, so none of these lines comes from one
+        try:
+            with open(self.d.log, errors="replace") as f:
+                self.deaths += [l.strip() for l in f if re.search(r": restarting it|\b(fatal|panic): ", l)]
+        except OSError:
+            pass
         after = self.ct.rows()
         return self.account(before, after, load_s, drain_s, drained)
 
@@ -504,8 +511,9 @@ class Soak:
         redelivered = len(attempts) - len(set(attempts))        # the same sending delivered twice
         resent = sum(len(set(v)) - 1 for v in got.values())     # a client's second sending delivered too
         # bounds: a kill can cut each sender's transaction after the queue took it (one resend
-        # per sender and kill), and find at most delivery_concurrency_limit deliveries per
-        # transport (local, smtp) in flight (one redelivery each)
+        # per sender and kill), and redeliver what was in flight: at most
+        # delivery_concurrency_limit jobs, twice that as the power-loss test measured (a slot is
+        # freed at done(), before its marks are synced, so a cut can catch a done job and the next)
         resend_bound = (SENDERS_25 + SENDERS_SUB) * self.kills
         redeliver_bound = DELIVERY_CONCURRENCY * 2 * self.kills
         failcnt = {k: after[k]["failcnt"] - before.get(k, {}).get("failcnt", 0) for k in after}
