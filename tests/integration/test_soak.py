@@ -307,22 +307,15 @@ class Soak:
     def bot(self, n, rnd):
         addr = "127.%d.%d.%d" % (rnd.randrange(1, 255), rnd.randrange(256), rnd.randrange(1, 255))
         kind = rnd.choice(("talker", "dictionary", "idler"))
-        code = "err"
+        code, s = "err", None
         try:
-            if kind == "talker":
-                line, _, s = banner(addr, self.d.port, b"EHLO bot\r\nMAIL FROM:<x@y>\r\n", timeout=20)
-                code = line[:3] or "eof"
-                s.close()
-            elif kind == "idler":
-                line, _, s = banner(addr, self.d.port, None, timeout=20)
-                code = line[:3] or "eof"
+            line, _, s = banner(addr, self.d.port, b"EHLO bot\r\nMAIL FROM:<x@y>\r\n" if kind == "talker" else None,
+                                timeout=20)
+            code = line[:3] or "eof"
+            if kind == "idler":
                 self.stop_ev.wait(rnd.uniform(1, 8))   # holds its session idle, as a bot does
-                s.close()
-            else:
-                line, _, s = banner(addr, self.d.port, None, timeout=20)
-                code = line[:3] or "eof"
-                if code == "220":
-                    f = s.makefile("rb")
+            elif kind == "dictionary" and code == "220":
+                with s.makefile("rb") as f:
                     s.sendall(b"EHLO bot.example.net\r\n")
                     while True:
                         l = f.readline()
@@ -334,10 +327,12 @@ class Soak:
                         s.sendall(b"RCPT TO:<%s%d@example.test>\r\n" % (rnd.choice((b"admin", b"info", b"sales1", b"test")), u))
                         if not f.readline():
                             break
-                    code = "dict"
-                s.close()
+                code = "dict"
         except OSError:
             pass
+        finally:
+            if s is not None:
+                s.close()
         with self.lock:
             self.bot_replies[kind + ":" + code] = self.bot_replies.get(kind + ":" + code, 0) + 1
 
