@@ -26,7 +26,9 @@ the container's maxheld), container failcnt (every process charged to the
 container is frugal's: the clients do not preload the emulator), and deaths
 not caused by the test (must be 0). Random choices come from SOAK_SEED
 (printed). SOAK_BREAK=drop-one deletes one delivered Maildir file before
-counting: the negative control, which must report lost=1 and fail.
+counting: the negative control, which must report lost=1 and fail;
+SOAK_BREAK=kill-child kills the SMTP process alone (not counted as injected)
+instead of the first injected kill: the soak must report a death and fail.
 
 Run standalone: `python3 test_soak.py` (SOAK_DURATION seconds, default 600).
 """
@@ -34,6 +36,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import socketserver
@@ -388,18 +391,34 @@ class Soak:
             self.peak["nontcp_kernel"] = max(self.peak["nontcp_kernel"], nontcp_sockets(self.d.proc.pid))
             self.peak["rss"] = max(self.peak["rss"], rss(self.d.group()))
 
+    def scan_log(self):
+        """Deaths in the log: a child the master restarted (smtpd or a delivery helper), a fatal
+        error or a panic. The whole instance dies at an injected kill, so none of these lines
+        comes from one. Called before each restart too: Daemon.start truncates its stderr,
+        where the foreground daemon logs."""
+        self.deaths += [l.strip() for l in self.d.output().splitlines()
+                        if re.search(r": restarting it|\b(fatal|panic): ", l)]
+
     def killer(self):
         n = max(1, round(self.duration / 60 * 2))
         moments = sorted(self.rnd.uniform(0.1, 0.85) * self.duration for _ in range(n))
         for m in moments:
             if self.stop_ev.wait(max(0, self.t0 + m - time.monotonic())):
                 return
+            if self.brk == "kill-child":
+                # the second negative control: the SMTP process dies behind the test's back
+                # (the master restarts it); the soak must count it as a death and fail
+                os.kill(self.pid, signal.SIGKILL)
+                print("soak: SOAK_BREAK=kill-child killed the daemon (pid %d) alone" % self.pid)
+                self.brk = None
+                continue
             with self.lock:
                 self.killing = True
             self.up.clear()
             self.d.kill9()
             self.kills += 1
             old = self.pid
+            self.scan_log()
             self.d.start()
             # the status file of the killed daemon stays until the new one publishes its own
             pid = wait_for(lambda: (lambda st: st and st["pid"] != old and st["pid"])(self.d.status()),
@@ -452,13 +471,7 @@ class Soak:
         drain_s = time.monotonic() - t1
         if self.d.proc.poll() is not None and not self.deaths:
             self.deaths.append("frugal serve exited with %s" % self.d.proc.returncode)
-        # a child the master restarted (smtpd or a delivery helper), a fatal error or a panic: the
-        # whole instance dies at an injected kill, so none of these lines comes from one
-        try:
-            with open(self.d.log, errors="replace") as f:
-                self.deaths += [l.strip() for l in f if re.search(r": restarting it|\b(fatal|panic): ", l)]
-        except OSError:
-            pass
+        self.scan_log()
         after = self.ct.rows()
         return self.account(before, after, load_s, drain_s, drained)
 
