@@ -174,6 +174,7 @@ struct smtpc {
 	int      sts_conn;                   /* the mode this connection was made under (reuse) */
 	struct tls_ctx *sts_tls;             /* a reference: smtp_mta_sts_CAfile's context */
 	double   t_sts;                      /* smtp_mta_sts_timeout */
+	double   t_sts_fail;                 /* smtp_mta_sts_failure_cache_time (0: a failed fetch is not remembered) */
 	char     queue_dir[512];
 };
 
@@ -2016,6 +2017,7 @@ static void sts_start(struct smtpc *c)
 	sc.queue_dir = c->queue_dir;
 	sc.tls = c->sts_tls;
 	sc.timeout = c->t_sts;
+	sc.failure_ttl = c->t_sts_fail;
 	sc.service = c->j->route.transport;
 	c->st = C_STS;
 	if ((c->sts_w = mta_sts_lookup(&sc, c->domain, sts_cb, c)) == NULL) {
@@ -2239,6 +2241,7 @@ void smtpc_deliver(struct agent_job *j)
 	/* MTA-STS: for MX next hops (start_route decides); off with smtp_mta_sts = no */
 	c->sts_on = !c->lmtp && cf && conf_bool(cf, "smtp_mta_sts", 0);
 	c->t_sts = tparam(cf, "smtp_mta_sts_timeout", 10);
+	c->t_sts_fail = cf ? (double)conf_time(cf, "smtp_mta_sts_failure_cache_time", 0) : 300;
 	v = cf ? conf_str(cf, "queue_directory", 0) : NULL;
 	snprintf(c->queue_dir, sizeof c->queue_dir, "%s", v && *v ? v : ".");
 

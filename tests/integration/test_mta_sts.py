@@ -37,7 +37,7 @@ ENF = "version: STSv1\nmode: enforce\nmx: mx.%s\nmax_age: 86400\n"
 DOMAINS = ["enf.test", "notls.test", "other.test", "badcert.test", "tst.test", "cache.test", "chg.test",
            "e404.test", "eredir.test", "ectype.test", "ebig.test", "hang.test", "free.test", "wild.test",
            "off.test", "tstcert.test", "priv.test", "many.test", "noca.test",
-           "hang2.test"]
+           "hang2.test", "neg500.test", "neghang.test", "negoff.test"]
 SAN = ",".join(["DNS:mta-sts.%s" % d for d in DOMAINS] + ["DNS:mx.%s" % d for d in DOMAINS if d != "badcert.test"]
                + ["DNS:*.wild.test"])
 
@@ -338,6 +338,10 @@ class MtaSts(unittest.TestCase):
         self.send(d, "u3@chg.test")
         self.status(d, "u3@chg.test", "deferred")
         self.assertIn("MTA-STS policy fetch for chg.test failed: HTTP status 404", d.output())
+        # the failure of id 3 is remembered: no fetch, and the cached policy still in force
+        self.send(d, "u4@chg.test")
+        self.status(d, "u4@chg.test", "deferred")
+        self.assertEqual(self.https.count("chg.test"), 3)
         self.assertEqual(len(s.messages), 1)
 
     def test_deliveries_to_one_domain_share_one_fetch(self):
@@ -432,6 +436,59 @@ class MtaSts(unittest.TestCase):
         self.assertLess(log.index("MTA-STS policy fetch for hang.test failed"), log.index("to=<u@hang.test>"))
         self.assertGreater(t_hang, 1.5)
         self.assertLess(t_free, t_hang)
+        self.assertEqual(len(s.messages), 2)
+
+    # ---- a failed fetch is remembered (smtp_mta_sts_failure_cache_time) ----
+
+    def test_failed_fetch_remembered_until_the_id_changes(self):
+        self.policy("neg500.test", status=500)
+        s, port = self.sink()
+        d = self.daemon(["neg500.test"], port)
+        self.send(d, "u1@neg500.test")
+        self.status(d, "u1@neg500.test")                 # as without a policy
+        self.assertEqual(self.https.count("neg500.test"), 1)
+        self.send(d, "u2@neg500.test")
+        self.status(d, "u2@neg500.test")
+        self.assertEqual(self.https.count("neg500.test"), 1)      # remembered: not fetched again
+        log = d.output()
+        self.assertEqual(log.count("MTA-STS policy fetch for neg500.test failed"), 1)   # logged once
+        self.assertIn("MTA-STS policy fetch for neg500.test failed: HTTP status 500 (not retried for 300s", log)
+        # a new id announces a new policy: fetched at once, and in force (it covers no MX: deferred)
+        self.dns.records["_mta-sts.neg500.test"] = [("TXT", "v=STSv1; id=2;", 0)]
+        self.policy("neg500.test", ENF % "nowhere.test")
+        self.send(d, "u3@neg500.test")
+        self.status(d, "u3@neg500.test", "deferred")
+        self.assertEqual(self.https.count("neg500.test"), 2)
+        self.assertEqual(len(s.messages), 2)
+
+    def test_hanging_fetch_remembered_next_delivery_not_delayed(self):
+        self.policy("neghang.test", hang=True)
+        s, port = self.sink(tls=False)
+        d = self.daemon(["neghang.test"], port, "smtp_mta_sts_timeout = 3s\n")
+        t0 = time.monotonic()
+        self.send(d, "u1@neghang.test")
+        self.status(d, "u1@neghang.test")
+        t1 = time.monotonic() - t0
+        self.assertIn("MTA-STS policy fetch for neghang.test failed: timed out", d.output())
+        self.assertGreater(t1, 2.5)                     # the first one waited for the timeout
+        t0 = time.monotonic()
+        self.send(d, "u2@neghang.test")
+        self.status(d, "u2@neghang.test")
+        t2 = time.monotonic() - t0
+        self.assertLess(t2, 1.5 * SLOW)                 # well within the 3 s timeout
+        self.assertEqual(self.https.count("neghang.test"), 1)
+        self.assertEqual(len(s.messages), 2)
+
+    def test_control_failure_memory_off_fetches_again(self):
+        # the negative control: smtp_mta_sts_failure_cache_time = 0, every delivery fetches
+        self.policy("negoff.test", status=500)
+        s, port = self.sink()
+        d = self.daemon(["negoff.test"], port, "smtp_mta_sts_failure_cache_time = 0\n")
+        for i in (1, 2):
+            self.send(d, "u%d@negoff.test" % i)
+            self.status(d, "u%d@negoff.test" % i)
+        self.assertEqual(self.https.count("negoff.test"), 2)
+        self.assertNotIn("not retried", d.output())
         self.assertEqual(len(s.messages), 2)
 
 
