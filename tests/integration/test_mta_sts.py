@@ -37,7 +37,8 @@ ENF = "version: STSv1\nmode: enforce\nmx: mx.%s\nmax_age: 86400\n"
 DOMAINS = ["enf.test", "notls.test", "other.test", "badcert.test", "tst.test", "cache.test", "chg.test",
            "e404.test", "eredir.test", "ectype.test", "ebig.test", "hang.test", "free.test", "wild.test",
            "off.test", "tstcert.test", "priv.test", "many.test", "noca.test",
-           "hang2.test", "neg500.test", "neghang.test", "negoff.test"]
+           "hang2.test", "neg500.test", "neghang.test", "negoff.test",
+           "reuse.test"]
 SAN = ",".join(["DNS:mta-sts.%s" % d for d in DOMAINS] + ["DNS:mx.%s" % d for d in DOMAINS if d != "badcert.test"]
                + ["DNS:*.wild.test"])
 
@@ -491,6 +492,38 @@ class MtaSts(unittest.TestCase):
         self.assertEqual(self.https.count("negoff.test"), 2)
         self.assertNotIn("not retried", d.output())
         self.assertEqual(len(s.messages), 2)
+
+    # ---- connection reuse ----
+
+    def test_reuse_refused_once_an_enforce_policy_is_learnt(self):
+        # a connection made while reuse.test had no policy (its fetch failed) is cached; a new policy
+        # is then announced and learnt by a new connection of another next hop (alias.test ->
+        # reuse.test on another port); the next job for reuse.test must not take the old connection
+        # (DESIGN.md "Reuse")
+        self.policy("reuse.test", status=404)
+        s1, p1 = self.sink()
+        s2, p2 = self.sink()
+        d = self.daemon(["reuse.test", "alias.test"], p1,
+                        "smtp_connection_cache_on_demand = yes\nsmtp_connection_cache_time_limit = 60s\n"
+                        "transport_maps = inline:{ reuse.test=smtp:reuse.test:%d, alias.test=smtp:reuse.test:%d }\n"
+                        % (p1, p2))
+        self.send(d, "u1@reuse.test")
+        self.status(d, "u1@reuse.test")
+        self.send(d, "u2@reuse.test")
+        self.status(d, "u2@reuse.test")
+        conns = len(s1.greetings)
+        self.assertEqual(conns, 2)                      # EHLO before and after STARTTLS: one connection, reused
+        self.dns.records["_mta-sts.reuse.test"] = [("TXT", "v=STSv1; id=2;", 0)]
+        self.policy("reuse.test")
+        self.send(d, "u3@alias.test")
+        self.status(d, "u3@alias.test")
+        self.assertRegex(d.output(), r"Verified TLS connection established to mx\.reuse\.test\[127\.0\.0\.1\]:%d" % p2)
+        self.send(d, "u4@reuse.test")
+        self.status(d, "u4@reuse.test")
+        self.assertRegex(d.output(), r"Verified TLS connection established to mx\.reuse\.test\[127\.0\.0\.1\]:%d" % p1)
+        self.assertEqual(len(s1.greetings), conns + 2)  # a new connection
+        self.assertEqual(self.https.count("reuse.test"), 2)
+        self.assertEqual((len(s1.messages), len(s2.messages)), (3, 1))
 
 
 if __name__ == "__main__":
