@@ -410,6 +410,13 @@ static void fail_remember(const char *domain, const char *id, double ttl)
 
 static struct mta_sts_wait *txt_pending;       /* waiters whose TXT query is out */
 
+/* A waiter holds a reference on its TLS context: a background lookup may outlive its asker. */
+static void wait_free(struct mta_sts_wait *w)
+{
+	tls_ctx_unref(w->cf.tls);
+	mem_free(w);
+}
+
 static void unlink_wait(struct mta_sts_wait *w)
 {
 	struct mta_sts_wait **head = w->f ? &w->f->waiters : &txt_pending;
@@ -439,7 +446,7 @@ static void answer_cached(struct mta_sts_wait *w, int shortage)
 	void *arg = w->arg;
 	struct mta_sts_policy copy;
 
-	mem_free(w);
+	wait_free(w);
 	if (e && !expired(e, time(NULL))) {
 		/* a copy: the callback may start a lookup that replaces the entry */
 		if (mta_sts_policy_copy(&copy, &e->pol) == 0) {
@@ -792,7 +799,7 @@ static void fetch_done(struct sts_fetch *f, const struct mta_sts_policy *p)
 		list = w->next;
 		w->next = w->prev = NULL;
 		if (w->cancelled)
-			mem_free(w);
+			wait_free(w);
 		else
 			answer_cached(w, shortage);   /* the new policy is cached now; a failure leaves the old in force */
 	}
@@ -857,6 +864,8 @@ struct mta_sts_wait *mta_sts_lookup(const struct mta_sts_conf *cf, const char *d
 		return NULL;
 	}
 	w->cf = *cf;
+	if (w->cf.tls)
+		tls_ctx_ref(w->cf.tls);
 	snprintf(w->queue_dir, sizeof w->queue_dir, "%s", cf->queue_dir ? cf->queue_dir : ".");
 	snprintf(w->service, sizeof w->service, "%s", cf->service ? cf->service : "smtp");
 	w->cf.queue_dir = w->queue_dir;
@@ -865,7 +874,7 @@ struct mta_sts_wait *mta_sts_lookup(const struct mta_sts_conf *cf, const char *d
 	w->cb = cb;
 	w->arg = arg;
 	if (!domain_ok(w->domain)) {
-		mem_free(w);
+		wait_free(w);
 		errno = EINVAL;
 		return NULL;
 	}
@@ -873,7 +882,7 @@ struct mta_sts_wait *mta_sts_lookup(const struct mta_sts_conf *cf, const char *d
 	snprintf(name, sizeof name, "_mta-sts.%s", w->domain);
 	if ((w->q = dns_lookup(cf->dns, name, DNS_TXT, txt_cb, w)) == NULL) {
 		int e = errno;   /* ENOMEM, or EINVAL for a name the resolver refuses */
-		mem_free(w);
+		wait_free(w);
 		errno = e;
 		return NULL;
 	}
@@ -892,7 +901,7 @@ void mta_sts_cancel(struct mta_sts_wait *w)
 	if (w->q)
 		dns_cancel(w->q);
 	unlink_wait(w);
-	mem_free(w);
+	wait_free(w);
 }
 
 enum mta_sts_mode mta_sts_peek(const struct mta_sts_conf *cf, const char *domain)
@@ -915,7 +924,7 @@ void mta_sts_stop_all(void)
 		struct sts_fetch *f = fetches;
 		while ((w = f->waiters) != NULL) {
 			f->waiters = w->next;
-			mem_free(w);
+			wait_free(w);
 		}
 		fetch_free(f);
 	}
@@ -923,7 +932,7 @@ void mta_sts_stop_all(void)
 		txt_pending = w->next;
 		if (w->q)
 			dns_cancel(w->q);
-		mem_free(w);
+		wait_free(w);
 	}
 	while (cache)
 		cache_drop(cache, 0);

@@ -38,7 +38,7 @@ DOMAINS = ["enf.test", "notls.test", "other.test", "badcert.test", "tst.test", "
            "e404.test", "eredir.test", "ectype.test", "ebig.test", "hang.test", "free.test", "wild.test",
            "off.test", "tstcert.test", "priv.test", "many.test", "noca.test",
            "hang2.test", "neg500.test", "neghang.test", "negoff.test",
-           "reuse.test"]
+           "reuse.test", "reuse2.test"]
 SAN = ",".join(["DNS:mta-sts.%s" % d for d in DOMAINS] + ["DNS:mx.%s" % d for d in DOMAINS if d != "badcert.test"]
                + ["DNS:*.wild.test"])
 
@@ -524,6 +524,27 @@ class MtaSts(unittest.TestCase):
         self.assertEqual(len(s1.greetings), conns + 2)  # a new connection
         self.assertEqual(self.https.count("reuse.test"), 2)
         self.assertEqual((len(s1.messages), len(s2.messages)), (3, 1))
+
+    def test_reuse_learns_a_new_policy_in_the_background(self):
+        # one destination, one cached connection: reusing it runs discovery beside the job, so a
+        # policy announced since it was made is learnt and the next job takes a new connection
+        self.policy("reuse2.test", status=404)
+        s, port = self.sink()
+        d = self.daemon(["reuse2.test"], port,
+                        "smtp_connection_cache_on_demand = yes\nsmtp_connection_cache_time_limit = 60s\n")
+        self.send(d, "u1@reuse2.test")
+        self.status(d, "u1@reuse2.test")
+        self.dns.records["_mta-sts.reuse2.test"] = [("TXT", "v=STSv1; id=2;", 0)]
+        self.policy("reuse2.test")
+        self.send(d, "u2@reuse2.test")
+        self.assertIn("conn_use=2", self.status(d, "u2@reuse2.test")[0])     # this one still reuses
+        wait_for(lambda: "MTA-STS policy for reuse2.test fetched: id=2" in d.output(), what="the background fetch")
+        self.send(d, "u3@reuse2.test")
+        line = self.status(d, "u3@reuse2.test")[0]
+        self.assertNotIn("conn_use=", line)
+        self.assertRegex(d.output(), r"Verified TLS connection established to mx\.reuse2\.test")
+        self.assertEqual(self.https.count("reuse2.test"), 2)
+        self.assertEqual((len(s.messages), len(s.greetings)), (3, 4))
 
 
 if __name__ == "__main__":
