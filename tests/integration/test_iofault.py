@@ -116,6 +116,11 @@ class IOFault(unittest.TestCase):
         self.spool_refused("syncfs:EIO:path={q}/committed/", "451 4.3.0 Error: queue file write error",
                            "queue file: Input/output error")
 
+    def test_spool_rename_eio_451(self):
+        # the rename into committed/ of a fully written file
+        self.spool_refused("rename:EIO:path={q}/committed/", "451 4.3.0 Error: queue file write error",
+                           "queue file: Input/output error")
+
     def test_spool_open_emfile_451(self):
         # Postfix's answer when cleanup cannot create the queue file; the warning names
         # the queue file and the errno (descriptors)
@@ -170,6 +175,11 @@ class IOFault(unittest.TestCase):
         log = self.maildir_deferred("syncfs:EIO:path={m}/;fsync:EIO:path={m}/")
         self.assertIn("Input/output error", log)
 
+    def test_maildir_rename_eio_deferred_then_delivered(self):
+        # tmp/ -> new/: the last step of a Maildir delivery
+        log = self.maildir_deferred("rename:EIO:path={m}/")
+        self.assertIn("Input/output error", log)
+
     # ---- accept ---------------------------------------------------------------
 
     def accept_paused(self, err):
@@ -203,6 +213,14 @@ class IOFault(unittest.TestCase):
     def test_accept_enfile_pauses_then_resumes(self):
         d = self.accept_paused("ENFILE")
         self.assertIn("descriptors (numfile/file-max)", d.output())
+
+    def test_accept_enomem_pauses_then_resumes(self):
+        d = self.accept_paused("ENOMEM")
+        self.assertIn("kernel memory", d.output())
+
+    def test_accept_enobufs_pauses_then_resumes(self):
+        d = self.accept_paused("ENOBUFS")
+        self.assertIn("socket buffers", d.output())
 
     # ---- outbound delivery: socket() and connect() ----------------------------
 
