@@ -141,13 +141,13 @@ class IOFault(unittest.TestCase):
 
     # ---- the Maildir, after 250: nothing acknowledged is lost ----------------
 
-    def maildir_deferred(self, rule):
+    def maildir_deferred(self, rule, deferred="status=deferred"):
         d = self.daemon(rule)
         self.set_armed(True)
         code, text = self.transaction(d.port, "acked")
         self.assertEqual(code, 250, text)
         wait_for(lambda: self.fired(), 15 * SLOW, "the fault to fire at delivery")
-        d.wait_log("status=deferred", timeout=15 * SLOW)
+        d.wait_log(deferred, timeout=15 * SLOW)
         self.assertEqual(self.delivered(d, "acked"), [])
         self.assertTrue(os.listdir(os.path.join(d.queue, "committed")), "the acknowledged message left the queue")
         # a retry while still faulted is deferred again, not bounced
@@ -179,6 +179,12 @@ class IOFault(unittest.TestCase):
         # tmp/ -> new/: the last step of a Maildir delivery
         log = self.maildir_deferred("rename:EIO:path={m}/")
         self.assertIn("Input/output error", log)
+
+    def test_queue_file_open_emfile_at_delivery_deferred(self):
+        # the acknowledged queue file cannot be opened for delivery (no descriptor left):
+        # qmgr postpones it (it cannot read the envelope to log a status) and retries
+        self.maildir_deferred("open:EMFILE:path={q}/committed/",
+                              deferred="cannot read queue file: Too many open files: delivery postponed")
 
     # ---- accept ---------------------------------------------------------------
 
