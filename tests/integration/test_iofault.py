@@ -10,7 +10,6 @@ lost (a message acknowledged before a delivery-side fault stays queued and
 arrives once after the disarm, not bounced).
 """
 import os
-import smtplib
 import sys
 import time
 import unittest
@@ -160,7 +159,7 @@ class IOFault(unittest.TestCase):
         self.wait_delivered(d, "after")
         log = d.output()
         self.assertNotIn("status=bounced", log)
-        self.assertEqual(self.delivered(d, "acked").__len__(), 1)
+        self.assertEqual(len(self.delivered(d, "acked")), 1)
         return log
 
     def test_maildir_write_enospc_deferred_then_delivered(self):
