@@ -70,8 +70,10 @@ $(B)/tsan/%.o: %.c $(HDRS)
 $(B)/tsan/libfrugal.a: $(TSAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
-$(B)/tsan/frugal: $(B)/tsan/main.o $(B)/tsan/libfrugal.a
+$(B)/tsan/frugal: $(B)/tsan/main.o $(B)/tsan/libfrugal.a $(B)/tsan/frugal-postdrop
 	$(CC) -O1 -g -fsanitize=thread -o $@ $(B)/tsan/main.o $(B)/tsan/libfrugal.a $(LIBS)
+$(B)/tsan/frugal-postdrop: $(B)/tsan/postdrop.o $(B)/tsan/queue/drop.o
+	$(CC) -O1 -g -fsanitize=thread -o $@ $^
 tsan-check:
 	@sh contrib/deps.sh build test
 	@$(MAKE) --no-print-directory -j$(JOBS) all $(B)/tsan/frugal
