@@ -27,7 +27,7 @@ PRELOAD  = $(wildcard tests/emul/*.c)
 OBJ      = $(SRCS:%.c=$(B)/obj/%.o)
 ASAN_OBJ = $(SRCS:%.c=$(B)/asan/%.o)
 
-.PHONY: all check check-unit check-integration check-asan run bench fuzz powerloss soak install clean deps fresh-check
+.PHONY: all check check-unit check-integration check-asan run bench fuzz powerloss soak install clean deps fresh-check tsan-check
 BIN      = $(if $(filter build,$(B)),frugal,$(B)/frugal)
 POSTDROP = $(if $(filter build,$(B)),frugal-postdrop,$(B)/frugal-postdrop)
 all: $(BIN) $(POSTDROP) $(B)/tests
@@ -59,6 +59,25 @@ $(B)/asan/libfrugal.a: $(ASAN_OBJ)
 
 $(B)/asan/frugal: $(B)/asan/main.o $(B)/asan/libfrugal.a $(B)/asan/frugal-postdrop
 	$(CC) -O1 -g $(SAN) -o $@ $(B)/asan/main.o $(B)/asan/libfrugal.a $(LIBS)
+
+# ThreadSanitizer build of the daemon (the loop and the workers share state):
+# `make tsan-check` runs the integration tests against it (TSAN_FILES: which
+# files, default all) and fails on any report. Not part of `make check` (slow).
+TSAN_OBJ = $(SRCS:%.c=$(B)/tsan/%.o)
+$(B)/tsan/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -O1 -g -fsanitize=thread $(WARN) -c -o $@ $<
+$(B)/tsan/libfrugal.a: $(TSAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(B)/tsan/frugal: $(B)/tsan/main.o $(B)/tsan/libfrugal.a $(B)/tsan/frugal-postdrop
+	$(CC) -O1 -g -fsanitize=thread -o $@ $(B)/tsan/main.o $(B)/tsan/libfrugal.a $(LIBS)
+$(B)/tsan/frugal-postdrop: $(B)/tsan/postdrop.o $(B)/tsan/queue/drop.o
+	$(CC) -O1 -g -fsanitize=thread -o $@ $^
+tsan-check:
+	@sh contrib/deps.sh build test
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(B)/tsan/frugal
+	python3 tests/tsan_check.py $(TSAN_FILES)
 
 # The power-loss test's negative control: the same daemon with every sync
 # skipped (core/sync.c under FRUGAL_TEST_NO_SYNC). A test binary, never installed.

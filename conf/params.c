@@ -145,6 +145,8 @@ const struct conf_param conf_param_table[] = {
 	B("smtp_mta_sts", "yes", "honour the MTA-STS policies of recipient domains (RFC 8461) for MX deliveries"),
 	S("smtp_mta_sts_CAfile", "", "PEM trust anchors for MTA-STS: the policy fetch and enforced MX certificates (empty: the system's bundle)"),
 	T("smtp_mta_sts_timeout", "10s", "time limit of one MTA-STS policy fetch: resolve, connect, TLS and the HTTP response"),
+	T("smtp_mta_sts_failure_cache_time", "300s",
+	  "how long a failed MTA-STS policy fetch is remembered (per domain and TXT id) before deliveries fetch again; 0: not remembered"),
 	B("disable_mime_output_conversion", "no",
 	  "send 8-bit mail as is to a peer without 8BITMIME instead of converting it to quoted-printable"),
 	/* queue and delivery */

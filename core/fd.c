@@ -53,14 +53,17 @@ int fd_room(enum fd_kind k, long long n)
 	return 1;
 }
 
-/* the table slot of fd, grown as needed; NULL when fd is out of range or memory is short */
-static unsigned char *slot(int fd)
+/*
+ * The table is touched only under table_mu: growing it moves it (realloc), so
+ * a pointer into it must never outlive the lock (a thread holding one while
+ * another grew the table wrote into freed memory; ThreadSanitizer's report).
+ * The kind of fd, grown as needed; KIND_NONE when out of range or memory is
+ * short (then the descriptor is counted but its kind is not remembered).
+ */
+static int table_has(int fd)   /* table_mu held */
 {
-	unsigned char *p = NULL;
-
 	if (fd < 0 || fd >= TABLE_MAX)
-		return NULL;
-	pthread_mutex_lock(&table_mu);
+		return 0;
 	if ((size_t)fd >= nkinds) {
 		size_t n = nkinds ? nkinds : 1024;
 		unsigned char *nk;
@@ -74,22 +77,30 @@ static unsigned char *slot(int fd)
 			nkinds = n;
 		}
 	}
-	if ((size_t)fd < nkinds)
-		p = &kinds[fd];
+	return (size_t)fd < nkinds;
+}
+
+static unsigned char kind_get(int fd)
+{
+	unsigned char k = KIND_NONE;
+
+	pthread_mutex_lock(&table_mu);
+	if (table_has(fd))
+		k = kinds[fd];
 	pthread_mutex_unlock(&table_mu);
-	return p;
+	return k;
 }
 
 static void note_open(int fd, enum fd_kind k)
 {
-	unsigned char *p = slot(fd);
-
-	if (p == NULL)
-		return;
-	if (*p != KIND_NONE)   /* a number we thought open: somebody closed it behind our back */
-		__atomic_sub_fetch(&count[*p], 1, __ATOMIC_RELAXED);
-	*p = (unsigned char)k;
-	__atomic_add_fetch(&count[k], 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&table_mu);
+	if (table_has(fd)) {
+		if (kinds[fd] != KIND_NONE)   /* a number we thought open: somebody closed it behind our back */
+			__atomic_sub_fetch(&count[kinds[fd]], 1, __ATOMIC_RELAXED);
+		kinds[fd] = (unsigned char)k;
+		__atomic_add_fetch(&count[k], 1, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&table_mu);
 }
 
 void fd_received(int fd, enum fd_kind k)
@@ -185,9 +196,9 @@ int fd_accept(int lfd, struct sockaddr *sa, socklen_t *len, int flags)
 
 static enum fd_kind kind_of(int fd)
 {
-	unsigned char *p = slot(fd);
+	unsigned char k = kind_get(fd);
 
-	return p && *p != KIND_NONE ? (enum fd_kind)*p : FD_FILE;
+	return k != KIND_NONE ? (enum fd_kind)k : FD_FILE;
 }
 
 int fd_dup(int fd)
@@ -197,12 +208,12 @@ int fd_dup(int fd)
 
 static void note_close(int fd)
 {
-	unsigned char *p = slot(fd);
-
-	if (p && *p != KIND_NONE) {
-		__atomic_sub_fetch(&count[*p], 1, __ATOMIC_RELAXED);
-		*p = KIND_NONE;
+	pthread_mutex_lock(&table_mu);
+	if (table_has(fd) && kinds[fd] != KIND_NONE) {
+		__atomic_sub_fetch(&count[kinds[fd]], 1, __ATOMIC_RELAXED);
+		kinds[fd] = KIND_NONE;
 	}
+	pthread_mutex_unlock(&table_mu);
 }
 
 int fd_close(int fd)
@@ -299,11 +310,14 @@ static long long scan(void (*fn)(int fd))
 
 static int adopted;
 
-static void adopt(int fd)
+static void adopt(int fd)   /* lock held exclusively: no open or close in between */
 {
-	unsigned char *p = slot(fd);
+	int unknown;
 
-	if (p && *p == KIND_NONE) {
+	pthread_mutex_lock(&table_mu);
+	unknown = table_has(fd) && kinds[fd] == KIND_NONE;
+	pthread_mutex_unlock(&table_mu);
+	if (unknown) {
 		note_open(fd, classify(fd));
 		adopted++;
 	}

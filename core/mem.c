@@ -55,7 +55,9 @@ static int should_fail(size_t n)
 			break;
 		}
 	}
-	if (limit && __atomic_load_n(&in_use, __ATOMIC_RELAXED) + n > limit) {
+	size_t lim = __atomic_load_n(&limit, __ATOMIC_RELAXED);   /* re-set by the loop's resampling */
+
+	if (lim && __atomic_load_n(&in_use, __ATOMIC_RELAXED) + n > lim) {
 		__atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
 		return 1;
 	}
@@ -196,8 +198,8 @@ void mem_uncharge(size_t n) { count(0, n); }
 size_t mem_in_use(void) { return __atomic_load_n(&in_use, __ATOMIC_RELAXED); }
 size_t mem_peak(void) { return __atomic_load_n(&peak, __ATOMIC_RELAXED); }
 void mem_reset_peak(void) { __atomic_store_n(&peak, mem_in_use(), __ATOMIC_RELAXED); }
-void mem_set_limit(size_t bytes) { limit = bytes; }
-size_t mem_limit(void) { return limit; }
+void mem_set_limit(size_t bytes) { __atomic_store_n(&limit, bytes, __ATOMIC_RELAXED); }
+size_t mem_limit(void) { return __atomic_load_n(&limit, __ATOMIC_RELAXED); }
 unsigned long mem_failures(void) { return __atomic_load_n(&failures, __ATOMIC_RELAXED); }
 void mem_fail_at(unsigned long n) { __atomic_store_n(&fail_countdown, n, __ATOMIC_RELAXED); }
 void mem_nofail(int on) { nofail += on ? 1 : -1; }

@@ -7,7 +7,10 @@
  * certificate verified for mta-sts.DOMAIN against smtp_mta_sts_CAfile), one
  * fetch per domain however many deliveries wait for it, all of it under
  * smtp_mta_sts_timeout. A failed fetch leaves a cached policy in force
- * (section 5.1) and otherwise means no policy (section 5).
+ * (section 5.1) and otherwise means no policy (section 5). A failed fetch is
+ * remembered (memory only, per domain and TXT id) for
+ * smtp_mta_sts_failure_cache_time: a hanging policy host would otherwise
+ * cost every delivery to its domain the whole timeout and a socket.
  *
  * Owns the cache: at most STS_CACHE_MAX domains in memory, each also a file
  * queue_directory/sts/DOMAIN (written as a temporary file, then renamed),
@@ -55,6 +58,17 @@ struct sts_entry {
 	struct mta_sts_policy pol;
 };
 
+/*
+ * A failed fetch, remembered so the next deliveries do not fetch (and wait) again.
+ * Memory only: after a restart one fetch is tried again, which is cheap.
+ */
+struct sts_fail {
+	struct sts_fail *next;
+	char   domain[DNS_NAME_MAX + 1];
+	char   id[MTA_STS_ID_MAX + 1];              /* the TXT id the fetch was for: a new id ends it */
+	time_t until;
+};
+
 enum fetch_state { F_RESOLVE_A, F_RESOLVE_AAAA, F_CONNECT, F_TLS, F_SEND, F_READ };
 
 struct sts_fetch {
@@ -82,6 +96,7 @@ struct sts_fetch {
 	size_t resplen;
 	char   err[512];
 	int    shortage;                            /* failed for a local shortage, not the server */
+	double failure_ttl;                         /* remember a failure this long (0: not) */
 };
 
 struct mta_sts_wait {
@@ -104,6 +119,8 @@ static int ncache;
 static int cache_loaded;
 static char cache_dir[512];                    /* the queue directory the cache was read from */
 static struct sts_fetch *fetches;
+static struct sts_fail *fails;                 /* at most STS_CACHE_MAX */
+static int nfails;
 static struct mta_sts_stats stats;
 
 static void fetch_done(struct sts_fetch *f, const struct mta_sts_policy *p);
@@ -324,9 +341,81 @@ static void cache_load(const char *dir, const char *service)
 		log_info(service, "MTA-STS cache: %d policies loaded from %s/sts", loaded, dir);
 }
 
+/* ---- failed fetches remembered ------------------------------------------------ */
+
+static void fail_drop(struct sts_fail **pp)
+{
+	struct sts_fail *x = *pp;
+
+	*pp = x->next;
+	mem_free(x);
+	nfails--;
+}
+
+/* The remembered failure for domain, still in force; expired ones met on the way go. */
+static struct sts_fail *fail_find(const char *domain, time_t now)
+{
+	struct sts_fail **pp = &fails;
+
+	while (*pp) {
+		if ((*pp)->until <= now) {
+			fail_drop(pp);
+			continue;
+		}
+		if (strcmp((*pp)->domain, domain) == 0)
+			return *pp;
+		pp = &(*pp)->next;
+	}
+	return NULL;
+}
+
+static void fail_forget(const char *domain)
+{
+	struct sts_fail **pp;
+
+	for (pp = &fails; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->domain, domain) == 0) {
+			fail_drop(pp);
+			return;
+		}
+}
+
+/* Without memory the failure is simply not remembered (the next delivery fetches again). */
+static void fail_remember(const char *domain, const char *id, double ttl)
+{
+	time_t now = time(NULL);
+	struct sts_fail *x, **pp, **soonest;
+
+	if (ttl <= 0)
+		return;
+	fail_forget(domain);
+	(void)fail_find("", now);   /* sweeps the expired */
+	if (nfails >= STS_CACHE_MAX) {
+		for (soonest = pp = &fails; *pp; pp = &(*pp)->next)
+			if ((*pp)->until < (*soonest)->until)
+				soonest = pp;
+		fail_drop(soonest);
+	}
+	if ((x = mem_calloc(1, sizeof *x)) == NULL)
+		return;
+	snprintf(x->domain, sizeof x->domain, "%s", domain);
+	snprintf(x->id, sizeof x->id, "%s", id);
+	x->until = now + (time_t)ttl;
+	x->next = fails;
+	fails = x;
+	nfails++;
+}
+
 /* ---- waiters ------------------------------------------------------------------ */
 
 static struct mta_sts_wait *txt_pending;       /* waiters whose TXT query is out */
+
+/* A waiter holds a reference on its TLS context: a background lookup may outlive its asker. */
+static void wait_free(struct mta_sts_wait *w)
+{
+	tls_ctx_unref(w->cf.tls);
+	mem_free(w);
+}
 
 static void unlink_wait(struct mta_sts_wait *w)
 {
@@ -357,7 +446,7 @@ static void answer_cached(struct mta_sts_wait *w, int shortage)
 	void *arg = w->arg;
 	struct mta_sts_policy copy;
 
-	mem_free(w);
+	wait_free(w);
 	if (e && !expired(e, time(NULL))) {
 		/* a copy: the callback may start a lookup that replaces the entry */
 		if (mta_sts_policy_copy(&copy, &e->pol) == 0) {
@@ -396,7 +485,16 @@ static void fetch_free(struct sts_fetch *f)
 static void fetch_fail(struct sts_fetch *f, const char *fmt, const char *arg)
 {
 	snprintf(f->err, sizeof f->err, fmt, arg);
-	log_info(f->service, "MTA-STS policy fetch for %s failed: %s", f->domain, f->err);
+	/*
+	 * Remembered unless the shortage was ours (a socket, memory): that one must neither
+	 * downgrade the next deliveries nor stop them learning the policy once we recover.
+	 */
+	if (!f->shortage && f->failure_ttl > 0) {
+		fail_remember(f->domain, f->id, f->failure_ttl);
+		log_info(f->service, "MTA-STS policy fetch for %s failed: %s (not retried for %.0fs unless the id changes)",
+		    f->domain, f->err, f->failure_ttl);
+	} else
+		log_info(f->service, "MTA-STS policy fetch for %s failed: %s", f->domain, f->err);
 	stats.fetch_failures++;
 	fetch_done(f, NULL);
 }
@@ -652,6 +750,7 @@ static struct sts_fetch *fetch_start(const struct mta_sts_wait *w, const char *i
 	snprintf(f->id, sizeof f->id, "%s", id);
 	snprintf(f->service, sizeof f->service, "%s", w->service);
 	snprintf(f->queue_dir, sizeof f->queue_dir, "%s", w->queue_dir);
+	f->failure_ttl = w->cf.failure_ttl;
 	/* 443 (RFC 8461 3.3); the tests' HTTPS server cannot bind it unprivileged: a test-only override */
 	f->port = ps && atoi(ps) > 0 && atoi(ps) < 65536 ? atoi(ps) : 443;
 	n = snprintf(f->req, sizeof f->req, "GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: %s\r\n"
@@ -687,6 +786,7 @@ static void fetch_done(struct sts_fetch *f, const struct mta_sts_policy *p)
 	if (p) {
 		struct mta_sts_policy copy;
 
+		fail_forget(f->domain);
 		if (mta_sts_policy_copy(&copy, p) == 0)
 			(void)cache_put(f->domain, f->id, time(NULL), &copy);
 	}
@@ -699,7 +799,7 @@ static void fetch_done(struct sts_fetch *f, const struct mta_sts_policy *p)
 		list = w->next;
 		w->next = w->prev = NULL;
 		if (w->cancelled)
-			mem_free(w);
+			wait_free(w);
 		else
 			answer_cached(w, shortage);   /* the new policy is cached now; a failure leaves the old in force */
 	}
@@ -711,6 +811,7 @@ static void txt_cb(void *arg, const struct dns_answer *a)
 {
 	struct mta_sts_wait *w = arg;
 	struct sts_entry *e;
+	struct sts_fail *x;
 	char id[MTA_STS_ID_MAX + 1] = "", one[MTA_STS_ID_MAX + 1];
 	int i, found = 0;
 
@@ -731,6 +832,15 @@ static void txt_cb(void *arg, const struct dns_answer *a)
 		/* no record (or TEMPFAIL): a cached policy stays in force until max_age (5.1) */
 		answer_cached(w, 0);
 		return;
+	}
+	if ((x = fail_find(w->domain, time(NULL))) != NULL) {
+		if (strcmp(x->id, id) == 0) {
+			/* this id's fetch failed lately: as for a failed fetch (5.1, 5), without a new one */
+			stats.failures_remembered++;
+			answer_cached(w, 0);
+			return;
+		}
+		fail_forget(w->domain);   /* a new id: a new policy was announced */
 	}
 	if ((w->f = fetch_start(w, id)) == NULL) {
 		answer_cached(w, 1);   /* no memory for the fetch, or its DNS query */
@@ -754,6 +864,8 @@ struct mta_sts_wait *mta_sts_lookup(const struct mta_sts_conf *cf, const char *d
 		return NULL;
 	}
 	w->cf = *cf;
+	if (w->cf.tls)
+		tls_ctx_ref(w->cf.tls);
 	snprintf(w->queue_dir, sizeof w->queue_dir, "%s", cf->queue_dir ? cf->queue_dir : ".");
 	snprintf(w->service, sizeof w->service, "%s", cf->service ? cf->service : "smtp");
 	w->cf.queue_dir = w->queue_dir;
@@ -762,7 +874,7 @@ struct mta_sts_wait *mta_sts_lookup(const struct mta_sts_conf *cf, const char *d
 	w->cb = cb;
 	w->arg = arg;
 	if (!domain_ok(w->domain)) {
-		mem_free(w);
+		wait_free(w);
 		errno = EINVAL;
 		return NULL;
 	}
@@ -770,7 +882,7 @@ struct mta_sts_wait *mta_sts_lookup(const struct mta_sts_conf *cf, const char *d
 	snprintf(name, sizeof name, "_mta-sts.%s", w->domain);
 	if ((w->q = dns_lookup(cf->dns, name, DNS_TXT, txt_cb, w)) == NULL) {
 		int e = errno;   /* ENOMEM, or EINVAL for a name the resolver refuses */
-		mem_free(w);
+		wait_free(w);
 		errno = e;
 		return NULL;
 	}
@@ -789,7 +901,7 @@ void mta_sts_cancel(struct mta_sts_wait *w)
 	if (w->q)
 		dns_cancel(w->q);
 	unlink_wait(w);
-	mem_free(w);
+	wait_free(w);
 }
 
 enum mta_sts_mode mta_sts_peek(const struct mta_sts_conf *cf, const char *domain)
@@ -812,7 +924,7 @@ void mta_sts_stop_all(void)
 		struct sts_fetch *f = fetches;
 		while ((w = f->waiters) != NULL) {
 			f->waiters = w->next;
-			mem_free(w);
+			wait_free(w);
 		}
 		fetch_free(f);
 	}
@@ -820,10 +932,12 @@ void mta_sts_stop_all(void)
 		txt_pending = w->next;
 		if (w->q)
 			dns_cancel(w->q);
-		mem_free(w);
+		wait_free(w);
 	}
 	while (cache)
 		cache_drop(cache, 0);
+	while (fails)
+		fail_drop(&fails);
 	cache_loaded = 0;
 	cache_dir[0] = '\0';
 }
@@ -834,6 +948,7 @@ void mta_sts_stats(struct mta_sts_stats *st)
 
 	*st = stats;
 	st->cached = ncache;
+	st->failed = nfails;
 	st->inflight = 0;
 	for (f = fetches; f; f = f->next)
 		st->inflight++;

@@ -71,6 +71,7 @@ struct mta_sts_conf {
 	const char *queue_dir;                 /* the cache lives in queue_dir/sts */
 	struct tls_ctx *tls;                   /* trust anchors for the HTTPS fetch (smtp_mta_sts_CAfile) */
 	double timeout;                        /* smtp_mta_sts_timeout: resolve, connect and fetch */
+	double failure_ttl;                    /* smtp_mta_sts_failure_cache_time: a failed fetch not retried (0: always retried) */
 	const char *service;                   /* the log's service name ("smtp") */
 };
 
@@ -97,7 +98,7 @@ enum mta_sts_mode mta_sts_peek(const struct mta_sts_conf *cf, const char *domain
 void mta_sts_stop_all(void);
 
 /* Counters for tests and the status report. */
-struct mta_sts_stats { unsigned long fetches, fetch_failures, cache_hits; int cached, inflight; };
+struct mta_sts_stats { unsigned long fetches, fetch_failures, cache_hits, failures_remembered; int cached, inflight, failed; };
 void mta_sts_stats(struct mta_sts_stats *st);
 
 #endif

@@ -172,8 +172,10 @@ struct smtpc {
 	struct mta_sts_wait *sts_w;          /* the lookup in flight */
 	struct mta_sts_policy sts;           /* the policy in force for this job (mode NONE: none) */
 	int      sts_conn;                   /* the mode this connection was made under (reuse) */
+	int      sts_looked;                 /* this connection's route went through MTA-STS discovery */
 	struct tls_ctx *sts_tls;             /* a reference: smtp_mta_sts_CAfile's context */
 	double   t_sts;                      /* smtp_mta_sts_timeout */
+	double   t_sts_fail;                 /* smtp_mta_sts_failure_cache_time (0: a failed fetch is not remembered) */
 	char     queue_dir[512];
 };
 
@@ -2016,7 +2018,9 @@ static void sts_start(struct smtpc *c)
 	sc.queue_dir = c->queue_dir;
 	sc.tls = c->sts_tls;
 	sc.timeout = c->t_sts;
+	sc.failure_ttl = c->t_sts_fail;
 	sc.service = c->j->route.transport;
+	c->sts_looked = 1;
 	c->st = C_STS;
 	if ((c->sts_w = mta_sts_lookup(&sc, c->domain, sts_cb, c)) == NULL) {
 		/*
@@ -2121,6 +2125,35 @@ static int sts_enforced(const struct agent_job *j)
 	return mta_sts_peek(&sc, d) == MTA_STS_ENFORCE;
 }
 
+static void sts_refresh_cb(void *arg, const struct mta_sts_policy *p, int shortage)
+{
+	/* nothing to do: the lookup filled the cache, which the next cache_find consults */
+}
+
+/*
+ * A cached connection made without an enforce policy is about to be reused: discovery runs
+ * beside it (no session waits on it, the callback has no argument), so that a policy published
+ * since the connection was made is learnt now and the next job refuses the connection
+ * (cache_find's need_sts), instead of reuse going on without discovery until
+ * smtp_connection_reuse_time_limit. Costs one TXT query (the resolver caches it); a fetch at
+ * most once per id, and a failing one is remembered (smtp_mta_sts_failure_cache_time).
+ */
+static void sts_refresh(const struct smtpc *c)
+{
+	struct mta_sts_conf sc;
+
+	if (!c->sts_looked || c->sts_conn == MTA_STS_ENFORCE || c->domain[0] == '\0' || c->sts_tls == NULL)
+		return;
+	memset(&sc, 0, sizeof sc);
+	sc.dns = the_dns;
+	sc.queue_dir = c->queue_dir;
+	sc.tls = c->sts_tls;
+	sc.timeout = c->t_sts;
+	sc.failure_ttl = c->t_sts_fail;
+	sc.service = c->key_transport;
+	(void)mta_sts_lookup(&sc, c->domain, sts_refresh_cb, NULL);   /* NULL: nothing learnt now, as before */
+}
+
 void smtpc_deliver(struct agent_job *j)
 {
 	struct smtpc *c;
@@ -2135,8 +2168,11 @@ void smtpc_deliver(struct agent_job *j)
 		defer_job(j, "delivery interrupted by shutdown");
 		return;
 	}
-	if ((c = cache_find(j, sts_enforced(j))) != NULL && take_cached(c, j) == 0)
-		return;
+	if ((c = cache_find(j, sts_enforced(j))) != NULL) {
+		sts_refresh(c);
+		if (take_cached(c, j) == 0)
+			return;
+	}
 	drop_stale(j);
 	/*
 	 * A new connection: the idle ones of other destinations give way now, not at the trim after
@@ -2239,6 +2275,7 @@ void smtpc_deliver(struct agent_job *j)
 	/* MTA-STS: for MX next hops (start_route decides); off with smtp_mta_sts = no */
 	c->sts_on = !c->lmtp && cf && conf_bool(cf, "smtp_mta_sts", 0);
 	c->t_sts = tparam(cf, "smtp_mta_sts_timeout", 10);
+	c->t_sts_fail = cf ? (double)conf_time(cf, "smtp_mta_sts_failure_cache_time", 0) : 300;
 	v = cf ? conf_str(cf, "queue_directory", 0) : NULL;
 	snprintf(c->queue_dir, sizeof c->queue_dir, "%s", v && *v ? v : ".");
 

@@ -771,9 +771,23 @@ static int stamp(struct spool_txn *t, off_t off, const char *v, size_t n)
 		memcpy(t->wbuf + (off - t->flushed), v, n);
 		return 0;
 	}
-	if (pwrite(t->fd, v, n, off) != (ssize_t)n) {
-		t->err = errno ? errno : EIO;
-		return -1;
+	/*
+	 * pwrite may write less than asked (a file system filling up, a signal):
+	 * the rest is written, not the message refused with a stale errno
+	 * (tests/integration/test_iofault.py: short writes).
+	 */
+	while (n > 0) {
+		ssize_t w = pwrite(t->fd, v, n, off);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			t->err = w < 0 && errno ? errno : EIO;
+			return -1;
+		}
+		v += w;
+		n -= (size_t)w;
+		off += w;
 	}
 	return 0;
 }

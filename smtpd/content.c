@@ -598,6 +598,19 @@ static void auth_resumed(void *arg)
 	session_flush(s);   /* the reply, and what the client pipelined meanwhile */
 }
 
+/* The end of a message refused: the reply, the count, Postfix's reject line, a fresh transaction. */
+static void reject_end_of_message(struct session *s, const char *text)
+{
+	struct smtp_tx *tx = s->tx;
+
+	session_reply(s, "%s", text);
+	stats_inc(STATS_REJECTED);
+	log_info("smtpd", "%s: reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> proto=%s helo=<%s>",
+	    spool_txn_id(tx->txn), s->host, s->addr, text, tx->sender, session_proto(s),
+	    s->helo ? s->helo : "");
+	session_tx_reset(s);
+}
+
 /*
  * The checks of a message from outside, at its end: wait for their
  * lookups (S_DNS_WAIT, nothing read), then the verdict: a DMARC reject
@@ -630,12 +643,7 @@ static int auth_end(struct session *s)
 	line[o] = '\0';
 	log_info("smtpd", "%s: %s", spool_txn_id(tx->txn), line);
 	if (v == AUTHRES_REJECT) {
-		session_reply(s, "%s", reply);
-		stats_inc(STATS_REJECTED);
-		log_info("smtpd", "%s: reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> proto=%s helo=<%s>",
-		    spool_txn_id(tx->txn), s->host, s->addr, reply, tx->sender, session_proto(s),
-		    s->helo ? s->helo : "");
-		session_tx_reset(s);
+		reject_end_of_message(s, reply);
 		return 0;
 	}
 	if (spool_txn_late_header(tx->txn, hdr) < 0)
@@ -664,12 +672,7 @@ void content_end(struct session *s)
 		char buf[128];
 		const char *text = content_error_reply(s, (enum tx_error)tx->err, buf, sizeof buf);
 
-		session_reply(s, "%s", text);
-		stats_inc(STATS_REJECTED);
-		log_info("smtpd", "%s: reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> proto=%s helo=<%s>",
-		    spool_txn_id(tx->txn), s->host, s->addr, text, tx->sender, session_proto(s),
-		    s->helo ? s->helo : "");
-		session_tx_reset(s);
+		reject_end_of_message(s, text);
 		return;
 	}
 	session_enter(s, S_COMMIT);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """tests/run_all.py: what `make check` runs once everything is built.
 
-0. every libFuzzer target replays its checked-in corpus, 1. unit tests
+0. every libFuzzer target replays its checked-in corpus (and is fuzzed for
+FRUGAL_CHECK_FUZZ_SECONDS, default 20, at nice 19 beside step 2), 1. unit tests
 (Check binaries in build/tests), 2. integration tests against ./frugal,
 3. both again with the ASan+UBSan build (build/asan), where any sanitizer
 report written by the daemon fails the run. The integration files of both
@@ -60,7 +61,9 @@ DURATION_HINT = {
     "test_dkim": 18, "test_packaging": 16, "test_scheduler": 15, "test_dnsbl": 13,
     "test_disk": 10, "test_smtp": 9, "test_crash": 5, "test_chunking": 3, "test_docs": 3,
     "test_dsn": 2, "test_daemon": 2, "test_addresses": 1, "test_smtp_wire": 56,
-    "test_spf": 32, "test_wizard": 24, "test_systemd": 21, "test_tls": 17, "test_status": 14, "test_soak": 75,
+    "test_spf": 32, "test_wizard": 24, "test_systemd": 21, "test_tls": 17, "test_status": 14,
+    "test_screen": 22, "test_greylist": 17, "test_dmarc": 10, "test_smtp_budget": 10,
+    "test_soak": 75,
 }
 # Files that must not overlap with another of the same group, whatever the pass:
 # test_daemon's embedded default listens on the fixed port 2525; the others set up
@@ -169,8 +172,47 @@ def fuzz_corpora():
             sys.stdout.write((p.stdout + p.stderr)[-4000:])
 
 
+FUZZ_SECONDS = int(os.environ.get("FRUGAL_CHECK_FUZZ_SECONDS", "20"))
+
+
+def fuzz_run():
+    """Fuzz every target FUZZ_SECONDS (wall clock) one after another, at the lowest CPU
+    priority, beside the integration pool: the tests mostly wait, the fuzzers take what
+    CPU they leave and yield it when a test wants it. New inputs go to a scratch
+    directory (the checked-in corpora change only by hand); a finding fails the run,
+    with libFuzzer's report and the input kept under build/fuzz/findings/. Returns the
+    results as (name, ok, seconds, tail of output) for the main thread to count."""
+    results = []
+    scratch = tempfile.mkdtemp(prefix="frugal-fuzz-")
+    findings = os.path.join(ROOT, "build", "fuzz", "findings")
+    try:
+        for t in sorted(glob.glob("build/fuzz/fuzz_*")):
+            name = os.path.basename(t)
+            if not os.access(t, os.X_OK):
+                continue
+            work = os.path.join(scratch, name)
+            os.makedirs(work)
+            os.makedirs(findings, exist_ok=True)
+            cmd = ["nice", "-n", "19", t, "-max_total_time=%d" % FUZZ_SECONDS, "-timeout=60",
+                   "-print_final_stats=1", "-artifact_prefix=%s/%s-" % (findings, name), work]
+            corpus = os.path.join("tests/fuzz/corpus", name)
+            if os.path.isdir(corpus):
+                cmd.append(corpus)
+            t0 = time.monotonic()
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=FUZZ_SECONDS + 300)
+                ok, out = p.returncode == 0, p.stdout + p.stderr
+            except subprocess.TimeoutExpired:
+                ok, out = False, "%s: did not stop within %d s" % (name, FUZZ_SECONDS + 300)
+            runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", out)
+            results.append((name, ok, time.monotonic() - t0, runs.group(1) if runs else "?", out[-4000:]))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return results
+
+
 def main():
-    global failed
+    global failed, passed
     env = dict(os.environ)
     workers = int(os.environ.get("FRUGAL_CHECK_JOBS") or min(os.cpu_count() or 1, 4))
     fuzz_corpora()
@@ -192,8 +234,23 @@ def main():
                 "FRUGAL_TEST_SLOW": "4", "FRUGAL_CRASH_KILLS": "3"}
         jobs += integration_jobs(os.path.join(ROOT, "build/asan/frugal"), ienv, "[asan]")
     t0 = time.monotonic()
+    fuzzing = None
+    if FUZZ_SECONDS > 0:
+        fuzzing = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        fuzz_future = fuzzing.submit(fuzz_run)
     integration(jobs, workers)
     print("integration: %d files in %.0f s, %d at a time" % (len(jobs), time.monotonic() - t0, workers))
+    if fuzzing:
+        for name, ok, secs, runs, tail in fuzz_future.result():
+            print("[fuzz] fuzzed %-24s %3.0f s, %s runs %s" % (name, secs, runs, "ok" if ok else "FINDING"))
+            if ok:
+                passed += 1
+            else:
+                failed += 1
+                failures.append("[fuzz] fuzzing " + name)
+                sys.stdout.write(tail)
+        fuzzing.shutdown()
+        print("fuzzing: done %.0f s after the integration pool started" % (time.monotonic() - t0))
     if logdir:
         reports = sorted(glob.glob(os.path.join(logdir, "*")))
         for r in reports:

@@ -119,6 +119,52 @@ def run_frugal(*args, env=None, input=None, check=False):
                           env=e, input=input, check=check, timeout=60 * SLOW)
 
 
+def smtp_outcome(port, source, talk):
+    """One client from `source` running talk(smtplib.SMTP) -> code; the code of a refusal, or 421
+    for a dropped connection (what a sweep of injected failures may see)."""
+    import smtplib
+    try:
+        c = smtplib.SMTP("127.0.0.1", port, timeout=15 * SLOW, source_address=(source, 0))
+        try:
+            return talk(c)
+        finally:
+            try:
+                c.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            c.close()
+    except smtplib.SMTPResponseException as e:
+        return e.smtp_code
+    except smtplib.SMTPRecipientsRefused as e:
+        return list(e.recipients.values())[0][0]
+    except (smtplib.SMTPServerDisconnected, ConnectionError):
+        return 421
+
+
+def alloc_sweep(tc, d, attempt, limit, after=None, allowed=(250, 421, 451)):
+    """SQLite's habit against a daemon started with FRUGAL_ALLOC_SWEEP_CLIENT: connection N from
+    that client fails its N-th allocation. attempt(n) runs connection N and returns its outcome,
+    which must be one of `allowed`; after(n, code) checks the daemon still serves. Ends at the
+    first N that met no failure. Returns (N, {outcome: count})."""
+    outcomes, fired_before, n = {}, 0, 0
+    while True:
+        n += 1
+        tc.assertLessEqual(n, limit, "sweep did not end")
+        code = attempt(n)
+        tc.assertIn(code, allowed, "N=%d: %s\n%s" % (n, code, d.output()[-3000:]))
+        try:
+            wait_for(lambda: "fault sweep: connection %d ended" % n in d.output(), 20, "session %d to end" % n)
+        except AssertionError:
+            raise AssertionError("N=%d: the session did not end\n%s" % (n, d.output()[-3000:]))
+        fired = d.output().count("fault injection: failing")
+        if after:
+            after(n, code)
+        outcomes[code] = outcomes.get(code, 0) + 1
+        if fired == fired_before:
+            return n, outcomes
+        fired_before = fired
+
+
 class Daemon:
     """One frugal instance in its own temp dir."""
 

@@ -24,7 +24,7 @@ import time
 import unittest
 
 from dnsserver import DNSServer
-from harness import Daemon, Raw, run_frugal, wait_for, SLOW
+from harness import Daemon, Raw, run_frugal, wait_for, SLOW, alloc_sweep, smtp_outcome
 
 SYS_PY = "/usr/bin/python3"   # python3-dkim is a package of Debian's interpreter
 IP = "192.0.2.10"
@@ -322,40 +322,9 @@ class DMARC(unittest.TestCase):
         msg = self.msgs["sweep"].encode()
 
         def send(source, rcpt):
-            try:
-                c = smtplib.SMTP("127.0.0.1", d.port, timeout=15 * SLOW, source_address=(source, 0))
-                try:
-                    c.sendmail("a@rsa.test", [rcpt], msg)
-                    return 250
-                finally:
-                    try:
-                        c.quit()
-                    except (smtplib.SMTPException, OSError):
-                        pass
-                    c.close()
-            except smtplib.SMTPResponseException as e:
-                return e.smtp_code
-            except smtplib.SMTPRecipientsRefused as e:
-                return list(e.recipients.values())[0][0]
-            except (smtplib.SMTPServerDisconnected, ConnectionError):
-                return 421
+            return smtp_outcome(d.port, source, lambda c: (c.sendmail("a@rsa.test", [rcpt], msg), 250)[1])
 
-        outcomes, fired_before, n = {}, 0, 0
-        while True:
-            n += 1
-            self.assertLessEqual(n, 1500, "sweep did not end")
-            code = send("127.0.0.2", "alice@example.test")
-            self.assertIn(code, (250, 421, 451), "N=%d: %s\n%s" % (n, code, d.output()[-3000:]))
-            try:
-                wait_for(lambda: "fault sweep: connection %d ended" % n in d.output(), 20 * SLOW,
-                         "session %d to end" % n)
-            except AssertionError:
-                raise AssertionError("N=%d: the session did not end\n%s" % (n, d.output()[-3000:]))
-            fired = d.output().count("fault injection: failing")
-            outcomes[code] = outcomes.get(code, 0) + 1
-            if fired == fired_before:
-                break
-            fired_before = fired
+        n, outcomes = alloc_sweep(self, d, lambda n: send("127.0.0.2", "alice@example.test"), 1500)
         self.assertEqual(send("127.0.0.1", "bob@example.test"), 250)
         got = d.wait_messages(d.maildir("bob"), 1)[0]
         self.assertIn("dkim=pass header.d=rsa.test", ar_of(got)[0])

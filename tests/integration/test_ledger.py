@@ -106,8 +106,8 @@ class Ledger(unittest.TestCase):
     def test_private_memory_counts_stacks(self):
         """VmData of the idle daemon is small (thread stacks sized), and the
         ledger's memory is at least it."""
-        if "ASAN_OPTIONS" in os.environ:
-            self.skipTest("ASan reserves terabytes of shadow memory: VmData is measured on the plain build")
+        if "ASAN_OPTIONS" in os.environ or "TSAN_OPTIONS" in os.environ:
+            self.skipTest("a sanitizer reserves terabytes of shadow memory: VmData is measured on the plain build")
         d = Daemon()
         d.start()
         try:

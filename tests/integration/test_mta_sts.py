@@ -37,7 +37,8 @@ ENF = "version: STSv1\nmode: enforce\nmx: mx.%s\nmax_age: 86400\n"
 DOMAINS = ["enf.test", "notls.test", "other.test", "badcert.test", "tst.test", "cache.test", "chg.test",
            "e404.test", "eredir.test", "ectype.test", "ebig.test", "hang.test", "free.test", "wild.test",
            "off.test", "tstcert.test", "priv.test", "many.test", "noca.test",
-           "hang2.test"]
+           "hang2.test", "neg500.test", "neghang.test", "negoff.test",
+           "reuse.test", "reuse2.test"]
 SAN = ",".join(["DNS:mta-sts.%s" % d for d in DOMAINS] + ["DNS:mx.%s" % d for d in DOMAINS if d != "badcert.test"]
                + ["DNS:*.wild.test"])
 
@@ -338,6 +339,10 @@ class MtaSts(unittest.TestCase):
         self.send(d, "u3@chg.test")
         self.status(d, "u3@chg.test", "deferred")
         self.assertIn("MTA-STS policy fetch for chg.test failed: HTTP status 404", d.output())
+        # the failure of id 3 is remembered: no fetch, and the cached policy still in force
+        self.send(d, "u4@chg.test")
+        self.status(d, "u4@chg.test", "deferred")
+        self.assertEqual(self.https.count("chg.test"), 3)
         self.assertEqual(len(s.messages), 1)
 
     def test_deliveries_to_one_domain_share_one_fetch(self):
@@ -433,6 +438,113 @@ class MtaSts(unittest.TestCase):
         self.assertGreater(t_hang, 1.5)
         self.assertLess(t_free, t_hang)
         self.assertEqual(len(s.messages), 2)
+
+    # ---- a failed fetch is remembered (smtp_mta_sts_failure_cache_time) ----
+
+    def test_failed_fetch_remembered_until_the_id_changes(self):
+        self.policy("neg500.test", status=500)
+        s, port = self.sink()
+        d = self.daemon(["neg500.test"], port)
+        self.send(d, "u1@neg500.test")
+        self.status(d, "u1@neg500.test")                 # as without a policy
+        self.assertEqual(self.https.count("neg500.test"), 1)
+        self.send(d, "u2@neg500.test")
+        self.status(d, "u2@neg500.test")
+        self.assertEqual(self.https.count("neg500.test"), 1)      # remembered: not fetched again
+        log = d.output()
+        self.assertEqual(log.count("MTA-STS policy fetch for neg500.test failed"), 1)   # logged once
+        self.assertIn("MTA-STS policy fetch for neg500.test failed: HTTP status 500 (not retried for 300s", log)
+        # a new id announces a new policy: fetched at once, and in force (it covers no MX: deferred)
+        self.dns.records["_mta-sts.neg500.test"] = [("TXT", "v=STSv1; id=2;", 0)]
+        self.policy("neg500.test", ENF % "nowhere.test")
+        self.send(d, "u3@neg500.test")
+        self.status(d, "u3@neg500.test", "deferred")
+        self.assertEqual(self.https.count("neg500.test"), 2)
+        self.assertEqual(len(s.messages), 2)
+
+    def test_hanging_fetch_remembered_next_delivery_not_delayed(self):
+        self.policy("neghang.test", hang=True)
+        s, port = self.sink(tls=False)
+        tmo = int(3 * SLOW)                             # the bound below must mean something under ASan too
+        d = self.daemon(["neghang.test"], port, "smtp_mta_sts_timeout = %ds\n" % tmo)
+        t0 = time.monotonic()
+        self.send(d, "u1@neghang.test")
+        self.status(d, "u1@neghang.test")
+        t1 = time.monotonic() - t0
+        self.assertIn("MTA-STS policy fetch for neghang.test failed: timed out", d.output())
+        self.assertGreater(t1, tmo - 0.5)               # the first one waited for the timeout
+        t0 = time.monotonic()
+        self.send(d, "u2@neghang.test")
+        self.status(d, "u2@neghang.test")
+        t2 = time.monotonic() - t0
+        self.assertLess(t2, tmo / 2)                    # well within the timeout
+        self.assertEqual(self.https.count("neghang.test"), 1)
+        self.assertEqual(len(s.messages), 2)
+
+    def test_control_failure_memory_off_fetches_again(self):
+        # the negative control: smtp_mta_sts_failure_cache_time = 0, every delivery fetches
+        self.policy("negoff.test", status=500)
+        s, port = self.sink()
+        d = self.daemon(["negoff.test"], port, "smtp_mta_sts_failure_cache_time = 0\n")
+        for i in (1, 2):
+            self.send(d, "u%d@negoff.test" % i)
+            self.status(d, "u%d@negoff.test" % i)
+        self.assertEqual(self.https.count("negoff.test"), 2)
+        self.assertNotIn("not retried", d.output())
+        self.assertEqual(len(s.messages), 2)
+
+    # ---- connection reuse ----
+
+    def test_reuse_refused_once_an_enforce_policy_is_learnt(self):
+        # a connection made while reuse.test had no policy (its fetch failed) is cached; a new policy
+        # is then announced and learnt by a new connection of another next hop (alias.test ->
+        # reuse.test on another port); the next job for reuse.test must not take the old connection
+        # (DESIGN.md "Reuse")
+        self.policy("reuse.test", status=404)
+        s1, p1 = self.sink()
+        s2, p2 = self.sink()
+        d = self.daemon(["reuse.test", "alias.test"], p1,
+                        "smtp_connection_cache_on_demand = yes\nsmtp_connection_cache_time_limit = 60s\n"
+                        "transport_maps = inline:{ reuse.test=smtp:reuse.test:%d, alias.test=smtp:reuse.test:%d }\n"
+                        % (p1, p2))
+        self.send(d, "u1@reuse.test")
+        self.status(d, "u1@reuse.test")
+        self.send(d, "u2@reuse.test")
+        self.status(d, "u2@reuse.test")
+        conns = len(s1.greetings)
+        self.assertEqual(conns, 2)                      # EHLO before and after STARTTLS: one connection, reused
+        self.dns.records["_mta-sts.reuse.test"] = [("TXT", "v=STSv1; id=2;", 0)]
+        self.policy("reuse.test")
+        self.send(d, "u3@alias.test")
+        self.status(d, "u3@alias.test")
+        self.assertRegex(d.output(), r"Verified TLS connection established to mx\.reuse\.test\[127\.0\.0\.1\]:%d" % p2)
+        self.send(d, "u4@reuse.test")
+        self.status(d, "u4@reuse.test")
+        self.assertRegex(d.output(), r"Verified TLS connection established to mx\.reuse\.test\[127\.0\.0\.1\]:%d" % p1)
+        self.assertEqual(len(s1.greetings), conns + 2)  # a new connection
+        self.assertEqual(self.https.count("reuse.test"), 2)
+        self.assertEqual((len(s1.messages), len(s2.messages)), (3, 1))
+
+    def test_reuse_learns_a_new_policy_in_the_background(self):
+        # one destination, one cached connection: reusing it runs discovery beside the job, so a
+        # policy announced since it was made is learnt and the next job takes a new connection
+        self.policy("reuse2.test", status=404)
+        s, port = self.sink()
+        d = self.daemon(["reuse2.test"], port,
+                        "smtp_connection_cache_on_demand = yes\nsmtp_connection_cache_time_limit = 60s\n")
+        self.send(d, "u1@reuse2.test")
+        self.status(d, "u1@reuse2.test")
+        self.dns.records["_mta-sts.reuse2.test"] = [("TXT", "v=STSv1; id=2;", 0)]
+        self.policy("reuse2.test")
+        self.send(d, "u2@reuse2.test")
+        self.assertIn("conn_use=2", self.status(d, "u2@reuse2.test")[0])     # this one still reuses
+        wait_for(lambda: "MTA-STS policy for reuse2.test fetched: id=2" in d.output(), what="the background fetch")
+        self.send(d, "u3@reuse2.test")
+        line = self.status(d, "u3@reuse2.test")[0]
+        self.assertNotIn("conn_use=", line)
+        self.assertRegex(d.output(), r"Verified TLS connection established to mx\.reuse2\.test")
+        self.assertEqual(self.https.count("reuse2.test"), 2)
+        self.assertEqual((len(s.messages), len(s.greetings)), (3, 4))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 import unittest
 
 from dnsserver import DNSServer
-from harness import Daemon, Raw, wait_for, SLOW
+from harness import Daemon, Raw, wait_for, SLOW, alloc_sweep, smtp_outcome
 
 IP = "192.0.2.10"
 
@@ -346,41 +346,16 @@ class SPF(unittest.TestCase):
                                                 "FRUGAL_ALLOC_SWEEP_CLIENT": "127.0.0.2"}).start()
         self.addCleanup(d.cleanup)
 
-        def rcpt_only(source):
-            try:
-                c = smtplib.SMTP("127.0.0.1", d.port, timeout=15 * SLOW, source_address=(source, 0))
-                try:
-                    c.ehlo("sweep.example.test")
-                    code = c.mail("s@sweep.test")[0]
-                    if code == 250:
-                        code = c.rcpt("alice@example.test")[0]
-                finally:
-                    try:
-                        c.quit()
-                    except (smtplib.SMTPException, OSError):
-                        pass
-                    c.close()
-                return code
-            except smtplib.SMTPResponseException as e:
-                return e.smtp_code
-            except (smtplib.SMTPServerDisconnected, ConnectionError):
-                return 421
+        def talk(c):
+            c.ehlo("sweep.example.test")
+            code = c.mail("s@sweep.test")[0]
+            return c.rcpt("alice@example.test")[0] if code == 250 else code
 
-        outcomes, fired_before, n = {}, 0, 0
-        while True:
-            n += 1
-            self.assertLessEqual(n, 400, "sweep did not end")
-            code = rcpt_only("127.0.0.2")
-            self.assertIn(code, (250, 421, 451), "N=%d: %s\n%s" % (n, code, d.output()[-3000:]))
-            wait_for(lambda: "fault sweep: connection %d ended" % n in d.output(), 20 * SLOW,
-                     "session %d to end" % n)
-            fired = d.output().count("fault injection: failing")
-            self.assertEqual(rcpt_only("127.0.0.1"), 250, "N=%d: daemon did not recover\n%s"
-                             % (n, d.output()[-3000:]))
-            outcomes[code] = outcomes.get(code, 0) + 1
-            if fired == fired_before:
-                break
-            fired_before = fired
+        def recovered(n, code):
+            self.assertEqual(smtp_outcome(d.port, "127.0.0.1", talk), 250,
+                             "N=%d: daemon did not recover\n%s" % (n, d.output()[-3000:]))
+
+        n, outcomes = alloc_sweep(self, d, lambda n: smtp_outcome(d.port, "127.0.0.2", talk), 400, recovered)
         self.assertTrue(d.log_has("spf: Temperror identity=mailfrom domain=sweep.test"),
                         "no failure met the SPF check itself")
         c = self.smtp(d)
