@@ -141,6 +141,36 @@ def smtp_outcome(port, source, talk):
         return 421
 
 
+def race_slow_lookup(d, sender, started, fast):
+    """A session whose RCPT waits on a slow DNS answer (MAIL FROM:<sender>, then RCPT and RSET
+    pipelined: it reads nothing meanwhile) and, once started() says the lookup began, a whole
+    transaction by fast() in another session. Returns the events in the order they happened:
+    (name, reply, seconds after the lookup started) for "fast transaction done", "slow RCPT"
+    and "slow RSET"."""
+    import threading
+    events = []
+    slow = Raw(d.port, timeout=30)
+    try:
+        assert slow.reply()[0] == 220
+        assert slow.cmd("EHLO slow.example.test")[0] == 250
+        assert slow.cmd("MAIL FROM:<%s>" % sender)[0] == 250
+        slow.send("RCPT TO:<alice@example.test>\r\nRSET\r\n")
+        wait_for(started, 10, "the slow lookup to start")
+        t0 = time.monotonic()
+
+        def read_slow():
+            events.append(("slow RCPT", slow.reply(), time.monotonic() - t0))
+            events.append(("slow RSET", slow.reply(), time.monotonic() - t0))
+        th = threading.Thread(target=read_slow)
+        th.start()
+        fast()
+        events.append(("fast transaction done", None, time.monotonic() - t0))
+        th.join(30 * SLOW)
+    finally:
+        slow.close()
+    return events
+
+
 def alloc_sweep(tc, d, attempt, limit, after=None, allowed=(250, 421, 451)):
     """SQLite's habit against a daemon started with FRUGAL_ALLOC_SWEEP_CLIENT: connection N from
     that client fails its N-th allocation. attempt(n) runs connection N and returns its outcome,
