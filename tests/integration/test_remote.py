@@ -152,10 +152,13 @@ class Backpressure(unittest.TestCase):
             self.assertEqual(r.cmd("EHLO fine.example")[0], 250)
             self.assertEqual(r.cmd("QUIT")[0], 221)
             r.close()
-            # idle timeout (2s) -> 421 queued -> not read within 2s -> dropped
-            wait_for(lambda: d.output().count("timeout sending the last reply") >= k, 15,
+            # idle timeout (2s) -> 421 queued -> not read within 2s -> dropped. A hog whose
+            # 421 still fitted into the kernel's buffers (seen on a loaded machine) lingers
+            # and is dropped at the end of the linger instead: every hog's slot is what counts
+            wait_for(lambda: d.output().count("disconnect from") >= k + 1, 20,
                      "the %d hogs to be dropped" % k)
-            wait_for(lambda: d.output().count("disconnect from") >= k + 1, 5, "disconnect lines")
+            self.assertGreater(d.output().count("timeout sending the last reply"), 0,
+                               "no hog met the write timeout: the test did not fill the buffers")
             # and their sockets are closed on our side: the daemon holds the listener alone
             st = d.next_status()
             self.assertEqual(st["use_tcp"], 1, st)
