@@ -27,6 +27,7 @@
  * hasten another's return, which it could equally do by not syncing at all.
  */
 #include "sync.h"
+#include "daemon.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -64,33 +65,6 @@ struct shared {
 
 static struct shared local = { PTHREAD_MUTEX_INITIALIZER, { { 0 } }, 0, 0, 0 };
 static struct shared *S = &local;
-
-/*
- * getpid(2) is a system call (glibc caches nothing) and a leader names
- * itself at every sync: cached per process, forgotten in a forked child.
- */
-static pid_t self_pid;
-
-static void forget_pid(void)
-{
-	self_pid = 0;
-}
-
-static void at_fork(void)
-{
-	pthread_atfork(NULL, NULL, forget_pid);
-}
-
-static pid_t self(void)
-{
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-	if (self_pid == 0) {
-		pthread_once(&once, at_fork);
-		self_pid = getpid();
-	}
-	return self_pid;
-}
 
 int sync_share_processes(void)
 {
@@ -163,7 +137,7 @@ static void lead(struct slot *s, int fd)
 	int err, k, done, next;
 
 	s->running = 1;
-	s->leader = self();
+	s->leader = (pid_t)daemon_self();
 	n = ++s->started;
 	S->syncs++;
 	pthread_mutex_unlock(&S->mu);
@@ -227,7 +201,7 @@ int sync_shared(int fd)
 			if (s->running && s->completed < ticket) {
 				S->idle_wakes += slept;
 				/* a leader process that died mid-sync never completes it: take over */
-				if (s->leader != self() && kill(s->leader, 0) < 0 && errno == ESRCH)
+				if (s->leader != (pid_t)daemon_self() && kill(s->leader, 0) < 0 && errno == ESRCH)
 					s->running = 0;
 			}
 		}
