@@ -42,7 +42,7 @@ class IOFaultBase(unittest.TestCase):
             before_start(d)
         self.arm = os.path.join(d.dir, "arm")
         self.faults = os.path.join(d.dir, "faults")
-        rules = rules.format(q=d.queue, m=d.maildir_base)
+        rules = rules.format(q=d.queue, m=d.maildir_base, d=d.dir)
         d.env = {"LD_PRELOAD": SO, "FAULTSHIM": rules, "FAULTSHIM_ARM": self.arm,
                  "FAULTSHIM_LOG": self.faults,
                  # ASan wants to be first in the library list; harmless without ASan

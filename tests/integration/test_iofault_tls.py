@@ -17,11 +17,13 @@ a Dovecot auth socket that cannot be reached (454 4.7.0, never 535). LMTP:
 the LMTP socket's socket()/connect() and its writes fail (deferred, still
 queued, delivered exactly once after the disarm, never bounced).
 """
+import base64
 import os
 import shutil
 import socket
 import ssl
 import tempfile
+import threading
 import threading
 import time
 import unittest
@@ -34,7 +36,6 @@ PASSWORD = "correct horse battery staple"
 
 
 def plain(user, password):
-    import base64
     return base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
 
 
@@ -282,6 +283,168 @@ class OutboundTLS(TLSBase):
         r = run_frugal("queue", "-c", d.dir, "flush", "relay.test")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.delivered_once_over_tls(d, sink, "relayed")
+
+
+class FakeDovecot:
+    """Dovecot's auth-client side of its auth protocol 1.2 (what smtpd/dovecot.c speaks), on a
+    UNIX socket: enough to say OK or FAIL to PLAIN, without Dovecot (which needs root)."""
+
+    def __init__(self, path, users):
+        self.path, self.users = path, dict(users)
+        self.asked = 0
+        self.lock = threading.Lock()
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(16)
+        self.stopping = False
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while not self.stopping:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.conn, args=(c,), daemon=True).start()
+
+    def conn(self, c):
+        try:
+            c.sendall(b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t1\nCUID\t1\nCOOKIE\t00\nDONE\n")
+            f = c.makefile("rb")
+            for line in f:
+                fields = line.decode().rstrip("\n").split("\t")
+                if fields[0] != "AUTH":
+                    continue
+                rid = fields[1]
+                resp = [x[5:] for x in fields if x.startswith("resp=")]
+                _, user, pw = base64.b64decode(resp[0]).decode().split("\0")
+                with self.lock:
+                    self.asked += 1
+                if self.users.get(user) == pw:
+                    c.sendall(("OK\t%s\tuser=%s\n" % (rid, user)).encode())
+                else:
+                    c.sendall(("FAIL\t%s\tuser=%s\n" % (rid, user)).encode())
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.stopping = True
+        self.srv.close()
+
+
+class AuthFaults(TLSBase):
+    """AUTH whose check cannot be made: a temporary failure (454 4.7.0), never 535.
+    A false "bad password" would count toward fail2ban's ban of a legitimate user."""
+
+    def setUp(self):
+        super().setUp()
+        self.codes = []     # every AUTH's reply code in this case
+
+    def auth(self, d, password=PASSWORD):
+        """One AUTH PLAIN (the right password by default) over implicit TLS: (code, text)."""
+        r = Raw(self.smtps, timeout=20 * SLOW)
+        self.addCleanup(r.close)
+        r.f.close()
+        r.s = client_ctx().wrap_socket(r.s, server_hostname="mx.example.test")
+        r.f = r.s.makefile("rb")
+        self.assertEqual(r.reply()[0], 220)
+        self.assertEqual(r.cmd("EHLO c.example.org")[0], 250)
+        code, text = r.cmd("AUTH PLAIN " + plain("alice@example.test", password))
+        if password == PASSWORD:
+            self.codes.append(code)
+        r.cmd("QUIT")
+        r.close()
+        return code, text
+
+    def no_false_failure(self, d):
+        self.assertNotIn(535, self.codes, "a 535 for a right password")
+        self.assertNotIn("authentication failed: authentication failure", d.output(),
+                         "a fail2ban-counted failure for a right password")
+
+    def auth_succeeds_after_disarm(self, d):
+        """The next AUTH succeeds once disarmed. Dovecot's connection is retried at most
+        once a second, so an AUTH within that second still gets 454: poll, never 535."""
+        codes = []
+
+        def ok():
+            codes.append(self.auth(d)[0])
+            return codes[-1] == 235
+        wait_for(ok, 15 * SLOW, "AUTH to succeed after the disarm", interval=0.2)
+        self.assertTrue(set(codes) <= {454, 235}, codes)
+
+    def dovecot_daemon(self, rule):
+        tmp = tempfile.mkdtemp(prefix="frugal-iofault-dv-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        sock = os.path.join(tmp, "auth-client")
+        dv = FakeDovecot(sock, {"alice@example.test": PASSWORD})
+        self.addCleanup(dv.stop)
+        d = self.tls_daemon(rule, extra="smtpd_sasl_type = dovecot\nsmtpd_sasl_path = %s\n" % sock)
+        return d, dv, sock
+
+    def dovecot_unreachable(self, rule, why):
+        d, dv, sock = self.dovecot_daemon(rule)
+        self.set_armed(True)
+        code, text = self.auth(d)
+        self.assertTrue(self.fired(), "the fault never fired: the case proves nothing")
+        self.assertEqual(text.strip(), "454 4.7.0 Temporary authentication failure")
+        self.assertEqual(dv.asked, 0)
+        d.wait_log("dovecot auth %s: %s" % (sock, why))
+        self.set_armed(False)
+        self.auth_succeeds_after_disarm(d)
+        self.no_false_failure(d)
+        return d
+
+    def test_dovecot_connect_econnrefused_454(self):
+        d = self.dovecot_unreachable("connect:ECONNREFUSED:unix", "Connection refused")
+        # negative control: this set-up can say 535, and logs the line fail2ban counts
+        self.assertEqual(self.auth(d, "wrong")[0], 535)
+        d.wait_log("authentication failed: authentication failure")
+
+    def test_dovecot_connect_enomem_454(self):
+        self.dovecot_unreachable("connect:ENOMEM:unix", "Cannot allocate memory")
+
+    def test_dovecot_socket_emfile_454(self):
+        d = self.dovecot_unreachable("socket:EMFILE:unix", "Too many open files")
+
+    def dovecot_breaks(self, rule, why):
+        """The connection to Dovecot is up (one AUTH went through), then fails under the
+        next request: that request gets 454, the next check reconnects."""
+        d, dv, sock = self.dovecot_daemon(rule)
+        self.assertEqual(self.auth(d)[0], 235)
+        self.set_armed(True)
+        code, text = self.auth(d)
+        self.assertTrue(self.fired(), "the fault never fired: the case proves nothing")
+        self.assertEqual(text.strip(), "454 4.7.0 Temporary authentication failure")
+        d.wait_log("dovecot auth %s: %s" % (sock, why))
+        d.wait_log("SASL PLAIN authentication failed: Connection lost to authentication server")
+        self.set_armed(False)
+        self.auth_succeeds_after_disarm(d)
+        self.no_false_failure(d)
+
+    def test_dovecot_write_epipe_454(self):
+        self.dovecot_breaks("write:EPIPE:unix", "Broken pipe")
+
+    def test_dovecot_read_econnreset_454(self):
+        self.dovecot_breaks("read:ECONNRESET:unix", "Connection reset by peer")
+
+    def test_sasl_users_reopen_emfile_at_reload_keeps_the_table(self):
+        """The built-in table is opened at start and at reload, never per AUTH (lookups
+        read the mapped file). A reload that cannot open it keeps the running table:
+        AUTH goes on succeeding, and the log names the file and the errno."""
+        d = self.tls_daemon("open:EMFILE:path={d}/users.cdb")
+        self.assertEqual(self.auth(d)[0], 235)
+        self.set_armed(True)
+        r = run_frugal("reload", "-c", d.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d.wait_log("reload failed")
+        self.assertTrue(self.fired("open"), "the fault never fired: the case proves nothing")
+        self.assertIn("users.cdb: Too many open files", d.output())
+        self.assertEqual(self.auth(d)[0], 235, "the running table was dropped")
+        self.set_armed(False)
+        self.assertEqual(self.auth(d)[0], 235)
+        self.no_false_failure(d)
 
 
 if __name__ == "__main__":
