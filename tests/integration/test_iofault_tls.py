@@ -224,11 +224,11 @@ class OutboundTLS(TLSBase):
         self.addCleanup(sink.stop)
         return sink, port
 
-    def delivered_once_over_tls(self, d, sink, tag):
+    def delivered_once_over_tls(self, d, sink, tag, tls=1):
         wait_for(lambda: sink.messages, 20 * SLOW, "the deferred message at the sink")
         wait_for(lambda: not os.listdir(os.path.join(d.queue, "committed")), 15 * SLOW, "queue empty")
         self.assertEqual(len(sink.messages), 1)
-        self.assertEqual(sink.tls_messages, 1, "delivered, but not inside TLS")
+        self.assertEqual(sink.tls_messages, tls, "delivered, but not inside TLS" if tls else "TLS after all")
         data = sink.messages[0][2]
         self.assertIn(b"Subject: " + tag.encode(), data if isinstance(data, bytes) else data.encode())
         log = d.output()
@@ -284,6 +284,31 @@ class OutboundTLS(TLSBase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.delivered_once_over_tls(d, sink, "relayed")
 
+    def test_starttls_relay_reset_mid_handshake_delivered_once(self):
+        """The connection to the sink is reset under the ClientHello (the third write:
+        EHLO, STARTTLS, then the handshake). Nothing was sent, so the message must
+        arrive exactly once, never bounced. At `may`, Postfix's plain-text retry to the
+        same server is allowed for a message that already waited minimal_backoff_time
+        (1 s here; DESIGN.md "SMTP client: TLS"): it goes in clear in the same attempt."""
+        sink, port = self.tls_sink()
+        d = self.tls_daemon("write:ECONNRESET:stream:after=2:count=1",
+                            extra="transport_maps = inline:{ relay.test=smtp:[127.0.0.1]:%d }\n"
+                                  "defer_transports = smtp\n" % port)
+        code, text = self.transaction(d.port, "relayed", rcpt="u@relay.test")
+        t0 = time.monotonic()
+        self.assertEqual(code, 250, text)
+        d.wait_log("status=deferred", timeout=15 * SLOW)
+        # the plain-text retry is for a message older than minimal_backoff_time (a time, not an event)
+        wait_for(lambda: time.monotonic() - t0 > 1.2, 5, "the message to age past minimal_backoff_time",
+                 interval=0.1)
+        self.set_armed(True)
+        r = run_frugal("queue", "-c", d.dir, "flush", "relay.test")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_for(lambda: self.fired("write"), 15 * SLOW, "the write fault in the handshake")
+        self.set_armed(False)
+        log = self.delivered_once_over_tls(d, sink, "relayed", tls=0)
+        self.assertIn("Cannot start TLS: handshake failure", log)
+        self.assertIn("Connection reset by peer", log)
 
 class FakeDovecot:
     """Dovecot's auth-client side of its auth protocol 1.2 (what smtpd/dovecot.c speaks), on a
