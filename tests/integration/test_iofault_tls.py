@@ -11,11 +11,11 @@ session on port 25 and an implicit-TLS, authenticated one on smtps_listen
 accept() failing on the TLS listener (paused, then the waiting client gets
 its handshake and greeting), the client's connection reset in the middle of
 the handshake and of DATA (nothing delivered, the daemon serves on).
-Outbound: STARTTLS to a sink whose socket()/connect() fail, and whose
-connection breaks mid-DATA (deferred, delivered once, never bounced). AUTH:
-a Dovecot auth socket that cannot be reached (454 4.7.0, never 535). LMTP:
-the LMTP socket's socket()/connect() and its writes fail (deferred, still
-queued, delivered exactly once after the disarm, never bounced).
+Outbound: STARTTLS to a sink whose socket()/connect() fail, whose
+connection breaks mid-DATA or under the ClientHello (deferred or retried in
+clear, delivered once, never bounced). AUTH: a Dovecot auth socket that
+cannot be reached or breaks, and a reload that cannot open smtpd_sasl_users
+(454 4.7.0 or the running table, never 535). LMTP: test_iofault_lmtp.py.
 """
 import base64
 import os
