@@ -10,7 +10,9 @@ session on port 25 and an implicit-TLS, authenticated one on smtps_listen
 (ENOSPC 452 4.3.1, EIO 451 4.3.0, short writes 250 with the message intact),
 accept() failing on the TLS listener (paused, then the waiting client gets
 its handshake and greeting), the client's connection reset in the middle of
-the handshake and of DATA (nothing delivered, the daemon serves on).
+the handshake and of DATA (nothing delivered, the daemon serves on), the
+250 after a commit that cannot be written (delivered once: a duplicate at
+worst, never a loss).
 Outbound: STARTTLS to a sink whose socket()/connect() fail, whose
 connection breaks mid-DATA or under the ClientHello (deferred or retried in
 clear, delivered once, never bounced). AUTH: a Dovecot auth socket that
@@ -211,6 +213,31 @@ class TLSConnectionBreaks(TLSBase):
         wait_for(lambda: not os.listdir(os.path.join(d.queue, "committed")), 15 * SLOW, "queue empty")
         self.assertEqual(self.delivered(d, "cut"), [])
         self.assertEqual(os.listdir(os.path.join(d.queue, "incoming")), [], "the cut message's file was left")
+
+    def test_commit_reply_write_fails(self):
+        """The 250 after a commit cannot be written (EPIPE under SSL_write). The message
+        is on stable storage, so it is delivered, once; the client, which saw no 250,
+        will send it again: a duplicate at worst, never a loss (PRODUCT.md section 3.1)."""
+        d = self.tls_daemon("write:EPIPE:stream:count=1")
+        r = self.tls_session(d, "starttls")
+        self.assertEqual(r.cmd("MAIL FROM:<s@example.org>")[0], 250)
+        self.assertEqual(r.cmd("RCPT TO:<alice@example.test>")[0], 250)
+        self.assertEqual(r.cmd("DATA")[0], 354)
+        r.send((MSG % ("unanswered", body("unanswered"))).encode())
+        self.set_armed(True)    # the daemon's next TCP write is the end-of-data reply
+        r.send(b".\r\n")
+        try:
+            code, text = r.reply()
+        except OSError:
+            code, text = None, ""
+        self.assertIsNone(code, text)
+        self.assertTrue(self.fired("write"))
+        self.set_armed(False)
+        self.wait_delivered(d, "unanswered")
+        code, text = self.tls_transaction(d, "after", "starttls")
+        self.assertEqual(code, 250, text)
+        self.wait_delivered(d, "after")
+        self.assertEqual(len(self.delivered(d, "unanswered")), 1)
 
 
 class OutboundTLS(TLSBase):
