@@ -232,6 +232,8 @@ class TLSConnectionBreaks(TLSBase):
             code, text = None, ""
         self.assertIsNone(code, text)
         self.assertTrue(self.fired("write"))
+        # Postfix's line: the admin's hint that the client did not hear its 250
+        d.wait_log("lost connection after END-OF-MESSAGE from")
         self.set_armed(False)
         self.wait_delivered(d, "unanswered")
         code, text = self.tls_transaction(d, "after", "starttls")
