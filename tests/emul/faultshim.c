@@ -16,7 +16,8 @@
  *             renameat, renameat2), read (read, readv: the sockets the
  *             daemon and OpenSSL read, e.g. ECONNRESET mid-handshake)
  *     WHAT    an errno name (EMFILE, ENFILE, ENOMEM, ENOBUFS, ENOSPC, EIO,
- *             EDQUOT, EAGAIN, ECONNREFUSED, ENETUNREACH, ECONNRESET, EPIPE), or SHORT (write family only: half of what was asked,
+ *             EDQUOT, EAGAIN, ECONNREFUSED, ENETUNREACH, ECONNRESET,
+ *             EPIPE), or SHORT (write family only: half of what was asked,
  *             at least one byte, is written and that count returned)
  *     path=P  only calls on a file whose absolute path starts with P (for
  *             descriptors, the path /proc/self/fd names; for rename, either
