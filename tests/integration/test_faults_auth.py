@@ -136,7 +136,7 @@ class AuthFaultSweep(test_auth.AuthBase, AuthSweep):
         n, outcomes, lost = self.sweep(d, mech, 4 * MAX_N)
         print("\nfault sweep (AUTH %s, smtpd_sasl_users): %d allocation sites exercised (every %s of ~%d); "
               "outcomes %s; queued but the 250 lost to a failed allocation in SSL_write: %d"
-              % (mech, n - 1, "one" if STRIDE == 1 else "%dth" % STRIDE, (n - 1) * STRIDE, outcomes, len(lost)))
+              % (mech, n - 1, "one" if STRIDE == 1 else "%d" % STRIDE, (n - 1) * STRIDE, outcomes, len(lost)))
         self.assertGreater(n * STRIDE, 500)
         return n
 
@@ -160,7 +160,7 @@ class DovecotFaultSweep(test_auth.AuthBase, AuthSweep):
         n, outcomes, lost = self.sweep(d, "PLAIN", 4 * MAX_N)
         print("\nfault sweep (AUTH PLAIN, Dovecot): %d allocation sites exercised (every %s of ~%d); "
               "outcomes %s; queued but the 250 lost to a failed allocation in SSL_write: %d"
-              % (n - 1, "one" if STRIDE == 1 else "%dth" % STRIDE, (n - 1) * STRIDE, outcomes, len(lost)))
+              % (n - 1, "one" if STRIDE == 1 else "%d" % STRIDE, (n - 1) * STRIDE, outcomes, len(lost)))
         self.assertGreater(n * STRIDE, 500)
 
 
