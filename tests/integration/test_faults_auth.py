@@ -134,9 +134,9 @@ class AuthFaultSweep(test_auth.AuthBase, AuthSweep):
     def run_sweep(self, mech):
         d = self.daemon_for_sweep()
         n, outcomes, lost = self.sweep(d, mech, 4 * MAX_N)
-        print("\nfault sweep (AUTH %s, smtpd_sasl_users): %d allocation sites exercised (every %s of ~%d); "
+        print("\nfault sweep (AUTH %s, smtpd_sasl_users): %d allocation sites exercised (one in %s, of ~%d); "
               "outcomes %s; queued but the 250 lost to a failed allocation in SSL_write: %d"
-              % (mech, n - 1, "one" if STRIDE == 1 else "%d" % STRIDE, (n - 1) * STRIDE, outcomes, len(lost)))
+              % (mech, n - 1, STRIDE, (n - 1) * STRIDE, outcomes, len(lost)))
         self.assertGreater(n * STRIDE, 500)
         return n
 
@@ -158,9 +158,9 @@ class DovecotFaultSweep(test_auth.AuthBase, AuthSweep):
         d = self.daemon(users=(), extra="smtpd_sasl_type = dovecot\nsmtpd_sasl_path = %s\n" % self.dv_sock,
                         env=SWEEP_ENV)
         n, outcomes, lost = self.sweep(d, "PLAIN", 4 * MAX_N)
-        print("\nfault sweep (AUTH PLAIN, Dovecot): %d allocation sites exercised (every %s of ~%d); "
+        print("\nfault sweep (AUTH PLAIN, Dovecot): %d allocation sites exercised (one in %s, of ~%d); "
               "outcomes %s; queued but the 250 lost to a failed allocation in SSL_write: %d"
-              % (n - 1, "one" if STRIDE == 1 else "%d" % STRIDE, (n - 1) * STRIDE, outcomes, len(lost)))
+              % (n - 1, STRIDE, (n - 1) * STRIDE, outcomes, len(lost)))
         self.assertGreater(n * STRIDE, 500)
 
 

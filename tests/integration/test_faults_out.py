@@ -117,8 +117,8 @@ class DeliverySweep(unittest.TestCase):
         log = d.output()
         self.assertNotIn("status=bounced", log)
         self.assertNotIn("panic", log)
-        print("\nfault sweep (%s): %d allocation sites exercised (every %s of ~%d); outcomes %s%s"
-              % (label, n - 1, "one" if stride == 1 else "%d" % stride, (n - 1) * stride, outcomes,
+        print("\nfault sweep (%s): %d allocation sites exercised (one in %s, of ~%d); outcomes %s%s"
+              % (label, n - 1, stride, (n - 1) * stride, outcomes,
                  "; delivered twice because the success notice could not be queued: N=%s" % owed if notify else ""))
         return n - 1, outcomes, owed, d
 
