@@ -122,8 +122,11 @@ static void outcome(struct session *s, int ok, const char *user, const char *met
 		return;
 	}
 	if (ok == 1 && (s->sasl_user = mem_strdup(user)) == NULL) {
+		/* the password was right: a 454, and no "authentication failed" line for fail2ban */
 		limits_note_failure("memory", ENOMEM);
+		log_ratelimited(&nomem_rate, "smtpd", "memory budget exhausted: no login for %s[%s]", s->host, s->addr);
 		ok = -1;
+		why = NULL;
 	}
 	if (ok == 1) {
 		s->sasl_method = method;
