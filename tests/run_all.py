@@ -54,6 +54,7 @@ def unit(bindir, env, label):
 # Longest first, by these measured plain-pass seconds (a file not listed counts 30 s),
 # so that the long files do not end the run alone.
 DURATION_HINT = {
+    "test_faults_auth": 150, "test_faults_out": 50,
     "test_faults": 200, "test_remote": 106, "test_powerloss": 54, "test_smtp_client": 49,
     "test_auth": 37, "test_dns": 35, "test_peers": 34, "test_smtp_fire": 30,
     "test_queue_priv": 29, "test_ledger": 28, "test_sendmail": 25, "test_logging": 25,
@@ -63,7 +64,7 @@ DURATION_HINT = {
     "test_dsn": 2, "test_daemon": 2, "test_addresses": 1, "test_smtp_wire": 56,
     "test_spf": 32, "test_wizard": 24, "test_systemd": 21, "test_tls": 17, "test_status": 14,
     "test_screen": 22, "test_greylist": 17, "test_dmarc": 10, "test_smtp_budget": 10, "test_iofault": 35,
-    "test_soak": 75, "test_faults_auth": 150, "test_faults_out": 50,
+    "test_soak": 75,
 }
 # Files that must not overlap with another of the same group, whatever the pass:
 # test_daemon's embedded default listens on the fixed port 2525; the others set up
