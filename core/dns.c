@@ -614,6 +614,13 @@ static void ready_push(struct dns *d, struct dns_query *q)
 	*d->ready_tail = q;
 	d->ready_tail = &q->next;
 	ev_prepare_start(d->loop, &d->deliver);
+	/*
+	 * And pending now: a prepare watcher started from a prepare callback (qmgr's kick_cb
+	 * dispatching a delivery whose MX answer is cached) is not run before this iteration's
+	 * poll, which then sleeps until some other event, up to the next timer (a relay waited
+	 * a second on a quiet daemon; found by test_faults_out). Run twice, deliver_cb is harmless.
+	 */
+	ev_feed_event(d->loop, &d->deliver, EV_PREPARE);
 }
 
 static void query_free(struct dns *d, struct dns_query *q)

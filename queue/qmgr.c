@@ -63,6 +63,7 @@ struct qmsg {
 	unsigned busy:1;        /* loaded: jobs in flight */
 	unsigned force:1;       /* a flush: defer_transports do not hold it */
 	unsigned probe:1;       /* a flush for some domains: attempted only if one matches */
+	unsigned swept:1;       /* tests: its first attempt had an allocation failure armed (sweep_arm) */
 };
 
 struct qmgr {
@@ -96,6 +97,17 @@ struct qmgr {
 	int    active_limit;
 	int    stopping;                     /* qmgr_free: finish what is loaded, load nothing */
 	struct qmgr_stats st;
+	/*
+	 * Tests only (FRUGAL_ALLOC_SWEEP_DELIVERY=DOMAIN, tests/integration/
+	 * test_faults_out.py): the first attempt of each message with a recipient
+	 * in DOMAIN fails its sweep_n-th allocation (1 + (n-1) x
+	 * FRUGAL_ALLOC_SWEEP_STRIDE) from the dispatch of its job to the end of
+	 * the attempt (notices queued, states written, file retired or deferred);
+	 * one such attempt at a time; disarmed at its end.
+	 */
+	const char *sweep_domain;
+	unsigned long sweep_n, sweep_stride;
+	struct lmsg *sweeping;               /* the attempt armed now, or NULL */
 };
 
 enum rcpt_result { RR_NONE, RR_SENT, RR_DEFER, RR_BOUNCE };
@@ -364,6 +376,10 @@ struct qmgr *qmgr_new(struct ev_loop *loop, struct spool *s, struct conf *c)
 	ev_unref(loop);   /* the periodic scan alone must not keep the loop alive */
 	ev_timer_init(&q->retry_timer, retry_timer_cb, RETRY_RESOURCE, 0.);
 	ev_timer_init(&q->scan_timer, scan_timer_cb, 0.2, 0.);
+	q->sweep_domain = getenv("FRUGAL_ALLOC_SWEEP_DELIVERY");
+	q->sweep_stride = getenv("FRUGAL_ALLOC_SWEEP_STRIDE") ? strtoul(getenv("FRUGAL_ALLOC_SWEEP_STRIDE"), NULL, 10) : 1;
+	if (q->sweep_stride == 0)
+		q->sweep_stride = 1;
 	return q;
 fail:
 	resolver_free(q->r);
@@ -840,11 +856,33 @@ static void finish_work(struct lmsg *d)
 		d->mark_err = errno;
 }
 
+/* tests: arm the sweep for this job's message if it is the kind swept (see struct qmgr) */
+static void sweep_arm(struct qmgr *q, struct agent_job *j)
+{
+	struct lmsg *d = j->owner;
+	const char *at;
+	int i;
+
+	if (q->sweep_domain == NULL || q->sweeping || d->m->swept)
+		return;
+	for (i = 0; i < j->n; i++)
+		if ((at = strrchr(j->t[i]->addr, '@')) != NULL && strcasecmp(at + 1, q->sweep_domain) == 0)
+			break;
+	if (i == j->n)
+		return;
+	d->m->swept = 1;
+	q->sweeping = d;
+	q->sweep_n++;
+	log_info("qmgr", "%s: fault sweep: delivery %lu armed", d->env.id, q->sweep_n);
+	mem_fail_at(1 + (q->sweep_n - 1) * q->sweep_stride);
+}
+
 /* The attempt is over: reschedule or forget, load the next one. */
 static void lmsg_end(struct lmsg *d)
 {
 	struct qmgr *q = d->q;
 	struct qmsg *m = d->m;
+	int swept = q->sweeping == d;
 
 	if (d->mark_err)
 		log_warning("qmgr", "%s: cannot record delivery state in %s/%s: %s (some recipients "
@@ -859,6 +897,12 @@ static void lmsg_end(struct lmsg *d)
 	} else {
 		defer_msg(q, m, 1, d->fd);
 		lmsg_free(d);
+	}
+	if (swept) {
+		/* the sweep in tests/integration/test_faults_out.py waits for this line */
+		mem_fail_at(0);
+		q->sweeping = NULL;
+		log_info("qmgr", "fault sweep: delivery %lu ended", q->sweep_n);
 	}
 	kick(q);
 }
@@ -1559,6 +1603,7 @@ static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		j->stopping = q->stopping;
 		/* this job included: an agent that connects anew closes idle connections past it first */
 		j->idle_room = q->limit - q->inflight;
+		sweep_arm(q, j);
 		j->agent->deliver(j);
 	}
 	/*

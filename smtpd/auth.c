@@ -122,8 +122,11 @@ static void outcome(struct session *s, int ok, const char *user, const char *met
 		return;
 	}
 	if (ok == 1 && (s->sasl_user = mem_strdup(user)) == NULL) {
+		/* the password was right: a 454, and no "authentication failed" line for fail2ban */
 		limits_note_failure("memory", ENOMEM);
+		log_ratelimited(&nomem_rate, "smtpd", "memory budget exhausted: no login for %s[%s]", s->host, s->addr);
 		ok = -1;
+		why = NULL;
 	}
 	if (ok == 1) {
 		s->sasl_method = method;
@@ -304,8 +307,17 @@ static void step(struct session *s, const char *line, size_t len)
 		check_start(s, user, pass, "PLAIN");
 		break;
 	case MECH_LOGIN_USER:
-		if (sasl_field_copy(msg, n, user) < 0 || (s->auth_login = mem_strdup(user)) == NULL) {
+		if (sasl_field_copy(msg, n, user) < 0) {
 			failed(s, "LOGIN", "VXNlcm5hbWU6");   /* Postfix logs the challenge that was answered */
+			break;
+		}
+		if ((s->auth_login = mem_strdup(user)) == NULL) {
+			/* not the client's fault: a 535 would be logged as fail2ban's filter reads it */
+			limits_note_failure("memory", ENOMEM);
+			log_ratelimited(&nomem_rate, "smtpd", "memory budget exhausted: no password check for %s[%s]",
+			    s->host, s->addr);
+			session_reply(s, "454 4.7.0 Temporary authentication failure");
+			auth_end(s);
 			break;
 		}
 		s->auth_mech = MECH_LOGIN_PASS;

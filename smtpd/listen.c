@@ -277,8 +277,10 @@ void listen_session(struct listener *l, int fd, const struct sockaddr_storage *s
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
 	if ((sz = limits_session_rcvbuf()) > 0)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-	if (srv->sweep_client && strcmp(addr, srv->sweep_client) == 0)
-		mem_fail_at(++srv->sweep_n);   /* tests: see struct smtpd_server */
+	if (srv->sweep_client && strcmp(addr, srv->sweep_client) == 0) {
+		srv->sweep_n++;   /* tests: see struct smtpd_server */
+		mem_fail_at(1 + (srv->sweep_n - 1) * srv->sweep_stride);
+	}
 	if ((s = session_new(srv, fd, ss, l->submission, l->implicit_tls)) == NULL) {
 		if (srv->sweep_client && strcmp(addr, srv->sweep_client) == 0)
 			server_sweep_end(srv);
@@ -473,6 +475,9 @@ int listen_attach(struct smtpd_server *srv, const struct conf *c, const int *fds
 
 	ev_init(&srv->resume_timer, resume_cb);
 	srv->sweep_client = getenv("FRUGAL_ALLOC_SWEEP_CLIENT");
+	srv->sweep_stride = getenv("FRUGAL_ALLOC_SWEEP_STRIDE") ? strtoul(getenv("FRUGAL_ALLOC_SWEEP_STRIDE"), NULL, 10) : 1;
+	if (srv->sweep_stride == 0)
+		srv->sweep_stride = 1;
 	for (k = 0; k < sizeof listen_params / sizeof listen_params[0]; k++) {
 		char **v = conf_list(c, listen_params[k], 0);
 

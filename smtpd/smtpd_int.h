@@ -426,9 +426,12 @@ struct smtpd_server {
 	 * Tests only (FRUGAL_ALLOC_SWEEP_CLIENT=ADDR, tests/integration/
 	 * test_faults.py): each connection from ADDR fails its sweep_n-th
 	 * allocation after accept, one more each time; disarmed when it ends.
+	 * FRUGAL_ALLOC_SWEEP_STRIDE=k: connection n fails allocation 1 + (n-1)k
+	 * instead (a quick sweep that samples every k-th site).
 	 */
 	const char *sweep_client;
-	unsigned long sweep_n;
+	unsigned long sweep_n;      /* connections from sweep_client so far */
+	unsigned long sweep_stride;
 	struct anvil *anvil;        /* per-client counts and rates (anvil.c); owned, made at the first connection */
 	struct greylist *greylist;  /* greylisting triplets (greylisting.c); owned, made when a generation uses it */
 	struct dovecot *dovecot;    /* Dovecot's auth service (dovecot.c); owned, made on first use */

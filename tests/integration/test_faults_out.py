@@ -1,0 +1,173 @@
+"""tests/integration/test_faults_out.py: allocation failure at every site of
+a delivery attempt (issue 18, SQLite's habit): relaying one message over
+SMTP to a sink found through MX (the MTA-STS and MX lookups, connect, EHLO,
+STARTTLS when the sink offers it, the envelope, the body, the success notice
+frugal writes when the next hop does not offer DSN), and over LMTP to a
+Dovecot-like server on a unix socket (virtual_transport).
+
+The delivery side runs in no session, so the sweep has its own hook
+(FRUGAL_ALLOC_SWEEP_DELIVERY=DOMAIN, queue/qmgr.c): the first attempt of
+message N with a recipient in DOMAIN fails its N-th allocation, from the
+dispatch of its job to the end of the attempt; retries are not armed. For
+every N: the message is delivered to the sink exactly once, at once or
+after a deferral and its retry; nothing is bounced, nothing is lost, the
+daemon goes on and stops cleanly (under ASan without a leak report). The
+sweep ends at the first N where no allocation failed.
+
+make check samples every 3rd site (FRUGAL_FAULT_STRIDE), every 40th of the
+STARTTLS sweep (FRUGAL_FAULT_TLS_STRIDE); FRUGAL_FAULT_FULL=1 fails every one.
+"""
+import os
+import re
+import shutil
+import smtplib
+import tempfile
+import time
+import unittest
+
+from dnsserver import DNSServer
+from harness import Daemon, wait_for, free_port, make_cert, SLOW
+import test_smtp_client
+
+FULL = bool(os.environ.get("FRUGAL_FAULT_FULL"))
+STRIDE = 1 if FULL else int(os.environ.get("FRUGAL_FAULT_STRIDE", "3"))
+# a client STARTTLS allocates ~2,000 times, most in OpenSSL's handshake (swept densely by
+# test_faults.py's server side): make check samples every 40th
+TLS_STRIDE = 1 if FULL else int(os.environ.get("FRUGAL_FAULT_TLS_STRIDE", "40"))
+LIMIT = 3000
+RECORDS = {
+    "sweep.test": [("MX", (10, "mx.sweep.test"))],
+    "mx.sweep.test": [("A", "127.0.0.1")],
+}
+MSG = "From: alice@example.test\r\nSubject: out fault %d\r\nX-Fault: %d\r\n\r\nline one\r\n.leading dot\r\n"
+# the sink's EHLO without DSN: frugal then writes the success notice itself ("relayed")
+NO_DSN_EHLO = "250-pysink\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES"
+
+
+def faults_of(sink):
+    """{X-Fault number: times the sink received it}"""
+    out = {}
+    with sink.lock:
+        msgs = list(sink.messages)
+    for _, _, data in msgs:
+        m = re.search(rb"^X-Fault: (\d+)", data, re.M)
+        if m:
+            k = int(m.group(1))
+            out[k] = out.get(k, 0) + 1
+    return out
+
+
+class DeliverySweep(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = DNSServer(RECORDS).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dns.stop()
+
+    def sweep(self, label, sink, extra, rcpt, domain, notify=None, stride=STRIDE):
+        """Returns (sites, outcomes, the N delivered twice for a notice owed, the daemon)."""
+        # no connection kept for reuse: every attempt connects, greets (and starts TLS) anew
+        d = Daemon("relay_domains = sweep.test\nsmtp_connection_cache_on_demand = no\n" + extra, dns=self.dns,
+                   env={"FRUGAL_ALLOC_SWEEP_DELIVERY": domain, "FRUGAL_ALLOC_SWEEP_STRIDE": str(stride)})
+        self.addCleanup(d.cleanup)
+        d.start()
+        committed = os.path.join(d.queue, "committed")
+        outcomes, owed, n = {}, [], 0
+        while True:
+            n += 1
+            self.assertLessEqual(n, LIMIT, "sweep did not end")
+            before = d.output()
+            t0 = time.monotonic()
+            # the submitting session stays open, idle, until the attempt ends: its QUIT and its
+            # end would otherwise allocate inside the armed window (one countdown for the process)
+            c = smtplib.SMTP("127.0.0.1", d.port, timeout=20 * SLOW)
+            c.sendmail("alice@example.test", [rcpt], MSG % (n, n),
+                       rcpt_options=["NOTIFY=%s" % notify] if notify else [])
+            try:
+                wait_for(lambda: "fault sweep: delivery %d ended" % n in d.output(), 30, "attempt %d to end" % n)
+                c.quit()
+                t1 = time.monotonic()
+                # delivered once, at once or after a deferral and its retry (minimal_backoff_time 1s)
+                wait_for(lambda: n in faults_of(sink), 30, "message %d at the sink" % n)
+                t2 = time.monotonic()
+                # nothing left to retry: the count is final
+                wait_for(lambda: not os.listdir(committed), 30, "an empty queue after message %d" % n)
+            except AssertionError as e:
+                raise AssertionError("N=%d: %s\n%s" % (n, e, d.output()[-4000:]))
+            out = d.output()
+            new = out[len(before):]
+            fired = new.count("fault injection: failing")
+            got = faults_of(sink).get(n)
+            if got != 1 and "cannot queue delivery status notification" in new:
+                # qmgr.c success_owed(): the notice could not be queued, so the recipient stays
+                # to do and the message goes again (Postfix's smtp does the same): reported
+                owed.append(n)
+            else:
+                self.assertEqual(got, 1, "N=%d: delivered %s times\n%s" % (n, got, out[-4000:]))
+            self.assertNotIn("status=bounced", out, "N=%d: bounced\n%s" % (n, out[-4000:]))
+            if os.environ.get("FRUGAL_FAULT_DEBUG"):
+                print("N=%d %.2f %.2f %.2fs fired=%d deferred=%d" % (n, t1 - t0, t2 - t0, time.monotonic() - t0, fired, "status=deferred" in new))
+            kind = ("deferred, then sent" if "status=deferred" in new else "sent") if fired else "no failure"
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+            if not fired:
+                break
+        self.assertEqual(d.stop(), 0, d.output()[-3000:])
+        log = d.output()
+        self.assertNotIn("status=bounced", log)
+        self.assertNotIn("panic", log)
+        print("\nfault sweep (%s): %d allocation sites exercised (one in %s, of ~%d); outcomes %s%s"
+              % (label, n - 1, stride, (n - 1) * stride, outcomes,
+                 "; delivered twice because the success notice could not be queued: N=%s" % owed if notify else ""))
+        return n - 1, outcomes, owed, d
+
+    def pysink(self, addr, **kw):
+        s = test_smtp_client.PySink(addr, **kw)
+        s.srv.handle_error = lambda *a: None   # a handshake frugal gave up on is expected here
+        self.addCleanup(s.stop)
+        return s
+
+    def test_smtp_relay_with_success_notice(self):
+        """MX lookup, plain SMTP, NOTIFY=SUCCESS to a next hop without DSN: frugal writes the notice."""
+        port = free_port()
+        sink = self.pysink(("127.0.0.1", port), ehlo_reply=NO_DSN_EHLO)
+        sites, outcomes, owed, d = self.sweep("SMTP relay, success notice", sink,
+                                              "transport_maps = inline:{ sweep.test=smtp:sweep.test:%d }\n" % port,
+                                              "u@sweep.test", "sweep.test", notify="SUCCESS,FAILURE")
+        self.assertGreater(sites * STRIDE, 30)
+        self.assertIn("deferred, then sent", outcomes, "no failure reached the SMTP client")
+        # every notice reached alice (a notice owed is sent with the second delivery)
+        self.assertGreaterEqual(len(d.messages(d.maildir("alice"))), sites + 1)
+        self.__class__.plain_sites = sites
+
+    def test_smtp_relay_starttls(self):
+        """The same to a sink that offers STARTTLS (smtp_tls_security_level = may)."""
+        tmp = tempfile.mkdtemp(prefix="frugal-fault-out-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        port = free_port()
+        sink = self.pysink(("127.0.0.1", port), tls=make_cert(tmp, "sink", kind="ec"))
+        sites, outcomes, owed, d = self.sweep("SMTP relay, STARTTLS", sink,
+                                              "transport_maps = inline:{ sweep.test=smtp:sweep.test:%d }\n" % port,
+                                              "u@sweep.test", "sweep.test", stride=TLS_STRIDE)
+        self.assertEqual(sink.tls_messages, len(sink.messages), "every message went inside TLS")
+        # negative control: the handshake's allocations are swept too (OpenSSL's go through
+        # core/mem): far more sites than the plain relay's ~50
+        self.assertGreater(sites * TLS_STRIDE, 500)
+
+    def test_lmtp_virtual_transport(self):
+        """virtual_transport = lmtp:unix:PATH (Dovecot's set-up) for carol@virt.test."""
+        tmp = tempfile.mkdtemp(prefix="frugal-fault-lmtp-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "lmtp")
+        sink = self.pysink(path, lmtp=True)
+        sites, outcomes, owed, d = self.sweep("LMTP", sink, "virtual_transport = lmtp:unix:%s\n" % path,
+                                              "carol@virt.test", "virt.test")
+        # few: the client's state, its output buffer and two per-recipient arrays; the rest is
+        # fixed-size (replies, log lines) or on the stack
+        self.assertGreaterEqual(sites * STRIDE, 4)
+        self.assertIn("deferred, then sent", outcomes, "no failure reached the LMTP client")
+
+
+if __name__ == "__main__":
+    unittest.main()
