@@ -28,7 +28,7 @@ from test_faults import Session, Delivered, MAX_N, tls_transaction
 
 # make check samples every STRIDE-th allocation (most of a TLS transaction's ~800 are in
 # the handshake, which test_faults.py sweeps densely); FRUGAL_FAULT_FULL=1 fails every one
-STRIDE = 1 if os.environ.get("FRUGAL_FAULT_FULL") else int(os.environ.get("FRUGAL_FAULT_STRIDE", "7"))
+STRIDE = 1 if os.environ.get("FRUGAL_FAULT_FULL") else int(os.environ.get("FRUGAL_FAULT_STRIDE", "13"))
 
 MSG = "From: alice@example.test\r\nSubject: auth fault %d\r\nX-Fault: %d\r\n\r\nbody\r\n"
 USER = "alice@example.test"
