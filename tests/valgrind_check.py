@@ -116,7 +116,7 @@ def main(argv):
         if rc != 0 or bad:
             failed.append(f)
         total_err += nerr
-        if os.environ.get("FRUGAL_KEEP_TEST_DIRS"):
+        if os.environ.get("FRUGAL_VALGRIND_KEEP"):
             print("valgrind-check: logs of %s kept in %s" % (f, logdir))
         else:
             shutil.rmtree(logdir, ignore_errors=True)
