@@ -109,6 +109,9 @@ def main(argv):
         print("valgrind %-20s %-28s %4.0f s, %d processes (%d with a leak check), %d errors%s"
               % (f, verdict, secs, nproc, nsum, nerr,
                  ", %d still running" % len(pending) if pending else ""), flush=True)
+        for line in out.splitlines():
+            if " ... skipped" in line:
+                print("  " + line)
         if rc != 0:
             sys.stdout.write(out[-6000:])
         for path in bad:
