@@ -156,6 +156,11 @@ soak:
 	@sh contrib/deps.sh build test
 	@$(MAKE) --no-print-directory frugal $(B)/tests
 	cd tests/integration && SOAK_DURATION=$(DURATION) FRUGAL_BIN=$(CURDIR)/frugal python3 test_soak.py
+	@# then power cuts, one per 20 s of DURATION (at least 3): the loop-device test, local,
+	@# multi-recipient and relayed mail, under load and at rest (root: loop devices and mounts)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  $(MAKE) --no-print-directory powerloss POWERLOSS_CUTS=$$(( $(DURATION) / 20 > 3 ? $(DURATION) / 20 : 3 )); \
+	else echo "soak: power cuts skipped: they need root (loop devices and mounts)"; fi
 
 # The power-loss test at length (root: loop devices and mounts): many cuts,
 # alternately under load and at rest, with its negative control.

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,4 +126,29 @@ long daemon_pidfile_read(const char *path)
 	pid = read_pid_fd(fd);
 	fd_close(fd);
 	return pid;
+}
+
+static long self_pid;
+
+static void forget_pid(void)
+{
+	__atomic_store_n(&self_pid, 0, __ATOMIC_RELAXED);
+}
+
+static void at_fork(void)
+{
+	pthread_atfork(NULL, NULL, forget_pid);
+}
+
+long daemon_self(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	long p = __atomic_load_n(&self_pid, __ATOMIC_RELAXED);
+
+	if (p == 0) {
+		pthread_once(&once, at_fork);
+		p = (long)getpid();
+		__atomic_store_n(&self_pid, p, __ATOMIC_RELAXED);
+	}
+	return p;
 }

@@ -26,5 +26,11 @@ void daemon_detach_done(int status);
 int  daemon_pidfile_lock(const char *path, long *running);
 /* The pid of the daemon that holds PATH's lock, or -1 (missing or stale). */
 long daemon_pidfile_read(const char *path);
+/*
+ * This process's pid, cached: getpid(2) is a system call (glibc caches
+ * nothing) and the log line and the group commit name it every time. Right
+ * in a child forked by fork(3) (reset by an atfork handler).
+ */
+long daemon_self(void);
 
 #endif

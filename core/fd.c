@@ -53,6 +53,13 @@ int fd_room(enum fd_kind k, long long n)
 	return 1;
 }
 
+int fd_kind_room(enum fd_kind k, long long n)
+{
+	long long ck = (unsigned)k < FD_KINDS ? get(&cap_kind[k]) : 0;
+
+	return ck == 0 || fd_count(k) + n <= (ck < 0 ? 0 : ck);
+}
+
 /*
  * The table is touched only under table_mu: growing it moves it (realloc), so
  * a pointer into it must never outlive the lock (a thread holding one while

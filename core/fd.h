@@ -51,6 +51,8 @@ long long fd_count(enum fd_kind k);
 long long fd_total(void);
 /* Is there room for n more of kind k (and n more descriptors in all)? */
 int  fd_room(enum fd_kind k, long long n);
+/* The same under the cap of kind k alone (which of the two caps refused, for the warning). */
+int  fd_kind_room(enum fd_kind k, long long n);
 /* Caps from limits/: per kind and for all descriptors; 0 = none, negative = none allowed. */
 void fd_set_caps(long long total, long long tcp, long long sock);
 

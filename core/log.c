@@ -4,6 +4,7 @@
  * in Postfix's "postfix/smtpd[PID]".
  */
 #include "log.h"
+#include "daemon.h"
 
 #include "fd.h"
 
@@ -258,7 +259,7 @@ static int emit(int prio, const char *service, const char *text)
 	if (out_kind == OUT_SYSLOG) {
 		/* what glibc's syslog() sends: the daemon adds the host; Postfix's tag "postfix/smtpd[pid]" */
 		n = snprintf(buf, sizeof buf, "<%d>%s %s/%s[%ld]: %s", syslog_fac | prio, ts, prog, service,
-		    (long)getpid(), text);
+		    daemon_self(), text);
 		if (n >= (int)sizeof buf)
 			n = sizeof buf - 1;
 		w = send(out_fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -274,7 +275,7 @@ static int emit(int prio, const char *service, const char *text)
 		return w == n ? 0 : -1;
 	}
 	/* syslog's layout, host included (as Postfix's maillog_file): pflogsumm and fail2ban read it */
-	n = snprintf(buf, sizeof buf, "%s %s %s/%s[%ld]: %s\n", ts, log_host(), prog, service, (long)getpid(), text);
+	n = snprintf(buf, sizeof buf, "%s %s %s/%s[%ld]: %s\n", ts, log_host(), prog, service, daemon_self(), text);
 	if (n >= (int)sizeof buf) {
 		n = sizeof buf - 1;
 		buf[n - 1] = '\n';

@@ -21,5 +21,6 @@ int sync_shared(int fd);              /* 0, or -1 with errno */
 int sync_share_processes(void);
 unsigned long sync_shared_calls(void);   /* callers served (for tests and the bench) */
 unsigned long sync_shared_syncs(void);   /* syncfs(2) actually issued */
+unsigned long sync_shared_idle_wakes(void); /* waiters woken for nothing (for tests: few) */
 
 #endif

@@ -721,6 +721,20 @@ static void sample_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	limits_resample();
 }
 
+const char *limits_socket_refusal(int is_unix)
+{
+	enum fd_kind k = is_unix ? FD_SOCK : FD_TCP;
+	enum limits_res r = LR_COUNT;
+
+	if (fd_room(k, 1))
+		return NULL;
+	lock();
+	if (L.ready)
+		r = L.b.pool_by[fd_kind_room(k, 1) ? LP_FD : is_unix ? LP_OTHER : LP_TCP];
+	unlock();
+	return r < LR_COUNT ? limits_res_name[r] : NULL;
+}
+
 void limits_note_failure(const char *resource, int err)
 {
 	static unsigned long count;

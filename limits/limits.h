@@ -73,6 +73,12 @@ int  limits_stress(void);
 void limits_on_stress(void (*cb)(int on, void *arg), void *arg);
 /* A failed resource (ENOMEM, EMFILE, ENFILE, ENOBUFS): count it, maybe resample. */
 void limits_note_failure(const char *resource, int err);
+/*
+ * A socket the descriptor funnel refused with EMFILE (core/fd.h): the resource
+ * whose pool set the cap that refused ("numtcpsock", "numothersock", "numfile",
+ * "RLIMIT_NOFILE"), or NULL when the funnel has room (the kernel said EMFILE).
+ */
+const char *limits_socket_refusal(int is_unix);
 
 /*
  * Where the daemon publishes its live use for `frugal limits` (a file under

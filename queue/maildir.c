@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/daemon.h"
 #include "core/fd.h"
 #include "core/file.h"
 #include "core/mem.h"
@@ -319,34 +321,55 @@ fail:
 	return -1;
 }
 
+/*
+ * The host part of a Maildir file name, read once per process as Postfix
+ * does (a system call per delivery otherwise). The spec: "/" and ":" in
+ * the host name are written as \057 and \072.
+ */
+static char unique_host_buf[512];
+
+static void unique_host_read(void)
+{
+	char host[256];
+	size_t i, n;
+
+	if (gethostname(host, sizeof host) < 0)
+		snprintf(host, sizeof host, "localhost");
+	host[sizeof host - 1] = '\0';
+	for (i = 0, n = 0; host[i] && n < sizeof unique_host_buf - 8; i++) {
+		if (host[i] == '/' || host[i] == ':')
+			n += (size_t)snprintf(unique_host_buf + n, sizeof unique_host_buf - n, "\\%03o",
+			    (unsigned char)host[i]);
+		else
+			unique_host_buf[n++] = host[i];
+	}
+	unique_host_buf[n] = '\0';
+}
+
+static const char *unique_host(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, unique_host_read);
+	return unique_host_buf;
+}
+
 /* Maildir (cr.yp.to/proto/maildir.html): tmp/ unique name, sync, rename into new/, sync new/. */
 static int deliver_maildir(int dirfd, uid_t owner, const struct msg_src *m, const char *rcpt,
     char *reason, size_t rlen)
 {
 	static const char *const sub[] = { "tmp", "new", "cur" };
-	char host[256], uniq[512], name[700];
+	char name[700];
 	int fds[3] = { -1, -1, -1 }, fd = -1, rc = -1, i, e;
 	const char *step;
 	struct timeval tv;
-	size_t n;
 
 	for (i = 0; i < 3; i++)
 		if ((fds[i] = open_component(dirfd, sub[i], owner, 1, reason, rlen)) < 0)
 			goto out;
-	if (gethostname(host, sizeof host) < 0)
-		snprintf(host, sizeof host, "localhost");
-	host[sizeof host - 1] = '\0';
-	/* the spec: "/" and ":" in the host name are written as \057 and \072 */
-	for (i = 0, n = 0; host[i] && n < sizeof uniq - 8; i++) {
-		if (host[i] == '/' || host[i] == ':')
-			n += (size_t)snprintf(uniq + n, sizeof uniq - n, "\\%03o", (unsigned char)host[i]);
-		else
-			uniq[n++] = host[i];
-	}
-	uniq[n] = '\0';
 	gettimeofday(&tv, NULL);
 	snprintf(name, sizeof name, "%lld.M%ldP%ldQ%u.%.180s", (long long)tv.tv_sec, (long)tv.tv_usec,
-	    (long)getpid(), __atomic_add_fetch(&delivery_counter, 1, __ATOMIC_RELAXED), uniq);
+	    daemon_self(), __atomic_add_fetch(&delivery_counter, 1, __ATOMIC_RELAXED), unique_host());
 	step = "create maildir file";
 	if ((fd = fd_openat(fds[0], name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
 		goto fail;

@@ -1480,6 +1480,7 @@ static void try_connect(struct smtpc *c)
 	const struct smtpc_addr *a = &c->addrs[c->ai], *b;
 	struct smtpc *o;
 	int fd, e;
+	const char *res;
 
 	c->tried++;
 	/* a socket kept idle gives way to a delivery that needs one (the cap is the budget's) */
@@ -1492,11 +1493,17 @@ static void try_connect(struct smtpc *c)
 	fd = fd_socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		e = errno;
+		/*
+		 * EMFILE is also the funnel's cap, which a re-sample that saw the container's sockets
+		 * taken has shrunk before any socket() failed: name the pool that set it, not RLIMIT_NOFILE
+		 */
+		if (e != EMFILE || (res = limits_socket_refusal(a->sa.ss_family == AF_UNIX)) == NULL)
+			res = shortage_of(e, a->sa.ss_family == AF_UNIX);
 		/* our shortage, not the destination's: the batch waits (no slow-start penalty) */
 		log_warning(c->j->route.transport, "%s: %s exhausted: cannot make a %s socket for %s: %s: "
-		    "delivery deferred", c->j->queue_id, shortage_of(e, a->sa.ss_family == AF_UNIX),
+		    "delivery deferred", c->j->queue_id, res,
 		    a->sa.ss_family == AF_UNIX ? "unix" : "TCP", c->peer, strerror(e));
-		limits_note_failure(shortage_of(e, a->sa.ss_family == AF_UNIX), e);
+		limits_note_failure(res, e);
 		set_err(c, 0, "4.3.0", "local resource shortage: socket: %s", strerror(e));
 		finish(c);
 		c->st = C_CLOSED;

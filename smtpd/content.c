@@ -557,6 +557,7 @@ void content_chunk_done(struct session *s)
 static void commit_done(void *arg, int err, const char *queue_id)
 {
 	struct session *s = arg;
+	int gone;
 
 	if (!s->committing)
 		log_panic("smtpd", "commit callback for a session that is not committing");
@@ -583,7 +584,11 @@ static void commit_done(void *arg, int err, const char *queue_id)
 		    s->srv->gen->myhostname);
 	if (s->state == S_COMMIT)   /* the reply may have given up on the session */
 		session_enter(s, s->srv->stopping ? S_CLOSING : S_HELO);
+	gone = s->peer_gone;
 	session_flush(s);   /* and parse what was pipelined meanwhile */
+	/* Postfix's line when the reply cannot be written: the admin's hint that a duplicate may follow */
+	if (!gone && s->peer_gone)
+		log_info("smtpd", "lost connection after END-OF-MESSAGE from %s[%s]", s->host, s->addr);
 }
 
 /* The DKIM/DMARC lookups are in: the end of the message again (S_DNS_WAIT is over). */

@@ -436,15 +436,21 @@ static void session_linger(struct session *s)
 	server_reap(s->srv, s);
 }
 
+/* Postfix's line for a client gone in a transaction, whether by EOF or by a reset */
+static void log_lost(struct session *s)
+{
+	if (s->state == S_DATA || s->state == S_BDAT || s->state == S_MAIL || s->state == S_RCPT)
+		log_info("smtpd", "lost connection after %s from %s[%s]",
+		    s->state == S_DATA ? "DATA" : s->state == S_BDAT ? "BDAT" : s->state == S_RCPT ? "RCPT"
+		    : "MAIL", s->host, s->addr);
+}
+
 static void session_read(struct session *s)
 {
 	ssize_t r = transport_read_buf(&s->tp, &s->in, READ_CHUNK);
 
 	if (r == 0) {
-		if (s->state == S_DATA || s->state == S_BDAT || s->state == S_MAIL || s->state == S_RCPT)
-			log_info("smtpd", "lost connection after %s from %s[%s]",
-			    s->state == S_DATA ? "DATA" : s->state == S_BDAT ? "BDAT" : s->state == S_RCPT ? "RCPT"
-			    : "MAIL", s->host, s->addr);
+		log_lost(s);
 		session_tx_free(s);
 		s->peer_gone = 1;   /* replies already queued still go out, if it reads them */
 		session_enter(s, S_CLOSING);
@@ -460,6 +466,7 @@ static void session_read(struct session *s)
 		} else if (r == -2) {
 			session_reply(s, "500 5.5.2 Error: line too long");
 		} else {
+			log_lost(s);
 			s->peer_gone = 1;   /* ECONNRESET, a TLS protocol error, and friends */
 		}
 		session_tx_free(s);

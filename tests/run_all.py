@@ -63,6 +63,7 @@ DURATION_HINT = {
     "test_dsn": 2, "test_daemon": 2, "test_addresses": 1, "test_smtp_wire": 56,
     "test_spf": 32, "test_wizard": 24, "test_systemd": 21, "test_tls": 17, "test_status": 14,
     "test_screen": 22, "test_greylist": 17, "test_dmarc": 10, "test_smtp_budget": 10, "test_iofault": 35,
+    "test_iofault_tls": 32, "test_iofault_lmtp": 25,
     "test_soak": 75,
 }
 # Files that must not overlap with another of the same group, whatever the pass:

@@ -30,6 +30,9 @@ def main(argv):
     # halt_on_error=0: one race must not hide the next; second_deadlock_stack for lock-order reports
     env["TSAN_OPTIONS"] = "log_path=%s/tsan:halt_on_error=0:second_deadlock_stack=1" % logdir
     env["FRUGAL_TEST_SLOW"] = "4"
+    # the soak skips against a sanitizer build unless told its length: it is the run with the
+    # most threads at work at once (60 s of it passed under TSan with no report)
+    env.setdefault("SOAK_DURATION", "60")
     failed = []
     try:
         for f in files:

@@ -13,15 +13,20 @@
  *     FAMILY  accept (accept, accept4), socket, connect, open (open, open64,
  *             openat, openat64, creat), write (write, pwrite, pwrite64,
  *             writev), fsync (fsync, fdatasync), syncfs, rename (rename,
- *             renameat, renameat2)
+ *             renameat, renameat2), read (read, readv: the sockets the
+ *             daemon and OpenSSL read, e.g. ECONNRESET mid-handshake)
  *     WHAT    an errno name (EMFILE, ENFILE, ENOMEM, ENOBUFS, ENOSPC, EIO,
- *             EDQUOT), or SHORT (write family only: half of what was asked,
+ *             EDQUOT, EAGAIN, ECONNREFUSED, ENETUNREACH, ECONNRESET,
+ *             EPIPE), or SHORT (write family only: half of what was asked,
  *             at least one byte, is written and that count returned)
  *     path=P  only calls on a file whose absolute path starts with P (for
  *             descriptors, the path /proc/self/fd names; for rename, either
  *             name); a rule with path= never matches socket/connect/accept
- *     stream  socket/connect: only TCP (AF_INET/AF_INET6 SOCK_STREAM), so
- *             DNS over UDP and UNIX sockets go on working
+ *     stream  socket/connect/write/read: only TCP (AF_INET/AF_INET6
+ *             SOCK_STREAM), so DNS over UDP and UNIX sockets go on working
+ *             (and a write rule leaves files and the log alone)
+ *     unix    socket/connect/write/read: only AF_UNIX stream sockets (an
+ *             LMTP server, a Dovecot auth socket)
  *     after=N the first N matching calls after arming pass (default 0)
  *     count=M at most M faults from this rule (default: no limit)
  *   FAULTSHIM_ARM  a path: rules fire only while this file exists (the test
@@ -47,10 +52,13 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-enum fam { F_ACCEPT, F_SOCKET, F_CONNECT, F_OPEN, F_WRITE, F_FSYNC, F_SYNCFS, F_RENAME, F_COUNT };
+enum fam { F_ACCEPT, F_SOCKET, F_CONNECT, F_OPEN, F_WRITE, F_FSYNC, F_SYNCFS, F_RENAME, F_READ, F_COUNT };
 static const char *fam_names[F_COUNT] = {
-	"accept", "socket", "connect", "open", "write", "fsync", "syncfs", "rename"
+	"accept", "socket", "connect", "open", "write", "fsync", "syncfs", "rename", "read"
 };
+
+/* what a descriptor is, for the stream and unix options; K_ANY: not asked (the rule has neither) */
+enum kind { K_ANY = -1, K_OTHER = 0, K_TCP = 1, K_UNIX = 2 };
 
 #define MAX_RULES 16
 #define SHORT_WRITE (-1)
@@ -60,7 +68,8 @@ struct rule {
 	int err;               /* errno, or SHORT_WRITE */
 	char what[16];
 	char path[512];        /* "" = any */
-	int stream;
+	int stream;            /* TCP sockets only */
+	int unix_only;         /* AF_UNIX stream sockets only */
 	long after, count;
 	long seen;             /* matching armed calls (atomic) */
 	long fired;            /* faults injected (atomic) */
@@ -74,7 +83,8 @@ static int fams_used[F_COUNT];
 static const struct { const char *name; int e; } errnames[] = {
 	{ "EMFILE", EMFILE }, { "ENFILE", ENFILE }, { "ENOMEM", ENOMEM }, { "ENOBUFS", ENOBUFS },
 	{ "ENOSPC", ENOSPC }, { "EIO", EIO }, { "EDQUOT", EDQUOT }, { "EAGAIN", EAGAIN },
-	{ "ECONNREFUSED", ECONNREFUSED }, { "ENETUNREACH", ENETUNREACH },
+	{ "ECONNREFUSED", ECONNREFUSED }, { "ENETUNREACH", ENETUNREACH }, { "ECONNRESET", ECONNRESET },
+	{ "EPIPE", EPIPE },
 };
 
 /* the real functions, resolved once in the constructor, before any thread exists */
@@ -97,6 +107,8 @@ static int (*r_syncfs)(int);
 static int (*r_rename)(const char *, const char *);
 static int (*r_renameat)(int, const char *, int, const char *);
 static int (*r_renameat2)(int, const char *, int, const char *, unsigned);
+static ssize_t (*r_read)(int, void *, size_t);
+static ssize_t (*r_readv)(int, const struct iovec *, int);
 
 static void *sym(const char *name)
 {
@@ -133,6 +145,8 @@ static void parse_rule(char *s)
 			snprintf(r->path, sizeof r->path, "%s", tok + 5);
 		else if (strcmp(tok, "stream") == 0)
 			r->stream = 1;
+		else if (strcmp(tok, "unix") == 0)
+			r->unix_only = 1;
 		else if (strncmp(tok, "after=", 6) == 0)
 			r->after = atol(tok + 6);
 		else if (strncmp(tok, "count=", 6) == 0)
@@ -166,6 +180,8 @@ __attribute__((constructor)) static void faultshim_init(void)
 	r_rename = sym("rename");
 	r_renameat = sym("renameat");
 	r_renameat2 = sym("renameat2");
+	r_read = sym("read");
+	r_readv = sym("readv");
 	if ((p = getenv("FAULTSHIM_ARM")))
 		snprintf(arm_path, sizeof arm_path, "%s", p);
 	if ((p = getenv("FAULTSHIM_LOG")))
@@ -229,25 +245,36 @@ static void at_path(int dirfd, const char *name, char *out, size_t len)
 	snprintf(out, len, "%s/%s", dir, name);
 }
 
-static int is_tcp_fd(int fd)
+static int fd_kind(int fd)
 {
 	int type = 0, dom = 0;
 	socklen_t l = sizeof type;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) < 0)
-		return 0;
+		return K_OTHER;
 	l = sizeof dom;
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) < 0)
-		return 0;
-	return type == SOCK_STREAM && (dom == AF_INET || dom == AF_INET6);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) < 0 || type != SOCK_STREAM)
+		return K_OTHER;
+	return dom == AF_INET || dom == AF_INET6 ? K_TCP : dom == AF_UNIX ? K_UNIX : K_OTHER;
+}
+
+/* whether any rule of this family cares what the descriptor is (getsockopt only then) */
+static int fam_wants_kind(int fam)
+{
+	int i;
+
+	for (i = 0; i < nrules; i++)
+		if (rules[i].fam == fam && (rules[i].stream || rules[i].unix_only))
+			return 1;
+	return 0;
 }
 
 /*
  * The rule that faults this call, or NULL. path and path2 may be NULL
- * (no path known); tcp is -1 when unknown, else whether the socket is TCP.
+ * (no path known); kind is an enum kind (K_ANY: not known, every rule passes).
  * A matching call counts toward after= only while armed.
  */
-static struct rule *match(int fam, const char *func, const char *path, const char *path2, int tcp)
+static struct rule *match(int fam, const char *func, const char *path, const char *path2, int kind)
 {
 	int i;
 
@@ -262,7 +289,9 @@ static struct rule *match(int fam, const char *func, const char *path, const cha
 			if (!((path && strncmp(path, r->path, pl) == 0) || (path2 && strncmp(path2, r->path, pl) == 0)))
 				continue;
 		}
-		if (r->stream && tcp == 0)
+		if (r->stream && kind != K_ANY && kind != K_TCP)
+			continue;
+		if (r->unix_only && kind != K_ANY && kind != K_UNIX)
 			continue;
 		if (!armed())
 			continue;
@@ -285,7 +314,7 @@ int accept(int fd, struct sockaddr *sa, socklen_t *len)
 {
 	struct rule *r;
 
-	if (fams_used[F_ACCEPT] && (r = match(F_ACCEPT, "accept", NULL, NULL, -1)))
+	if (fams_used[F_ACCEPT] && (r = match(F_ACCEPT, "accept", NULL, NULL, K_ANY)))
 		FAIL(r);
 	return r_accept(fd, sa, len);
 }
@@ -294,7 +323,7 @@ int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 {
 	struct rule *r;
 
-	if (fams_used[F_ACCEPT] && (r = match(F_ACCEPT, "accept4", NULL, NULL, -1)))
+	if (fams_used[F_ACCEPT] && (r = match(F_ACCEPT, "accept4", NULL, NULL, K_ANY)))
 		FAIL(r);
 	return r_accept4(fd, sa, len, flags);
 }
@@ -302,9 +331,10 @@ int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 int socket(int domain, int type, int proto)
 {
 	struct rule *r;
-	int tcp = (domain == AF_INET || domain == AF_INET6) && (type & 0xf) == SOCK_STREAM;
+	int kind = (type & 0xf) != SOCK_STREAM ? K_OTHER :
+		domain == AF_INET || domain == AF_INET6 ? K_TCP : domain == AF_UNIX ? K_UNIX : K_OTHER;
 
-	if (fams_used[F_SOCKET] && (r = match(F_SOCKET, "socket", NULL, NULL, tcp)))
+	if (fams_used[F_SOCKET] && (r = match(F_SOCKET, "socket", NULL, NULL, kind)))
 		FAIL(r);
 	return r_socket(domain, type, proto);
 }
@@ -313,7 +343,7 @@ int connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
 	struct rule *r;
 
-	if (fams_used[F_CONNECT] && (r = match(F_CONNECT, "connect", NULL, NULL, is_tcp_fd(fd))))
+	if (fams_used[F_CONNECT] && (r = match(F_CONNECT, "connect", NULL, NULL, fd_kind(fd))))
 		FAIL(r);
 	return r_connect(fd, sa, len);
 }
@@ -327,7 +357,7 @@ static struct rule *open_rule(const char *func, int dirfd, const char *name)
 	if (!fams_used[F_OPEN])
 		return NULL;
 	at_path(dirfd, name, p, sizeof p);
-	return match(F_OPEN, func, p, NULL, -1);
+	return match(F_OPEN, func, p, NULL, K_ANY);
 }
 
 static mode_t open_mode(int flags, va_list ap)
@@ -409,7 +439,7 @@ static struct rule *fd_rule(int fam, const char *func, int fd)
 	if (!fams_used[fam])
 		return NULL;
 	fd_path(fd, p, sizeof p);
-	return match(fam, func, p, NULL, -1);
+	return match(fam, func, p, NULL, fam_wants_kind(fam) ? fd_kind(fd) : K_ANY);
 }
 
 static size_t half(size_t n)
@@ -512,7 +542,7 @@ static struct rule *rename_rule(const char *func, int fd1, const char *a, int fd
 		return NULL;
 	at_path(fd1, a, p1, sizeof p1);
 	at_path(fd2, b, p2, sizeof p2);
-	return match(F_RENAME, func, p1, p2, -1);
+	return match(F_RENAME, func, p1, p2, K_ANY);
 }
 
 int rename(const char *a, const char *b)
@@ -540,4 +570,28 @@ int renameat2(int fd1, const char *a, int fd2, const char *b, unsigned flags)
 	if ((r = rename_rule("renameat2", fd1, a, fd2, b)))
 		FAIL(r);
 	return r_renameat2(fd1, a, fd2, b, flags);
+}
+
+/* ---- read ------------------------------------------------------------------ */
+
+ssize_t read(int fd, void *buf, size_t n)
+{
+	struct rule *r;
+
+	if (n > 0 && (r = fd_rule(F_READ, "read", fd)))
+		FAIL(r);
+	if (!r_read)    /* a read by another library's constructor, before ours ran */
+		r_read = sym("read");
+	return r_read(fd, buf, n);
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+	struct rule *r;
+
+	if (cnt > 0 && (r = fd_rule(F_READ, "readv", fd)))
+		FAIL(r);
+	if (!r_readv)
+		r_readv = sym("readv");
+	return r_readv(fd, iov, cnt);
 }

@@ -27,17 +27,22 @@ def body(tag, size=200):
     return "\r\n".join(line for _ in range(max(1, size // len(line))))
 
 
-class IOFault(unittest.TestCase):
+class IOFaultBase(unittest.TestCase):
+    """The shim's plumbing and the transaction helpers (no tests: test_iofault_tls.py reuses it)."""
+
     def setUp(self):
         if not os.path.exists(SO):
             self.skipTest("build/tests/faultshim.so not built (make build/tests/faultshim.so)")
 
-    def daemon(self, rules, extra=""):
+    def daemon(self, rules, extra="", before_start=None):
+        """before_start(d): run once the config is written (e.g. `frugal passwd`), unarmed."""
         d = Daemon(extra=extra)
         self.addCleanup(d.cleanup)
+        if before_start:
+            before_start(d)
         self.arm = os.path.join(d.dir, "arm")
         self.faults = os.path.join(d.dir, "faults")
-        rules = rules.format(q=d.queue, m=d.maildir_base)
+        rules = rules.format(q=d.queue, m=d.maildir_base, d=d.dir)
         d.env = {"LD_PRELOAD": SO, "FAULTSHIM": rules, "FAULTSHIM_ARM": self.arm,
                  "FAULTSHIM_LOG": self.faults,
                  # ASan wants to be first in the library list; harmless without ASan
@@ -84,6 +89,9 @@ class IOFault(unittest.TestCase):
         self.assertEqual(len(got), 1, "message %s delivered %d times" % (tag, len(got)))
         return got[0]
 
+
+
+class IOFault(IOFaultBase):
     # ---- the spool, before 250 ---------------------------------------------
 
     def spool_refused(self, rule, want, warning):

@@ -666,6 +666,9 @@ START_TEST(funnel_caps)
 	ck_assert_int_eq(fd_socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), -1);
 	ck_assert_int_eq(errno, EMFILE);
 	ck_assert_int_eq((int)fd_count(FD_TCP), 12);
+	/* the warning names the pool that set the cap, not RLIMIT_NOFILE; unix sockets have room */
+	ck_assert_str_eq(limits_socket_refusal(0), "numtcpsock");
+	ck_assert_ptr_null(limits_socket_refusal(1));
 	ck_assert_int_eq(limits_tcp_admit(&why), 1);
 	/* an accepted socket over the budget: counted, and admission says why */
 	ck_assert_int_ge(tcp[12] = dup(tcp[0]), 0);
@@ -700,13 +703,16 @@ START_TEST(funnel_caps)
 	errno = 0;
 	ck_assert_int_eq(fd_socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp[0]), -1);
 	ck_assert_int_eq(errno, EMFILE);
+	ck_assert_str_eq(limits_socket_refusal(1), "RLIMIT_NOFILE");
+	ck_assert_str_eq(limits_socket_refusal(0), "RLIMIT_NOFILE");
 	ck_assert_int_eq(fd_open("/dev/null", O_RDONLY | O_CLOEXEC), -1);
 	for (i = 0; i < 25; i++)
 		fd_close(files[i]);
 	for (i = 0; i < 5; i++)
 		fd_close(tcp[i]);
 	ledger_teardown();
-	/* no budget, no cap */
+	/* no budget, no cap: an EMFILE is the kernel's */
+	ck_assert_ptr_null(limits_socket_refusal(0));
 	ck_assert_int_ge(files[0] = fd_open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
 	fd_close(files[0]);
 }
