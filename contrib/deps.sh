@@ -1,6 +1,6 @@
 #!/bin/sh
 # contrib/deps.sh GROUP...: install the Debian packages a make target needs,
-# only those missing, non-interactively. Groups: build test bench fuzz.
+# only those missing, non-interactively. Groups: build test bench fuzz valgrind.
 # Unprivileged without the packages: say what is missing and fail.
 set -e
 pkgs=""
@@ -12,6 +12,7 @@ for g in "$@"; do
 	test)  pkgs="$pkgs check python3 swaks libnet-ssleay-perl openssl iproute2 passwd e2fsprogs mount fail2ban dovecot-core dovecot-lmtpd postfix pflogsumm php-cli groff-base man-db logrotate systemd-container psmisc python3-dkim python3-dnspython" ;;
 	bench) pkgs="$pkgs postfix python3" ;;
 	fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
+	valgrind) pkgs="$pkgs valgrind" ;;   # make valgrind-check (tests/valgrind_check.py)
 	esac
 	case "$g" in build) pkgs="$pkgs libspf2-dev" ;; esac   # check_spf (smtpd/spf.c): libspf2 and its headers
 	case "$g" in build) pkgs="$pkgs publicsuffix" ;; esac   # DMARC's organizational domains (smtpd/dmarc.c)

@@ -21,6 +21,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 FRUGAL = os.environ.get("FRUGAL_BIN", os.path.join(ROOT, "frugal"))
 # Under ASan everything is slower: scale every deadline.
 SLOW = float(os.environ.get("FRUGAL_TEST_SLOW", "1"))
+# make valgrind-check (tests/valgrind_check.py): every frugal process runs under memcheck;
+# a test whose timing, memory or descriptor figures cannot hold there skips on this
+VALGRIND = bool(os.environ.get("FRUGAL_TEST_VALGRIND"))
 # Every frugal a test starts reads an empty hosts file (core/dns.c) unless the test gives its own:
 # the machine's /etc/hosts would name 127.0.0.1 (localhost) where the tests expect unknown[127.0.0.1].
 os.environ.setdefault("FRUGAL_HOSTS_FILE", os.devnull)

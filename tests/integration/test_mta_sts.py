@@ -27,7 +27,7 @@ import time
 import unittest
 
 from dnsserver import DNSServer
-from harness import Daemon, wait_for, free_port, SLOW
+from harness import Daemon, wait_for, free_port, SLOW, VALGRIND
 from test_smtp_client import PySink
 
 MSG = "Subject: sts\r\n\r\nhello\r\n"
@@ -169,9 +169,10 @@ class MtaSts(unittest.TestCase):
     def daemon(self, domains, port, extra="", start=True, ca=None):
         maps = ", ".join("%s=smtp:%s:%d" % (d, d, port) for d in domains)
         d = Daemon("relay_domains = %s\ntransport_maps = inline:{ %s }\n"
-                   "smtp_mta_sts_CAfile = %s\nsmtp_mta_sts_timeout = 2s\n"
+                   "smtp_mta_sts_CAfile = %s\nsmtp_mta_sts_timeout = %ds\n"
                    "smtp_connection_cache_on_demand = no\nsmtp_helo_timeout = 5s\n%s"
-                   % (", ".join(domains), maps, ca or self.ca, extra),
+                   # under valgrind a policy fetch (its TLS handshake) takes longer than 2 s
+                   % (", ".join(domains), maps, ca or self.ca, 20 if VALGRIND else 2, extra),
                    dns=self.dns, env={"FRUGAL_TEST_MTA_STS_PORT": str(self.https.port)})
         self.addCleanup(d.cleanup)
         return d.start() if start else d

@@ -563,8 +563,8 @@ class Soak:
 
 def plain_build():
     """The soak's 60 s in make check runs against the plain build only (not build/asan,
-    build/tsan of make tsan-check, build/nosync)."""
-    return os.path.basename(os.path.dirname(os.path.abspath(FRUGAL))) not in ("asan", "tsan", "nosync")
+    build/tsan of make tsan-check, build/valgrind of make valgrind-check, build/nosync)."""
+    return os.path.basename(os.path.dirname(os.path.abspath(FRUGAL))) not in ("asan", "tsan", "nosync", "valgrind")
 
 
 class SoakTest(unittest.TestCase):

@@ -17,7 +17,7 @@ import subprocess
 import time
 import unittest
 
-from harness import Daemon, Raw, run_frugal, wait_for, FRUGAL, SLOW
+from harness import Daemon, Raw, run_frugal, wait_for, FRUGAL, SLOW, VALGRIND
 
 MSG = "From: x@example.test\r\nSubject: status\r\n\r\nhello\r\n"
 
@@ -110,6 +110,9 @@ class StatusTest(unittest.TestCase):
             self.assertIn(k, j)
 
         # the gauges are `frugal limits`' figures, compared on one status sample
+        if VALGRIND:
+            self.skipTest("under valgrind `frugal status` and `frugal limits` take longer than the status "
+                          "file's period: no sample is the same before and after (the rest above ran)")
         for _ in range(5):
             _, a = status_json(d)
             r = run_frugal("limits", "--json", "-c", d.dir)
