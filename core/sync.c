@@ -216,32 +216,17 @@ int sync_shared(int fd)
 	return 0;
 }
 
-unsigned long sync_shared_calls(void)
+/* a counter of the shared state, read under its mutex (the workers and the helpers write them) */
+static unsigned long counter(const unsigned long *c)
 {
 	unsigned long n;
 
 	lock();
-	n = S->calls;
+	n = *c;
 	pthread_mutex_unlock(&S->mu);
 	return n;
 }
 
-unsigned long sync_shared_syncs(void)
-{
-	unsigned long n;
-
-	lock();
-	n = S->syncs;
-	pthread_mutex_unlock(&S->mu);
-	return n;
-}
-
-unsigned long sync_shared_idle_wakes(void)
-{
-	unsigned long n;
-
-	lock();
-	n = S->idle_wakes;
-	pthread_mutex_unlock(&S->mu);
-	return n;
-}
+unsigned long sync_shared_calls(void) { return counter(&S->calls); }
+unsigned long sync_shared_syncs(void) { return counter(&S->syncs); }
+unsigned long sync_shared_idle_wakes(void) { return counter(&S->idle_wakes); }
