@@ -184,12 +184,12 @@ FUZZ_EXTRA_fuzz_spf_eval = tests/fuzz/fake_dns.c
 
 $(B)/fuzz/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer-no-link,address,undefined $(FUZZ_WARN) -c -o $@ $<
+	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined $(FUZZ_WARN) -c -o $@ $<
 $(B)/fuzz/libfrugal.a: $(FUZZ_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(B)/fuzz/libfrugal.a $(wildcard tests/fuzz/*.h tests/fuzz/fake_*.c tests/fuzz/fuzz_smtpd_session.c)
-	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_WARN) -Itests/fuzz \
+	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(FUZZ_WARN) -Itests/fuzz \
 	  -o $@ $< $(FUZZ_EXTRA_fuzz_$*) $(B)/fuzz/libfrugal.a $(LIBS)
 
 fuzz:

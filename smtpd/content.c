@@ -230,11 +230,12 @@ static void data_out(struct session *s, const char *p, size_t n)
 static void hdr_release(struct session *s)
 {
 	struct smtp_tx *tx = s->tx;
-	char *out = tx->hold + HDR_HOLD_MAX;
+	char *out;
 	int rc;
 
 	if (!tx->hold_cls)
 		return;
+	out = tx->hold + HDR_HOLD_MAX;   /* only now: with nothing held, hold may be NULL */
 	rc = cleanup_header(s->gen->resolver, (enum cleanup_hdr)tx->hold_cls, tx->hold, tx->hold_len, out,
 	    HDR_OUT_MAX);
 	if (rc < 0)   /* a table error, or a result past the bound: the header as it came */
