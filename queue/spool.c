@@ -1072,7 +1072,9 @@ static int env_parse(struct spool_env *e, char *buf, size_t len, off_t fsize)
 			/* the commit stamps L before the rename: a mismatch is a torn, unacknowledged file */
 			if (e->version >= 4 && !e->late_off)
 				return errno = EINVAL, -1;
-			if (declared <= 0 || fsize - (off_t)(nl + 1 - buf) != (off_t)declared + (off_t)late)
+			/* each bounded by the file first: a corrupt L or T must not overflow the sum */
+			if (declared <= 0 || late < 0 || declared > (long long)fsize || late > (long long)fsize ||
+			    fsize - (off_t)(nl + 1 - buf) != (off_t)declared + (off_t)late)
 				return errno = EBADMSG, -1;
 			if (e->client == NULL && (e->client = mem_strdup("")) == NULL)
 				return -1;
