@@ -150,7 +150,12 @@ class DeliverySweep(unittest.TestCase):
         sites, outcomes, owed, d = self.sweep("SMTP relay, STARTTLS", sink,
                                               "transport_maps = inline:{ sweep.test=smtp:sweep.test:%d }\n" % port,
                                               "u@sweep.test", "sweep.test", stride=TLS_STRIDE)
-        self.assertEqual(sink.tls_messages, len(sink.messages), "every message went inside TLS")
+        # inside TLS, but for Postfix's fallback at may: a failed handshake (here a failed
+        # allocation in it) for a message older than minimal_backoff_time retries in clear,
+        # which a loaded machine reaches (seen once in a make check trial); each one is logged
+        clear = len(sink.messages) - sink.tls_messages
+        self.assertLessEqual(clear, d.output().count("again without STARTTLS"),
+                             "a message went in clear without the logged fallback")
         # negative control: the handshake's allocations are swept too (OpenSSL's go through
         # core/mem): far more sites than the plain relay's ~50
         self.assertGreater(sites * TLS_STRIDE, 500)
