@@ -21,6 +21,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 FRUGAL = os.environ.get("FRUGAL_BIN", os.path.join(ROOT, "frugal"))
 # Under ASan everything is slower: scale every deadline.
 SLOW = float(os.environ.get("FRUGAL_TEST_SLOW", "1"))
+
+
+def plain_build():
+    """FRUGAL_BIN is the plain build: not build/asan, build/tsan of make tsan-check,
+    build/valgrind of make valgrind-check or build/nosync. (Not SLOW: make check's plain
+    pass runs with FRUGAL_TEST_SLOW=2 beside the ASan pass.)"""
+    return os.path.basename(os.path.dirname(os.path.abspath(FRUGAL))) not in ("asan", "tsan", "nosync", "valgrind")
 # make valgrind-check (tests/valgrind_check.py): every frugal process runs under memcheck;
 # a test whose timing, memory or descriptor figures cannot hold there skips on this
 VALGRIND = bool(os.environ.get("FRUGAL_TEST_VALGRIND"))

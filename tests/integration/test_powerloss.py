@@ -41,10 +41,10 @@ import threading
 import time
 import unittest
 
-from harness import Daemon, wait_for, free_port, SLOW, ROOT, FRUGAL
+from harness import Daemon, wait_for, free_port, SLOW, ROOT, FRUGAL, plain_build
 from test_smtp_fire import FireSink
 
-CUTS = int(os.environ.get("FRUGAL_POWERLOSS_CUTS", "3" if SLOW == 1 else "1"))
+CUTS = int(os.environ.get("FRUGAL_POWERLOSS_CUTS", "3" if plain_build() else "1"))
 CONCURRENCY = 4           # delivery_concurrency_limit: the duplicates bound of one cut
 CLIENTS = 8
 IMG_MB = 64
@@ -410,7 +410,7 @@ smtpd_client_connection_count_limit = 0
                   % ("running" if running else "stopped", acked, lost))
             self.assertGreater(acked, 0)
             self.assertEqual(lost, 0, "messages sendmail accepted were lost (seed %d)" % self.seed)
-        if SLOW != 1:
+        if not plain_build():
             return   # the negative control runs in the plain pass
         nosync = os.path.dirname(NOSYNC)
         if not os.access(os.path.join(nosync, "frugal-postdrop"), os.X_OK):
@@ -422,7 +422,7 @@ smtpd_client_connection_count_limit = 0
 
     def test_negative_control_without_syncs(self):
         """The same cut against a daemon whose syncs are no-ops must lose mail."""
-        if SLOW != 1:
+        if not plain_build():
             self.skipTest("the negative control runs in the plain pass")
         if not os.access(NOSYNC, os.X_OK):
             self.fail("%s missing: `make check` builds it" % NOSYNC)
@@ -454,7 +454,7 @@ smtpd_client_connection_count_limit = 0
 
     def test_negative_control_relaying_without_syncs(self):
         """With remote recipients too, the build without syncs loses acknowledged mail."""
-        if SLOW != 1:
+        if not plain_build():
             self.skipTest("the negative control runs in the plain pass")
         if not os.access(NOSYNC, os.X_OK):
             self.fail("%s missing: `make check` builds it" % NOSYNC)

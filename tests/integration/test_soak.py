@@ -48,7 +48,7 @@ import time
 import unittest
 import base64
 
-from harness import Daemon, wait_for, free_port, run_frugal, make_cert, client_ctx, FRUGAL, ROOT
+from harness import Daemon, wait_for, free_port, run_frugal, make_cert, client_ctx, plain_build, FRUGAL, ROOT
 from test_container import Container, SO, nontcp_sockets
 from test_screen import banner
 
@@ -559,12 +559,6 @@ class Soak:
         lines.append("soak: %s" % ("PASS" if ok else "FAIL"))
         print("\n".join(lines), flush=True)
         return ok, lost, fc_total, self.deaths, drained
-
-
-def plain_build():
-    """The soak's 60 s in make check runs against the plain build only (not build/asan,
-    build/tsan of make tsan-check, build/valgrind of make valgrind-check, build/nosync)."""
-    return os.path.basename(os.path.dirname(os.path.abspath(FRUGAL))) not in ("asan", "tsan", "nosync", "valgrind")
 
 
 class SoakTest(unittest.TestCase):
