@@ -56,6 +56,7 @@ static struct {
 	const char *conf_dir;
 	pthread_t threads[HELPER_THREADS];
 	int nthreads;
+	uid_t euid;                /* virtual: virtual_mailbox_owner, for good (read once, not per delivery) */
 } H = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
 static const char *svc(void) { return helper_name(H.w); }
@@ -157,7 +158,7 @@ static void deliver(struct hjob *j)
 		local_deliver(j, &src);
 		return;
 	}
-	if (maildir_deliver_under(j->base, j->rq.mailbox, geteuid(), &src, j->rq.rcpt, reason, sizeof reason) < 0) {
+	if (maildir_deliver_under(j->base, j->rq.mailbox, H.euid, &src, j->rq.rcpt, reason, sizeof reason) < 0) {
 		j->rep.status = EIO;
 		snprintf(j->rep.reason, sizeof j->rep.reason, "%s", reason);
 	}
@@ -291,6 +292,7 @@ int helperd_run(enum helper_which w, int sock, struct conf *c, const char *conf_
 	H.sock = sock;
 	H.c = conf_ref(c);
 	H.conf_dir = conf_dir;
+	H.euid = geteuid();
 	signal(SIGPIPE, SIG_IGN);
 	/* signals come to this thread only, through sigwait */
 	sigemptyset(&set);
