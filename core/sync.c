@@ -167,12 +167,18 @@ static void lead(struct slot *s, int fd)
 int sync_shared(int fd)
 {
 	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -1;
+	return sync_shared_dev(fd, st.st_dev);
+}
+
+int sync_shared_dev(int fd, dev_t dev)
+{
 	struct slot *s;
 	uint64_t ticket;
 	int err;
 
-	if (fstat(fd, &st) < 0)
-		return -1;
 #ifdef FRUGAL_TEST_NO_SYNC
 	/*
 	 * The negative control of the power-loss test (build/nosync/frugal, never
@@ -185,7 +191,7 @@ int sync_shared(int fd)
 #endif
 	lock();
 	S->calls++;
-	if ((s = slot_for(st.st_dev)) == NULL) {
+	if ((s = slot_for(dev)) == NULL) {
 		/* more file systems than slots: no sharing, still durable (names too) */
 		pthread_mutex_unlock(&S->mu);
 		return syncfs(fd);

@@ -12,7 +12,11 @@
 #ifndef FRUGAL_CORE_SYNC_H
 #define FRUGAL_CORE_SYNC_H
 
+#include <sys/types.h>
+
 int sync_shared(int fd);              /* 0, or -1 with errno */
+/* the same, for a caller that knows fd's file system (st_dev): no fstat(2) */
+int sync_shared_dev(int fd, dev_t dev);
 /*
  * Before forking processes that should share the syncs (the master, for
  * the daemon and the delivery helpers): the state moves to a shared

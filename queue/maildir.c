@@ -234,7 +234,7 @@ out:
  * through core/fd: the delivery's budget covers them.
  */
 static int open_component(int parent, const char *name, uid_t owner, int create, int *made,
-    char *reason, size_t rlen)
+    dev_t *dev, char *reason, size_t rlen)
 {
 	struct stat st;
 	int fd;
@@ -263,6 +263,8 @@ static int open_component(int parent, const char *name, uid_t owner, int create,
 		fd_close(fd);
 		return -1;
 	}
+	if (dev)
+		*dev = st.st_dev;   /* for sync_shared_dev: the fstat is done */
 	return fd;
 }
 
@@ -303,7 +305,7 @@ static int walk(int basefd, char *rel, uid_t owner, char **last, char *reason, s
 			}
 		}
 		{
-			int next = open_component(cur, comp, owner, 1, NULL, reason, rlen);
+			int next = open_component(cur, comp, owner, 1, NULL, NULL, reason, rlen);
 
 			if (next < 0)
 				goto fail;
@@ -363,6 +365,7 @@ static int deliver_maildir(int dirfd, uid_t owner, const struct msg_src *m, cons
 	static const char *const sub[] = { "tmp", "new", "cur" };
 	char name[700];
 	int fds[3] = { -1, -1, -1 }, fd = -1, rc = -1, i, e, made = 0;
+	dev_t dev[2] = { 0, 0 };   /* tmp/'s and new/'s file systems */
 	const char *step;
 	struct timeval tv;
 
@@ -373,9 +376,9 @@ static int deliver_maildir(int dirfd, uid_t owner, const struct msg_src *m, cons
 	 * spent on it.
 	 */
 	for (i = 0; i < 2; i++)
-		if ((fds[i] = open_component(dirfd, sub[i], owner, 1, &made, reason, rlen)) < 0)
+		if ((fds[i] = open_component(dirfd, sub[i], owner, 1, &made, &dev[i], reason, rlen)) < 0)
 			goto out;
-	if (made && (fds[2] = open_component(dirfd, sub[2], owner, 1, NULL, reason, rlen)) < 0)
+	if (made && (fds[2] = open_component(dirfd, sub[2], owner, 1, NULL, NULL, reason, rlen)) < 0)
 		goto out;
 	gettimeofday(&tv, NULL);
 	snprintf(name, sizeof name, "%lld.M%ldP%ldQ%u.%.180s", (long long)tv.tv_sec, (long)tv.tv_usec,
@@ -387,7 +390,7 @@ static int deliver_maildir(int dirfd, uid_t owner, const struct msg_src *m, cons
 	if (write_prefix(fd, m, rcpt) < 0 || copy_message(fd, m, 0) < 0)
 		goto fail_unlink;
 	step = "sync maildir file";
-	if (sync_shared(fd) < 0)
+	if (sync_shared_dev(fd, dev[0]) < 0)
 		goto fail_unlink;
 	step = "close maildir file";
 	e = fd_close(fd);
@@ -397,7 +400,7 @@ static int deliver_maildir(int dirfd, uid_t owner, const struct msg_src *m, cons
 	step = "rename maildir file";
 	if (renameat(fds[0], name, fds[1], name) < 0)
 		goto fail_unlink;
-	if (sync_shared(fds[1]) < 0) {
+	if (sync_shared_dev(fds[1], dev[1]) < 0) {
 		/* delivered but not known durable: take it back, the retry delivers again */
 		e = errno;
 		unlinkat(fds[1], name, 0);

@@ -828,7 +828,7 @@ static void finish_work(struct lmsg *d)
 			 * every one since the last sync (guarantee 1: at-least-once). One
 			 * shared sync, like the Maildir's.
 			 */
-			if (sync_shared(d->fd) < 0)
+			if (spool_sync(d->q->s, d->fd) < 0)
 				d->mark_err = errno;
 			/*
 			 * The last close of an unlinked file frees its blocks, which can
@@ -842,7 +842,7 @@ static void finish_work(struct lmsg *d)
 	if (d->mark_warned && spool_env_mark_warned(d->fd, &d->env) < 0)
 		d->mark_err = errno;
 	if (marks == 0) {
-		if (d->mark_warned && sync_shared(d->fd) < 0)
+		if (d->mark_warned && spool_sync(d->q->s, d->fd) < 0)
 			d->mark_err = errno;
 		return;
 	}
@@ -852,7 +852,7 @@ static void finish_work(struct lmsg *d)
 			d->mark_err = errno;
 			return;
 		}
-	if (sync_shared(d->fd) < 0)
+	if (spool_sync(d->q->s, d->fd) < 0)
 		d->mark_err = errno;
 }
 
@@ -1219,7 +1219,7 @@ static void mark_job_work(struct worker_job *wj)
 			d->mark_err = errno;
 			return;
 		}
-	if (sync_shared(d->fd) < 0)
+	if (spool_sync(d->q->s, d->fd) < 0)
 		d->mark_err = errno;
 }
 

@@ -111,6 +111,7 @@ int  spool_verify(int fd, const struct spool_env *e, off_t fsize);
 int  spool_remove(const char *queue_dir, const char *id);
 /* A message is done: keep its emptied file for reuse (fd: its open descriptor), else unlink. */
 int  spool_retire(struct spool *s, const char *id, int fd);
+int  spool_sync(struct spool *s, int fd);   /* sync_shared of a queue file, without the fstat */
 /* Is `id` a well-formed queue ID (uppercase hex)? Guards path building. */
 int  spool_id_valid(const char *id);
 /*

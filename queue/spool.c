@@ -126,6 +126,8 @@ struct spool {
 	int    fd_incoming;         /* directory fds (openat, rename) */
 	int    fd_committed;        /* fsynced by the group commit */
 	int    fd_free;             /* free/: emptied files for reuse */
+	dev_t  dev;                 /* the queue's file system, for spool_sync */
+	int    have_dev;
 	pthread_mutex_t pool_mu;    /* guards pool[] and npool: workers and the loop */
 	char   pool[SPOOL_POOL][QUEUE_ID_MAX]; /* names in free/ */
 	int    npool;
@@ -202,6 +204,7 @@ int spool_id_valid(const char *id)
 struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 {
 	struct spool *s;
+	struct stat st;
 	char path[4096];
 	/* "sts": the MTA-STS policy cache (queue/mta_sts.c), mail_owner's like the message directories */
 	static const char *const sub[] = { SPOOL_INCOMING, SPOOL_COMMITTED, SPOOL_FREE, SPOOL_PID, SPOOL_STATUS, SPOOL_HOLD,
@@ -252,6 +255,10 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_COMMITTED);
 	if ((s->fd_committed = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		goto fail;
+	if (fstat(s->fd_committed, &st) == 0) {
+		s->dev = st.st_dev;
+		s->have_dev = 1;
+	}
 	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_FREE);
 	if ((s->fd_free = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		goto fail;
@@ -822,7 +829,7 @@ static void data_job_work(struct worker_job *j)
 	}
 	t->created = 0;   /* the name is committed/ID now */
 	/* one syncfs for data and directory entry, shared with everything in flight */
-	if (sync_shared(t->fd) < 0) {
+	if (spool_sync(s, t->fd) < 0) {
 		t->err = errno;
 		unlinkat(s->fd_committed, t->id, 0);   /* not durable: not acknowledged */
 	}
@@ -1325,6 +1332,12 @@ int spool_remove(const char *queue_dir, const char *id)
 		return errno = EINVAL, -1;
 	snprintf(path, sizeof path, "%s/%s/%s", queue_dir, SPOOL_COMMITTED, id);
 	return unlink(path);
+}
+
+/* the queue's files and directories all live on one file system (renames join them): known once */
+int spool_sync(struct spool *s, int fd)
+{
+	return s->have_dev ? sync_shared_dev(fd, s->dev) : sync_shared(fd);
 }
 
 int spool_retire(struct spool *s, const char *id, int fd)
