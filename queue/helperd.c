@@ -37,7 +37,16 @@
 #include "core/privs.h"
 #include "core/worker.h"
 
-#define HELPER_THREADS 16
+#define HELPER_THREADS 16  /* local: one delivery per thread (each becomes its user) */
+/*
+ * virtual: fewer threads, each taking every request waiting (HELPER_BATCH):
+ * with 16, each request woke a thread of its own and nothing queued to
+ * batch; with 4, 2,000 messages cost the helper 5,100 context switches and
+ * 250-290 ms of CPU instead of 8,100 and 300 ms (and 11,000 and 360-450 ms
+ * before batches), at the same throughput.
+ */
+#define VIRTUAL_THREADS 4
+#define HELPER_BATCH   16   /* requests one virtual worker takes at once, when they are waiting */
 #define MAX_GROUPS     64
 
 struct hjob {
@@ -45,6 +54,9 @@ struct hjob {
 	int msgfd;                 /* the message, received with the request; owned */
 	char *base;                /* virtual: virtual_mailbox_base at the time of the request; owned */
 	char *mailbox;             /* local: home_mailbox at the time of the request; owned */
+	struct msg_src src;        /* the message in msgfd, once checked */
+	int ready;                 /* virtual: checked, for the batch's Maildir delivery */
+	char reason[256];
 	struct helper_reply rep;
 };
 
@@ -137,35 +149,56 @@ static int local_deliver(struct hjob *j, const struct msg_src *src)
 	return rc;
 }
 
+/* check the request against its descriptor; local delivers now, virtual waits for the batch */
 static void deliver(struct hjob *j)
 {
-	struct msg_src src;
 	struct stat st;
-	char reason[256];
 
 	if (fstat(j->msgfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < j->rq.off + j->rq.size ||
 	    st.st_size < j->rq.pre_off + j->rq.pre_len) {
 		fail(j, EINVAL, "%s", "the message descriptor does not hold the message");
 		return;
 	}
-	src.fd = j->msgfd;
-	src.off = (off_t)j->rq.off;
-	src.size = (off_t)j->rq.size;
-	src.sender = j->rq.sender;
-	src.pre_off = (off_t)j->rq.pre_off;
-	src.pre_len = (off_t)j->rq.pre_len;
+	j->src.fd = j->msgfd;
+	j->src.off = (off_t)j->rq.off;
+	j->src.size = (off_t)j->rq.size;
+	j->src.sender = j->rq.sender;
+	j->src.pre_off = (off_t)j->rq.pre_off;
+	j->src.pre_len = (off_t)j->rq.pre_len;
 	if (H.w == HELPER_LOCAL) {
-		local_deliver(j, &src);
+		local_deliver(j, &j->src);
 		return;
 	}
-	if (maildir_deliver_under(j->base, j->rq.mailbox, H.euid, &src, j->rq.rcpt, reason, sizeof reason) < 0) {
-		j->rep.status = EIO;
-		snprintf(j->rep.reason, sizeof j->rep.reason, "%s", reason);
-	}
+	j->ready = 1;
+}
+
+/*
+ * virtual: the batch's Maildir deliveries by this thread, with shared syncs
+ * (maildir_deliver_batch): one wake-up and two syncs for all of them, where
+ * each alone cost a wake-up and two sleeps on a sync.
+ */
+static void deliver_batch(struct hjob **b, int n)
+{
+	struct maildir_req r[HELPER_BATCH];
+	int i, k = 0;
+
+	for (i = 0; i < n; i++)
+		if (b[i]->ready)
+			r[k++] = (struct maildir_req){ .base = b[i]->base, .rel = b[i]->rq.mailbox, .owner = H.euid,
+			    .m = &b[i]->src, .rcpt = b[i]->rq.rcpt, .reason = b[i]->reason,
+			    .rlen = sizeof b[i]->reason };
+	if (k == 0)
+		return;
+	maildir_deliver_batch(r, k);
+	for (i = 0, k = 0; i < n; i++)
+		if (b[i]->ready && r[k++].rc < 0) {
+			b[i]->rep.status = EIO;
+			snprintf(b[i]->rep.reason, sizeof b[i]->rep.reason, "%s", b[i]->reason);
+		}
 }
 
 /* one datagram and the descriptor that came with it (-1: none) */
-static ssize_t recv_request(char *buf, size_t len, int *fd)
+static ssize_t recv_request(char *buf, size_t len, int *fd, int flags)
 {
 	union {
 		struct cmsghdr h;
@@ -182,7 +215,7 @@ static ssize_t recv_request(char *buf, size_t len, int *fd)
 	mh.msg_iovlen = 1;
 	mh.msg_control = u.space;
 	mh.msg_controllen = sizeof u.space;
-	if ((n = recvmsg(H.sock, &mh, MSG_CMSG_CLOEXEC)) < 0)
+	if ((n = recvmsg(H.sock, &mh, MSG_CMSG_CLOEXEC | flags)) < 0)
 		return n;
 	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
 		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
@@ -211,41 +244,53 @@ static ssize_t recv_request(char *buf, size_t len, int *fd)
 /*
  * One worker: read a request, deliver it, answer it, and again, until the
  * daemon's end is closed (or SIGTERM shuts ours for reading). No loop in
- * between: a request goes from the socket to the disk on one thread.
+ * between: a request goes from the socket to the disk on one thread. A
+ * virtual worker also takes the requests already waiting (up to
+ * HELPER_BATCH, without blocking) and delivers them together; the local one
+ * takes one at a time (it becomes each request's user).
  */
 static void *worker(void *arg)
 {
 	static struct hjob zero;
 	char buf[HELPER_MSG_MAX];
+	struct hjob *b[HELPER_BATCH];
+	int nb, i, stop = 0;
 
 	(void)arg;
-	for (;;) {
-		struct hjob *j;
-		int fd;
-		ssize_t n = recv_request(buf, sizeof buf, &fd);
+	while (!stop) {
+		for (nb = 0; nb < HELPER_BATCH && !(nb > 0 && H.w == HELPER_LOCAL);) {
+			struct hjob *j;
+			int fd;
+			ssize_t n = recv_request(buf, sizeof buf, &fd, nb > 0 ? MSG_DONTWAIT : 0);
 
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == 0 || (n == -1 && errno != EMSGSIZE))
-			break;   /* the daemon is gone (or restarting), or we stop */
-		if (n > 0 && helper_msg_is_log(buf, (size_t)n)) {
-			/* the rotated maillog_file, reopened by the daemon: ours may be a user who cannot */
-			if (fd >= 0)
-				log_adopt_file(fd);
-			continue;
-		}
-		if ((j = mem_alloc(sizeof *j)) == NULL) {
-			log_warning(svc(), "out of memory: request dropped (the daemon retries it)");
-			fd_close(fd);
-			continue;
-		}
-		*j = zero;
-		j->msgfd = fd;
-		if (n < 0 || helper_req_decode(buf, (size_t)n, &j->rq) < 0 || fd < 0) {
-			/* a broken request is answered (when it has an id) and never acted on */
-			log_warning(svc(), "malformed request from the daemon: refused");
-			fail(j, EBADMSG, "%s", "malformed request");
-		} else {
+			if (n == -1 && nb > 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				break;   /* nothing more waiting: deliver what we hold */
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n == 0 || (n == -1 && errno != EMSGSIZE)) {
+				stop = 1;   /* the daemon is gone (or restarting), or we stop */
+				break;
+			}
+			if (n > 0 && helper_msg_is_log(buf, (size_t)n)) {
+				/* the rotated maillog_file, reopened by the daemon: ours may be a user who cannot */
+				if (fd >= 0)
+					log_adopt_file(fd);
+				continue;
+			}
+			if ((j = mem_alloc(sizeof *j)) == NULL) {
+				log_warning(svc(), "out of memory: request dropped (the daemon retries it)");
+				fd_close(fd);
+				continue;
+			}
+			*j = zero;
+			j->msgfd = fd;
+			b[nb++] = j;
+			if (n < 0 || helper_req_decode(buf, (size_t)n, &j->rq) < 0 || fd < 0) {
+				/* a broken request is answered (when it has an id) and never acted on */
+				log_warning(svc(), "malformed request from the daemon: refused");
+				fail(j, EBADMSG, "%s", "malformed request");
+				continue;
+			}
 			pthread_mutex_lock(&H.mu);
 			j->base = mem_strdup(conf_str(H.c, "virtual_mailbox_base", 0));
 			j->mailbox = mem_strdup(conf_str(H.c, "home_mailbox", 0));
@@ -255,11 +300,14 @@ static void *worker(void *arg)
 			else
 				deliver(j);
 		}
-		reply(j);
-		fd_close(fd);
-		mem_free(j->base);
-		mem_free(j->mailbox);
-		mem_free(j);
+		deliver_batch(b, nb);
+		for (i = 0; i < nb; i++) {
+			reply(b[i]);
+			fd_close(b[i]->msgfd);
+			mem_free(b[i]->base);
+			mem_free(b[i]->mailbox);
+			mem_free(b[i]);
+		}
 	}
 	return NULL;
 }
@@ -302,7 +350,7 @@ int helperd_run(enum helper_which w, int sock, struct conf *c, const char *conf_
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, WORKER_STACK);
-	for (i = 0; i < HELPER_THREADS; i++)
+	for (i = 0; i < (w == HELPER_VIRTUAL ? VIRTUAL_THREADS : HELPER_THREADS); i++)
 		if (pthread_create(&H.threads[H.nthreads], &attr, worker, NULL) == 0)
 			H.nthreads++;
 	pthread_attr_destroy(&attr);

@@ -35,6 +35,8 @@
 
 #define HEADER_MAX (1024 * 1024)   /* header block kept for loop checks and bounces */
 #define COPY_BUF   (64 * 1024)
+#define MBOX_LOCK_TRIES    10        /* a locked mbox: tries... */
+#define MBOX_LOCK_DELAY_US 100000    /* ...this far apart, then the delivery is deferred */
 
 static unsigned int delivery_counter;   /* Maildir's Q<n>: unique within this process */
 
@@ -358,14 +360,17 @@ static const char *unique_host(void)
 	return unique_host_buf;
 }
 
-/* Maildir (cr.yp.to/proto/maildir.html): tmp/ unique name, sync, rename into new/, sync new/. */
-static int deliver_maildir(int dirfd, uid_t owner, const struct msg_src *m, const char *rcpt,
-    char *reason, size_t rlen)
+/*
+ * Maildir (cr.yp.to/proto/maildir.html): tmp/ unique name, sync, rename into
+ * new/, sync new/. In two halves, so that a batch shares its syncs: stage()
+ * writes the file into tmp/ (no sync), finish_batch() syncs every staged
+ * file's file system once, renames them all into new/, and syncs new/'s once.
+ * A batch of one is the same steps in the same order as a lone delivery.
+ */
+static int stage(struct maildir_req *r, int dirfd)
 {
 	static const char *const sub[] = { "tmp", "new", "cur" };
-	char name[700];
-	int fds[3] = { -1, -1, -1 }, fd = -1, rc = -1, i, e, made = 0;
-	dev_t dev[2] = { 0, 0 };   /* tmp/'s and new/'s file systems */
+	int i, made = 0, curfd = -1;
 	const char *step;
 	struct timeval tv;
 
@@ -376,52 +381,90 @@ static int deliver_maildir(int dirfd, uid_t owner, const struct msg_src *m, cons
 	 * spent on it.
 	 */
 	for (i = 0; i < 2; i++)
-		if ((fds[i] = open_component(dirfd, sub[i], owner, 1, &made, &dev[i], reason, rlen)) < 0)
-			goto out;
-	if (made && (fds[2] = open_component(dirfd, sub[2], owner, 1, NULL, NULL, reason, rlen)) < 0)
-		goto out;
+		if ((r->p.fds[i] = open_component(dirfd, sub[i], r->owner, 1, &made, &r->p.dev[i], r->reason,
+		    r->rlen)) < 0)
+			return -1;
+	if (made) {
+		if ((curfd = open_component(dirfd, sub[2], r->owner, 1, NULL, NULL, r->reason, r->rlen)) < 0)
+			return -1;
+		fd_close(curfd);
+	}
 	gettimeofday(&tv, NULL);
-	snprintf(name, sizeof name, "%lld.M%ldP%ldQ%u.%.180s", (long long)tv.tv_sec, (long)tv.tv_usec,
+	snprintf(r->p.name, sizeof r->p.name, "%lld.M%ldP%ldQ%u.%.180s", (long long)tv.tv_sec, (long)tv.tv_usec,
 	    daemon_self(), __atomic_add_fetch(&delivery_counter, 1, __ATOMIC_RELAXED), unique_host());
 	step = "create maildir file";
-	if ((fd = fd_openat(fds[0], name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+	if ((r->p.fd = fd_openat(r->p.fds[0], r->p.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600)) < 0)
 		goto fail;
 	step = "write maildir file";
-	if (write_prefix(fd, m, rcpt) < 0 || copy_message(fd, m, 0) < 0)
-		goto fail_unlink;
-	step = "sync maildir file";
-	if (sync_shared_dev(fd, dev[0]) < 0)
-		goto fail_unlink;
-	step = "close maildir file";
-	e = fd_close(fd);
-	fd = -1;
-	if (e < 0)
-		goto fail_unlink;
-	step = "rename maildir file";
-	if (renameat(fds[0], name, fds[1], name) < 0)
-		goto fail_unlink;
-	if (sync_shared_dev(fds[1], dev[1]) < 0) {
-		/* delivered but not known durable: take it back, the retry delivers again */
-		e = errno;
-		unlinkat(fds[1], name, 0);
-		snprintf(reason, rlen, "sync maildir directory new: %s", strerror(e));
-		goto out;
-	}
-	rc = 0;
-	goto out;
-fail_unlink:
-	e = errno;
-	unlinkat(fds[0], name, 0);
-	errno = e;
+	if (write_prefix(r->p.fd, r->m, r->rcpt) < 0 || copy_message(r->p.fd, r->m, 0) < 0)
+		goto fail;
+	return 0;
 fail:
-	snprintf(reason, rlen, "%s %s: %s", step, name, strerror(errno));
-out:
-	if (fd >= 0)
-		fd_close(fd);
-	for (i = 0; i < 3; i++)
-		if (fds[i] >= 0)
-			fd_close(fds[i]);
-	return rc;
+	snprintf(r->reason, r->rlen, "%s %s: %s", step, r->p.name, strerror(errno));
+	return -1;
+}
+
+/* a staged file that will not be delivered: out of tmp/ */
+static void unstage(struct maildir_req *r, const char *step, int err)
+{
+	if (r->p.fd >= 0) {
+		fd_close(r->p.fd);
+		r->p.fd = -1;
+	}
+	unlinkat(r->p.fds[0], r->p.name, 0);
+	snprintf(r->reason, r->rlen, "%s %s: %s", step, r->p.name, strerror(err));
+	r->rc = -1;
+}
+
+static void finish_batch(struct maildir_req *r, int n)
+{
+	int i, k, e;
+
+	/* one sync per file system for every file staged (a later file of the same one is covered) */
+	for (i = 0; i < n; i++) {
+		if (r[i].rc != 1 || r[i].p.synced)
+			continue;
+		e = sync_shared_dev(r[i].p.fd, r[i].p.dev[0]) < 0 ? errno : 0;
+		for (k = i; k < n; k++)
+			if (r[k].rc == 1 && !r[k].p.synced && r[k].p.dev[0] == r[i].p.dev[0]) {
+				r[k].p.synced = 1;
+				if (e)
+					unstage(&r[k], "sync maildir file", e);
+			}
+	}
+	for (i = 0; i < n; i++) {
+		if (r[i].rc != 1)
+			continue;
+		e = fd_close(r[i].p.fd);
+		r[i].p.fd = -1;
+		if (e < 0) {
+			unstage(&r[i], "close maildir file", errno);
+			continue;
+		}
+		if (renameat(r[i].p.fds[0], r[i].p.name, r[i].p.fds[1], r[i].p.name) < 0) {
+			unstage(&r[i], "rename maildir file", errno);
+			continue;
+		}
+		r[i].p.synced = 0;
+	}
+	for (i = 0; i < n; i++) {
+		if (r[i].rc != 1 || r[i].p.synced)
+			continue;
+		e = sync_shared_dev(r[i].p.fds[1], r[i].p.dev[1]) < 0 ? errno : 0;
+		for (k = i; k < n; k++)
+			if (r[k].rc == 1 && !r[k].p.synced && r[k].p.dev[1] == r[i].p.dev[1]) {
+				r[k].p.synced = 1;
+				if (e) {
+					/* delivered but not known durable: take it back, the retry delivers again */
+					unlinkat(r[k].p.fds[1], r[k].p.name, 0);
+					snprintf(r[k].reason, r[k].rlen, "sync maildir directory new: %s", strerror(e));
+					r[k].rc = -1;
+				} else {
+					r[k].rc = 0;
+				}
+			}
+	}
 }
 
 static int deliver_mbox(int dirfd, const char *file, uid_t owner, const struct msg_src *m,
@@ -446,8 +489,17 @@ static int deliver_mbox(int dirfd, const char *file, uid_t owner, const struct m
 		return -1;
 	}
 	step = "lock mailbox";
-	if (flock(fd, LOCK_EX) < 0)
-		goto fail;
+	/*
+	 * Not a blocking flock: a reader that holds the lock (a mail client left
+	 * open) would hold this thread, and with it a helper's whole batch, for as
+	 * long as it likes. Postfix tries deliver_lock_attempts times and defers;
+	 * so does this, within about a second: the retry delivers.
+	 */
+	for (n = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; n++) {
+		if (errno != EWOULDBLOCK || n >= MBOX_LOCK_TRIES)
+			goto fail;
+		usleep(MBOX_LOCK_DELAY_US);
+	}
 	gmtime_r(&now, &tm);
 	n = snprintf(line, sizeof line, "From %s ", *m->sender ? m->sender : "MAILER-DAEMON");
 	if (n < 0 || (size_t)n >= sizeof line - 32)
@@ -476,44 +528,94 @@ fail:
 	return -1;
 }
 
+/* everything a request holds: its directories and its file */
+static void req_close(struct maildir_req *r)
+{
+	int i;
+
+	if (r->p.fd >= 0)
+		fd_close(r->p.fd);
+	for (i = 0; i < 2; i++)
+		if (r->p.fds[i] >= 0)
+			fd_close(r->p.fds[i]);
+	if (r->p.dirfd >= 0 && r->p.dirfd != r->p.basefd)
+		fd_close(r->p.dirfd);
+	if (r->p.basefd >= 0 && r->base)
+		fd_close(r->p.basefd);
+	r->p.fd = r->p.fds[0] = r->p.fds[1] = r->p.dirfd = r->p.basefd = -1;
+}
+
+/* Walk to the mailbox; an mbox is delivered whole now, a Maildir file staged (rc 1). */
+static void start_req(struct maildir_req *r)
+{
+	char path[4096], *file = NULL;
+	size_t n = strlen(r->rel);
+	int mbox = n > 0 && r->rel[n - 1] != '/';
+
+	r->rc = -1;
+	r->p.fd = r->p.fds[0] = r->p.fds[1] = r->p.dirfd = -1;
+	r->p.synced = 0;
+	r->p.basefd = r->base ? -1 : r->basefd;
+	if (n == 0 || n >= sizeof path) {
+		snprintf(r->reason, r->rlen, "bad mailbox path");
+		return;
+	}
+	if (r->base) {
+		/* the base itself is the admin's (configuration, or a home directory): followed as named */
+		if ((r->p.basefd = fd_open(r->base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+			if (errno == ENOENT && file_mkdir_p(r->base, 0700) == 0)
+				r->p.basefd = fd_open(r->base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (r->p.basefd < 0) {
+				snprintf(r->reason, r->rlen, "open mailbox base %s: %s", r->base, strerror(errno));
+				return;
+			}
+		}
+	}
+	memcpy(path, r->rel, n + 1);
+	if ((r->p.dirfd = walk(r->p.basefd, path, r->owner, mbox ? &file : NULL, r->reason, r->rlen)) < 0)
+		return;
+	if (mbox)
+		r->rc = deliver_mbox(r->p.dirfd, file, r->owner, r->m, r->rcpt, r->reason, r->rlen);
+	else if (stage(r, r->p.dirfd) == 0)
+		r->rc = 1;   /* staged: finish_batch syncs and renames it */
+	/* a staged delivery needs only tmp/, new/ and its file until the end of the batch */
+	if (r->p.dirfd >= 0 && r->p.dirfd != r->p.basefd)
+		fd_close(r->p.dirfd);
+	if (r->p.basefd >= 0 && r->base)
+		fd_close(r->p.basefd);
+	r->p.dirfd = r->p.basefd = -1;
+}
+
+void maildir_deliver_batch(struct maildir_req *r, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		start_req(&r[i]);
+		if (r[i].rc == -1 && r[i].p.fd >= 0)
+			unlinkat(r[i].p.fds[0], r[i].p.name, 0);   /* a torn write stays out of tmp/ */
+	}
+	finish_batch(r, n);
+	for (i = 0; i < n; i++)
+		req_close(&r[i]);
+}
+
 int maildir_deliver_at(int basefd, const char *rel, uid_t owner, const struct msg_src *m,
     const char *rcpt, char *reason, size_t rlen)
 {
-	char path[4096], *file = NULL;
-	size_t n = strlen(rel);
-	int dirfd, rc, mbox = n > 0 && rel[n - 1] != '/';
+	struct maildir_req r = { .basefd = basefd, .rel = rel, .owner = owner, .m = m, .rcpt = rcpt,
+	    .reason = reason, .rlen = rlen };
 
-	if (n == 0 || n >= sizeof path) {
-		snprintf(reason, rlen, "bad mailbox path");
-		return -1;
-	}
-	memcpy(path, rel, n + 1);
-	if ((dirfd = walk(basefd, path, owner, mbox ? &file : NULL, reason, rlen)) < 0)
-		return -1;
-	if (mbox)
-		rc = deliver_mbox(dirfd, file, owner, m, rcpt, reason, rlen);
-	else
-		rc = deliver_maildir(dirfd, owner, m, rcpt, reason, rlen);
-	if (dirfd != basefd)
-		fd_close(dirfd);
-	return rc;
+	maildir_deliver_batch(&r, 1);
+	return r.rc;
 }
 
 int maildir_deliver_under(const char *base, const char *rel, uid_t owner, const struct msg_src *m,
     const char *rcpt, char *reason, size_t rlen)
 {
-	int basefd, rc;
+	struct maildir_req r = { .base = base, .rel = rel, .owner = owner, .m = m, .rcpt = rcpt,
+	    .reason = reason, .rlen = rlen };
 
-	/* the base itself is the admin's (configuration, or a home directory): followed as named */
-	if ((basefd = fd_open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-		if (errno == ENOENT && file_mkdir_p(base, 0700) == 0)
-			basefd = fd_open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (basefd < 0) {
-			snprintf(reason, rlen, "open mailbox base %s: %s", base, strerror(errno));
-			return -1;
-		}
-	}
-	rc = maildir_deliver_at(basefd, rel, owner, m, rcpt, reason, rlen);
-	fd_close(basefd);
-	return rc;
+	maildir_deliver_batch(&r, 1);
+	return r.rc;
 }

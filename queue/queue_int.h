@@ -267,6 +267,33 @@ int  maildir_deliver_at(int basefd, const char *rel, uid_t owner, const struct m
 /* The same with a base named by path (created when missing). */
 int  maildir_deliver_under(const char *base, const char *rel, uid_t owner, const struct msg_src *m,
     const char *rcpt, char *reason, size_t rlen);
+/*
+ * Several deliveries by one thread, sharing their syncs: every Maildir file
+ * is written into tmp/, then one sync per file system covers them all, then
+ * all are renamed into new/ and one sync per file system covers the names
+ * (an mbox is appended and synced on its own, in order). Each request's rc
+ * and reason are its own, as if delivered alone: 0 delivered and durable,
+ * -1 not delivered (defer). Requests of one batch share the calling
+ * thread's identity, so the local helper, which changes it per user, sends
+ * them one at a time.
+ */
+struct maildir_req {
+	const char *base;              /* the base by path (created when missing), or NULL... */
+	int basefd;                    /* ...and then this directory (the caller's) */
+	const char *rel;
+	uid_t owner;
+	const struct msg_src *m;
+	const char *rcpt;
+	char *reason;                  /* the caller's buffer */
+	size_t rlen;
+	int rc;                        /* out */
+	struct {                       /* maildir.c's, between the halves */
+		int basefd, dirfd, fds[2], fd, synced;
+		dev_t dev[2];
+		char name[700];
+	} p;
+};
+void maildir_deliver_batch(struct maildir_req *r, int n);
 
 /* ---- delivery helpers: the protocol (helper_proto.c) and the daemon's side (helper.c) ---- */
 

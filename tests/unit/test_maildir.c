@@ -13,12 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/sync.h"
 #include "core/worker.h"
 #include "queue/queue.h"
 #include "queue/queue_int.h"
@@ -202,6 +204,76 @@ START_TEST(confinement)
 	ck_assert_ptr_nonnull(strstr(reason, "one link"));
 	ck_assert_int_eq(stat(target, &st), 0);
 	ck_assert_int_eq((int)st.st_size, 0);
+	close(m.fd);
+}
+END_TEST
+
+/*
+ * A batch (the virtual helper's): each request's outcome is its own, a bad
+ * one fails alone, nothing is left in tmp/, and the Maildir files share two
+ * syncs (files, then names) where each alone takes two: the calls to
+ * sync_shared are counted (a batch that synced per request makes 8 + 1).
+ */
+START_TEST(batch_shares_syncs)
+{
+	struct msg_src m = source("Subject: b\n\nbatch\n");
+	char reasons[6][256], path[512], target[512];
+	const char *rel[6] = { "b/a/Maildir/", "b/b/Maildir/", "b/evil/Maildir/", "b/a/Maildir/", "b/c.mbox",
+	    "b/c/Maildir/" };
+	struct maildir_req r[6];
+	unsigned long before;
+	int i;
+
+	snprintf(target, sizeof target, "%s/elsewhere", dir);
+	ck_assert_int_eq(mkdir(target, 0700), 0);
+	snprintf(path, sizeof path, "%s/b", dir);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	snprintf(path, sizeof path, "%s/b/evil", dir);
+	ck_assert_int_eq(symlink(target, path), 0);
+	for (i = 0; i < 6; i++)
+		r[i] = (struct maildir_req){ .base = dir, .rel = rel[i], .owner = geteuid(), .m = &m,
+		    .rcpt = "x@example.com", .reason = reasons[i], .rlen = sizeof reasons[i] };
+	before = sync_shared_calls();
+	maildir_deliver_batch(r, 6);
+	ck_assert_int_eq(r[0].rc, 0);
+	ck_assert_int_eq(r[1].rc, 0);
+	ck_assert_int_eq(r[2].rc, -1);
+	ck_assert_ptr_nonnull(strstr(reasons[2], "symbolic link"));
+	ck_assert_int_eq(r[3].rc, 0);
+	ck_assert_int_eq(r[4].rc, 0);
+	ck_assert_int_eq(r[5].rc, 0);
+	/* one sync of the files and one of the names for the 4 Maildir files; the mbox's own */
+	ck_assert_uint_eq(sync_shared_calls() - before, 3);
+	ck_assert_int_eq(count_files("b/a/Maildir/new", NULL, 0), 2);
+	ck_assert_int_eq(count_files("b/b/Maildir/new", NULL, 0), 1);
+	ck_assert_int_eq(count_files("b/c/Maildir/new", NULL, 0), 1);
+	ck_assert_int_eq(count_files("b/c/Maildir/cur", NULL, 0), 0);
+	ck_assert_int_eq(count_files("b/a/Maildir/tmp", NULL, 0), 0);
+	ck_assert_int_eq(count_files("elsewhere", NULL, 0), 0);
+	snprintf(path, sizeof path, "%s/b/c.mbox", dir);
+	ck_assert_ptr_nonnull(strstr(slurp(path), "batch"));
+	close(m.fd);
+}
+END_TEST
+
+/* a mailbox a reader holds locked: deferred within about a second, never waited on for good */
+START_TEST(mbox_locked_defers)
+{
+	struct msg_src m = source("Subject: l\n\nlocked\n");
+	char reason[256], path[512];
+	int fd;
+
+	snprintf(path, sizeof path, "%s/held.mbox", dir);
+	ck_assert_int_ge(fd = open(path, O_CREAT | O_RDWR, 0600), 0);
+	ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+	ck_assert_int_eq(maildir_deliver_under(dir, "held.mbox", geteuid(), &m, "h@example.com", reason,
+	    sizeof reason), -1);
+	ck_assert_msg(strstr(reason, "lock mailbox") != NULL, "%s", reason);
+	ck_assert_int_eq(flock(fd, LOCK_UN), 0);
+	ck_assert_int_eq(maildir_deliver_under(dir, "held.mbox", geteuid(), &m, "h@example.com", reason,
+	    sizeof reason), 0);
+	ck_assert_ptr_nonnull(strstr(slurp(path), "locked"));
+	close(fd);
 	close(m.fd);
 }
 END_TEST
@@ -500,6 +572,8 @@ int main(void)
 	tcase_add_test(tc, maildir_failure_is_reported);
 	tcase_add_test(tc, mbox_quotes_from);
 	tcase_add_test(tc, confinement);
+	tcase_add_test(tc, batch_shares_syncs);
+	tcase_add_test(tc, mbox_locked_defers);
 	tcase_add_test(tc, loop_detection);
 	tcase_add_test(tc, qmgr_delivers_and_removes);
 	tcase_add_test(tc, qmgr_recover_delivers);
