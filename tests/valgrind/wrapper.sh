@@ -17,8 +17,10 @@ esac
 # program cannot gain its group under valgrind, so sendmail's drop would fail.
 # --error-exitcode: a process with an error also exits 97 (the logs are the verdict).
 # More options through valgrind's own VALGRIND_OPTS (e.g. --track-origins=yes, 2x slower).
+# --vgdb=no: no gdbserver FIFOs in /tmp (a SIGKILLed process, as the crash tests make, left
+# its three /tmp/vgdb-pipe-* behind).
 exec valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite,indirect \
-	--show-leak-kinds=definite,indirect --error-exitcode=97 \
+	--show-leak-kinds=definite,indirect --error-exitcode=97 --vgdb=no \
 	--trace-children=yes --trace-children-skip='*/frugal-postdrop,/bin/*,/usr/*,/sbin/*' \
 	--suppressions=@SUPP@ --num-callers=30 \
 	--log-file="$logdir/vg.%p.%n" "$prog" "$@"
