@@ -1340,6 +1340,19 @@ static void do_write(struct smtpc *c)
 		}
 		if (c->outoff == c->outlen)
 			return;
+		if (c->st == C_BODY && c->body.dot_added && transport_reserve_write(&c->tr) < 0) {
+			/*
+			 * The dot is in this write. Its reply must not need memory: OpenSSL releases its
+			 * record buffers while idle, and a read buffer it cannot get once the peer has the
+			 * dot loses the 250, so the message would go twice (found by the cached-connection
+			 * sweep, test_faults_out.py). Without the buffers the dot is never sent.
+			 */
+			set_err(c, 0, "4.3.0", "local resource shortage: out of memory before the end of data");
+			log_warning(c->j->route.transport, "%s: %s", c->j->queue_id, c->err);
+			finish(c);
+			c->st = C_CLOSED;
+			return;
+		}
 		n = transport_write(&c->tr, c->out + c->outoff, c->outlen - c->outoff);
 		if (n < 0) {
 			if (errno == EAGAIN)

@@ -31,6 +31,7 @@ import unittest
 from dnsserver import DNSServer
 from harness import Daemon, wait_for, free_port, make_cert, SLOW, VALGRIND
 import test_smtp_client
+from test_smtp_reuse import CountingSink, tcp_client_sockets
 
 FULL = bool(os.environ.get("FRUGAL_FAULT_FULL"))
 STRIDE = 1 if FULL else int(os.environ.get("FRUGAL_FAULT_STRIDE", "1" if VALGRIND else "3"))
@@ -44,16 +45,18 @@ RECORDS = {
 }
 MSG = "From: alice@example.test\r\nSubject: out fault %d\r\nX-Fault: %d\r\n\r\nline one\r\n.leading dot\r\n"
 # the sink's EHLO without DSN: frugal then writes the success notice itself ("relayed")
+# the message before each swept one, to the same next hop: it leaves its connection idle in the cache
+WARM = "From: alice@example.test\r\nSubject: warm %d\r\nX-Warm: %d\r\n\r\nwarms the connection\r\n"
 NO_DSN_EHLO = "250-pysink\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES"
 
 
-def faults_of(sink):
+def faults_of(sink, header=b"X-Fault"):
     """{X-Fault number: times the sink received it}"""
     out = {}
     with sink.lock:
         msgs = list(sink.messages)
     for _, _, data in msgs:
-        m = re.search(rb"^X-Fault: (\d+)", data, re.M)
+        m = re.search(rb"^" + header + rb": (\d+)", data, re.M)
         if m:
             k = int(m.group(1))
             out[k] = out.get(k, 0) + 1
@@ -69,18 +72,24 @@ class DeliverySweep(unittest.TestCase):
     def tearDownClass(cls):
         cls.dns.stop()
 
-    def sweep(self, label, sink, extra, rcpt, domain, notify=None, stride=STRIDE):
-        """Returns (sites, outcomes, the N delivered twice for a notice owed, the daemon)."""
-        # no connection kept for reuse: every attempt connects, greets (and starts TLS) anew
-        d = Daemon("relay_domains = sweep.test\nsmtp_connection_cache_on_demand = no\n" + extra, dns=self.dns,
+    def sweep(self, label, sink, extra, rcpt, domain, notify=None, stride=STRIDE, cache=False, before_each=None,
+              after_each=None):
+        """Returns (sites, outcomes, the N delivered twice for a notice owed, the daemon).
+        before_each(d, n) runs before message n is submitted (the cached sweep warms the connection
+        there); after_each(d, n, new log) checks each step and may name its outcome (else None)."""
+        # by default no connection kept for reuse: every attempt connects, greets (and starts TLS) anew
+        d = Daemon("relay_domains = sweep.test, warm.test\nsmtp_connection_cache_on_demand = %s\n"
+                   % ("yes" if cache else "no") + extra, dns=self.dns,
                    env={"FRUGAL_ALLOC_SWEEP_DELIVERY": domain, "FRUGAL_ALLOC_SWEEP_STRIDE": str(stride)})
         self.addCleanup(d.cleanup)
         d.start()
         committed = os.path.join(d.queue, "committed")
-        outcomes, owed, n = {}, [], 0
+        outcomes, owed, lost, n = {}, [], [], 0
         while True:
             n += 1
             self.assertLessEqual(n, LIMIT, "sweep did not end")
+            if before_each:
+                before_each(d, n)
             before = d.output()
             t0 = time.monotonic()
             # the submitting session stays open, idle, until the attempt ends: its QUIT and its
@@ -107,12 +116,23 @@ class DeliverySweep(unittest.TestCase):
                 # qmgr.c success_owed(): the notice could not be queued, so the recipient stays
                 # to do and the message goes again (Postfix's smtp does the same): reported
                 owed.append(n)
+            elif got == 2 and "while sending end of data -- message may be sent more than once" in new and \
+                    all(int(x) < 1024 for x in re.findall(r"fault injection: failing this allocation of (\d+) bytes", new)):
+                # the peer had the dot when the reply was lost to a small allocation inside
+                # OpenSSL's SSL_read: 3.0 allocates per TLS 1.3 record (40 bytes, the additional
+                # data's WPACKET), which no reservation can take ahead. Deferred "may be sent more
+                # than once" (Postfix's words, RFC 1047), as after a lost connection: reported.
+                # The record buffers (16.7 KiB) are reserved before the dot (smtpc.c do_write):
+                # a failure of those must never come here.
+                lost.append(n)
             else:
                 self.assertEqual(got, 1, "N=%d: delivered %s times\n%s" % (n, got, out[-4000:]))
             self.assertNotIn("status=bounced", out, "N=%d: bounced\n%s" % (n, out[-4000:]))
             if os.environ.get("FRUGAL_FAULT_DEBUG"):
                 print("N=%d %.2f %.2f %.2fs fired=%d deferred=%d" % (n, t1 - t0, t2 - t0, time.monotonic() - t0, fired, "status=deferred" in new))
             kind = ("deferred, then sent" if "status=deferred" in new else "sent") if fired else "no failure"
+            if after_each:
+                kind = after_each(d, n, new) or kind
             outcomes[kind] = outcomes.get(kind, 0) + 1
             if not fired:
                 break
@@ -122,7 +142,8 @@ class DeliverySweep(unittest.TestCase):
         self.assertNotIn("panic", log)
         print("\nfault sweep (%s): %d allocation sites exercised (one in %s, of ~%d); outcomes %s%s"
               % (label, n - 1, stride, (n - 1) * stride, outcomes,
-                 "; delivered twice because the success notice could not be queued: N=%s" % owed if notify else ""))
+                 "; delivered twice because the success notice could not be queued: N=%s" % owed if notify else "")
+              + ("; delivered twice because the reply to the end of data was lost: N=%s" % lost if lost else ""))
         return n - 1, outcomes, owed, d
 
     def pysink(self, addr, **kw):
@@ -162,6 +183,121 @@ class DeliverySweep(unittest.TestCase):
         # negative control: the handshake's allocations are swept too (OpenSSL's go through
         # core/mem): far more sites than the plain relay's ~50
         self.assertGreater(sites * TLS_STRIDE, 500)
+
+    def test_smtp_relay_cached_connection(self):
+        """Each armed attempt takes a connection kept open by the delivery before it: a message to
+        warm.test, the same next hop, sent and retired first (its connection answered RSET and waits
+        idle in the cache). A failure must close or return that connection in step with the peer.
+        The next hop offers no DSN and the message asks NOTIFY=SUCCESS: frugal's notice is written
+        inside the attempt, after the transaction on the kept connection."""
+        self.cached_sweep("SMTP relay over a cached connection, success notice")
+
+    def test_smtp_relay_cached_tls_connection(self):
+        """The same over a kept STARTTLS connection (its TLS records, RSET and MAIL inside TLS)."""
+        tmp = tempfile.mkdtemp(prefix="frugal-fault-cache-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        self.cached_sweep("SMTP relay over a cached STARTTLS connection", tls=make_cert(tmp, "sink", kind="ec"))
+
+    def cached_sweep(self, label, tls=None):
+        port = free_port()
+        sink = CountingSink(("127.0.0.1", port), ehlo_reply=None if tls else NO_DSN_EHLO, tls=tls)
+        sink.srv.handle_error = lambda *a: None
+        self.addCleanup(sink.stop)
+        hop = "smtp:[127.0.0.1]:%d" % port
+        seen = {"cached": 0}
+
+        def open_to_sink():
+            return [st for st in tcp_client_sockets(port) if st == "01"]    # ESTABLISHED, frugal's side
+
+        def warm(d, n):
+            with smtplib.SMTP("127.0.0.1", d.port, timeout=20 * SLOW) as c:
+                c.sendmail("alice@example.test", ["w@warm.test"], WARM % (n, n))
+            committed = os.path.join(d.queue, "committed")
+            wait_for(lambda: faults_of(sink, b"X-Warm").get(n) == 1 and not os.listdir(committed), 30,
+                     "warm message %d sent and retired" % n)
+            # exactly one connection open, idle in the cache: a failure before left none half-open
+            self.assertEqual(len(open_to_sink()), 1, "N=%d: connections open to the sink: %s\n%s"
+                             % (n, tcp_client_sockets(port), d.output()[-3000:]))
+
+        def check(d, n, new):
+            lines = re.findall(r"to=<u@sweep\.test>.*", new)
+            self.assertTrue(lines, "N=%d: no delivery line\n%s" % (n, new))
+            # the armed attempt's own line, or its start over on a new connection after a failure
+            # on the kept one
+            cached = "conn_use=" in lines[0] or "trying a new connection" in new
+            seen["cached"] += cached
+            kind = ("deferred, then sent" if "status=deferred" in new else "sent") \
+                if "fault injection: failing" in new else "no failure"
+            return kind + (" (cached connection)" if cached else " (a new connection)")
+
+        sites, outcomes, owed, d = self.sweep(
+            label, sink,
+            "transport_maps = inline:{ sweep.test=%s, warm.test=%s }\n" % (hop, hop) +
+            "smtp_destination_concurrency_limit = 1\nsmtp_connection_cache_time_limit = 60s\n"
+            "smtp_connection_reuse_time_limit = 3600s\n",
+            "u@sweep.test", "sweep.test", cache=True, before_each=warm, after_each=check,
+            notify=None if tls else "SUCCESS,FAILURE")
+        log = d.output()
+        # the warm messages were never armed: each went at once and once, on whatever connection a
+        # failure before left; a connection left out of step would defer one or be found dead at MAIL
+        self.assertEqual(sorted(faults_of(sink, b"X-Warm").items()), [(k, 1) for k in range(1, sites + 2)])
+        if tls:
+            self.assertEqual(sink.tls_messages, len(sink.messages))
+        self.assertNotRegex(log, r"to=<w@warm\.test>.*status=(deferred|bounced)")
+        # a failure writing RSET or MAIL on the kept connection (a TLS record) starts the armed job
+        # over on a new connection (smtpc.c retry_fresh); never a warm message's
+        warm_ids = set(re.findall(r"(\w+): to=<w@warm\.test>", log))
+        fresh = set(re.findall(r"(\w+): cached connection to .*: trying a new connection", log))
+        self.assertFalse(warm_ids & fresh, "a warm message found its kept connection dead")
+        for mail, rcpts, data in sink.messages:
+            self.assertEqual(rcpts, ["w@warm.test"] if b"X-Warm" in data else ["u@sweep.test"])
+        # each connection's dialogue in step: a transaction starts after EHLO or RSET
+        for conn in range(1, sink.connections + 1):
+            v = [x for x in sink.verbs(conn) if x not in ("RCPT", "DATA")]
+            for a, b in zip(v, v[1:]):
+                if b == "MAIL":
+                    self.assertIn(a, ("EHLO", "RSET"), "connection %d: %s" % (conn, v))
+        # negative control: the sweep went through the cached path, the unarmed end too (else
+        # it swept only the fresh-connection path test_smtp_relay_with_success_notice covers)
+        self.assertIn("no failure (cached connection)", outcomes)
+        self.assertGreaterEqual(seen["cached"], (sites + 1) // 2, outcomes)
+        self.assertLess(sink.connections, len(sink.messages) // 2 + 1, outcomes)
+
+    def test_smtp_relay_auth(self):
+        """AUTH PLAIN to a relayhost that requires it (530 to MAIL without it), in clear
+        (smtp_sasl_security_options = noanonymous): dense over the client's SASL code."""
+        port = free_port()
+        sink = self.pysink(("127.0.0.1", port), auth=("relayuser", "s3cret"), auth_required=True)
+        self.auth_sweep("SMTP relay, AUTH", sink, port, "smtp_sasl_security_options = noanonymous\n", STRIDE)
+
+    def test_smtp_relay_auth_starttls(self):
+        """The same inside STARTTLS (smtp_tls_security_level = encrypt, as for a relayhost with a
+        password: no fallback in clear), AUTH offered only inside TLS."""
+        tmp = tempfile.mkdtemp(prefix="frugal-fault-auth-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        port = free_port()
+        sink = self.pysink(("127.0.0.1", port), tls=make_cert(tmp, "sink", kind="ec"), auth=("relayuser", "s3cret"),
+                           auth_required=True)
+        sites = self.auth_sweep("SMTP relay, STARTTLS and AUTH", sink, port,
+                                "smtp_tls_security_level = encrypt\nsmtp_sasl_tls_security_options = noanonymous\n",
+                                TLS_STRIDE)
+        self.assertEqual(sink.tls_messages, len(sink.messages))
+        self.assertGreater(sites * TLS_STRIDE, 500)
+
+    def auth_sweep(self, label, sink, port, extra, stride):
+        sites, outcomes, owed, d = self.sweep(
+            label, sink, "transport_maps = inline:{ sweep.test=smtp:[127.0.0.1]:%d }\n" % port +
+            "smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = inline:{ 127.0.0.1=relayuser:s3cret }\n" + extra,
+            "u@sweep.test", "sweep.test", stride=stride)
+        log = d.output()
+        self.assertIn("deferred, then sent", outcomes, "no failure reached the SMTP client")
+        # the right password is never reported wrong (the sink says 535 only to wrong credentials),
+        # never logged, and every message went authenticated (else the sink's 530)
+        self.assertNotIn("535", log)
+        self.assertNotIn("s3cret", log)
+        self.assertNotIn("530 5.7.0", log)
+        self.assertGreaterEqual(sink.auth_ok, len(sink.messages))
+        return sites
 
     def test_lmtp_virtual_transport(self):
         """virtual_transport = lmtp:unix:PATH (Dovecot's set-up) for carol@virt.test."""

@@ -52,8 +52,9 @@ class PySink:
     """A small threaded SMTP/LMTP server: per-recipient replies, optional cut in DATA."""
 
     def __init__(self, addr, lmtp=False, rcpt_reply=None, drop_in_data=False, data_reply=None, tls=None,
-                 starttls_reply=None, auth=None, ehlo_reply=None):
+                 starttls_reply=None, auth=None, ehlo_reply=None, auth_required=False):
         self.lmtp = lmtp
+        self.auth_required = auth_required    # MAIL before a successful AUTH is answered 530 (a relayhost)
         self.ehlo_reply = ehlo_reply    # what EHLO is answered instead of the extensions (e.g. 502)
         self.greetings = []         # every EHLO/LHLO/HELO line as received
         self.auth = auth            # (user, password): AUTH PLAIN LOGIN offered, only inside TLS when tls is set
@@ -98,7 +99,7 @@ class PySink:
             w.flush()
         say("220 pysink ESMTP")
         mail, rcpts = None, []
-        in_tls = False
+        in_tls = authed = False
         while True:
             line = r.readline()
             if not line:
@@ -128,9 +129,11 @@ class PySink:
                 ctx.load_cert_chain(*self.tls)
                 conn = handler.tls_conn = ctx.wrap_socket(handler.connection, server_side=True)
                 r, w = conn.makefile("rb"), conn.makefile("wb")
-                in_tls, mail, rcpts = True, None, []
+                in_tls, mail, rcpts, authed = True, None, [], False
             elif verb == "HELO":
                 say("250 pysink")
+            elif verb == "MAIL" and self.auth_required and not authed:
+                say("530 5.7.0 Authentication required")
             elif verb == "MAIL":
                 mail, rcpts = cmd, []
                 say("250 2.1.0 Ok")
@@ -180,6 +183,7 @@ class PySink:
                 if (user, pw) == tuple(self.auth):
                     with self.lock:
                         self.auth_ok += 1
+                    authed = True
                     say("235 2.7.0 Authentication successful")
                 else:
                     say("535 5.7.8 Error: authentication failed: bad credentials")
