@@ -2087,7 +2087,8 @@ static void start_route(struct smtpc *c)
 
 /*
  * A cached connection for the job: its per-target arrays, then MAIL at once. 0 taken (the
- * session runs), -1 no memory for the arrays (the connection stays idle; the caller defers).
+ * session runs), -1 no memory for the arrays (the connection stays idle; the caller goes on
+ * as for a job that found none: a new connection, or a deferral when that has no memory either).
  */
 static int take_cached(struct smtpc *c, struct agent_job *j)
 {
