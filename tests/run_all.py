@@ -54,7 +54,7 @@ def unit(bindir, env, label):
 # Longest first, by these measured plain-pass seconds (a file not listed counts 30 s),
 # so that the long files do not end the run alone.
 DURATION_HINT = {
-    "test_faults_auth": 30, "test_faults_out": 50,
+    "test_faults_auth": 30, "test_faults_out": 130,
     "test_faults": 200, "test_remote": 106, "test_powerloss": 54, "test_smtp_client": 49,
     "test_auth": 37, "test_dns": 35, "test_peers": 34, "test_smtp_fire": 30,
     "test_queue_priv": 29, "test_ledger": 28, "test_sendmail": 25, "test_logging": 25,
