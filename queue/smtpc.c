@@ -2190,8 +2190,9 @@ static void hide_inline(char *s)
 		if (end - p > 3) {
 			memcpy(p, "...", 3);
 			memmove(p + 3, end, strlen(end) + 1);
+			end = p + 3;
 		}
-		p += 3;
+		p = end;
 	}
 }
 
