@@ -185,7 +185,12 @@ void limits_compute(const struct limits_params *p, const struct limits_snapshot 
 	pool_min(b, LP_MEM, LR_CG_MEMORY);
 	pool_min(b, LP_MEM, LR_AS);
 
-	tcp = avail(b->pool[LP_TCP], p->listeners);
+	/*
+	 * One TCP socket of the pool stays free (LIMITS_TCP_REFUSAL): a client
+	 * over the budget is accepted to be told 421, and that socket must fit
+	 * too (without it frugal held pool + 1 for the moment of the 421).
+	 */
+	tcp = avail(b->pool[LP_TCP], p->listeners + LIMITS_TCP_REFUSAL);
 	fd = avail(b->pool[LP_FD], LIMITS_FIXED_FDS);
 	mem = avail(b->pool[LP_MEM], own->mem_fixed > 0 ? own->mem_fixed : LIMITS_FIXED_MEM);
 
@@ -322,11 +327,13 @@ static struct {
 static void lock(void) { pthread_mutex_lock(&L.mu); }
 static void unlock(void) { pthread_mutex_unlock(&L.mu); }
 
+static long long tcp_cap(long long pool);
+
 int limits_tcp_admit(const char **why)
 {
 	if (!fd_room(FD_TCP, 0)) {
 		/* which cap: the TCP pool, or all descriptors */
-		*why = L.ready && L.b.pool[LP_TCP] != LIMITS_UNLIMITED && fd_count(FD_TCP) > L.b.pool[LP_TCP]
+		*why = L.ready && L.b.pool[LP_TCP] != LIMITS_UNLIMITED && fd_count(FD_TCP) > tcp_cap(L.b.pool[LP_TCP])
 		    ? "numtcpsock" : "descriptor";
 		return 0;
 	}
@@ -657,6 +664,14 @@ static long long cap_of(long long pool)
 	return pool > 0 ? pool : -1;
 }
 
+/* the TCP pool as core/fd's cap: what is left when the refusal's socket is kept free */
+static long long tcp_cap(long long pool)
+{
+	if (pool == LIMITS_UNLIMITED)
+		return pool;
+	return pool > LIMITS_TCP_REFUSAL ? pool - LIMITS_TCP_REFUSAL : pool;
+}
+
 void limits_resample(void)
 {
 	struct limits_snapshot snap;
@@ -703,7 +718,7 @@ void limits_resample(void)
 	mem_set_limit(b.pool[LP_MEM] == LIMITS_UNLIMITED ? 0
 	    : b.pool[LP_MEM] > own.mem_fixed ? (size_t)(b.pool[LP_MEM] - own.mem_fixed) : 1);
 	/* the daemon's caps: frugal's pools less what its siblings hold of container-wide limits */
-	fd_set_caps(cap_of(daemon_part(&b, LP_FD, own.sib_fd)), cap_of(b.pool[LP_TCP]),
+	fd_set_caps(cap_of(daemon_part(&b, LP_FD, own.sib_fd)), cap_of(tcp_cap(b.pool[LP_TCP])),
 	    cap_of(daemon_part(&b, LP_OTHER, own.sib_other)));
 	if (first)
 		L.started = time(NULL);

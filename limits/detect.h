@@ -216,6 +216,7 @@ struct limits_own {
 /* Charged descriptors that do not grow with load: listeners, the spool
  * directory, maps, worker pipes, the resolver's socket. */
 #define LIMITS_FIXED_FDS      16
+#define LIMITS_TCP_REFUSAL    1    /* TCP sockets of the pool kept for the 421 to a client over it */
 #define LIMITS_FIXED_MEM      (4LL << 20)   /* fixed overhead assumed until it is measured */
 #define LIMITS_SESSION_MEM    4096          /* struct session, line buffers */
 /*

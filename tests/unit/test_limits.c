@@ -432,7 +432,7 @@ START_TEST(describe_in_plain_words)
 	limits_describe(c, f);
 	fclose(f);
 	ck_assert_msg(strstr(text, "numtcpsock 360 (manual)") != NULL, "%s", text);
-	ck_assert_msg(strstr(text, "up to 159 SMTP sessions at once (bound by numtcpsock)") != NULL, "%s", text);
+	ck_assert_msg(strstr(text, "up to 158 SMTP sessions at once (bound by numtcpsock)") != NULL, "%s", text);
 	free(text);
 	conf_unref(c);
 }
@@ -454,8 +454,8 @@ START_TEST(compute_bound_by_numtcpsock)
 	ck_assert_int_eq((int)b.pool[LP_FD], 4096 - LIMITS_NOFILE_RESERVE);
 	/* deliveries: a quarter of (180 - 1 listener) = 44, capped at 20 */
 	ck_assert_int_eq((int)b.deliveries, LIMITS_DELIVERY_MAX);
-	/* sessions: 180 - 1 listener - 20 deliveries */
-	ck_assert_int_eq((int)b.sessions, 159);
+	/* sessions: 180 - 1 listener - 1 kept for a 421 (LIMITS_TCP_REFUSAL) - 20 deliveries */
+	ck_assert_int_eq((int)b.sessions, 158);
 	ck_assert_str_eq(b.sessions_by, "numtcpsock");
 	ck_assert_int_eq(b.sndbuf, 0);   /* no tcpsndbuf limit: the kernel's */
 
@@ -598,9 +598,9 @@ START_TEST(admission_at_the_limit)
 	int i, n;
 
 	ledger_setup(24, 1024);
-	/* 12 TCP - 1 listener - 2 deliveries */
+	/* 12 TCP - 1 listener - 1 kept for a 421 - 2 deliveries */
 	n = limits_smtpd_concurrency();
-	ck_assert_int_eq(n, 9);
+	ck_assert_int_eq(n, 8);
 	for (i = 0; i < n; i++)
 		ck_assert_int_eq(limits_session_admit(), 1);
 	ck_assert_int_eq(limits_sessions(), n);
@@ -619,13 +619,13 @@ START_TEST(stress_callbacks_fire_on_change)
 {
 	int i;
 
-	ledger_setup(24, 1024);   /* 9 sessions: on at 8 (>= 7.2), off below 6.3 */
+	ledger_setup(24, 1024);   /* 8 sessions: on at 7 (>= 6.4), off below 5.6 */
 	limits_on_stress(on_stress, &stress_calls);
 	stress_calls = 0;
-	for (i = 0; i < 7; i++)
+	for (i = 0; i < 6; i++)
 		limits_session_admit();
 	ck_assert_int_eq(limits_stress(), 0);
-	limits_session_admit();   /* 8/9 = 88% */
+	limits_session_admit();   /* 7/8 = 88% */
 	ck_assert_int_eq(limits_stress(), 1);
 	ck_assert_int_eq(stress_calls, 1);
 	ck_assert_int_eq(stress_last, 1);
@@ -659,22 +659,24 @@ START_TEST(funnel_caps)
 	const char *why = NULL;
 
 	ledger_setup(24, 1024);
-	/* 12 TCP sockets in the budget */
-	for (i = 0; i < 12; i++)
+	/* 12 TCP sockets in the budget, one of them kept for the 421 of a refused client */
+	for (i = 0; i < 11; i++)
 		ck_assert_int_ge(tcp[i] = fd_socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), 0);
 	errno = 0;
 	ck_assert_int_eq(fd_socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), -1);
 	ck_assert_int_eq(errno, EMFILE);
-	ck_assert_int_eq((int)fd_count(FD_TCP), 12);
+	ck_assert_int_eq((int)fd_count(FD_TCP), 11);
 	/* the warning names the pool that set the cap, not RLIMIT_NOFILE; unix sockets have room */
 	ck_assert_str_eq(limits_socket_refusal(0), "numtcpsock");
 	ck_assert_ptr_null(limits_socket_refusal(1));
 	ck_assert_int_eq(limits_tcp_admit(&why), 1);
-	/* an accepted socket over the budget: counted, and admission says why */
-	ck_assert_int_ge(tcp[12] = dup(tcp[0]), 0);
-	fd_received(tcp[12], FD_TCP);
+	/* an accepted socket over the budget: counted, and admission says why; the 12th, the refusal's */
+	ck_assert_int_ge(tcp[11] = dup(tcp[0]), 0);
+	fd_received(tcp[11], FD_TCP);
 	ck_assert_int_eq(limits_tcp_admit(&why), 0);
 	ck_assert_str_eq(why, "numtcpsock");
+	ck_assert_int_eq((int)fd_count(FD_TCP), 12);
+	tcp[12] = -1;
 	/* other pools are separate: 20 non-TCP sockets */
 	for (i = 0; i < 10; i++) {
 		ck_assert_int_eq(fd_socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp[i & 1]), 0);
@@ -685,8 +687,8 @@ START_TEST(funnel_caps)
 	}
 	ck_assert_int_eq((int)fd_count(FD_SOCK), 2);
 	ck_assert_int_ge(files[0] = fd_open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
-	ck_assert_int_eq((int)fd_total(), 13 + 2 + 1);
-	for (i = 0; i < 13; i++)
+	ck_assert_int_eq((int)fd_total(), 12 + 2 + 1);
+	for (i = 0; i < 12; i++)
 		fd_close(tcp[i]);
 	fd_close(sp[1][0]);
 	fd_close(sp[1][1]);
@@ -744,16 +746,16 @@ START_TEST(resample_follows_the_container)
 
 	ledger_setup(400, 4096);
 	before = limits_smtpd_concurrency();
-	ck_assert_int_eq(before, 200 - 1 - 2);
+	ck_assert_int_eq(before, 200 - 1 - 1 - 2);
 	/* someone else takes 300 TCP sockets: 400 - 20 - 300 = 80 left */
 	scripted.r[LR_NUMTCPSOCK].held = 300;
 	limits_resample();
-	ck_assert_int_eq(limits_smtpd_concurrency(), 80 - 1 - 2);
+	ck_assert_int_eq(limits_smtpd_concurrency(), 80 - 1 - 1 - 2);
 	/* a garbage read keeps the last good values instead of "unlimited" */
 	scripted.r[LR_NUMTCPSOCK].source = NULL;
 	scripted.r[LR_NUMTCPSOCK].limit = LIMITS_UNLIMITED;
 	limits_resample();
-	ck_assert_int_eq(limits_smtpd_concurrency(), 80 - 1 - 2);
+	ck_assert_int_eq(limits_smtpd_concurrency(), 80 - 1 - 1 - 2);
 	limits_note_failure("numtcpsock", ENOMEM);   /* no loop: logs, never crashes */
 	ledger_teardown();
 }
