@@ -18,6 +18,16 @@ process behind.
 
 Needs root and systemd-nspawn (Debian's systemd-container); skips otherwise
 with the reason. Boot takes a few seconds.
+
+Under a checker (FRUGAL_BIN is build/asan/frugal, make check's ASan pass, or
+build/valgrind/frugal, make valgrind-check's wrapper) the installed
+/usr/sbin/frugal is that binary, the unit is the installed one unchanged but
+for a drop-in that gives it the checker's environment (a report directory in
+the container's /var/lib, which the unit's PrivateTmp and ProtectSystem
+leave writable) and, under valgrind, longer start and stop timeouts. After
+`systemctl stop` the test fails on any sanitizer report or memcheck error and
+copies the reports where the runner looks (ASAN_OPTIONS' log_path,
+FRUGAL_VALGRIND_LOGDIR).
 """
 import os
 import re
@@ -29,8 +39,14 @@ import tempfile
 import time
 import unittest
 import uuid
+import glob
 
-from harness import ROOT, free_port, wait_for, SLOW
+from harness import ROOT, FRUGAL, free_port, wait_for, SLOW
+
+# the build FRUGAL_BIN names: "asan", "valgrind" (run the unit's daemon under it) or the plain one
+CHECKER = {"asan": "asan", "valgrind": "valgrind"}.get(os.path.basename(os.path.dirname(os.path.abspath(FRUGAL))))
+# where the checker writes inside the container (frugal drops to mail_owner: world-writable, sticky)
+REPORTS = "/var/lib/frugal-checker"
 
 NSPAWN = shutil.which("systemd-nspawn")
 # Services of this machine's image that would start in the container and
@@ -113,6 +129,8 @@ class SystemdUnit(unittest.TestCase):
             if os.path.lexists(p):
                 os.unlink(p)
             os.symlink("/dev/null", p)
+        if CHECKER:
+            cls.install_checker()
         # a system user with a home, for local delivery
         sh("useradd", "--root", cls.root, "-m", "-s", "/bin/sh", "frugalsd")
         cls.port = free_port()
@@ -140,6 +158,58 @@ dns_servers = 127.0.0.1:9
             s = cls.run_in("systemctl", "is-system-running", check=False).stdout.strip()
             return s in ("running", "degraded")
         wait_for(up, 120 * SLOW, "the container's systemd to finish booting", interval=0.2)
+
+    @classmethod
+    def install_checker(cls):
+        """/usr/sbin/frugal becomes FRUGAL_BIN (the ASan binary, or the valgrind wrapper whose
+        absolute paths into this tree resolve in the overlay of /), plus the checker's drop-in."""
+        dst = os.path.join(cls.root, "usr/sbin/frugal")
+        os.unlink(dst)
+        shutil.copy2(FRUGAL, dst)
+        os.makedirs(cls.root + REPORTS)
+        os.chmod(cls.root + REPORTS, 0o1777)
+        if CHECKER == "asan":
+            env = ['"ASAN_OPTIONS=log_path=%s/asan:detect_leaks=1"' % REPORTS,
+                   '"UBSAN_OPTIONS=log_path=%s/ubsan:print_stacktrace=1:halt_on_error=1"' % REPORTS]
+            extra = ""
+        else:
+            env = ["FRUGAL_VALGRIND_LOGDIR=%s" % REPORTS]
+            # memcheck: `frugal check` and the start take seconds, the stop's leak checks too
+            extra = "TimeoutStartSec=%d\nTimeoutStopSec=%d\n" % (90 * SLOW, 60 * SLOW)
+        d = os.path.join(cls.root, "etc/systemd/system/frugal.service.d")
+        os.makedirs(d)
+        with open(os.path.join(d, "checker.conf"), "w") as f:
+            f.write("[Service]\nEnvironment=%s\n%s" % (" ".join(env), extra))
+
+    def checker_verdict(self):
+        """After the stop: every report the checker wrote in the container, copied where the
+        runner looks; a sanitizer report or a memcheck error (a log whose ERROR SUMMARY is not 0)
+        fails the test. A log without a summary is the SIGKILLed master's: no leak check."""
+        logs = sorted(glob.glob(self.root + REPORTS + "/*"))
+        bad = []
+        if CHECKER == "asan":
+            m = re.search(r"log_path=([^:]+)", os.environ.get("ASAN_OPTIONS", ""))
+            for p in logs:
+                if m:
+                    shutil.copy(p, "%s.systemd-%s" % (m.group(1), os.path.basename(p)))
+                bad.append(p)
+        else:
+            out = os.environ.get("FRUGAL_VALGRIND_LOGDIR")
+            for p in logs:
+                with open(p, errors="replace") as f:
+                    text = f.read()
+                n = re.search(r"ERROR SUMMARY: (\d+) errors", text)
+                if n and int(n.group(1)):
+                    bad.append(p)
+                if out:   # vg.PID.N: PID is the container's, the runner must not look for it here
+                    shutil.copy(p, os.path.join(out, "vg.systemd-" + os.path.basename(p)[3:]))
+            print("test_systemd: %d memcheck logs, %d with a leak check" % (
+                len(logs), sum(1 for p in logs if "ERROR SUMMARY" in open(p, errors="replace").read())))
+        reports = ""
+        for p in bad:
+            with open(p, errors="replace") as f:
+                reports += "--- %s\n%s\n" % (p, f.read()[:8000])
+        self.assertEqual(bad, [], "%s reports from the unit's daemon:\n%s" % (CHECKER, reports))
 
     @classmethod
     def find_leader(cls):
@@ -206,6 +276,10 @@ dns_servers = 127.0.0.1:9
         wait_for(lambda: self.prop("ActiveState") == "active", 60 * SLOW, "frugal.service active")
         master = self.main_pid()
         self.assertGreater(master, 0)
+        if CHECKER:   # the unit's master is the checked build, not the plain one `make install` put there
+            maps = self.run_in("cat", "/proc/%d/maps" % master).stdout
+            self.assertIn("libasan" if CHECKER == "asan" else "vgpreload_memcheck", maps,
+                          "the master runs under %s" % CHECKER)
         with open(os.path.join(self.root, "var/spool/frugal/pid/frugal.pid")) as f:
             self.assertEqual(int(f.read().split()[0]), master, "PIDFile names the master")
         wait_for(lambda: "daemon started" in self.journal(), 30 * SLOW, "'daemon started' in the journal")
@@ -258,8 +332,12 @@ dns_servers = 127.0.0.1:9
         self.run_in("systemctl", "stop", "frugal")
         self.assertEqual(self.prop("ActiveState"), "inactive")
         left = self.run_in("pgrep", "-x", "frugal", check=False).stdout.split()
+        if CHECKER == "valgrind":   # the process is memcheck, its command line still names frugal.bin
+            left += self.run_in("pgrep", "-f", "frugal.bin", check=False).stdout.split()
         self.assertEqual(left, [], "no frugal process after stop")
         self.assertIn("master stopped", self.journal())
+        if CHECKER:
+            self.checker_verdict()
 
 
 if __name__ == "__main__":
