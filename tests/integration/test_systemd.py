@@ -195,16 +195,17 @@ dns_servers = 127.0.0.1:9
                 bad.append(p)
         else:
             out = os.environ.get("FRUGAL_VALGRIND_LOGDIR")
+            checked = 0
             for p in logs:
                 with open(p, errors="replace") as f:
                     text = f.read()
                 n = re.search(r"ERROR SUMMARY: (\d+) errors", text)
+                checked += n is not None
                 if n and int(n.group(1)):
                     bad.append(p)
                 if out:   # vg.PID.N: PID is the container's, the runner must not look for it here
                     shutil.copy(p, os.path.join(out, "vg.systemd-" + os.path.basename(p)[3:]))
-            print("test_systemd: %d memcheck logs, %d with a leak check" % (
-                len(logs), sum(1 for p in logs if "ERROR SUMMARY" in open(p, errors="replace").read())))
+            print("test_systemd: %d memcheck logs, %d with a leak check" % (len(logs), checked))
         reports = ""
         for p in bad:
             with open(p, errors="replace") as f:
