@@ -74,6 +74,7 @@ EXCLUSIVE = {
     "test_daemon": "port2525",
     "test_powerloss": "system", "test_systemd": "system", "test_container": "system",
     "test_vzemul": "system",
+    "test_soak": "soak",   # the plain and the ASan soak never at once: each was measured beside an ordinary file
 }
 
 
