@@ -31,9 +31,6 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <opendkim/dkim.h>
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
-#endif
 
 #include "conf/conf.h"
 #include "conf/map.h"
@@ -680,22 +677,8 @@ static int sig_finish(void *arg, struct spool_txn *t)
 	}
 	mem_uncharge(DKIM_EOM_ROOM);
 	mem_nofail(1);
-#if defined(__SANITIZE_ADDRESS__)
-	/*
-	 * libopendkim 2.11 leaks an ed25519 key's working data in every dkim_eom (DESIGN.md
-	 * "valgrind's memcheck"; tests/valgrind/frugal.supp). LeakSanitizer's fast unwinder stops
-	 * in libcrypto, so no suppression can name it: in an ASan build LSan ignores what this
-	 * call allocates for an ed25519 key. RSA signing stays checked, and valgrind checks both.
-	 */
-	if (g->key->alg == DKIM_SIGN_ED25519SHA256)
-		__lsan_disable();
-#endif
 	if ((st = dkim_eom(g->dkim, NULL)) == DKIM_STAT_OK)
 		st = dkim_getsighdr_d(g->dkim, strlen(DKIM_SIGNHEADER) + 2, &hdr, &len);
-#if defined(__SANITIZE_ADDRESS__)
-	if (g->key->alg == DKIM_SIGN_ED25519SHA256)
-		__lsan_enable();
-#endif
 	mem_nofail(0);
 	if (st != DKIM_STAT_OK) {
 		log_warning("cleanup", "%s: DKIM signing for d=%s failed: %s", g->id, g->key->domain,
