@@ -78,19 +78,117 @@ struct dkim_sig {
 	size_t hlen, hcap;
 	DKIM  *dkim;              /* owned; NULL until the From: domain had a key */
 	int    body_open;         /* body bytes fed whose last line has no LF yet */
+	struct lib_block *blk;    /* owned; the blocks libopendkim holds for this handle */
+	int    nblk, capblk;
 };
 
 /* ---- libopendkim's memory: through core/mem (counted, may fail) ------------- */
 
+/*
+ * A signer's handle gets its own closure (the struct dkim_sig) and every
+ * block libopendkim takes for it is listed there, for one reason:
+ * libopendkim 2.11 (Debian 12's 2.11.0~beta2) never frees an Ed25519
+ * signing key. dkim_free() releases a signature's key state (the EVP_PKEY,
+ * the BIO it was read from, the 64-byte signature buffer) only when the
+ * key type is RSA, then frees the struct holding them: 568 bytes a signed
+ * message, counted by core/mem, so the daemon's ledger would read a budget
+ * ever more used (upstream fixed it in 2026, OpenDKIM PR #321). When that
+ * struct comes back here to be freed and still holds a key, frugal frees
+ * the key. The struct is the library's private struct dkim_crypto
+ * (dkim-types.h, OpenSSL build), declared below with the same members; it
+ * is recognised by the block's size, a signature buffer that is a block of
+ * this handle of exactly crypto_outlen bytes, no RSA key, and an Ed25519
+ * EVP_PKEY. A library that frees the key itself has set crypto_out to NULL
+ * by then (its CLOBBER), and nothing is done; another version than 2.11.0
+ * is left alone.
+ */
+struct odk_crypto_211 {
+	unsigned char crypto_pad;
+	int      crypto_keysize;
+	size_t   crypto_inlen;
+	size_t   crypto_outlen;
+	EVP_PKEY *crypto_pkey;
+	void    *crypto_key;        /* RSA *; NULL for Ed25519 */
+	BIO     *crypto_keydata;
+	unsigned char *crypto_in;
+	unsigned char *crypto_out;
+};
+
+struct lib_block {
+	void  *p;
+	size_t n;
+};
+
+static int lib_block_find(const struct dkim_sig *g, const void *p)
+{
+	int i;
+
+	for (i = g->nblk - 1; i >= 0; i--)   /* the newest first: frees mostly follow allocations */
+		if (g->blk[i].p == p)
+			return i;
+	return -1;
+}
+
+static void lib_block_drop(struct dkim_sig *g, int i)
+{
+	g->blk[i] = g->blk[--g->nblk];
+}
+
+static int odk_leaks_ed25519_key(void)
+{
+	return OPENDKIM_LIB_VERSION == 0x020B0000 && dkim_libversion() == 0x020B0000;
+}
+
+/* p, a block of g about to be freed: if it is a key state dkim_free() left behind, free the key */
+static void lib_reclaim_key(struct dkim_sig *g, void *p, size_t n)
+{
+	struct odk_crypto_211 *c = p;
+	int i;
+
+	if (n != sizeof *c || !odk_leaks_ed25519_key())
+		return;
+	if (c->crypto_out == NULL || c->crypto_key != NULL || c->crypto_pkey == NULL || c->crypto_outlen == 0 ||
+	    c->crypto_keysize != (int)(c->crypto_outlen * 8) || (i = lib_block_find(g, c->crypto_out)) < 0 ||
+	    g->blk[i].n != c->crypto_outlen || EVP_PKEY_get_id(c->crypto_pkey) != EVP_PKEY_ED25519)
+		return;
+	EVP_PKEY_free(c->crypto_pkey);
+	BIO_free(c->crypto_keydata);
+	mem_free(c->crypto_out);
+	lib_block_drop(g, i);
+}
+
 static void *lib_alloc(void *closure, size_t n)
 {
-	(void)closure;
-	return mem_alloc(n ? n : 1);
+	struct dkim_sig *g = closure;
+	void *p;
+
+	if ((p = mem_alloc(n ? n : 1)) == NULL || g == NULL)
+		return p;
+	if (g->nblk == g->capblk) {
+		int cap = g->capblk ? g->capblk * 2 : 32;
+		struct lib_block *v = mem_realloc(g->blk, (size_t)cap * sizeof *v);
+		if (v == NULL) {
+			mem_free(p);
+			return NULL;
+		}
+		g->blk = v;
+		g->capblk = cap;
+	}
+	g->blk[g->nblk].p = p;
+	g->blk[g->nblk++].n = n;
+	return p;
 }
 
 static void lib_free(void *closure, void *p)
 {
-	(void)closure;
+	struct dkim_sig *g = closure;
+	int i;
+
+	if (g != NULL && p != NULL && (i = lib_block_find(g, p)) >= 0) {
+		size_t n = g->blk[i].n;
+		lib_block_drop(g, i);
+		lib_reclaim_key(g, p, n);
+	}
 	mem_free(p);
 }
 
@@ -485,7 +583,7 @@ static int headers_done(struct dkim_sig *g, size_t hend)
 		g->st = SIG_OFF;   /* not ours to sign: nothing logged, as OpenDKIM with no key */
 		return 0;
 	}
-	g->dkim = dkim_sign(g->keys->lib, (const unsigned char *)g->id, NULL, (dkim_sigkey_t)g->key->pem,
+	g->dkim = dkim_sign(g->keys->lib, (const unsigned char *)g->id, g, (dkim_sigkey_t)g->key->pem,
 	    (const unsigned char *)g->key->selector, (const unsigned char *)g->key->domain,
 	    DKIM_CANON_RELAXED, DKIM_CANON_RELAXED, g->key->alg, -1L, &st);
 	if (g->dkim == NULL) {
@@ -716,6 +814,7 @@ static void sig_free(void *arg)
 
 	if (g->dkim)
 		dkim_free(g->dkim);
+	mem_free(g->blk);
 	mem_free(g->hbuf);
 	dkim_keys_unref(g->keys);
 	mem_free(g);

@@ -417,53 +417,63 @@ static void unstage(struct maildir_req *r, const char *step, int err)
 	r->rc = -1;
 }
 
-static void finish_batch(struct maildir_req *r, int n)
+/*
+ * One sync per file system for the staged requests (rc 1), each request's
+ * result left in p.err (0 or an errno): which 0 syncs the files (written in
+ * tmp/), 1 the new/ directories. A later request on a file system already
+ * synced is covered by that sync and shares its result.
+ */
+static void sync_staged(struct maildir_req *r, int n, int which)
 {
 	int i, k, e;
 
-	/* one sync per file system for every file staged (a later file of the same one is covered) */
+	for (i = 0; i < n; i++)
+		r[i].p.synced = 0;
 	for (i = 0; i < n; i++) {
 		if (r[i].rc != 1 || r[i].p.synced)
 			continue;
-		e = sync_shared_dev(r[i].p.fd, r[i].p.dev[0]) < 0 ? errno : 0;
+		e = sync_shared_dev(which ? r[i].p.fds[1] : r[i].p.fd, r[i].p.dev[which]) < 0 ? errno : 0;
 		for (k = i; k < n; k++)
-			if (r[k].rc == 1 && !r[k].p.synced && r[k].p.dev[0] == r[i].p.dev[0]) {
+			if (r[k].rc == 1 && !r[k].p.synced && r[k].p.dev[which] == r[i].p.dev[which]) {
 				r[k].p.synced = 1;
-				if (e)
-					unstage(&r[k], "sync maildir file", e);
+				r[k].p.err = e;
 			}
 	}
+}
+
+static void finish_batch(struct maildir_req *r, int n)
+{
+	int i;
+
+	sync_staged(r, n, 0);
 	for (i = 0; i < n; i++) {
 		if (r[i].rc != 1)
 			continue;
-		e = fd_close(r[i].p.fd);
-		r[i].p.fd = -1;
-		if (e < 0) {
+		if (r[i].p.err) {
+			unstage(&r[i], "sync maildir file", r[i].p.err);
+			continue;
+		}
+		if (fd_close(r[i].p.fd) < 0) {
+			r[i].p.fd = -1;
 			unstage(&r[i], "close maildir file", errno);
 			continue;
 		}
-		if (renameat(r[i].p.fds[0], r[i].p.name, r[i].p.fds[1], r[i].p.name) < 0) {
+		r[i].p.fd = -1;
+		if (renameat(r[i].p.fds[0], r[i].p.name, r[i].p.fds[1], r[i].p.name) < 0)
 			unstage(&r[i], "rename maildir file", errno);
-			continue;
-		}
-		r[i].p.synced = 0;
 	}
+	sync_staged(r, n, 1);
 	for (i = 0; i < n; i++) {
-		if (r[i].rc != 1 || r[i].p.synced)
+		if (r[i].rc != 1)
 			continue;
-		e = sync_shared_dev(r[i].p.fds[1], r[i].p.dev[1]) < 0 ? errno : 0;
-		for (k = i; k < n; k++)
-			if (r[k].rc == 1 && !r[k].p.synced && r[k].p.dev[1] == r[i].p.dev[1]) {
-				r[k].p.synced = 1;
-				if (e) {
-					/* delivered but not known durable: take it back, the retry delivers again */
-					unlinkat(r[k].p.fds[1], r[k].p.name, 0);
-					snprintf(r[k].reason, r[k].rlen, "sync maildir directory new: %s", strerror(e));
-					r[k].rc = -1;
-				} else {
-					r[k].rc = 0;
-				}
-			}
+		if (r[i].p.err) {
+			/* delivered but not known durable: take it back, the retry delivers again */
+			unlinkat(r[i].p.fds[1], r[i].p.name, 0);
+			snprintf(r[i].reason, r[i].rlen, "sync maildir directory new: %s", strerror(r[i].p.err));
+			r[i].rc = -1;
+		} else {
+			r[i].rc = 0;
+		}
 	}
 }
 
@@ -528,7 +538,7 @@ fail:
 	return -1;
 }
 
-/* everything a request holds: its directories and its file */
+/* everything a request holds until the end of its batch: tmp/, new/ and its file */
 static void req_close(struct maildir_req *r)
 {
 	int i;
@@ -538,11 +548,7 @@ static void req_close(struct maildir_req *r)
 	for (i = 0; i < 2; i++)
 		if (r->p.fds[i] >= 0)
 			fd_close(r->p.fds[i]);
-	if (r->p.dirfd >= 0 && r->p.dirfd != r->p.basefd)
-		fd_close(r->p.dirfd);
-	if (r->p.basefd >= 0 && r->base)
-		fd_close(r->p.basefd);
-	r->p.fd = r->p.fds[0] = r->p.fds[1] = r->p.dirfd = r->p.basefd = -1;
+	r->p.fd = r->p.fds[0] = r->p.fds[1] = -1;
 }
 
 /* Walk to the mailbox; an mbox is delivered whole now, a Maildir file staged (rc 1). */
@@ -551,39 +557,38 @@ static void start_req(struct maildir_req *r)
 	char path[4096], *file = NULL;
 	size_t n = strlen(r->rel);
 	int mbox = n > 0 && r->rel[n - 1] != '/';
+	int basefd = r->base ? -1 : r->basefd, dirfd = -1;   /* basefd is ours only when opened here */
 
 	r->rc = -1;
-	r->p.fd = r->p.fds[0] = r->p.fds[1] = r->p.dirfd = -1;
-	r->p.synced = 0;
-	r->p.basefd = r->base ? -1 : r->basefd;
+	r->p.fd = r->p.fds[0] = r->p.fds[1] = -1;
+	r->p.synced = r->p.err = 0;
 	if (n == 0 || n >= sizeof path) {
 		snprintf(r->reason, r->rlen, "bad mailbox path");
 		return;
 	}
 	if (r->base) {
 		/* the base itself is the admin's (configuration, or a home directory): followed as named */
-		if ((r->p.basefd = fd_open(r->base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		if ((basefd = fd_open(r->base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 			if (errno == ENOENT && file_mkdir_p(r->base, 0700) == 0)
-				r->p.basefd = fd_open(r->base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (r->p.basefd < 0) {
+				basefd = fd_open(r->base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (basefd < 0) {
 				snprintf(r->reason, r->rlen, "open mailbox base %s: %s", r->base, strerror(errno));
 				return;
 			}
 		}
 	}
 	memcpy(path, r->rel, n + 1);
-	if ((r->p.dirfd = walk(r->p.basefd, path, r->owner, mbox ? &file : NULL, r->reason, r->rlen)) < 0)
-		return;
-	if (mbox)
-		r->rc = deliver_mbox(r->p.dirfd, file, r->owner, r->m, r->rcpt, r->reason, r->rlen);
-	else if (stage(r, r->p.dirfd) == 0)
-		r->rc = 1;   /* staged: finish_batch syncs and renames it */
+	if ((dirfd = walk(basefd, path, r->owner, mbox ? &file : NULL, r->reason, r->rlen)) >= 0) {
+		if (mbox)
+			r->rc = deliver_mbox(dirfd, file, r->owner, r->m, r->rcpt, r->reason, r->rlen);
+		else if (stage(r, dirfd) == 0)
+			r->rc = 1;   /* staged: finish_batch syncs and renames it */
+	}
 	/* a staged delivery needs only tmp/, new/ and its file until the end of the batch */
-	if (r->p.dirfd >= 0 && r->p.dirfd != r->p.basefd)
-		fd_close(r->p.dirfd);
-	if (r->p.basefd >= 0 && r->base)
-		fd_close(r->p.basefd);
-	r->p.dirfd = r->p.basefd = -1;
+	if (dirfd >= 0 && dirfd != basefd)
+		fd_close(dirfd);
+	if (basefd >= 0 && r->base)
+		fd_close(basefd);
 }
 
 void maildir_deliver_batch(struct maildir_req *r, int n)

@@ -288,7 +288,8 @@ struct maildir_req {
 	size_t rlen;
 	int rc;                        /* out */
 	struct {                       /* maildir.c's, between the halves */
-		int basefd, dirfd, fds[2], fd, synced;
+		int fds[2], fd;            /* tmp/ and new/, the staged file */
+		int synced, err;           /* sync_staged's mark and result */
 		dev_t dev[2];
 		char name[700];
 	} p;
