@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -199,10 +200,48 @@ static int load_key(SSL_CTX *ctx, const char *path, const char *cert_path, const
 	return 0;
 }
 
+static unsigned long sweep_at;   /* tests: tls_sweep_server() */
+static int sweep_read;
+
+void tls_sweep_server(unsigned long n)
+{
+	sweep_read = 1;
+	sweep_at = n;
+}
+
+/* tests: the armed failure's countdown starts with the build (see tls_sweep_server) */
+static int sweep_arm(void)
+{
+	const char *s;
+
+	if (!sweep_read && (s = getenv("FRUGAL_ALLOC_SWEEP_TLS_START")) != NULL)
+		sweep_at = strtoul(s, NULL, 10);
+	sweep_read = 1;
+	if (sweep_at == 0)
+		return 0;
+	mem_fail_at(sweep_at);
+	sweep_at = 0;
+	return 1;
+}
+
+static struct tls_ctx *server_new(const char *cert_path, int cert_fd, const char *key_path, int key_fd,
+    char *err, size_t errlen);
+
 struct tls_ctx *tls_server_new(const char *cert_path, int cert_fd, const char *key_path, int key_fd,
     char *err, size_t errlen)
 {
-	SSL_CTX *ctx;
+	int armed = sweep_arm();
+	struct tls_ctx *t = server_new(cert_path, cert_fd, key_path, key_fd, err, errlen);
+
+	if (armed)
+		mem_fail_at(0);
+	return t;
+}
+
+static struct tls_ctx *server_new(const char *cert_path, int cert_fd, const char *key_path, int key_fd,
+    char *err, size_t errlen)
+{
+	SSL_CTX *ctx = NULL;
 	char *cert = NULL, *key = NULL, e[256];
 	size_t clen = 0, klen = 0;
 
