@@ -246,6 +246,7 @@ static struct tls_ctx *server_new(const char *cert_path, int cert_fd, const char
 	size_t clen = 0, klen = 0;
 	unsigned long refused = mem_failures();
 
+	snprintf(err, errlen, "%s", "");   /* the check at the end fails with no text of its own */
 	if (tls_init() < 0) {
 		snprintf(err, errlen, "cannot initialise OpenSSL");
 		goto fail;
