@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -199,23 +200,60 @@ static int load_key(SSL_CTX *ctx, const char *path, const char *cert_path, const
 	return 0;
 }
 
+static unsigned long sweep_at;   /* tests: tls_sweep_server() */
+static int sweep_read;
+
+void tls_sweep_server(unsigned long n)
+{
+	sweep_read = 1;
+	sweep_at = n;
+}
+
+/* tests: the armed failure's countdown starts with the build (see tls_sweep_server) */
+static int sweep_arm(void)
+{
+	const char *s;
+
+	if (!sweep_read && (s = getenv("FRUGAL_ALLOC_SWEEP_TLS_START")) != NULL)
+		sweep_at = strtoul(s, NULL, 10);
+	sweep_read = 1;
+	if (sweep_at == 0)
+		return 0;
+	mem_fail_at(sweep_at);
+	sweep_at = 0;
+	return 1;
+}
+
+static struct tls_ctx *server_new(const char *cert_path, int cert_fd, const char *key_path, int key_fd,
+    char *err, size_t errlen);
+
 struct tls_ctx *tls_server_new(const char *cert_path, int cert_fd, const char *key_path, int key_fd,
     char *err, size_t errlen)
 {
-	SSL_CTX *ctx;
+	int armed = sweep_arm();
+	struct tls_ctx *t = server_new(cert_path, cert_fd, key_path, key_fd, err, errlen);
+
+	if (armed)
+		mem_fail_at(0);
+	return t;
+}
+
+static struct tls_ctx *server_new(const char *cert_path, int cert_fd, const char *key_path, int key_fd,
+    char *err, size_t errlen)
+{
+	SSL_CTX *ctx = NULL;
 	char *cert = NULL, *key = NULL, e[256];
 	size_t clen = 0, klen = 0;
+	unsigned long refused = mem_failures();
 
+	snprintf(err, errlen, "%s", "");   /* the check at the end fails with no text of its own */
 	if (tls_init() < 0) {
 		snprintf(err, errlen, "cannot initialise OpenSSL");
-		return NULL;
+		goto fail;
 	}
-	if ((cert = slurp("smtpd_tls_cert_file", cert_path, cert_fd, &clen, err, errlen)) == NULL)
-		return NULL;
-	if ((key = slurp("smtpd_tls_key_file", key_path, key_fd, &klen, err, errlen)) == NULL) {
-		mem_free(cert);
-		return NULL;
-	}
+	if ((cert = slurp("smtpd_tls_cert_file", cert_path, cert_fd, &clen, err, errlen)) == NULL ||
+	    (key = slurp("smtpd_tls_key_file", key_path, key_fd, &klen, err, errlen)) == NULL)
+		goto fail;
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
 		snprintf(err, errlen, "cannot make a TLS context: %s", tls_error_text(e, sizeof e));
 		goto fail;
@@ -249,11 +287,27 @@ struct tls_ctx *tls_server_new(const char *cert_path, int cert_fd, const char *k
 		    key_path, cert_path);
 		goto fail;
 	}
+	/*
+	 * As for the client's context (tls_client_new): OpenSSL swallows some refused
+	 * allocations while it builds a context and returns one that looks whole. A
+	 * context built while memory was refused is not kept: the start fails, a reload
+	 * keeps the running generation (test_faults_tlsctx.py).
+	 */
+	if (mem_failures() != refused)
+		goto fail;
 	OPENSSL_cleanse(key, klen);
 	mem_free(cert);
 	mem_free(key);
 	return (struct tls_ctx *)(void *)ctx;
 fail:
+	/*
+	 * A refused allocation is the reason whatever OpenSSL made of it ("malloc failure",
+	 * "decode error", "no PEM certificate found", or no error queued at all): say so.
+	 */
+	if (mem_failures() != refused && strstr(err, "out of memory") == NULL) {
+		ERR_clear_error();
+		snprintf(err, errlen, "smtpd_tls_cert_file %s: cannot make a TLS context: out of memory", cert_path);
+	}
 	if (key)
 		OPENSSL_cleanse(key, klen);
 	mem_free(cert);

@@ -37,6 +37,13 @@ struct tls_ctx *tls_server_new(const char *cert_path, int cert_fd, const char *k
     char *err, size_t errlen);
 void tls_ctx_ref(struct tls_ctx *c);
 void tls_ctx_unref(struct tls_ctx *c);   /* NULL is fine */
+/*
+ * Tests only (tests/integration/test_faults_tlsctx.py): the next
+ * tls_server_new fails its n-th allocation (0 disarms); the build disarms
+ * what it did not reach. FRUGAL_ALLOC_SWEEP_TLS_START=n arms the first
+ * build of the process (the start-up check, under a master the master's).
+ */
+void tls_sweep_server(unsigned long n);
 
 /*
  * The SMTP client's context (smtp_tls_*): TLS 1.2 and 1.3, OpenSSL's

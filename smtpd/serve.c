@@ -114,7 +114,19 @@ static void reload(const struct smtpd_tls_files *tf)
 		log_warning("master", "reload failed: configuration has errors; keeping the running one");
 		return;
 	}
-	if ((g = smtpd_gen_new(c, tf, err, sizeof err)) == NULL) {
+	/*
+	 * Tests only (FRUGAL_ALLOC_SWEEP_TLS_RELOAD=k, tests/integration/test_faults_tlsctx.py):
+	 * reload n fails the (1 + (n-1)k)-th allocation of building the server TLS context.
+	 */
+	if (getenv("FRUGAL_ALLOC_SWEEP_TLS_RELOAD")) {
+		static unsigned long n;
+		unsigned long k = strtoul(getenv("FRUGAL_ALLOC_SWEEP_TLS_RELOAD"), NULL, 10);
+
+		tls_sweep_server(1 + n++ * (k ? k : 1));
+	}
+	g = smtpd_gen_new(c, tf, err, sizeof err);
+	tls_sweep_server(0);   /* a generation without TLS leaves it armed */
+	if (g == NULL) {
 		log_warning("master", "reload failed: %s; keeping the running configuration", err);
 		conf_unref(c);
 		return;
