@@ -367,11 +367,22 @@ static const char *unique_host(void)
  * file's file system once, renames them all into new/, and syncs new/'s once.
  * A batch of one is the same steps in the same order as a lone delivery.
  */
+/* a staged file that will not be delivered: out of tmp/ */
+static void unstage(struct maildir_req *r, const char *step, int err)
+{
+	if (r->p.fd >= 0) {
+		fd_close(r->p.fd);
+		r->p.fd = -1;
+	}
+	unlinkat(r->p.fds[0], r->p.name, 0);
+	snprintf(r->reason, r->rlen, "%s %s: %s", step, r->p.name, strerror(err));
+	r->rc = -1;
+}
+
 static int stage(struct maildir_req *r, int dirfd)
 {
 	static const char *const sub[] = { "tmp", "new", "cur" };
 	int i, made = 0, curfd = -1;
-	const char *step;
 	struct timeval tv;
 
 	/*
@@ -392,29 +403,16 @@ static int stage(struct maildir_req *r, int dirfd)
 	gettimeofday(&tv, NULL);
 	snprintf(r->p.name, sizeof r->p.name, "%lld.M%ldP%ldQ%u.%.180s", (long long)tv.tv_sec, (long)tv.tv_usec,
 	    daemon_self(), __atomic_add_fetch(&delivery_counter, 1, __ATOMIC_RELAXED), unique_host());
-	step = "create maildir file";
 	if ((r->p.fd = fd_openat(r->p.fds[0], r->p.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    0600)) < 0)
-		goto fail;
-	step = "write maildir file";
-	if (write_prefix(r->p.fd, r->m, r->rcpt) < 0 || copy_message(r->p.fd, r->m, 0) < 0)
-		goto fail;
-	return 0;
-fail:
-	snprintf(r->reason, r->rlen, "%s %s: %s", step, r->p.name, strerror(errno));
-	return -1;
-}
-
-/* a staged file that will not be delivered: out of tmp/ */
-static void unstage(struct maildir_req *r, const char *step, int err)
-{
-	if (r->p.fd >= 0) {
-		fd_close(r->p.fd);
-		r->p.fd = -1;
+	    0600)) < 0) {
+		snprintf(r->reason, r->rlen, "create maildir file %s: %s", r->p.name, strerror(errno));
+		return -1;
 	}
-	unlinkat(r->p.fds[0], r->p.name, 0);
-	snprintf(r->reason, r->rlen, "%s %s: %s", step, r->p.name, strerror(err));
-	r->rc = -1;
+	if (write_prefix(r->p.fd, r->m, r->rcpt) < 0 || copy_message(r->p.fd, r->m, 0) < 0) {
+		unstage(r, "write maildir file", errno);   /* a torn write stays out of tmp/ */
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -443,7 +441,7 @@ static void sync_staged(struct maildir_req *r, int n, int which)
 
 static void finish_batch(struct maildir_req *r, int n)
 {
-	int i;
+	int i, e;
 
 	sync_staged(r, n, 0);
 	for (i = 0; i < n; i++) {
@@ -453,12 +451,12 @@ static void finish_batch(struct maildir_req *r, int n)
 			unstage(&r[i], "sync maildir file", r[i].p.err);
 			continue;
 		}
-		if (fd_close(r[i].p.fd) < 0) {
-			r[i].p.fd = -1;
+		e = fd_close(r[i].p.fd);
+		r[i].p.fd = -1;
+		if (e < 0) {
 			unstage(&r[i], "close maildir file", errno);
 			continue;
 		}
-		r[i].p.fd = -1;
 		if (renameat(r[i].p.fds[0], r[i].p.name, r[i].p.fds[1], r[i].p.name) < 0)
 			unstage(&r[i], "rename maildir file", errno);
 	}
@@ -595,11 +593,8 @@ void maildir_deliver_batch(struct maildir_req *r, int n)
 {
 	int i;
 
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < n; i++)
 		start_req(&r[i]);
-		if (r[i].rc == -1 && r[i].p.fd >= 0)
-			unlinkat(r[i].p.fds[0], r[i].p.name, 0);   /* a torn write stays out of tmp/ */
-	}
 	finish_batch(r, n);
 	for (i = 0; i < n; i++)
 		req_close(&r[i]);

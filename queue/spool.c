@@ -127,7 +127,6 @@ struct spool {
 	int    fd_committed;        /* fsynced by the group commit */
 	int    fd_free;             /* free/: emptied files for reuse */
 	dev_t  dev;                 /* the queue's file system, for spool_sync */
-	int    have_dev;
 	pthread_mutex_t pool_mu;    /* guards pool[] and npool: workers and the loop */
 	char   pool[SPOOL_POOL][QUEUE_ID_MAX]; /* names in free/ */
 	int    npool;
@@ -255,10 +254,9 @@ struct spool *spool_open(const char *queue_dir, char *err, size_t errlen)
 	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_COMMITTED);
 	if ((s->fd_committed = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		goto fail;
-	if (fstat(s->fd_committed, &st) == 0) {
-		s->dev = st.st_dev;
-		s->have_dev = 1;
-	}
+	if (fstat(s->fd_committed, &st) < 0)
+		goto fail;
+	s->dev = st.st_dev;
 	snprintf(path, sizeof path, "%s/%s", queue_dir, SPOOL_FREE);
 	if ((s->fd_free = fd_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		goto fail;
@@ -1337,7 +1335,7 @@ int spool_remove(const char *queue_dir, const char *id)
 /* the queue's files and directories all live on one file system (renames join them): known once */
 int spool_sync(struct spool *s, int fd)
 {
-	return s->have_dev ? sync_shared_dev(fd, s->dev) : sync_shared(fd);
+	return sync_shared_dev(fd, s->dev);
 }
 
 int spool_retire(struct spool *s, const char *id, int fd)

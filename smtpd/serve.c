@@ -103,6 +103,7 @@ static void reload(const struct smtpd_tls_files *tf)
 	struct conf *c;
 	struct smtpd_gen *g;
 	char err[1024];
+	const char *sweep;
 
 	/* a rotated log file is followed (PRODUCT.md section 1), by the delivery helpers too */
 	if (log_reopen("master") == 0 && log_is_file())
@@ -118,9 +119,9 @@ static void reload(const struct smtpd_tls_files *tf)
 	 * Tests only (FRUGAL_ALLOC_SWEEP_TLS_RELOAD=k, tests/integration/test_faults_tlsctx.py):
 	 * reload n fails the (1 + (n-1)k)-th allocation of building the server TLS context.
 	 */
-	if (getenv("FRUGAL_ALLOC_SWEEP_TLS_RELOAD")) {
+	if ((sweep = getenv("FRUGAL_ALLOC_SWEEP_TLS_RELOAD")) != NULL) {
 		static unsigned long n;
-		unsigned long k = strtoul(getenv("FRUGAL_ALLOC_SWEEP_TLS_RELOAD"), NULL, 10);
+		unsigned long k = strtoul(sweep, NULL, 10);
 
 		tls_sweep_server(1 + n++ * (k ? k : 1));
 	}
